@@ -1,0 +1,208 @@
+//! Throughput measurements behind `thermoflow bench ...`.
+//!
+//! `bench engine`: an MLP 3→64→64→4 (tanh), batch 1024, compiled by our engine, against the
+//! same MLP written the straightforward way with ndarray (`dot` → matrixmultiply's sgemm,
+//! `mapv(tanh)`, hand-written backprop, the same Adam), in one run; medians of repeats.
+
+use std::time::Instant;
+
+use ndarray::{Array1, Array2, Axis};
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use crate::engine::{Adam, GraphBuilder, Optimizer, Program};
+use crate::error::Result;
+
+const SIZES: [usize; 4] = [3, 64, 64, 4];
+const BATCH: usize = 1024;
+
+/// Median wall time in microseconds of `f` over `reps` calls after `warm` warm-up calls.
+pub fn median_us(warm: usize, reps: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warm {
+        f();
+    }
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    t[t.len() / 2]
+}
+
+/// Glorot-uniform initial weights for the benchmark MLP (seeded).
+pub fn mlp_init(seed: u64) -> Vec<(Vec<f64>, Vec<f64>)> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    SIZES
+        .windows(2)
+        .map(|w| {
+            let a = (6.0 / (w[0] + w[1]) as f64).sqrt();
+            let wt = (0..w[0] * w[1]).map(|_| rng.random_range(-a..a)).collect();
+            let b = (0..w[1]).map(|_| rng.random_range(-0.1..0.1)).collect();
+            (wt, b)
+        })
+        .collect()
+}
+
+/// The benchmark MLP as an engine program with loss mean((y − target)²).
+pub fn mlp_program(init: &[(Vec<f64>, Vec<f64>)]) -> Result<Program<f32>> {
+    let g = GraphBuilder::new();
+    let x = g.batch_input("x", &[SIZES[0]]);
+    let t = g.batch_input("target", &[SIZES[3]]);
+    let mut h = x;
+    for (l, (w, b)) in init.iter().enumerate() {
+        let wv = g.param(&format!("w{l}"), &[SIZES[l], SIZES[l + 1]], w.clone());
+        let bv = g.param(&format!("b{l}"), &[SIZES[l + 1]], b.clone());
+        h = h.matmul(wv) + bv;
+        if l + 1 < init.len() {
+            h = h.tanh();
+        }
+    }
+    let loss = (h - t).square().mean_all();
+    let (out, loss) = ([h.output("y")], loss.output("loss"));
+    Program::compile(g, &out, Some(loss))
+}
+
+/// The same MLP with ndarray and hand-written backprop.
+pub struct NdMlp {
+    w: Vec<Array2<f32>>,
+    b: Vec<Array1<f32>>,
+    m: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    t: i32,
+}
+
+impl NdMlp {
+    /// From initial weights.
+    pub fn new(init: &[(Vec<f64>, Vec<f64>)]) -> NdMlp {
+        let w: Vec<Array2<f32>> = init
+            .iter()
+            .enumerate()
+            .map(|(l, (w, _))| {
+                Array2::from_shape_vec(
+                    (SIZES[l], SIZES[l + 1]),
+                    w.iter().map(|&v| v as f32).collect(),
+                )
+                .unwrap()
+            })
+            .collect();
+        let b: Vec<Array1<f32>> = init
+            .iter()
+            .map(|(_, b)| b.iter().map(|&v| v as f32).collect())
+            .collect();
+        let sizes: Vec<usize> = w
+            .iter()
+            .map(|a| a.len())
+            .chain(b.iter().map(|a| a.len()))
+            .collect();
+        NdMlp {
+            m: sizes.iter().map(|&n| vec![0.0; n]).collect(),
+            v: sizes.iter().map(|&n| vec![0.0; n]).collect(),
+            w,
+            b,
+            t: 0,
+        }
+    }
+
+    /// Forward pass, keeping activations.
+    pub fn forward(&self, x: &Array2<f32>) -> Vec<Array2<f32>> {
+        let mut acts = vec![x.clone()];
+        for l in 0..self.w.len() {
+            let mut z = acts[l].dot(&self.w[l]) + &self.b[l];
+            if l + 1 < self.w.len() {
+                z.mapv_inplace(f32::tanh);
+            }
+            acts.push(z);
+        }
+        acts
+    }
+
+    /// Forward, backward and an Adam step on mean((y − target)²); returns the loss.
+    pub fn train_step(&mut self, x: &Array2<f32>, target: &Array2<f32>, lr: f32) -> f32 {
+        let acts = self.forward(x);
+        let y = acts.last().unwrap();
+        let diff = y - target;
+        let n = diff.len() as f32;
+        let loss = diff.iter().map(|d| d * d).sum::<f32>() / n;
+        let mut delta = diff * (2.0 / n);
+        let nl = self.w.len();
+        let mut gw = vec![Array2::<f32>::zeros((0, 0)); nl];
+        let mut gb = vec![Array1::<f32>::zeros(0); nl];
+        for l in (0..nl).rev() {
+            gw[l] = acts[l].t().dot(&delta);
+            gb[l] = delta.sum_axis(Axis(0));
+            if l > 0 {
+                let mut d = delta.dot(&self.w[l].t());
+                d.zip_mut_with(&acts[l], |d, &a| *d *= 1.0 - a * a);
+                delta = d;
+            }
+        }
+        self.t += 1;
+        let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
+        let (c1, c2) = (1.0 - b1.powi(self.t), 1.0 - b2.powi(self.t));
+        let params = self
+            .w
+            .iter_mut()
+            .map(|w| w.as_slice_mut().unwrap())
+            .chain(self.b.iter_mut().map(|b| b.as_slice_mut().unwrap()));
+        let grads: Vec<&[f32]> = gw
+            .iter()
+            .map(|g| g.as_slice().unwrap())
+            .chain(gb.iter().map(|g| g.as_slice().unwrap()))
+            .collect();
+        for (k, p) in params.enumerate() {
+            let (m, v, g) = (&mut self.m[k], &mut self.v[k], grads[k]);
+            for i in 0..p.len() {
+                m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+                v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+                p[i] -= lr * (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
+            }
+        }
+        loss
+    }
+}
+
+/// Run the engine benchmark and return its JSON report.
+pub fn engine_bench(reps: usize) -> Result<serde_json::Value> {
+    let init = mlp_init(7);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let x: Vec<f32> = (0..BATCH * SIZES[0])
+        .map(|_| rng.random_range(-2.0..2.0))
+        .collect();
+    let t: Vec<f32> = (0..BATCH * SIZES[3])
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let xa = Array2::from_shape_vec((BATCH, SIZES[0]), x.clone()).unwrap();
+    let ta = Array2::from_shape_vec((BATCH, SIZES[3]), t.clone()).unwrap();
+
+    let mut prog = mlp_program(&init)?;
+    let mut nd = NdMlp::new(&init);
+    let mut adam = Adam::new(1e-3);
+    let lr = adam.lr() as f32;
+    let mut err = None;
+    let fwd_engine = median_us(5, reps, || {
+        if let Err(e) = prog.run(&[("x", &x), ("target", &t)]) {
+            err = Some(e);
+        }
+    });
+    let fwd_nd = median_us(5, reps, || {
+        std::hint::black_box(nd.forward(&xa));
+    });
+    let step_engine = median_us(5, reps, || {
+        if let Err(e) = prog.step(&[("x", &x), ("target", &t)], &mut adam) {
+            err = Some(e);
+        }
+    });
+    let step_nd = median_us(5, reps, || {
+        std::hint::black_box(nd.train_step(&xa, &ta, lr));
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    Ok(json!({
+        "mlp_forward": {"engine_us": fwd_engine, "ndarray_us": fwd_nd, "ratio": fwd_engine / fwd_nd},
+        "mlp_train_step": {"engine_us": step_engine, "ndarray_us": step_nd, "ratio": step_engine / step_nd},
+    }))
+}

@@ -1,0 +1,34 @@
+//! The engine: the only module that knows luminal's internals.
+//!
+//! Graphs are built with luminal 0.2.0's primitive operators through [`GraphBuilder`] and
+//! [`Var`]; [`Program`] compiles them with our own passes instead of luminal's stock
+//! compilers (which are slow and, for slices, permuted reductions, `gather` and matmul
+//! offsets, wrong):
+//!
+//! 1. **lowering** ([`ir`]): every edge's `ShapeTracker` becomes a concrete strided [`View`]
+//!    by our own index math, once per batch size;
+//! 2. **matmul recognition**: `SumReduce(last) ∘ Mul` of two broadcast views becomes a gemm;
+//! 3. **autograd** ([`autograd`]): reverse-mode gradients of a scalar loss, covering every
+//!    primitive and every view (pulled back as the exact adjoint of the read);
+//! 4. **fused CPU kernels** ([`plan`]): elementwise chains fused into chunked loops, gemm
+//!    through `matrixmultiply`, direct reductions and scatters; generic over f32 and f64.
+//!
+//! CUDA and Metal are later work: the fused kernel description (leaf views + SSA
+//! instruction list in [`plan::Step::Fused`]) is designed to be printed as CUDA C or Metal
+//! source by a code generator, one kernel per fused group, with the same gather index math;
+//! matmul would map to cuBLAS/MPS. No GPU crate is a dependency today.
+
+pub mod autograd;
+pub mod builder;
+pub mod ir;
+pub mod optim;
+pub mod plan;
+pub mod program;
+pub mod scalar;
+pub mod view;
+
+pub use builder::{Dim, GraphBuilder, InputKind, Shape, Var};
+pub use optim::{Adam, Optimizer, Sgd};
+pub use program::{OutputSpec, Outputs, Program};
+pub use scalar::Scalar;
+pub use view::View;

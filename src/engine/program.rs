@@ -1,0 +1,406 @@
+//! The safe front of the engine: a compiled program with named inputs and outputs.
+//!
+//! A [`Program`] owns the boxed luminal graph it was built from, the declared inputs
+//! (data, resident parameters, resident constants) and one compiled [`Plan`] per batch size
+//! seen (compiled on first use, kept for reuse). Every run returns freshly copied outputs,
+//! missing or mis-sized inputs are errors, and parameters stay resident between runs.
+
+use luminal::prelude::{Graph, NodeIndex};
+
+use super::autograd::differentiate;
+use super::builder::{Dim, GraphBuilder, InputDecl, InputKind, Shape, Var};
+use super::ir::Ir;
+use super::optim::Optimizer;
+use super::plan::Plan;
+use super::scalar::Scalar;
+use crate::error::{Error, Result};
+
+impl OutputSpec {
+    /// An output named by a raw luminal node (for graphs built with luminal's typed API).
+    pub fn node(name: &str, node: NodeIndex, shape: &[Dim]) -> OutputSpec {
+        OutputSpec {
+            name: name.to_string(),
+            node,
+            shape: Shape::new(shape),
+        }
+    }
+}
+
+/// A named output of a program, detached from the builder's borrow.
+#[derive(Clone, Debug)]
+pub struct OutputSpec {
+    name: String,
+    node: NodeIndex,
+    shape: Shape,
+}
+
+impl Var<'_> {
+    /// Name this value as a program output (materialised in row-major order).
+    pub fn output(&self, name: &str) -> OutputSpec {
+        OutputSpec {
+            name: name.to_string(),
+            node: self.contiguous().id(),
+            shape: self.shape(),
+        }
+    }
+}
+
+/// Outputs of one run (fresh copies).
+#[derive(Clone, Debug)]
+pub struct Outputs<T> {
+    names: Vec<String>,
+    data: Vec<Vec<T>>,
+    shapes: Vec<Vec<usize>>,
+}
+
+impl<T> Outputs<T> {
+    /// Values of the named output, row-major.
+    pub fn get(&self, name: &str) -> Result<&[T]> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| self.data[i].as_slice())
+            .ok_or_else(|| Error::Input(format!("no output named {name:?}")))
+    }
+    /// Shape of the named output.
+    pub fn shape(&self, name: &str) -> Result<&[usize]> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| self.shapes[i].as_slice())
+            .ok_or_else(|| Error::Input(format!("no output named {name:?}")))
+    }
+    /// Take the named output.
+    pub fn take(&mut self, name: &str) -> Result<Vec<T>> {
+        let i = self
+            .names
+            .iter()
+            .position(|n| n == name)
+            .ok_or_else(|| Error::Input(format!("no output named {name:?}")))?;
+        Ok(std::mem::take(&mut self.data[i]))
+    }
+}
+
+struct Compiled<T: Scalar> {
+    batch: usize,
+    train: bool,
+    plan: Plan<T>,
+    outputs: Vec<usize>,
+    loss: Option<usize>,
+    grads: Vec<Option<usize>>,
+}
+
+/// A compiled graph with resident parameters.
+pub struct Program<T: Scalar = f32> {
+    graph: Box<Graph>,
+    decls: Vec<InputDecl>,
+    outputs: Vec<OutputSpec>,
+    loss: Option<NodeIndex>,
+    params: Vec<usize>,
+    store: Vec<Vec<T>>,
+    compiled: Vec<Compiled<T>>,
+}
+
+const MAX_PLANS: usize = 6;
+
+impl<T: Scalar> Program<T> {
+    /// Compile the builder's graph. `loss`, if given, must be a scalar: parameters then get
+    /// gradients and [`Program::step`] trains them.
+    pub fn compile(
+        builder: GraphBuilder,
+        outputs: &[OutputSpec],
+        loss: Option<OutputSpec>,
+    ) -> Result<Program<T>> {
+        let (graph, decls) = builder.into_parts();
+        let mut names = std::collections::HashSet::new();
+        for d in &decls {
+            if !names.insert(d.name.clone()) {
+                return Err(Error::Engine(format!(
+                    "input name {:?} declared twice",
+                    d.name
+                )));
+            }
+        }
+        let store = decls
+            .iter()
+            .map(|d| d.init.iter().map(|&v| T::from_f64(v)).collect())
+            .collect();
+        let params = (0..decls.len())
+            .filter(|&i| decls[i].kind == InputKind::Param)
+            .collect();
+        let mut p = Program {
+            graph,
+            decls,
+            outputs: outputs.to_vec(),
+            loss: loss.map(|l| l.node),
+            params,
+            store,
+            compiled: Vec::new(),
+        };
+        // Compile once now so that structural errors surface at compile time.
+        p.plan_index(1, p.loss.is_some())?;
+        Ok(p)
+    }
+
+    /// The luminal graph this program was built from.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Names of the trainable parameters, in order.
+    pub fn param_names(&self) -> Vec<String> {
+        self.params
+            .iter()
+            .map(|&i| self.decls[i].name.clone())
+            .collect()
+    }
+
+    /// Number of trainable scalars.
+    pub fn n_params(&self) -> usize {
+        self.params.iter().map(|&i| self.store[i].len()).sum()
+    }
+
+    /// Current values of a parameter (or constant tensor).
+    pub fn param(&self, name: &str) -> Result<Vec<f64>> {
+        let i = self.decl(name)?;
+        if self.decls[i].kind == InputKind::Data {
+            return Err(Error::Input(format!(
+                "{name:?} is a data input, not a parameter"
+            )));
+        }
+        Ok(self.store[i].iter().map(|v| v.to_f64()).collect())
+    }
+
+    /// Overwrite a parameter's values.
+    pub fn set_param(&mut self, name: &str, values: &[f64]) -> Result<()> {
+        let i = self.decl(name)?;
+        if self.decls[i].kind == InputKind::Data {
+            return Err(Error::Input(format!(
+                "{name:?} is a data input, not a parameter"
+            )));
+        }
+        if values.len() != self.store[i].len() {
+            return Err(Error::Input(format!(
+                "parameter {name:?} has {} values, got {}",
+                self.store[i].len(),
+                values.len()
+            )));
+        }
+        self.store[i] = values.iter().map(|&v| T::from_f64(v)).collect();
+        Ok(())
+    }
+
+    fn decl(&self, name: &str) -> Result<usize> {
+        self.decls
+            .iter()
+            .position(|d| d.name == name)
+            .ok_or_else(|| Error::Input(format!("no input or parameter named {name:?}")))
+    }
+
+    fn plan_index(&mut self, batch: usize, train: bool) -> Result<usize> {
+        if let Some(i) = self
+            .compiled
+            .iter()
+            .position(|c| c.batch == batch && c.train == train)
+        {
+            return Ok(i);
+        }
+        let (mut ir, map) = Ir::lower(&self.graph, &self.decls, batch)?;
+        ir.recognise_matmuls();
+        let find = |n: NodeIndex| -> Result<usize> {
+            map.get(&n)
+                .copied()
+                .ok_or_else(|| Error::Engine(format!("output node {n:?} is not in the graph")))
+        };
+        let outputs = self
+            .outputs
+            .iter()
+            .map(|o| find(o.node))
+            .collect::<Result<Vec<_>>>()?;
+        let mut required = outputs.clone();
+        let (loss, grads) = match (train, self.loss) {
+            (true, Some(l)) => {
+                let l = find(l)?;
+                let wrt: Vec<usize> = self
+                    .params
+                    .iter()
+                    .map(|&p| find(self.decls[p].node))
+                    .collect::<Result<_>>()?;
+                let grads = differentiate(&mut ir, l, &wrt)?;
+                required.push(l);
+                required.extend(grads.iter().flatten());
+                (Some(l), grads)
+            }
+            (true, None) => return Err(Error::Engine("this program has no loss to train".into())),
+            (false, _) => (None, Vec::new()),
+        };
+        let plan = Plan::new(ir, &required)?;
+        if self.compiled.len() >= MAX_PLANS {
+            self.compiled.remove(0);
+        }
+        self.compiled.push(Compiled {
+            batch,
+            train,
+            plan,
+            outputs,
+            loss,
+            grads,
+        });
+        Ok(self.compiled.len() - 1)
+    }
+
+    /// Copy the inputs into the store and return the batch size they imply.
+    fn load_inputs(&mut self, inputs: &[(&str, &[T])]) -> Result<usize> {
+        let mut batch: Option<usize> = None;
+        for (name, data) in inputs {
+            let i = self.decl(name)?;
+            let d = &self.decls[i];
+            if d.kind != InputKind::Data {
+                return Err(Error::Input(format!(
+                    "{name:?} is a parameter; use set_param to change it"
+                )));
+            }
+            let fixed: usize = d
+                .shape
+                .dims()
+                .iter()
+                .map(|x| match x {
+                    Dim::Fixed(n) => *n,
+                    Dim::Batch => 1,
+                })
+                .product();
+            let has_batch = d.shape.dims().contains(&Dim::Batch);
+            if has_batch {
+                if fixed == 0 || data.len() % fixed != 0 {
+                    return Err(Error::Input(format!(
+                        "input {name:?}: {} values is not a whole number of rows of {fixed}",
+                        data.len()
+                    )));
+                }
+                let b = data.len() / fixed;
+                if let Some(prev) = batch {
+                    if prev != b {
+                        return Err(Error::Input(format!(
+                            "input {name:?} has batch {b}, another input has {prev}"
+                        )));
+                    }
+                }
+                batch = Some(b);
+            } else if data.len() != fixed {
+                return Err(Error::Input(format!(
+                    "input {name:?} needs {fixed} values, got {}",
+                    data.len()
+                )));
+            }
+            self.store[i].clear();
+            self.store[i].extend_from_slice(data);
+        }
+        for (i, d) in self.decls.iter().enumerate() {
+            if d.kind == InputKind::Data && !inputs.iter().any(|(n, _)| *n == d.name) {
+                return Err(Error::Input(format!("input {:?} was not given", d.name)));
+            }
+            let _ = i;
+        }
+        let batch = batch.unwrap_or(1);
+        if batch == 0 {
+            return Err(Error::Input("empty batch".into()));
+        }
+        Ok(batch)
+    }
+
+    fn collect(&self, ci: usize) -> Outputs<T> {
+        let c = &self.compiled[ci];
+        Outputs {
+            names: self.outputs.iter().map(|o| o.name.clone()).collect(),
+            data: c
+                .outputs
+                .iter()
+                .map(|&n| c.plan.buffer(&self.store, n).to_vec())
+                .collect(),
+            shapes: self
+                .outputs
+                .iter()
+                .map(|o| o.shape.resolve(c.batch))
+                .collect(),
+        }
+    }
+
+    /// Evaluate the outputs (no gradients).
+    pub fn run(&mut self, inputs: &[(&str, &[T])]) -> Result<Outputs<T>> {
+        let batch = self.load_inputs(inputs)?;
+        let ci = self.plan_index(batch, false)?;
+        self.compiled[ci].plan.run(&self.store)?;
+        Ok(self.collect(ci))
+    }
+
+    /// Evaluate outputs, loss and parameter gradients; returns (loss, outputs, gradients by
+    /// parameter in [`Program::param_names`] order).
+    pub fn run_with_grads(
+        &mut self,
+        inputs: &[(&str, &[T])],
+    ) -> Result<(f64, Outputs<T>, Vec<Vec<f64>>)> {
+        let batch = self.load_inputs(inputs)?;
+        let ci = self.plan_index(batch, true)?;
+        self.compiled[ci].plan.run(&self.store)?;
+        let c = &self.compiled[ci];
+        let loss = c.plan.buffer(&self.store, c.loss.unwrap())[0].to_f64();
+        let grads = self
+            .params
+            .iter()
+            .zip(&c.grads)
+            .map(|(&p, g)| match g {
+                Some(g) => c
+                    .plan
+                    .buffer(&self.store, *g)
+                    .iter()
+                    .map(|v| v.to_f64())
+                    .collect(),
+                None => vec![0.0; self.store[p].len()],
+            })
+            .collect();
+        Ok((loss, self.collect(ci), grads))
+    }
+
+    /// One optimisation step: forward, backward, optimiser update. Returns the loss and the
+    /// outputs of the forward pass (before the update). A non-finite loss or gradient leaves
+    /// the parameters untouched and is reported as an error.
+    pub fn step<O: Optimizer>(
+        &mut self,
+        inputs: &[(&str, &[T])],
+        opt: &mut O,
+    ) -> Result<(f64, Outputs<T>)> {
+        let batch = self.load_inputs(inputs)?;
+        let ci = self.plan_index(batch, true)?;
+        self.compiled[ci].plan.run(&self.store)?;
+        let outputs = self.collect(ci);
+        let c = &self.compiled[ci];
+        let loss = c.plan.buffer(&self.store, c.loss.unwrap())[0].to_f64();
+        if !loss.is_finite() {
+            return Err(Error::Engine(format!("non-finite loss {loss}")));
+        }
+        let mut grads: Vec<Vec<T>> = Vec::with_capacity(self.params.len());
+        for (&p, g) in self.params.iter().zip(&c.grads) {
+            grads.push(match g {
+                Some(g) => c.plan.buffer(&self.store, *g).to_vec(),
+                None => vec![T::default(); self.store[p].len()],
+            });
+        }
+        if grads.iter().flatten().any(|g| !g.to_f64().is_finite()) {
+            return Err(Error::Engine("non-finite gradient".into()));
+        }
+        let mut params: Vec<&mut Vec<T>> = Vec::with_capacity(self.params.len());
+        for (i, s) in self.store.iter_mut().enumerate() {
+            if self.decls[i].kind == InputKind::Param {
+                params.push(s);
+            }
+        }
+        opt.update(&mut params, &grads);
+        Ok((loss, outputs))
+    }
+
+    /// Number of kernels in the plan for `batch` (inspection and tests).
+    pub fn n_kernels(&mut self, batch: usize, train: bool) -> Result<usize> {
+        let ci = self.plan_index(batch, train)?;
+        Ok(self.compiled[ci].plan.n_kernels())
+    }
+}

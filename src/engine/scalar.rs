@@ -1,0 +1,124 @@
+//! The element types the kernels run in: `f32` on the hot path, `f64` for sharp checks.
+
+use std::fmt::Debug;
+use std::ops::{Add, AddAssign, Mul, Sub};
+
+/// A float the engine can compute in.
+pub trait Scalar:
+    Copy
+    + Default
+    + Debug
+    + PartialOrd
+    + Send
+    + Sync
+    + 'static
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + AddAssign
+{
+    /// Conversion from f64.
+    fn from_f64(v: f64) -> Self;
+    /// Conversion to f64.
+    fn to_f64(self) -> f64;
+    /// 2ˣ
+    fn exp2(self) -> Self;
+    /// log₂ x
+    fn log2(self) -> Self;
+    /// sin x
+    fn sin(self) -> Self;
+    /// √x
+    fn sqrt(self) -> Self;
+    /// 1/x
+    fn recip(self) -> Self;
+    /// fmod
+    fn rem(self, b: Self) -> Self;
+    /// −∞
+    fn neg_infinity() -> Self;
+    /// Not a number?
+    fn is_nan(self) -> bool;
+    /// `C (m×n) = A (m×k) · B (k×n)` with arbitrary element strides (gemm, β = 0).
+    ///
+    /// # Safety
+    /// Every addressed element must lie inside the allocations behind the pointers.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    );
+}
+
+macro_rules! impl_scalar {
+    ($t:ty, $gemm:path) => {
+        impl Scalar for $t {
+            #[inline(always)]
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            #[inline(always)]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline(always)]
+            fn exp2(self) -> Self {
+                <$t>::exp2(self)
+            }
+            #[inline(always)]
+            fn log2(self) -> Self {
+                <$t>::log2(self)
+            }
+            #[inline(always)]
+            fn sin(self) -> Self {
+                <$t>::sin(self)
+            }
+            #[inline(always)]
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+            #[inline(always)]
+            fn recip(self) -> Self {
+                1.0 / self
+            }
+            #[inline(always)]
+            fn rem(self, b: Self) -> Self {
+                self % b
+            }
+            #[inline(always)]
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
+            }
+            fn neg_infinity() -> Self {
+                <$t>::NEG_INFINITY
+            }
+            unsafe fn gemm(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: *const Self,
+                rsa: isize,
+                csa: isize,
+                b: *const Self,
+                rsb: isize,
+                csb: isize,
+                c: *mut Self,
+                rsc: isize,
+                csc: isize,
+            ) {
+                $gemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc)
+            }
+        }
+    };
+}
+
+impl_scalar!(f32, matrixmultiply::sgemm);
+impl_scalar!(f64, matrixmultiply::dgemm);

@@ -1,0 +1,360 @@
+//! Concrete strided views: how a kernel reads a buffer.
+//!
+//! A luminal edge carries a `ShapeTracker` (physical dims, a logical→physical axis
+//! permutation, broadcast ("fake") flags, slices and padding, all symbolic). Once the
+//! dynamic dimensions are known we turn it into a [`View`]:
+//!
+//! ```text
+//! phys(j) = offset + Σ_a j_a · stride_a          for a logical index j = (j_0, …, j_{r-1})
+//! valid(j) = ∀a: lo_a ≤ j_a < hi_a               (outside: the element reads as 0, i.e. padding)
+//! ```
+//!
+//! For a tracker axis with physical size `dim`, padding `(p0, p1)` and slice `[s0, s1)` (in
+//! padded coordinates) the logical length is `min(dim + p0 + p1, s1) − s0`, the physical
+//! coordinate of logical `j` is `j + s0 − p0`, and `j` is valid iff that coordinate lies in
+//! `[0, dim)`. This is our own index math: luminal 0.2.0's `ShapeTracker::shape()` gets the
+//! length of a slice bounded at both ends wrong, and its index expression mixes coordinates when
+//! a dimension is both padded and sliced.
+
+use luminal::prelude::ShapeTracker;
+use rustc_hash::FxHashMap;
+
+use crate::error::{Error, Result};
+
+/// One logical axis of a [`View`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Axis {
+    /// Logical length.
+    pub len: usize,
+    /// Elements skipped in the buffer per logical step (0 for a broadcast axis).
+    pub stride: usize,
+    /// First valid logical index on this axis.
+    pub lo: usize,
+    /// One past the last valid logical index on this axis.
+    pub hi: usize,
+}
+
+/// A strided, possibly padded, view of a flat buffer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct View {
+    /// Buffer position of logical index 0 (may be negative when axis 0 is padded).
+    pub offset: i64,
+    /// Axes in logical order.
+    pub axes: Vec<Axis>,
+}
+
+impl View {
+    /// Row-major contiguous view of `shape`.
+    pub fn contiguous(shape: &[usize]) -> View {
+        let mut axes = Vec::with_capacity(shape.len());
+        let mut acc = 1usize;
+        for &len in shape.iter().rev() {
+            axes.push(Axis {
+                len,
+                stride: acc,
+                lo: 0,
+                hi: len,
+            });
+            acc *= len;
+        }
+        axes.reverse();
+        View { offset: 0, axes }
+    }
+
+    /// A view of a single scalar broadcast to `shape`.
+    pub fn broadcast_scalar(shape: &[usize]) -> View {
+        View {
+            offset: 0,
+            axes: shape
+                .iter()
+                .map(|&len| Axis {
+                    len,
+                    stride: 0,
+                    lo: 0,
+                    hi: len,
+                })
+                .collect(),
+        }
+    }
+
+    /// Logical shape.
+    pub fn shape(&self) -> Vec<usize> {
+        self.axes.iter().map(|a| a.len).collect()
+    }
+
+    /// Number of logical elements.
+    pub fn numel(&self) -> usize {
+        self.axes.iter().map(|a| a.len).product()
+    }
+
+    /// Whether some logical elements are padding (read as zero).
+    pub fn is_masked(&self) -> bool {
+        self.axes.iter().any(|a| a.lo > 0 || a.hi < a.len)
+    }
+
+    /// Whether reading through this view is the same as reading the whole buffer of
+    /// `buf_len` elements in order.
+    pub fn is_identity(&self, buf_len: usize) -> bool {
+        if self.is_masked() || self.offset != 0 || self.numel() != buf_len {
+            return false;
+        }
+        let mut acc = 1usize;
+        for a in self.axes.iter().rev() {
+            if a.len != 1 && a.stride != acc {
+                return false;
+            }
+            acc *= a.len;
+        }
+        true
+    }
+
+    /// Reorder the axes: new axis `i` is old axis `perm[i]`.
+    pub fn permute(&self, perm: &[usize]) -> View {
+        View {
+            offset: self.offset,
+            axes: perm.iter().map(|&p| self.axes[p]).collect(),
+        }
+    }
+
+    /// Insert a broadcast axis of length `len` at position `at`.
+    pub fn expand(&self, at: usize, len: usize) -> View {
+        let mut v = self.clone();
+        v.axes.insert(
+            at,
+            Axis {
+                len,
+                stride: 0,
+                lo: 0,
+                hi: len,
+            },
+        );
+        v
+    }
+
+    /// Merge neighbouring axes and drop unit axes where that does not change the element
+    /// order: the inner loops of the kernels then run over long strided rows.
+    pub fn simplified(&self) -> View {
+        let mut axes: Vec<Axis> = Vec::with_capacity(self.axes.len());
+        for a in &self.axes {
+            if a.len == 1 && a.lo == 0 && a.hi == 1 {
+                continue;
+            }
+            if let Some(prev) = axes.last_mut() {
+                let unmasked = prev.lo == 0 && prev.hi == prev.len && a.lo == 0 && a.hi == a.len;
+                if unmasked && prev.stride == a.stride * a.len {
+                    let len = prev.len * a.len;
+                    *prev = Axis {
+                        len,
+                        stride: a.stride,
+                        lo: 0,
+                        hi: len,
+                    };
+                    continue;
+                }
+            }
+            axes.push(*a);
+        }
+        View {
+            offset: self.offset,
+            axes,
+        }
+    }
+
+    /// Smallest and largest buffer positions read by valid elements (None if none is valid).
+    pub fn extent(&self) -> Option<(i64, i64)> {
+        let mut lo = self.offset;
+        let mut hi = self.offset;
+        for a in &self.axes {
+            if a.lo >= a.hi {
+                return None;
+            }
+            lo += a.lo as i64 * a.stride as i64;
+            hi += (a.hi as i64 - 1) * a.stride as i64;
+        }
+        Some((lo, hi))
+    }
+
+    /// Check that every valid element lies inside a buffer of `buf_len` elements.
+    pub fn check_bounds(&self, buf_len: usize) -> Result<()> {
+        if let Some((lo, hi)) = self.extent() {
+            if lo < 0 || hi >= buf_len as i64 {
+                return Err(Error::Engine(format!(
+                    "view reads [{lo}, {hi}] from a buffer of {buf_len} elements"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Buffer position of the logical multi-index `j`, or None for padding.
+    pub fn position(&self, j: &[usize]) -> Option<usize> {
+        let mut p = self.offset;
+        for (a, &ji) in self.axes.iter().zip(j) {
+            if ji < a.lo || ji >= a.hi {
+                return None;
+            }
+            p += ji as i64 * a.stride as i64;
+        }
+        Some(p as usize)
+    }
+
+    #[allow(clippy::needless_range_loop)]
+    /// Read logical elements `[start, start + out.len())` (row-major order) into `out`.
+    pub fn gather<T: Copy + Default>(&self, src: &[T], start: usize, out: &mut [T]) {
+        let r = self.axes.len();
+        if r == 0 {
+            let v = src[self.offset as usize];
+            out.fill(v);
+            return;
+        }
+        let last = self.axes[r - 1];
+        // Multi-index of `start`.
+        let mut idx = [0usize; 8];
+        let mut rem = start;
+        for a in (0..r).rev() {
+            idx[a] = rem % self.axes[a].len;
+            rem /= self.axes[a].len;
+        }
+        let mut k = 0;
+        while k < out.len() {
+            let run = (last.len - idx[r - 1]).min(out.len() - k);
+            // Base position and validity of the outer axes.
+            let mut base = self.offset;
+            let mut valid = true;
+            for a in 0..r - 1 {
+                let ax = &self.axes[a];
+                valid &= idx[a] >= ax.lo && idx[a] < ax.hi;
+                base += idx[a] as i64 * ax.stride as i64;
+            }
+            let dst = &mut out[k..k + run];
+            let j0 = idx[r - 1];
+            if !valid {
+                dst.fill(T::default());
+            } else if last.lo == 0 && last.hi == last.len {
+                let p0 = base + j0 as i64 * last.stride as i64;
+                if last.stride == 1 {
+                    let p0 = p0 as usize;
+                    dst.copy_from_slice(&src[p0..p0 + run]);
+                } else if last.stride == 0 {
+                    dst.fill(src[p0 as usize]);
+                } else {
+                    let mut p = p0 as usize;
+                    for d in dst.iter_mut() {
+                        *d = src[p];
+                        p += last.stride;
+                    }
+                }
+            } else {
+                for (t, d) in dst.iter_mut().enumerate() {
+                    let j = j0 + t;
+                    *d = if j >= last.lo && j < last.hi {
+                        src[(base + j as i64 * last.stride as i64) as usize]
+                    } else {
+                        T::default()
+                    };
+                }
+            }
+            k += run;
+            // Advance the odometer by `run` along the last axis.
+            idx[r - 1] += run;
+            let mut a = r - 1;
+            while idx[a] >= self.axes[a].len && a > 0 {
+                idx[a] = 0;
+                idx[a - 1] += 1;
+                a -= 1;
+            }
+        }
+    }
+
+    /// Build the concrete view of a luminal tracker, resolving dynamic dimensions.
+    pub fn from_tracker(st: &ShapeTracker, dyn_map: &FxHashMap<char, usize>) -> Result<View> {
+        let n = st.dims.len();
+        if n > 8 {
+            return Err(Error::Engine(format!(
+                "{n}-D views are not supported (max 8)"
+            )));
+        }
+        let eval = |e: &luminal::prelude::symbolic::Expression| -> Result<i64> {
+            e.exec(dyn_map).map(|v| v as i32 as i64).ok_or_else(|| {
+                Error::Engine(format!(
+                    "unresolved dynamic dimension in {e:?} (set it before running)"
+                ))
+            })
+        };
+        let dims: Vec<i64> = st.dims.iter().map(eval).collect::<Result<_>>()?;
+        let mut pstride = vec![0i64; n];
+        let mut acc = 1i64;
+        for i in (0..n).rev() {
+            pstride[i] = acc;
+            if !st.fake[i] {
+                acc *= dims[i];
+            }
+        }
+        let mut offset = 0i64;
+        let mut axes = Vec::with_capacity(n);
+        for a in 0..n {
+            let i = st.indexes[a];
+            let dim = dims[i];
+            let (p0, p1) = (eval(&st.padding[i].0)?, eval(&st.padding[i].1)?);
+            let (s0, s1) = (eval(&st.slices[i].0)?, eval(&st.slices[i].1)?);
+            let len = ((dim + p0 + p1).min(s1) - s0).max(0);
+            let start = s0 - p0;
+            let (stride, lo, hi) = if st.fake[i] {
+                (0, 0, len)
+            } else {
+                let lo = (-start).clamp(0, len);
+                let hi = (dim - start).clamp(lo, len);
+                offset += start * pstride[i];
+                (pstride[i], lo, hi)
+            };
+            axes.push(Axis {
+                len: len as usize,
+                stride: stride as usize,
+                lo: lo as usize,
+                hi: hi as usize,
+            });
+        }
+        Ok(View { offset, axes })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contiguous_is_identity_and_simplifies_to_one_axis() {
+        let v = View::contiguous(&[3, 4, 5]);
+        assert!(v.is_identity(60));
+        assert_eq!(v.simplified().axes.len(), 1);
+        let t = v.permute(&[1, 0, 2]);
+        assert!(!t.is_identity(60));
+    }
+
+    #[test]
+    fn gather_reads_transposed_and_padded() {
+        let src: Vec<f32> = (0..6).map(|i| i as f32).collect();
+        // 2x3 transposed to 3x2
+        let v = View::contiguous(&[2, 3]).permute(&[1, 0]);
+        let mut out = vec![0.0; 6];
+        v.gather(&src, 0, &mut out);
+        assert_eq!(out, vec![0., 3., 1., 4., 2., 5.]);
+        // pad one zero on both sides of a 1-D view
+        let p = View {
+            offset: -1,
+            axes: vec![Axis {
+                len: 8,
+                stride: 1,
+                lo: 1,
+                hi: 7,
+            }],
+        };
+        let mut out = vec![9.0; 8];
+        p.gather(&src, 0, &mut out);
+        assert_eq!(out, vec![0., 0., 1., 2., 3., 4., 5., 0.]);
+        // partial chunk starting mid-row
+        let mut out = vec![0.0; 3];
+        v.gather(&src, 3, &mut out);
+        assert_eq!(out, vec![4., 2., 5.]);
+    }
+}

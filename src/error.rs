@@ -1,0 +1,34 @@
+//! The one error type of the library: every bad input is an `Err`, never a panic.
+
+use std::fmt;
+
+/// Errors reported by thermoflow.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Error {
+    /// Invalid user input: a wrong dimension, a non-finite value, a bad parameter.
+    Input(String),
+    /// A graph that the engine cannot compile or run (unsupported op, shape mismatch).
+    Engine(String),
+    /// Reading or writing a file failed, or its content is corrupt.
+    Io(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Input(m) => write!(f, "invalid input: {m}"),
+            Error::Engine(m) => write!(f, "engine error: {m}"),
+            Error::Io(m) => write!(f, "i/o error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Result alias used throughout the crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Shorthand for an [`Error::Input`].
+pub fn input_err<T>(msg: impl Into<String>) -> Result<T> {
+    Err(Error::Input(msg.into()))
+}

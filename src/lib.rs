@@ -1,0 +1,19 @@
+//! # thermoflow
+//!
+//! A virtual laboratory for statistical mechanics: temperature-conditioned normalizing flows
+//! that sample Boltzmann distributions p(x|T) ∝ exp(−U(x)/kT), with estimators of U(T) and
+//! C_V(T) checked against exact answers.
+//!
+//! **Direction convention** (stated once, used everywhere): a flow's `forward` maps a base
+//! sample z ~ N(0, I) to a physical state x; `inverse` maps x back to z.
+//!
+//! Layout: [`engine`] (luminal graphs, our autograd and fused CPU compiler; the only code that
+//! knows luminal), and f64 host-side physics that never touches luminal.
+
+#![warn(missing_docs)]
+
+pub mod bench;
+pub mod engine;
+pub mod error;
+
+pub use error::{Error, Result};
