@@ -243,8 +243,8 @@ impl<T: Scalar> Plan<T> {
                 },
                 Op::Scatter(g, target) => Step::Scatter {
                     out: i,
-                    g: (g.node, g.view.clone()),
-                    target: target.clone(),
+                    g: (g.node, g.view.simplified()),
+                    target: target.simplified(),
                 },
                 _ => unreachable!(),
             };
@@ -457,25 +457,12 @@ impl<T: Scalar> Plan<T> {
                 let gbuf = Self::src(ir, bufs, store, g.0);
                 target.check_bounds(dst.len())?;
                 let total = target.numel();
-                let r = target.axes.len();
-                let mut idx = vec![0usize; r];
-                let mut start = 0;
                 let scratch = &mut self.scratch[..CHUNK];
+                let mut start = 0;
                 while start < total {
                     let m = CHUNK.min(total - start);
                     g.1.gather(gbuf, start, &mut scratch[..m]);
-                    for &v in scratch[..m].iter() {
-                        if let Some(p) = target.position(&idx) {
-                            dst[p] += v;
-                        }
-                        for ax in (0..r).rev() {
-                            idx[ax] += 1;
-                            if idx[ax] < target.axes[ax].len {
-                                break;
-                            }
-                            idx[ax] = 0;
-                        }
-                    }
+                    target.scatter_add(&scratch[..m], start, dst);
                     start += m;
                 }
             }

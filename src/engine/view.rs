@@ -198,17 +198,25 @@ impl View {
         Some(p as usize)
     }
 
+    /// Visit logical elements `[start, start + n)` as runs along the last axis. For each run
+    /// `f(k, base, j0, len, valid)` gets the run's offset `k` in the visited range, the buffer
+    /// position `base` of last-axis index 0 in that row, the first last-axis index `j0`, the
+    /// run length and whether the outer axes are valid (not padding).
     #[allow(clippy::needless_range_loop)]
-    /// Read logical elements `[start, start + out.len())` (row-major order) into `out`.
-    pub fn gather<T: Copy + Default>(&self, src: &[T], start: usize, out: &mut [T]) {
+    fn for_each_run(
+        &self,
+        start: usize,
+        n: usize,
+        mut f: impl FnMut(usize, i64, usize, usize, bool),
+    ) {
         let r = self.axes.len();
         if r == 0 {
-            let v = src[self.offset as usize];
-            out.fill(v);
+            for k in 0..n {
+                f(k, self.offset, 0, 1, true);
+            }
             return;
         }
-        let last = self.axes[r - 1];
-        // Multi-index of `start`.
+        let last_len = self.axes[r - 1].len;
         let mut idx = [0usize; 8];
         let mut rem = start;
         for a in (0..r).rev() {
@@ -216,9 +224,8 @@ impl View {
             rem /= self.axes[a].len;
         }
         let mut k = 0;
-        while k < out.len() {
-            let run = (last.len - idx[r - 1]).min(out.len() - k);
-            // Base position and validity of the outer axes.
+        while k < n {
+            let run = (last_len - idx[r - 1]).min(n - k);
             let mut base = self.offset;
             let mut valid = true;
             for a in 0..r - 1 {
@@ -226,22 +233,47 @@ impl View {
                 valid &= idx[a] >= ax.lo && idx[a] < ax.hi;
                 base += idx[a] as i64 * ax.stride as i64;
             }
+            f(k, base, idx[r - 1], run, valid);
+            k += run;
+            idx[r - 1] += run;
+            let mut a = r - 1;
+            while idx[a] >= self.axes[a].len && a > 0 {
+                idx[a] = 0;
+                idx[a - 1] += 1;
+                a -= 1;
+            }
+        }
+    }
+
+    fn last_axis(&self) -> Axis {
+        self.axes.last().copied().unwrap_or(Axis {
+            len: 1,
+            stride: 0,
+            lo: 0,
+            hi: 1,
+        })
+    }
+
+    /// Read logical elements `[start, start + out.len())` (row-major order) into `out`;
+    /// padding reads as zero.
+    pub fn gather<T: Copy + Default>(&self, src: &[T], start: usize, out: &mut [T]) {
+        let last = self.last_axis();
+        self.for_each_run(start, out.len(), |k, base, j0, run, valid| {
             let dst = &mut out[k..k + run];
-            let j0 = idx[r - 1];
             if !valid {
                 dst.fill(T::default());
             } else if last.lo == 0 && last.hi == last.len {
                 let p0 = base + j0 as i64 * last.stride as i64;
-                if last.stride == 1 {
-                    let p0 = p0 as usize;
-                    dst.copy_from_slice(&src[p0..p0 + run]);
-                } else if last.stride == 0 {
-                    dst.fill(src[p0 as usize]);
-                } else {
-                    let mut p = p0 as usize;
-                    for d in dst.iter_mut() {
-                        *d = src[p];
-                        p += last.stride;
+                match last.stride {
+                    1 => {
+                        let p0 = p0 as usize;
+                        dst.copy_from_slice(&src[p0..p0 + run]);
+                    }
+                    0 => dst.fill(src[p0 as usize]),
+                    s => {
+                        for (t, d) in dst.iter_mut().enumerate() {
+                            *d = src[p0 as usize + t * s];
+                        }
                     }
                 }
             } else {
@@ -254,16 +286,53 @@ impl View {
                     };
                 }
             }
-            k += run;
-            // Advance the odometer by `run` along the last axis.
-            idx[r - 1] += run;
-            let mut a = r - 1;
-            while idx[a] >= self.axes[a].len && a > 0 {
-                idx[a] = 0;
-                idx[a - 1] += 1;
-                a -= 1;
+        });
+    }
+
+    /// Adjoint of [`View::gather`]: add `vals` (logical elements `[start, start + len)`) into
+    /// the buffer positions they were read from; padding positions are dropped.
+    pub fn scatter_add<T: Copy + std::ops::AddAssign>(
+        &self,
+        vals: &[T],
+        start: usize,
+        dst: &mut [T],
+    ) {
+        let last = self.last_axis();
+        self.for_each_run(start, vals.len(), |k, base, j0, run, valid| {
+            if !valid {
+                return;
             }
-        }
+            let src = &vals[k..k + run];
+            if last.lo == 0 && last.hi == last.len {
+                let p0 = base + j0 as i64 * last.stride as i64;
+                match last.stride {
+                    1 => {
+                        let p0 = p0 as usize;
+                        for (d, &v) in dst[p0..p0 + run].iter_mut().zip(src) {
+                            *d += v;
+                        }
+                    }
+                    0 => {
+                        let d = &mut dst[p0 as usize];
+                        for &v in src {
+                            *d += v;
+                        }
+                    }
+                    s => {
+                        for (t, &v) in src.iter().enumerate() {
+                            dst[p0 as usize + t * s] += v;
+                        }
+                    }
+                }
+            } else {
+                for (t, &v) in src.iter().enumerate() {
+                    let j = j0 + t;
+                    if j >= last.lo && j < last.hi {
+                        dst[(base + j as i64 * last.stride as i64) as usize] += v;
+                    }
+                }
+            }
+        });
     }
 
     /// Build the concrete view of a luminal tracker, resolving dynamic dimensions.
