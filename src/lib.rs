@@ -15,5 +15,10 @@
 pub mod bench;
 pub mod engine;
 pub mod error;
+pub mod estimators;
+pub mod exact;
+pub mod linalg;
+pub mod mcmc;
+pub mod systems;
 
 pub use error::{Error, Result};

@@ -1,0 +1,270 @@
+//! Estimators on weighted samples, in f64 with log-sum-exp weights.
+//!
+//! For samples x_i ~ q(·|T) with log-weights log w_i = −U(x_i)/T − log q(x_i|T):
+//!
+//! ```text
+//! ⟨O⟩ = Σ w_i O_i / Σ w_i                    (self-normalised importance sampling)
+//! ESS = (Σ w_i)² / Σ w_i²,   ESS fraction = ESS / N
+//! Ẑ = (1/N) Σ w_i,  F = −T log Ẑ,  S = (⟨U⟩ − F)/T
+//! C_V = Σ ŵ_i (U_i − ⟨U⟩)² / T²              (fluctuation formula, ŵ = w/Σw)
+//! ```
+//!
+//! **Standard errors** come from the delta method, written through per-sample influence
+//! values φ_i so that any smooth combination is handled the same way (Var ≈ Σ φ_i²):
+//! a ratio ⟨O⟩ has φ_i = ŵ_i (O_i − ⟨O⟩); C_V has φ_i = ŵ_i ((U_i − ⟨U⟩)² − σ²)/T² (the
+//! derivative through ⟨U⟩ vanishes at first order); log Ẑ has φ_i = (w_i − w̄)/(N w̄);
+//! F = −T log Ẑ and S = ⟨U⟩/T + log Ẑ combine those φ linearly, which keeps their
+//! correlation. Samples with a non-finite energy or log-density get zero weight and are
+//! counted (`n_bad`); they stay in N for Ẑ.
+//!
+//! An estimate is **trusted** when the ESS fraction is at least [`TRUST_ESS_FRACTION`] and no
+//! sample was bad. ESS cannot see regions the sampler never visits: a trusted flag is
+//! necessary, not sufficient (see MATH.md §6).
+
+mod derivative;
+
+pub use derivative::cv_from_derivative;
+
+use serde::Serialize;
+
+use crate::error::{input_err, Result};
+use crate::systems::check_temperature;
+
+/// Smallest ESS fraction for which an estimate is flagged trusted.
+pub const TRUST_ESS_FRACTION: f64 = 0.1;
+
+/// A value with its standard error.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Estimate {
+    /// Point estimate.
+    pub value: f64,
+    /// Standard error.
+    pub se: f64,
+}
+
+impl Estimate {
+    fn from_influence(value: f64, phi: impl Iterator<Item = f64>) -> Estimate {
+        Estimate {
+            value,
+            se: phi.map(|p| p * p).sum::<f64>().sqrt(),
+        }
+    }
+}
+
+/// Normalised importance weights.
+#[derive(Clone, Debug)]
+pub struct Weights {
+    w: Vec<f64>,
+    log_scale: f64,
+    n_bad: usize,
+}
+
+impl Weights {
+    /// From unnormalised log-weights; NaN or +∞ entries are bad (zero weight, counted).
+    pub fn from_log(log_w: &[f64]) -> Result<Weights> {
+        if log_w.is_empty() {
+            return input_err("no samples");
+        }
+        let good = |l: &f64| !l.is_nan() && *l != f64::INFINITY;
+        let n_bad = log_w.iter().filter(|l| !good(l)).count();
+        let mx = log_w
+            .iter()
+            .filter(|l| good(l))
+            .cloned()
+            .fold(f64::NEG_INFINITY, f64::max);
+        if mx == f64::NEG_INFINITY {
+            return input_err("every sample has zero weight (non-finite energies?)");
+        }
+        let w: Vec<f64> = log_w
+            .iter()
+            .map(|l| if good(l) { (l - mx).exp() } else { 0.0 })
+            .collect();
+        Ok(Weights {
+            w,
+            log_scale: mx,
+            n_bad,
+        })
+    }
+
+    /// Boltzmann weights log w = −U/T − log q.
+    pub fn boltzmann(u: &[f64], log_q: &[f64], t: f64) -> Result<Weights> {
+        check_temperature(t)?;
+        if u.len() != log_q.len() {
+            return input_err(format!(
+                "{} energies but {} log-densities",
+                u.len(),
+                log_q.len()
+            ));
+        }
+        let lw: Vec<f64> = u
+            .iter()
+            .zip(log_q)
+            .map(|(&u, &q)| {
+                if u.is_finite() && q.is_finite() {
+                    -u / t - q
+                } else {
+                    f64::NAN
+                }
+            })
+            .collect();
+        Weights::from_log(&lw)
+    }
+
+    /// Equal weights (samples drawn from p itself).
+    pub fn uniform(n: usize) -> Result<Weights> {
+        Weights::from_log(&vec![0.0; n])
+    }
+
+    /// Number of samples, bad ones included.
+    pub fn len(&self) -> usize {
+        self.w.len()
+    }
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.w.is_empty()
+    }
+    /// Samples with zero weight because of a non-finite energy or density.
+    pub fn n_bad(&self) -> usize {
+        self.n_bad
+    }
+    fn sum(&self) -> f64 {
+        self.w.iter().sum()
+    }
+    /// Normalised weights ŵ.
+    pub fn normalised(&self) -> Vec<f64> {
+        let s = self.sum();
+        self.w.iter().map(|w| w / s).collect()
+    }
+    /// Kish effective sample size (Σw)²/Σw².
+    pub fn ess(&self) -> f64 {
+        let s = self.sum();
+        s * s / self.w.iter().map(|w| w * w).sum::<f64>()
+    }
+    /// ESS / N.
+    pub fn ess_fraction(&self) -> f64 {
+        self.ess() / self.len() as f64
+    }
+    fn check_len(&self, o: &[f64]) -> Result<()> {
+        if o.len() != self.len() {
+            return input_err(format!("{} values for {} weights", o.len(), self.len()));
+        }
+        Ok(())
+    }
+    fn mean_phi(&self, o: &[f64]) -> (f64, Vec<f64>) {
+        let wh = self.normalised();
+        let mean: f64 = wh
+            .iter()
+            .zip(o)
+            .filter(|(w, _)| **w > 0.0)
+            .map(|(w, v)| w * v)
+            .sum();
+        let phi = wh
+            .iter()
+            .zip(o)
+            .map(|(w, v)| if *w > 0.0 { w * (v - mean) } else { 0.0 })
+            .collect();
+        (mean, phi)
+    }
+    /// Self-normalised ⟨O⟩ with its delta-method standard error.
+    pub fn mean(&self, o: &[f64]) -> Result<Estimate> {
+        self.check_len(o)?;
+        let (m, phi) = self.mean_phi(o);
+        Ok(Estimate::from_influence(m, phi.into_iter()))
+    }
+    fn log_z_phi(&self) -> (f64, Vec<f64>) {
+        let n = self.len() as f64;
+        let mean = self.sum() / n;
+        let phi = self.w.iter().map(|w| (w - mean) / (n * mean)).collect();
+        (self.log_scale + mean.ln(), phi)
+    }
+    /// log of the mean weight (log Ẑ for Boltzmann weights).
+    pub fn log_mean(&self) -> Estimate {
+        let (v, phi) = self.log_z_phi();
+        Estimate::from_influence(v, phi.into_iter())
+    }
+}
+
+/// Thermodynamic estimates at one temperature.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Thermo {
+    /// Temperature.
+    pub t: f64,
+    /// ⟨U⟩.
+    pub u: Estimate,
+    /// C_V by the fluctuation formula.
+    pub cv: Estimate,
+    /// log Z.
+    pub log_z: Estimate,
+    /// F = −T log Z.
+    pub f: Estimate,
+    /// S = (⟨U⟩ − F)/T.
+    pub s: Estimate,
+    /// ESS / N.
+    pub ess_fraction: f64,
+    /// Samples with zero weight because of a non-finite energy or density.
+    pub n_bad: usize,
+    /// ESS fraction ≥ [`TRUST_ESS_FRACTION`] and no bad sample.
+    pub trusted: bool,
+}
+
+/// ⟨U⟩, C_V, log Z, F, S at temperature `t` from energies and flow log-densities.
+pub fn thermo(u: &[f64], log_q: &[f64], t: f64) -> Result<Thermo> {
+    let w = Weights::boltzmann(u, log_q, t)?;
+    thermo_weighted(&w, u, t, true)
+}
+
+/// The same from given weights; `with_z` false when weights are not Boltzmann ratios
+/// (plain MCMC samples), in which case log Z, F and S are NaN.
+pub fn thermo_weighted(w: &Weights, u: &[f64], t: f64, with_z: bool) -> Result<Thermo> {
+    check_temperature(t)?;
+    w.check_len(u)?;
+    let wh = w.normalised();
+    let (mu, phi_u) = w.mean_phi(u);
+    let var: f64 = wh
+        .iter()
+        .zip(u)
+        .filter(|(w, _)| **w > 0.0)
+        .map(|(w, v)| w * (v - mu).powi(2))
+        .sum();
+    let t2 = t * t;
+    let cv = Estimate::from_influence(
+        var / t2,
+        wh.iter().zip(u).map(|(w, v)| {
+            if *w > 0.0 {
+                w * ((v - mu).powi(2) - var) / t2
+            } else {
+                0.0
+            }
+        }),
+    );
+    let uest = Estimate::from_influence(mu, phi_u.iter().copied());
+    let (log_z, f, s) = if with_z {
+        let (lz, phi_z) = w.log_z_phi();
+        (
+            Estimate::from_influence(lz, phi_z.iter().copied()),
+            Estimate::from_influence(-t * lz, phi_z.iter().map(|p| -t * p)),
+            Estimate::from_influence(
+                mu / t + lz,
+                phi_u.iter().zip(&phi_z).map(|(a, b)| a / t + b),
+            ),
+        )
+    } else {
+        let nan = Estimate {
+            value: f64::NAN,
+            se: f64::NAN,
+        };
+        (nan, nan, nan)
+    };
+    let ess_fraction = w.ess_fraction();
+    Ok(Thermo {
+        t,
+        u: uest,
+        cv,
+        log_z,
+        f,
+        s,
+        ess_fraction,
+        n_bad: w.n_bad(),
+        trusted: ess_fraction >= TRUST_ESS_FRACTION && w.n_bad() == 0,
+    })
+}

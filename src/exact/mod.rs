@@ -1,0 +1,68 @@
+//! Exact thermodynamic references: closed forms for `harmonic`, numerical quadrature for
+//! every 1-D and 2-D system.
+//!
+//! For each temperature T: log Z = log ∫ e^{−U/T} dx, ⟨U⟩, C_V = (⟨U²⟩ − ⟨U⟩²)/T²,
+//! F = −T log Z, S = (⟨U⟩ − F)/T, each with an error estimate (0 for closed forms).
+
+mod closed_form;
+mod quadrature;
+
+pub use closed_form::harmonic_reference;
+pub use quadrature::quadrature;
+
+use serde::Serialize;
+
+/// Exact values at one temperature.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Reference {
+    /// Temperature.
+    pub t: f64,
+    /// ⟨U⟩.
+    pub u: f64,
+    /// C_V.
+    pub cv: f64,
+    /// log Z.
+    pub log_z: f64,
+    /// F = −T log Z.
+    pub f: f64,
+    /// S = (⟨U⟩ − F)/T.
+    pub s: f64,
+    /// Error estimate of ⟨U⟩.
+    pub u_err: f64,
+    /// Error estimate of C_V.
+    pub cv_err: f64,
+    /// Error estimate of log Z.
+    pub log_z_err: f64,
+}
+
+impl Reference {
+    pub(crate) fn new(t: f64, u: f64, cv: f64, log_z: f64, errs: [f64; 3]) -> Reference {
+        let f = -t * log_z;
+        Reference {
+            t,
+            u,
+            cv,
+            log_z,
+            f,
+            s: (u - f) / t,
+            u_err: errs[0],
+            cv_err: errs[1],
+            log_z_err: errs[2],
+        }
+    }
+}
+
+/// The exact reference for a system, if one exists: closed form for `harmonic`, quadrature
+/// for 1-D and 2-D systems, `None` otherwise.
+pub fn reference(
+    e: &dyn crate::systems::Energy,
+    temps: &[f64],
+) -> crate::Result<Option<Vec<Reference>>> {
+    if let Some(h) = e.as_harmonic() {
+        return Ok(Some(harmonic_reference(h, temps)?));
+    }
+    if e.dim() <= 2 {
+        return Ok(Some(quadrature(e, temps)?));
+    }
+    Ok(None)
+}

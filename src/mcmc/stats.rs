@@ -1,0 +1,105 @@
+//! Time-series statistics for Markov chains.
+//!
+//! **τ_int** (Sokal's automatic windowing): with the autocorrelation ρ(t) averaged over
+//! chains, τ_int(W) = ½ + Σ_{t=1}^{W} ρ(t), and W is the smallest window with W ≥ c·τ_int(W)
+//! (c = 5). The effective number of samples of a chain of length n is n / (2 τ_int).
+//!
+//! **Batch means**: each chain is cut into B consecutive batches; a statistic is computed on
+//! every batch and its standard error is sd(batch values)/√(number of batches). With batches
+//! much longer than τ_int the batch values are nearly independent.
+
+use crate::estimators::Estimate;
+
+/// Integrated autocorrelation time of one observable from several chains.
+pub fn tau_int(chains: &[Vec<f64>]) -> f64 {
+    let n = chains.iter().map(|c| c.len()).min().unwrap_or(0);
+    if n < 4 {
+        return f64::NAN;
+    }
+    let total: f64 = chains.iter().map(|c| c[..n].iter().sum::<f64>()).sum();
+    let mean = total / (n * chains.len()) as f64;
+    let cov = |t: usize| -> f64 {
+        let mut s = 0.0;
+        for c in chains {
+            for i in 0..n - t {
+                s += (c[i] - mean) * (c[i + t] - mean);
+            }
+        }
+        s / ((n - t) * chains.len()) as f64
+    };
+    let c0 = cov(0);
+    if c0 <= 0.0 {
+        return 0.5;
+    }
+    let mut tau = 0.5;
+    for w in 1..n / 2 {
+        tau += cov(w) / c0;
+        if w as f64 >= 5.0 * tau {
+            return tau.max(0.5);
+        }
+    }
+    tau.max(0.5)
+}
+
+/// Batch-means estimate of `stat` over chains cut into `n_batches` batches each. The value is
+/// `stat` on all samples pooled.
+pub fn batch_means(
+    chains: &[Vec<f64>],
+    n_batches: usize,
+    stat: impl Fn(&[f64]) -> f64,
+) -> Estimate {
+    let pooled: Vec<f64> = chains.iter().flatten().copied().collect();
+    let value = stat(&pooled);
+    let mut vals = Vec::new();
+    for c in chains {
+        let len = c.len() / n_batches.max(1);
+        if len == 0 {
+            continue;
+        }
+        for b in 0..n_batches {
+            vals.push(stat(&c[b * len..(b + 1) * len]));
+        }
+    }
+    let k = vals.len() as f64;
+    if k < 2.0 {
+        return Estimate {
+            value,
+            se: f64::NAN,
+        };
+    }
+    let m = vals.iter().sum::<f64>() / k;
+    let var = vals.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (k - 1.0);
+    Estimate {
+        value,
+        se: (var / k).sqrt(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// An AR(1) chain x_{t+1} = a x_t + noise has τ_int = ½ (1 + a)/(1 − a).
+    #[test]
+    fn tau_int_of_ar1_matches_theory() {
+        let a = 0.8;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let chains: Vec<Vec<f64>> = (0..8)
+            .map(|_| {
+                let mut x = 0.0;
+                (0..50_000)
+                    .map(|_| {
+                        x = a * x + rng.random_range(-1.0..1.0);
+                        x
+                    })
+                    .collect()
+            })
+            .collect();
+        let tau = tau_int(&chains);
+        let want = 0.5 * (1.0 + a) / (1.0 - a);
+        assert!((tau - want).abs() < 0.08 * want, "tau {tau} vs {want}");
+        let m = batch_means(&chains, 20, |c| c.iter().sum::<f64>() / c.len() as f64);
+        assert!(m.value.abs() < 4.0 * m.se, "{m:?}");
+    }
+}

@@ -1,0 +1,235 @@
+//! Parallel tempering (replica exchange) across a temperature ladder T_1 < … < T_K.
+//!
+//! `n_ladders` independent ladders run in lockstep. Each sweep every replica makes one
+//! random-walk Metropolis move at its own temperature (step size adapted per temperature
+//! during burn-in, then frozen), then neighbouring pairs (k, k+1), alternately the even and
+//! the odd ones, exchange configurations with probability
+//! min(1, exp[(β_k − β_{k+1})(U_k − U_{k+1})]).
+//!
+//! Per temperature the run yields the energy time series of every ladder, from which ⟨U⟩ and
+//! C_V = Var(U)/T² get batch-means standard errors and τ_int is reported, and thinned
+//! configurations (training data for maximum likelihood).
+
+use ndarray::Array2;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+use serde::Serialize;
+
+use super::stats::{batch_means, tau_int};
+use crate::error::{input_err, Result};
+use crate::estimators::Estimate;
+use crate::systems::{check_temperature, Energy};
+
+/// Settings of a parallel-tempering run.
+#[derive(Clone, Debug)]
+pub struct PtConfig {
+    /// Temperatures, strictly increasing.
+    pub temps: Vec<f64>,
+    /// Independent ladders run side by side.
+    pub n_ladders: usize,
+    /// Sweeps after burn-in.
+    pub n_sweeps: usize,
+    /// Adaptation sweeps discarded first.
+    pub burn_in: usize,
+    /// Keep every `thin`-th configuration per ladder and temperature.
+    pub thin: usize,
+    /// Initial step size.
+    pub step: f64,
+    /// Starting configuration for every replica (zeros when `None`).
+    pub init: Option<Vec<f64>>,
+    /// RNG seed.
+    pub seed: u64,
+    /// Batches per ladder for batch-means errors.
+    pub n_batches: usize,
+}
+
+impl PtConfig {
+    /// A geometric ladder of `k` temperatures from `t_min` to `t_max` with sensible defaults.
+    pub fn geometric(t_min: f64, t_max: f64, k: usize) -> PtConfig {
+        let temps = (0..k)
+            .map(|i| t_min * (t_max / t_min).powf(i as f64 / (k.max(2) - 1) as f64))
+            .collect();
+        PtConfig {
+            temps,
+            n_ladders: 16,
+            n_sweeps: 20_000,
+            burn_in: 2_000,
+            thin: 20,
+            step: 0.5,
+            init: None,
+            seed: 0,
+            n_batches: 16,
+        }
+    }
+}
+
+/// Estimates at one temperature from a Markov chain.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct McThermo {
+    /// Temperature.
+    pub t: f64,
+    /// ⟨U⟩ with batch-means error.
+    pub u: Estimate,
+    /// C_V = Var(U)/T² with batch-means error.
+    pub cv: Estimate,
+    /// Integrated autocorrelation time of U (in sweeps).
+    pub tau_int: f64,
+    /// Metropolis acceptance rate.
+    pub acceptance: f64,
+}
+
+/// Result of a parallel-tempering run.
+#[derive(Clone, Debug)]
+pub struct PtRun {
+    /// Temperatures.
+    pub temps: Vec<f64>,
+    /// Energy series: `traces[k][ladder][sweep]`.
+    pub traces: Vec<Vec<Vec<f64>>>,
+    /// Thinned configurations per temperature.
+    pub samples: Vec<Array2<f64>>,
+    /// Metropolis acceptance per temperature.
+    pub acceptance: Vec<f64>,
+    /// Exchange acceptance per neighbouring pair.
+    pub swap_acceptance: Vec<f64>,
+    /// Energy evaluations, burn-in included.
+    pub energy_evaluations: usize,
+    n_batches: usize,
+}
+
+impl PtRun {
+    /// ⟨U⟩, C_V and τ_int at every temperature.
+    pub fn thermo(&self) -> Vec<McThermo> {
+        self.temps
+            .iter()
+            .zip(&self.traces)
+            .zip(&self.acceptance)
+            .map(|((&t, tr), &acc)| {
+                let u = batch_means(tr, self.n_batches, |c| {
+                    c.iter().sum::<f64>() / c.len() as f64
+                });
+                let mu = u.value;
+                let cv = batch_means(tr, self.n_batches, |c| {
+                    c.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / c.len() as f64 / (t * t)
+                });
+                McThermo {
+                    t,
+                    u,
+                    cv,
+                    tau_int: tau_int(tr),
+                    acceptance: acc,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Run parallel tempering.
+pub fn parallel_tempering(e: &dyn Energy, cfg: &PtConfig) -> Result<PtRun> {
+    let (k, d, m) = (cfg.temps.len(), e.dim(), cfg.n_ladders);
+    if k == 0 || m == 0 || cfg.thin == 0 || cfg.n_batches == 0 {
+        return input_err("parallel tempering needs ≥ 1 temperature, ladder, thin and batch");
+    }
+    for &t in &cfg.temps {
+        check_temperature(t)?;
+    }
+    if cfg.temps.windows(2).any(|w| w[1] <= w[0]) {
+        return input_err("temperatures must be strictly increasing");
+    }
+    let init = cfg.init.clone().unwrap_or_else(|| vec![0.0; d]);
+    if init.len() != d || init.iter().any(|v| !v.is_finite()) {
+        return input_err(format!(
+            "initial configuration must have {d} finite coordinates"
+        ));
+    }
+    let u0 = e.energy(&init);
+    if !u0.is_finite() {
+        return input_err("initial configuration has a non-finite energy");
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    // x[(ladder·K + k)·d ..]
+    let mut x: Vec<f64> = (0..m * k).flat_map(|_| init.iter().copied()).collect();
+    let mut u = vec![u0; m * k];
+    let mut log_step = vec![cfg.step.ln(); k];
+    let mut traces = vec![vec![Vec::with_capacity(cfg.n_sweeps); m]; k];
+    let kept = cfg.n_sweeps / cfg.thin;
+    let mut samples: Vec<Array2<f64>> = (0..k).map(|_| Array2::zeros((m * kept, d))).collect();
+    let mut acc = vec![0usize; k];
+    let (mut swaps, mut tries) = (
+        vec![0usize; k.saturating_sub(1)],
+        vec![0usize; k.saturating_sub(1)],
+    );
+    let mut prop = vec![0.0; d];
+    for sweep in 0..cfg.burn_in + cfg.n_sweeps {
+        let adapting = sweep < cfg.burn_in;
+        let mut acc_now = vec![0usize; k];
+        for l in 0..m {
+            for (j, &t) in cfg.temps.iter().enumerate() {
+                let r = l * k + j;
+                let s = log_step[j].exp();
+                for (p, xv) in prop.iter_mut().zip(&x[r * d..(r + 1) * d]) {
+                    let z: f64 = rng.sample(StandardNormal);
+                    *p = xv + s * z;
+                }
+                let un = e.energy(&prop);
+                if un.is_finite() && rng.random::<f64>().ln() < -(un - u[r]) / t {
+                    x[r * d..(r + 1) * d].copy_from_slice(&prop);
+                    u[r] = un;
+                    acc_now[j] += 1;
+                }
+            }
+            // Exchanges between neighbours of alternating parity.
+            for j in (sweep % 2..k.saturating_sub(1)).step_by(2) {
+                let (a, b) = (l * k + j, l * k + j + 1);
+                let delta = (1.0 / cfg.temps[j] - 1.0 / cfg.temps[j + 1]) * (u[a] - u[b]);
+                if !adapting {
+                    tries[j] += 1;
+                }
+                if rng.random::<f64>().ln() < delta {
+                    let (lo, hi) = x.split_at_mut(b * d);
+                    lo[a * d..(a + 1) * d].swap_with_slice(&mut hi[..d]);
+                    u.swap(a, b);
+                    if !adapting {
+                        swaps[j] += 1;
+                    }
+                }
+            }
+        }
+        if adapting {
+            let gamma = 1.0 / ((sweep + 10) as f64).sqrt();
+            for j in 0..k {
+                log_step[j] += gamma * (acc_now[j] as f64 / m as f64 - 0.3);
+            }
+            continue;
+        }
+        let i = sweep - cfg.burn_in;
+        for j in 0..k {
+            acc[j] += acc_now[j];
+            for (l, trace) in traces[j].iter_mut().enumerate() {
+                let r = l * k + j;
+                trace.push(u[r]);
+                if (i + 1).is_multiple_of(cfg.thin) && i / cfg.thin < kept {
+                    let row = l * kept + i / cfg.thin;
+                    for c in 0..d {
+                        samples[j][[row, c]] = x[r * d + c];
+                    }
+                }
+            }
+        }
+    }
+    Ok(PtRun {
+        temps: cfg.temps.clone(),
+        traces,
+        samples,
+        acceptance: acc
+            .iter()
+            .map(|&a| a as f64 / (m * cfg.n_sweeps).max(1) as f64)
+            .collect(),
+        swap_acceptance: swaps
+            .iter()
+            .zip(&tries)
+            .map(|(&s, &t)| s as f64 / t.max(1) as f64)
+            .collect(),
+        energy_evaluations: (cfg.burn_in + cfg.n_sweeps) * m * k,
+        n_batches: cfg.n_batches,
+    })
+}

@@ -1,0 +1,99 @@
+//! `phi4`: lattice φ⁴ theory on an L×L periodic lattice (Albergo, Kanwar, Shanahan 2019):
+//!
+//! S(φ) = Σ_x [ Σ_{μ=1,2} (φ_{x+μ} − φ_x)² + m² φ_x² + λ φ_x⁴ ]
+//!
+//! with `L` (8), `m2` (−4), `lambda` (8); p ∝ exp(−S/T), the physical theory at T = 1.
+//! Sites are stored row-major: φ[i·L + j]. ∂S/∂φ_x = 2 Σ_μ (2φ_x − φ_{x+μ} − φ_{x−μ}) +
+//! 2m² φ_x + 4λ φ_x³.
+
+use super::{count, named, Energy, ParamSpec, Params, SystemInfo};
+use crate::error::Result;
+
+const SPECS: &[ParamSpec] = &[
+    ParamSpec {
+        name: "L",
+        default: 8.0,
+        doc: "lattice side",
+    },
+    ParamSpec {
+        name: "m2",
+        default: -4.0,
+        doc: "bare mass squared",
+    },
+    ParamSpec {
+        name: "lambda",
+        default: 8.0,
+        doc: "quartic coupling",
+    },
+];
+
+pub(super) const INFO: SystemInfo = SystemInfo {
+    name: "phi4",
+    doc: "S = Σ_x [Σ_μ (φ_{x+μ} − φ_x)² + m² φ_x² + λ φ_x⁴] on an L×L torus",
+    params: SPECS,
+};
+
+/// Lattice φ⁴.
+#[derive(Clone, Debug)]
+pub struct Phi4 {
+    /// Lattice side.
+    pub l: usize,
+    /// m².
+    pub m2: f64,
+    /// λ.
+    pub lambda: f64,
+}
+
+impl Phi4 {
+    pub(super) fn from_params(p: &Params) -> Result<Phi4> {
+        let v = p.resolve(INFO.name, SPECS, &[])?;
+        Ok(Phi4 {
+            l: count("L", v[0], 2)?,
+            m2: v[1],
+            lambda: v[2],
+        })
+    }
+}
+
+impl Energy for Phi4 {
+    fn name(&self) -> &str {
+        INFO.name
+    }
+    fn dim(&self) -> usize {
+        self.l * self.l
+    }
+    fn params(&self) -> Vec<(String, f64)> {
+        named(SPECS, &[self.l as f64, self.m2, self.lambda])
+    }
+    fn energy(&self, phi: &[f64]) -> f64 {
+        let l = self.l;
+        let mut s = 0.0;
+        for i in 0..l {
+            for j in 0..l {
+                let p = phi[i * l + j];
+                let right = phi[i * l + (j + 1) % l];
+                let down = phi[((i + 1) % l) * l + j];
+                s += (right - p).powi(2)
+                    + (down - p).powi(2)
+                    + self.m2 * p * p
+                    + self.lambda * p.powi(4);
+            }
+        }
+        s
+    }
+    fn energy_grad(&self, phi: &[f64], g: &mut [f64]) -> f64 {
+        let l = self.l;
+        for i in 0..l {
+            for j in 0..l {
+                let p = phi[i * l + j];
+                let nb = phi[i * l + (j + 1) % l]
+                    + phi[i * l + (j + l - 1) % l]
+                    + phi[((i + 1) % l) * l + j]
+                    + phi[((i + l - 1) % l) * l + j];
+                g[i * l + j] =
+                    2.0 * (4.0 * p - nb) + 2.0 * self.m2 * p + 4.0 * self.lambda * p.powi(3);
+            }
+        }
+        self.energy(phi)
+    }
+}
