@@ -17,8 +17,10 @@ pub mod engine;
 pub mod error;
 pub mod estimators;
 pub mod exact;
+pub mod flows;
 pub mod linalg;
 pub mod mcmc;
 pub mod systems;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -218,6 +218,35 @@ impl GraphBuilder {
         self.declare(name, &dims, InputKind::Fixed, values)
     }
 
+    /// An anonymous resident constant tensor; identical constants are shared.
+    pub fn constant_tensor(&self, shape: &[usize], values: Vec<f64>) -> Var<'_> {
+        assert_eq!(
+            values.len(),
+            shape.iter().product::<usize>(),
+            "constant tensor"
+        );
+        let dims: Vec<Dim> = shape.iter().map(|&n| Dim::Fixed(n)).collect();
+        let found = self
+            .inputs
+            .borrow()
+            .iter()
+            .find(|d| {
+                d.kind == InputKind::Fixed && d.shape.dims() == dims.as_slice() && d.init == values
+            })
+            .map(|d| d.node);
+        if let Some(node) = found {
+            let shape = Shape::new(&dims);
+            return Var {
+                id: node,
+                st: ShapeTracker::new(&shape.exprs()),
+                shape,
+                g: self,
+            };
+        }
+        let name = format!("const#{}", self.inputs.borrow().len());
+        self.declare(&name, &dims, InputKind::Fixed, values)
+    }
+
     /// A scalar constant (kept in f64: exact in f64 programs).
     pub fn constant(&self, v: f64) -> Var<'_> {
         let id = self.graph.borrow_mut().add_op(ConstF64(v)).finish();
@@ -249,11 +278,7 @@ impl GraphBuilder {
 
     /// `[0, 1, …, n−1]` as a constant vector.
     pub fn arange(&self, n: usize) -> Var<'_> {
-        self.fixed(
-            &format!("arange{n}_{}", self.inputs.borrow().len()),
-            &[n],
-            (0..n).map(|i| i as f64).collect(),
-        )
+        self.constant_tensor(&[n], (0..n).map(|i| i as f64).collect())
     }
 
     /// Adopt a graph built with luminal's own typed API (`Graph::named_tensor`, hl_ops);
@@ -517,6 +542,14 @@ impl<'g> Var<'g> {
     fn scalar(&self, v: f64) -> Var<'g> {
         self.g.constant(v)
     }
+    /// A scalar constant in the same graph.
+    pub fn constant(&self, v: f64) -> Var<'g> {
+        self.g.constant(v)
+    }
+    /// The graph this variable lives in.
+    pub fn builder(&self) -> &'g GraphBuilder {
+        self.g
+    }
     /// x + c.
     pub fn add_scalar(self, c: f64) -> Var<'g> {
         self.add(self.scalar(c))
@@ -653,8 +686,7 @@ impl<'g> Var<'g> {
         let tri: Vec<f64> = (0..k * k)
             .map(|i| if i / k <= i % k { 1.0 } else { 0.0 })
             .collect();
-        let name = format!("triu{k}_{}", self.g.inputs.borrow().len());
-        let u = self.g.fixed(&name, &[k, k], tri);
+        let u = self.g.constant_tensor(&[k, k], tri);
         self.matmul(u)
     }
     /// One-hot rows: `[.., n]` with 1 where `arange(n) == self`.

@@ -1,0 +1,106 @@
+//! Factory functions for the standard flows (in the style of zuko/FlowJAX) and a serialisable
+//! configuration.
+
+use serde::{Deserialize, Serialize};
+
+use super::flow::{Conditioning, Flow};
+use super::mlp::Activation;
+use super::spline::{DEFAULT_BINS, DEFAULT_BOUND};
+use super::{AffineCoupling, Layer, LinearFlow, Radial, SplineCoupling};
+use crate::error::Result;
+
+/// The scalar transformer of a coupling layer.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Transformer {
+    /// Affine (RealNVP).
+    Affine,
+    /// Rational-quadratic spline with `bins` bins on [−bound, bound].
+    Spline {
+        /// Number of bins K.
+        bins: usize,
+        /// Tail bound B.
+        bound: f64,
+    },
+}
+
+/// Configuration of a coupling flow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CouplingConfig {
+    /// Number of coupling layers (alternating halves).
+    pub layers: usize,
+    /// Conditioner hidden width.
+    pub hidden: usize,
+    /// Conditioner hidden layers.
+    pub depth: usize,
+    /// Conditioner nonlinearity.
+    pub activation: Activation,
+    /// Affine or spline.
+    pub transformer: Transformer,
+    /// Initialisation seed.
+    pub seed: u64,
+}
+
+impl Default for CouplingConfig {
+    /// 8 spline layers (K = 8, B = 5), conditioner 2×64 tanh.
+    fn default() -> Self {
+        CouplingConfig {
+            layers: 8,
+            hidden: 64,
+            depth: 2,
+            activation: Activation::Tanh,
+            transformer: Transformer::Spline {
+                bins: DEFAULT_BINS,
+                bound: DEFAULT_BOUND,
+            },
+            seed: 0,
+        }
+    }
+}
+
+/// A coupling flow on `dim` coordinates: `cfg.layers` couplings with alternating halves.
+pub fn coupling_flow(dim: usize, conditioning: Conditioning, cfg: &CouplingConfig) -> Result<Flow> {
+    let c = conditioning.feature_dim();
+    let layers = (0..cfg.layers)
+        .map(|i| {
+            let flip = i % 2 == 1;
+            let seed = cfg.seed.wrapping_mul(1000).wrapping_add(i as u64);
+            match cfg.transformer {
+                Transformer::Affine => Layer::AffineCoupling(AffineCoupling::new(
+                    dim,
+                    c,
+                    flip,
+                    cfg.hidden,
+                    cfg.depth,
+                    cfg.activation,
+                    seed,
+                )),
+                Transformer::Spline { bins, bound } => Layer::SplineCoupling(SplineCoupling::new(
+                    dim,
+                    c,
+                    flip,
+                    bins,
+                    bound,
+                    cfg.hidden,
+                    cfg.depth,
+                    cfg.activation,
+                    seed,
+                )),
+            }
+        })
+        .collect();
+    Flow::new(dim, conditioning, layers)
+}
+
+/// `n` radial layers (conditioned through small heads when the flow is conditioned).
+pub fn radial_flow(dim: usize, conditioning: Conditioning, n: usize, seed: u64) -> Result<Flow> {
+    let c = conditioning.feature_dim();
+    let layers = (0..n)
+        .map(|i| Layer::Radial(Radial::new(dim, c, 16, seed + i as u64)))
+        .collect();
+    Flow::new(dim, conditioning, layers)
+}
+
+/// A single lower-triangular linear layer x = L z + μ (identity at start).
+pub fn linear_flow(dim: usize, conditioning: Conditioning) -> Result<Flow> {
+    Flow::new(dim, conditioning, vec![Layer::Linear(LinearFlow::new(dim))])
+}

@@ -1,0 +1,503 @@
+//! A flow: standard-normal base z ~ N(0, I) pushed through a chain of bijections.
+//!
+//! ```text
+//! x = f_K ∘ … ∘ f_1 (z; c)
+//! log q(x | c) = log N(z; 0, I) − Σ_k log|det J_k|
+//! ```
+//!
+//! Conditioning: raw condition values go through one encoding into the features every
+//! conditioner reads. For [`Conditioning::Temperature`] the raw condition is T and the single
+//! feature is the log-temperature normalised to [−1, 1] over the trained range,
+//! φ(T) = (2 log T − log T_min − log T_max)/(log T_max − log T_min); the chain's output is then
+//! scaled by √T (x = √T · f(z; φ(T)), log-det + (d/2) log T), because the Boltzmann width grows
+//! like √T and splines must not see high-T samples beyond their bound (MATH.md §6).
+//!
+//! Every sample may carry its own condition. Compiled f32 programs for sampling and density
+//! evaluation are cached and refreshed when the parameters change; clones start with an empty
+//! cache.
+
+use std::cell::RefCell;
+
+use ndarray::{Array2, ArrayView2};
+use rand::Rng;
+use rand_distr::StandardNormal;
+use serde::{Deserialize, Serialize};
+
+use super::params::{Declared, Scope};
+use super::{Bijection, Layer};
+use crate::engine::{Dim, GraphBuilder, Program, Scalar, Var};
+use crate::error::{input_err, Error, Result};
+
+/// How raw condition values become conditioner features.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Conditioning {
+    /// Unconditioned.
+    None,
+    /// `n` raw features, passed through unchanged.
+    Features(usize),
+    /// One raw value T > 0, encoded as normalised log T over [t_min, t_max]; output scaled by √T.
+    Temperature {
+        /// Lower end of the trained range.
+        t_min: f64,
+        /// Upper end of the trained range.
+        t_max: f64,
+    },
+}
+
+impl Conditioning {
+    /// Number of raw condition values per sample.
+    pub fn raw_dim(&self) -> usize {
+        match self {
+            Conditioning::None => 0,
+            Conditioning::Features(n) => *n,
+            Conditioning::Temperature { .. } => 1,
+        }
+    }
+    /// Number of features the conditioners read.
+    pub fn feature_dim(&self) -> usize {
+        self.raw_dim()
+    }
+    /// The feature encoding, host side (the same formula as in the graph).
+    pub fn features(&self, raw: &[f64]) -> Vec<f64> {
+        match self {
+            Conditioning::Temperature { t_min, t_max } => {
+                let (a, b) = (t_min.ln(), t_max.ln());
+                raw.iter()
+                    .map(|t| (2.0 * t.ln() - a - b) / (b - a))
+                    .collect()
+            }
+            _ => raw.to_vec(),
+        }
+    }
+    fn encode<'g>(&self, c: Option<Var<'g>>) -> Option<Var<'g>> {
+        match (self, c) {
+            (Conditioning::Temperature { t_min, t_max }, Some(t)) => {
+                let (a, b) = (t_min.ln(), t_max.ln());
+                Some(
+                    t.ln()
+                        .mul_scalar(2.0 / (b - a))
+                        .add_scalar(-(a + b) / (b - a)),
+                )
+            }
+            (Conditioning::None, _) => None,
+            (_, c) => c,
+        }
+    }
+}
+
+/// Samples with their log-density under the flow.
+#[derive(Clone, Debug)]
+pub struct Samples {
+    /// States, one per row.
+    pub x: Array2<f64>,
+    /// log q(x | c).
+    pub log_q: Vec<f64>,
+}
+
+/// What a compiled flow program computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Inputs `z` (and `cond`) → outputs `x`, `log_q`.
+    Sample,
+    /// Inputs `x` (and `cond`) → outputs `z`, `log_q`.
+    Density,
+}
+
+#[derive(Default)]
+struct Cache {
+    programs: RefCell<Vec<(Mode, u64, Program<f32>)>>,
+}
+
+impl Clone for Cache {
+    fn clone(&self) -> Self {
+        Cache::default()
+    }
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cache({} programs)", self.programs.borrow().len())
+    }
+}
+
+/// A normalizing flow.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Flow {
+    dim: usize,
+    conditioning: Conditioning,
+    layers: Vec<Layer>,
+    #[serde(skip)]
+    cache: Cache,
+    #[serde(skip)]
+    version: u64,
+}
+
+/// Largest batch sent through a program at once.
+pub const MAX_BATCH: usize = 4096;
+
+impl Flow {
+    /// A flow from layers (checked for consistent dimensions).
+    pub fn new(dim: usize, conditioning: Conditioning, layers: Vec<Layer>) -> Result<Flow> {
+        let f = Flow {
+            dim,
+            conditioning,
+            layers,
+            cache: Cache::default(),
+            version: 0,
+        };
+        f.validate()?;
+        Ok(f)
+    }
+
+    /// Check dimensions and parameter shapes (after construction or loading).
+    pub fn validate(&self) -> Result<()> {
+        if self.dim == 0 {
+            return input_err("a flow needs dim ≥ 1");
+        }
+        if let Conditioning::Temperature { t_min, t_max } = self.conditioning {
+            if !(t_min > 0.0 && t_max > t_min && t_max.is_finite()) {
+                return input_err(format!("temperature range [{t_min}, {t_max}] is invalid"));
+            }
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            if l.dim() != self.dim {
+                return input_err(format!(
+                    "layer {i} has dim {}, the flow has {}",
+                    l.dim(),
+                    self.dim
+                ));
+            }
+            if l.cond_dim() != 0 && l.cond_dim() != self.conditioning.feature_dim() {
+                return input_err(format!(
+                    "layer {i} reads {} condition features, the flow provides {}",
+                    l.cond_dim(),
+                    self.conditioning.feature_dim()
+                ));
+            }
+            for (_, set) in l.param_sets() {
+                for t in &set.tensors {
+                    if t.values.len() != t.shape.iter().product::<usize>() {
+                        return input_err(format!(
+                            "layer {i} parameter {} has the wrong size",
+                            t.name
+                        ));
+                    }
+                    if t.values.iter().any(|v| !v.is_finite()) {
+                        return input_err(format!("layer {i} parameter {} is not finite", t.name));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Dimension of the state.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+    /// The conditioning.
+    pub fn conditioning(&self) -> Conditioning {
+        self.conditioning
+    }
+    /// The layers.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+    /// Mutable layers (invalidates compiled programs).
+    pub fn layers_mut(&mut self) -> &mut [Layer] {
+        self.version += 1;
+        &mut self.layers
+    }
+    /// Number of trainable scalars.
+    pub fn n_params(&self) -> usize {
+        self.param_paths().iter().map(|(_, v)| v.len()).sum()
+    }
+
+    /// Every parameter tensor with its full graph path.
+    pub fn param_paths(&self) -> Vec<(String, Vec<f64>)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            for (set, ps) in l.param_sets() {
+                for t in &ps.tensors {
+                    out.push((join_path(i, &set, &t.name), t.values.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Copy parameters into a compiled program (tensors absent from it are skipped).
+    pub fn write_params<T: Scalar>(&self, p: &mut Program<T>) -> Result<()> {
+        for (path, v) in self.param_paths() {
+            if p.param(&path).is_ok() {
+                p.set_param(&path, &v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Read trained parameters back from a program.
+    pub fn read_params<T: Scalar>(&mut self, p: &Program<T>) -> Result<()> {
+        self.version += 1;
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            for (set, ps) in l.param_sets_mut() {
+                for t in &mut ps.tensors {
+                    if let Ok(v) = p.param(&join_path(i, &set, &t.name)) {
+                        if v.iter().any(|x| !x.is_finite()) {
+                            return Err(Error::Engine(format!(
+                                "parameter {} became non-finite",
+                                t.name
+                            )));
+                        }
+                        t.values = v;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn features<'g>(&self, c: Option<Var<'g>>) -> Option<Var<'g>> {
+        self.conditioning.encode(c)
+    }
+
+    /// Graph: x = f(z; c) and Σ log|det J| (`[batch]`). `c` holds raw condition values.
+    pub fn build_forward<'g>(
+        &self,
+        s: &Scope<'g>,
+        z: Var<'g>,
+        c: Option<Var<'g>>,
+    ) -> (Var<'g>, Var<'g>) {
+        let feats = self.features(c);
+        let mut x = z;
+        let mut ld: Option<Var<'g>> = None;
+        for (i, l) in self.layers.iter().enumerate() {
+            let (y, d) = l.forward_and_log_det(&s.child(&format!("layers.{i}")), x, feats);
+            x = y;
+            ld = Some(ld.map_or(d, |a| a + d));
+        }
+        let mut ld = ld.unwrap_or_else(|| super::zero_log_det(z));
+        if let (Conditioning::Temperature { .. }, Some(t)) = (self.conditioning, c) {
+            x = x * t.sqrt();
+            ld = ld + t.ln().sum(1).mul_scalar(0.5 * self.dim as f64);
+        }
+        (x, ld)
+    }
+
+    /// Graph: z = f⁻¹(x; c) and Σ log|det J⁻¹| (`[batch]`).
+    pub fn build_inverse<'g>(
+        &self,
+        s: &Scope<'g>,
+        x: Var<'g>,
+        c: Option<Var<'g>>,
+    ) -> (Var<'g>, Var<'g>) {
+        let feats = self.features(c);
+        let mut z = x;
+        let mut ld = super::zero_log_det(x);
+        if let (Conditioning::Temperature { .. }, Some(t)) = (self.conditioning, c) {
+            z = z / t.sqrt();
+            ld = ld - t.ln().sum(1).mul_scalar(0.5 * self.dim as f64);
+        }
+        for (i, l) in self.layers.iter().enumerate().rev() {
+            let (y, d) = l.inverse_and_log_det(&s.child(&format!("layers.{i}")), z, feats);
+            z = y;
+            ld = ld + d;
+        }
+        (z, ld)
+    }
+
+    /// log N(z; 0, I) per sample.
+    pub fn base_log_prob<'g>(&self, z: Var<'g>) -> Var<'g> {
+        let c = -0.5 * self.dim as f64 * (2.0 * std::f64::consts::PI).ln();
+        z.square().sum(1).mul_scalar(-0.5).add_scalar(c)
+    }
+
+    /// Graph: (x, log q(x|c)) from base samples z.
+    pub fn build_sample<'g>(
+        &self,
+        s: &Scope<'g>,
+        z: Var<'g>,
+        c: Option<Var<'g>>,
+    ) -> (Var<'g>, Var<'g>) {
+        let (x, ld) = self.build_forward(s, z, c);
+        (x, self.base_log_prob(z) - ld)
+    }
+
+    /// Graph: (z, log q(x|c)) from states x.
+    pub fn build_log_prob<'g>(
+        &self,
+        s: &Scope<'g>,
+        x: Var<'g>,
+        c: Option<Var<'g>>,
+    ) -> (Var<'g>, Var<'g>) {
+        let (z, ld) = self.build_inverse(s, x, c);
+        (z, self.base_log_prob(z) + ld)
+    }
+
+    /// Compile a sampling or density program in element type `T` (parameters fixed).
+    pub fn compile<T: Scalar>(&self, mode: Mode) -> Result<Program<T>> {
+        let g = GraphBuilder::new();
+        let outs = {
+            let declared = Declared::default();
+            let s = Scope::root(&g, &declared, false);
+            let inp = g.batch_input(if mode == Mode::Sample { "z" } else { "x" }, &[self.dim]);
+            let c = (self.conditioning.raw_dim() > 0)
+                .then(|| g.batch_input("cond", &[self.conditioning.raw_dim()]));
+            let (out, lq) = match mode {
+                Mode::Sample => self.build_sample(&s, inp, c),
+                Mode::Density => self.build_log_prob(&s, inp, c),
+            };
+            let name = if mode == Mode::Sample { "x" } else { "z" };
+            [out.output(name), lq.output("log_q")]
+        };
+        Program::compile(g, &outs, None)
+    }
+
+    fn check_cond(&self, n: usize, cond: &[f64]) -> Result<Vec<f64>> {
+        let c = self.conditioning.raw_dim();
+        let full = if c == 0 {
+            if !cond.is_empty() {
+                return input_err("this flow takes no condition");
+            }
+            vec![]
+        } else if cond.len() == c {
+            cond.repeat(n)
+        } else if cond.len() == n * c {
+            cond.to_vec()
+        } else {
+            return input_err(format!(
+                "condition has {} values; expected {c} (shared) or {} (one per sample)",
+                cond.len(),
+                n * c
+            ));
+        };
+        if full.iter().any(|v| !v.is_finite()) {
+            return input_err("condition values must be finite");
+        }
+        if matches!(self.conditioning, Conditioning::Temperature { .. })
+            && full.iter().any(|&t| t <= 0.0)
+        {
+            return input_err("temperatures must be positive");
+        }
+        Ok(full)
+    }
+
+    fn run_cached(&self, mode: Mode, input: &[f32], cond: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        let mut progs = self.cache.programs.borrow_mut();
+        let idx = match progs.iter().position(|(m, _, _)| *m == mode) {
+            Some(i) => i,
+            None => {
+                progs.push((mode, u64::MAX, self.compile::<f32>(mode)?));
+                progs.len() - 1
+            }
+        };
+        let (_, ver, prog) = &mut progs[idx];
+        if *ver != self.version {
+            self.write_params(prog)?;
+            *ver = self.version;
+        }
+        let name = if mode == Mode::Sample { "z" } else { "x" };
+        let mut inputs: Vec<(&str, &[f32])> = vec![(name, input)];
+        if self.conditioning.raw_dim() > 0 {
+            inputs.push(("cond", cond));
+        }
+        let mut out = prog.run(&inputs)?;
+        let first = if mode == Mode::Sample { "x" } else { "z" };
+        Ok((out.take(first)?, out.take("log_q")?))
+    }
+
+    /// Draw `n` samples with their log-density. `cond`: one raw condition shared by all, or one
+    /// per sample (row-major).
+    pub fn sample_and_log_prob(
+        &self,
+        n: usize,
+        cond: &[f64],
+        rng: &mut impl Rng,
+    ) -> Result<Samples> {
+        let cond = self.check_cond(n, cond)?;
+        let d = self.dim;
+        let c = self.conditioning.raw_dim();
+        let mut x = Array2::zeros((n, d));
+        let mut log_q = Vec::with_capacity(n);
+        let mut z = Vec::with_capacity(MAX_BATCH * d);
+        let mut start = 0;
+        while start < n {
+            let m = MAX_BATCH.min(n - start);
+            z.clear();
+            z.extend((0..m * d).map(|_| rng.sample::<f32, _>(StandardNormal)));
+            let cf: Vec<f32> = cond[start * c..(start + m) * c]
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            let (xs, lq) = self.run_cached(Mode::Sample, &z, &cf)?;
+            for (i, v) in xs.iter().enumerate() {
+                x[[start + i / d, i % d]] = *v as f64;
+            }
+            log_q.extend(lq.iter().map(|&v| v as f64));
+            start += m;
+        }
+        Ok(Samples { x, log_q })
+    }
+
+    /// Draw `n` samples.
+    pub fn sample(&self, n: usize, cond: &[f64], rng: &mut impl Rng) -> Result<Array2<f64>> {
+        Ok(self.sample_and_log_prob(n, cond, rng)?.x)
+    }
+
+    /// log q(x | c) for each row of `x`.
+    pub fn log_prob(&self, x: ArrayView2<f64>, cond: &[f64]) -> Result<Vec<f64>> {
+        crate::systems::check_batch(self.dim, &x)?;
+        let n = x.nrows();
+        let cond = self.check_cond(n, cond)?;
+        let (d, c) = (self.dim, self.conditioning.raw_dim());
+        let mut out = Vec::with_capacity(n);
+        let mut start = 0;
+        while start < n {
+            let m = MAX_BATCH.min(n - start);
+            let xs: Vec<f32> = x
+                .slice(ndarray::s![start..start + m, ..])
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            let cf: Vec<f32> = cond[start * c..(start + m) * c]
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            let (_, lq) = self.run_cached(Mode::Density, &xs, &cf)?;
+            out.extend(lq.iter().map(|&v| v as f64));
+            start += m;
+        }
+        let _ = d;
+        Ok(out)
+    }
+
+    /// A multi-line summary of the architecture.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "Flow(dim={}, conditioning={:?}, {} layers, {} parameters)\n",
+            self.dim,
+            self.conditioning,
+            self.layers.len(),
+            self.n_params()
+        );
+        for (i, l) in self.layers.iter().enumerate() {
+            s += &format!("  {i}: {}\n", l.describe());
+        }
+        s
+    }
+}
+
+fn join_path(i: usize, set: &str, name: &str) -> String {
+    if set.is_empty() {
+        format!("layers.{i}.{name}")
+    } else {
+        format!("layers.{i}.{set}.{name}")
+    }
+}
+
+impl Dim {
+    /// Convenience for the batch dimension.
+    pub fn batch() -> Dim {
+        Dim::Batch
+    }
+}

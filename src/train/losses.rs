@@ -1,0 +1,80 @@
+//! Loss graphs.
+//!
+//! Forward KL / maximum likelihood: L(θ) = −(1/n) Σ_i log q_θ(x_i | c_i), the flow evaluated in
+//! the inverse direction (x → z).
+
+use ndarray::ArrayView2;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::engine::{Adam, GraphBuilder, Program};
+use crate::error::{input_err, Result};
+use crate::flows::params::{Declared, Scope};
+use crate::flows::Flow;
+
+/// Compile −mean log q(x | c) with trainable flow parameters; inputs `x` (and `cond`).
+pub fn max_likelihood_program(flow: &Flow) -> Result<Program<f32>> {
+    let g = GraphBuilder::new();
+    let loss = {
+        let declared = Declared::default();
+        let s = Scope::root(&g, &declared, true);
+        let x = g.batch_input("x", &[flow.dim()]);
+        let rc = flow.conditioning().raw_dim();
+        let c = (rc > 0).then(|| g.batch_input("cond", &[rc]));
+        let (_, lq) = flow.build_log_prob(&s, x, c);
+        lq.mean(0).neg().output("loss")
+    };
+    Program::compile(g, &[], Some(loss))
+}
+
+/// Fit `flow` by maximum likelihood on rows of `x` (with per-row raw conditions `cond`, empty
+/// when unconditioned) using Adam with minibatches; returns the final epoch's mean loss.
+pub fn fit_max_likelihood(
+    flow: &mut Flow,
+    x: ArrayView2<f64>,
+    cond: &[f64],
+    steps: usize,
+    batch: usize,
+    lr: f64,
+    seed: u64,
+) -> Result<f64> {
+    crate::systems::check_batch(flow.dim(), &x)?;
+    let (n, d) = x.dim();
+    let rc = flow.conditioning().raw_dim();
+    if cond.len() != n * rc {
+        return input_err(format!("{} condition values for {n} samples", cond.len()));
+    }
+    if n == 0 || batch == 0 {
+        return input_err("no data");
+    }
+    let mut prog = max_likelihood_program(flow)?;
+    flow.write_params(&mut prog)?;
+    let mut opt = Adam::new(lr).with_clip(100.0);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut order: Vec<usize> = (0..n).collect();
+    let (mut xb, mut cb) = (Vec::new(), Vec::new());
+    let mut last = f64::NAN;
+    let mut pos = n;
+    for _ in 0..steps {
+        if pos + batch > n {
+            order.shuffle(&mut rng);
+            pos = 0;
+        }
+        let b = batch.min(n);
+        xb.clear();
+        cb.clear();
+        for &i in &order[pos..pos + b] {
+            xb.extend(x.row(i).iter().map(|&v| v as f32));
+            cb.extend(cond[i * rc..(i + 1) * rc].iter().map(|&v| v as f32));
+        }
+        pos += b;
+        let mut inputs: Vec<(&str, &[f32])> = vec![("x", &xb)];
+        if rc > 0 {
+            inputs.push(("cond", &cb));
+        }
+        last = prog.step(&inputs, &mut opt)?.0;
+    }
+    let _ = d;
+    flow.read_params(&prog)?;
+    Ok(last)
+}

@@ -1,0 +1,539 @@
+//! The bijection contract, run over every transform (conditioned and not), in f64:
+//! inverse(forward(z)) == z, forward(inverse(x)) == x, log-det == log|det J| of a central
+//! finite-difference Jacobian, forward log-det == −inverse log-det, zero parameters give the
+//! identity, and batch 1 agrees with batch 4096 per sample.
+
+use ndarray::Array2;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Exp, StandardNormal};
+use thermoflow::engine::{GraphBuilder, Program};
+use thermoflow::flows::params::{Declared, Scope};
+use thermoflow::flows::{
+    builders, io, ActNorm, AffineCoupling, Bijection, Conditioning, Flow, Layer, LinearFlow,
+    LuLinear, Permutation, Radial, SplineCoupling, SumRatio,
+};
+use thermoflow::flows::{Activation, Transformer};
+
+struct Entry {
+    name: &'static str,
+    layer: Layer,
+    /// Zero parameters give the identity (false: the layer has a fixed non-identity part).
+    identity_at_zero: bool,
+    /// Inputs must be positive (the seed's example).
+    positive: bool,
+}
+
+fn table() -> Vec<Entry> {
+    let act = Activation::Tanh;
+    let e = |name, layer, identity_at_zero| Entry {
+        name,
+        layer,
+        identity_at_zero,
+        positive: false,
+    };
+    vec![
+        e(
+            "affine coupling",
+            Layer::AffineCoupling(AffineCoupling::new(3, 0, false, 8, 2, act, 1)),
+            true,
+        ),
+        e(
+            "affine coupling, conditioned, flipped",
+            Layer::AffineCoupling(AffineCoupling::new(4, 2, true, 8, 2, Activation::Silu, 2)),
+            true,
+        ),
+        e(
+            "spline coupling",
+            Layer::SplineCoupling(SplineCoupling::new(3, 0, false, 8, 3.0, 8, 2, act, 3)),
+            true,
+        ),
+        e(
+            "spline coupling, conditioned, flipped",
+            Layer::SplineCoupling(SplineCoupling::new(4, 1, true, 5, 3.0, 8, 1, act, 4)),
+            true,
+        ),
+        e(
+            "spline coupling, 1-D conditioned",
+            Layer::SplineCoupling(SplineCoupling::new(1, 1, false, 6, 3.0, 8, 1, act, 5)),
+            true,
+        ),
+        e("radial", Layer::Radial(Radial::new(3, 0, 8, 6)), true),
+        e(
+            "radial, conditioned",
+            Layer::Radial(Radial::new(2, 1, 8, 7)),
+            true,
+        ),
+        e("linear", Layer::Linear(LinearFlow::new(3)), true),
+        e("lu linear", Layer::LuLinear(LuLinear::new(4, 8)), false),
+        e(
+            "reverse",
+            Layer::Permutation(Permutation::reverse(3)),
+            false,
+        ),
+        e(
+            "permutation",
+            Layer::Permutation(Permutation::new(vec![2, 0, 3, 1]).unwrap()),
+            false,
+        ),
+        e("actnorm", Layer::ActNorm(ActNorm::new(3)), true),
+        Entry {
+            name: "sum-ratio (seed example)",
+            layer: Layer::SumRatio(SumRatio::default()),
+            identity_at_zero: false,
+            positive: true,
+        },
+    ]
+}
+
+fn randomise(layer: &mut Layer, seed: u64, scale: f64) {
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    for (_, set) in layer.param_sets_mut() {
+        for t in &mut set.tensors {
+            for v in &mut t.values {
+                *v = scale * r.sample::<f64, _>(StandardNormal);
+            }
+        }
+    }
+}
+
+/// f64 program: inputs z, xin, cond → x = f(z), ldf, z2 = f⁻¹(x), ldi, zi = f⁻¹(xin), x2 = f(zi).
+fn contract_program(layer: &Layer) -> Program<f64> {
+    let g = GraphBuilder::new();
+    let outs = {
+        let declared = Declared::default();
+        let s = Scope::root(&g, &declared, true);
+        let d = layer.dim();
+        let z = g.batch_input("z", &[d]);
+        let xin = g.batch_input("xin", &[d]);
+        let c = (layer.cond_dim() > 0).then(|| g.batch_input("cond", &[layer.cond_dim()]));
+        let (x, ldf) = layer.forward_and_log_det(&s, z, c);
+        let (z2, ldi) = layer.inverse_and_log_det(&s, x, c);
+        let (zi, _) = layer.inverse_and_log_det(&s, xin, c);
+        let x2 = layer.forward(&s, zi, c);
+        [
+            x.output("x"),
+            ldf.output("ldf"),
+            z2.output("z2"),
+            ldi.output("ldi"),
+            x2.output("x2"),
+        ]
+    };
+    Program::compile(g, &outs, None).unwrap()
+}
+
+fn det(mut a: Vec<f64>, n: usize) -> f64 {
+    let mut d = 1.0;
+    for c in 0..n {
+        let p = (c..n)
+            .max_by(|&i, &j| a[i * n + c].abs().partial_cmp(&a[j * n + c].abs()).unwrap())
+            .unwrap();
+        if p != c {
+            for k in 0..n {
+                a.swap(c * n + k, p * n + k);
+            }
+            d = -d;
+        }
+        let piv = a[c * n + c];
+        d *= piv;
+        for i in c + 1..n {
+            let f = a[i * n + c] / piv;
+            for k in c..n {
+                a[i * n + k] -= f * a[c * n + k];
+            }
+        }
+    }
+    d
+}
+
+fn inputs(entry: &Entry, n: usize, seed: u64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let d = entry.layer.dim();
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    let (z, xin): (Vec<f64>, Vec<f64>) = if entry.positive {
+        let ex = Exp::new(1.3).unwrap();
+        let z = (0..n * d).map(|_| ex.sample(&mut r) + 1e-3).collect();
+        let xin = (0..n)
+            .flat_map(|_| [ex.sample(&mut r) + 0.1, r.random_range(0.05..0.95)])
+            .collect();
+        (z, xin)
+    } else {
+        (
+            (0..n * d)
+                .map(|_| 2.0 * r.sample::<f64, _>(StandardNormal))
+                .collect(),
+            (0..n * d)
+                .map(|_| 2.0 * r.sample::<f64, _>(StandardNormal))
+                .collect(),
+        )
+    };
+    let c: Vec<f64> = (0..n * entry.layer.cond_dim())
+        .map(|_| r.random_range(-1.0..1.0))
+        .collect();
+    (z, xin, c)
+}
+
+fn run(
+    p: &mut Program<f64>,
+    layer: &Layer,
+    z: &[f64],
+    xin: &[f64],
+    c: &[f64],
+) -> thermoflow::engine::Outputs<f64> {
+    let mut ins: Vec<(&str, &[f64])> = vec![("z", z), ("xin", xin)];
+    if layer.cond_dim() > 0 {
+        ins.push(("cond", c));
+    }
+    p.run(&ins).unwrap()
+}
+
+#[test]
+fn every_transform_passes_the_bijection_contract() {
+    for (k, mut entry) in table().into_iter().enumerate() {
+        let name = entry.name;
+        randomise(&mut entry.layer, 100 + k as u64, 0.3);
+        let d = entry.layer.dim();
+        let mut p = contract_program(&entry.layer);
+        let n = 6;
+        let (z, xin, c) = inputs(&entry, n, k as u64);
+        let out = run(&mut p, &entry.layer, &z, &xin, &c);
+        let (ldf, z2, ldi, x2) = (
+            out.get("ldf").unwrap(),
+            out.get("z2").unwrap(),
+            out.get("ldi").unwrap(),
+            out.get("x2").unwrap(),
+        );
+        for i in 0..n * d {
+            assert!(
+                (z2[i] - z[i]).abs() < 1e-9 * (1.0 + z[i].abs()),
+                "{name}: inverse(forward(z)) {} vs {}",
+                z2[i],
+                z[i]
+            );
+            assert!(
+                (x2[i] - xin[i]).abs() < 1e-9 * (1.0 + xin[i].abs()),
+                "{name}: forward(inverse(x)) {} vs {}",
+                x2[i],
+                xin[i]
+            );
+        }
+        for i in 0..n {
+            assert!(
+                (ldf[i] + ldi[i]).abs() < 1e-9,
+                "{name}: forward log-det {} vs inverse {}",
+                ldf[i],
+                ldi[i]
+            );
+        }
+        // Finite-difference Jacobian of the forward map, sample by sample.
+        for i in 0..n {
+            let h = 1e-6;
+            let mut zb = Vec::new();
+            for j in 0..d {
+                for sgn in [1.0, -1.0] {
+                    let mut row = z[i * d..(i + 1) * d].to_vec();
+                    row[j] += sgn * h;
+                    zb.extend(row);
+                }
+            }
+            let cb: Vec<f64> = (0..2 * d)
+                .flat_map(|_| {
+                    c[i * entry.layer.cond_dim()..(i + 1) * entry.layer.cond_dim()].to_vec()
+                })
+                .collect();
+            let o = run(&mut p, &entry.layer, &zb, &zb, &cb);
+            let xs = o.get("x").unwrap();
+            let mut jac = vec![0.0; d * d];
+            for j in 0..d {
+                for r in 0..d {
+                    jac[r * d + j] = (xs[(2 * j) * d + r] - xs[(2 * j + 1) * d + r]) / (2.0 * h);
+                }
+            }
+            let fd = det(jac, d).abs().ln();
+            assert!(
+                (fd - ldf[i]).abs() < 1e-6 * (1.0 + fd.abs()),
+                "{name}: log-det {} vs finite difference {fd}",
+                ldf[i]
+            );
+        }
+        // Batch 1 vs batch 4096.
+        let big = 4096;
+        let (zb, xb, cb) = inputs(&entry, big, 1000 + k as u64);
+        let ob = run(&mut p, &entry.layer, &zb, &xb, &cb);
+        let cd = entry.layer.cond_dim();
+        for &i in &[0usize, 1234, big - 1] {
+            let o1 = run(
+                &mut p,
+                &entry.layer,
+                &zb[i * d..(i + 1) * d],
+                &xb[i * d..(i + 1) * d],
+                &cb[i * cd..(i + 1) * cd],
+            );
+            assert_eq!(
+                o1.get("x").unwrap(),
+                &ob.get("x").unwrap()[i * d..(i + 1) * d],
+                "{name}: batch 1 vs 4096"
+            );
+            assert_eq!(
+                o1.get("ldf").unwrap()[0],
+                ob.get("ldf").unwrap()[i],
+                "{name}: batch 1 vs 4096"
+            );
+        }
+        // Zero parameters (the sum-ratio map has none and is not volume-preserving).
+        if entry.positive {
+            continue;
+        }
+        let mut zero = entry.layer.clone();
+        for (_, set) in zero.param_sets_mut() {
+            set.zero();
+        }
+        let mut pz = contract_program(&zero);
+        let oz = run(&mut pz, &zero, &z, &xin, &c);
+        for i in 0..n {
+            assert!(
+                oz.get("ldf").unwrap()[i].abs() < 1e-12,
+                "{name}: zero params log-det"
+            );
+        }
+        if entry.identity_at_zero {
+            for (a, b) in oz.get("x").unwrap().iter().zip(&z) {
+                assert!(
+                    (a - b).abs() < 1e-12,
+                    "{name}: zero params is not the identity"
+                );
+            }
+        }
+    }
+}
+
+/// Seed example: x, y ~ Exp(λ) i.i.d.; (u, v) = (x + y, x/(x + y)) has p(u, v) = λ² u e^{−λu}.
+#[test]
+fn seed_worked_example_change_of_variables() {
+    let lambda = 1.7;
+    let layer = Layer::SumRatio(SumRatio::default());
+    let mut p = contract_program(&layer);
+    let mut r = rand::rngs::StdRng::seed_from_u64(9);
+    let ex = Exp::new(lambda).unwrap();
+    let n = 20_000;
+    let z: Vec<f64> = (0..2 * n).map(|_| ex.sample(&mut r)).collect();
+    let out = run(&mut p, &layer, &z, &z, &[]);
+    let (uv, ld) = (out.get("x").unwrap(), out.get("ldf").unwrap());
+    let mut us = Vec::with_capacity(n);
+    let mut vs = Vec::with_capacity(n);
+    for i in 0..n {
+        let (x, y) = (z[2 * i], z[2 * i + 1]);
+        let (u, v) = (uv[2 * i], uv[2 * i + 1]);
+        // Change of variables: log p(u, v) = log p(x) + log p(y) − log|det J|.
+        let log_p = 2.0 * lambda.ln() - lambda * (x + y) - ld[i];
+        let closed = 2.0 * lambda.ln() + u.ln() - lambda * u;
+        assert!((log_p - closed).abs() < 1e-10, "{log_p} vs {closed}");
+        us.push(u);
+        vs.push(v);
+    }
+    // Kolmogorov–Smirnov against Gamma(2, λ) and Uniform(0, 1).
+    let ks = |xs: &mut Vec<f64>, cdf: &dyn Fn(f64) -> f64| -> f64 {
+        xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let n = xs.len() as f64;
+        xs.iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                let f = cdf(x);
+                (f - i as f64 / n).abs().max(((i + 1) as f64 / n - f).abs())
+            })
+            .fold(0.0, f64::max)
+    };
+    let crit = 1.95 / (n as f64).sqrt(); // α = 0.001
+    let du = ks(&mut us, &|u| 1.0 - (-lambda * u).exp() * (1.0 + lambda * u));
+    let dv = ks(&mut vs, &|v| v.clamp(0.0, 1.0));
+    assert!(du < crit, "u is not Gamma(2, λ): D = {du}");
+    assert!(dv < crit, "v is not Uniform(0, 1): D = {dv}");
+    // And a wrong hypothesis is rejected: u is not Exp(λ).
+    let dw = ks(&mut us, &|u| 1.0 - (-lambda * u).exp());
+    assert!(dw > crit);
+}
+
+/// Spline robustness: inputs at, just inside, just outside and far outside ±B; extreme
+/// parameters. Outputs and gradients stay finite and the inverse stays exact.
+#[test]
+fn splines_are_robust_at_and_beyond_the_bound() {
+    let b = 5.0;
+    let mut layer = SplineCoupling::new(2, 0, false, 8, b, 8, 1, Activation::Tanh, 1);
+    for (case, scale) in [("moderate", 1.0), ("extreme", 40.0)] {
+        randomise_spline(&mut layer, scale);
+        let points = [
+            -1e6,
+            -1e3,
+            -b - 1.0,
+            -b - 1e-6,
+            -b,
+            -b + 1e-6,
+            -0.3,
+            0.0,
+            2.2,
+            b - 1e-6,
+            b,
+            b + 1e-6,
+            b + 1.0,
+            1e3,
+            1e6,
+        ];
+        let z: Vec<f64> = points.iter().flat_map(|&v| [0.4, v]).collect();
+        let wrapped = Layer::SplineCoupling(layer.clone());
+        let mut p = contract_program(&wrapped);
+        let out = p.run(&[("z", &z), ("xin", &z)]).unwrap();
+        let (x, ldf, z2) = (
+            out.get("x").unwrap(),
+            out.get("ldf").unwrap(),
+            out.get("z2").unwrap(),
+        );
+        for (i, &v) in points.iter().enumerate() {
+            assert!(
+                x[2 * i + 1].is_finite() && ldf[i].is_finite(),
+                "{case}: non-finite at {v}"
+            );
+            assert!(
+                (z2[2 * i + 1] - v).abs() <= 1e-8 * (1.0 + v.abs()),
+                "{case}: inverse at {v}: {}",
+                z2[2 * i + 1]
+            );
+            if v.abs() > b {
+                assert_eq!(x[2 * i + 1], v, "{case}: tails are the identity");
+            }
+        }
+        // Gradients with respect to every parameter, through forward and inverse.
+        let g = GraphBuilder::new();
+        let loss = {
+            let declared = Declared::default();
+            let s = Scope::root(&g, &declared, true);
+            let zv = g.batch_input("z", &[2]);
+            let (x, ld) = wrapped.forward_and_log_det(&s, zv, None);
+            let (zz, ldi) = wrapped.inverse_and_log_det(&s, zv, None);
+            (x.sum_all() + ld.sum_all() + zz.sum_all() + ldi.sum_all()).output("loss")
+        };
+        let mut pg: Program<f32> = Program::compile(g, &[], Some(loss)).unwrap();
+        let zf: Vec<f32> = z.iter().map(|&v| v as f32).collect();
+        let (l, _, grads) = pg.run_with_grads(&[("z", &zf)]).unwrap();
+        assert!(l.is_finite(), "{case}: loss");
+        assert!(
+            grads.iter().flatten().all(|g| g.is_finite()),
+            "{case}: NaN gradient"
+        );
+    }
+}
+
+fn randomise_spline(layer: &mut SplineCoupling, scale: f64) {
+    let mut r = rand::rngs::StdRng::seed_from_u64(scale as u64);
+    for t in &mut layer.conditioner.params.tensors {
+        for v in &mut t.values {
+            *v = scale * r.sample::<f64, _>(StandardNormal);
+        }
+    }
+}
+
+#[test]
+fn save_and_load_round_trip_and_reject_corrupt_files() {
+    let cfg = builders::CouplingConfig {
+        layers: 3,
+        hidden: 8,
+        transformer: Transformer::Spline {
+            bins: 4,
+            bound: 4.0,
+        },
+        ..Default::default()
+    };
+    let mut flow = builders::coupling_flow(
+        2,
+        Conditioning::Temperature {
+            t_min: 0.5,
+            t_max: 3.0,
+        },
+        &cfg,
+    )
+    .unwrap();
+    for (i, l) in flow.layers_mut().iter_mut().enumerate() {
+        randomise(l, i as u64, 0.2);
+    }
+    let dir = std::env::temp_dir().join(format!("thermoflow-io-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("flow.json");
+    io::save(
+        &flow,
+        serde_json::json!({"system": "double-well-2d"}),
+        &path,
+    )
+    .unwrap();
+    let (back, meta) = io::load(&path).unwrap();
+    assert_eq!(meta["system"], "double-well-2d");
+    let x = Array2::from_shape_fn((5, 2), |(i, j)| i as f64 * 0.3 - j as f64);
+    assert_eq!(
+        flow.log_prob(x.view(), &[1.2]).unwrap(),
+        back.log_prob(x.view(), &[1.2]).unwrap()
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    for bad in [
+        &text[..text.len() / 2],
+        "{}",
+        "not json",
+        &text.replace("thermoflow-flow", "other"),
+    ] {
+        assert!(io::from_str(bad).is_err());
+    }
+    // A parameter with the wrong number of values.
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["flow"]["layers"][0]["SplineCoupling"]["conditioner"]["params"]["tensors"][0]["values"]
+        .as_array_mut()
+        .unwrap()
+        .pop();
+    assert!(io::from_str(&v.to_string()).is_err());
+    assert!(io::load(&dir.join("missing.json")).is_err());
+    // Bad conditions at use time.
+    assert!(flow.log_prob(x.view(), &[-1.0]).is_err());
+    assert!(flow.log_prob(x.view(), &[1.0, 2.0]).is_err());
+    assert!(flow.log_prob(Array2::zeros((2, 3)).view(), &[1.0]).is_err());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A linear flow fitted by maximum likelihood to Boltzmann samples of the two-spring system
+/// recovers the covariance T·K⁻¹ (MATH.md §4).
+#[test]
+fn linear_flow_fits_the_two_spring_covariance() {
+    let h = thermoflow::systems::Harmonic::chain(2, 1.0, 2.0).unwrap();
+    let t: f64 = 1.5;
+    let l = h.cov_factor();
+    let n = 20_000;
+    let mut r = rand::rngs::StdRng::seed_from_u64(4);
+    let x = Array2::from_shape_fn((n, 2), |_| 0.0);
+    let mut x = x;
+    for i in 0..n {
+        let z: [f64; 2] = [r.sample(StandardNormal), r.sample(StandardNormal)];
+        x[[i, 0]] = t.sqrt() * l[0] * z[0];
+        x[[i, 1]] = t.sqrt() * (l[2] * z[0] + l[3] * z[1]);
+    }
+    let mut flow = builders::linear_flow(2, Conditioning::None).unwrap();
+    thermoflow::train::fit_max_likelihood(&mut flow, x.view(), &[], 3000, 512, 0.02, 1).unwrap();
+    let Layer::Linear(lin) = &flow.layers()[0] else {
+        panic!()
+    };
+    let m = lin.matrix();
+    let cov_fit = [m[0] * m[0], m[0] * m[2], m[2] * m[2] + m[3] * m[3]];
+    // Exact T K⁻¹ = T L Lᵀ and its sampling error for n samples.
+    let exact = [
+        t * l[0] * l[0],
+        t * l[0] * l[2],
+        t * (l[2] * l[2] + l[3] * l[3]),
+    ];
+    let se = [
+        (2.0 * exact[0] * exact[0] / n as f64).sqrt(),
+        ((exact[0] * exact[2] + exact[1] * exact[1]) / n as f64).sqrt(),
+        (2.0 * exact[2] * exact[2] / n as f64).sqrt(),
+    ];
+    for k in 0..3 {
+        assert!(
+            (cov_fit[k] - exact[k]).abs() < 4.0 * se[k] + 2e-3,
+            "entry {k}: {} vs {} ± {}",
+            cov_fit[k],
+            exact[k],
+            se[k]
+        );
+    }
+    let _ = Flow::summary(&flow);
+}
