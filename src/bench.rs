@@ -206,3 +206,90 @@ pub fn engine_bench(reps: usize) -> Result<serde_json::Value> {
         "mlp_train_step": {"engine_us": step_engine, "ndarray_us": step_nd, "ratio": step_engine / step_nd},
     }))
 }
+
+/// Compile a reverse-KL-shaped training step for `flow` with the quadratic energy ½|x|²:
+/// loss = mean(log q(x|T) + U(x)/T), x = f(z; T). Inputs `z`, `cond` (T).
+pub fn reverse_kl_quadratic_program(flow: &crate::flows::Flow) -> Result<Program<f32>> {
+    use crate::flows::params::{Declared, Scope};
+    let g = GraphBuilder::new();
+    let loss = {
+        let declared = Declared::default();
+        let s = Scope::root(&g, &declared, true);
+        let z = g.batch_input("z", &[flow.dim()]);
+        let t = g.batch_input("cond", &[1]);
+        let (x, lq) = flow.build_sample(&s, z, Some(t));
+        let u = x.square().sum(1).mul_scalar(0.5);
+        let beta = t.sum(1).recip();
+        (lq + u * beta).mean(0).output("loss")
+    };
+    Program::compile(g, &[], Some(loss))
+}
+
+/// The benchmark flow: RQS coupling, 8 layers, conditioner 2×64 tanh, K = 8, B = 5,
+/// conditioned on the temperature over [0.5, 3].
+pub fn bench_flow(dim: usize) -> Result<crate::flows::Flow> {
+    use crate::flows::{builders, Conditioning};
+    let cfg = builders::CouplingConfig::default();
+    let mut flow = builders::coupling_flow(
+        dim,
+        Conditioning::Temperature {
+            t_min: 0.5,
+            t_max: 3.0,
+        },
+        &cfg,
+    )?;
+    // Non-trivial parameters so that every bin is exercised.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    for l in flow.layers_mut() {
+        for (_, set) in crate::flows::Bijection::param_sets_mut(l) {
+            for t in &mut set.tensors {
+                for v in &mut t.values {
+                    *v += rng.random_range(-0.05..0.05);
+                }
+            }
+        }
+    }
+    Ok(flow)
+}
+
+/// Run the flow benchmark and return its JSON report.
+pub fn flows_bench(reps: usize) -> Result<serde_json::Value> {
+    let mut report = serde_json::Map::new();
+    for dim in [2usize, 16] {
+        let flow = bench_flow(dim)?;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let temps: Vec<f64> = (0..4096).map(|_| rng.random_range(0.5..3.0)).collect();
+        let mut err = None;
+        flow.sample_and_log_prob(16, &temps[..16], &mut rng)?;
+        let sample_us = median_us(2, reps.max(3), || {
+            if let Err(e) = flow.sample_and_log_prob(4096, &temps, &mut rng) {
+                err = Some(e);
+            }
+        });
+        let mut prog = reverse_kl_quadratic_program(&flow)?;
+        let mut adam = Adam::new(1e-4).with_clip(10.0);
+        let z: Vec<f32> = (0..1024 * dim)
+            .map(|_| rng.random_range(-2.0..2.0))
+            .collect();
+        let t: Vec<f32> = temps[..1024].iter().map(|&v| v as f32).collect();
+        let step_us = median_us(2, reps.max(3), || {
+            if let Err(e) = prog.step(&[("z", &z), ("cond", &t)], &mut adam) {
+                err = Some(e);
+            }
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        report.insert(
+            format!("rqs_d{dim}"),
+            json!({
+                "sample_log_prob_per_s": 4096.0 / (sample_us * 1e-6),
+                "train_steps_per_s": 1.0 / (step_us * 1e-6),
+                "sample_batch": 4096,
+                "train_batch": 1024,
+                "n_params": flow.n_params(),
+            }),
+        );
+    }
+    Ok(serde_json::Value::Object(report))
+}

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 fn usage() -> &'static str {
-    "usage: thermoflow bench engine [--json] [--reps N]"
+    "usage: thermoflow bench engine|flows [--json] [--reps N]"
 }
 
 fn run(args: &[String]) -> Result<(), String> {
@@ -20,6 +20,9 @@ fn run(args: &[String]) -> Result<(), String> {
             let json = args.iter().any(|a| a == "--json");
             let report = match what {
                 "engine" => thermoflow::bench::engine_bench(reps).map_err(|e| e.to_string())?,
+                "flows" => {
+                    thermoflow::bench::flows_bench(reps.min(30)).map_err(|e| e.to_string())?
+                }
                 other => return Err(format!("unknown benchmark {other:?}; {}", usage())),
             };
             if json {

@@ -20,6 +20,7 @@
 
 pub mod autograd;
 pub mod builder;
+pub mod fastmath;
 pub mod ir;
 pub mod optim;
 pub mod plan;

@@ -1,13 +1,15 @@
 //! The fused CPU compiler: turns a lowered [`Ir`] into a list of kernels and runs them.
 //!
-//! * **Elementwise fusion.** Walking the program from its outputs backwards, every chain of
-//!   elementwise nodes (`Unary`, `Binary`, `Copy`) whose intermediate values have a single
-//!   reader is folded into one kernel: a short SSA instruction list evaluated over chunks of
-//!   [`CHUNK`] elements. Inputs are gathered through their strided views once per chunk; each
-//!   instruction is then a tight loop the compiler vectorises. No allocation happens while
-//!   running and no index expression is interpreted per element. A producer is folded into its
-//!   reader when the reader's view of it is the identity (binary/copy producers) or unmasked
-//!   (unary producers, which commute with any strided view).
+//! * **Elementwise fusion.** Walking the program from its outputs backwards, elementwise
+//!   nodes (`Unary`, `Binary`, `Copy`) join the kernel of their readers when *all* their
+//!   readers are in that kernel and read them at the same positions: whole DAGs, not just
+//!   chains, become one kernel, a short SSA instruction list evaluated over chunks of
+//!   [`CHUNK`] elements in which a shared value is computed once. Binary/copy nodes join
+//!   when read through the identity view, unary nodes (which commute with any strided view)
+//!   through any unmasked view. A reduction over the last axis absorbs the kernel producing
+//!   its input. Inputs are gathered through their strided views once per chunk (contiguous
+//!   ones are read in place); each instruction is then a tight loop the compiler vectorises.
+//!   No allocation happens while running and no index expression is interpreted per element.
 //! * **Matmul** runs through `matrixmultiply`'s gemm with the views' strides (transposes and
 //!   slice offsets included), batched over leading axes.
 //! * **Reductions** gather runs of the reduced axis and fold them; **scatters** (view adjoints
@@ -23,7 +25,7 @@ use super::view::View;
 use crate::error::{Error, Result};
 
 /// Elements processed per pass of a fused kernel.
-pub const CHUNK: usize = 512;
+pub const CHUNK: usize = 256;
 
 /// One instruction of a fused kernel; register `i` holds the result of instruction `i`.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,30 +40,63 @@ pub enum Instr {
     Bin(BinOp, usize, usize),
 }
 
-/// A kernel.
+/// A fused elementwise kernel over an iteration space of `n` elements.
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    /// Elements.
+    pub n: usize,
+    /// (node, view) read by `Load`.
+    pub leaves: Vec<(usize, View)>,
+    /// Instructions; the last one is the result.
+    pub code: Vec<Instr>,
+    /// For each instruction: a load of a contiguous leaf, read in place at this offset.
+    direct: Vec<Option<usize>>,
+}
+
+impl Kernel {
+    fn new(n: usize, leaves: Vec<(usize, View)>, code: Vec<Instr>) -> Kernel {
+        let leaves: Vec<(usize, View)> = leaves
+            .into_iter()
+            .map(|(nd, v)| (nd, v.simplified()))
+            .collect();
+        let direct = code
+            .iter()
+            .map(|i| match i {
+                Instr::Load(k) => {
+                    let v = &leaves[*k].1;
+                    let contiguous = v.axes.len() == 1 && v.axes[0].stride == 1 && !v.is_masked();
+                    (contiguous && v.offset >= 0).then_some(v.offset as usize)
+                }
+                _ => None,
+            })
+            .collect();
+        Kernel {
+            n,
+            leaves,
+            code,
+            direct,
+        }
+    }
+}
+
+/// A step of the plan.
 #[derive(Clone, Debug)]
 pub enum Step {
-    /// Fused elementwise kernel writing `n` elements to `out`.
+    /// Fused elementwise kernel writing to `out`.
     Fused {
         /// Output node.
         out: usize,
-        /// Elements.
-        n: usize,
-        /// (node, view) read by `Load`.
-        leaves: Vec<(usize, View)>,
-        /// Instructions; the last one is the result.
-        code: Vec<Instr>,
+        /// The kernel.
+        kernel: Kernel,
     },
-    /// Reduction of the last axis of `view` (already permuted), `k` elements per output.
+    /// Reduction: the kernel enumerates the input with the reduced axis last, `k` per output.
     Reduce {
         /// Output node.
         out: usize,
         /// Kind.
         op: RedOp,
-        /// Source node.
-        src: usize,
-        /// Source view with the reduced axis last.
-        view: View,
+        /// Input kernel.
+        kernel: Kernel,
         /// Reduced length.
         k: usize,
     },
@@ -92,6 +127,18 @@ pub enum Step {
     },
 }
 
+impl Step {
+    fn out(&self) -> usize {
+        match self {
+            Step::Fused { out, .. }
+            | Step::Reduce { out, .. }
+            | Step::MatMul { out, .. }
+            | Step::Scatter { out, .. }
+            | Step::Const { out, .. } => *out,
+        }
+    }
+}
+
 /// A compiled program for one batch size.
 #[derive(Debug)]
 pub struct Plan<T: Scalar> {
@@ -108,16 +155,118 @@ fn is_elementwise(op: &Op) -> bool {
     matches!(op, Op::Unary(..) | Op::Binary(..) | Op::Copy(..))
 }
 
-struct Fuser<'a> {
-    ir: &'a Ir,
-    consumers: &'a [usize],
-    required: &'a [bool],
-    inlined: &'a mut [bool],
-    leaves: Vec<(usize, View)>,
-    code: Vec<Instr>,
+/// Kernel membership: which nodes are computed inside which root's kernel, and at which
+/// positions of their own buffer (`at`).
+struct Groups {
+    group: Vec<Option<usize>>,
+    at: Vec<Option<View>>,
 }
 
-impl Fuser<'_> {
+impl Groups {
+    /// Decide membership walking from the outputs backwards (consumers before producers).
+    fn new(ir: &Ir, live: &[bool], required: &[bool]) -> Groups {
+        let n = ir.nodes.len();
+        let mut readers: Vec<Vec<(usize, View)>> = vec![Vec::new(); n];
+        for (c, node) in ir.nodes.iter().enumerate() {
+            if !live[c] {
+                continue;
+            }
+            match &node.op {
+                Op::Unary(_, s) => readers[*s].push((c, View::contiguous(&[node.len]))),
+                Op::Binary(_, a, b) => {
+                    readers[a.node].push((c, a.view.clone()));
+                    readers[b.node].push((c, b.view.clone()));
+                }
+                Op::Copy(s) | Op::Reduce(_, _, s) | Op::Scatter(s, _) => {
+                    readers[s.node].push((c, s.view.clone()))
+                }
+                Op::MatMul(a, b) => {
+                    readers[a.node].push((c, a.view.clone()));
+                    readers[b.node].push((c, b.view.clone()));
+                }
+                Op::Input(_) | Op::Const(_) => {}
+            }
+        }
+        let mut g = Groups {
+            group: vec![None; n],
+            at: vec![None; n],
+        };
+        for i in (0..n).rev() {
+            if !live[i] {
+                continue;
+            }
+            let node = &ir.nodes[i];
+            let joined = is_elementwise(&node.op) && !required[i] && g.join(ir, i, &readers[i]);
+            if !joined {
+                // A root of its own kernel (or a non-elementwise step), read at identity.
+                g.group[i] = Some(i);
+                g.at[i] = Some(View::contiguous(&[node.len]));
+            }
+        }
+        g
+    }
+
+    /// Try to place elementwise node `i` inside the kernel of all its readers.
+    fn join(&mut self, ir: &Ir, i: usize, readers: &[(usize, View)]) -> bool {
+        let mut target: Option<(usize, View)> = None;
+        for (c, edge) in readers {
+            let (Some(gc), Some(at_c)) = (self.group[*c], self.at[*c].clone()) else {
+                return false;
+            };
+            let cn = &ir.nodes[*c];
+            let at = match &cn.op {
+                // A unary reader maps its source buffer in place: same positions.
+                Op::Unary(..) => at_c,
+                // Binary/copy readers run in their own logical space (they are at identity).
+                Op::Binary(..) | Op::Copy(..) if at_c.is_identity(cn.len) => edge.clone(),
+                // The reduction absorbs its producer when it reads it as-is, reducing the last axis.
+                Op::Reduce(_, ax, s)
+                    if *c == gc
+                        && *ax + 1 == s.view.axes.len()
+                        && s.view.is_identity(ir.nodes[i].len) =>
+                {
+                    View::contiguous(&[ir.nodes[i].len])
+                }
+                _ => return false,
+            };
+            match &target {
+                None => target = Some((gc, at)),
+                Some((tg, tv)) if *tg == gc && *tv == at => {}
+                _ => return false,
+            }
+        }
+        let Some((gc, at)) = target else { return false };
+        let ok = match &ir.nodes[i].op {
+            Op::Unary(..) => !at.is_masked(),
+            _ => at.is_identity(ir.nodes[i].len),
+        };
+        if ok {
+            self.group[i] = Some(gc);
+            self.at[i] = Some(at);
+        }
+        ok
+    }
+}
+
+struct Emitter<'a> {
+    ir: &'a Ir,
+    groups: &'a Groups,
+    root: usize,
+    leaves: Vec<(usize, View)>,
+    code: Vec<Instr>,
+    memo: Vec<(usize, usize)>,
+}
+
+impl Emitter<'_> {
+    fn emit(&mut self, i: Instr) -> usize {
+        if let Some(r) = self.code.iter().position(|c| *c == i) {
+            if matches!(i, Instr::Load(_) | Instr::Const(_)) {
+                return r;
+            }
+        }
+        self.code.push(i);
+        self.code.len() - 1
+    }
     fn leaf(&mut self, node: usize, view: &View) -> usize {
         let k = match self
             .leaves
@@ -130,117 +279,111 @@ impl Fuser<'_> {
                 self.leaves.len() - 1
             }
         };
-        if let Some(r) = self.code.iter().position(|i| *i == Instr::Load(k)) {
-            return r;
-        }
         self.emit(Instr::Load(k))
     }
-    fn emit(&mut self, i: Instr) -> usize {
-        self.code.push(i);
-        self.code.len() - 1
-    }
-    /// Emit code computing `node` read through `view`; `root` forces expansion.
-    fn expr(&mut self, node: usize, view: &View, root: bool) -> usize {
+    /// Code for the value of `node` read at `view` (its buffer positions).
+    fn value(&mut self, node: usize, view: &View) -> usize {
         let n = &self.ir.nodes[node];
-        let foldable = root || (self.consumers[node] == 1 && !self.required[node]);
-        match &n.op {
-            Op::Const(v) if !view.is_masked() => self.emit(Instr::Const(*v)),
-            Op::Unary(u, s) if foldable && is_elementwise(&n.op) && !view.is_masked() => {
+        if let Op::Const(v) = n.op {
+            if !view.is_masked() {
+                return self.emit(Instr::Const(v));
+            }
+        }
+        let inside = node == self.root
+            || (self.groups.group[node] == Some(self.root)
+                && self.groups.at[node].as_ref() == Some(view));
+        if !inside || !is_elementwise(&n.op) {
+            return self.leaf(node, view);
+        }
+        if let Some(&(_, r)) = self.memo.iter().find(|(m, _)| *m == node) {
+            return r;
+        }
+        let r = match &n.op {
+            Op::Unary(u, s) => {
                 let (u, s) = (*u, *s);
-                if !root {
-                    self.inlined[node] = true;
-                }
-                let a = self.expr(s, view, false);
+                let a = self.value(s, view);
                 self.emit(Instr::Un(u, a))
             }
-            Op::Binary(b, x, y) if foldable && view.is_identity(n.len) => {
-                if !root {
-                    self.inlined[node] = true;
-                }
+            Op::Binary(b, x, y) => {
                 let (b, x, y) = (*b, x.clone(), y.clone());
-                let a = self.expr(x.node, &x.view, false);
-                let c = self.expr(y.node, &y.view, false);
+                let a = self.value(x.node, &x.view);
+                let c = self.value(y.node, &y.view);
                 self.emit(Instr::Bin(b, a, c))
             }
-            Op::Copy(s) if foldable && view.is_identity(n.len) => {
-                if !root {
-                    self.inlined[node] = true;
-                }
+            Op::Copy(s) => {
                 let s = s.clone();
-                self.expr(s.node, &s.view, false)
+                self.value(s.node, &s.view)
             }
-            _ => self.leaf(node, view),
-        }
+            _ => unreachable!(),
+        };
+        self.memo.push((node, r));
+        r
     }
 }
 
 impl<T: Scalar> Plan<T> {
     /// Build kernels computing the `required` nodes of `ir`.
+    #[allow(clippy::needless_range_loop)]
     pub fn new(ir: Ir, required_nodes: &[usize]) -> Result<Plan<T>> {
         let n = ir.nodes.len();
         let live = ir.live(required_nodes);
-        let mut consumers = vec![0usize; n];
-        for (i, node) in ir.nodes.iter().enumerate() {
-            if live[i] {
-                for s in node.op.sources() {
-                    consumers[s] += 1;
-                }
-            }
-        }
         let mut required = vec![false; n];
         for &r in required_nodes {
             required[r] = true;
         }
-        let mut inlined = vec![false; n];
+        let groups = Groups::new(&ir, &live, &required);
         let mut steps = Vec::new();
-        for i in (0..n).rev() {
-            if !live[i] || inlined[i] {
+        for i in 0..n {
+            if !live[i] || groups.group[i] != Some(i) {
                 continue;
             }
             let node = &ir.nodes[i];
+            let mut em = Emitter {
+                ir: &ir,
+                groups: &groups,
+                root: i,
+                leaves: Vec::new(),
+                code: Vec::new(),
+                memo: Vec::new(),
+            };
             let step = match &node.op {
                 Op::Input(_) => continue,
                 Op::Const(v) => Step::Const { out: i, v: *v },
                 op if is_elementwise(op) => {
-                    let mut f = Fuser {
-                        ir: &ir,
-                        consumers: &consumers,
-                        required: &required,
-                        inlined: &mut inlined,
-                        leaves: Vec::new(),
-                        code: Vec::new(),
-                    };
-                    let root_view = View::contiguous(&[node.len]);
-                    f.expr(i, &root_view, true);
-                    let (leaves, code) = (f.leaves, f.code);
-                    let leaves = leaves
-                        .into_iter()
-                        .map(|(nd, v)| (nd, v.simplified()))
-                        .collect();
+                    em.value(i, &View::contiguous(&[node.len]));
                     Step::Fused {
                         out: i,
-                        n: node.len,
-                        leaves,
-                        code,
+                        kernel: Kernel::new(node.len, em.leaves, em.code),
                     }
                 }
                 Op::Reduce(r, ax, s) => {
                     let rank = s.view.axes.len();
-                    let mut perm: Vec<usize> = (0..rank).filter(|&a| a != *ax).collect();
-                    perm.push(*ax);
+                    let k = s.view.axes[*ax].len;
+                    let absorbed =
+                        groups.group[s.node] == Some(i) && is_elementwise(&ir.nodes[s.node].op);
+                    let n_in = s.view.numel();
+                    if absorbed {
+                        em.value(s.node, &View::contiguous(&[ir.nodes[s.node].len]));
+                    } else {
+                        let mut perm: Vec<usize> = (0..rank).filter(|&a| a != *ax).collect();
+                        perm.push(*ax);
+                        em.leaf(s.node, &s.view.permute(&perm));
+                    }
                     Step::Reduce {
                         out: i,
                         op: *r,
-                        src: s.node,
-                        view: s.view.permute(&perm).simplified(),
-                        k: s.view.axes[*ax].len,
+                        kernel: Kernel::new(n_in, em.leaves, em.code),
+                        k,
                     }
                 }
-                Op::MatMul(a, b) => Step::MatMul {
-                    out: i,
-                    a: (a.node, a.view.clone()),
-                    b: (b.node, b.view.clone()),
-                },
+                Op::MatMul(a, b) => {
+                    let (a, b) = merge_matmul_batch(a.view.clone(), b.view.clone());
+                    Step::MatMul {
+                        out: i,
+                        a: (ir.nodes[i].op.sources()[0], a),
+                        b: (ir.nodes[i].op.sources()[1], b),
+                    }
+                }
                 Op::Scatter(g, target) => Step::Scatter {
                     out: i,
                     g: (g.node, g.view.simplified()),
@@ -250,21 +393,13 @@ impl<T: Scalar> Plan<T> {
             };
             steps.push(step);
         }
-        steps.reverse();
         let mut bufs: Vec<Vec<T>> = vec![Vec::new(); n];
         let mut n_regs = 1;
         for s in &steps {
-            let out = match s {
-                Step::Fused { out, code, .. } => {
-                    n_regs = n_regs.max(code.len());
-                    *out
-                }
-                Step::Reduce { out, .. }
-                | Step::MatMul { out, .. }
-                | Step::Scatter { out, .. }
-                | Step::Const { out, .. } => *out,
-            };
-            bufs[out] = vec![T::default(); ir.nodes[out].len];
+            if let Step::Fused { kernel, .. } | Step::Reduce { kernel, .. } = s {
+                n_regs = n_regs.max(kernel.code.len());
+            }
+            bufs[s.out()] = vec![T::default(); ir.nodes[s.out()].len];
         }
         Ok(Plan {
             ir,
@@ -291,13 +426,7 @@ impl<T: Scalar> Plan<T> {
     /// Run every kernel. `store` holds the declared inputs' buffers.
     pub fn run(&mut self, store: &[Vec<T>]) -> Result<()> {
         for si in 0..self.steps.len() {
-            let out = match &self.steps[si] {
-                Step::Fused { out, .. }
-                | Step::Reduce { out, .. }
-                | Step::MatMul { out, .. }
-                | Step::Scatter { out, .. }
-                | Step::Const { out, .. } => *out,
-            };
+            let out = self.steps[si].out();
             let mut dst = std::mem::take(&mut self.bufs[out]);
             let r = self.run_step(si, store, &mut dst);
             self.bufs[out] = dst;
@@ -313,52 +442,85 @@ impl<T: Scalar> Plan<T> {
         }
     }
 
+    /// Evaluate elements `[start, start + m)` of a kernel into `dst` (length m).
+    #[allow(clippy::too_many_arguments)]
+    fn eval(
+        kernel: &Kernel,
+        ir: &Ir,
+        bufs: &[Vec<T>],
+        store: &[Vec<T>],
+        regs: &mut [T],
+        start: usize,
+        dst: &mut [T],
+    ) {
+        let m = dst.len();
+        let last = kernel.code.len() - 1;
+        for (r, ins) in kernel.code.iter().enumerate() {
+            if kernel.direct[r].is_some() && r != last {
+                continue;
+            }
+            let (before, after) = regs.split_at_mut(r * CHUNK);
+            let operand = |a: usize| -> &[T] {
+                match (kernel.direct[a], &kernel.code[a]) {
+                    (Some(off), Instr::Load(k)) => {
+                        let buf = Self::src(ir, bufs, store, kernel.leaves[*k].0);
+                        &buf[off + start..off + start + m]
+                    }
+                    _ => &before[a * CHUNK..a * CHUNK + m],
+                }
+            };
+            let d: &mut [T] = if r == last {
+                &mut *dst
+            } else {
+                &mut after[..m]
+            };
+            match *ins {
+                Instr::Load(k) => {
+                    let (node, view) = &kernel.leaves[k];
+                    view.gather(Self::src(ir, bufs, store, *node), start, d);
+                }
+                Instr::Const(v) => {
+                    if r == last {
+                        d.fill(T::from_f64(v));
+                    }
+                }
+                Instr::Un(u, a) => unary(u, operand(a), d),
+                Instr::Bin(b, a, c) => binary(b, operand(a), operand(c), d),
+            }
+        }
+    }
+
+    fn fill_consts(kernel: &Kernel, regs: &mut [T]) {
+        for (r, ins) in kernel.code.iter().enumerate() {
+            if let Instr::Const(v) = ins {
+                regs[r * CHUNK..(r + 1) * CHUNK].fill(T::from_f64(*v));
+            }
+        }
+    }
+
     fn run_step(&mut self, si: usize, store: &[Vec<T>], dst: &mut [T]) -> Result<()> {
         let ir = &self.ir;
         let bufs = &self.bufs;
         match &self.steps[si] {
             Step::Const { v, .. } => dst[0] = T::from_f64(*v),
-            Step::Fused {
-                n, leaves, code, ..
-            } => {
-                let regs = &mut self.regs;
-                for (r, ins) in code.iter().enumerate() {
-                    if let Instr::Const(v) = ins {
-                        regs[r * CHUNK..(r + 1) * CHUNK].fill(T::from_f64(*v));
-                    }
-                }
+            Step::Fused { kernel, .. } => {
+                Self::fill_consts(kernel, &mut self.regs);
                 let mut start = 0;
-                while start < *n {
-                    let m = CHUNK.min(n - start);
-                    for (r, ins) in code.iter().enumerate() {
-                        let (before, after) = regs.split_at_mut(r * CHUNK);
-                        let d = &mut after[..m];
-                        match *ins {
-                            Instr::Load(k) => {
-                                let (node, view) = &leaves[k];
-                                view.gather(Self::src(ir, bufs, store, *node), start, d);
-                            }
-                            Instr::Const(_) => {}
-                            Instr::Un(u, a) => {
-                                let a = &before[a * CHUNK..a * CHUNK + m];
-                                unary(u, a, d);
-                            }
-                            Instr::Bin(b, a, c) => {
-                                let a = &before[a * CHUNK..a * CHUNK + m];
-                                let c = &before[c * CHUNK..c * CHUNK + m];
-                                binary(b, a, c, d);
-                            }
-                        }
-                    }
-                    let last = code.len() - 1;
-                    dst[start..start + m].copy_from_slice(&regs[last * CHUNK..last * CHUNK + m]);
+                while start < kernel.n {
+                    let m = CHUNK.min(kernel.n - start);
+                    Self::eval(
+                        kernel,
+                        ir,
+                        bufs,
+                        store,
+                        &mut self.regs,
+                        start,
+                        &mut dst[start..start + m],
+                    );
                     start += m;
                 }
             }
-            Step::Reduce {
-                op, src, view, k, ..
-            } => {
-                let src = Self::src(ir, bufs, store, *src);
+            Step::Reduce { op, kernel, k, .. } => {
                 let k = *k;
                 if k == 0 {
                     dst.fill(match op {
@@ -367,34 +529,40 @@ impl<T: Scalar> Plan<T> {
                     });
                     return Ok(());
                 }
-                let per = (self.scratch.len() / k).max(1);
-                if self.scratch.len() < per * k {
-                    self.scratch.resize(per * k, T::default());
-                }
+                Self::fill_consts(kernel, &mut self.regs);
+                // Whole output rows per pass, at most CHUNK inputs at a time.
+                let per = (CHUNK / k).max(1);
+                let mut row: Vec<T> = if k > CHUNK {
+                    vec![T::default(); k]
+                } else {
+                    Vec::new()
+                };
                 let mut o = 0;
                 while o < dst.len() {
                     let cnt = per.min(dst.len() - o);
-                    let s = &mut self.scratch[..cnt * k];
-                    view.gather(src, o * k, s);
-                    for (d, seg) in dst[o..o + cnt].iter_mut().zip(s.chunks_exact(k)) {
-                        *d = match op {
-                            RedOp::Sum => {
-                                let mut acc = T::default();
-                                for &x in seg {
-                                    acc += x;
-                                }
-                                acc
-                            }
-                            RedOp::Max => {
-                                let mut acc = T::neg_infinity();
-                                for &x in seg {
-                                    if x > acc || x.is_nan() {
-                                        acc = x;
-                                    }
-                                }
-                                acc
-                            }
-                        };
+                    if k <= CHUNK {
+                        let s = &mut self.scratch[..cnt * k];
+                        Self::eval(kernel, ir, bufs, store, &mut self.regs, o * k, s);
+                        for (d, seg) in dst[o..o + cnt].iter_mut().zip(s.chunks_exact(k)) {
+                            *d = reduce(*op, seg);
+                        }
+                    } else {
+                        // Long rows: evaluate in CHUNK pieces.
+                        let mut p = 0;
+                        while p < k {
+                            let m = CHUNK.min(k - p);
+                            Self::eval(
+                                kernel,
+                                ir,
+                                bufs,
+                                store,
+                                &mut self.regs,
+                                o * k + p,
+                                &mut row[p..p + m],
+                            );
+                            p += m;
+                        }
+                        dst[o] = reduce(*op, &row);
                     }
                     o += cnt;
                 }
@@ -469,6 +637,48 @@ impl<T: Scalar> Plan<T> {
         }
         Ok(())
     }
+}
+
+fn reduce<T: Scalar>(op: RedOp, seg: &[T]) -> T {
+    match op {
+        RedOp::Sum => {
+            let mut acc = T::default();
+            for &x in seg {
+                acc += x;
+            }
+            acc
+        }
+        RedOp::Max => {
+            let mut acc = T::neg_infinity();
+            for &x in seg {
+                if x > acc || x.is_nan() {
+                    acc = x;
+                }
+            }
+            acc
+        }
+    }
+}
+
+/// Fold trailing batch axes into M when both operands allow it: one large gemm instead of
+/// many small ones (lhs rows contiguous across the batch axis, rhs broadcast along it).
+fn merge_matmul_batch(mut a: View, mut b: View) -> (View, View) {
+    loop {
+        let r = a.axes.len();
+        if r < 3 {
+            break;
+        }
+        let (ab, am) = (a.axes[r - 3], a.axes[r - 2]);
+        if b.axes[r - 3].stride == 0 && ab.stride == am.len * am.stride {
+            a.axes[r - 2].len = ab.len * am.len;
+            a.axes[r - 2].hi = a.axes[r - 2].len;
+            a.axes.remove(r - 3);
+            b.axes.remove(r - 3);
+        } else {
+            break;
+        }
+    }
+    (a, b)
 }
 
 #[inline]

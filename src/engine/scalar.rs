@@ -59,7 +59,7 @@ pub trait Scalar:
 }
 
 macro_rules! impl_scalar {
-    ($t:ty, $gemm:path) => {
+    ($t:ty, $gemm:path, $exp2:expr, $log2:expr) => {
         impl Scalar for $t {
             #[inline(always)]
             fn from_f64(v: f64) -> Self {
@@ -71,11 +71,11 @@ macro_rules! impl_scalar {
             }
             #[inline(always)]
             fn exp2(self) -> Self {
-                <$t>::exp2(self)
+                $exp2(self)
             }
             #[inline(always)]
             fn log2(self) -> Self {
-                <$t>::log2(self)
+                $log2(self)
             }
             #[inline(always)]
             fn sin(self) -> Self {
@@ -120,5 +120,11 @@ macro_rules! impl_scalar {
     };
 }
 
-impl_scalar!(f32, matrixmultiply::sgemm);
-impl_scalar!(f64, matrixmultiply::dgemm);
+// f32: our vectorisable exp2/log2 (hot path); f64: the standard library (sharp checks).
+impl_scalar!(
+    f32,
+    matrixmultiply::sgemm,
+    super::fastmath::exp2,
+    super::fastmath::log2
+);
+impl_scalar!(f64, matrixmultiply::dgemm, f64::exp2, f64::log2);

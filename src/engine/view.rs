@@ -217,30 +217,49 @@ impl View {
             return;
         }
         let last_len = self.axes[r - 1].len;
+        let masked = self.is_masked();
         let mut idx = [0usize; 8];
         let mut rem = start;
         for a in (0..r).rev() {
             idx[a] = rem % self.axes[a].len;
             rem /= self.axes[a].len;
         }
+        let outer_base = |idx: &[usize; 8]| -> i64 {
+            let mut base = self.offset;
+            for a in 0..r - 1 {
+                base += idx[a] as i64 * self.axes[a].stride as i64;
+            }
+            base
+        };
+        let outer_valid = |idx: &[usize; 8]| -> bool {
+            (0..r - 1).all(|a| idx[a] >= self.axes[a].lo && idx[a] < self.axes[a].hi)
+        };
+        let mut base = outer_base(&idx);
+        let mut valid = !masked || outer_valid(&idx);
         let mut k = 0;
         while k < n {
             let run = (last_len - idx[r - 1]).min(n - k);
-            let mut base = self.offset;
-            let mut valid = true;
-            for a in 0..r - 1 {
-                let ax = &self.axes[a];
-                valid &= idx[a] >= ax.lo && idx[a] < ax.hi;
-                base += idx[a] as i64 * ax.stride as i64;
-            }
             f(k, base, idx[r - 1], run, valid);
             k += run;
             idx[r - 1] += run;
+            if idx[r - 1] < last_len {
+                continue;
+            }
+            // Carry into the outer axes, updating the base position incrementally.
+            idx[r - 1] = 0;
             let mut a = r - 1;
-            while idx[a] >= self.axes[a].len && a > 0 {
-                idx[a] = 0;
-                idx[a - 1] += 1;
+            while a > 0 {
                 a -= 1;
+                idx[a] += 1;
+                base += self.axes[a].stride as i64;
+                if idx[a] < self.axes[a].len {
+                    break;
+                }
+                base -= (self.axes[a].len * self.axes[a].stride) as i64;
+                idx[a] = 0;
+            }
+            if masked {
+                valid = outer_valid(&idx);
             }
         }
     }
