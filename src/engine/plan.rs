@@ -147,9 +147,19 @@ pub struct Plan<T: Scalar> {
     /// Kernels in execution order.
     pub steps: Vec<Step>,
     bufs: Vec<Vec<T>>,
+    /// One register file (and reduction scratch) per worker thread.
+    workers: Vec<Worker<T>>,
+    scratch: Vec<T>,
+}
+
+#[derive(Debug, Clone)]
+struct Worker<T> {
     regs: Vec<T>,
     scratch: Vec<T>,
 }
+
+/// Kernels with at least this many elements are split across threads.
+pub const PARALLEL_MIN: usize = 32 * 1024;
 
 fn is_elementwise(op: &Op) -> bool {
     matches!(op, Op::Unary(..) | Op::Binary(..) | Op::Copy(..))
@@ -401,13 +411,41 @@ impl<T: Scalar> Plan<T> {
             }
             bufs[s.out()] = vec![T::default(); ir.nodes[s.out()].len];
         }
+        let max_k = steps
+            .iter()
+            .map(|s| {
+                if let Step::Reduce { k, .. } = s {
+                    *k
+                } else {
+                    0
+                }
+            })
+            .max()
+            .unwrap_or(0);
+        let worker = Worker {
+            regs: vec![T::default(); n_regs * CHUNK],
+            scratch: vec![T::default(); CHUNK.max(max_k)],
+        };
         Ok(Plan {
             ir,
             steps,
             bufs,
-            regs: vec![T::default(); n_regs * CHUNK],
+            workers: vec![worker; rayon::current_num_threads().max(1)],
             scratch: vec![T::default(); 4 * CHUNK],
         })
+    }
+
+    /// (kernels, elementwise instruction-elements per run, elements materialised per run).
+    pub fn stats(&self) -> (usize, usize, usize) {
+        let mut ops = 0;
+        let mut mat = 0;
+        for s in &self.steps {
+            if let Step::Fused { kernel, .. } | Step::Reduce { kernel, .. } = s {
+                ops += kernel.n * kernel.code.len();
+            }
+            mat += self.ir.nodes[s.out()].len;
+        }
+        (self.steps.len(), ops, mat)
     }
 
     /// Number of kernels (for inspection).
@@ -421,6 +459,37 @@ impl<T: Scalar> Plan<T> {
             Op::Input(i) => &store[i],
             _ => &self.bufs[node],
         }
+    }
+
+    /// Run every kernel, timing each kind: (kind, kernels, elements, microseconds).
+    pub fn run_profiled(&mut self, store: &[Vec<T>]) -> Result<Vec<(String, usize, usize, f64)>> {
+        let mut acc: Vec<(String, usize, usize, f64)> = Vec::new();
+        for si in 0..self.steps.len() {
+            let out = self.steps[si].out();
+            let kind = match &self.steps[si] {
+                Step::Fused { .. } => "fused",
+                Step::Reduce { .. } => "reduce",
+                Step::MatMul { .. } => "matmul",
+                Step::Scatter { .. } => "scatter",
+                Step::Const { .. } => "const",
+            };
+            let mut dst = std::mem::take(&mut self.bufs[out]);
+            let t0 = std::time::Instant::now();
+            let r = self.run_step(si, store, &mut dst);
+            let us = t0.elapsed().as_secs_f64() * 1e6;
+            let n = dst.len();
+            self.bufs[out] = dst;
+            r?;
+            match acc.iter_mut().find(|a| a.0 == kind) {
+                Some(a) => {
+                    a.1 += 1;
+                    a.2 += n;
+                    a.3 += us;
+                }
+                None => acc.push((kind.to_string(), 1, n, us)),
+            }
+        }
+        Ok(acc)
     }
 
     /// Run every kernel. `store` holds the declared inputs' buffers.
@@ -490,6 +559,31 @@ impl<T: Scalar> Plan<T> {
         }
     }
 
+    /// Run `f(worker, first_output, part)` over `dst`, split across workers when the work
+    /// (`work` input elements, `per_out` of them per output) is large enough.
+    fn split(
+        workers: &mut [Worker<T>],
+        dst: &mut [T],
+        per_out: usize,
+        work: usize,
+        f: impl Fn(&mut Worker<T>, usize, &mut [T]) + Sync,
+    ) {
+        let nw = workers.len();
+        if nw < 2 || work < PARALLEL_MIN || dst.len() < 2 {
+            f(&mut workers[0], 0, dst);
+            return;
+        }
+        // Parts aligned to CHUNK inputs.
+        let align = (CHUNK / per_out).max(1);
+        let part = dst.len().div_ceil(nw).div_ceil(align) * align;
+        rayon::scope(|sc| {
+            for ((i, chunk), w) in dst.chunks_mut(part).enumerate().zip(workers.iter_mut()) {
+                let f = &f;
+                sc.spawn(move |_| f(w, i * part, chunk));
+            }
+        });
+    }
+
     fn fill_consts(kernel: &Kernel, regs: &mut [T]) {
         for (r, ins) in kernel.code.iter().enumerate() {
             if let Instr::Const(v) = ins {
@@ -504,24 +598,27 @@ impl<T: Scalar> Plan<T> {
         match &self.steps[si] {
             Step::Const { v, .. } => dst[0] = T::from_f64(*v),
             Step::Fused { kernel, .. } => {
-                Self::fill_consts(kernel, &mut self.regs);
-                let mut start = 0;
-                while start < kernel.n {
-                    let m = CHUNK.min(kernel.n - start);
-                    Self::eval(
-                        kernel,
-                        ir,
-                        bufs,
-                        store,
-                        &mut self.regs,
-                        start,
-                        &mut dst[start..start + m],
-                    );
-                    start += m;
-                }
+                let run_part = |w: &mut Worker<T>, first: usize, part: &mut [T]| {
+                    Self::fill_consts(kernel, &mut w.regs);
+                    let mut done = 0;
+                    while done < part.len() {
+                        let m = CHUNK.min(part.len() - done);
+                        Self::eval(
+                            kernel,
+                            ir,
+                            bufs,
+                            store,
+                            &mut w.regs,
+                            first + done,
+                            &mut part[done..done + m],
+                        );
+                        done += m;
+                    }
+                };
+                Self::split(&mut self.workers, dst, 1, kernel.n, run_part);
             }
             Step::Reduce { op, kernel, k, .. } => {
-                let k = *k;
+                let (k, op) = (*k, *op);
                 if k == 0 {
                     dst.fill(match op {
                         RedOp::Sum => T::default(),
@@ -529,43 +626,36 @@ impl<T: Scalar> Plan<T> {
                     });
                     return Ok(());
                 }
-                Self::fill_consts(kernel, &mut self.regs);
-                // Whole output rows per pass, at most CHUNK inputs at a time.
-                let per = (CHUNK / k).max(1);
-                let mut row: Vec<T> = if k > CHUNK {
-                    vec![T::default(); k]
-                } else {
-                    Vec::new()
-                };
-                let mut o = 0;
-                while o < dst.len() {
-                    let cnt = per.min(dst.len() - o);
-                    if k <= CHUNK {
-                        let s = &mut self.scratch[..cnt * k];
-                        Self::eval(kernel, ir, bufs, store, &mut self.regs, o * k, s);
-                        for (d, seg) in dst[o..o + cnt].iter_mut().zip(s.chunks_exact(k)) {
-                            *d = reduce(*op, seg);
-                        }
-                    } else {
-                        // Long rows: evaluate in CHUNK pieces.
+                let run_part = |w: &mut Worker<T>, first: usize, part: &mut [T]| {
+                    Self::fill_consts(kernel, &mut w.regs);
+                    // Whole output rows per pass, at most CHUNK inputs at a time.
+                    let per = (CHUNK / k).max(1);
+                    let mut o = 0;
+                    while o < part.len() {
+                        let cnt = per.min(part.len() - o);
+                        let row0 = (first + o) * k;
+                        let s = &mut w.scratch[..cnt * k];
                         let mut p = 0;
-                        while p < k {
-                            let m = CHUNK.min(k - p);
+                        while p < cnt * k {
+                            let m = CHUNK.min(cnt * k - p);
                             Self::eval(
                                 kernel,
                                 ir,
                                 bufs,
                                 store,
-                                &mut self.regs,
-                                o * k + p,
-                                &mut row[p..p + m],
+                                &mut w.regs,
+                                row0 + p,
+                                &mut s[p..p + m],
                             );
                             p += m;
                         }
-                        dst[o] = reduce(*op, &row);
+                        for (d, seg) in part[o..o + cnt].iter_mut().zip(s.chunks_exact(k)) {
+                            *d = reduce(op, seg);
+                        }
+                        o += cnt;
                     }
-                    o += cnt;
-                }
+                };
+                Self::split(&mut self.workers, dst, k, kernel.n, run_part);
             }
             Step::MatMul { a, b, .. } => {
                 let (av, bv) = (&a.1, &b.1);

@@ -398,6 +398,23 @@ impl<T: Scalar> Program<T> {
         Ok((loss, outputs))
     }
 
+    /// Run once with per-kernel-kind timing: (kind, kernels, output elements, microseconds).
+    pub fn profile(
+        &mut self,
+        inputs: &[(&str, &[T])],
+        train: bool,
+    ) -> Result<Vec<(String, usize, usize, f64)>> {
+        let batch = self.load_inputs(inputs)?;
+        let ci = self.plan_index(batch, train)?;
+        self.compiled[ci].plan.run_profiled(&self.store)
+    }
+
+    /// Plan statistics for `batch`: (kernels, instruction-elements, elements materialised).
+    pub fn stats(&mut self, batch: usize, train: bool) -> Result<(usize, usize, usize)> {
+        let ci = self.plan_index(batch, train)?;
+        Ok(self.compiled[ci].plan.stats())
+    }
+
     /// Number of kernels in the plan for `batch` (inspection and tests).
     pub fn n_kernels(&mut self, batch: usize, train: bool) -> Result<usize> {
         let ci = self.plan_index(batch, train)?;
