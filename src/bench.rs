@@ -293,3 +293,41 @@ pub fn flows_bench(reps: usize) -> Result<serde_json::Value> {
     }
     Ok(serde_json::Value::Object(report))
 }
+
+/// Time to accuracy of the default sweep: train with growing budgets and report, for each,
+/// the largest relative C_V error over the 32-temperature grid (200k samples per temperature)
+/// and whether every temperature is within 2 % and trusted.
+pub fn sweep_time_to_accuracy() -> Result<serde_json::Value> {
+    let mut points = Vec::new();
+    let mut reached = serde_json::Value::Null;
+    for budget in [15.0, 30.0, 60.0] {
+        let cfg = crate::sweep::SweepConfig {
+            train_seconds: budget,
+            samples: 200_000,
+            progress: false,
+            ..Default::default()
+        };
+        let (r, _, _) = crate::sweep::run(&cfg)?;
+        let err = r.max_cv_rel_error().unwrap_or(f64::NAN);
+        let ok = err < 0.02 && r.trusted.iter().all(|&t| t);
+        eprintln!(
+            "[bench] train {budget:.0} s: max |ΔC_V|/C_V = {:.2} %, all trusted: {}",
+            100.0 * err,
+            r.trusted.iter().all(|&t| t)
+        );
+        points.push(json!({
+            "train_seconds": budget,
+            "steps": r.train.steps,
+            "max_cv_rel_error": err,
+            "min_ess_fraction": r.ess_fraction.iter().cloned().fold(f64::INFINITY, f64::min),
+            "all_trusted": r.trusted.iter().all(|&t| t),
+            "estimate_seconds": r.estimate_seconds,
+        }));
+        if ok && reached.is_null() {
+            reached = json!(budget);
+        }
+    }
+    Ok(
+        json!({"system": "double-well-2d", "temps": 32, "samples_per_temperature": 200_000, "checkpoints": points, "time_to_2pct_s": reached}),
+    )
+}

@@ -20,6 +20,8 @@ pub mod exact;
 pub mod flows;
 pub mod linalg;
 pub mod mcmc;
+pub mod plot;
+pub mod sweep;
 pub mod systems;
 pub mod train;
 

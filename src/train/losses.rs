@@ -78,3 +78,32 @@ pub fn fit_max_likelihood(
     flow.read_params(&prog)?;
     Ok(last)
 }
+
+/// Compile the training graph: reverse-KL surrogate on base samples `z` at temperatures
+/// `cond`, with host-supplied energy gradients `grad_u` and per-sample weights `w` (summing to
+/// one), plus `lambda` × forward KL on data `x_data` at `cond_data` (same batch size) when
+/// `with_data`. Outputs `x` and `log_q` of the reverse part.
+pub fn combined_program(flow: &Flow, with_data: bool, lambda: f64) -> Result<Program<f32>> {
+    let g = GraphBuilder::new();
+    let (outs, loss) = {
+        let declared = Declared::default();
+        let s = Scope::root(&g, &declared, true);
+        let d = flow.dim();
+        let z = g.batch_input("z", &[d]);
+        let t = g.batch_input("cond", &[1]);
+        let gu = g.batch_input("grad_u", &[d]);
+        let w = g.batch_input("w", &[]);
+        let (x, lq) = flow.build_sample(&s, z, Some(t));
+        let beta = t.sum(1).recip();
+        let surrogate = lq + (x * gu).sum(1) * beta;
+        let mut loss = (surrogate * w).sum(0);
+        if with_data {
+            let xd = g.batch_input("x_data", &[d]);
+            let td = g.batch_input("cond_data", &[1]);
+            let (_, lqd) = flow.build_log_prob(&s, xd, Some(td));
+            loss = loss + lqd.mean(0).mul_scalar(-lambda);
+        }
+        ([x.output("x"), lq.output("log_q")], loss.output("loss"))
+    };
+    Program::compile(g, &outs, Some(loss))
+}

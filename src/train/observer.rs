@@ -1,0 +1,121 @@
+//! Observers of training (argmin style): the trainer reports metrics after every step and
+//! observers decide what to do with them (print progress, record history, …).
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Metrics of one training step.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepMetrics {
+    /// Step number (1-based).
+    pub step: usize,
+    /// Seconds since training started.
+    pub seconds: f64,
+    /// Fraction of the budget used (time or steps).
+    pub progress: f64,
+    /// Reverse-KL loss mean(log q + U/T) over the batch (NaN when not computed).
+    pub loss: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Per temperature bin: (T_low, T_high, ESS fraction of the batch's samples in the bin).
+    pub ess_by_bin: Vec<(f64, f64, f64)>,
+    /// Flow samples per second so far.
+    pub samples_per_s: f64,
+    /// Samples dropped so far for a non-finite energy.
+    pub bad_samples: usize,
+    /// Something the user should know (a restored step, a phase change).
+    pub event: Option<String>,
+}
+
+/// Receives metrics after each step.
+pub trait Observer {
+    /// Called after every step.
+    fn observe(&mut self, m: &StepMetrics);
+}
+
+/// Records every step (for the loss plot and the JSON report).
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    /// (step, seconds, loss).
+    pub loss: Vec<(usize, f64, f64)>,
+    /// Events with their step.
+    pub events: Vec<(usize, String)>,
+}
+
+impl Observer for History {
+    fn observe(&mut self, m: &StepMetrics) {
+        self.loss.push((m.step, m.seconds, m.loss));
+        if let Some(e) = &m.event {
+            self.events.push((m.step, e.clone()));
+        }
+    }
+}
+
+/// A progress bar on stderr: redrawn in place on a terminal, one line per update otherwise
+/// (notebooks show lines as they come).
+pub struct Progress {
+    every: Duration,
+    last: Option<Instant>,
+    tty: bool,
+}
+
+impl Progress {
+    /// Update at most every `seconds`.
+    pub fn new(seconds: f64) -> Progress {
+        Progress {
+            every: Duration::from_secs_f64(seconds),
+            last: None,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn observe(&mut self, m: &StepMetrics) {
+        if let Some(e) = &m.event {
+            if self.tty {
+                eprintln!();
+            }
+            eprintln!("[train] step {}: {e}", m.step);
+        }
+        let due = self.last.is_none_or(|l| l.elapsed() >= self.every) || m.progress >= 1.0;
+        if !due {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let width = 24;
+        let filled = ((m.progress.clamp(0.0, 1.0)) * width as f64).round() as usize;
+        let bar: String = "#".repeat(filled) + &"-".repeat(width - filled);
+        let (mut lo, mut lo_t) = (f64::INFINITY, f64::NAN);
+        for &(a, b, e) in &m.ess_by_bin {
+            if e < lo {
+                lo = e;
+                lo_t = (a * b).sqrt();
+            }
+        }
+        let ess = if lo.is_finite() {
+            format!("min ESS {lo:.2} (T≈{lo_t:.2})")
+        } else {
+            "min ESS   -         ".into()
+        };
+        let line = format!(
+            "[train] [{bar}] {:3.0}% step {:6} {:6.1}s loss {:9.4} lr {:.1e} {ess} {:.0} samples/s",
+            100.0 * m.progress.min(1.0),
+            m.step,
+            m.seconds,
+            m.loss,
+            m.lr,
+            m.samples_per_s
+        );
+        if self.tty {
+            eprint!("\r{line}");
+            if m.progress >= 1.0 {
+                eprintln!();
+            }
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! The trainer: forward-KL warm start on parallel-tempering samples, then reverse KL with a
+//! forward-KL term, per-sample log-uniform temperatures, Adam with a cosine learning-rate
+//! schedule and gradient clipping, a guard against non-finite steps, and observers.
+//!
+//! Guard: parameters are snapshotted every 25 good steps; a step whose loss or gradient is not
+//! finite is discarded, the snapshot restored, the learning rate halved, and the event
+//! reported to the observers (never silent). More than 20 such events end training with an
+//! error.
+//!
+//! Schedule: lr(f) = lr₀ (0.05 + 0.95 · ½(1 + cos πf)), f the fraction of the budget used.
+
+use std::time::Instant;
+
+use ndarray::Array2;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+use serde::Serialize;
+
+use super::losses::combined_program;
+use super::observer::{Observer, StepMetrics};
+use crate::engine::{Adam, Optimizer};
+use crate::error::{input_err, Error, Result};
+use crate::flows::{Conditioning, Flow};
+use crate::mcmc::{parallel_tempering, PtConfig};
+use crate::systems::{check_temperature, Energy};
+
+/// Training settings.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainConfig {
+    /// Lowest temperature.
+    pub t_min: f64,
+    /// Highest temperature.
+    pub t_max: f64,
+    /// Wall-clock budget in seconds (training stops at whichever of seconds/steps comes first).
+    pub seconds: Option<f64>,
+    /// Step budget.
+    pub steps: Option<usize>,
+    /// Samples per step.
+    pub batch: usize,
+    /// Initial learning rate.
+    pub lr: f64,
+    /// Global gradient-norm clip.
+    pub clip: f64,
+    /// Weight λ of the forward-KL term after the warm start (0: pure reverse KL).
+    pub forward_weight: f64,
+    /// Fraction of the budget spent on forward KL alone (0 disables the warm start).
+    pub warm_fraction: f64,
+    /// Parallel-tempering sweeps for the forward-KL data (0: no data, pure reverse KL).
+    pub pt_sweeps: usize,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    /// Defaults for a range: 60 s, batch 512, lr 2·10⁻³, clip 10, λ = 0.5, 15 % warm start.
+    pub fn new(t_min: f64, t_max: f64) -> TrainConfig {
+        TrainConfig {
+            t_min,
+            t_max,
+            seconds: Some(60.0),
+            steps: None,
+            batch: 512,
+            lr: 2e-3,
+            clip: 10.0,
+            forward_weight: 0.5,
+            warm_fraction: 0.15,
+            pt_sweeps: 4000,
+            seed: 0,
+        }
+    }
+}
+
+/// What training did.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainReport {
+    /// Steps taken.
+    pub steps: usize,
+    /// Seconds spent training (after data generation).
+    pub seconds: f64,
+    /// Seconds spent generating parallel-tempering data.
+    pub data_seconds: f64,
+    /// Last reverse-KL loss.
+    pub final_loss: f64,
+    /// Flow samples per second during training.
+    pub samples_per_s: f64,
+    /// Restored non-finite steps.
+    pub restored_steps: usize,
+    /// Samples dropped for non-finite energies.
+    pub bad_samples: usize,
+}
+
+const BINS: usize = 8;
+
+fn log_uniform(rng: &mut impl Rng, a: f64, b: f64) -> f64 {
+    (a.ln() + rng.random::<f64>() * (b.ln() - a.ln())).exp()
+}
+
+/// Train `flow` (conditioned on temperature over the config's range) on `energy`.
+pub fn train(
+    flow: &mut Flow,
+    energy: &dyn Energy,
+    cfg: &TrainConfig,
+    observers: &mut [&mut dyn Observer],
+) -> Result<TrainReport> {
+    check_temperature(cfg.t_min)?;
+    check_temperature(cfg.t_max)?;
+    if cfg.t_min >= cfg.t_max {
+        return input_err(format!(
+            "t_min {} must be below t_max {}",
+            cfg.t_min, cfg.t_max
+        ));
+    }
+    if !matches!(flow.conditioning(), Conditioning::Temperature { .. }) {
+        return input_err("the trainer needs a temperature-conditioned flow");
+    }
+    if flow.dim() != energy.dim() {
+        return input_err(format!(
+            "flow has dim {}, {} has {}",
+            flow.dim(),
+            energy.name(),
+            energy.dim()
+        ));
+    }
+    if cfg.seconds.is_none() && cfg.steps.is_none() {
+        return input_err("give a time or a step budget");
+    }
+    if cfg.batch == 0 {
+        return input_err("batch must be ≥ 1");
+    }
+    let d = flow.dim();
+    let b = cfg.batch;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+
+    // Forward-KL data from parallel tempering across the range.
+    let t_data = Instant::now();
+    let data: Option<(Array2<f64>, Vec<f64>)> =
+        if cfg.pt_sweeps > 0 && (cfg.forward_weight > 0.0 || cfg.warm_fraction > 0.0) {
+            let mut pt = PtConfig::geometric(cfg.t_min, cfg.t_max, 10);
+            pt.n_sweeps = cfg.pt_sweeps;
+            pt.burn_in = cfg.pt_sweeps / 4;
+            pt.thin = 5;
+            pt.n_ladders = 8;
+            pt.seed = cfg.seed ^ 0x9e37;
+            pt.init = Some(find_low_energy_start(energy, &mut rng));
+            let run = parallel_tempering(energy, &pt)?;
+            let n: usize = run.samples.iter().map(|s| s.nrows()).sum();
+            let mut x = Array2::zeros((n, d));
+            let mut ts = Vec::with_capacity(n);
+            let mut row = 0;
+            for (s, &t) in run.samples.iter().zip(&run.temps) {
+                for r in s.rows() {
+                    x.row_mut(row).assign(&r);
+                    ts.push(t);
+                    row += 1;
+                }
+            }
+            Some((x, ts))
+        } else {
+            None
+        };
+    let data_seconds = t_data.elapsed().as_secs_f64();
+
+    let with_data = data.is_some();
+    let mut prog = combined_program(flow, with_data, cfg.forward_weight)?;
+    let mut warm_prog = if with_data && cfg.warm_fraction > 0.0 {
+        Some(crate::train::max_likelihood_program(flow)?)
+    } else {
+        None
+    };
+    flow.write_params(&mut prog)?;
+    let mut opt = Adam::new(cfg.lr).with_clip(cfg.clip);
+    let names = prog.param_names();
+    let mut snapshot: Vec<Vec<f64>> = names.iter().map(|n| prog.param(n)).collect::<Result<_>>()?;
+
+    let (mut z, mut tz, mut gu, mut w) = (
+        vec![0f32; b * d],
+        vec![0f32; b],
+        vec![0f32; b * d],
+        vec![0f32; b],
+    );
+    let (mut xd, mut td) = (vec![0f32; b * d], vec![0f32; b]);
+    let mut grad = vec![0.0; d];
+    let mut xrow = vec![0.0; d];
+    let start = Instant::now();
+    let (mut step, mut restored, mut bad_total, mut last_loss) = (0usize, 0usize, 0usize, f64::NAN);
+    let mut warm_done = warm_prog.is_none();
+    let mut event: Option<String> = with_data.then(|| {
+        format!(
+            "{} parallel-tempering samples in {data_seconds:.1}s; forward-KL warm start",
+            data.as_ref().unwrap().1.len()
+        )
+    });
+    loop {
+        let elapsed = start.elapsed().as_secs_f64();
+        let frac_t = cfg.seconds.map(|s| elapsed / s).unwrap_or(0.0);
+        let frac_s = cfg.steps.map(|s| step as f64 / s as f64).unwrap_or(0.0);
+        let progress = frac_t.max(frac_s);
+        if progress >= 1.0 {
+            break;
+        }
+        let lr = cfg.lr * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
+        opt.set_lr(lr);
+        step += 1;
+        if let Some((x, ts)) = &data {
+            for i in 0..b {
+                let k = rng.random_range(0..ts.len());
+                for j in 0..d {
+                    xd[i * d + j] = x[[k, j]] as f32;
+                }
+                td[i] = ts[k] as f32;
+            }
+        }
+        // Warm start: forward KL alone.
+        if !warm_done {
+            if progress < cfg.warm_fraction {
+                let wp = warm_prog.as_mut().unwrap();
+                let r = wp.step(&[("x", &xd), ("cond", &td)], &mut opt);
+                let loss = match r {
+                    Ok((l, _)) => l,
+                    Err(e) => {
+                        restored += 1;
+                        event = Some(format!("non-finite forward-KL step ({e}); lr halved"));
+                        opt.set_lr(opt.lr() * 0.5);
+                        f64::NAN
+                    }
+                };
+                let m = StepMetrics {
+                    step,
+                    seconds: start.elapsed().as_secs_f64(),
+                    progress,
+                    loss,
+                    lr,
+                    ess_by_bin: Vec::new(),
+                    samples_per_s: 0.0,
+                    bad_samples: 0,
+                    event: event.take(),
+                };
+                for o in observers.iter_mut() {
+                    o.observe(&m);
+                }
+                continue;
+            }
+            // Hand the warm parameters to the combined program.
+            let wp = warm_prog.take().unwrap();
+            for n in &names {
+                prog.set_param(n, &wp.param(n)?)?;
+            }
+            snapshot = names.iter().map(|n| prog.param(n)).collect::<Result<_>>()?;
+            warm_done = true;
+            event = Some("warm start done; reverse KL + forward KL".into());
+        }
+        // Reverse KL: sample x = f(z; T), evaluate U and ∇U on the host.
+        for v in z.iter_mut() {
+            *v = rng.sample::<f32, _>(StandardNormal);
+        }
+        let temps: Vec<f64> = (0..b)
+            .map(|_| log_uniform(&mut rng, cfg.t_min, cfg.t_max))
+            .collect();
+        for (t, &v) in tz.iter_mut().zip(&temps) {
+            *t = v as f32;
+        }
+        let n_in = if with_data { 6 } else { 4 };
+        let fwd = {
+            let inputs: [(&str, &[f32]); 6] = [
+                ("z", &z),
+                ("cond", &tz),
+                ("grad_u", &gu),
+                ("w", &w),
+                ("x_data", &xd),
+                ("cond_data", &td),
+            ];
+            prog.run(&inputs[..n_in])?
+        };
+        let (xs, lq) = (fwd.get("x")?, fwd.get("log_q")?);
+        let mut u = vec![f64::NAN; b];
+        let mut good = 0usize;
+        for i in 0..b {
+            for j in 0..d {
+                xrow[j] = xs[i * d + j] as f64;
+            }
+            let ui = if xrow.iter().all(|v| v.is_finite()) {
+                energy.energy_grad(&xrow, &mut grad)
+            } else {
+                f64::NAN
+            };
+            let ok = ui.is_finite() && grad.iter().all(|g| g.is_finite()) && lq[i].is_finite();
+            if ok {
+                u[i] = ui;
+                good += 1;
+                for j in 0..d {
+                    gu[i * d + j] = grad[j] as f32;
+                }
+            } else {
+                for j in 0..d {
+                    gu[i * d + j] = 0.0;
+                }
+            }
+        }
+        bad_total += b - good;
+        if good == 0 {
+            return Err(Error::Input(format!(
+                "every sample of step {step} has a non-finite energy"
+            )));
+        }
+        for i in 0..b {
+            w[i] = if u[i].is_finite() {
+                1.0 / good as f32
+            } else {
+                0.0
+            };
+        }
+        let loss_host: f64 = (0..b)
+            .filter(|&i| u[i].is_finite())
+            .map(|i| lq[i] as f64 + u[i] / temps[i])
+            .sum::<f64>()
+            / good as f64;
+        let inputs: [(&str, &[f32]); 6] = [
+            ("z", &z),
+            ("cond", &tz),
+            ("grad_u", &gu),
+            ("w", &w),
+            ("x_data", &xd),
+            ("cond_data", &td),
+        ];
+        match prog.step(&inputs[..n_in], &mut opt) {
+            Ok(_) if loss_host.is_finite() => {
+                last_loss = loss_host;
+                if step % 25 == 0 {
+                    snapshot = names.iter().map(|n| prog.param(n)).collect::<Result<_>>()?;
+                }
+            }
+            other => {
+                restored += 1;
+                if restored > 20 {
+                    return Err(Error::Engine(
+                        "training diverged: more than 20 non-finite steps".into(),
+                    ));
+                }
+                for (n, v) in names.iter().zip(&snapshot) {
+                    prog.set_param(n, v)?;
+                }
+                let why = match other {
+                    Err(e) => e.to_string(),
+                    Ok(_) => format!("non-finite loss {loss_host}"),
+                };
+                opt.set_lr(opt.lr() * 0.5);
+                event = Some(format!(
+                    "step discarded ({why}); parameters restored, learning rate halved"
+                ));
+            }
+        }
+        let ess = ess_by_bin(&temps, &u, lq, cfg.t_min, cfg.t_max);
+        let secs = start.elapsed().as_secs_f64();
+        let m = StepMetrics {
+            step,
+            seconds: secs,
+            progress,
+            loss: last_loss,
+            lr,
+            ess_by_bin: ess,
+            samples_per_s: (step as f64 * b as f64) / secs.max(1e-9),
+            bad_samples: bad_total,
+            event: event.take(),
+        };
+        for o in observers.iter_mut() {
+            o.observe(&m);
+        }
+    }
+    flow.read_params(&prog)?;
+    let secs = start.elapsed().as_secs_f64();
+    let done = StepMetrics {
+        step,
+        seconds: secs,
+        progress: 1.0,
+        loss: last_loss,
+        lr: opt.lr(),
+        ess_by_bin: Vec::new(),
+        samples_per_s: (step * b) as f64 / secs.max(1e-9),
+        bad_samples: bad_total,
+        event: None,
+    };
+    for o in observers.iter_mut() {
+        o.observe(&done);
+    }
+    Ok(TrainReport {
+        steps: step,
+        seconds: secs,
+        data_seconds,
+        final_loss: last_loss,
+        samples_per_s: (step * b) as f64 / secs.max(1e-9),
+        restored_steps: restored,
+        bad_samples: bad_total,
+    })
+}
+
+/// ESS fraction of the batch's importance weights within log-spaced temperature bins.
+fn ess_by_bin(
+    temps: &[f64],
+    u: &[f64],
+    lq: &[f32],
+    t_min: f64,
+    t_max: f64,
+) -> Vec<(f64, f64, f64)> {
+    let (a, bnd) = (t_min.ln(), t_max.ln());
+    let mut bins: Vec<Vec<f64>> = vec![Vec::new(); BINS];
+    for i in 0..temps.len() {
+        let k = (((temps[i].ln() - a) / (bnd - a)) * BINS as f64)
+            .floor()
+            .clamp(0.0, (BINS - 1) as f64) as usize;
+        let lw = if u[i].is_finite() {
+            -u[i] / temps[i] - lq[i] as f64
+        } else {
+            f64::NAN
+        };
+        bins[k].push(lw);
+    }
+    bins.iter()
+        .enumerate()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(k, v)| {
+            let lo = (a + (bnd - a) * k as f64 / BINS as f64).exp();
+            let hi = (a + (bnd - a) * (k + 1) as f64 / BINS as f64).exp();
+            let e = crate::estimators::Weights::from_log(v)
+                .map(|w| w.ess_fraction())
+                .unwrap_or(0.0);
+            (lo, hi, e)
+        })
+        .collect()
+}
+
+/// A low-energy starting point for parallel tempering: the best of a few thousand random
+/// probes around the origin (inside the system's bounds when it has them).
+fn find_low_energy_start(e: &dyn Energy, rng: &mut impl Rng) -> Vec<f64> {
+    let d = e.dim();
+    let bounds = e.bounds();
+    let mut best = vec![0.0; d];
+    let mut best_u = e.energy(&best);
+    if !best_u.is_finite() {
+        best_u = f64::INFINITY;
+    }
+    for _ in 0..2000 {
+        let x: Vec<f64> = match &bounds {
+            Some(bd) => bd
+                .iter()
+                .map(|(lo, hi)| rng.random_range(*lo..*hi))
+                .collect(),
+            None => (0..d)
+                .map(|_| rng.sample::<f64, _>(StandardNormal))
+                .collect(),
+        };
+        let u = e.energy(&x);
+        if u < best_u {
+            best_u = u;
+            best = x;
+        }
+    }
+    best
+}
