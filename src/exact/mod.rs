@@ -8,7 +8,7 @@ mod closed_form;
 mod quadrature;
 
 pub use closed_form::harmonic_reference;
-pub use quadrature::quadrature;
+pub use quadrature::{quadrature, quadrature_expectation};
 
 use serde::Serialize;
 

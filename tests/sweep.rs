@@ -1,0 +1,233 @@
+//! The sweep, end to end through the command line (run with `cargo test --release`).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use rand::SeedableRng;
+use thermoflow::estimators::Weights;
+use thermoflow::exact::quadrature_expectation;
+use thermoflow::flows::io;
+use thermoflow::systems;
+
+/// The long sweeps each get the whole machine (their training budget is wall-clock time).
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_thermoflow"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("thermoflow-sweep-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+/// Run a sweep with at most 60 s of training and check the JSON: C_V within 2 % of exact at
+/// every temperature of the 32-point grid over [0.5, 3], every estimate trusted. 500k samples
+/// per temperature put 2 % at about five standard errors of the fluctuation estimator (U/T
+/// is exponential for the two-spring system: kurtosis 9, relative SE √(8/N)).
+fn sweep_within_two_percent(system: &str, extra: &[&str]) -> serde_json::Value {
+    let _machine = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let json = tmp(&format!("{system}.json"));
+    let html = tmp(&format!("{system}.html"));
+    let mut cmd = bin();
+    cmd.args([
+        "sweep", "--system", system, "--tmin", "0.5", "--tmax", "3", "--temps", "32",
+    ])
+    .args([
+        "--train-seconds",
+        "60",
+        "--samples",
+        "500000",
+        "--seed",
+        "1",
+        "--quiet",
+    ])
+    .arg("--json")
+    .arg(&json)
+    .arg("--html")
+    .arg(&html)
+    .args(extra);
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["system"], system);
+    for key in [
+        "temperatures",
+        "U",
+        "U_se",
+        "Cv",
+        "Cv_se",
+        "Cv_deriv",
+        "Cv_deriv_se",
+        "logZ",
+        "logZ_se",
+        "F",
+        "S",
+        "ess_fraction",
+        "trusted",
+    ] {
+        assert_eq!(
+            v[key].as_array().unwrap_or_else(|| panic!("{key}")).len(),
+            32,
+            "{key}"
+        );
+    }
+    assert!(
+        v["train"]["seconds"].as_f64().unwrap() <= 75.0,
+        "training budget (incl. data generation)"
+    );
+    assert!(v["thermoflow_version"].is_string());
+    let cv = v["Cv"].as_array().unwrap();
+    let exact = v["exact"]["Cv"].as_array().unwrap();
+    for i in 0..32 {
+        let (a, b) = (cv[i].as_f64().unwrap(), exact[i].as_f64().unwrap());
+        let t = v["temperatures"][i].as_f64().unwrap();
+        assert!(
+            ((a - b) / b).abs() < 0.02,
+            "{system} T={t}: C_V {a} vs exact {b}"
+        );
+        assert_eq!(v["trusted"][i], true, "{system} T={t} not trusted");
+    }
+    // The HTML report is self-contained: plotly.js embedded, no CDN.
+    let page = std::fs::read_to_string(&html).unwrap();
+    // (plotly.js itself mentions its CDN for map data; what matters is that no script is fetched.)
+    assert!(
+        !page.contains("<script src="),
+        "report loads scripts from the network"
+    );
+    assert!(page.contains("Plotly.newPlot") && page.len() > 1_000_000);
+    v
+}
+
+#[test]
+fn harmonic_sweep_matches_equipartition() {
+    let v = sweep_within_two_percent("harmonic", &[]);
+    assert_eq!(v["params"]["n"], 2.0);
+    assert_eq!(v["params"]["k_couple"], 2.0);
+}
+
+#[test]
+fn double_well_sweep_matches_quadrature_and_populates_both_modes() {
+    let model = tmp("dw.json");
+    let model_s = model.to_str().unwrap().to_string();
+    sweep_within_two_percent("double-well-2d", &["--save-model", &model_s]);
+    // Both wells: the reweighted fraction with x > 0 matches the exact one.
+    let (flow, meta) = io::load(&model).unwrap();
+    assert_eq!(meta["system"], "double-well-2d");
+    let e = systems::build::<&str>("double-well-2d", &[]).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    for t in [0.75, 1.0] {
+        let s = flow.sample_and_log_prob(200_000, &[t], &mut rng).unwrap();
+        let u: Vec<f64> =
+            s.x.rows()
+                .into_iter()
+                .map(|r| e.energy(r.as_slice().unwrap()))
+                .collect();
+        let right: Vec<f64> =
+            s.x.column(0)
+                .iter()
+                .map(|&x| if x > 0.0 { 1.0 } else { 0.0 })
+                .collect();
+        let w = Weights::boltzmann(&u, &s.log_q, t).unwrap();
+        let est = w.mean(&right).unwrap();
+        let (exact, _) =
+            quadrature_expectation(e.as_ref(), t, &|x| if x[0] > 0.0 { 1.0 } else { 0.0 }).unwrap();
+        let n_right = right.iter().filter(|&&r| r > 0.0).count();
+        assert!(
+            n_right > 50,
+            "T={t}: only {n_right} samples in the minor well"
+        );
+        assert!(
+            (est.value - exact).abs() < 4.0 * est.se,
+            "T={t}: P(x>0) = {} ± {} vs exact {exact}",
+            est.value,
+            est.se
+        );
+    }
+    // Reloading the model gives the same estimates without training.
+    let json = tmp("dw-loaded.json");
+    let out = bin()
+        .args([
+            "sweep",
+            "--temps",
+            "4",
+            "--samples",
+            "2000",
+            "--quiet",
+            "--load-model",
+            &model_s,
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["train"]["loaded"], true);
+    // ... and refuses to serve another system.
+    let out = bin()
+        .args(["sweep", "--system", "harmonic", "--load-model", &model_s])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("trained for double-well-2d"), "{err}");
+}
+
+/// Bad input: one line on stderr, non-zero exit, no panic.
+#[test]
+fn bad_input_gives_one_line_errors() {
+    let garbage = tmp("garbage.json");
+    std::fs::write(
+        &garbage,
+        "{\"format\": \"thermoflow-flow\", \"version\": 1, \"flow\": 3}",
+    )
+    .unwrap();
+    let g = garbage.to_str().unwrap();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["sweep", "--system", "ising"],
+        vec!["sweep", "--param", "nope=1"],
+        vec!["sweep", "--param", "a=abc"],
+        vec!["sweep", "--tmin", "3", "--tmax", "1"],
+        vec!["sweep", "--tmin", "0"],
+        vec!["sweep", "--tmin", "-1"],
+        vec!["sweep", "--temps", "1"],
+        vec!["sweep", "--temps", "x"],
+        vec!["sweep", "--load-model", "/nonexistent/model.json"],
+        vec!["sweep", "--load-model", g],
+        vec!["sweep", "--bogus"],
+        vec!["frobnicate"],
+    ];
+    for args in cases {
+        let out = bin().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+        assert!(err.starts_with("thermoflow: "), "{args:?}: {err}");
+        assert!(err.lines().next().unwrap().len() < 300, "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn systems_lists_every_system_with_defaults() {
+    let out = bin().arg("systems").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for s in systems::registry() {
+        assert!(text.contains(s.name));
+        for p in s.params {
+            assert!(text.contains(p.name));
+        }
+    }
+}
