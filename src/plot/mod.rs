@@ -134,6 +134,35 @@ pub fn loss_plot(history: &[(usize, f64, f64)]) -> Plot {
     p
 }
 
+/// Heat map of a 2-D flow's density q(x | cond) on the box `bounds`.
+pub fn density_heatmap(
+    flow: &Flow,
+    cond: &[f64],
+    bounds: [(f64, f64); 2],
+    title: &str,
+) -> Result<Plot> {
+    let (nx, ny) = (70usize, 60usize);
+    let xs: Vec<f64> = (0..nx)
+        .map(|i| bounds[0].0 + (bounds[0].1 - bounds[0].0) * (i as f64 + 0.5) / nx as f64)
+        .collect();
+    let ys: Vec<f64> = (0..ny)
+        .map(|j| bounds[1].0 + (bounds[1].1 - bounds[1].0) * (j as f64 + 0.5) / ny as f64)
+        .collect();
+    let grid =
+        ndarray::Array2::from_shape_fn(
+            (nx * ny, 2),
+            |(k, c)| if c == 0 { xs[k % nx] } else { ys[k / nx] },
+        );
+    let lq = flow.log_prob(grid.view(), cond)?;
+    let q: Vec<Vec<f64>> = (0..ny)
+        .map(|j| (0..nx).map(|i| lq[j * nx + i].exp()).collect())
+        .collect();
+    let mut p = Plot::new();
+    p.add_trace(HeatMap::new(xs, ys, q).name("q(x)"));
+    p.set_layout(layout(title, "x", "y"));
+    Ok(p)
+}
+
 /// For a 2-D system: flow density and exact Boltzmann density at temperature `t` on a grid,
 /// side by side, with flow samples over the flow density.
 pub fn density_plots(

@@ -1,0 +1,2 @@
+// Preloaded in every thermoflow notebook (see kernels/thermoflow/launch).
+use thermoflow::prelude::*;

@@ -1,0 +1,216 @@
+//! Notebook conveniences (the evcxr Jupyter kernel preloads [`crate::prelude`]).
+//!
+//! Everything here is `Clone + 'static` so it can live across cells, displays itself as the
+//! last value of a cell (`evcxr_display`: HTML tables, plotly figures, flow summaries), and
+//! returns `Result` with readable messages. Long work prints progress *lines* to stderr,
+//! which Jupyter shows while the cell runs.
+//!
+//! `THERMOFLOW_QUICK=1` shrinks training budgets and sample sizes (used by CI to execute every
+//! notebook in a few minutes): see [`size`].
+
+use std::sync::Arc;
+
+use ndarray::Array2;
+use plotly::Plot;
+
+use crate::engine::{GraphBuilder, Program};
+use crate::error::Result;
+use crate::flows::params::{Declared, Scope};
+use crate::flows::{Bijection, Flow, Layer};
+use crate::sweep::{self, SweepConfig, SweepResult};
+use crate::systems::Energy;
+
+/// Whether `THERMOFLOW_QUICK` asks for small runs.
+pub fn quick() -> bool {
+    std::env::var("THERMOFLOW_QUICK")
+        .map(|v| !v.is_empty() && v != "0")
+        .unwrap_or(false)
+}
+
+/// `normal`, or `small` when [`quick`].
+pub fn size(normal: usize, small: usize) -> usize {
+    if quick() {
+        small
+    } else {
+        normal
+    }
+}
+
+/// `normal` seconds, or `small` when [`quick`].
+pub fn seconds(normal: f64, small: f64) -> f64 {
+    if quick() {
+        small
+    } else {
+        normal
+    }
+}
+
+fn html(content: &str) {
+    println!("EVCXR_BEGIN_CONTENT text/html\n{content}\nEVCXR_END_CONTENT");
+}
+
+/// A sweep set up cell by cell: `Sweep::new("double-well-2d").range(0.5, 3.0, 16).run()?`.
+#[derive(Clone, Debug)]
+pub struct Sweep {
+    cfg: SweepConfig,
+}
+
+impl Sweep {
+    /// Defaults of the CLI for `system`.
+    pub fn new(system: &str) -> Sweep {
+        let cfg = SweepConfig {
+            system: system.to_string(),
+            ..SweepConfig::default()
+        };
+        Sweep { cfg }
+    }
+    /// A `key=value` parameter.
+    pub fn param(mut self, kv: &str) -> Sweep {
+        self.cfg.params.push(kv.to_string());
+        self
+    }
+    /// Temperature range and number of temperatures.
+    pub fn range(mut self, t_min: f64, t_max: f64, temps: usize) -> Sweep {
+        self.cfg.t_min = t_min;
+        self.cfg.t_max = t_max;
+        self.cfg.temps = temps;
+        self
+    }
+    /// Training budget in seconds.
+    pub fn train_seconds(mut self, s: f64) -> Sweep {
+        self.cfg.train_seconds = s;
+        self
+    }
+    /// Samples per temperature.
+    pub fn samples(mut self, n: usize) -> Sweep {
+        self.cfg.samples = n;
+        self
+    }
+    /// Seed.
+    pub fn seed(mut self, s: u64) -> Sweep {
+        self.cfg.seed = s;
+        self
+    }
+    /// Train (progress lines on stderr) and estimate.
+    pub fn run(&self) -> Result<SweepRun> {
+        let (result, flow, energy) = sweep::run(&self.cfg)?;
+        Ok(SweepRun {
+            result,
+            flow,
+            energy,
+        })
+    }
+}
+
+/// A finished sweep: the result, the trained flow and the system.
+#[derive(Clone)]
+pub struct SweepRun {
+    /// Estimates and exact values.
+    pub result: SweepResult,
+    /// The trained flow.
+    pub flow: Flow,
+    /// The system.
+    pub energy: Arc<dyn Energy>,
+}
+
+impl SweepRun {
+    /// ⟨U⟩(T) with error band and exact curve.
+    pub fn energy_plot(&self) -> Plot {
+        crate::plot::energy_plot(&self.result)
+    }
+    /// C_V(T), both estimators, exact curve.
+    pub fn heat_capacity_plot(&self) -> Plot {
+        crate::plot::heat_capacity_plot(&self.result)
+    }
+    /// ESS fraction against T.
+    pub fn ess_plot(&self) -> Plot {
+        crate::plot::ess_plot(&self.result)
+    }
+    /// Training loss.
+    pub fn loss_plot(&self) -> Plot {
+        crate::plot::loss_plot(&self.result.loss_history)
+    }
+    /// Flow and exact densities at `t` (2-D systems).
+    pub fn density_plots(&self, t: f64) -> Result<Vec<Plot>> {
+        crate::plot::density_plots(&self.flow, self.energy.as_ref(), t, 1500, 7)
+    }
+    /// The results table as HTML (the cell display).
+    pub fn evcxr_display(&self) {
+        self.result.evcxr_display();
+    }
+}
+
+impl SweepResult {
+    /// An HTML table of the estimates.
+    pub fn to_html(&self) -> String {
+        let mut s = format!(
+            "<p><b>{}</b> {} — {} samples per temperature</p><table><tr><th>T</th><th>⟨U⟩ ± se</th><th>exact</th><th>C_V ± se</th><th>exact</th><th>dU/dT ± se</th><th>log Z ± se</th><th>ESS/N</th><th>trusted</th></tr>",
+            self.system,
+            serde_json::Value::Object(self.params.clone()),
+            self.samples
+        );
+        for i in 0..self.temperatures.len() {
+            let ex = |v: Option<&Vec<f64>>| {
+                v.map(|v| format!("{:.4}", v[i]))
+                    .unwrap_or_else(|| "–".into())
+            };
+            let e = self.exact.as_ref();
+            s += &format!(
+                "<tr><td>{:.3}</td><td>{:.4} ± {:.4}</td><td>{}</td><td>{:.4} ± {:.4}</td><td>{}</td><td>{:.3} ± {:.3}</td><td>{:.4} ± {:.4}</td><td>{:.3}</td><td>{}</td></tr>",
+                self.temperatures[i], self.u[i], self.u_se[i], ex(e.map(|e| &e.u)), self.cv[i], self.cv_se[i],
+                ex(e.map(|e| &e.cv)), self.cv_deriv[i], self.cv_deriv_se[i], self.log_z[i], self.log_z_se[i],
+                self.ess_fraction[i], if self.trusted[i] { "yes" } else { "<b>no</b>" }
+            );
+        }
+        s + "</table>"
+    }
+    /// Jupyter display: the HTML table.
+    pub fn evcxr_display(&self) {
+        html(&self.to_html());
+    }
+}
+
+impl Flow {
+    /// Jupyter display: the architecture summary.
+    pub fn evcxr_display(&self) {
+        html(&format!(
+            "<pre>{}</pre>",
+            self.summary().replace('<', "&lt;")
+        ));
+    }
+}
+
+/// Apply one transform to the rows of `z` in f64: (x = f(z), log|det ∂f/∂z|) forward, or
+/// (z = f⁻¹(x), log|det ∂f⁻¹/∂x|) when `inverse`; `cond` holds condition features per row
+/// (empty when unconditioned).
+pub fn apply(
+    layer: &Layer,
+    z: &Array2<f64>,
+    cond: &[f64],
+    inverse: bool,
+) -> Result<(Array2<f64>, Vec<f64>)> {
+    crate::systems::check_batch(layer.dim(), &z.view())?;
+    let g = GraphBuilder::new();
+    let outs = {
+        let declared = Declared::default();
+        let s = Scope::root(&g, &declared, false);
+        let x = g.batch_input("z", &[layer.dim()]);
+        let c = (layer.cond_dim() > 0).then(|| g.batch_input("cond", &[layer.cond_dim()]));
+        let (y, ld) = if inverse {
+            layer.inverse_and_log_det(&s, x, c)
+        } else {
+            layer.forward_and_log_det(&s, x, c)
+        };
+        [y.output("y"), ld.output("log_det")]
+    };
+    let mut p: Program<f64> = Program::compile(g, &outs, None)?;
+    let data: Vec<f64> = z.iter().copied().collect();
+    let mut inputs: Vec<(&str, &[f64])> = vec![("z", &data)];
+    if layer.cond_dim() > 0 {
+        inputs.push(("cond", cond));
+    }
+    let mut out = p.run(&inputs)?;
+    let y = Array2::from_shape_vec(z.dim(), out.take("y")?)
+        .map_err(|e| crate::Error::Engine(e.to_string()))?;
+    Ok((y, out.take("log_det")?))
+}
