@@ -9,8 +9,8 @@ use rand_distr::{Distribution, Exp, StandardNormal};
 use thermoflow::engine::{GraphBuilder, Program};
 use thermoflow::flows::params::{Declared, Scope};
 use thermoflow::flows::{
-    builders, io, ActNorm, AffineCoupling, Bijection, Conditioning, Flow, Layer, LinearFlow,
-    LuLinear, Permutation, Radial, SplineCoupling, SumRatio,
+    builders, io, ActNorm, AffineCoupling, Bijection, Conditioning, Flow, LatticeCoupling, Layer,
+    LinearFlow, LuLinear, Permutation, Radial, SplineCoupling, SumRatio,
 };
 use thermoflow::flows::{Activation, Transformer};
 
@@ -76,6 +76,16 @@ fn table() -> Vec<Entry> {
             false,
         ),
         e("actnorm", Layer::ActNorm(ActNorm::new(3)), true),
+        e(
+            "lattice coupling 3×3",
+            Layer::LatticeCoupling(LatticeCoupling::new(3, 0, 0, 4, 1, 9)),
+            true,
+        ),
+        e(
+            "lattice coupling 4×4, conditioned",
+            Layer::LatticeCoupling(LatticeCoupling::new(4, 1, 1, 3, 2, 10)),
+            true,
+        ),
         Entry {
             name: "sum-ratio (seed example)",
             layer: Layer::SumRatio(SumRatio::default()),

@@ -104,3 +104,30 @@ pub fn radial_flow(dim: usize, conditioning: Conditioning, n: usize, seed: u64) 
 pub fn linear_flow(dim: usize, conditioning: Conditioning) -> Result<Flow> {
     Flow::new(dim, conditioning, vec![Layer::Linear(LinearFlow::new(dim))])
 }
+
+/// A flow for fields on an L×L periodic lattice: `n` checkerboard couplings with periodic
+/// convolutional conditioners (`hidden` channels, `depth` hidden convolutions), alternating
+/// parity.
+pub fn lattice_flow(
+    l: usize,
+    conditioning: Conditioning,
+    n: usize,
+    hidden: usize,
+    depth: usize,
+    seed: u64,
+) -> Result<Flow> {
+    let c = conditioning.feature_dim();
+    let layers = (0..n)
+        .map(|i| {
+            Layer::LatticeCoupling(super::LatticeCoupling::new(
+                l,
+                c,
+                i % 2,
+                hidden,
+                depth,
+                seed.wrapping_mul(1000) + i as u64,
+            ))
+        })
+        .collect();
+    Flow::new(l * l, conditioning, layers)
+}

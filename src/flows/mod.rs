@@ -9,7 +9,8 @@
 //!
 //! Transforms, one file each: [`AffineCoupling`] (RealNVP), [`SplineCoupling`] (rational-
 //! quadratic splines, Neural Spline Flows), [`Radial`], [`LinearFlow`] (lower-triangular),
-//! [`LuLinear`], [`Permutation`] (incl. reverse), [`ActNorm`], and [`SumRatio`] (the seed's
+//! [`LuLinear`], [`Permutation`] (incl. reverse), [`ActNorm`], [`LatticeCoupling`] (checkerboard
+//! coupling with a periodic convolutional conditioner), and [`SumRatio`] (the seed's
 //! worked example). [`Flow`] is a standard-normal base plus a chain; [`builders`] has the
 //! factory functions.
 
@@ -18,6 +19,7 @@ pub mod affine_coupling;
 pub mod builders;
 pub mod flow;
 pub mod io;
+pub mod lattice_coupling;
 pub mod linear;
 pub mod lu_linear;
 pub mod mlp;
@@ -32,6 +34,7 @@ pub use actnorm::ActNorm;
 pub use affine_coupling::AffineCoupling;
 pub use builders::{coupling_flow, linear_flow, radial_flow, CouplingConfig, Transformer};
 pub use flow::{Conditioning, Flow, Samples};
+pub use lattice_coupling::LatticeCoupling;
 pub use linear::LinearFlow;
 pub use lu_linear::LuLinear;
 pub use mlp::{Activation, Mlp};
@@ -88,6 +91,7 @@ pub enum Layer {
     AffineCoupling(AffineCoupling),
     SplineCoupling(SplineCoupling),
     Radial(Radial),
+    LatticeCoupling(LatticeCoupling),
     Linear(LinearFlow),
     LuLinear(LuLinear),
     Permutation(Permutation),
@@ -101,6 +105,7 @@ macro_rules! dispatch {
             Layer::AffineCoupling($l) => $e,
             Layer::SplineCoupling($l) => $e,
             Layer::Radial($l) => $e,
+            Layer::LatticeCoupling($l) => $e,
             Layer::Linear($l) => $e,
             Layer::LuLinear($l) => $e,
             Layer::Permutation($l) => $e,

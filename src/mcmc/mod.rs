@@ -1,12 +1,17 @@
 //! Classic samplers, the baselines and the source of training data: random-walk Metropolis
 //! vectorised over many chains ([`rwm`]) and parallel tempering across a temperature ladder
-//! ([`tempering`]), with time-series statistics ([`stats`]: τ_int, batch-means errors).
+//! ([`tempering`]), Hamiltonian Monte Carlo ([`hmc`]), flow-based independence Metropolis
+//! ([`flow_mcmc`]), with time-series statistics ([`stats`]: τ_int, batch-means errors).
 //! Every sampler is seeded and reproducible.
 
+pub mod flow_mcmc;
+pub mod hmc;
 pub mod rwm;
 pub mod stats;
 pub mod tempering;
 
+pub use flow_mcmc::{flow_mcmc, FlowMcmcConfig};
+pub use hmc::{hmc, ChainRun, HmcConfig};
 pub use rwm::{rwm, RwmConfig, RwmRun};
 pub use stats::{batch_means, tau_int};
 pub use tempering::{parallel_tempering, McThermo, PtConfig, PtRun};

@@ -97,3 +97,14 @@ impl Energy for Phi4 {
         self.energy(phi)
     }
 }
+
+impl Phi4 {
+    /// Observables of one configuration: (|M|/V, M²/V) with M = Σ_x φ_x, V = L². Then
+    /// ⟨|M|⟩/V is the absolute magnetisation per site and χ₂ = Σ_x G(x) = ⟨M²⟩/V the
+    /// two-point susceptibility (⟨M⟩ = 0 by symmetry on a finite lattice).
+    pub fn observables(&self, phi: &[f64]) -> [f64; 2] {
+        let v = (self.l * self.l) as f64;
+        let m: f64 = phi.iter().sum();
+        [m.abs() / v, m * m / v]
+    }
+}

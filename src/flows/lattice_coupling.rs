@@ -1,0 +1,190 @@
+//! Checkerboard affine coupling for fields on an L×L periodic lattice, with a convolutional
+//! (translation-equivariant) conditioner (Albergo, Kanwar & Shanahan 2019).
+//!
+//! Sites with (i + j + parity) even are frozen (mask m = 1) and the others are updated:
+//!
+//! ```text
+//! (s̃, t) = CNN([m ⊙ φ, c]),  s = a·tanh(s̃/a) ⊙ (1 − m),  t ← t ⊙ (1 − m)
+//! forward: φ' = φ ⊙ e^{s} + t,  log|det J| = Σ_x s_x;   inverse: φ = (φ' − t) ⊙ e^{−s}
+//! ```
+//!
+//! The CNN stacks periodic 3×3 convolutions (tanh between them). A convolution with weights
+//! W_s (C_in×C_out, one per offset s of the 3×3 stencil) is the linear map on the flattened
+//! field (site-major, channels inner) with matrix Σ_s P_s ⊗ W_s, P_s the periodic shift
+//! permutation: built in the graph from the weights, applied as one gemm, and equivariant under
+//! lattice translations by construction. (On small lattices this dense form measured faster
+//! than im2col with rolled views; it costs V²·C_in·C_out per sample.) Condition features enter
+//! as constant extra input channels. The last convolution starts at zero: the identity.
+
+use serde::{Deserialize, Serialize};
+
+use super::params::{glorot, init_rng, ParamSet, Scope};
+use super::Bijection;
+use crate::engine::{Dim, Var};
+
+/// Checkerboard coupling with a periodic CNN conditioner.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatticeCoupling {
+    l: usize,
+    cond_dim: usize,
+    parity: usize,
+    /// Channels: input (1 + condition features), hidden…, output 2.
+    pub channels: Vec<usize>,
+    /// Bound a on |s|.
+    pub scale_bound: f64,
+    /// Convolution weights `w{k}` (9 × C_in·C_out) and biases `b{k}`.
+    pub params: ParamSet,
+}
+
+impl LatticeCoupling {
+    /// An L×L coupling updating the sites of the given parity, with `hidden` channels in each
+    /// of `depth` hidden convolutions.
+    pub fn new(
+        l: usize,
+        cond_dim: usize,
+        parity: usize,
+        hidden: usize,
+        depth: usize,
+        seed: u64,
+    ) -> Self {
+        let mut channels = vec![1 + cond_dim];
+        channels.extend(std::iter::repeat_n(hidden, depth));
+        channels.push(2);
+        let mut rng = init_rng(seed);
+        let mut params = ParamSet::default();
+        let nl = channels.len() - 1;
+        for k in 0..nl {
+            let (ci, co) = (channels[k], channels[k + 1]);
+            let w = if k + 1 == nl {
+                vec![0.0; 9 * ci * co]
+            } else {
+                glorot(&mut rng, 9 * ci, co)
+            };
+            params.push(&format!("w{k}"), &[9 * ci, co], w);
+            params.push(&format!("b{k}"), &[co], vec![0.0; co]);
+        }
+        LatticeCoupling {
+            l,
+            cond_dim,
+            parity: parity % 2,
+            channels,
+            scale_bound: 3.0,
+            params,
+        }
+    }
+
+    fn mask(&self) -> Vec<f64> {
+        let l = self.l;
+        (0..l * l)
+            .map(|k| {
+                if (k / l + k % l + self.parity).is_multiple_of(2) {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
+    /// The 9 periodic shift permutations as a (V·V) × 9 matrix: column s holds P_s row-major,
+    /// (P_s)[v, v'] = 1 when site v' is site v moved by the s-th stencil offset.
+    fn shifts(&self) -> Vec<f64> {
+        let l = self.l;
+        let v = l * l;
+        let mut m = vec![0.0; v * v * 9];
+        for s in 0..9 {
+            let (di, dj) = (s / 3 + l - 1, s % 3 + l - 1);
+            for i in 0..l {
+                for j in 0..l {
+                    let from = i * l + j;
+                    let to = ((i + di) % l) * l + (j + dj) % l;
+                    m[(from * v + to) * 9 + s] = 1.0;
+                }
+            }
+        }
+        m
+    }
+
+    /// (s, t), each `[batch, V]`, zero on frozen sites.
+    fn shift_scale<'g>(
+        &self,
+        s: &Scope<'g>,
+        phi: Var<'g>,
+        c: Option<Var<'g>>,
+    ) -> (Var<'g>, Var<'g>) {
+        let g = phi.builder();
+        let v = self.l * self.l;
+        let mask = g.constant_tensor(&[v], self.mask());
+        let active = g.constant_tensor(&[v], self.mask().iter().map(|m| 1.0 - m).collect());
+        let frozen = phi * mask;
+        let mut h = frozen.expand(2, Dim::Fixed(1));
+        if let Some(c) = c {
+            h = h.concat(c.expand(1, Dim::Fixed(v)), 2);
+        }
+        let shifts = g.constant_tensor(&[v * v, 9], self.shifts());
+        let nl = self.channels.len() - 1;
+        for k in 0..nl {
+            let (ci, co) = (self.channels[k], self.channels[k + 1]);
+            let w = s.param(&self.params, &format!("w{k}"));
+            let b = s.param(&self.params, &format!("b{k}"));
+            // Σ_s P_s ⊗ W_s as a (V·C_in) × (V·C_out) matrix.
+            let kron = shifts
+                .matmul(w.reshape(&[Dim::Fixed(9), Dim::Fixed(ci * co)]))
+                .reshape(&[Dim::Fixed(v), Dim::Fixed(v), Dim::Fixed(ci), Dim::Fixed(co)])
+                .permute(&[0, 2, 1, 3])
+                .reshape(&[Dim::Fixed(v * ci), Dim::Fixed(v * co)]);
+            let flat = h.reshape(&[Dim::Batch, Dim::Fixed(v * ci)]);
+            h = flat
+                .matmul(kron)
+                .reshape(&[Dim::Batch, Dim::Fixed(v), Dim::Fixed(co)])
+                + b;
+            if k + 1 < nl {
+                h = h.tanh();
+            }
+        }
+        let raw = h.slice(2, 0, 1).sum(2);
+        let t = h.slice(2, 1, 2).sum(2) * active;
+        let bound = self.scale_bound;
+        let log_scale = raw.mul_scalar(1.0 / bound).tanh().mul_scalar(bound) * active;
+        (log_scale, t)
+    }
+}
+
+impl Bijection for LatticeCoupling {
+    fn dim(&self) -> usize {
+        self.l * self.l
+    }
+    fn cond_dim(&self) -> usize {
+        self.cond_dim
+    }
+    fn forward_and_log_det<'g>(
+        &self,
+        s: &Scope<'g>,
+        z: Var<'g>,
+        c: Option<Var<'g>>,
+    ) -> (Var<'g>, Var<'g>) {
+        let (ls, t) = self.shift_scale(s, z, c);
+        (z * ls.exp() + t, ls.sum(1))
+    }
+    fn inverse_and_log_det<'g>(
+        &self,
+        s: &Scope<'g>,
+        x: Var<'g>,
+        c: Option<Var<'g>>,
+    ) -> (Var<'g>, Var<'g>) {
+        let (ls, t) = self.shift_scale(s, x, c);
+        ((x - t) * ls.neg().exp(), ls.sum(1).neg())
+    }
+    fn param_sets(&self) -> Vec<(String, &ParamSet)> {
+        vec![(String::new(), &self.params)]
+    }
+    fn param_sets_mut(&mut self) -> Vec<(String, &mut ParamSet)> {
+        vec![(String::new(), &mut self.params)]
+    }
+    fn describe(&self) -> String {
+        format!(
+            "LatticeCoupling(L={}, cond={}, parity={}, channels={:?})",
+            self.l, self.cond_dim, self.parity, self.channels
+        )
+    }
+}
