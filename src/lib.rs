@@ -23,6 +23,7 @@ pub mod linalg;
 pub mod mcmc;
 pub mod plot;
 pub mod prelude;
+pub mod rare;
 pub mod sweep;
 pub mod systems;
 pub mod train;

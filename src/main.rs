@@ -10,6 +10,10 @@ const USAGE: &str = "usage:
   thermoflow sweep [--system NAME] [--param key=value ...] [--tmin A] [--tmax B] [--temps N]
                    [--train-seconds S] [--samples M] [--seed K] [--json FILE] [--html FILE]
                    [--save-model FILE | --load-model FILE] [--quiet]
+  thermoflow mcmc [--system NAME] [--param key=value ...] [--sampler flow|hmc|rwm] [--temp T]
+                  [--steps N] [--chains C] [--train-seconds S] [--seed K] [--json FILE] [--quiet]
+  thermoflow rare [--system NAME] [--param key=value ...] --event x0>0|x1<-2|U>3 [--temp T]
+                  [--samples M] [--train-seconds S] [--seed K] [--json FILE] [--quiet]
   thermoflow systems
   thermoflow bench engine|flows|sweep [--json] [--reps N]";
 
@@ -128,6 +132,189 @@ fn cmd_sweep(mut a: Args) -> Result<(), Failure> {
     Ok(())
 }
 
+fn cmd_rare(mut a: Args) -> Result<(), Failure> {
+    let system = a
+        .value("--system")?
+        .unwrap_or_else(|| "double-well-2d".into());
+    let params = a.values("--param")?;
+    let event = a
+        .value("--event")?
+        .ok_or_else(|| Failure::Usage("--event is required".into()))?;
+    let t: f64 = a.parse("--temp")?.unwrap_or(0.4);
+    let samples: usize = a.parse("--samples")?.unwrap_or(100_000);
+    let secs: f64 = a.parse("--train-seconds")?.unwrap_or(20.0);
+    let seed: u64 = a.parse("--seed")?.unwrap_or(0);
+    let json = a.value("--json")?;
+    let quiet = a.switch("--quiet");
+    a.finish()?;
+    let event = thermoflow::rare::Event::parse(&event)?;
+    let energy = thermoflow::systems::build(&system, &params)?;
+    let r = thermoflow::rare::estimate(energy, event, t, samples, secs, seed, !quiet)?;
+    out(&format!(
+        "P({event:?}) at T = {t}: {:.4e} ± {:.2e}  exact {}  variance reduction per evaluation {:.3e}\n",
+        r.p,
+        r.p_se,
+        r.p_exact.map(|p| format!("{p:.4e}")).unwrap_or_else(|| "n/a".into()),
+        r.variance_reduction
+    ));
+    if let Some(path) = json {
+        let mut v = serde_json::to_value(&r).map_err(|e| Failure::Run(e.to_string()))?;
+        v["system"] = serde_json::json!(system);
+        v["temperature"] = serde_json::json!(t);
+        v["event"] = serde_json::json!(format!("{event:?}"));
+        write_file(&path, &serde_json::to_string_pretty(&v).unwrap())?;
+    }
+    Ok(())
+}
+
+fn cmd_mcmc(mut a: Args) -> Result<(), Failure> {
+    use thermoflow::mcmc::{
+        batch_means, flow_mcmc, hmc, rwm, tau_int, FlowMcmcConfig, HmcConfig, RwmConfig,
+    };
+    let system = a.value("--system")?.unwrap_or_else(|| "phi4".into());
+    let params = a.values("--param")?;
+    let sampler = a.value("--sampler")?.unwrap_or_else(|| "hmc".into());
+    let t: f64 = a.parse("--temp")?.unwrap_or(1.0);
+    let steps: usize = a.parse("--steps")?.unwrap_or(5000);
+    let chains: usize = a.parse("--chains")?.unwrap_or(8);
+    let secs: f64 = a.parse("--train-seconds")?.unwrap_or(60.0);
+    let seed: u64 = a.parse("--seed")?.unwrap_or(0);
+    let json = a.value("--json")?;
+    let quiet = a.switch("--quiet");
+    a.finish()?;
+    thermoflow::systems::check_temperature(t)?;
+    if steps < 40 || chains == 0 {
+        return Err(Failure::Usage(
+            "--steps must be ≥ 40 and --chains ≥ 1".into(),
+        ));
+    }
+    let energy = thermoflow::systems::build(&system, &params)?;
+    let e = energy.clone();
+    let phi4 = system == "phi4";
+    let l = (energy.dim() as f64).sqrt().round() as usize;
+    let observe = move |x: &[f64]| -> Vec<f64> {
+        if phi4 {
+            let v = x.len() as f64;
+            let m: f64 = x.iter().sum();
+            vec![m.abs() / v, m * m / v, e.energy(x)]
+        } else {
+            vec![x[0], e.energy(x)]
+        }
+    };
+    let d = energy.dim();
+    let x0 = ndarray::Array2::zeros((chains, d));
+    let run = match sampler.as_str() {
+        "hmc" => {
+            let cfg = HmcConfig {
+                n_trajectories: steps,
+                burn_in: steps / 10,
+                n_chains: chains,
+                seed,
+                ..Default::default()
+            };
+            hmc(energy.as_ref(), t, &x0, &cfg, &observe)?
+        }
+        "rwm" => {
+            let cfg = RwmConfig {
+                n_steps: steps,
+                burn_in: steps / 10,
+                thin: 1,
+                seed,
+                ..Default::default()
+            };
+            let r = rwm(energy.as_ref(), t, x0.view(), &cfg)?;
+            // Samples are chain-major: each chain's kept states in a block.
+            let n_obs = observe(&vec![0.0; d]).len();
+            let per_chain = r.samples.nrows() / chains;
+            let mut series = vec![vec![Vec::with_capacity(per_chain); chains]; n_obs];
+            for (i, row) in r.samples.rows().into_iter().enumerate() {
+                for (k, o) in observe(&row.to_vec()).into_iter().enumerate() {
+                    series[k][i / per_chain].push(o);
+                }
+            }
+            thermoflow::mcmc::ChainRun {
+                series,
+                acceptance: r.acceptance,
+                energy_evaluations: r.energy_evaluations,
+                seconds: 0.0,
+            }
+        }
+        "flow" => {
+            let cond = thermoflow::flows::Conditioning::Temperature {
+                t_min: t / 1.25,
+                t_max: t * 1.25,
+            };
+            let mut flow = if phi4 && l * l == d {
+                thermoflow::flows::builders::lattice_flow(l, cond, 8, 8, 1, seed)?
+            } else {
+                thermoflow::flows::builders::coupling_flow(
+                    d,
+                    cond,
+                    &thermoflow::sweep::default_flow(),
+                )?
+            };
+            let mut tc = thermoflow::train::TrainConfig::new(t / 1.25, t * 1.25);
+            tc.seconds = Some(secs);
+            tc.seed = seed;
+            let mut bar = thermoflow::train::Progress::new(2.0);
+            let mut obs: Vec<&mut dyn thermoflow::train::Observer> = Vec::new();
+            if !quiet {
+                obs.push(&mut bar);
+            }
+            thermoflow::train::train(&mut flow, energy.as_ref(), &tc, &mut obs)?;
+            let cfg = FlowMcmcConfig {
+                n_steps: steps,
+                burn_in: steps / 10,
+                n_chains: chains,
+                local_every: 5,
+                local_step: 0.1,
+                seed,
+            };
+            flow_mcmc(&flow, &[t], energy.as_ref(), t, &cfg, &observe)?
+        }
+        other => {
+            return Err(Failure::Usage(format!(
+                "unknown sampler {other:?} (flow, hmc or rwm)"
+            )))
+        }
+    };
+    let mean = |k: usize| {
+        batch_means(&run.series[k], 20, |c| {
+            c.iter().sum::<f64>() / c.len() as f64
+        })
+    };
+    let mut v = serde_json::json!({
+        "system": system,
+        "sampler": sampler,
+        "temperature": t,
+        "acceptance": run.acceptance,
+        "energy_evaluations": run.energy_evaluations,
+        "seconds": run.seconds,
+    });
+    if phi4 {
+        let (am, chi) = (mean(0), mean(1));
+        v["abs_m"] = serde_json::json!(am.value);
+        v["abs_m_se"] = serde_json::json!(am.se);
+        v["chi2"] = serde_json::json!(chi.value);
+        v["chi2_se"] = serde_json::json!(chi.se);
+        v["tau_int_abs_m"] = serde_json::json!(tau_int(&run.series[0]));
+        v["tau_int_chi2"] = serde_json::json!(tau_int(&run.series[1]));
+        v["U"] = serde_json::json!(mean(2).value);
+    } else {
+        let (x0m, u) = (mean(0), mean(1));
+        v["x0"] = serde_json::json!(x0m.value);
+        v["x0_se"] = serde_json::json!(x0m.se);
+        v["U"] = serde_json::json!(u.value);
+        v["U_se"] = serde_json::json!(u.se);
+        v["tau_int_x0"] = serde_json::json!(tau_int(&run.series[0]));
+    }
+    out(&format!("{}\n", serde_json::to_string_pretty(&v).unwrap()));
+    if let Some(path) = json {
+        write_file(&path, &serde_json::to_string_pretty(&v).unwrap())?;
+    }
+    Ok(())
+}
+
 fn cmd_systems(a: Args) -> Result<(), Failure> {
     a.finish()?;
     for s in thermoflow::systems::registry() {
@@ -182,6 +369,8 @@ fn main() -> ExitCode {
     let r = match cmd.as_str() {
         "sweep" => cmd_sweep(args),
         "systems" => cmd_systems(args),
+        "mcmc" => cmd_mcmc(args),
+        "rare" => cmd_rare(args),
         "bench" => cmd_bench(args),
         "help" | "--help" | "-h" => {
             out(&format!("{USAGE}\n"));
