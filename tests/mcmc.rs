@@ -94,3 +94,62 @@ fn hmc_gives_the_published_phi4_susceptibility() {
         "χ₂ = {chi2} ± {se}"
     );
 }
+
+/// A symmetric double well at T = 0.5 (barrier ≈ 18 kT): flow-MCMC chains hop between the
+/// wells and give the exact occupation ½; random-walk Metropolis started in one well does not
+/// leave it in the same number of energy evaluations.
+#[test]
+fn flow_mcmc_hops_between_wells_where_rwm_does_not() {
+    use thermoflow::exact::quadrature_expectation;
+    use thermoflow::mcmc::{rwm, RwmConfig};
+    use thermoflow::sweep::{self, SweepConfig};
+    let cfg = SweepConfig {
+        system: "double-well-2d".into(),
+        params: vec!["c=0".into()],
+        t_min: 0.5,
+        t_max: 1.5,
+        temps: 2,
+        train_seconds: 20.0,
+        samples: 1000,
+        progress: false,
+        ..Default::default()
+    };
+    let (_, flow, e) = sweep::run(&cfg).unwrap();
+    let t = 0.5;
+    let (exact, _) =
+        quadrature_expectation(e.as_ref(), t, &|x| if x[0] > 0.0 { 1.0 } else { 0.0 }).unwrap();
+    let right = |x: &[f64]| vec![if x[0] > 0.0 { 1.0 } else { 0.0 }];
+    let fc = FlowMcmcConfig {
+        n_steps: 1000,
+        burn_in: 50,
+        n_chains: 64,
+        local_every: 0,
+        local_step: 0.1,
+        seed: 5,
+    };
+    let run = flow_mcmc(&flow, &[t], e.as_ref(), t, &fc, &right).unwrap();
+    let (p, se) = mean_se(&run.series[0]);
+    assert!(
+        (p - exact).abs() < 4.0 * se,
+        "flow-MCMC P(x > 0) = {p} ± {se}, exact {exact}"
+    );
+    let hops: usize = run.series[0]
+        .iter()
+        .map(|c| c.windows(2).filter(|w| w[0] != w[1]).count())
+        .sum();
+    assert!(hops > 1000, "only {hops} hops");
+    // Random walk with the same budget of energy evaluations, started in the left well.
+    let mut x0 = Array2::zeros((64, 2));
+    x0.column_mut(0).fill(-2.45);
+    let rc = RwmConfig {
+        n_steps: run.energy_evaluations / 64,
+        burn_in: 0,
+        thin: 1,
+        seed: 5,
+        ..Default::default()
+    };
+    let r = rwm(e.as_ref(), t, x0.view(), &rc).unwrap();
+    let frac =
+        r.samples.column(0).iter().filter(|&&x| x > 0.0).count() as f64 / r.samples.nrows() as f64;
+    assert!(frac < 0.01, "random walk crossed: {frac}");
+}
