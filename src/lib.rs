@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod causal;
 pub mod engine;
 pub mod error;
 pub mod estimators;

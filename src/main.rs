@@ -14,6 +14,9 @@ const USAGE: &str = "usage:
                   [--steps N] [--chains C] [--train-seconds S] [--seed K] [--json FILE] [--quiet]
   thermoflow rare [--system NAME] [--param key=value ...] --event x0>0|x1<-2|U>3 [--temp T]
                   [--samples M] [--train-seconds S] [--seed K] [--json FILE] [--quiet]
+  thermoflow causal [--param a=1 --param b=0.5 ...] [--csv FILE --dag 'W; X <- W; Y <- W, X'
+                    --treatment X --target Y] [--values -1,0,1,2] [--n N] [--steps S] [--seed K]
+                    [--json FILE]
   thermoflow systems
   thermoflow bench engine|flows|sweep [--json] [--reps N]";
 
@@ -315,6 +318,175 @@ fn cmd_mcmc(mut a: Args) -> Result<(), Failure> {
     Ok(())
 }
 
+fn cmd_causal(mut a: Args) -> Result<(), Failure> {
+    use thermoflow::causal::{CausalFlow, Dag, LinearScm};
+    use thermoflow::systems::Params;
+    let params = a.values("--param")?;
+    let csv = a.value("--csv")?;
+    let dag = a.value("--dag")?;
+    let treatment = a.value("--treatment")?.unwrap_or_else(|| "X".into());
+    let target = a.value("--target")?.unwrap_or_else(|| "Y".into());
+    let values: Vec<f64> = match a.value("--values")? {
+        Some(v) => v
+            .split(',')
+            .map(|x| {
+                x.trim()
+                    .parse::<f64>()
+                    .map_err(|_| Failure::Usage(format!("--values: bad number {x:?}")))
+            })
+            .collect::<Result<_, _>>()?,
+        None => vec![-2.0, -1.0, 0.0, 1.0, 2.0],
+    };
+    let n: usize = a.parse("--n")?.unwrap_or(20_000);
+    let steps: usize = a.parse("--steps")?.unwrap_or(10_000);
+    let seed: u64 = a.parse("--seed")?.unwrap_or(0);
+    let json = a.value("--json")?;
+    a.finish()?;
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let (dag, data, scm) = match (csv, dag) {
+        (Some(path), Some(dag)) => {
+            if !params.is_empty() {
+                return Err(Failure::Usage(
+                    "--param applies to the built-in SCM, not to --csv data".into(),
+                ));
+            }
+            let dag = Dag::parse(&dag)?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| Failure::Run(format!("cannot read {path}: {e}")))?;
+            let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+            let header: Vec<&str> = lines
+                .next()
+                .ok_or_else(|| Failure::Run(format!("{path} is empty")))?
+                .split(',')
+                .map(str::trim)
+                .collect();
+            let cols = dag
+                .names
+                .iter()
+                .map(|nm| {
+                    header
+                        .iter()
+                        .position(|h| h == nm)
+                        .ok_or_else(|| Failure::Run(format!("{path} has no column {nm:?}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut rows = Vec::new();
+            for (i, l) in lines.enumerate() {
+                let f: Vec<f64> = l
+                    .split(',')
+                    .map(|v| v.trim().parse::<f64>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| Failure::Run(format!("{path}: line {} is not numeric", i + 2)))?;
+                if f.len() != header.len() || f.iter().any(|v| !v.is_finite()) {
+                    return Err(Failure::Run(format!(
+                        "{path}: line {} has the wrong number of finite values",
+                        i + 2
+                    )));
+                }
+                rows.extend(cols.iter().map(|&c| f[c]));
+            }
+            let m = rows.len() / dag.names.len();
+            if m < 10 {
+                return Err(Failure::Run(format!("{path}: too few rows ({m})")));
+            }
+            (
+                dag.clone(),
+                ndarray::Array2::from_shape_vec((m, dag.names.len()), rows).unwrap(),
+                None,
+            )
+        }
+        (None, None) => {
+            let specs = [
+                thermoflow::systems::ParamSpec {
+                    name: "a",
+                    default: 1.0,
+                    doc: "W → X",
+                },
+                thermoflow::systems::ParamSpec {
+                    name: "b",
+                    default: 0.5,
+                    doc: "X → Y",
+                },
+                thermoflow::systems::ParamSpec {
+                    name: "c",
+                    default: 1.0,
+                    doc: "W → Y",
+                },
+                thermoflow::systems::ParamSpec {
+                    name: "sigma_w",
+                    default: 1.0,
+                    doc: "sd of W",
+                },
+                thermoflow::systems::ParamSpec {
+                    name: "sigma_x",
+                    default: 1.0,
+                    doc: "sd of X's noise",
+                },
+                thermoflow::systems::ParamSpec {
+                    name: "sigma_y",
+                    default: 0.5,
+                    doc: "sd of Y's noise",
+                },
+            ];
+            let v = Params::parse(&params)?.resolve("causal", &specs, &[])?;
+            if v[3..].iter().any(|s| *s <= 0.0) {
+                return Err(Failure::Run("noise standard deviations must be > 0".into()));
+            }
+            let scm = LinearScm {
+                a: v[0],
+                b: v[1],
+                c: v[2],
+                sigma_w: v[3],
+                sigma_x: v[4],
+                sigma_y: v[5],
+            };
+            (LinearScm::dag(), scm.sample(n, &mut rng), Some(scm))
+        }
+        _ => {
+            return Err(Failure::Usage(
+                "give both --csv and --dag, or neither".into(),
+            ))
+        }
+    };
+    let (tr, tg) = (dag.index(&treatment)?, dag.index(&target)?);
+    let mut flow = CausalFlow::new(dag.clone(), 16, seed);
+    let nll = flow.fit(data.view(), steps, 1024, 2e-3, seed)?;
+    let mut rows = Vec::new();
+    let mut text = format!(
+        "causal flow on {:?}, {} samples, final NLL {nll:.4}\n{:>8} {:>22} {:>10} {:>22} {:>10}\n",
+        dag.names,
+        data.nrows(),
+        treatment,
+        "E[target|do] ± se",
+        "closed",
+        "E[target|given] ± se",
+        "closed"
+    );
+    for &x in &values {
+        let d = flow.interventional_mean(tg, tr, x, 40_000, seed + 1)?;
+        let c = flow.conditional_mean(tg, tr, x, 40_000, seed + 2)?;
+        let (dc, cc) = match scm {
+            Some(s) => (Some(s.interventional_mean(x)), Some(s.conditional_mean(x))),
+            None => (None, None),
+        };
+        let f = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into());
+        text += &format!(
+            "{x:>8.3} {:>22} {:>10} {:>22} {:>10}\n",
+            format!("{:.4} ± {:.4}", d.value, d.se),
+            f(dc),
+            format!("{:.4} ± {:.4}", c.value, c.se),
+            f(cc)
+        );
+        rows.push(serde_json::json!({"value": x, "do_mean": d.value, "do_se": d.se, "do_exact": dc, "cond_mean": c.value, "cond_se": c.se, "cond_exact": cc}));
+    }
+    out(&text);
+    if let Some(path) = json {
+        let v = serde_json::json!({"variables": dag.names, "treatment": treatment, "target": target, "final_nll": nll, "scm": scm, "results": rows});
+        write_file(&path, &serde_json::to_string_pretty(&v).unwrap())?;
+    }
+    Ok(())
+}
+
 fn cmd_systems(a: Args) -> Result<(), Failure> {
     a.finish()?;
     for s in thermoflow::systems::registry() {
@@ -371,6 +543,7 @@ fn main() -> ExitCode {
         "systems" => cmd_systems(args),
         "mcmc" => cmd_mcmc(args),
         "rare" => cmd_rare(args),
+        "causal" => cmd_causal(args),
         "bench" => cmd_bench(args),
         "help" | "--help" | "-h" => {
             out(&format!("{USAGE}\n"));
