@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backmap;
 pub mod bench;
 pub mod causal;
 pub mod engine;

@@ -17,6 +17,8 @@ const USAGE: &str = "usage:
   thermoflow causal [--param a=1 --param b=0.5 ...] [--csv FILE --dag 'W; X <- W; Y <- W, X'
                     --treatment X --target Y] [--values -1,0,1,2] [--n N] [--steps S] [--seed K]
                     [--json FILE]
+  thermoflow backmap [--system bead-chain] [--param key=value ...] [--temp T] [--group G]
+                     [--steps N] [--seed K] [--json FILE]
   thermoflow systems
   thermoflow bench engine|flows|sweep [--json] [--reps N]";
 
@@ -487,6 +489,39 @@ fn cmd_causal(mut a: Args) -> Result<(), Failure> {
     Ok(())
 }
 
+fn cmd_backmap(mut a: Args) -> Result<(), Failure> {
+    use thermoflow::backmap::{compare, BackmapConfig};
+    let system = a.value("--system")?.unwrap_or_else(|| "bead-chain".into());
+    let params = a.values("--param")?;
+    let mut cfg = BackmapConfig::default();
+    cfg.t = a.parse("--temp")?.unwrap_or(cfg.t);
+    cfg.group = a.parse("--group")?.unwrap_or(cfg.group);
+    cfg.steps = a.parse("--steps")?.unwrap_or(cfg.steps);
+    cfg.seed = a.parse("--seed")?.unwrap_or(cfg.seed);
+    let json = a.value("--json")?;
+    a.finish()?;
+    if system != "bead-chain" {
+        return Err(Failure::Usage(
+            "backmapping is defined for the bead-chain system".into(),
+        ));
+    }
+    thermoflow::systems::check_temperature(cfg.t)?;
+    let energy = thermoflow::systems::build(&system, &params)?;
+    let l0 = energy
+        .params()
+        .iter()
+        .find(|(k, _)| k == "l0")
+        .map(|(_, v)| *v)
+        .unwrap_or(1.0);
+    let (with, without) = compare(energy, &cfg, l0)?;
+    let v = serde_json::json!({"system": system, "config": cfg, "with_energy_term": with, "without_energy_term": without});
+    out(&format!("{}\n", serde_json::to_string_pretty(&v).unwrap()));
+    if let Some(path) = json {
+        write_file(&path, &serde_json::to_string_pretty(&v).unwrap())?;
+    }
+    Ok(())
+}
+
 fn cmd_systems(a: Args) -> Result<(), Failure> {
     a.finish()?;
     for s in thermoflow::systems::registry() {
@@ -544,6 +579,7 @@ fn main() -> ExitCode {
         "mcmc" => cmd_mcmc(args),
         "rare" => cmd_rare(args),
         "causal" => cmd_causal(args),
+        "backmap" => cmd_backmap(args),
         "bench" => cmd_bench(args),
         "help" | "--help" | "-h" => {
             out(&format!("{USAGE}\n"));
