@@ -134,6 +134,28 @@ pub fn loss_plot(history: &[(usize, f64, f64)]) -> Plot {
     p
 }
 
+/// Cell centres of a 70×60 grid on a 2-D box, and the points as rows (x fastest).
+fn grid_2d(bounds: [(f64, f64); 2]) -> (Vec<f64>, Vec<f64>, ndarray::Array2<f64>) {
+    let (nx, ny) = (70usize, 60usize);
+    let axis = |(lo, hi): (f64, f64), n: usize| -> Vec<f64> {
+        (0..n)
+            .map(|i| lo + (hi - lo) * (i as f64 + 0.5) / n as f64)
+            .collect()
+    };
+    let (xs, ys) = (axis(bounds[0], nx), axis(bounds[1], ny));
+    let pts =
+        ndarray::Array2::from_shape_fn(
+            (nx * ny, 2),
+            |(k, c)| if c == 0 { xs[k % nx] } else { ys[k / nx] },
+        );
+    (xs, ys, pts)
+}
+
+/// Rows of a grid's values (y-major) for a heat map.
+fn grid_rows(values: &[f64], nx: usize) -> Vec<Vec<f64>> {
+    values.chunks(nx).map(|r| r.to_vec()).collect()
+}
+
 /// Heat map of a 2-D flow's density q(x | cond) on the box `bounds`.
 pub fn density_heatmap(
     flow: &Flow,
@@ -141,24 +163,15 @@ pub fn density_heatmap(
     bounds: [(f64, f64); 2],
     title: &str,
 ) -> Result<Plot> {
-    let (nx, ny) = (70usize, 60usize);
-    let xs: Vec<f64> = (0..nx)
-        .map(|i| bounds[0].0 + (bounds[0].1 - bounds[0].0) * (i as f64 + 0.5) / nx as f64)
-        .collect();
-    let ys: Vec<f64> = (0..ny)
-        .map(|j| bounds[1].0 + (bounds[1].1 - bounds[1].0) * (j as f64 + 0.5) / ny as f64)
-        .collect();
-    let grid =
-        ndarray::Array2::from_shape_fn(
-            (nx * ny, 2),
-            |(k, c)| if c == 0 { xs[k % nx] } else { ys[k / nx] },
-        );
-    let lq = flow.log_prob(grid.view(), cond)?;
-    let q: Vec<Vec<f64>> = (0..ny)
-        .map(|j| (0..nx).map(|i| lq[j * nx + i].exp()).collect())
+    let (xs, ys, pts) = grid_2d(bounds);
+    let q: Vec<f64> = flow
+        .log_prob(pts.view(), cond)?
+        .iter()
+        .map(|l| l.exp())
         .collect();
     let mut p = Plot::new();
-    p.add_trace(HeatMap::new(xs, ys, q).name("q(x)"));
+    let nx = xs.len();
+    p.add_trace(HeatMap::new(xs, ys, grid_rows(&q, nx)).name("q(x)"));
     p.set_layout(layout(title, "x", "y"));
     Ok(p)
 }
@@ -172,49 +185,30 @@ pub fn density_plots(
     n_samples: usize,
     seed: u64,
 ) -> Result<Vec<Plot>> {
-    let bounds = energy.bounds().unwrap_or_else(|| vec![(-4.0, 4.0); 2]);
-    let (nx, ny) = (70usize, 60usize);
-    let xs: Vec<f64> = (0..nx)
-        .map(|i| bounds[0].0 + (bounds[0].1 - bounds[0].0) * (i as f64 + 0.5) / nx as f64)
-        .collect();
-    let ys: Vec<f64> = (0..ny)
-        .map(|j| bounds[1].0 + (bounds[1].1 - bounds[1].0) * (j as f64 + 0.5) / ny as f64)
-        .collect();
-    let grid =
-        ndarray::Array2::from_shape_fn(
-            (nx * ny, 2),
-            |(k, c)| if c == 0 { xs[k % nx] } else { ys[k / nx] },
-        );
-    let lq = flow.log_prob(grid.view(), &[t])?;
-    let log_z = crate::exact::quadrature(energy, &[t])
-        .ok()
-        .map(|r| r[0].log_z);
-    let q: Vec<Vec<f64>> = (0..ny)
-        .map(|j| (0..nx).map(|i| lq[j * nx + i].exp()).collect())
-        .collect();
-    let p_exact: Vec<Vec<f64>> = (0..ny)
-        .map(|j| {
-            (0..nx)
-                .map(|i| {
-                    let u = energy.energy(&[xs[i], ys[j]]);
-                    (-u / t - log_z.unwrap_or(0.0)).exp()
-                })
-                .collect()
-        })
-        .collect();
+    let b = energy.bounds().unwrap_or_else(|| vec![(-4.0, 4.0); 2]);
+    let bounds = [b[0], b[1]];
+    let mut pf = density_heatmap(flow, &[t], bounds, &format!("flow density at T = {t:.2}"))?;
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
     let s = flow.sample(n_samples, &[t], &mut rng)?;
-    let mut pf = Plot::new();
-    pf.add_trace(HeatMap::new(xs.clone(), ys.clone(), q).name("flow q(x|T)"));
     pf.add_trace(
         Scatter::new(s.column(0).to_vec(), s.column(1).to_vec())
             .mode(Mode::Markers)
             .marker(Marker::new().size(2).color("rgba(255,255,255,0.5)"))
             .name("flow samples"),
     );
-    pf.set_layout(layout(&format!("flow density at T = {t:.2}"), "x", "y"));
+    let (xs, ys, pts) = grid_2d(bounds);
+    let log_z = crate::exact::quadrature(energy, &[t])
+        .ok()
+        .map(|r| r[0].log_z)
+        .unwrap_or(0.0);
+    let p: Vec<f64> = pts
+        .rows()
+        .into_iter()
+        .map(|r| (-energy.energy(&[r[0], r[1]]) / t - log_z).exp())
+        .collect();
     let mut pe = Plot::new();
-    pe.add_trace(HeatMap::new(xs, ys, p_exact).name("exp(−U/T)/Z"));
+    let nx = xs.len();
+    pe.add_trace(HeatMap::new(xs, ys, grid_rows(&p, nx)).name("exp(−U/T)/Z"));
     pe.set_layout(layout(
         &format!("exact Boltzmann density at T = {t:.2}"),
         "x",
