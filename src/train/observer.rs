@@ -15,8 +15,11 @@ pub struct StepMetrics {
     pub seconds: f64,
     /// Fraction of the budget used (time or steps).
     pub progress: f64,
-    /// Reverse-KL loss mean(log q + U/T) over the batch (NaN when not computed).
+    /// Reverse-KL loss mean(log q + U/T) over the batch; during the warm start, the
+    /// forward-KL loss −mean log q(x_data) instead (see `warm_start`).
     pub loss: f64,
+    /// Whether this step belongs to the forward-KL warm start.
+    pub warm_start: bool,
     /// Learning rate used.
     pub lr: f64,
     /// Per temperature bin: (T_low, T_high, ESS fraction of the batch's samples in the bin).
@@ -38,7 +41,7 @@ pub trait Observer {
 /// Records every step (for the loss plot and the JSON report).
 #[derive(Clone, Debug, Default)]
 pub struct History {
-    /// (step, seconds, loss).
+    /// (step, seconds, reverse-KL loss) after the warm start.
     pub loss: Vec<(usize, f64, f64)>,
     /// Events with their step.
     pub events: Vec<(usize, String)>,
@@ -46,7 +49,9 @@ pub struct History {
 
 impl Observer for History {
     fn observe(&mut self, m: &StepMetrics) {
-        self.loss.push((m.step, m.seconds, m.loss));
+        if !m.warm_start {
+            self.loss.push((m.step, m.seconds, m.loss));
+        }
         if let Some(e) = &m.event {
             self.events.push((m.step, e.clone()));
         }
@@ -101,10 +106,11 @@ impl Observer for Progress {
             "min ESS   -         ".into()
         };
         let line = format!(
-            "[train] [{bar}] {:3.0}% step {:6} {:6.1}s loss {:9.4} lr {:.1e} {ess} {:.0} samples/s",
+            "[train] [{bar}] {:3.0}% step {:6} {:6.1}s {} {:9.4} lr {:.1e} {ess} {:.0} samples/s",
             100.0 * m.progress.min(1.0),
             m.step,
             m.seconds,
+            if m.warm_start { "NLL " } else { "loss" },
             m.loss,
             m.lr,
             m.samples_per_s
