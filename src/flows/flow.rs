@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::params::{Declared, Scope};
 use super::{Bijection, Layer};
-use crate::engine::{Dim, GraphBuilder, Program, Scalar, Var};
+use crate::engine::{GraphBuilder, Program, Scalar, Var};
 use crate::error::{input_err, Error, Result};
 
 /// How raw condition values become conditioner features.
@@ -492,12 +492,5 @@ fn join_path(i: usize, set: &str, name: &str) -> String {
         format!("layers.{i}.{name}")
     } else {
         format!("layers.{i}.{set}.{name}")
-    }
-}
-
-impl Dim {
-    /// Convenience for the batch dimension.
-    pub fn batch() -> Dim {
-        Dim::Batch
     }
 }
