@@ -295,11 +295,10 @@ impl<T: Scalar> Program<T> {
             self.store[i].clear();
             self.store[i].extend_from_slice(data);
         }
-        for (i, d) in self.decls.iter().enumerate() {
+        for d in &self.decls {
             if d.kind == InputKind::Data && !inputs.iter().any(|(n, _)| *n == d.name) {
                 return Err(Error::Input(format!("input {:?} was not given", d.name)));
             }
-            let _ = i;
         }
         let batch = batch.unwrap_or(1);
         if batch == 0 {

@@ -449,7 +449,7 @@ impl Flow {
         crate::systems::check_batch(self.dim, &x)?;
         let n = x.nrows();
         let cond = self.check_cond(n, cond)?;
-        let (d, c) = (self.dim, self.conditioning.raw_dim());
+        let c = self.conditioning.raw_dim();
         let mut out = Vec::with_capacity(n);
         let mut start = 0;
         while start < n {
@@ -467,7 +467,6 @@ impl Flow {
             out.extend(lq.iter().map(|&v| v as f64));
             start += m;
         }
-        let _ = d;
         Ok(out)
     }
 

@@ -39,7 +39,7 @@ pub fn fit_max_likelihood(
     seed: u64,
 ) -> Result<f64> {
     crate::systems::check_batch(flow.dim(), &x)?;
-    let (n, d) = x.dim();
+    let n = x.nrows();
     let rc = flow.conditioning().raw_dim();
     if cond.len() != n * rc {
         return input_err(format!("{} condition values for {n} samples", cond.len()));
@@ -74,7 +74,6 @@ pub fn fit_max_likelihood(
         }
         last = prog.step(&inputs, &mut opt)?.0;
     }
-    let _ = d;
     flow.read_params(&prog)?;
     Ok(last)
 }
