@@ -443,6 +443,41 @@ fn mlp_case(name: &'static str, silu: bool) -> Case {
 fn composite_graphs_pass_gradient_checks() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(4);
     let a = rand_vec(&mut rng, 12, -3.0, 3.0);
+    check(Case {
+        name: "take with repeated table entries (gather; adjoint scatter-adds)",
+        inputs: vec![(vec![3, 4], a.clone())],
+        build: Box::new(|_, v| v[0].take(1, &[3, 0, 0, 2, 1], &[5]).square()),
+        reference: Box::new(|v| {
+            let t = [3, 0, 0, 2, 1];
+            (0..3)
+                .flat_map(|r| t.iter().map(move |&k| r * 4 + k))
+                .map(|i| v[0][i] * v[0][i])
+                .collect()
+        }),
+        grad: true,
+    });
+    check(Case {
+        name: "take of a permuted view into a 2-D row",
+        inputs: vec![(vec![3, 4], a.clone())],
+        build: Box::new(|_, v| {
+            let y = v[0].permute(&[1, 0]).take(1, &[2, 2, 0, 1], &[2, 2]);
+            y * y.sum(2).expand(2, Dim::Fixed(2))
+        }),
+        reference: Box::new(|v| {
+            // p[r][c] = a[c][r] (4 rows of 3); y[r, j] = p[r][t[j]].
+            let t = [2, 2, 0, 1];
+            let mut o = Vec::new();
+            for r in 0..4 {
+                let y: Vec<f64> = t.iter().map(|&k| v[0][k * 4 + r]).collect();
+                for j in 0..4 {
+                    let pair = j / 2 * 2;
+                    o.push(y[j] * (y[pair] + y[pair + 1]));
+                }
+            }
+            o
+        }),
+        grad: true,
+    });
     check(mlp_case("mlp tanh", false));
     check(mlp_case("mlp silu", true));
     check(Case {
@@ -763,5 +798,61 @@ fn adam_fits_a_linear_map() {
     assert!(
         (w[0] - 1.5).abs() < 1e-2 && (w[1] + 0.5).abs() < 1e-2,
         "{w:?}"
+    );
+}
+
+/// A reverse-KL-shaped graph: y = tanh(x W) is an output, and the loss reads a late input g
+/// (the host's ∇U at y): loss = Σ y·g.
+fn late_input_program() -> Program<f32> {
+    let g = GraphBuilder::new();
+    let x = g.batch_input("x", &[2]);
+    let gu = g.batch_input("g", &[3]);
+    let w = g.param("w", &[2, 3], vec![1.0, 0.0, -1.0, 0.5, 2.0, 1.0]);
+    let y = x.matmul(w).tanh();
+    let (y, loss) = (y.output("y"), (y * gu).sum_all().output("loss"));
+    Program::compile(g, &[y], Some(loss)).unwrap()
+}
+
+#[test]
+fn a_step_split_around_a_late_input_equals_one_step() {
+    let x: Vec<f32> = (0..8).map(|i| (i as f32 * 0.61).sin()).collect();
+    let late: Vec<f32> = (0..12).map(|i| (i as f32 * 0.23).cos()).collect();
+    let mut whole = late_input_program();
+    let mut split = late_input_program();
+    let (mut o1, mut o2) = (Adam::new(0.1), Adam::new(0.1));
+    for _ in 0..3 {
+        let (l1, out1) = whole.step(&[("x", &x), ("g", &late)], &mut o1).unwrap();
+        let out2 = split
+            .step_begin(&[("x", &x), ("g", &[0.0; 12])], &["g"])
+            .unwrap();
+        assert_eq!(out1.get("y").unwrap(), out2.get("y").unwrap());
+        let l2 = split.step_finish(&[("g", &late)], &mut o2).unwrap();
+        assert!((l1 - l2).abs() < 1e-6, "{l1} vs {l2}");
+        assert_eq!(whole.param("w").unwrap(), split.param("w").unwrap());
+    }
+    // Misuse is an error, not a panic.
+    assert!(
+        split.step_finish(&[("g", &late)], &mut o2).is_err(),
+        "no begin"
+    );
+    split
+        .step_begin(&[("x", &x), ("g", &late)], &["g"])
+        .unwrap();
+    assert!(
+        split.step_finish(&[("x", &x)], &mut o2).is_err(),
+        "not late"
+    );
+    split
+        .step_begin(&[("x", &x), ("g", &late)], &["g"])
+        .unwrap();
+    assert!(
+        split.step_finish(&[("g", &late[..6])], &mut o2).is_err(),
+        "size"
+    );
+    assert!(
+        split
+            .step_begin(&[("x", &x), ("g", &late)], &["x"])
+            .is_err(),
+        "an output depends on x"
     );
 }

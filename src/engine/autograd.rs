@@ -17,6 +17,7 @@
 //! a+b: ḡ, ḡ   a·b: ḡ·b, ḡ·a   fmod(a,b): ḡ, −ḡ·(a − y)/b   [a<b]: 0, 0
 //! Σ_k: ḡ broadcast along k   max_k: ḡ·[x == y] broadcast along k
 //! C = A·Bᵀ (matmul): Ā = C̄·B, B̄ = C̄ᵀ·A
+//! take (gather by a table): put (scatter-add by the same table), and put: take
 //! ```
 
 use super::ir::{BinOp, Ir, Op, RedOp, Src, UnOp};
@@ -299,6 +300,30 @@ pub fn differentiate(ir: &mut Ir, loss: usize, wrt: &[usize]) -> Result<Vec<Opti
                 };
                 let c = t.pull_back(&b, db);
                 grads[b.node].push(c);
+            }
+            Op::Take { src, table, in_row } => {
+                let len = t.len(src);
+                let c = t.ir.push(
+                    Op::Put {
+                        src: g,
+                        table,
+                        in_row,
+                    },
+                    len,
+                );
+                grads[src].push(c);
+            }
+            Op::Put { src, table, in_row } => {
+                let len = t.len(src);
+                let c = t.ir.push(
+                    Op::Take {
+                        src: g,
+                        table,
+                        in_row,
+                    },
+                    len,
+                );
+                grads[src].push(c);
             }
             Op::Scatter(..) => {
                 return Err(Error::Engine(

@@ -34,6 +34,39 @@ impl luminal::op::Operator for ConstF64 {
     }
 }
 
+/// Gather by a constant table along each row: the trailing axes of the input, flattened to rows
+/// of `in_row` elements, give output row element j = input row element `table[j]`. Our
+/// lowering turns it into [`super::ir::Op::Take`]; luminal's stock executor gets a plain
+/// implementation for contiguous f32 input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TakeOp {
+    /// Output row element j reads input row element `table[j]`.
+    pub table: std::sync::Arc<[u32]>,
+    /// Input row length.
+    pub in_row: usize,
+}
+
+impl luminal::op::Operator for TakeOp {
+    fn process(
+        &mut self,
+        inp: Vec<(luminal::op::InputTensor, ShapeTracker)>,
+    ) -> Vec<luminal::prelude::Tensor> {
+        let src: &[f32] = inp
+            .first()
+            .and_then(|(t, _)| t.borrowed().data.as_any().downcast_ref::<Vec<f32>>())
+            .map_or(&[], |v| v.as_slice());
+        let rows = src.len() / self.in_row.max(1);
+        let mut out = Vec::with_capacity(rows * self.table.len());
+        for r in 0..rows {
+            let row = &src[r * self.in_row..(r + 1) * self.in_row];
+            out.extend(self.table.iter().map(|&k| row[k as usize]));
+        }
+        vec![luminal::prelude::Tensor {
+            data: Box::new(out),
+        }]
+    }
+}
+
 /// One logical dimension: fixed, or the batch size chosen at run time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Dim {
@@ -530,6 +563,32 @@ impl<'g> Var<'g> {
         let v = self.contiguous();
         let shape = Shape::new(dims);
         v.with(v.id, ShapeTracker::new(&shape.exprs()), shape)
+    }
+    /// Gather by a constant table: the axes from `axis` on are flattened into rows (all fixed),
+    /// and output row element j is input row element `table[j]`; the output keeps the leading
+    /// axes followed by `out_dims` (whose product is `table.len()`). Differentiable (its
+    /// adjoint scatters back with the same table).
+    pub fn take(self, axis: usize, table: &[usize], out_dims: &[usize]) -> Var<'g> {
+        let in_row: usize = (axis..self.rank()).map(|a| self.fixed_dim(a)).product();
+        assert!(
+            table.iter().all(|&k| k < in_row) && in_row <= u32::MAX as usize,
+            "take: table entries must index a row of {in_row}"
+        );
+        assert_eq!(
+            out_dims.iter().product::<usize>(),
+            table.len(),
+            "take: out_dims"
+        );
+        let v = self.contiguous();
+        let op = TakeOp {
+            table: table.iter().map(|&k| k as u32).collect(),
+            in_row,
+        };
+        let id = self.g.node(op, &[(v.id, v.st)]);
+        let mut dims = v.shape.dims()[..axis].to_vec();
+        dims.extend(out_dims.iter().map(|&n| Dim::Fixed(n)));
+        let shape = Shape::new(&dims);
+        v.with(id, ShapeTracker::new(&shape.exprs()), shape)
     }
     /// Concatenate along `axis` (pad both and add).
     pub fn concat(self, rhs: Var<'g>, axis: usize) -> Var<'g> {

@@ -9,7 +9,9 @@
 //!   sources through [`View`]s and write row-major output in logical order;
 //! * [`Op::MatMul`] is recognised from `SumReduce(last) ∘ Mul` of two broadcast views (how
 //!   luminal's `matmul` is written) and runs through gemm;
-//! * [`Op::Scatter`] is the adjoint of a view read, created by the autograd pass.
+//! * [`Op::Scatter`] is the adjoint of a view read, created by the autograd pass;
+//! * [`Op::Take`] is our gather by a constant table (the builder's `take`, e.g. the im2col of a
+//!   periodic convolution) and [`Op::Put`] its adjoint.
 
 use luminal::op;
 use luminal::prelude::petgraph::visit::EdgeRef;
@@ -88,6 +90,25 @@ pub enum Op {
     MatMul(Src, Src),
     /// Adjoint of reading through `target`: `out[target(j)] += g[j]` over valid `j`.
     Scatter(Src, View),
+    /// Row-wise gather by a constant table: `out[r·m + j] = src[r·in_row + table[j]]`,
+    /// m = table length (the source buffer read as-is).
+    Take {
+        /// Source node.
+        src: usize,
+        /// Row element j reads source row element `table[j]`.
+        table: std::sync::Arc<[u32]>,
+        /// Source row length.
+        in_row: usize,
+    },
+    /// Adjoint of [`Op::Take`]: `out[r·in_row + table[j]] += src[r·m + j]` (zero elsewhere).
+    Put {
+        /// Source (gradient) node, rows of m = table length.
+        src: usize,
+        /// The gather's table.
+        table: std::sync::Arc<[u32]>,
+        /// Output row length.
+        in_row: usize,
+    },
 }
 
 /// A lowered node: an op and the length of its output buffer.
@@ -107,6 +128,7 @@ impl Op {
             Op::Unary(_, s) => vec![*s],
             Op::Binary(_, a, b) | Op::MatMul(a, b) => vec![a.node, b.node],
             Op::Copy(s) | Op::Reduce(_, _, s) | Op::Scatter(s, _) => vec![s.node],
+            Op::Take { src, .. } | Op::Put { src, .. } => vec![*src],
         }
     }
 }
@@ -224,6 +246,30 @@ impl Ir {
                 }
                 let len = a.view.numel();
                 (Op::Binary(b, a, c), len)
+            } else if let Some(t) = any.downcast_ref::<super::builder::TakeOp>() {
+                arity(1)?;
+                let s = &srcs[0];
+                let n_in = s.view.numel();
+                if t.in_row == 0 || n_in % t.in_row != 0 {
+                    return Err(Error::Engine(format!(
+                        "take: {n_in} elements are not rows of {}",
+                        t.in_row
+                    )));
+                }
+                if t.table.iter().any(|&k| k as usize >= t.in_row) {
+                    return Err(Error::Engine("take: table entry outside the row".into()));
+                }
+                let src = if s.view.is_identity(ir.nodes[s.node].len) {
+                    s.node
+                } else {
+                    ir.push(Op::Copy(s.clone()), n_in)
+                };
+                let op = Op::Take {
+                    src,
+                    table: t.table.clone(),
+                    in_row: t.in_row,
+                };
+                (op, n_in / t.in_row * t.table.len())
             } else if any.is::<op::Contiguous>() {
                 arity(1)?;
                 let len = srcs[0].view.numel();

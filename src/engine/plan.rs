@@ -125,6 +125,28 @@ pub enum Step {
         /// Value.
         v: f64,
     },
+    /// Row-wise gather by a table ([`Op::Take`]).
+    Take {
+        /// Output node.
+        out: usize,
+        /// Source node.
+        src: usize,
+        /// The table.
+        table: std::sync::Arc<[u32]>,
+        /// Source row length.
+        in_row: usize,
+    },
+    /// Row-wise scatter-add by a table ([`Op::Put`]).
+    Put {
+        /// Output node.
+        out: usize,
+        /// Source node.
+        src: usize,
+        /// The table.
+        table: std::sync::Arc<[u32]>,
+        /// Output row length.
+        in_row: usize,
+    },
 }
 
 impl Step {
@@ -134,7 +156,9 @@ impl Step {
             | Step::Reduce { out, .. }
             | Step::MatMul { out, .. }
             | Step::Scatter { out, .. }
-            | Step::Const { out, .. } => *out,
+            | Step::Const { out, .. }
+            | Step::Take { out, .. }
+            | Step::Put { out, .. } => *out,
         }
     }
 }
@@ -193,6 +217,9 @@ impl Groups {
                 Op::MatMul(a, b) => {
                     readers[a.node].push((c, a.view.clone()));
                     readers[b.node].push((c, b.view.clone()));
+                }
+                Op::Take { src, .. } | Op::Put { src, .. } => {
+                    readers[*src].push((c, View::contiguous(&[ir.nodes[*src].len])))
                 }
                 Op::Input(_) | Op::Const(_) => {}
             }
@@ -399,6 +426,18 @@ impl<T: Scalar> Plan<T> {
                     g: (g.node, g.view.simplified()),
                     target: target.simplified(),
                 },
+                Op::Take { src, table, in_row } => Step::Take {
+                    out: i,
+                    src: *src,
+                    table: table.clone(),
+                    in_row: *in_row,
+                },
+                Op::Put { src, table, in_row } => Step::Put {
+                    out: i,
+                    src: *src,
+                    table: table.clone(),
+                    in_row: *in_row,
+                },
                 _ => unreachable!(),
             };
             steps.push(step);
@@ -472,6 +511,8 @@ impl<T: Scalar> Plan<T> {
                 Step::MatMul { .. } => "matmul",
                 Step::Scatter { .. } => "scatter",
                 Step::Const { .. } => "const",
+                Step::Take { .. } => "take",
+                Step::Put { .. } => "put",
             };
             let mut dst = std::mem::take(&mut self.bufs[out]);
             let t0 = std::time::Instant::now();
@@ -490,6 +531,35 @@ impl<T: Scalar> Plan<T> {
             }
         }
         Ok(acc)
+    }
+
+    /// Which lowered nodes depend (transitively) on any of the declared inputs in `late`.
+    pub fn depends_on(&self, late: &[usize]) -> Vec<bool> {
+        let mut dep = vec![false; self.ir.nodes.len()];
+        for (i, node) in self.ir.nodes.iter().enumerate() {
+            dep[i] = match node.op {
+                Op::Input(k) => late.contains(&k),
+                ref op => op.sources().iter().any(|&s| dep[s]),
+            };
+        }
+        dep
+    }
+
+    /// Run the kernels whose output node has `dep[out] == late` (in order). Running the
+    /// `late == false` half and then the `late == true` half equals [`Plan::run`]: kernels
+    /// are in topological order and an independent kernel never reads a dependent one.
+    pub fn run_part(&mut self, store: &[Vec<T>], dep: &[bool], late: bool) -> Result<()> {
+        for si in 0..self.steps.len() {
+            let out = self.steps[si].out();
+            if dep[out] != late {
+                continue;
+            }
+            let mut dst = std::mem::take(&mut self.bufs[out]);
+            let r = self.run_step(si, store, &mut dst);
+            self.bufs[out] = dst;
+            r?;
+        }
+        Ok(())
     }
 
     /// Run every kernel. `store` holds the declared inputs' buffers.
@@ -708,6 +778,52 @@ impl<T: Scalar> Plan<T> {
                         }
                         idx[ax] = 0;
                     }
+                }
+            }
+            Step::Take {
+                src, table, in_row, ..
+            } => {
+                let s = Self::src(ir, bufs, store, *src);
+                let (m, in_row) = (table.len(), *in_row);
+                let rows = dst.len() / m.max(1);
+                if s.len() != rows * in_row {
+                    return Err(Error::Engine("take: source length changed".into()));
+                }
+                let run = |(r, row): (usize, &mut [T])| {
+                    let src_row = &s[r * in_row..(r + 1) * in_row];
+                    for (d, &k) in row.iter_mut().zip(table.iter()) {
+                        *d = src_row[k as usize];
+                    }
+                };
+                if dst.len() >= PARALLEL_MIN && rows > 1 {
+                    use rayon::prelude::*;
+                    dst.par_chunks_mut(m).enumerate().for_each(run);
+                } else {
+                    dst.chunks_mut(m).enumerate().for_each(run);
+                }
+            }
+            Step::Put {
+                src, table, in_row, ..
+            } => {
+                let g = Self::src(ir, bufs, store, *src);
+                let (m, in_row) = (table.len(), *in_row);
+                let rows = dst.len() / in_row.max(1);
+                if g.len() != rows * m {
+                    return Err(Error::Engine("put: source length changed".into()));
+                }
+                let run = |(row, g_row): (&mut [T], &[T])| {
+                    row.fill(T::default());
+                    for (&v, &k) in g_row.iter().zip(table.iter()) {
+                        row[k as usize] += v;
+                    }
+                };
+                if g.len() >= PARALLEL_MIN && rows > 1 {
+                    use rayon::prelude::*;
+                    dst.par_chunks_mut(in_row)
+                        .zip(g.par_chunks(m))
+                        .for_each(run);
+                } else {
+                    dst.chunks_mut(in_row).zip(g.chunks(m)).for_each(run);
                 }
             }
             Step::Scatter { g, target, .. } => {

@@ -99,6 +99,8 @@ pub struct Program<T: Scalar = f32> {
     params: Vec<usize>,
     store: Vec<Vec<T>>,
     compiled: Vec<Compiled<T>>,
+    /// A training step begun by [`Program::step_begin`]: (plan, late inputs, dependence).
+    pending: Option<(usize, Vec<usize>, Vec<bool>)>,
 }
 
 const MAX_PLANS: usize = 6;
@@ -136,6 +138,7 @@ impl<T: Scalar> Program<T> {
             params,
             store,
             compiled: Vec::new(),
+            pending: None,
         };
         // Compile once now so that structural errors surface at compile time.
         p.plan_index(1, p.loss.is_some())?;
@@ -173,6 +176,7 @@ impl<T: Scalar> Program<T> {
 
     /// Overwrite a parameter's values.
     pub fn set_param(&mut self, name: &str, values: &[f64]) -> Result<()> {
+        self.pending = None;
         let i = self.decl(name)?;
         if self.decls[i].kind == InputKind::Data {
             return Err(Error::Input(format!(
@@ -236,6 +240,7 @@ impl<T: Scalar> Program<T> {
         };
         let plan = Plan::new(ir, &required)?;
         if self.compiled.len() >= MAX_PLANS {
+            self.pending = None;
             self.compiled.remove(0);
         }
         self.compiled.push(Compiled {
@@ -251,6 +256,7 @@ impl<T: Scalar> Program<T> {
 
     /// Copy the inputs into the store and return the batch size they imply.
     fn load_inputs(&mut self, inputs: &[(&str, &[T])]) -> Result<usize> {
+        self.pending = None;
         let mut batch: Option<usize> = None;
         for (name, data) in inputs {
             let i = self.decl(name)?;
@@ -372,6 +378,61 @@ impl<T: Scalar> Program<T> {
         let ci = self.plan_index(batch, true)?;
         self.compiled[ci].plan.run(&self.store)?;
         let outputs = self.collect(ci);
+        Ok((self.update(ci, opt)?, outputs))
+    }
+
+    /// First half of a training step whose `late` inputs are known only after the host has
+    /// seen the outputs (e.g. ∇U at the sampled x): every kernel that does not depend on them
+    /// runs now and the outputs are returned; [`Program::step_finish`] supplies the late
+    /// inputs and completes the step. `inputs` must still give every input (the late ones with
+    /// their final sizes; their values are ignored). Outputs must not depend on late inputs.
+    pub fn step_begin(&mut self, inputs: &[(&str, &[T])], late: &[&str]) -> Result<Outputs<T>> {
+        let batch = self.load_inputs(inputs)?;
+        let ci = self.plan_index(batch, true)?;
+        let late: Vec<usize> = late.iter().map(|n| self.decl(n)).collect::<Result<_>>()?;
+        let dep = self.compiled[ci].plan.depends_on(&late);
+        if let Some(o) = self.compiled[ci].outputs.iter().position(|&n| dep[n]) {
+            return Err(Error::Input(format!(
+                "output {:?} depends on a late input",
+                self.outputs[o].name
+            )));
+        }
+        self.compiled[ci].plan.run_part(&self.store, &dep, false)?;
+        let outputs = self.collect(ci);
+        self.pending = Some((ci, late, dep));
+        Ok(outputs)
+    }
+
+    /// Second half of [`Program::step_begin`]: set the late inputs (same sizes as before), run
+    /// the kernels that depend on them, and update the parameters; returns the loss.
+    pub fn step_finish<O: Optimizer>(
+        &mut self,
+        late_inputs: &[(&str, &[T])],
+        opt: &mut O,
+    ) -> Result<f64> {
+        let Some((ci, late, dep)) = self.pending.take() else {
+            return Err(Error::Input("step_finish without step_begin".into()));
+        };
+        for (name, data) in late_inputs {
+            let i = self.decl(name)?;
+            if !late.contains(&i) {
+                return Err(Error::Input(format!("{name:?} was not declared late")));
+            }
+            if data.len() != self.store[i].len() {
+                return Err(Error::Input(format!(
+                    "late input {name:?}: {} values, the step began with {}",
+                    data.len(),
+                    self.store[i].len()
+                )));
+            }
+            self.store[i].copy_from_slice(data);
+        }
+        self.compiled[ci].plan.run_part(&self.store, &dep, true)?;
+        self.update(ci, opt)
+    }
+
+    /// Read the loss and gradients of plan `ci` and apply the optimiser.
+    fn update<O: Optimizer>(&mut self, ci: usize, opt: &mut O) -> Result<f64> {
         let c = &self.compiled[ci];
         let loss = c.plan.buffer(&self.store, c.loss.unwrap())[0].to_f64();
         if !loss.is_finite() {
@@ -394,7 +455,7 @@ impl<T: Scalar> Program<T> {
             }
         }
         opt.update(&mut params, &grads);
-        Ok((loss, outputs))
+        Ok(loss)
     }
 
     /// Run once with per-kernel-kind timing: (kind, kernels, output elements, microseconds).
