@@ -547,3 +547,43 @@ fn linear_flow_fits_the_two_spring_covariance() {
     }
     let _ = Flow::summary(&flow);
 }
+
+#[test]
+fn lattice_coupling_commutes_with_parity_preserving_translations() {
+    // Translations by (a, b) with a + b even keep the checkerboard, so a coupling with a
+    // periodic convolutional conditioner must commute with them: f(T z) = T f(z).
+    let l = 4;
+    let mut layer = Layer::LatticeCoupling(LatticeCoupling::new(l, 0, 1, 3, 2, 21));
+    randomise(&mut layer, 22, 0.5);
+    let mut p = contract_program(&layer);
+    let mut r = rand::rngs::StdRng::seed_from_u64(23);
+    let z: Vec<f64> = (0..l * l)
+        .map(|_| r.sample::<f64, _>(StandardNormal))
+        .collect();
+    let shift = |v: &[f64], a: usize, b: usize| -> Vec<f64> {
+        (0..l * l)
+            .map(|k| v[((k / l + a) % l) * l + (k % l + b) % l])
+            .collect()
+    };
+    let x = run(&mut p, &layer, &z, &z, &[]).get("x").unwrap().to_vec();
+    for (a, b) in [(1, 1), (2, 0), (0, 2), (3, 1)] {
+        let zs = shift(&z, a, b);
+        let xs = run(&mut p, &layer, &zs, &zs, &[])
+            .get("x")
+            .unwrap()
+            .to_vec();
+        let want = shift(&x, a, b);
+        for (u, v) in xs.iter().zip(&want) {
+            assert!((u - v).abs() < 1e-12, "shift ({a}, {b}): {u} vs {v}");
+        }
+    }
+    // A parity-changing translation does not commute (the coupling is not trivially
+    // equivariant to everything): the check above can fail.
+    let zs = shift(&z, 1, 0);
+    let xs = run(&mut p, &layer, &zs, &zs, &[])
+        .get("x")
+        .unwrap()
+        .to_vec();
+    let want = shift(&x, 1, 0);
+    assert!(xs.iter().zip(&want).any(|(u, v)| (u - v).abs() > 1e-6));
+}
