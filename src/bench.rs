@@ -331,3 +331,52 @@ pub fn sweep_time_to_accuracy() -> Result<serde_json::Value> {
         json!({"system": "double-well-2d", "temps": 32, "samples_per_temperature": 200_000, "checkpoints": points, "time_to_2pct_s": reached}),
     )
 }
+
+/// Flow-MCMC against HMC on φ⁴ (L = 8, m² = −4, λ = 8, T = 1): HMC (8 chains × 20 000
+/// trajectories of 10 leapfrog steps) and a lattice flow trained for `train_seconds`, then
+/// flow-MCMC (64 chains × `flow_steps` independence steps). For both: χ₂, ⟨|M|⟩/V with errors,
+/// acceptance, τ_int(|M|), and its cost in energy evaluations and in seconds.
+pub fn mcmc_bench(train_seconds: f64, flow_steps: usize) -> Result<serde_json::Value> {
+    use crate::lattice::{phi4_observables, summarize_phi4, train_phi4_flow, Phi4FlowConfig};
+    use crate::mcmc::{flow_mcmc, hmc, FlowMcmcConfig, HmcConfig};
+    let phi = crate::systems::Phi4::new(8, -4.0, 8.0)?;
+    let observe = |x: &[f64]| phi4_observables(&phi, x);
+    let hc = HmcConfig {
+        n_trajectories: 20_000,
+        burn_in: 1000,
+        n_chains: 8,
+        ..Default::default()
+    };
+    let h = summarize_phi4(&hmc(&phi, 1.0, &Array2::zeros((8, 64)), &hc, &observe)?)?;
+    let mut fc = Phi4FlowConfig::new(1.0);
+    fc.train.seconds = Some(train_seconds);
+    let mut bar = crate::train::Progress::new(5.0);
+    let (flow, report) = train_phi4_flow(&phi, &fc, &mut [&mut bar])?;
+    let mc = FlowMcmcConfig {
+        n_steps: flow_steps,
+        burn_in: 50,
+        n_chains: 64,
+        local_every: 0,
+        local_step: 0.1,
+        seed: 1,
+    };
+    let f = summarize_phi4(&flow_mcmc(
+        &flow,
+        &[1.0],
+        &phi,
+        1.0,
+        &mc,
+        &observe,
+        &mut [&mut bar],
+    )?)?;
+    Ok(json!({
+        "system": "phi4",
+        "params": {"L": 8, "m2": -4.0, "lambda": 8.0, "T": 1.0},
+        "published_chi2": 0.75,
+        "hmc": h,
+        "flow": f,
+        "training": report,
+        "flow_over_hmc_tau_evaluations": f.tau_abs_m_evaluations / h.tau_abs_m_evaluations,
+        "flow_over_hmc_tau_seconds": f.tau_abs_m_seconds / h.tau_abs_m_seconds,
+    }))
+}

@@ -21,6 +21,7 @@ pub mod estimators;
 pub mod exact;
 pub mod flows;
 pub mod lab;
+pub mod lattice;
 pub mod linalg;
 pub mod mcmc;
 pub mod plot;

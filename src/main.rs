@@ -11,7 +11,8 @@ const USAGE: &str = "usage:
                    [--train-seconds S] [--samples M] [--seed K] [--json FILE] [--html FILE]
                    [--save-model FILE | --load-model FILE] [--quiet]
   thermoflow mcmc [--system NAME] [--param key=value ...] [--sampler flow|hmc|rwm] [--temp T]
-                  [--steps N] [--chains C] [--train-seconds S] [--seed K] [--json FILE] [--quiet]
+                  [--steps N] [--chains C] [--train-seconds S] [--seed K] [--json FILE]
+                  [--save-flow FILE] [--quiet]
   thermoflow rare [--system NAME] [--param key=value ...] --event x0>0|x1<-2|U>3 [--temp T]
                   [--samples M] [--train-seconds S] [--seed K] [--json FILE] [--quiet]
   thermoflow causal [--param a=1 --param b=0.5 ...] [--csv FILE --dag 'W; X <- W; Y <- W, X'
@@ -20,7 +21,7 @@ const USAGE: &str = "usage:
   thermoflow backmap [--system bead-chain] [--param key=value ...] [--temp T] [--group G]
                      [--steps N] [--seed K] [--json FILE]
   thermoflow systems
-  thermoflow bench engine|flows|sweep [--json] [--reps N]";
+  thermoflow bench engine|flows|sweep|mcmc [--json] [--reps N] [--train-seconds S] [--steps N]";
 
 /// A command-line failure: usage errors exit with 2, everything else with 1.
 enum Failure {
@@ -173,18 +174,25 @@ fn cmd_rare(mut a: Args) -> Result<(), Failure> {
 }
 
 fn cmd_mcmc(mut a: Args) -> Result<(), Failure> {
+    use thermoflow::lattice::{phi4_observables, summarize_phi4, train_phi4_flow, Phi4FlowConfig};
     use thermoflow::mcmc::{
         batch_means, flow_mcmc, hmc, rwm, tau_int, FlowMcmcConfig, HmcConfig, RwmConfig,
     };
     let system = a.value("--system")?.unwrap_or_else(|| "phi4".into());
     let params = a.values("--param")?;
     let sampler = a.value("--sampler")?.unwrap_or_else(|| "hmc".into());
+    let flow_sampler = sampler == "flow";
     let t: f64 = a.parse("--temp")?.unwrap_or(1.0);
-    let steps: usize = a.parse("--steps")?.unwrap_or(5000);
-    let chains: usize = a.parse("--chains")?.unwrap_or(8);
-    let secs: f64 = a.parse("--train-seconds")?.unwrap_or(60.0);
+    let steps: usize = a
+        .parse("--steps")?
+        .unwrap_or(if flow_sampler { 2000 } else { 5000 });
+    let chains: usize = a
+        .parse("--chains")?
+        .unwrap_or(if flow_sampler { 64 } else { 8 });
+    let secs: f64 = a.parse("--train-seconds")?.unwrap_or(120.0);
     let seed: u64 = a.parse("--seed")?.unwrap_or(0);
     let json = a.value("--json")?;
+    let save_flow = a.value("--save-flow")?;
     let quiet = a.switch("--quiet");
     a.finish()?;
     thermoflow::systems::check_temperature(t)?;
@@ -193,21 +201,44 @@ fn cmd_mcmc(mut a: Args) -> Result<(), Failure> {
             "--steps must be ≥ 40 and --chains ≥ 1".into(),
         ));
     }
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(Failure::Usage("--train-seconds must be positive".into()));
+    }
     let energy = thermoflow::systems::build(&system, &params)?;
+    // The lattice, when the system is φ⁴ (its observables and flow differ).
+    let lattice = if system == "phi4" {
+        let p = |k: &str| {
+            energy
+                .params()
+                .into_iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v)
+                .unwrap_or(f64::NAN)
+        };
+        Some(thermoflow::systems::Phi4::new(
+            p("L") as usize,
+            p("m2"),
+            p("lambda"),
+        )?)
+    } else {
+        None
+    };
     let e = energy.clone();
-    let phi4 = system == "phi4";
-    let l = (energy.dim() as f64).sqrt().round() as usize;
+    let lat = lattice.clone();
     let observe = move |x: &[f64]| -> Vec<f64> {
-        if phi4 {
-            let v = x.len() as f64;
-            let m: f64 = x.iter().sum();
-            vec![m.abs() / v, m * m / v, e.energy(x)]
-        } else {
-            vec![x[0], e.energy(x)]
+        match &lat {
+            Some(l) => phi4_observables(l, x),
+            None => vec![x[0], e.energy(x)],
         }
     };
     let d = energy.dim();
     let x0 = ndarray::Array2::zeros((chains, d));
+    let mut bar = thermoflow::train::Progress::new(2.0);
+    let mut obs: Vec<&mut dyn thermoflow::train::Observer> = Vec::new();
+    if !quiet {
+        obs.push(&mut bar);
+    }
+    let mut training = serde_json::Value::Null;
     let run = match sampler.as_str() {
         "hmc" => {
             let cfg = HmcConfig {
@@ -245,48 +276,52 @@ fn cmd_mcmc(mut a: Args) -> Result<(), Failure> {
             }
         }
         "flow" => {
-            let cond = thermoflow::flows::Conditioning::Temperature {
-                t_min: t / 1.25,
-                t_max: t * 1.25,
+            let (flow, report, local_every) = match &lattice {
+                Some(l) => {
+                    let mut fc = Phi4FlowConfig::new(t);
+                    fc.train.seconds = Some(secs);
+                    fc.train.seed = seed;
+                    let (flow, report) = train_phi4_flow(l, &fc, &mut obs)?;
+                    (flow, report, 0)
+                }
+                None => {
+                    let cond = thermoflow::flows::Conditioning::Temperature {
+                        t_min: t / 1.25,
+                        t_max: t * 1.25,
+                    };
+                    let mut flow = thermoflow::flows::builders::coupling_flow(
+                        d,
+                        cond,
+                        &thermoflow::sweep::default_flow(),
+                    )?;
+                    let mut tc = thermoflow::train::TrainConfig::new(t / 1.25, t * 1.25);
+                    tc.seconds = Some(secs);
+                    tc.seed = seed;
+                    let report =
+                        thermoflow::train::train(&mut flow, energy.as_ref(), &tc, &mut obs)?;
+                    (flow, report, 5)
+                }
             };
-            let mut flow = if phi4 && l * l == d {
-                thermoflow::flows::builders::lattice_flow(l, cond, 8, 8, 1, seed)?
-            } else {
-                thermoflow::flows::builders::coupling_flow(
-                    d,
-                    cond,
-                    &thermoflow::sweep::default_flow(),
-                )?
-            };
-            let mut tc = thermoflow::train::TrainConfig::new(t / 1.25, t * 1.25);
-            tc.seconds = Some(secs);
-            tc.seed = seed;
-            let mut bar = thermoflow::train::Progress::new(2.0);
-            let mut obs: Vec<&mut dyn thermoflow::train::Observer> = Vec::new();
-            if !quiet {
-                obs.push(&mut bar);
+            training = serde_json::to_value(&report).unwrap_or_default();
+            if let Some(path) = &save_flow {
+                let meta = serde_json::json!({ "system": system, "params": energy.params() });
+                thermoflow::flows::io::save(&flow, meta, std::path::Path::new(path))?;
             }
-            thermoflow::train::train(&mut flow, energy.as_ref(), &tc, &mut obs)?;
             let cfg = FlowMcmcConfig {
                 n_steps: steps,
                 burn_in: steps / 10,
                 n_chains: chains,
-                local_every: 5,
+                local_every,
                 local_step: 0.1,
                 seed,
             };
-            flow_mcmc(&flow, &[t], energy.as_ref(), t, &cfg, &observe)?
+            flow_mcmc(&flow, &[t], energy.as_ref(), t, &cfg, &observe, &mut obs)?
         }
         other => {
             return Err(Failure::Usage(format!(
                 "unknown sampler {other:?} (flow, hmc or rwm)"
             )))
         }
-    };
-    let mean = |k: usize| {
-        batch_means(&run.series[k], 20, |c| {
-            c.iter().sum::<f64>() / c.len() as f64
-        })
     };
     let mut v = serde_json::json!({
         "system": system,
@@ -296,22 +331,26 @@ fn cmd_mcmc(mut a: Args) -> Result<(), Failure> {
         "energy_evaluations": run.energy_evaluations,
         "seconds": run.seconds,
     });
-    if phi4 {
-        let (am, chi) = (mean(0), mean(1));
-        v["abs_m"] = serde_json::json!(am.value);
-        v["abs_m_se"] = serde_json::json!(am.se);
-        v["chi2"] = serde_json::json!(chi.value);
-        v["chi2_se"] = serde_json::json!(chi.se);
-        v["tau_int_abs_m"] = serde_json::json!(tau_int(&run.series[0]));
-        v["tau_int_chi2"] = serde_json::json!(tau_int(&run.series[1]));
-        v["U"] = serde_json::json!(mean(2).value);
+    if lattice.is_some() {
+        let s = serde_json::to_value(summarize_phi4(&run)?).unwrap_or_default();
+        if let (Some(obj), Some(fields)) = (v.as_object_mut(), s.as_object()) {
+            obj.extend(fields.clone());
+        }
     } else {
+        let mean = |k: usize| {
+            batch_means(&run.series[k], 20, |c| {
+                c.iter().sum::<f64>() / c.len() as f64
+            })
+        };
         let (x0m, u) = (mean(0), mean(1));
         v["x0"] = serde_json::json!(x0m.value);
         v["x0_se"] = serde_json::json!(x0m.se);
         v["U"] = serde_json::json!(u.value);
         v["U_se"] = serde_json::json!(u.se);
         v["tau_int_x0"] = serde_json::json!(tau_int(&run.series[0]));
+    }
+    if !training.is_null() {
+        v["training"] = training;
     }
     out(&format!("{}\n", serde_json::to_string_pretty(&v).unwrap()));
     if let Some(path) = json {
@@ -541,12 +580,22 @@ fn cmd_bench(mut a: Args) -> Result<(), Failure> {
         a.items.remove(0)
     };
     let reps: usize = a.parse("--reps")?.unwrap_or(200);
+    let train_seconds: f64 = a.parse("--train-seconds")?.unwrap_or(240.0);
+    let steps: usize = a.parse("--steps")?.unwrap_or(2000);
     let json = a.switch("--json");
     a.finish()?;
     let report = match what.as_str() {
         "engine" => thermoflow::bench::engine_bench(reps)?,
         "flows" => thermoflow::bench::flows_bench(reps.min(30))?,
         "sweep" => thermoflow::bench::sweep_time_to_accuracy()?,
+        "mcmc" => {
+            if !(train_seconds.is_finite() && train_seconds > 0.0) || steps < 40 {
+                return Err(Failure::Usage(
+                    "--train-seconds must be positive and --steps ≥ 40".into(),
+                ));
+            }
+            thermoflow::bench::mcmc_bench(train_seconds, steps)?
+        }
         other => return Err(Failure::Usage(format!("unknown benchmark {other:?}"))),
     };
     if json {

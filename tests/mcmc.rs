@@ -33,7 +33,7 @@ fn flow_mcmc_is_exact_with_an_imperfect_flow() {
         local_step: 0.3,
         seed: 4,
     };
-    let run = flow_mcmc(&flow, &[t], &h, t, &cfg, &|x| vec![h.energy(x)]).unwrap();
+    let run = flow_mcmc(&flow, &[t], &h, t, &cfg, &|x| vec![h.energy(x)], &mut []).unwrap();
     let (u, se) = mean_se(&run.series[0]);
     assert!((u - t).abs() < 4.0 * se, "⟨U⟩ = {u} ± {se}, exact {t}");
     assert!(
@@ -127,7 +127,7 @@ fn flow_mcmc_hops_between_wells_where_rwm_does_not() {
         local_step: 0.1,
         seed: 5,
     };
-    let run = flow_mcmc(&flow, &[t], e.as_ref(), t, &fc, &right).unwrap();
+    let run = flow_mcmc(&flow, &[t], e.as_ref(), t, &fc, &right, &mut []).unwrap();
     let (p, se) = mean_se(&run.series[0]);
     assert!(
         (p - exact).abs() < 4.0 * se,

@@ -352,3 +352,34 @@ fn nan_energies_get_zero_weight_and_are_counted() {
     assert!((th.log_z.value - (w / 5.0).ln()).abs() < 1e-12);
     assert!(thermo(&[f64::NAN], &[0.0], 1.0).is_err());
 }
+
+#[test]
+fn phi4_symmetries_preserve_the_action() {
+    let phi = systems::Phi4::new(6, -4.0, 8.0).unwrap();
+    let mut r = rand::rngs::StdRng::seed_from_u64(31);
+    let x: Vec<f64> = (0..36).map(|_| r.random_range(-1.5..1.5)).collect();
+    let s0 = phi.energy(&x);
+    let mut changed = 0;
+    for _ in 0..50 {
+        let mut y = x.clone();
+        phi.random_symmetry(&mut y, &mut r);
+        assert!((phi.energy(&y) - s0).abs() < 1e-9 * s0.abs().max(1.0));
+        let sorted_abs = |v: &[f64]| {
+            let mut a: Vec<f64> = v.iter().map(|x| x.abs()).collect();
+            a.sort_by(|p, q| p.partial_cmp(q).unwrap());
+            a
+        };
+        assert_eq!(
+            sorted_abs(&x),
+            sorted_abs(&y),
+            "a symmetry permutes sites (up to a global sign)"
+        );
+        changed += (y != x) as usize;
+    }
+    assert!(
+        changed > 40,
+        "the symmetries act: {changed} of 50 changed the field"
+    );
+    assert!(systems::Phi4::new(1, -4.0, 8.0).is_err());
+    assert!(systems::Phi4::new(8, f64::NAN, 8.0).is_err());
+}

@@ -5,8 +5,8 @@
 //! current state x with probability min(1, w(x')/w(x)) (computed in log space). The chain is
 //! exact for any q whose support covers p; the flow's quality only sets the acceptance rate
 //! and the autocorrelation. Every `local_every`-th step (if > 0) is instead a random-walk
-//! Metropolis move of size `local_step` for all chains. Proposals for all chains are drawn in
-//! one batch per step.
+//! Metropolis move of size `local_step` for all chains (the flow density of the moved states is
+//! then evaluated in one batch). Proposals for all chains are drawn in one batch per step.
 
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
@@ -16,6 +16,7 @@ use super::hmc::ChainRun;
 use crate::error::{input_err, Result};
 use crate::flows::Flow;
 use crate::systems::{check_temperature, Energy};
+use crate::train::{Observer, StepMetrics};
 
 /// Settings of a flow-MCMC run.
 #[derive(Clone, Debug)]
@@ -47,7 +48,8 @@ impl Default for FlowMcmcConfig {
     }
 }
 
-/// Run flow-MCMC at temperature `t` (the flow's raw condition), recording `observe(x)`.
+/// Run flow-MCMC at temperature `t` (the flow's raw condition), recording `observe(x)` and
+/// reporting every step to `observers` (acceptance so far, proposals per second).
 #[allow(clippy::needless_range_loop)]
 pub fn flow_mcmc(
     flow: &Flow,
@@ -56,6 +58,7 @@ pub fn flow_mcmc(
     t: f64,
     cfg: &FlowMcmcConfig,
     observe: &dyn Fn(&[f64]) -> Vec<f64>,
+    observers: &mut [&mut dyn Observer],
 ) -> Result<ChainRun> {
     check_temperature(t)?;
     if flow.dim() != e.dim() {
@@ -89,24 +92,28 @@ pub fn flow_mcmc(
     let mut series = vec![vec![Vec::with_capacity(cfg.n_steps); nc]; n_obs];
     let (mut acc, mut tried, mut evals) = (0usize, 0usize, nc);
     let mut prop = vec![0.0; d];
-    for it in 0..cfg.burn_in + cfg.n_steps {
+    let total = cfg.burn_in + cfg.n_steps;
+    for it in 0..total {
         let local = cfg.local_every > 0 && it % cfg.local_every == cfg.local_every - 1;
         if local {
+            let mut moved = false;
             for c in 0..nc {
-                let cur = x.row(c).to_vec();
+                let cur = x.row(c);
                 for k in 0..d {
                     prop[k] = cur[k] + cfg.local_step * rng.sample::<f64, _>(StandardNormal);
                 }
-                let (u0, u1) = (e.energy(&cur), e.energy(&prop));
+                let (u0, u1) = (e.energy(cur.as_slice().unwrap()), e.energy(&prop));
                 evals += 1;
                 if u1.is_finite() && rng.random::<f64>().ln() < -(u1 - u0) / t {
                     x.row_mut(c).assign(&ndarray::ArrayView1::from(&prop));
-                    // Keep the flow weight of the new state for the next independence step.
-                    lq_cur[c] = flow.log_prob(
-                        ndarray::ArrayView2::from_shape((1, d), &prop).unwrap(),
-                        cond,
-                    )?[0];
-                    lw[c] = log_w(&prop, lq_cur[c]);
+                    moved = true;
+                }
+            }
+            // The flow weights of the new states, for the next independence step (one batch).
+            if moved {
+                lq_cur = flow.log_prob(x.view(), cond)?;
+                for c in 0..nc {
+                    lw[c] = log_w(x.row(c).as_slice().unwrap(), lq_cur[c]);
                 }
             }
         } else {
@@ -134,6 +141,26 @@ pub fn flow_mcmc(
                 {
                     series[k][c].push(o);
                 }
+            }
+        }
+        if !observers.is_empty() {
+            let secs = start.elapsed().as_secs_f64();
+            let m = StepMetrics {
+                step: it + 1,
+                seconds: secs,
+                progress: (it + 1) as f64 / total as f64,
+                loss: f64::NAN,
+                warm_start: false,
+                lr: 0.0,
+                ess_by_bin: Vec::new(),
+                samples_per_s: ((it + 1) * nc) as f64 / secs.max(1e-9),
+                bad_samples: 0,
+                event: (it == 0 && cfg.burn_in > 0)
+                    .then(|| format!("{} burn-in steps of {nc} chains", cfg.burn_in)),
+                acceptance: Some(acc as f64 / tried.max(1) as f64),
+            };
+            for o in observers.iter_mut() {
+                o.observe(&m);
             }
         }
     }

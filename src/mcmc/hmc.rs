@@ -126,3 +126,24 @@ pub fn hmc(
         seconds: start.elapsed().as_secs_f64(),
     })
 }
+
+/// HMC states at temperature `t`: every chain's state after each post-burn-in trajectory,
+/// chain-major (`n_chains · n_trajectories` rows), with the energy evaluations spent.
+pub fn hmc_samples(
+    e: &dyn Energy,
+    t: f64,
+    x0: &Array2<f64>,
+    cfg: &HmcConfig,
+) -> Result<(Array2<f64>, usize)> {
+    let run = hmc(e, t, x0, cfg, &|x: &[f64]| x.to_vec())?;
+    let (nc, d, n) = (x0.nrows(), e.dim(), cfg.n_trajectories);
+    let mut out = Array2::zeros((nc * n, d));
+    for (k, series) in run.series.iter().enumerate() {
+        for (c, chain) in series.iter().enumerate() {
+            for (s, &v) in chain.iter().enumerate() {
+                out[[c * n + s, k]] = v;
+            }
+        }
+    }
+    Ok((out, run.energy_evaluations))
+}

@@ -11,7 +11,7 @@ pub mod stats;
 pub mod tempering;
 
 pub use flow_mcmc::{flow_mcmc, FlowMcmcConfig};
-pub use hmc::{hmc, ChainRun, HmcConfig};
+pub use hmc::{hmc, hmc_samples, ChainRun, HmcConfig};
 pub use rwm::{rwm, RwmConfig, RwmRun};
 pub use stats::{batch_means, tau_int};
 pub use tempering::{parallel_tempering, McThermo, PtConfig, PtRun};

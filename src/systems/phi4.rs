@@ -99,6 +99,37 @@ impl Energy for Phi4 {
 }
 
 impl Phi4 {
+    /// An L×L lattice with couplings m² and λ (L ≥ 2, finite couplings).
+    pub fn new(l: usize, m2: f64, lambda: f64) -> Result<Phi4> {
+        if l < 2 || !m2.is_finite() || !lambda.is_finite() {
+            return crate::error::input_err(format!(
+                "phi4 needs L ≥ 2 and finite couplings (got L={l}, m2={m2}, lambda={lambda})"
+            ));
+        }
+        Ok(Phi4 { l, m2, lambda })
+    }
+
+    /// Apply a uniformly random symmetry of the action to a configuration in place: a lattice
+    /// translation, a transposition, a reflection and the sign flip φ → −φ (the action is
+    /// invariant under all of them, so augmented samples stay exact samples).
+    pub fn random_symmetry(&self, phi: &mut [f64], rng: &mut impl rand::Rng) {
+        let l = self.l;
+        let (si, sj) = (rng.random_range(0..l), rng.random_range(0..l));
+        let (transpose, reflect) = (rng.random::<bool>(), rng.random::<bool>());
+        let sign = if rng.random::<bool>() { -1.0 } else { 1.0 };
+        let src = phi.to_vec();
+        for i in 0..l {
+            for j in 0..l {
+                let (mut a, b) = ((i + si) % l, (j + sj) % l);
+                if reflect {
+                    a = (l - a) % l;
+                }
+                let k = if transpose { b * l + a } else { a * l + b };
+                phi[i * l + j] = sign * src[k];
+            }
+        }
+    }
+
     /// Observables of one configuration: (|M|/V, M²/V) with M = Σ_x φ_x, V = L². Then
     /// ⟨|M|⟩/V is the absolute magnetisation per site and χ₂ = Σ_x G(x) = ⟨M²⟩/V the
     /// two-point susceptibility (⟨M⟩ = 0 by symmetry on a finite lattice).

@@ -18,4 +18,6 @@ pub mod trainer;
 
 pub use losses::{fit_max_likelihood, max_likelihood_program};
 pub use observer::{History, Observer, Progress, StepMetrics};
-pub use trainer::{train, TrainConfig, TrainReport};
+pub use trainer::{
+    hmc_data, tempering_data, train, train_with_data, TrainConfig, TrainReport, TrainingData,
+};

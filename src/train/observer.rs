@@ -1,5 +1,6 @@
-//! Observers of training (argmin style): the trainer reports metrics after every step and
-//! observers decide what to do with them (print progress, record history, …).
+//! Observers of long work (argmin style): the trainer reports metrics after every step, and a
+//! sampler such as flow-MCMC after every step of its chains (with `acceptance` set); observers
+//! decide what to do with them (print progress, record history, …).
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -30,6 +31,8 @@ pub struct StepMetrics {
     pub bad_samples: usize,
     /// Something the user should know (a restored step, a phase change).
     pub event: Option<String>,
+    /// Set by samplers: acceptance rate so far (the step is a Markov-chain step, not training).
+    pub acceptance: Option<f64>,
 }
 
 /// Receives metrics after each step.
@@ -49,7 +52,7 @@ pub struct History {
 
 impl Observer for History {
     fn observe(&mut self, m: &StepMetrics) {
-        if !m.warm_start {
+        if !m.warm_start && m.acceptance.is_none() {
             self.loss.push((m.step, m.seconds, m.loss));
         }
         if let Some(e) = &m.event {
@@ -79,11 +82,16 @@ impl Progress {
 
 impl Observer for Progress {
     fn observe(&mut self, m: &StepMetrics) {
+        let what = if m.acceptance.is_some() {
+            "mcmc"
+        } else {
+            "train"
+        };
         if let Some(e) = &m.event {
             if self.tty {
                 eprintln!();
             }
-            eprintln!("[train] step {}: {e}", m.step);
+            eprintln!("[{what}] step {}: {e}", m.step);
         }
         let due = self.last.is_none_or(|l| l.elapsed() >= self.every) || m.progress >= 1.0;
         if !due {
@@ -105,7 +113,16 @@ impl Observer for Progress {
         } else {
             "min ESS   -         ".into()
         };
-        let line = format!(
+        let line = if let Some(acc) = m.acceptance {
+            format!(
+                "[mcmc] [{bar}] {:3.0}% step {:6} {:6.1}s acceptance {acc:.3} {:.0} proposals/s",
+                100.0 * m.progress.min(1.0),
+                m.step,
+                m.seconds,
+                m.samples_per_s
+            )
+        } else {
+            format!(
             "[train] [{bar}] {:3.0}% step {:6} {:6.1}s {} {:9.4} lr {:.1e} {ess} {:.0} samples/s",
             100.0 * m.progress.min(1.0),
             m.step,
@@ -114,7 +131,8 @@ impl Observer for Progress {
             m.loss,
             m.lr,
             m.samples_per_s
-        );
+        )
+        };
         if self.tty {
             eprint!("\r{line}");
             if m.progress >= 1.0 {

@@ -21,7 +21,7 @@ use super::observer::{Observer, StepMetrics};
 use crate::engine::{Adam, Optimizer};
 use crate::error::{input_err, Error, Result};
 use crate::flows::{Conditioning, Flow};
-use crate::mcmc::{parallel_tempering, PtConfig};
+use crate::mcmc::{hmc_samples, parallel_tempering, HmcConfig, PtConfig};
 use crate::systems::{check_temperature, Energy};
 
 /// Training settings.
@@ -77,7 +77,7 @@ pub struct TrainReport {
     pub steps: usize,
     /// Seconds spent training (after data generation).
     pub seconds: f64,
-    /// Seconds spent generating parallel-tempering data.
+    /// Seconds spent generating the forward-KL data.
     pub data_seconds: f64,
     /// Last reverse-KL loss.
     pub final_loss: f64,
@@ -87,6 +87,8 @@ pub struct TrainReport {
     pub restored_steps: usize,
     /// Samples dropped for non-finite energies.
     pub bad_samples: usize,
+    /// Energy evaluations spent: the forward-KL data's plus one per reverse-KL sample.
+    pub energy_evaluations: usize,
 }
 
 const BINS: usize = 8;
@@ -95,13 +97,23 @@ fn log_uniform(rng: &mut impl Rng, a: f64, b: f64) -> f64 {
     (a.ln() + rng.random::<f64>() * (b.ln() - a.ln())).exp()
 }
 
-/// Train `flow` (conditioned on temperature over the config's range) on `energy`.
-pub fn train(
-    flow: &mut Flow,
-    energy: &dyn Energy,
-    cfg: &TrainConfig,
-    observers: &mut [&mut dyn Observer],
-) -> Result<TrainReport> {
+/// Samples for the forward-KL terms: states `x` (one per row) and the temperature each was
+/// drawn at, with what produced them.
+#[derive(Clone, Debug)]
+pub struct TrainingData {
+    /// States, one per row.
+    pub x: Array2<f64>,
+    /// Temperature of each row.
+    pub temps: Vec<f64>,
+    /// What produced them (shown to observers).
+    pub source: String,
+    /// Seconds spent producing them.
+    pub seconds: f64,
+    /// Energy (or gradient) evaluations spent producing them.
+    pub evaluations: usize,
+}
+
+fn check_setup(flow: &Flow, energy: &dyn Energy, cfg: &TrainConfig) -> Result<()> {
     check_temperature(cfg.t_min)?;
     check_temperature(cfg.t_max)?;
     if cfg.t_min >= cfg.t_max {
@@ -127,41 +139,144 @@ pub fn train(
     if cfg.batch == 0 {
         return input_err("batch must be ≥ 1");
     }
+    Ok(())
+}
+
+/// Parallel-tempering samples across the config's range (10 geometric temperatures,
+/// `cfg.pt_sweeps` sweeps), the default forward-KL data.
+pub fn tempering_data(energy: &dyn Energy, cfg: &TrainConfig) -> Result<TrainingData> {
+    let t_data = Instant::now();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed ^ 0x51);
+    let mut pt = PtConfig::geometric(cfg.t_min, cfg.t_max, 10);
+    pt.n_sweeps = cfg.pt_sweeps;
+    pt.burn_in = cfg.pt_sweeps / 4;
+    pt.thin = 5;
+    pt.n_ladders = 8;
+    pt.seed = cfg.seed ^ 0x9e37;
+    pt.init = Some(find_low_energy_start(energy, &mut rng));
+    let run = parallel_tempering(energy, &pt)?;
+    let n: usize = run.samples.iter().map(|s| s.nrows()).sum();
+    let mut x = Array2::zeros((n, energy.dim()));
+    let mut temps = Vec::with_capacity(n);
+    let mut row = 0;
+    for (s, &t) in run.samples.iter().zip(&run.temps) {
+        for r in s.rows() {
+            x.row_mut(row).assign(&r);
+            temps.push(t);
+            row += 1;
+        }
+    }
+    Ok(TrainingData {
+        x,
+        temps,
+        source: "parallel-tempering".into(),
+        seconds: t_data.elapsed().as_secs_f64(),
+        evaluations: run.energy_evaluations,
+    })
+}
+
+/// HMC samples across the config's range: `n_temps` geometric temperatures, 8 chains each,
+/// `per_chain` trajectories per chain after burn-in (for smooth high-dimensional systems such
+/// as lattice fields, where HMC decorrelates in a few trajectories and tempering is not needed).
+pub fn hmc_data(
+    energy: &dyn Energy,
+    cfg: &TrainConfig,
+    n_temps: usize,
+    per_chain: usize,
+) -> Result<TrainingData> {
+    if n_temps < 2 || per_chain == 0 {
+        return input_err("HMC data needs ≥ 2 temperatures and ≥ 1 trajectory per chain");
+    }
+    let t_data = Instant::now();
+    let ratio = cfg.t_max / cfg.t_min;
+    let (mut rows, mut temps, mut evaluations) = (Vec::new(), Vec::new(), 0);
+    for k in 0..n_temps {
+        let t = cfg.t_min * ratio.powf(k as f64 / (n_temps - 1) as f64);
+        let hc = HmcConfig {
+            n_trajectories: per_chain,
+            burn_in: 200,
+            n_chains: 8,
+            seed: cfg.seed.wrapping_add(k as u64),
+            ..Default::default()
+        };
+        let (x, evals) = hmc_samples(energy, t, &Array2::zeros((8, energy.dim())), &hc)?;
+        evaluations += evals;
+        temps.extend(std::iter::repeat_n(t, x.nrows()));
+        rows.push(x);
+    }
+    let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
+    let x = ndarray::concatenate(ndarray::Axis(0), &views)
+        .map_err(|e| Error::Input(format!("HMC data: {e}")))?;
+    Ok(TrainingData {
+        x,
+        temps,
+        source: "HMC".into(),
+        seconds: t_data.elapsed().as_secs_f64(),
+        evaluations,
+    })
+}
+
+/// Train `flow` (conditioned on temperature over the config's range) on `energy`, with
+/// parallel-tempering data for the forward-KL terms (when `cfg.pt_sweeps` > 0).
+pub fn train(
+    flow: &mut Flow,
+    energy: &dyn Energy,
+    cfg: &TrainConfig,
+    observers: &mut [&mut dyn Observer],
+) -> Result<TrainReport> {
+    check_setup(flow, energy, cfg)?;
+    let data = if cfg.pt_sweeps > 0 && (cfg.forward_weight > 0.0 || cfg.warm_fraction > 0.0) {
+        Some(tempering_data(energy, cfg)?)
+    } else {
+        None
+    };
+    train_with_data(flow, energy, cfg, data, observers)
+}
+
+/// Train as [`train`] with the given forward-KL data (`None`: pure reverse KL).
+pub fn train_with_data(
+    flow: &mut Flow,
+    energy: &dyn Energy,
+    cfg: &TrainConfig,
+    data: Option<TrainingData>,
+    observers: &mut [&mut dyn Observer],
+) -> Result<TrainReport> {
+    check_setup(flow, energy, cfg)?;
+    if let Some(td) = &data {
+        crate::systems::check_batch(energy.dim(), &td.x.view())?;
+        if td.temps.len() != td.x.nrows() || td.temps.is_empty() {
+            return input_err(format!(
+                "{} data rows with {} temperatures",
+                td.x.nrows(),
+                td.temps.len()
+            ));
+        }
+        if let Some(t) = td.temps.iter().find(|t| !(**t > 0.0 && t.is_finite())) {
+            return input_err(format!("data temperature {t} is not positive"));
+        }
+        if td.x.iter().any(|v| !v.is_finite()) {
+            return input_err("training data holds a non-finite coordinate");
+        }
+    }
     let d = flow.dim();
     let b = cfg.batch;
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
-
-    // Forward-KL data from parallel tempering across the range.
-    let t_data = Instant::now();
-    let data: Option<(Array2<f64>, Vec<f64>)> =
-        if cfg.pt_sweeps > 0 && (cfg.forward_weight > 0.0 || cfg.warm_fraction > 0.0) {
-            let mut pt = PtConfig::geometric(cfg.t_min, cfg.t_max, 10);
-            pt.n_sweeps = cfg.pt_sweeps;
-            pt.burn_in = cfg.pt_sweeps / 4;
-            pt.thin = 5;
-            pt.n_ladders = 8;
-            pt.seed = cfg.seed ^ 0x9e37;
-            pt.init = Some(find_low_energy_start(energy, &mut rng));
-            let run = parallel_tempering(energy, &pt)?;
-            let n: usize = run.samples.iter().map(|s| s.nrows()).sum();
-            let mut x = Array2::zeros((n, d));
-            let mut ts = Vec::with_capacity(n);
-            let mut row = 0;
-            for (s, &t) in run.samples.iter().zip(&run.temps) {
-                for r in s.rows() {
-                    x.row_mut(row).assign(&r);
-                    ts.push(t);
-                    row += 1;
-                }
-            }
-            Some((x, ts))
-        } else {
-            None
-        };
-    let data_seconds = t_data.elapsed().as_secs_f64();
+    let data_seconds = data.as_ref().map_or(0.0, |td| td.seconds);
+    let mut evaluations = data.as_ref().map_or(0, |td| td.evaluations);
+    let data_note = data.as_ref().map(|td| {
+        format!(
+            "{} {} samples in {:.1}s",
+            td.temps.len(),
+            td.source,
+            td.seconds
+        )
+    });
+    let data: Option<(Array2<f64>, Vec<f64>)> = data.map(|td| (td.x, td.temps));
 
     let with_data = data.is_some();
-    let mut prog = combined_program(flow, with_data, cfg.forward_weight)?;
+    // The forward-KL term after the warm start (skipped entirely when its weight is 0).
+    let data_term = with_data && cfg.forward_weight > 0.0;
+    let mut prog = combined_program(flow, data_term, cfg.forward_weight)?;
     let mut warm_prog = if with_data && cfg.warm_fraction > 0.0 {
         Some(crate::train::max_likelihood_program(flow)?)
     } else {
@@ -184,12 +299,7 @@ pub fn train(
     let start = Instant::now();
     let (mut step, mut restored, mut bad_total, mut last_loss) = (0usize, 0usize, 0usize, f64::NAN);
     let mut warm_done = warm_prog.is_none();
-    let mut event: Option<String> = with_data.then(|| {
-        format!(
-            "{} parallel-tempering samples in {data_seconds:.1}s; forward-KL warm start",
-            data.as_ref().unwrap().1.len()
-        )
-    });
+    let mut event: Option<String> = data_note.map(|n| format!("{n}; forward-KL warm start"));
     loop {
         let elapsed = start.elapsed().as_secs_f64();
         let frac_t = cfg.seconds.map(|s| elapsed / s).unwrap_or(0.0);
@@ -235,6 +345,7 @@ pub fn train(
                     samples_per_s: 0.0,
                     bad_samples: 0,
                     event: event.take(),
+                    acceptance: None,
                 };
                 for o in observers.iter_mut() {
                     o.observe(&m);
@@ -260,7 +371,9 @@ pub fn train(
         for (t, &v) in tz.iter_mut().zip(&temps) {
             *t = v as f32;
         }
-        let n_in = if with_data { 6 } else { 4 };
+        // First half of the step: the flow forward (x, log q); ∇U and the weights are late
+        // inputs supplied once the host has evaluated the energy at x.
+        let n_in = if data_term { 6 } else { 4 };
         let fwd = {
             let inputs: [(&str, &[f32]); 6] = [
                 ("z", &z),
@@ -270,7 +383,7 @@ pub fn train(
                 ("x_data", &xd),
                 ("cond_data", &td),
             ];
-            prog.run(&inputs[..n_in])?
+            prog.step_begin(&inputs[..n_in], &["grad_u", "w"])?
         };
         let (xs, lq) = (fwd.get("x")?, fwd.get("log_q")?);
         let mut u = vec![f64::NAN; b];
@@ -298,6 +411,7 @@ pub fn train(
             }
         }
         bad_total += b - good;
+        evaluations += b;
         if good == 0 {
             return Err(Error::Input(format!(
                 "every sample of step {step} has a non-finite energy"
@@ -315,15 +429,7 @@ pub fn train(
             .map(|i| lq[i] as f64 + u[i] / temps[i])
             .sum::<f64>()
             / good as f64;
-        let inputs: [(&str, &[f32]); 6] = [
-            ("z", &z),
-            ("cond", &tz),
-            ("grad_u", &gu),
-            ("w", &w),
-            ("x_data", &xd),
-            ("cond_data", &td),
-        ];
-        match prog.step(&inputs[..n_in], &mut opt) {
+        match prog.step_finish(&[("grad_u", &gu), ("w", &w)], &mut opt) {
             Ok(_) if loss_host.is_finite() => {
                 last_loss = loss_host;
                 if step % 25 == 0 {
@@ -363,6 +469,7 @@ pub fn train(
             samples_per_s: (step as f64 * b as f64) / secs.max(1e-9),
             bad_samples: bad_total,
             event: event.take(),
+            acceptance: None,
         };
         for o in observers.iter_mut() {
             o.observe(&m);
@@ -381,6 +488,7 @@ pub fn train(
         samples_per_s: (step * b) as f64 / secs.max(1e-9),
         bad_samples: bad_total,
         event: None,
+        acceptance: None,
     };
     for o in observers.iter_mut() {
         o.observe(&done);
@@ -393,6 +501,7 @@ pub fn train(
         samples_per_s: (step * b) as f64 / secs.max(1e-9),
         restored_steps: restored,
         bad_samples: bad_total,
+        energy_evaluations: evaluations,
     })
 }
 

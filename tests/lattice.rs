@@ -1,0 +1,133 @@
+//! Flow-MCMC on the φ⁴ lattice (L = 8, m² = −4, λ = 8) against HMC and the published value
+//! χ₂ = 0.75 ± 0.01 (Albergo, Kanwar & Shanahan 2019). One test per binary: the training has a
+//! step budget, so the result does not depend on the machine's speed.
+
+use ndarray::Array2;
+use thermoflow::lattice::{phi4_observables, summarize_phi4, train_phi4_flow, Phi4FlowConfig};
+use thermoflow::mcmc::{flow_mcmc, hmc, FlowMcmcConfig, HmcConfig};
+use thermoflow::systems::Phi4;
+
+#[test]
+fn phi4_flow_mcmc_reproduces_chi2_and_decorrelates_faster_than_hmc_per_evaluation() {
+    let phi = Phi4::new(8, -4.0, 8.0).unwrap();
+    let observe = |x: &[f64]| phi4_observables(&phi, x);
+
+    let hc = HmcConfig {
+        n_trajectories: 20_000,
+        burn_in: 1000,
+        n_chains: 8,
+        seed: 11,
+        ..Default::default()
+    };
+    let h =
+        summarize_phi4(&hmc(&phi, 1.0, &Array2::zeros((8, 64)), &hc, &observe).unwrap()).unwrap();
+
+    let mut fc = Phi4FlowConfig::new(1.0);
+    fc.train.seconds = None;
+    fc.train.steps = Some(STEPS);
+    let (flow, report) = train_phi4_flow(&phi, &fc, &mut []).unwrap();
+    let mc = FlowMcmcConfig {
+        n_steps: 8000,
+        burn_in: 50,
+        n_chains: 128,
+        local_every: 0,
+        local_step: 0.1,
+        seed: 4,
+    };
+    let run = flow_mcmc(&flow, &[1.0], &phi, 1.0, &mc, &observe, &mut []).unwrap();
+    let f = summarize_phi4(&run).unwrap();
+    eprintln!(
+        "training: {} steps in {:.0} s\nHMC : chi2 {:.4} ± {:.4}, |M| {:.4} ± {:.5}, acceptance {:.2}, \
+         tau {:.2} steps = {:.1} evaluations\nflow: chi2 {:.4} ± {:.4}, |M| {:.4} ± {:.5}, \
+         acceptance {:.2}, tau {:.2} steps = {:.1} evaluations",
+        report.steps,
+        report.seconds,
+        h.chi2,
+        h.chi2_se,
+        h.abs_m,
+        h.abs_m_se,
+        h.acceptance,
+        h.tau_int_abs_m,
+        h.tau_abs_m_evaluations,
+        f.chi2,
+        f.chi2_se,
+        f.abs_m,
+        f.abs_m_se,
+        f.acceptance,
+        f.tau_int_abs_m,
+        f.tau_abs_m_evaluations
+    );
+    assert!(
+        (f.chi2 - 0.75).abs() <= 0.02,
+        "flow chi2 {} ± {} is not 0.75 within 0.02",
+        f.chi2,
+        f.chi2_se
+    );
+    let sigma = (f.chi2_se.powi(2) + h.chi2_se.powi(2)).sqrt();
+    assert!(
+        (f.chi2 - h.chi2).abs() < 4.0 * sigma,
+        "flow {} vs HMC {} (σ {sigma})",
+        f.chi2,
+        h.chi2
+    );
+    let sigma_m = (f.abs_m_se.powi(2) + h.abs_m_se.powi(2)).sqrt();
+    assert!((f.abs_m - h.abs_m).abs() < 4.0 * sigma_m);
+    assert!(f.acceptance > 0.2, "acceptance {}", f.acceptance);
+    assert!(
+        f.tau_abs_m_evaluations < h.tau_abs_m_evaluations,
+        "flow needs {} evaluations per independent |M|, HMC {}",
+        f.tau_abs_m_evaluations,
+        h.tau_abs_m_evaluations
+    );
+}
+
+/// Training steps of the test's flow (≈ 95 s on a 2-core machine).
+const STEPS: usize = 2500;
+
+#[test]
+fn bad_training_data_and_settings_are_errors() {
+    use thermoflow::train::{train_with_data, TrainConfig, TrainingData};
+    let phi = Phi4::new(4, -4.0, 8.0).unwrap();
+    let mut fc = Phi4FlowConfig::new(1.0);
+    let cond = thermoflow::flows::Conditioning::Temperature {
+        t_min: 0.8,
+        t_max: 1.25,
+    };
+    let mut flow = thermoflow::flows::builders::lattice_flow(4, cond, 2, 2, 1, 0).unwrap();
+    let mut tc = TrainConfig::new(0.8, 1.25);
+    tc.steps = Some(2);
+    tc.seconds = None;
+    let data = |rows: usize, temps: Vec<f64>, d: usize| TrainingData {
+        x: Array2::zeros((rows, d)),
+        temps,
+        source: "test".into(),
+        seconds: 0.0,
+        evaluations: 0,
+    };
+    let bad = [
+        data(3, vec![1.0; 2], 16),
+        data(2, vec![1.0, f64::NAN], 16),
+        data(2, vec![1.0, -1.0], 16),
+        data(2, vec![1.0; 2], 9),
+        TrainingData {
+            x: Array2::from_elem((2, 16), f64::NAN),
+            ..data(2, vec![1.0; 2], 16)
+        },
+    ];
+    for d in bad {
+        assert!(train_with_data(&mut flow, &phi, &tc, Some(d), &mut []).is_err());
+    }
+    assert!(train_with_data(
+        &mut flow,
+        &phi,
+        &tc,
+        Some(data(2, vec![1.0; 2], 16)),
+        &mut []
+    )
+    .is_ok());
+    fc.layers = 0;
+    assert!(train_phi4_flow(&phi, &fc, &mut []).is_err());
+    fc.layers = 2;
+    fc.train.t_min = -1.0;
+    assert!(train_phi4_flow(&phi, &fc, &mut []).is_err());
+}
