@@ -131,3 +131,66 @@ fn bad_training_data_and_settings_are_errors() {
     fc.train.t_min = -1.0;
     assert!(train_phi4_flow(&phi, &fc, &mut []).is_err());
 }
+
+#[test]
+fn mcmc_cli_prints_the_phi4_fields_and_rejects_bad_input() {
+    let bin = env!("CARGO_BIN_EXE_thermoflow");
+    let dir = std::env::temp_dir().join(format!("thermoflow-mcmc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("phi4.json");
+    let out = std::process::Command::new(bin)
+        .args([
+            "mcmc",
+            "--system",
+            "phi4",
+            "--param",
+            "L=4",
+            "--sampler",
+            "flow",
+        ])
+        .args([
+            "--train-seconds",
+            "3",
+            "--steps",
+            "60",
+            "--chains",
+            "8",
+            "--quiet",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for key in [
+        "chi2",
+        "chi2_se",
+        "abs_m",
+        "abs_m_se",
+        "acceptance",
+        "tau_int_abs_m",
+        "energy_evaluations",
+        "seconds",
+    ] {
+        assert!(v[key].is_number(), "{key} missing in {v}");
+    }
+    assert!(v["training"]["steps"].as_u64().unwrap() > 0);
+    for (bad, code) in [
+        (vec!["mcmc", "--sampler", "nope"], 2),
+        (vec!["mcmc", "--temp", "-1"], 1),
+        (vec!["mcmc", "--sampler", "flow", "--train-seconds", "0"], 2),
+        (vec!["mcmc", "--param", "L=1"], 1),
+    ] {
+        let o = std::process::Command::new(bin).args(&bad).output().unwrap();
+        assert_eq!(o.status.code(), Some(code), "{bad:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked"), "{bad:?}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
