@@ -328,22 +328,15 @@ pub fn compare(
             ..cfg.clone()
         },
     )?;
-    Ok((
+    let eval = |flow| {
         evaluate(
-            &with,
+            flow,
             energy.as_ref(),
             test,
             cfg.group,
             bond_length,
             cfg.seed + 1,
-        )?,
-        evaluate(
-            &without,
-            energy.as_ref(),
-            test,
-            cfg.group,
-            bond_length,
-            cfg.seed + 1,
-        )?,
-    ))
+        )
+    };
+    Ok((eval(&with)?, eval(&without)?))
 }

@@ -33,6 +33,7 @@ use crate::error::{input_err, Error, Result};
 use crate::estimators::{Estimate, Weights};
 use crate::flows::params::{Declared, Scope};
 use crate::flows::{Activation, Mlp};
+use crate::systems::{ParamSpec, Params};
 
 /// A DAG over named variables, in causal order.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -335,20 +336,66 @@ pub struct LinearScm {
     pub sigma_y: f64,
 }
 
+/// The SCM's parameters for `key=value` input, with their defaults (the [`Default`]).
+pub const LINEAR_SCM_PARAMS: &[ParamSpec] = &[
+    ParamSpec {
+        name: "a",
+        default: 1.0,
+        doc: "W → X",
+    },
+    ParamSpec {
+        name: "b",
+        default: 0.5,
+        doc: "X → Y",
+    },
+    ParamSpec {
+        name: "c",
+        default: 1.0,
+        doc: "W → Y",
+    },
+    ParamSpec {
+        name: "sigma_w",
+        default: 1.0,
+        doc: "sd of W",
+    },
+    ParamSpec {
+        name: "sigma_x",
+        default: 1.0,
+        doc: "sd of X's noise",
+    },
+    ParamSpec {
+        name: "sigma_y",
+        default: 0.5,
+        doc: "sd of Y's noise",
+    },
+];
+
 impl Default for LinearScm {
     fn default() -> Self {
-        LinearScm {
-            a: 1.0,
-            b: 0.5,
-            c: 1.0,
-            sigma_w: 1.0,
-            sigma_x: 1.0,
-            sigma_y: 0.5,
-        }
+        let v: Vec<f64> = LINEAR_SCM_PARAMS.iter().map(|p| p.default).collect();
+        LinearScm::from_values(&v)
     }
 }
 
 impl LinearScm {
+    fn from_values(v: &[f64]) -> LinearScm {
+        LinearScm {
+            a: v[0],
+            b: v[1],
+            c: v[2],
+            sigma_w: v[3],
+            sigma_x: v[4],
+            sigma_y: v[5],
+        }
+    }
+    /// From `key=value` parameters ([`LINEAR_SCM_PARAMS`]); noise sds must be positive.
+    pub fn from_params(p: &Params) -> Result<LinearScm> {
+        let v = p.resolve("causal", LINEAR_SCM_PARAMS, &[])?;
+        if v[3..].iter().any(|s| *s <= 0.0) {
+            return input_err("noise standard deviations must be > 0");
+        }
+        Ok(LinearScm::from_values(&v))
+    }
     /// Its DAG, variables (W, X, Y).
     pub fn dag() -> Dag {
         Dag::parse("W; X <- W; Y <- W, X").unwrap()

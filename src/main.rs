@@ -437,50 +437,7 @@ fn cmd_causal(mut a: Args) -> Result<(), Failure> {
             )
         }
         (None, None) => {
-            let specs = [
-                thermoflow::systems::ParamSpec {
-                    name: "a",
-                    default: 1.0,
-                    doc: "W → X",
-                },
-                thermoflow::systems::ParamSpec {
-                    name: "b",
-                    default: 0.5,
-                    doc: "X → Y",
-                },
-                thermoflow::systems::ParamSpec {
-                    name: "c",
-                    default: 1.0,
-                    doc: "W → Y",
-                },
-                thermoflow::systems::ParamSpec {
-                    name: "sigma_w",
-                    default: 1.0,
-                    doc: "sd of W",
-                },
-                thermoflow::systems::ParamSpec {
-                    name: "sigma_x",
-                    default: 1.0,
-                    doc: "sd of X's noise",
-                },
-                thermoflow::systems::ParamSpec {
-                    name: "sigma_y",
-                    default: 0.5,
-                    doc: "sd of Y's noise",
-                },
-            ];
-            let v = Params::parse(&params)?.resolve("causal", &specs, &[])?;
-            if v[3..].iter().any(|s| *s <= 0.0) {
-                return Err(Failure::Run("noise standard deviations must be > 0".into()));
-            }
-            let scm = LinearScm {
-                a: v[0],
-                b: v[1],
-                c: v[2],
-                sigma_w: v[3],
-                sigma_x: v[4],
-                sigma_y: v[5],
-            };
+            let scm = LinearScm::from_params(&Params::parse(&params)?)?;
             (LinearScm::dag(), scm.sample(n, &mut rng), Some(scm))
         }
         _ => {

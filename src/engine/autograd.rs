@@ -301,28 +301,33 @@ pub fn differentiate(ir: &mut Ir, loss: usize, wrt: &[usize]) -> Result<Vec<Opti
                 let c = t.pull_back(&b, db);
                 grads[b.node].push(c);
             }
-            Op::Take { src, table, in_row } => {
-                let len = t.len(src);
-                let c = t.ir.push(
+            Op::Take {
+                src,
+                ref table,
+                in_row,
+            }
+            | Op::Put {
+                src,
+                ref table,
+                in_row,
+            } => {
+                // Gather and scatter-add by the same table are each other's adjoint.
+                let table = table.clone();
+                let adjoint = if matches!(op, Op::Take { .. }) {
                     Op::Put {
                         src: g,
                         table,
                         in_row,
-                    },
-                    len,
-                );
-                grads[src].push(c);
-            }
-            Op::Put { src, table, in_row } => {
-                let len = t.len(src);
-                let c = t.ir.push(
+                    }
+                } else {
                     Op::Take {
                         src: g,
                         table,
                         in_row,
-                    },
-                    len,
-                );
+                    }
+                };
+                let len = t.len(src);
+                let c = t.ir.push(adjoint, len);
                 grads[src].push(c);
             }
             Op::Scatter(..) => {

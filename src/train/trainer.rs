@@ -311,7 +311,9 @@ pub fn train_with_data(
         let lr = cfg.lr * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
         opt.set_lr(lr);
         step += 1;
-        if let Some((x, ts)) = &data {
+        // Data rows are read by the warm start and by the forward-KL term only.
+        let reads_data = !warm_done || data_term;
+        if let (Some((x, ts)), true) = (&data, reads_data) {
             for i in 0..b {
                 let k = rng.random_range(0..ts.len());
                 for j in 0..d {
