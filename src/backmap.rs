@@ -19,7 +19,7 @@
 use std::sync::Arc;
 
 use ndarray::{Array2, ArrayView2};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_distr::StandardNormal;
 use serde::Serialize;
 
@@ -173,7 +173,7 @@ pub fn train_backmap(
     };
     let mut prog: Program<f32> = Program::compile(g, &outs, Some(loss))?;
     let mut opt = Adam::new(1e-3).with_clip(10.0);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    let mut rng = crate::rng::seeded(cfg.seed);
     let (b, n) = (cfg.batch, data.nrows());
     let (mut xd, mut cd, mut z, mut gu, mut w) = (
         vec![0f32; b * d],
@@ -277,7 +277,7 @@ pub fn evaluate(
     let m = cg_matrix(d / 2, group)?;
     let cg = test.dot(&m.t());
     let conds: Vec<f64> = cg.iter().copied().collect();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = crate::rng::seeded(seed);
     let gen = flow.sample(test.nrows(), &conds, &mut rng)?;
     let back = gen.dot(&m.t());
     let n_cg = (m.nrows() / 2) as f64;

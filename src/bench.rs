@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use ndarray::{Array1, Array2, Axis};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde_json::json;
 
 use crate::engine::{Adam, GraphBuilder, Optimizer, Program};
@@ -34,7 +34,7 @@ pub fn median_us(warm: usize, reps: usize, mut f: impl FnMut()) -> f64 {
 
 /// Glorot-uniform initial weights for the benchmark MLP (seeded).
 pub fn mlp_init(seed: u64) -> Vec<(Vec<f64>, Vec<f64>)> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = crate::rng::seeded(seed);
     SIZES
         .windows(2)
         .map(|w| {
@@ -167,7 +167,7 @@ impl NdMlp {
 /// Run the engine benchmark and return its JSON report.
 pub fn engine_bench(reps: usize) -> Result<serde_json::Value> {
     let init = mlp_init(7);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut rng = crate::rng::seeded(11);
     let x: Vec<f32> = (0..BATCH * SIZES[0])
         .map(|_| rng.random_range(-2.0..2.0))
         .collect();
@@ -239,7 +239,7 @@ pub fn bench_flow(dim: usize) -> Result<crate::flows::Flow> {
         &cfg,
     )?;
     // Non-trivial parameters so that every bin is exercised.
-    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let mut rng = crate::rng::seeded(3);
     for l in flow.layers_mut() {
         for (_, set) in crate::flows::Bijection::param_sets_mut(l) {
             for t in &mut set.tensors {
@@ -257,7 +257,7 @@ pub fn flows_bench(reps: usize) -> Result<serde_json::Value> {
     let mut report = serde_json::Map::new();
     for dim in [2usize, 16] {
         let flow = bench_flow(dim)?;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut rng = crate::rng::seeded(5);
         let temps: Vec<f64> = (0..4096).map(|_| rng.random_range(0.5..3.0)).collect();
         let mut err = None;
         flow.sample_and_log_prob(16, &temps[..16], &mut rng)?;

@@ -24,7 +24,7 @@
 //! y' = y + b (x' − x) for a unit (w, x, y) under do(X = x').
 
 use ndarray::{Array2, ArrayView2};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_distr::StandardNormal;
 use serde::Serialize;
 
@@ -157,7 +157,7 @@ impl CausalFlow {
         };
         let mut prog: Program<f32> = Program::compile(g, &[], Some(loss))?;
         let mut opt = Adam::new(lr).with_clip(10.0);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut rng = crate::rng::seeded(seed);
         let (n, d) = x.dim();
         let mut xb = vec![0f32; batch * d];
         let mut last = f64::NAN;
@@ -267,7 +267,7 @@ impl CausalFlow {
         n: usize,
         seed: u64,
     ) -> Result<Estimate> {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut rng = crate::rng::seeded(seed);
         let x = self.sample(n, &[(k, a)], &mut rng)?;
         Weights::uniform(n)?.mean(&x.column(target).to_vec())
     }
@@ -282,7 +282,7 @@ impl CausalFlow {
         n: usize,
         seed: u64,
     ) -> Result<Estimate> {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut rng = crate::rng::seeded(seed);
         let x = self.sample(n, &[(k, a)], &mut rng)?;
         let (mu, sigma) = self.mechanism_values(k, &self.parents_of(k, &x))?;
         let log_w: Vec<f64> = (0..n)

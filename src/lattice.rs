@@ -14,7 +14,6 @@
 //! independent sample is measured as τ_int(|M|) × (energy evaluations per step) and
 //! τ_int(|M|) × (seconds per step).
 
-use rand::SeedableRng;
 use serde::Serialize;
 
 use crate::error::Result;
@@ -76,7 +75,7 @@ pub fn train_phi4_flow(
     };
     let mut flow = lattice_flow(phi.l, cond, cfg.layers, cfg.hidden, cfg.depth, tc.seed)?;
     let mut data = hmc_data(phi, tc, 8, cfg.hmc_per_chain)?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(tc.seed ^ 0x5eed);
+    let mut rng = crate::rng::seeded(tc.seed ^ 0x5eed);
     for mut row in data.x.rows_mut() {
         let r = row.as_slice_mut().expect("rows of a standard-layout array");
         phi.random_symmetry(r, &mut rng);

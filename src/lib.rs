@@ -27,6 +27,7 @@ pub mod mcmc;
 pub mod plot;
 pub mod prelude;
 pub mod rare;
+pub mod rng;
 pub mod sweep;
 pub mod systems;
 pub mod train;

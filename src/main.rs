@@ -383,7 +383,7 @@ fn cmd_causal(mut a: Args) -> Result<(), Failure> {
     let seed: u64 = a.parse("--seed")?.unwrap_or(0);
     let json = a.value("--json")?;
     a.finish()?;
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let mut rng = thermoflow::rng::seeded(seed);
     let (dag, data, scm) = match (csv, dag) {
         (Some(path), Some(dag)) => {
             if !params.is_empty() {

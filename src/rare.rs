@@ -15,7 +15,6 @@
 
 use std::sync::Arc;
 
-use rand::SeedableRng;
 use serde::Serialize;
 
 use crate::error::{input_err, Error, Result};
@@ -221,7 +220,7 @@ pub fn estimate(
         flows.push(flow);
     }
     let train_seconds = t0.elapsed().as_secs_f64();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xabc);
+    let mut rng = crate::rng::seeded(seed ^ 0xabc);
     let mut logs = Vec::new();
     let mut inside = 0usize;
     for (k, flow) in flows.iter().enumerate() {

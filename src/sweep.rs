@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rand::SeedableRng;
 use serde::Serialize;
 
 use crate::error::{input_err, Error, Result};
@@ -214,7 +213,7 @@ pub fn estimate(
     samples: usize,
     seed: u64,
 ) -> Result<Vec<Thermo>> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = crate::rng::seeded(seed);
     temps
         .iter()
         .map(|&t| {

@@ -182,7 +182,10 @@ fn estimators_recover_equipartition_from_exact_samples() {
             exact.log_z
         );
         assert!((th.s.value - exact.s).abs() < 4.0 * th.s.se + 1e-9);
-        assert!((th.ess_fraction - 1.0).abs() < 1e-12 && th.trusted);
+        assert!(
+            (th.ess_fraction - 1.0).abs() < 1e-12 && th.trusted,
+            "{th:?}"
+        );
         // Plain equal weights give the same ⟨U⟩ and C_V.
         let w = Weights::uniform(u.len()).unwrap();
         let plain = thermo_weighted(&w, &u, t, false).unwrap();

@@ -17,11 +17,19 @@
 //! correlation. Samples with a non-finite energy or log-density get zero weight and are
 //! counted (`n_bad`); they stay in N for Ẑ.
 //!
-//! An estimate is **trusted** when the ESS fraction is at least [`TRUST_ESS_FRACTION`] and no
-//! sample was bad. ESS cannot see regions the sampler never visits: a trusted flag is
-//! necessary, not sufficient (see MATH.md §6).
+//! [`thermo`] smooths the largest weights by PSIS ([`psis`]) before estimating and reports
+//! the Pareto k̂ of the raw weights and of the C_V integrand w·(U − ⟨U⟩)². It also estimates
+//! dC_V/dT = κ₃/T⁴ − 2κ₂/T³ (κ_n the cumulants of U; d κ_n/dβ = −κ_{n+1}) and the covariance
+//! of (⟨U⟩, C_V, dC_V/dT, log Ẑ), Σ_i φ_i φ_iᵀ, which the sweep's consistency checks across
+//! the temperature grid need.
+//!
+//! **Local checks** ([`Thermo::trusted`]): ESS fraction ≥ [`TRUST_ESS_FRACTION`], no bad
+//! sample, and both k̂ below [`psis::k_threshold`]. They see only the drawn samples, not a
+//! basin the flow never visits; the sweep adds checks across the grid and against an
+//! independent sampler (`sweep::checks`).
 
 mod derivative;
+pub mod psis;
 
 pub use derivative::cv_from_derivative;
 
@@ -84,6 +92,25 @@ impl Weights {
             log_scale: mx,
             n_bad,
         })
+    }
+
+    /// A copy with the largest weights Pareto-smoothed, and the k̂ of the raw weights.
+    pub fn smoothed(&self) -> (Weights, f64) {
+        let mut w = self.w.clone();
+        let k = psis::smooth(&mut w);
+        (
+            Weights {
+                w,
+                log_scale: self.log_scale,
+                n_bad: self.n_bad,
+            },
+            k,
+        )
+    }
+
+    /// Raw weights relative to the largest (w / max w).
+    pub fn raw(&self) -> &[f64] {
+        &self.w
     }
 
     /// Boltzmann weights log w = −U/T − log q.
@@ -203,42 +230,100 @@ pub struct Thermo {
     pub ess_fraction: f64,
     /// Samples with zero weight because of a non-finite energy or density.
     pub n_bad: usize,
-    /// ESS fraction ≥ [`TRUST_ESS_FRACTION`] and no bad sample.
+    /// Samples, bad ones included.
+    pub n: usize,
+    /// Pareto k̂ of the raw importance weights (NaN: too few samples; −∞: flat weights).
+    pub pareto_k: f64,
+    /// Pareto k̂ of the C_V integrand w·(U − ⟨U⟩)².
+    pub pareto_k_cv: f64,
+    /// dC_V/dT = κ₃/T⁴ − 2κ₂/T³.
+    pub dcv_dt: Estimate,
+    /// Covariance of the estimates (⟨U⟩, C_V, dC_V/dT, log Z) (log Z's row is 0 without Z).
+    pub cov: [[f64; 4]; 4],
+    /// The local checks pass: ESS fraction ≥ [`TRUST_ESS_FRACTION`], no bad sample, both k̂
+    /// below [`psis::k_threshold`].
     pub trusted: bool,
 }
 
-/// ⟨U⟩, C_V, log Z, F, S at temperature `t` from energies and flow log-densities.
+impl Thermo {
+    /// Standard error of Σ c_j e_j over (⟨U⟩, C_V, dC_V/dT, log Z).
+    pub fn combination_se(&self, c: [f64; 4]) -> f64 {
+        let mut v = 0.0;
+        for a in 0..4 {
+            for b in 0..4 {
+                v += c[a] * c[b] * self.cov[a][b];
+            }
+        }
+        v.max(0.0).sqrt()
+    }
+}
+
+/// ⟨U⟩, C_V, log Z, F, S at temperature `t` from energies and flow log-densities, with
+/// PSIS-smoothed weights; ESS and k̂ describe the raw weights.
 pub fn thermo(u: &[f64], log_q: &[f64], t: f64) -> Result<Thermo> {
-    let w = Weights::boltzmann(u, log_q, t)?;
-    thermo_weighted(&w, u, t, true)
+    let raw = Weights::boltzmann(u, log_q, t)?;
+    let (smooth, k) = raw.smoothed();
+    let mut th = thermo_weighted(&smooth, u, t, true)?;
+    th.ess_fraction = raw.ess_fraction();
+    let mu = th.u.value;
+    let tail: Vec<f64> = raw
+        .w
+        .iter()
+        .zip(u)
+        .map(|(w, v)| if *w > 0.0 { w * (v - mu).powi(2) } else { 0.0 })
+        .collect();
+    th.pareto_k = k;
+    th.pareto_k_cv = psis::pareto_k(&tail);
+    th.trusted = local_checks_pass(&th);
+    Ok(th)
+}
+
+fn local_checks_pass(th: &Thermo) -> bool {
+    let kt = psis::k_threshold(th.n);
+    th.ess_fraction >= TRUST_ESS_FRACTION
+        && th.n_bad == 0
+        && th.pareto_k < kt
+        && th.pareto_k_cv < kt
 }
 
 /// The same from given weights; `with_z` false when weights are not Boltzmann ratios
-/// (plain MCMC samples), in which case log Z, F and S are NaN.
+/// (plain MCMC samples), in which case log Z, F and S are NaN. k̂ is that of the given weights.
 pub fn thermo_weighted(w: &Weights, u: &[f64], t: f64, with_z: bool) -> Result<Thermo> {
     check_temperature(t)?;
     w.check_len(u)?;
     let wh = w.normalised();
     let (mu, phi_u) = w.mean_phi(u);
-    let var: f64 = wh
-        .iter()
-        .zip(u)
-        .filter(|(w, _)| **w > 0.0)
-        .map(|(w, v)| w * (v - mu).powi(2))
-        .sum();
+    let central = |p: i32| -> f64 {
+        wh.iter()
+            .zip(u)
+            .filter(|(w, _)| **w > 0.0)
+            .map(|(w, v)| w * (v - mu).powi(p))
+            .sum()
+    };
+    let (var, k3) = (central(2), central(3));
     let t2 = t * t;
-    let cv = Estimate::from_influence(
-        var / t2,
-        wh.iter().zip(u).map(|(w, v)| {
-            if *w > 0.0 {
-                w * ((v - mu).powi(2) - var) / t2
-            } else {
-                0.0
-            }
-        }),
+    // Influence values of C_V = κ₂/T² and dC_V/dT = κ₃/T⁴ − 2κ₂/T³ (through μ: ∂κ₃/∂μ = −3κ₂).
+    let (mut phi_cv, mut phi_dcv) = (vec![0.0; u.len()], vec![0.0; u.len()]);
+    for i in 0..u.len() {
+        if wh[i] > 0.0 {
+            let d = u[i] - mu;
+            let p2 = wh[i] * (d * d - var);
+            let p3 = wh[i] * (d * d * d - k3 - 3.0 * var * d);
+            phi_cv[i] = p2 / t2;
+            phi_dcv[i] = p3 / (t2 * t2) - 2.0 * p2 / (t2 * t);
+        }
+    }
+    let cv = Estimate::from_influence(var / t2, phi_cv.iter().copied());
+    let dcv_dt = Estimate::from_influence(
+        k3 / (t2 * t2) - 2.0 * var / (t2 * t),
+        phi_dcv.iter().copied(),
     );
     let uest = Estimate::from_influence(mu, phi_u.iter().copied());
-    let (log_z, f, s) = if with_z {
+    let nan = Estimate {
+        value: f64::NAN,
+        se: f64::NAN,
+    };
+    let (log_z, f, s, phi_z) = if with_z {
         let (lz, phi_z) = w.log_z_phi();
         (
             Estimate::from_influence(lz, phi_z.iter().copied()),
@@ -247,24 +332,34 @@ pub fn thermo_weighted(w: &Weights, u: &[f64], t: f64, with_z: bool) -> Result<T
                 mu / t + lz,
                 phi_u.iter().zip(&phi_z).map(|(a, b)| a / t + b),
             ),
+            phi_z,
         )
     } else {
-        let nan = Estimate {
-            value: f64::NAN,
-            se: f64::NAN,
-        };
-        (nan, nan, nan)
+        (nan, nan, nan, vec![0.0; u.len()])
     };
-    let ess_fraction = w.ess_fraction();
-    Ok(Thermo {
+    let phis = [&phi_u, &phi_cv, &phi_dcv, &phi_z];
+    let mut cov = [[0.0; 4]; 4];
+    for a in 0..4 {
+        for b in 0..4 {
+            cov[a][b] = phis[a].iter().zip(phis[b]).map(|(x, y)| x * y).sum();
+        }
+    }
+    let mut th = Thermo {
         t,
         u: uest,
         cv,
         log_z,
         f,
         s,
-        ess_fraction,
+        ess_fraction: w.ess_fraction(),
         n_bad: w.n_bad(),
-        trusted: ess_fraction >= TRUST_ESS_FRACTION && w.n_bad() == 0,
-    })
+        n: w.len(),
+        pareto_k: psis::pareto_k(&w.w),
+        pareto_k_cv: f64::NEG_INFINITY,
+        dcv_dt,
+        cov,
+        trusted: false,
+    };
+    th.trusted = local_checks_pass(&th);
+    Ok(th)
 }

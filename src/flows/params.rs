@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{GraphBuilder, Var};
@@ -61,7 +61,7 @@ impl ParamSet {
 }
 
 /// Glorot-uniform values for a `[fan_in, fan_out]` weight.
-pub fn glorot(rng: &mut rand::rngs::StdRng, fan_in: usize, fan_out: usize) -> Vec<f64> {
+pub fn glorot(rng: &mut crate::rng::SeededRng, fan_in: usize, fan_out: usize) -> Vec<f64> {
     let a = (6.0 / (fan_in + fan_out).max(1) as f64).sqrt();
     (0..fan_in * fan_out)
         .map(|_| rng.random_range(-a..a))
@@ -69,8 +69,8 @@ pub fn glorot(rng: &mut rand::rngs::StdRng, fan_in: usize, fan_out: usize) -> Ve
 }
 
 /// A seeded generator for initialisation.
-pub fn init_rng(seed: u64) -> rand::rngs::StdRng {
-    rand::rngs::StdRng::seed_from_u64(seed)
+pub fn init_rng(seed: u64) -> crate::rng::SeededRng {
+    crate::rng::seeded(seed)
 }
 
 /// Declares parameters in a graph under a dotted prefix, each full name once.

@@ -9,7 +9,7 @@
 //! then evaluated in one batch). Proposals for all chains are drawn in one batch per step.
 
 use ndarray::Array2;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_distr::StandardNormal;
 
 use super::hmc::ChainRun;
@@ -73,7 +73,7 @@ pub fn flow_mcmc(
     }
     let start = std::time::Instant::now();
     let (nc, d) = (cfg.n_chains, e.dim());
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    let mut rng = crate::rng::seeded(cfg.seed);
     let log_w = |x: &[f64], lq: f64| -> f64 {
         let u = e.energy(x);
         if u.is_finite() && lq.is_finite() {

@@ -6,7 +6,7 @@
 //! acceptance 0.8, then is frozen. Observables are recorded after every trajectory.
 
 use ndarray::Array2;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_distr::StandardNormal;
 
 use crate::error::{input_err, Result};
@@ -70,7 +70,7 @@ pub fn hmc(
     }
     let start = std::time::Instant::now();
     let (nc, d) = x0.dim();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    let mut rng = crate::rng::seeded(cfg.seed);
     let mut x: Vec<Vec<f64>> = x0.rows().into_iter().map(|r| r.to_vec()).collect();
     let mut g = vec![0.0; d];
     let mut u: Vec<f64> = x.iter().map(|xi| e.energy(xi)).collect();

@@ -5,7 +5,7 @@
 //! rejected.
 
 use ndarray::{Array2, ArrayView2};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_distr::StandardNormal;
 
 use crate::error::{input_err, Result};
@@ -68,7 +68,7 @@ pub fn rwm(e: &dyn Energy, t: f64, x0: ArrayView2<f64>, cfg: &RwmConfig) -> Resu
         return input_err("thin must be ≥ 1 and step > 0");
     }
     let (nc, d) = x0.dim();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    let mut rng = crate::rng::seeded(cfg.seed);
     let mut x = x0.to_owned();
     let mut u: Vec<f64> = x
         .rows()

@@ -84,7 +84,7 @@ mod tests {
     #[test]
     fn tau_int_of_ar1_matches_theory() {
         let a = 0.8;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut rng = crate::rng::seeded(3);
         let chains: Vec<Vec<f64>> = (0..8)
             .map(|_| {
                 let mut x = 0.0;

@@ -9,9 +9,13 @@
 //! Per temperature the run yields the energy time series of every ladder, from which ⟨U⟩ and
 //! C_V = Var(U)/T² get batch-means standard errors and τ_int is reported, and thinned
 //! configurations (training data for maximum likelihood).
+//!
+//! Ladders may start from different configurations ([`dispersed_starts`]); the run counts
+//! **round trips** (a replica travelling from the coldest slot to the hottest and back), the
+//! evidence that the ladder mixes between basins rather than staying where it started.
 
 use ndarray::Array2;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_distr::StandardNormal;
 use serde::Serialize;
 
@@ -35,8 +39,10 @@ pub struct PtConfig {
     pub thin: usize,
     /// Initial step size.
     pub step: f64,
-    /// Starting configuration for every replica (zeros when `None`).
+    /// Starting configuration for every replica (zeros when `None`), unless `starts` is given.
     pub init: Option<Vec<f64>>,
+    /// Per-ladder starting configurations (ladder l starts at `starts[l % len]`); empty: `init`.
+    pub starts: Vec<Vec<f64>>,
     /// RNG seed.
     pub seed: u64,
     /// Batches per ladder for batch-means errors.
@@ -57,6 +63,7 @@ impl PtConfig {
             thin: 20,
             step: 0.5,
             init: None,
+            starts: Vec::new(),
             seed: 0,
             n_batches: 16,
         }
@@ -93,6 +100,8 @@ pub struct PtRun {
     pub swap_acceptance: Vec<f64>,
     /// Energy evaluations, burn-in included.
     pub energy_evaluations: usize,
+    /// Completed round trips (coldest → hottest → coldest), all ladders, after burn-in.
+    pub round_trips: usize,
     n_batches: usize,
 }
 
@@ -135,20 +144,37 @@ pub fn parallel_tempering(e: &dyn Energy, cfg: &PtConfig) -> Result<PtRun> {
     if cfg.temps.windows(2).any(|w| w[1] <= w[0]) {
         return input_err("temperatures must be strictly increasing");
     }
-    let init = cfg.init.clone().unwrap_or_else(|| vec![0.0; d]);
-    if init.len() != d || init.iter().any(|v| !v.is_finite()) {
-        return input_err(format!(
-            "initial configuration must have {d} finite coordinates"
-        ));
+    let starts = if cfg.starts.is_empty() {
+        vec![cfg.init.clone().unwrap_or_else(|| vec![0.0; d])]
+    } else {
+        cfg.starts.clone()
+    };
+    let mut u_start = Vec::with_capacity(starts.len());
+    for s in &starts {
+        if s.len() != d || s.iter().any(|v| !v.is_finite()) {
+            return input_err(format!(
+                "initial configuration must have {d} finite coordinates"
+            ));
+        }
+        let u0 = e.energy(s);
+        if !u0.is_finite() {
+            return input_err("initial configuration has a non-finite energy");
+        }
+        u_start.push(u0);
     }
-    let u0 = e.energy(&init);
-    if !u0.is_finite() {
-        return input_err("initial configuration has a non-finite energy");
-    }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    let mut rng = crate::rng::seeded(cfg.seed);
     // x[(ladder·K + k)·d ..]
-    let mut x: Vec<f64> = (0..m * k).flat_map(|_| init.iter().copied()).collect();
-    let mut u = vec![u0; m * k];
+    let mut x: Vec<f64> = (0..m * k)
+        .flat_map(|r| starts[(r / k) % starts.len()].iter().copied())
+        .collect();
+    let mut u: Vec<f64> = (0..m * k)
+        .map(|r| u_start[(r / k) % starts.len()])
+        .collect();
+    // Replica labels per slot and each replica's trip state (0 none, 1 left the coldest slot,
+    // 2 reached the hottest after that).
+    let mut label: Vec<usize> = (0..m * k).collect();
+    let mut trip = vec![0u8; m * k];
+    let mut round_trips = 0usize;
     let mut log_step = vec![cfg.step.ln(); k];
     let mut traces = vec![vec![Vec::with_capacity(cfg.n_sweeps); m]; k];
     let kept = cfg.n_sweeps / cfg.thin;
@@ -188,6 +214,7 @@ pub fn parallel_tempering(e: &dyn Energy, cfg: &PtConfig) -> Result<PtRun> {
                     let (lo, hi) = x.split_at_mut(b * d);
                     lo[a * d..(a + 1) * d].swap_with_slice(&mut hi[..d]);
                     u.swap(a, b);
+                    label.swap(a, b);
                     if !adapting {
                         swaps[j] += 1;
                     }
@@ -200,6 +227,16 @@ pub fn parallel_tempering(e: &dyn Energy, cfg: &PtConfig) -> Result<PtRun> {
                 log_step[j] += gamma * (acc_now[j] as f64 / m as f64 - 0.3);
             }
             continue;
+        }
+        for l in 0..m {
+            let (cold, hot) = (label[l * k], label[l * k + k - 1]);
+            if trip[cold] == 2 {
+                round_trips += 1;
+            }
+            trip[cold] = 1;
+            if k > 1 && trip[hot] == 1 {
+                trip[hot] = 2;
+            }
         }
         let i = sweep - cfg.burn_in;
         for j in 0..k {
@@ -230,6 +267,41 @@ pub fn parallel_tempering(e: &dyn Energy, cfg: &PtConfig) -> Result<PtRun> {
             .map(|(&s, &t)| s as f64 / t.max(1) as f64)
             .collect(),
         energy_evaluations: (cfg.burn_in + cfg.n_sweeps) * m * k,
+        round_trips,
         n_batches: cfg.n_batches,
     })
+}
+
+/// `n` dispersed starting configurations: each the lowest-energy of 64 random probes, drawn
+/// uniformly over the system's box when it has one, else from N(0, 2²) per coordinate.
+/// Errors when no probe of a start has a finite energy.
+pub fn dispersed_starts(e: &dyn Energy, n: usize, rng: &mut impl Rng) -> Result<Vec<Vec<f64>>> {
+    let d = e.dim();
+    let bounds = e.bounds();
+    (0..n)
+        .map(|_| {
+            let mut best: Option<(f64, Vec<f64>)> = None;
+            for _ in 0..64 {
+                let x: Vec<f64> = match &bounds {
+                    Some(bd) => bd
+                        .iter()
+                        .map(|(lo, hi)| rng.random_range(*lo..*hi))
+                        .collect(),
+                    None => (0..d)
+                        .map(|_| 2.0 * rng.sample::<f64, _>(StandardNormal))
+                        .collect(),
+                };
+                let u = e.energy(&x);
+                if u.is_finite() && best.as_ref().is_none_or(|(b, _)| u < *b) {
+                    best = Some((u, x));
+                }
+            }
+            best.map(|(_, x)| x).ok_or_else(|| {
+                crate::error::Error::Input(format!(
+                    "{}: no random probe has a finite energy",
+                    e.name()
+                ))
+            })
+        })
+        .collect()
 }

@@ -188,7 +188,7 @@ pub fn density_plots(
     let b = energy.bounds().unwrap_or_else(|| vec![(-4.0, 4.0); 2]);
     let bounds = [b[0], b[1]];
     let mut pf = density_heatmap(flow, &[t], bounds, &format!("flow density at T = {t:.2}"))?;
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let mut rng = crate::rng::seeded(seed);
     let s = flow.sample(n_samples, &[t], &mut rng)?;
     pf.add_trace(
         Scatter::new(s.column(0).to_vec(), s.column(1).to_vec())

@@ -5,7 +5,6 @@
 
 use ndarray::ArrayView2;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
 
 use crate::engine::{Adam, GraphBuilder, Program};
 use crate::error::{input_err, Result};
@@ -50,7 +49,7 @@ pub fn fit_max_likelihood(
     let mut prog = max_likelihood_program(flow)?;
     flow.write_params(&mut prog)?;
     let mut opt = Adam::new(lr).with_clip(100.0);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = crate::rng::seeded(seed);
     let mut order: Vec<usize> = (0..n).collect();
     let (mut xb, mut cb) = (Vec::new(), Vec::new());
     let mut last = f64::NAN;

@@ -2,17 +2,23 @@
 //! forward-KL term, per-sample log-uniform temperatures, Adam with a cosine learning-rate
 //! schedule and gradient clipping, a guard against non-finite steps, and observers.
 //!
-//! Guard: parameters are snapshotted every 25 good steps; a step whose loss or gradient is not
-//! finite is discarded, the snapshot restored, the learning rate halved, and the event
-//! reported to the observers (never silent). More than 20 such events end training with an
-//! error.
+//! Guard: parameters and the optimiser's state (Adam's moments and step count) are
+//! snapshotted every 25 good steps; a step whose loss or gradient is not finite is discarded,
+//! both are restored, the learning-rate scale s is halved for the rest of training, and the
+//! event is reported to the observers (never silent). More than 20 such events end training
+//! with an error.
 //!
-//! Schedule: lr(f) = lr₀ (0.05 + 0.95 · ½(1 + cos πf)), f the fraction of the budget used.
+//! Schedule: lr(f) = s · lr₀ (0.05 + 0.95 · ½(1 + cos πf)), f the fraction of the budget used
+//! (the larger of elapsed/seconds and steps/step budget), s = 2^−(non-finite events).
+//!
+//! Forward-KL data come from parallel tempering whose ladders start at dispersed points (the
+//! lowest-energy of a few random probes each, over the system's box when it has one), so the
+//! data do not share the blind spot of a single start.
 
 use std::time::Instant;
 
 use ndarray::Array2;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_distr::StandardNormal;
 use serde::Serialize;
 
@@ -146,14 +152,14 @@ fn check_setup(flow: &Flow, energy: &dyn Energy, cfg: &TrainConfig) -> Result<()
 /// `cfg.pt_sweeps` sweeps), the default forward-KL data.
 pub fn tempering_data(energy: &dyn Energy, cfg: &TrainConfig) -> Result<TrainingData> {
     let t_data = Instant::now();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed ^ 0x51);
+    let mut rng = crate::rng::seeded(cfg.seed ^ 0x51);
     let mut pt = PtConfig::geometric(cfg.t_min, cfg.t_max, 10);
     pt.n_sweeps = cfg.pt_sweeps;
     pt.burn_in = cfg.pt_sweeps / 4;
     pt.thin = 5;
     pt.n_ladders = 8;
     pt.seed = cfg.seed ^ 0x9e37;
-    pt.init = Some(find_low_energy_start(energy, &mut rng));
+    pt.starts = crate::mcmc::dispersed_starts(energy, pt.n_ladders, &mut rng)?;
     let run = parallel_tempering(energy, &pt)?;
     let n: usize = run.samples.iter().map(|s| s.nrows()).sum();
     let mut x = Array2::zeros((n, energy.dim()));
@@ -260,7 +266,7 @@ pub fn train_with_data(
     }
     let d = flow.dim();
     let b = cfg.batch;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    let mut rng = crate::rng::seeded(cfg.seed);
     let data_seconds = data.as_ref().map_or(0.0, |td| td.seconds);
     let mut evaluations = data.as_ref().map_or(0, |td| td.evaluations);
     let data_note = data.as_ref().map(|td| {
@@ -286,6 +292,9 @@ pub fn train_with_data(
     let mut opt = Adam::new(cfg.lr).with_clip(cfg.clip);
     let names = prog.param_names();
     let mut snapshot: Vec<Vec<f64>> = names.iter().map(|n| prog.param(n)).collect::<Result<_>>()?;
+    let mut opt_snapshot = opt.clone();
+    // Halved on every non-finite step; multiplies the schedule for the rest of training.
+    let mut lr_scale = 1.0;
 
     let (mut z, mut tz, mut gu, mut w) = (
         vec![0f32; b * d],
@@ -308,7 +317,9 @@ pub fn train_with_data(
         if progress >= 1.0 {
             break;
         }
-        let lr = cfg.lr * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
+        let lr = lr_scale
+            * cfg.lr
+            * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
         opt.set_lr(lr);
         step += 1;
         // Data rows are read by the warm start and by the forward-KL term only.
@@ -332,7 +343,7 @@ pub fn train_with_data(
                     Err(e) => {
                         restored += 1;
                         event = Some(format!("non-finite forward-KL step ({e}); lr halved"));
-                        opt.set_lr(opt.lr() * 0.5);
+                        lr_scale *= 0.5;
                         f64::NAN
                     }
                 };
@@ -360,6 +371,7 @@ pub fn train_with_data(
                 prog.set_param(n, &wp.param(n)?)?;
             }
             snapshot = names.iter().map(|n| prog.param(n)).collect::<Result<_>>()?;
+            opt_snapshot = opt.clone();
             warm_done = true;
             event = Some("warm start done; reverse KL + forward KL".into());
         }
@@ -436,6 +448,7 @@ pub fn train_with_data(
                 last_loss = loss_host;
                 if step % 25 == 0 {
                     snapshot = names.iter().map(|n| prog.param(n)).collect::<Result<_>>()?;
+                    opt_snapshot = opt.clone();
                 }
             }
             other => {
@@ -448,11 +461,12 @@ pub fn train_with_data(
                 for (n, v) in names.iter().zip(&snapshot) {
                     prog.set_param(n, v)?;
                 }
+                opt = opt_snapshot.clone();
                 let why = match other {
                     Err(e) => e.to_string(),
                     Ok(_) => format!("non-finite loss {loss_host}"),
                 };
-                opt.set_lr(opt.lr() * 0.5);
+                lr_scale *= 0.5;
                 event = Some(format!(
                     "step discarded ({why}); parameters restored, learning rate halved"
                 ));
@@ -540,33 +554,4 @@ fn ess_by_bin(
             (lo, hi, e)
         })
         .collect()
-}
-
-/// A low-energy starting point for parallel tempering: the best of a few thousand random
-/// probes around the origin (inside the system's bounds when it has them).
-fn find_low_energy_start(e: &dyn Energy, rng: &mut impl Rng) -> Vec<f64> {
-    let d = e.dim();
-    let bounds = e.bounds();
-    let mut best = vec![0.0; d];
-    let mut best_u = e.energy(&best);
-    if !best_u.is_finite() {
-        best_u = f64::INFINITY;
-    }
-    for _ in 0..2000 {
-        let x: Vec<f64> = match &bounds {
-            Some(bd) => bd
-                .iter()
-                .map(|(lo, hi)| rng.random_range(*lo..*hi))
-                .collect(),
-            None => (0..d)
-                .map(|_| rng.sample::<f64, _>(StandardNormal))
-                .collect(),
-        };
-        let u = e.energy(&x);
-        if u < best_u {
-            best_u = u;
-            best = x;
-        }
-    }
-    best
 }
