@@ -294,42 +294,55 @@ pub fn flows_bench(reps: usize) -> Result<serde_json::Value> {
     Ok(serde_json::Value::Object(report))
 }
 
-/// Time to accuracy of the default sweep: train with growing budgets and report, for each,
-/// the largest relative C_V error over the 32-temperature grid (200k samples per temperature)
-/// and whether every temperature is within 2 % and trusted.
-pub fn sweep_time_to_accuracy() -> Result<serde_json::Value> {
-    let mut points = Vec::new();
-    let mut reached = serde_json::Value::Null;
-    for budget in [15.0, 30.0, 60.0] {
+/// Time to accuracy of the sweep: the default sweep (32 temperatures over [0.5, 3], the
+/// default training budget) with `--cv-tol cv_tol`, on double-well-2d and on harmonic. For
+/// each: the wall time from start to the finished estimates (training, witness, estimation
+/// rounds, repairs), its parts, the largest relative C_V error against the exact reference,
+/// and whether every temperature is trusted.
+pub fn sweep_time_to_accuracy(cv_tol: f64, train_seconds: f64) -> Result<serde_json::Value> {
+    let mut runs = Vec::new();
+    for system in ["double-well-2d", "harmonic"] {
         let cfg = crate::sweep::SweepConfig {
-            train_seconds: budget,
-            samples: 200_000,
+            system: system.into(),
+            cv_tol: Some(cv_tol),
+            train_seconds: Some(train_seconds),
             progress: false,
             ..Default::default()
         };
+        let t0 = std::time::Instant::now();
         let (r, _, _) = crate::sweep::run(&cfg)?;
+        let wall = t0.elapsed().as_secs_f64();
         let err = r.max_cv_rel_error().unwrap_or(f64::NAN);
-        let ok = err < 0.02 && r.trusted.iter().all(|&t| t);
+        let all_trusted = r.trusted.iter().all(|&t| t);
         eprintln!(
-            "[bench] train {budget:.0} s: max |ΔC_V|/C_V = {:.2} %, all trusted: {}",
-            100.0 * err,
-            r.trusted.iter().all(|&t| t)
+            "[bench] {system}: {wall:.1} s to C_V within {:.2} % (max |ΔC_V|/C_V = {:.2} %), all trusted: {all_trusted}",
+            100.0 * cv_tol,
+            100.0 * err
         );
-        points.push(json!({
-            "train_seconds": budget,
-            "steps": r.train.steps,
-            "max_cv_rel_error": err,
-            "min_ess_fraction": r.ess_fraction.iter().cloned().fold(f64::INFINITY, f64::min),
-            "all_trusted": r.trusted.iter().all(|&t| t),
+        runs.push(json!({
+            "system": system,
+            "wall_seconds": wall,
+            "train_seconds": r.train.seconds,
+            "train_steps": r.train.steps,
+            "witness_seconds": r.witness.as_ref().map(|w| w.seconds),
             "estimate_seconds": r.estimate_seconds,
+            "samples_total": r.samples_used.iter().sum::<usize>(),
+            "estimate_samples_per_s": r.estimate_samples_per_s,
+            "max_cv_rel_error": err,
+            "within_2pct": err < 0.02,
+            "all_trusted": all_trusted,
+            "repairs": r.repairs,
+            "verdict": r.verdict,
         }));
-        if ok && reached.is_null() {
-            reached = json!(budget);
-        }
     }
-    Ok(
-        json!({"system": "double-well-2d", "temps": 32, "samples_per_temperature": 200_000, "checkpoints": points, "time_to_2pct_s": reached}),
-    )
+    Ok(json!({
+        "temps": 32,
+        "t_range": [0.5, 3.0],
+        "cv_tol": cv_tol,
+        "threads": rayon::current_num_threads(),
+        "command": format!("thermoflow bench sweep --json --cv-tol {cv_tol} --train-seconds {train_seconds}"),
+        "runs": runs,
+    }))
 }
 
 /// Flow-MCMC against HMC on φ⁴ (L = 8, m² = −4, λ = 8, T = 1): HMC (8 chains × 20 000

@@ -56,12 +56,19 @@ pub struct Sweep {
 }
 
 impl Sweep {
-    /// Defaults of the CLI for `system`.
+    /// Defaults of the CLI for `system` (C_V to 1 %, witness, one repair round; under
+    /// `THERMOFLOW_QUICK` one round of samples, a short witness and no repair).
     pub fn new(system: &str) -> Sweep {
-        let cfg = SweepConfig {
+        let mut cfg = SweepConfig {
             system: system.to_string(),
             ..SweepConfig::default()
         };
+        if quick() {
+            // CI's headless notebook run: one round, a short witness, no repair.
+            cfg.cv_tol = None;
+            cfg.witness_sweeps = 2_000;
+            cfg.repairs = 0;
+        }
         Sweep { cfg }
     }
     /// A `key=value` parameter.
@@ -78,12 +85,29 @@ impl Sweep {
     }
     /// Training budget in seconds.
     pub fn train_seconds(mut self, s: f64) -> Sweep {
-        self.cfg.train_seconds = s;
+        self.cfg.train_seconds = Some(s);
+        self
+    }
+    /// Training budget in steps (instead of seconds: the same result on any machine).
+    pub fn train_steps(mut self, n: usize) -> Sweep {
+        self.cfg.train_steps = Some(n);
+        self.cfg.train_seconds = None;
+        self
+    }
+    /// Target relative standard error of C_V at every temperature (`None`: one round).
+    pub fn cv_tol(mut self, r: Option<f64>) -> Sweep {
+        self.cfg.cv_tol = r;
+        self
+    }
+    /// Most samples per temperature.
+    pub fn max_samples(mut self, n: usize) -> Sweep {
+        self.cfg.max_samples = n;
         self
     }
     /// Samples per temperature.
     pub fn samples(mut self, n: usize) -> Sweep {
         self.cfg.samples = n;
+        self.cfg.max_samples = self.cfg.max_samples.max(n);
         self
     }
     /// Seed.

@@ -8,7 +8,9 @@ use thermoflow::sweep::{self, SweepConfig};
 
 const USAGE: &str = "usage:
   thermoflow sweep [--system NAME] [--param key=value ...] [--tmin A] [--tmax B] [--temps N]
-                   [--train-seconds S] [--samples M] [--seed K] [--json FILE] [--html FILE]
+                   [--train-seconds S] [--train-steps N] [--samples M] [--cv-tol R]
+                   [--max-samples M] [--estimate-seconds S] [--witness-sweeps N] [--repairs N]
+                   [--seed K] [--json FILE] [--html FILE]
                    [--save-model FILE | --load-model FILE] [--quiet]
   thermoflow mcmc [--system NAME] [--param key=value ...] [--sampler flow|hmc|rwm] [--temp T]
                   [--steps N] [--chains C] [--train-seconds S] [--seed K] [--json FILE]
@@ -21,7 +23,8 @@ const USAGE: &str = "usage:
   thermoflow backmap [--system bead-chain] [--param key=value ...] [--temp T] [--group G]
                      [--steps N] [--seed K] [--json FILE]
   thermoflow systems
-  thermoflow bench engine|flows|sweep|mcmc [--json] [--reps N] [--train-seconds S] [--steps N]";
+  thermoflow bench engine|flows|sweep|mcmc [--json] [--reps N] [--train-seconds S] [--steps N]
+                   [--cv-tol R]";
 
 /// A command-line failure: usage errors exit with 2, everything else with 1.
 enum Failure {
@@ -105,8 +108,25 @@ fn cmd_sweep(mut a: Args) -> Result<(), Failure> {
     cfg.t_min = a.parse("--tmin")?.unwrap_or(cfg.t_min);
     cfg.t_max = a.parse("--tmax")?.unwrap_or(cfg.t_max);
     cfg.temps = a.parse("--temps")?.unwrap_or(cfg.temps);
-    cfg.train_seconds = a.parse("--train-seconds")?.unwrap_or(cfg.train_seconds);
+    let train_seconds: Option<f64> = a.parse("--train-seconds")?;
+    cfg.train_steps = a.parse("--train-steps")?;
+    // A step budget alone makes the run reproducible on any machine: no default time limit.
+    cfg.train_seconds = match (train_seconds, cfg.train_steps) {
+        (Some(s), _) => Some(s),
+        (None, Some(_)) => None,
+        (None, None) => cfg.train_seconds,
+    };
     cfg.samples = a.parse("--samples")?.unwrap_or(cfg.samples);
+    cfg.max_samples = a
+        .parse("--max-samples")?
+        .unwrap_or(cfg.max_samples.max(cfg.samples));
+    if let Some(tol) = a.parse::<f64>("--cv-tol")? {
+        // --cv-tol 0: one round of --samples, no tolerance.
+        cfg.cv_tol = (tol != 0.0).then_some(tol);
+    }
+    cfg.estimate_seconds = a.parse("--estimate-seconds")?;
+    cfg.witness_sweeps = a.parse("--witness-sweeps")?.unwrap_or(cfg.witness_sweeps);
+    cfg.repairs = a.parse("--repairs")?.unwrap_or(cfg.repairs);
     cfg.seed = a.parse("--seed")?.unwrap_or(cfg.seed);
     let json = a.value("--json")?;
     let html = a.value("--html")?;
@@ -537,15 +557,25 @@ fn cmd_bench(mut a: Args) -> Result<(), Failure> {
         a.items.remove(0)
     };
     let reps: usize = a.parse("--reps")?.unwrap_or(200);
-    let train_seconds: f64 = a.parse("--train-seconds")?.unwrap_or(240.0);
+    let train_seconds: Option<f64> = a.parse("--train-seconds")?;
     let steps: usize = a.parse("--steps")?.unwrap_or(2000);
+    let cv_tol: f64 = a.parse("--cv-tol")?.unwrap_or(0.005);
     let json = a.switch("--json");
     a.finish()?;
     let report = match what.as_str() {
         "engine" => thermoflow::bench::engine_bench(reps)?,
         "flows" => thermoflow::bench::flows_bench(reps.min(30))?,
-        "sweep" => thermoflow::bench::sweep_time_to_accuracy()?,
+        "sweep" => {
+            let secs = train_seconds.unwrap_or(30.0);
+            if !(cv_tol.is_finite() && cv_tol > 0.0 && secs.is_finite() && secs > 0.0) {
+                return Err(Failure::Usage(
+                    "--cv-tol and --train-seconds must be positive".into(),
+                ));
+            }
+            thermoflow::bench::sweep_time_to_accuracy(cv_tol, secs)?
+        }
         "mcmc" => {
+            let train_seconds = train_seconds.unwrap_or(240.0);
             if !(train_seconds.is_finite() && train_seconds > 0.0) || steps < 40 {
                 return Err(Failure::Usage(
                     "--train-seconds must be positive and --steps ≥ 40".into(),

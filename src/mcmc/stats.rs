@@ -78,7 +78,7 @@ pub fn batch_means(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng};
+    use rand::Rng;
 
     /// An AR(1) chain x_{t+1} = a x_t + noise has τ_int = ½ (1 + a)/(1 − a).
     #[test]

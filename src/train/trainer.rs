@@ -53,12 +53,16 @@ pub struct TrainConfig {
     pub warm_fraction: f64,
     /// Parallel-tempering sweeps for the forward-KL data (0: no data, pure reverse KL).
     pub pt_sweeps: usize,
+    /// Weight α of the mass-covering α = 2 divergence term in the energy-based loss
+    /// ((1 − α) reverse KL + α log E_q[(p/q)²]; 0: reverse KL only).
+    pub mass_covering: f64,
     /// Seed.
     pub seed: u64,
 }
 
 impl TrainConfig {
-    /// Defaults for a range: 60 s, batch 512, lr 2·10⁻³, clip 10, λ = 0.5, 15 % warm start.
+    /// Defaults for a range: 60 s, batch 512, lr 2·10⁻³, clip 10, λ = 0.5, 15 % warm start,
+    /// 4000 tempering sweeps of data, no mass-covering term.
     pub fn new(t_min: f64, t_max: f64) -> TrainConfig {
         TrainConfig {
             t_min,
@@ -71,6 +75,7 @@ impl TrainConfig {
             forward_weight: 0.5,
             warm_fraction: 0.15,
             pt_sweeps: 4000,
+            mass_covering: 0.0,
             seed: 0,
         }
     }
@@ -308,7 +313,13 @@ pub fn train_with_data(
     let start = Instant::now();
     let (mut step, mut restored, mut bad_total, mut last_loss) = (0usize, 0usize, 0usize, f64::NAN);
     let mut warm_done = warm_prog.is_none();
-    let mut event: Option<String> = data_note.map(|n| format!("{n}; forward-KL warm start"));
+    let mut event: Option<String> = data_note.map(|n| {
+        if warm_prog.is_some() {
+            format!("{n}; forward-KL warm start")
+        } else {
+            n
+        }
+    });
     loop {
         let elapsed = start.elapsed().as_secs_f64();
         let frac_t = cfg.seconds.map(|s| elapsed / s).unwrap_or(0.0);
@@ -379,9 +390,14 @@ pub fn train_with_data(
         for v in z.iter_mut() {
             *v = rng.sample::<f32, _>(StandardNormal);
         }
-        let temps: Vec<f64> = (0..b)
-            .map(|_| log_uniform(&mut rng, cfg.t_min, cfg.t_max))
-            .collect();
+        // Temperatures in groups of GROUP samples sharing one T (log-uniform), so that the
+        // mass-covering term can normalise its weights within a temperature.
+        let mut temps: Vec<f64> = Vec::with_capacity(b);
+        while temps.len() < b {
+            let t = log_uniform(&mut rng, cfg.t_min, cfg.t_max);
+            let k = GROUP.min(b - temps.len());
+            temps.extend(std::iter::repeat_n(t, k));
+        }
         for (t, &v) in tz.iter_mut().zip(&temps) {
             *t = v as f32;
         }
@@ -431,13 +447,7 @@ pub fn train_with_data(
                 "every sample of step {step} has a non-finite energy"
             )));
         }
-        for i in 0..b {
-            w[i] = if u[i].is_finite() {
-                1.0 / good as f32
-            } else {
-                0.0
-            };
-        }
+        mix_weights(&temps, &u, lq, cfg.mass_covering, good, &mut w);
         let loss_host: f64 = (0..b)
             .filter(|&i| u[i].is_finite())
             .map(|i| lq[i] as f64 + u[i] / temps[i])
@@ -519,6 +529,48 @@ pub fn train_with_data(
         bad_samples: bad_total,
         energy_evaluations: evaluations,
     })
+}
+
+/// Samples per temperature group in a reverse-KL batch.
+const GROUP: usize = 32;
+
+/// Per-sample loss weights: (1 − α)/good (reverse KL) plus α · ŵ²/(groups) with ŵ² = w²/Σw²
+/// normalised within each temperature group (the α = 2 divergence log E_q[(p/q)²], whose
+/// gradient E_q[2w² ∇ℓ]/E_q[w²] weights the reverse-KL path gradient by w²). Samples with a
+/// non-finite energy get 0.
+fn mix_weights(temps: &[f64], u: &[f64], lq: &[f32], alpha: f64, good: usize, w: &mut [f32]) {
+    let b = temps.len();
+    let groups = b.div_ceil(GROUP) as f64;
+    for i in 0..b {
+        w[i] = if u[i].is_finite() {
+            ((1.0 - alpha) / good as f64) as f32
+        } else {
+            0.0
+        };
+    }
+    if alpha == 0.0 {
+        return;
+    }
+    for g in (0..b).step_by(GROUP) {
+        let end = (g + GROUP).min(b);
+        let l2: Vec<f64> = (g..end)
+            .map(|i| {
+                if u[i].is_finite() && lq[i].is_finite() {
+                    2.0 * (-u[i] / temps[i] - lq[i] as f64)
+                } else {
+                    f64::NEG_INFINITY
+                }
+            })
+            .collect();
+        let mx = l2.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        if mx == f64::NEG_INFINITY {
+            continue;
+        }
+        let tot: f64 = l2.iter().map(|l| (l - mx).exp()).sum();
+        for (k, l) in l2.iter().enumerate() {
+            w[g + k] += (alpha * (l - mx).exp() / tot / groups) as f32;
+        }
+    }
 }
 
 /// ESS fraction of the batch's importance weights within log-spaced temperature bins.

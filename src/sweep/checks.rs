@@ -1,0 +1,288 @@
+//! The sweep's trust checks: a temperature is **trusted** when every check passes.
+//!
+//! Local (the flow's own samples at T, see [`crate::estimators`]):
+//! * `finite`: no sample with a non-finite energy or density;
+//! * `ess`: Kish ESS / N ≥ 0.1;
+//! * `pareto_k`, `pareto_k_cv`: PSIS k̂ of the weights and of w·(U − ⟨U⟩)² below
+//!   min(1 − 1/log₁₀ S, 0.7).
+//!
+//! Across the grid (neighbouring temperatures a < b, h = T_b − T_a, Δβ = 1/T_b − 1/T_a;
+//! Hermite's two-point rule, exact for cubics, with the derivatives the samples give):
+//! * `cv_vs_dudt`: ⟨U⟩_b − ⟨U⟩_a = ∫ C_V dT ≈ h/2 (C_a + C_b) + h²/12 (C'_a − C'_b),
+//!   C' = dC_V/dT;
+//! * `logz_vs_u`: log Z_b − log Z_a = −∫ ⟨U⟩ dβ ≈ −Δβ/2 (U_a + U_b) − Δβ²/12 (U'_a − U'_b),
+//!   U' = d⟨U⟩/dβ = −T² C_V.
+//!
+//!   The value is the largest |z| over the temperature's intervals, z = residual / its
+//!   standard error (from the covariance of each temperature's estimates; temperatures are
+//!   sampled independently); the check fails beyond [`Z_LIMIT`]. A tenth of the Hermite
+//!   correction term is added to the error as an allowance for the rule's own error.
+//!
+//! Against the witness (independent parallel tempering, [`super::witness`]), at the rung
+//! nearest to T:
+//! * `witness_u`, `witness_cv`: |flow − witness| / √(se²_flow + se²_witness) ≤
+//!   [`WITNESS_Z_LIMIT`];
+//! * `missed_mass`: Boltzmann mass beyond the flow's largest weight ≤ [`MISSED_MASS_LIMIT`];
+//! * `witness_mixing`: round trips ≥ ladders (a witness that does not mix is no evidence).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::witness::Witness;
+use crate::estimators::psis::k_threshold;
+use crate::estimators::{Thermo, TRUST_ESS_FRACTION};
+
+/// |z| beyond which the grid's consistency residuals fail (62 of them on a 32-point grid).
+pub const Z_LIMIT: f64 = 4.0;
+/// |z| beyond which the flow and the witness disagree.
+pub const WITNESS_Z_LIMIT: f64 = 3.0;
+/// Largest tolerated Boltzmann mass beyond the flow's largest weight.
+pub const MISSED_MASS_LIMIT: f64 = 0.01;
+
+/// One check's outcome.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Check {
+    /// Whether it passed.
+    pub pass: bool,
+    /// The number it rests on.
+    pub value: f64,
+    /// The limit it was held to.
+    pub limit: f64,
+}
+
+/// Checks of one temperature, by name.
+pub type Checks = BTreeMap<String, Check>;
+
+fn put(c: &mut Checks, name: &str, value: f64, limit: f64, pass: bool) {
+    c.insert(name.to_string(), Check { pass, value, limit });
+}
+
+/// The local checks of one temperature.
+pub fn local(th: &Thermo) -> Checks {
+    let mut c = Checks::new();
+    let kt = k_threshold(th.n);
+    put(&mut c, "finite", th.n_bad as f64, 0.0, th.n_bad == 0);
+    put(
+        &mut c,
+        "ess",
+        th.ess_fraction,
+        TRUST_ESS_FRACTION,
+        th.ess_fraction >= TRUST_ESS_FRACTION,
+    );
+    put(&mut c, "pareto_k", th.pareto_k, kt, th.pareto_k < kt);
+    put(
+        &mut c,
+        "pareto_k_cv",
+        th.pareto_k_cv,
+        kt,
+        th.pareto_k_cv < kt,
+    );
+    c
+}
+
+/// z of a residual of estimates at two temperatures: coefficients `ca` on (⟨U⟩, C_V,
+/// dC_V/dT, log Z) at a and `cb` at b, and an allowance `model` for the rule's own error.
+fn z_of(a: &Thermo, b: &Thermo, ca: [f64; 4], cb: [f64; 4], model: f64) -> f64 {
+    let val = |th: &Thermo, c: [f64; 4]| {
+        c[0] * th.u.value + c[1] * th.cv.value + c[2] * th.dcv_dt.value + c[3] * th.log_z.value
+    };
+    let resid = val(a, ca) + val(b, cb);
+    let se = (a.combination_se(ca).powi(2) + b.combination_se(cb).powi(2) + model * model).sqrt();
+    if resid == 0.0 {
+        0.0
+    } else {
+        resid.abs() / se
+    }
+}
+
+/// The two grid checks at every temperature (needs ≥ 2 temperatures).
+pub fn grid(th: &[Thermo]) -> Vec<Checks> {
+    let n = th.len();
+    let mut z_cv = vec![0.0f64; n];
+    let mut z_z = vec![0.0f64; n];
+    for i in 0..n.saturating_sub(1) {
+        let (a, b) = (&th[i], &th[i + 1]);
+        let h = b.t - a.t;
+        // U_b − U_a − h/2 (C_a + C_b) − h²/12 (C'_a − C'_b)
+        let corr = h * h / 12.0 * (a.dcv_dt.value - b.dcv_dt.value);
+        let zc = z_of(
+            a,
+            b,
+            [-1.0, -h / 2.0, -h * h / 12.0, 0.0],
+            [1.0, -h / 2.0, h * h / 12.0, 0.0],
+            0.1 * corr.abs(),
+        );
+        // log Z_b − log Z_a + Δβ/2 (U_a + U_b) + Δβ²/12 (U'_a − U'_b),  U' = −T² C_V
+        let db = 1.0 / b.t - 1.0 / a.t;
+        let k = db * db / 12.0;
+        let corr_z = k * (-a.t * a.t * a.cv.value + b.t * b.t * b.cv.value);
+        let zz = z_of(
+            a,
+            b,
+            [db / 2.0, -k * a.t * a.t, 0.0, -1.0],
+            [db / 2.0, k * b.t * b.t, 0.0, 1.0],
+            0.1 * corr_z.abs(),
+        );
+        for j in [i, i + 1] {
+            z_cv[j] = z_cv[j].max(if zc.is_nan() { f64::INFINITY } else { zc });
+            z_z[j] = z_z[j].max(if zz.is_nan() { f64::INFINITY } else { zz });
+        }
+    }
+    (0..n)
+        .map(|i| {
+            let mut c = Checks::new();
+            put(&mut c, "cv_vs_dudt", z_cv[i], Z_LIMIT, z_cv[i] <= Z_LIMIT);
+            put(&mut c, "logz_vs_u", z_z[i], Z_LIMIT, z_z[i] <= Z_LIMIT);
+            c
+        })
+        .collect()
+}
+
+/// What the witness says at one rung on the grid.
+#[derive(Clone, Debug, Serialize)]
+pub struct WitnessPoint {
+    /// Rung temperature.
+    pub t: f64,
+    /// Witness ⟨U⟩ and its error.
+    pub u: f64,
+    /// Its standard error.
+    pub u_se: f64,
+    /// Witness C_V.
+    pub cv: f64,
+    /// Its standard error.
+    pub cv_se: f64,
+    /// |z| of the flow's ⟨U⟩ against it.
+    pub z_u: f64,
+    /// |z| of the flow's C_V against it.
+    pub z_cv: f64,
+    /// Mass beyond the flow's largest weight.
+    pub missed_mass: f64,
+}
+
+fn z(a: f64, sa: f64, b: f64, sb: f64) -> f64 {
+    let z = (a - b).abs() / (sa * sa + sb * sb).sqrt();
+    if z.is_nan() {
+        f64::INFINITY
+    } else {
+        z
+    }
+}
+
+/// Compare the flow with the witness at each rung on the grid (`missed[k]`: missed mass at
+/// rung k) and give every temperature the checks of its nearest rung.
+pub fn witness(th: &[Thermo], w: &Witness, missed: &[f64]) -> (Vec<Checks>, Vec<WitnessPoint>) {
+    let mut points: Vec<Option<WitnessPoint>> = vec![None; w.rungs.len()];
+    for (k, gi) in w.grid_index.iter().enumerate() {
+        if let Some(i) = *gi {
+            let (f, m) = (&th[i], &w.thermo[k]);
+            points[k] = Some(WitnessPoint {
+                t: w.rungs[k],
+                u: m.u.value,
+                u_se: m.u.se,
+                cv: m.cv.value,
+                cv_se: m.cv.se,
+                z_u: z(f.u.value, f.u.se, m.u.value, m.u.se),
+                z_cv: z(f.cv.value, f.cv.se, m.cv.value, m.cv.se),
+                missed_mass: missed[k],
+            });
+        }
+    }
+    let mixing_ok = w.round_trips >= w.ladders;
+    let checks = th
+        .iter()
+        .map(|t| {
+            let mut c = Checks::new();
+            let p = w.nearest_rung(t.t).and_then(|k| points[k].as_ref());
+            let inf = f64::INFINITY;
+            let (zu, zc, mm) = p.map_or((inf, inf, f64::NAN), |p| (p.z_u, p.z_cv, p.missed_mass));
+            put(
+                &mut c,
+                "witness_u",
+                zu,
+                WITNESS_Z_LIMIT,
+                zu <= WITNESS_Z_LIMIT,
+            );
+            put(
+                &mut c,
+                "witness_cv",
+                zc,
+                WITNESS_Z_LIMIT,
+                zc <= WITNESS_Z_LIMIT,
+            );
+            put(
+                &mut c,
+                "missed_mass",
+                mm,
+                MISSED_MASS_LIMIT,
+                mm <= MISSED_MASS_LIMIT,
+            );
+            put(
+                &mut c,
+                "witness_mixing",
+                w.round_trips as f64,
+                w.ladders as f64,
+                mixing_ok,
+            );
+            c
+        })
+        .collect();
+    (checks, points.into_iter().flatten().collect())
+}
+
+/// Whether every check passed.
+pub fn all_pass(c: &Checks) -> bool {
+    c.values().all(|c| c.pass)
+}
+
+/// One line saying what failed and where (temperature ranges per check), or that all passed.
+pub fn verdict(temps: &[f64], checks: &[Checks]) -> String {
+    let n = temps.len();
+    let bad = checks.iter().filter(|c| !all_pass(c)).count();
+    if bad == 0 {
+        return format!("all {n} temperatures trusted: every check passed");
+    }
+    let mut names: Vec<&String> = checks.iter().flat_map(|c| c.keys()).collect();
+    names.sort();
+    names.dedup();
+    let mut parts = Vec::new();
+    for name in names {
+        let failing: Vec<usize> = (0..n).filter(|&i| !checks[i][name].pass).collect();
+        if failing.is_empty() {
+            continue;
+        }
+        let worst =
+            failing
+                .iter()
+                .map(|&i| checks[i][name].value)
+                .fold(
+                    f64::NEG_INFINITY,
+                    |a, b| if b.is_nan() { a } else { a.max(b) },
+                );
+        parts.push(format!(
+            "{name} fails at {} (worst {worst:.3}, limit {})",
+            ranges(temps, &failing),
+            checks[failing[0]][name].limit
+        ));
+    }
+    format!("{bad} of {n} temperatures untrusted: {}", parts.join("; "))
+}
+
+/// "T = 0.5–0.74, 2.1" for the temperatures at `idx` (runs of neighbours joined).
+fn ranges(temps: &[f64], idx: &[usize]) -> String {
+    let mut out = Vec::new();
+    let mut k = 0;
+    while k < idx.len() {
+        let start = k;
+        while k + 1 < idx.len() && idx[k + 1] == idx[k] + 1 {
+            k += 1;
+        }
+        out.push(if k == start {
+            format!("{:.3}", temps[idx[start]])
+        } else {
+            format!("{:.3}–{:.3}", temps[idx[start]], temps[idx[k]])
+        });
+        k += 1;
+    }
+    format!("T = {}", out.join(", "))
+}

@@ -1,0 +1,208 @@
+//! The sweep's result: the JSON schema (see the README) and the text table.
+
+use serde::Serialize;
+
+use super::checks::{Checks, WitnessPoint};
+use crate::estimators::Thermo;
+
+/// Exact values beside the estimates.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExactCurves {
+    /// ⟨U⟩.
+    #[serde(rename = "U")]
+    pub u: Vec<f64>,
+    /// C_V.
+    #[serde(rename = "Cv")]
+    pub cv: Vec<f64>,
+    /// log Z.
+    #[serde(rename = "logZ")]
+    pub log_z: Vec<f64>,
+}
+
+/// Training summary in the JSON.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TrainSummary {
+    /// Steps (0 when the model was loaded and not repaired).
+    pub steps: usize,
+    /// Seconds (data generation included).
+    pub seconds: f64,
+    /// Last reverse-KL loss.
+    pub final_loss: f64,
+    /// Flow samples per second during training.
+    pub samples_per_s: f64,
+    /// Whether the model was loaded instead of trained.
+    pub loaded: bool,
+}
+
+/// The witness's part of the JSON.
+#[derive(Clone, Debug, Serialize)]
+pub struct WitnessSummary {
+    /// Rungs on the grid with the witness's estimates and the comparisons.
+    pub points: Vec<WitnessPoint>,
+    /// Ladder temperatures (the grid's rungs and those above T_max).
+    pub rungs: Vec<f64>,
+    /// Round trips coldest → hottest → coldest, all ladders.
+    pub round_trips: usize,
+    /// Ladders.
+    pub ladders: usize,
+    /// Sweeps after burn-in.
+    pub sweeps: usize,
+    /// Seconds.
+    pub seconds: f64,
+}
+
+/// The sweep's result; serialises to the documented JSON schema.
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepResult {
+    /// System name.
+    pub system: String,
+    /// All parameters, defaults filled in.
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Temperatures.
+    pub temperatures: Vec<f64>,
+    /// ⟨U⟩.
+    #[serde(rename = "U")]
+    pub u: Vec<f64>,
+    /// SE of ⟨U⟩.
+    #[serde(rename = "U_se")]
+    pub u_se: Vec<f64>,
+    /// C_V (fluctuation).
+    #[serde(rename = "Cv")]
+    pub cv: Vec<f64>,
+    /// SE of C_V.
+    #[serde(rename = "Cv_se")]
+    pub cv_se: Vec<f64>,
+    /// C_V = d⟨U⟩/dT.
+    #[serde(rename = "Cv_deriv")]
+    pub cv_deriv: Vec<f64>,
+    /// Its SE.
+    #[serde(rename = "Cv_deriv_se")]
+    pub cv_deriv_se: Vec<f64>,
+    /// log Z.
+    #[serde(rename = "logZ")]
+    pub log_z: Vec<f64>,
+    /// SE of log Z.
+    #[serde(rename = "logZ_se")]
+    pub log_z_se: Vec<f64>,
+    /// F = −T log Z.
+    #[serde(rename = "F")]
+    pub f: Vec<f64>,
+    /// S = (⟨U⟩ − F)/T.
+    #[serde(rename = "S")]
+    pub s: Vec<f64>,
+    /// ESS / N.
+    pub ess_fraction: Vec<f64>,
+    /// Pareto k̂ of the importance weights.
+    pub pareto_k: Vec<f64>,
+    /// Samples drawn per temperature.
+    pub samples_used: Vec<usize>,
+    /// Whether the C_V tolerance was reached per temperature.
+    pub target_reached: Vec<bool>,
+    /// Every check per temperature: name → {pass, value, limit}.
+    pub checks: Vec<Checks>,
+    /// All checks pass, per temperature.
+    pub trusted: Vec<bool>,
+    /// In words: what failed and where, or that everything passed.
+    pub verdict: String,
+    /// What the sweep did to repair failing temperatures.
+    pub repairs: Vec<String>,
+    /// The independent witness.
+    pub witness: Option<WitnessSummary>,
+    /// Exact curves, or null.
+    pub exact: Option<ExactCurves>,
+    /// Training summary.
+    pub train: TrainSummary,
+    /// Samples per temperature in the first round.
+    pub samples: usize,
+    /// Seconds spent sampling and estimating (all rounds).
+    pub estimate_seconds: f64,
+    /// Flow samples per second during estimation, energies included.
+    pub estimate_samples_per_s: f64,
+    /// Seed, budgets and flow settings of the run.
+    pub config: serde_json::Value,
+    /// Crate version.
+    pub thermoflow_version: String,
+    /// Loss history (step, seconds, loss) for the plot; not part of the JSON.
+    #[serde(skip)]
+    pub loss_history: Vec<(usize, f64, f64)>,
+    /// Per-temperature estimates with all errors; not part of the JSON.
+    #[serde(skip)]
+    pub thermo: Vec<Thermo>,
+}
+
+impl SweepResult {
+    /// A readable table (one row per temperature) ending with the verdict.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "{} {}\n{:>7} {:>20} {:>19} {:>19} {:>19} {:>6} {:>6} {:>8} {:>5}\n",
+            self.system,
+            serde_json::Value::Object(self.params.clone()),
+            "T",
+            "⟨U⟩ ± se (exact)",
+            "C_V ± se (exact)",
+            "dU/dT ± se",
+            "log Z ± se (exact)",
+            "ESS",
+            "k̂",
+            "samples",
+            "trust"
+        );
+        for i in 0..self.temperatures.len() {
+            let ex = |v: Option<&Vec<f64>>| v.map(|v| format!("({:.3})", v[i])).unwrap_or_default();
+            let e = self.exact.as_ref();
+            s += &format!(
+                "{:7.3} {:>20} {:>19} {:>19} {:>19} {:6.3} {:6.2} {:>8} {:>5}\n",
+                self.temperatures[i],
+                format!(
+                    "{:.3}±{:.3}{}",
+                    self.u[i],
+                    self.u_se[i],
+                    ex(e.map(|e| &e.u))
+                ),
+                format!(
+                    "{:.3}±{:.3}{}",
+                    self.cv[i],
+                    self.cv_se[i],
+                    ex(e.map(|e| &e.cv))
+                ),
+                format!("{:.3}±{:.3}", self.cv_deriv[i], self.cv_deriv_se[i]),
+                format!(
+                    "{:.3}±{:.3}{}",
+                    self.log_z[i],
+                    self.log_z_se[i],
+                    ex(e.map(|e| &e.log_z))
+                ),
+                self.ess_fraction[i],
+                self.pareto_k[i],
+                self.samples_used[i],
+                if self.trusted[i] { "yes" } else { "NO" }
+            );
+        }
+        s += &format!(
+            "training: {} steps, {:.1} s, final loss {:.4}; estimates: {} samples in {:.1} s ({:.0}/s)\n",
+            self.train.steps,
+            self.train.seconds,
+            self.train.final_loss,
+            self.samples_used.iter().sum::<usize>(),
+            self.estimate_seconds,
+            self.estimate_samples_per_s
+        );
+        for r in &self.repairs {
+            s += &format!("repair: {r}\n");
+        }
+        s += &format!("verdict: {}\n", self.verdict);
+        s
+    }
+
+    /// Largest |C_V − exact|/exact over the grid (None without an exact reference).
+    pub fn max_cv_rel_error(&self) -> Option<f64> {
+        let e = self.exact.as_ref()?;
+        Some(
+            self.cv
+                .iter()
+                .zip(&e.cv)
+                .map(|(a, b)| ((a - b) / b).abs())
+                .fold(0.0, f64::max),
+        )
+    }
+}

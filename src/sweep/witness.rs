@@ -1,0 +1,200 @@
+//! The sweep's independent witness: parallel tempering that finds basins on its own.
+//!
+//! The ladder's rungs are temperatures of the sweep's grid, about geometric with ratio
+//! r = 1 + 0.25/√(max(d, 2)/2) from T_min to T_max (snapped to the grid), continued above
+//! T_max up to 2 T_max so that the hottest replicas cross barriers. Each of the `ladders`
+//! ladders starts from its own dispersed configuration ([`dispersed_starts`]), not from the
+//! flow or its training data, so the witness does not share their blind spots. The run counts
+//! round trips coldest → hottest → coldest: evidence that the ladder mixes.
+//!
+//! At each rung on the grid the witness gives ⟨U⟩ and C_V with batch-means errors and
+//! configurations x ~ p(·|T). With the flow's log-weights ℓ(x) = −U(x)/T − log q(x|T), the
+//! **missed mass** is the fraction of witness configurations whose ℓ exceeds the largest ℓ
+//! among the flow's own samples at that temperature: an estimate of P_p(p/q > max_i p/q)
+//! — the Boltzmann mass in regions the flow's samples never reached.
+
+use std::time::Instant;
+
+use ndarray::Array2;
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::flows::Flow;
+use crate::mcmc::{dispersed_starts, parallel_tempering, McThermo, PtConfig};
+use crate::systems::Energy;
+
+/// Settings of the witness.
+#[derive(Clone, Debug, Serialize)]
+pub struct WitnessConfig {
+    /// Sweeps after burn-in (a step budget: the same on any machine).
+    pub sweeps: usize,
+    /// Independent ladders, each from its own dispersed start.
+    pub ladders: usize,
+    /// Seed.
+    pub seed: u64,
+}
+
+/// A finished witness run.
+#[derive(Clone, Debug)]
+pub struct Witness {
+    /// Rung temperatures (increasing).
+    pub rungs: Vec<f64>,
+    /// For each rung, its index in the sweep's grid (None above T_max).
+    pub grid_index: Vec<Option<usize>>,
+    /// ⟨U⟩, C_V with batch-means errors per rung.
+    pub thermo: Vec<McThermo>,
+    /// Configurations per rung.
+    pub samples: Vec<Array2<f64>>,
+    /// Round trips, all ladders.
+    pub round_trips: usize,
+    /// Ladders run.
+    pub ladders: usize,
+    /// Seconds.
+    pub seconds: f64,
+    /// Energy evaluations.
+    pub evaluations: usize,
+}
+
+/// Grid indices of the rungs inside the grid (about geometric, snapped, distinct) and the
+/// temperatures of the rungs above it.
+fn ladder(grid: &[f64], dim: usize) -> (Vec<usize>, Vec<f64>) {
+    let ratio = 1.0 + 0.25 / ((dim.max(2) as f64) / 2.0).sqrt();
+    let (t_min, t_max) = (grid[0], grid[grid.len() - 1]);
+    let mut idx: Vec<usize> = Vec::new();
+    let mut t = t_min;
+    while t < t_max * ratio.sqrt() && idx.len() < 48 {
+        let i = (0..grid.len())
+            .min_by(|&a, &b| (grid[a] - t).abs().total_cmp(&(grid[b] - t).abs()))
+            .unwrap_or(0);
+        if idx.last() != Some(&i) {
+            idx.push(i);
+        }
+        t *= ratio;
+    }
+    if idx.last() != Some(&(grid.len() - 1)) {
+        idx.push(grid.len() - 1);
+    }
+    let mut above = Vec::new();
+    let mut t = t_max * ratio;
+    while t <= 2.0 * t_max * 1.0001 && above.len() < 16 {
+        above.push(t);
+        t *= ratio;
+    }
+    (idx, above)
+}
+
+/// Run the witness over the sweep's `grid`.
+pub fn run_witness(energy: &dyn Energy, grid: &[f64], cfg: &WitnessConfig) -> Result<Witness> {
+    let t0 = Instant::now();
+    let (idx, above) = ladder(grid, energy.dim());
+    let rungs: Vec<f64> = idx.iter().map(|&i| grid[i]).chain(above).collect();
+    let grid_index: Vec<Option<usize>> = (0..rungs.len()).map(|k| idx.get(k).copied()).collect();
+    let mut rng = crate::rng::seeded(cfg.seed ^ 0x3a7);
+    let burn_in = (cfg.sweeps / 5).max(100);
+    let pt = PtConfig {
+        temps: rungs.clone(),
+        n_ladders: cfg.ladders,
+        n_sweeps: cfg.sweeps,
+        burn_in,
+        thin: (cfg.sweeps / 1000).max(1),
+        step: 0.5,
+        init: None,
+        starts: dispersed_starts(energy, cfg.ladders, &mut rng)?,
+        seed: cfg.seed ^ 0x7e57,
+        n_batches: 16,
+    };
+    let run = parallel_tempering(energy, &pt)?;
+    Ok(Witness {
+        thermo: run.thermo(),
+        samples: run.samples,
+        round_trips: run.round_trips,
+        ladders: cfg.ladders,
+        rungs,
+        grid_index,
+        seconds: t0.elapsed().as_secs_f64(),
+        evaluations: run.energy_evaluations,
+    })
+}
+
+impl Witness {
+    /// The rung on the grid nearest to `t` in log T.
+    pub fn nearest_rung(&self, t: f64) -> Option<usize> {
+        (0..self.rungs.len())
+            .filter(|&k| self.grid_index[k].is_some())
+            .min_by(|&a, &b| {
+                (self.rungs[a].ln() - t.ln())
+                    .abs()
+                    .total_cmp(&(self.rungs[b].ln() - t.ln()).abs())
+            })
+    }
+
+    /// Missed mass at rung `k`: the fraction of witness configurations whose log-weight under
+    /// `flow` exceeds `max_log_w`, the largest log-weight among the flow's samples there.
+    pub fn missed_mass(
+        &self,
+        k: usize,
+        flow: &Flow,
+        energy: &dyn Energy,
+        max_log_w: f64,
+    ) -> Result<f64> {
+        let x = &self.samples[k];
+        if x.nrows() == 0 {
+            return Ok(f64::NAN);
+        }
+        let t = self.rungs[k];
+        let log_q = flow.log_prob(x.view(), &[t])?;
+        let u = energy.energies(x.view())?;
+        let above = u
+            .iter()
+            .zip(&log_q)
+            .filter(|(u, q)| {
+                let l = -*u / t - *q;
+                // A configuration the flow cannot represent at all is missed too.
+                !l.is_finite() || l > max_log_w
+            })
+            .count();
+        Ok(above as f64 / x.nrows() as f64)
+    }
+
+    /// Witness configurations at the rungs on the grid, as forward-KL training data.
+    pub fn training_data(&self) -> crate::train::TrainingData {
+        let keep: Vec<usize> = (0..self.rungs.len())
+            .filter(|&k| self.grid_index[k].is_some())
+            .collect();
+        let n: usize = keep.iter().map(|&k| self.samples[k].nrows()).sum();
+        let d = self.samples.first().map_or(0, |s| s.ncols());
+        let mut x = Array2::zeros((n, d));
+        let mut temps = Vec::with_capacity(n);
+        let mut row = 0;
+        for &k in &keep {
+            for r in self.samples[k].rows() {
+                x.row_mut(row).assign(&r);
+                temps.push(self.rungs[k]);
+                row += 1;
+            }
+        }
+        crate::train::TrainingData {
+            x,
+            temps,
+            source: "witness parallel-tempering".into(),
+            seconds: self.seconds,
+            evaluations: self.evaluations,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ladder_uses_grid_points_and_goes_above_t_max() {
+        let grid: Vec<f64> = (0..32).map(|i| 0.5 + 2.5 * i as f64 / 31.0).collect();
+        let (idx, above) = ladder(&grid, 2);
+        assert_eq!(idx[0], 0);
+        assert_eq!(*idx.last().unwrap(), 31);
+        assert!(idx.windows(2).all(|w| w[1] > w[0]));
+        assert!(idx.len() >= 8, "{idx:?}");
+        assert!(above[0] > 3.0 && *above.last().unwrap() <= 6.001);
+    }
+}
