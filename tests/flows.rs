@@ -587,3 +587,49 @@ fn lattice_coupling_commutes_with_parity_preserving_translations() {
     let want = shift(&x, 1, 0);
     assert!(xs.iter().zip(&want).any(|(u, v)| (u - v).abs() > 1e-6));
 }
+
+/// The defensive mixture (1 − ε) q + ε q_s: a fresh coupling flow is x = √T z, so q(·|T) is
+/// N(0, T I) and the mixture's density has a closed form; samples carry exactly that density,
+/// and `log_prob_mixture` gives it back for any x.
+#[test]
+fn defensive_mixture_density_has_the_closed_form() {
+    let flow = thermoflow::flows::builders::coupling_flow(
+        2,
+        Conditioning::Temperature {
+            t_min: 0.5,
+            t_max: 2.0,
+        },
+        &thermoflow::sweep::default_flow(),
+    )
+    .unwrap();
+    let (t, s, eps) = (1.5, 1.3, 0.25);
+    let log_n = |x: &[f64], var: f64| {
+        -(x[0] * x[0] + x[1] * x[1]) / (2.0 * var) - (2.0 * std::f64::consts::PI * var).ln()
+    };
+    let exact =
+        |x: &[f64]| ((1.0 - eps) * log_n(x, t).exp() + eps * log_n(x, s * s * t).exp()).ln();
+    let mut rng = thermoflow::rng::seeded(8);
+    let smp = flow.sample_mixture(4000, &[t], s, eps, &mut rng).unwrap();
+    let back = flow.log_prob_mixture(smp.x.view(), &[t], s, eps).unwrap();
+    let mut wide = 0;
+    for (i, r) in smp.x.rows().into_iter().enumerate() {
+        let x = r.as_slice().unwrap();
+        let want = exact(x);
+        assert!(
+            (smp.log_q[i] - want).abs() < 1e-4,
+            "{} vs {want}",
+            smp.log_q[i]
+        );
+        assert!((back[i] - want).abs() < 1e-4, "{} vs {want}", back[i]);
+        wide += (x[0] * x[0] + x[1] * x[1] > 4.0 * t) as usize;
+    }
+    // P(|x|² > 4T) is e^{−2} under q and e^{−2/s²} under q_s: the mixture's tail is heavier.
+    let p_tail = (1.0 - eps) * (-2.0f64).exp() + eps * (-2.0 / (s * s)).exp();
+    let got = wide as f64 / 4000.0;
+    assert!(
+        (got - p_tail).abs() < 4.0 * (p_tail / 4000.0).sqrt(),
+        "{got} vs {p_tail}"
+    );
+    assert!(flow.sample_mixture(10, &[t], 0.9, 0.1, &mut rng).is_err());
+    assert!(flow.sample_mixture(10, &[t], 1.2, 1.0, &mut rng).is_err());
+}

@@ -289,6 +289,36 @@ fn local_checks_pass(th: &Thermo) -> bool {
 /// The same from given weights; `with_z` false when weights are not Boltzmann ratios
 /// (plain MCMC samples), in which case log Z, F and S are NaN. k̂ is that of the given weights.
 pub fn thermo_weighted(w: &Weights, u: &[f64], t: f64, with_z: bool) -> Result<Thermo> {
+    thermo_grouped(w, u, t, with_z, None)
+}
+
+/// ⟨U⟩, C_V, dC_V/dT from independent Markov chains (`chains[c]` the energy series of chain
+/// c, after burn-in), all samples weighted equally; standard errors and covariances sum the
+/// influence values within each chain first (one batch per chain: valid for chains much longer
+/// than their autocorrelation time, whatever it is). log Z, F and S are NaN.
+pub fn thermo_chains(chains: &[Vec<f64>], t: f64) -> Result<Thermo> {
+    if chains.len() < 2 || chains.iter().any(|c| c.is_empty()) {
+        return input_err("need at least two non-empty chains");
+    }
+    let u: Vec<f64> = chains.iter().flatten().copied().collect();
+    let groups: Vec<usize> = chains
+        .iter()
+        .enumerate()
+        .flat_map(|(c, s)| std::iter::repeat_n(c, s.len()))
+        .collect();
+    let w = Weights::uniform(u.len())?;
+    thermo_grouped(&w, &u, t, false, Some((&groups, chains.len())))
+}
+
+/// [`thermo_weighted`], with influence values summed per group (`groups[i]` the group of
+/// sample i, of `n` groups) before the errors are formed when `groups` is given.
+fn thermo_grouped(
+    w: &Weights,
+    u: &[f64],
+    t: f64,
+    with_z: bool,
+    groups: Option<(&[usize], usize)>,
+) -> Result<Thermo> {
     check_temperature(t)?;
     w.check_len(u)?;
     let wh = w.normalised();
@@ -313,6 +343,19 @@ pub fn thermo_weighted(w: &Weights, u: &[f64], t: f64, with_z: bool) -> Result<T
             phi_dcv[i] = p3 / (t2 * t2) - 2.0 * p2 / (t2 * t);
         }
     }
+    let agg = |phi: Vec<f64>| -> Vec<f64> {
+        match groups {
+            None => phi,
+            Some((g, n)) => {
+                let mut out = vec![0.0; n];
+                for (p, &k) in phi.iter().zip(g) {
+                    out[k] += p;
+                }
+                out
+            }
+        }
+    };
+    let (phi_u, phi_cv, phi_dcv) = (agg(phi_u), agg(phi_cv), agg(phi_dcv));
     let cv = Estimate::from_influence(var / t2, phi_cv.iter().copied());
     let dcv_dt = Estimate::from_influence(
         k3 / (t2 * t2) - 2.0 * var / (t2 * t),
@@ -325,6 +368,7 @@ pub fn thermo_weighted(w: &Weights, u: &[f64], t: f64, with_z: bool) -> Result<T
     };
     let (log_z, f, s, phi_z) = if with_z {
         let (lz, phi_z) = w.log_z_phi();
+        let phi_z = agg(phi_z);
         (
             Estimate::from_influence(lz, phi_z.iter().copied()),
             Estimate::from_influence(-t * lz, phi_z.iter().map(|p| -t * p)),
@@ -335,7 +379,7 @@ pub fn thermo_weighted(w: &Weights, u: &[f64], t: f64, with_z: bool) -> Result<T
             phi_z,
         )
     } else {
-        (nan, nan, nan, vec![0.0; u.len()])
+        (nan, nan, nan, vec![0.0; phi_u.len()])
     };
     let phis = [&phi_u, &phi_cv, &phi_dcv, &phi_z];
     let mut cov = [[0.0; 4]; 4];

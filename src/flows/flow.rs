@@ -94,6 +94,24 @@ pub struct Samples {
     pub log_q: Vec<f64>,
 }
 
+fn check_mixture(width: f64, fraction: f64) -> Result<()> {
+    if !(width >= 1.0 && width.is_finite() && (0.0..1.0).contains(&fraction)) {
+        return input_err(format!(
+            "defensive mixture needs width ≥ 1 and fraction in [0, 1), got {width}, {fraction}"
+        ));
+    }
+    Ok(())
+}
+
+/// log q_mix(x) − log q(x) = log((1 − ε) + ε exp(Δ)), Δ = −d log s + ½|z|²(1 − 1/s²).
+fn mixture_log_factor(d: usize, z_sq: f64, width: f64, fraction: f64) -> f64 {
+    if fraction == 0.0 {
+        return 0.0;
+    }
+    let delta = -(d as f64) * width.ln() + 0.5 * z_sq * (1.0 - 1.0 / (width * width));
+    ((1.0 - fraction) + fraction * delta.exp()).ln()
+}
+
 /// What a compiled flow program computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -436,11 +454,7 @@ impl Flow {
         fraction: f64,
         rng: &mut impl Rng,
     ) -> Result<Samples> {
-        if !(width >= 1.0 && width.is_finite() && (0.0..1.0).contains(&fraction)) {
-            return input_err(format!(
-                "defensive mixture needs width ≥ 1 and fraction in [0, 1), got {width}, {fraction}"
-            ));
-        }
+        check_mixture(width, fraction)?;
         let cond = self.check_cond(n, cond)?;
         let d = self.dim;
         let c = self.conditioning.raw_dim();
@@ -448,7 +462,6 @@ impl Flow {
         let mut log_q = Vec::with_capacity(n);
         let mut z = Vec::with_capacity(MAX_BATCH * d);
         let mut z2 = Vec::with_capacity(MAX_BATCH);
-        let log_s = width.ln();
         let mut start = 0;
         while start < n {
             let m = MAX_BATCH.min(n - start);
@@ -476,14 +489,11 @@ impl Flow {
             for (i, v) in xs.iter().enumerate() {
                 x[[start + i / d, i % d]] = *v as f64;
             }
-            log_q.extend(lq.iter().zip(&z2).map(|(&l, &sq)| {
-                let l = l as f64;
-                if fraction == 0.0 {
-                    return l;
-                }
-                let delta = -(d as f64) * log_s + 0.5 * sq * (1.0 - 1.0 / (width * width));
-                l + ((1.0 - fraction) + fraction * delta.exp()).ln()
-            }));
+            log_q.extend(
+                lq.iter()
+                    .zip(&z2)
+                    .map(|(&l, &sq)| l as f64 + mixture_log_factor(d, sq, width, fraction)),
+            );
             start += m;
         }
         Ok(Samples { x, log_q })
@@ -496,8 +506,22 @@ impl Flow {
 
     /// log q(x | c) for each row of `x`.
     pub fn log_prob(&self, x: ArrayView2<f64>, cond: &[f64]) -> Result<Vec<f64>> {
+        self.log_prob_mixture(x, cond, 1.0, 0.0)
+    }
+
+    /// log q_mix(x | c) of the defensive mixture of [`Flow::sample_mixture`] (width s,
+    /// fraction ε) for each row of `x`, from z = f⁻¹(x) and log q(x | c) of one inverse pass.
+    pub fn log_prob_mixture(
+        &self,
+        x: ArrayView2<f64>,
+        cond: &[f64],
+        width: f64,
+        fraction: f64,
+    ) -> Result<Vec<f64>> {
+        check_mixture(width, fraction)?;
         crate::systems::check_batch(self.dim, &x)?;
         let n = x.nrows();
+        let d = self.dim;
         let cond = self.check_cond(n, cond)?;
         let c = self.conditioning.raw_dim();
         let mut out = Vec::with_capacity(n);
@@ -513,8 +537,14 @@ impl Flow {
                 .iter()
                 .map(|&v| v as f32)
                 .collect();
-            let (_, lq) = self.run_cached(Mode::Density, &xs, &cf)?;
-            out.extend(lq.iter().map(|&v| v as f64));
+            let (z, lq) = self.run_cached(Mode::Density, &xs, &cf)?;
+            out.extend(lq.iter().enumerate().map(|(i, &l)| {
+                let sq: f64 = z[i * d..(i + 1) * d]
+                    .iter()
+                    .map(|&v| (v as f64) * (v as f64))
+                    .sum();
+                l as f64 + mixture_log_factor(d, sq, width, fraction)
+            }));
             start += m;
         }
         Ok(out)

@@ -18,6 +18,10 @@
 //!   sampled independently); the check fails beyond [`Z_LIMIT`]. A tenth of the Hermite
 //!   correction term is added to the error as an allowance for the rule's own error.
 //!
+//! Where flow-MCMC replaced importance sampling (see [`super::chains`]), `ess`, `pareto_k`
+//! and `pareto_k_cv` give way to `mcmc_acceptance` (≥ 0.2) and `mcmc_stuck_chains` (≤ 1 % of
+//! the chains accept under 10 % of their proposals).
+//!
 //! Against the witness (independent parallel tempering, [`super::witness`]), at the rung
 //! nearest to T:
 //! * `witness_u`, `witness_cv`: |flow − witness| / √(se²_flow + se²_witness) ≤
@@ -37,6 +41,10 @@ use crate::estimators::{Thermo, TRUST_ESS_FRACTION};
 pub const Z_LIMIT: f64 = 4.0;
 /// |z| beyond which the flow and the witness disagree.
 pub const WITNESS_Z_LIMIT: f64 = 3.0;
+/// Smallest acceptance of a flow-MCMC estimate.
+pub const MCMC_MIN_ACCEPTANCE: f64 = 0.2;
+/// Largest tolerated fraction of stuck flow-MCMC chains.
+pub const MCMC_MAX_STUCK: f64 = 0.01;
 /// Largest tolerated Boltzmann mass beyond the flow's largest weight.
 pub const MISSED_MASS_LIMIT: f64 = 0.01;
 
@@ -77,6 +85,29 @@ pub fn local(th: &Thermo) -> Checks {
         th.pareto_k_cv,
         kt,
         th.pareto_k_cv < kt,
+    );
+    c
+}
+
+/// The local checks of a temperature estimated by flow-MCMC: finite energies, acceptance
+/// ≥ [`MCMC_MIN_ACCEPTANCE`], at most [`MCMC_MAX_STUCK`] of the chains stuck (accepting under
+/// 10 % of proposals).
+pub fn local_chains(th: &Thermo, ch: &super::chains::ChainEstimate) -> Checks {
+    let mut c = Checks::new();
+    put(&mut c, "finite", th.n_bad as f64, 0.0, th.n_bad == 0);
+    put(
+        &mut c,
+        "mcmc_acceptance",
+        ch.acceptance,
+        MCMC_MIN_ACCEPTANCE,
+        ch.acceptance >= MCMC_MIN_ACCEPTANCE,
+    );
+    put(
+        &mut c,
+        "mcmc_stuck_chains",
+        ch.stuck_fraction,
+        MCMC_MAX_STUCK,
+        ch.stuck_fraction <= MCMC_MAX_STUCK,
     );
     c
 }

@@ -24,6 +24,7 @@
 //! proportion to their Boltzmann mass), then re-estimates everything with a fresh witness; up
 //! to `repairs` times. What it did is reported.
 
+pub mod chains;
 pub mod checks;
 mod report;
 pub mod witness;
@@ -121,6 +122,9 @@ impl Default for SweepConfig {
 pub const DEFENSIVE_WIDTH: f64 = 1.2;
 /// Its share ε of the samples.
 pub const DEFENSIVE_FRACTION: f64 = 0.1;
+
+/// Independent chains of the flow-MCMC repair.
+pub const MCMC_CHAINS: usize = 2048;
 
 /// The default target relative standard error of C_V.
 pub const DEFAULT_CV_TOL: f64 = 0.01;
@@ -275,6 +279,8 @@ struct Rounds {
     th: Vec<Thermo>,
     draws: Vec<Draws>,
     reached: Vec<bool>,
+    /// Where flow-MCMC replaced the importance-sampled ⟨U⟩ and C_V.
+    chains: Vec<Option<chains::ChainEstimate>>,
     seconds: f64,
 }
 
@@ -350,6 +356,7 @@ fn estimate_rounds(
         th: th.into_iter().map(|t| t.expect("estimated")).collect(),
         draws,
         reached,
+        chains: vec![None; n_t],
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
@@ -366,8 +373,12 @@ fn all_checks(
     let mut all: Vec<Checks> = th
         .iter()
         .zip(grid)
-        .map(|(t, g)| {
-            let mut c = checks::local(t);
+        .zip(&rounds.chains)
+        .map(|((t, g), ch)| {
+            let mut c = match ch {
+                None => checks::local(t),
+                Some(ch) => checks::local_chains(t, ch),
+            };
             c.extend(g);
             c
         })
@@ -679,6 +690,74 @@ pub fn run(cfg: &SweepConfig) -> Result<(SweepResult, Flow, Arc<dyn Energy>)> {
             temps.len()
         ));
     }
+    // Where only the weights' tail checks fail, flow-MCMC replaces importance sampling.
+    let tail_only: Vec<usize> = (0..temps.len())
+        .filter(|&i| {
+            let failing: Vec<&String> = all[i]
+                .iter()
+                .filter(|(_, c)| !c.pass)
+                .map(|(n, _)| n)
+                .collect();
+            !failing.is_empty()
+                && failing
+                    .iter()
+                    .all(|n| *n == "pareto_k" || *n == "pareto_k_cv")
+        })
+        .collect();
+    if !tail_only.is_empty() && cfg.repairs > 0 {
+        let t0 = Instant::now();
+        for &i in &tail_only {
+            let t = temps[i];
+            let n = rounds.draws[i].u.len();
+            let steps = (n / MCMC_CHAINS).clamp(50, 1000);
+            if cfg.progress {
+                eprintln!(
+                    "[sweep] flow-MCMC at T = {t:.3}: {MCMC_CHAINS} chains × {steps} steps (heavy-tailed weights)"
+                );
+            }
+            let ce = chains::flow_mcmc_at(
+                &flow,
+                energy.as_ref(),
+                t,
+                MCMC_CHAINS,
+                steps,
+                20,
+                seed ^ 0xf10 ^ ((i as u64) << 32),
+            )?;
+            let is = rounds.th[i];
+            let mut th = ce.thermo;
+            th.log_z = is.log_z;
+            th.f = is.f;
+            th.s = Estimate {
+                value: th.u.value / t + is.log_z.value,
+                se: ((th.u.se / t).powi(2) + is.log_z.se.powi(2)).sqrt(),
+            };
+            th.cov[3][3] = is.cov[3][3];
+            th.n_bad = is.n_bad;
+            th.ess_fraction = is.ess_fraction;
+            th.pareto_k = is.pareto_k;
+            th.pareto_k_cv = is.pareto_k_cv;
+            rounds.reached[i] = cfg
+                .cv_tol
+                .is_none_or(|tol| th.cv.se <= tol * th.cv.value.abs());
+            rounds.th[i] = th;
+            rounds.chains[i] = Some(ce);
+        }
+        let before = all.iter().filter(|c| checks::all_pass(c)).count();
+        (all, points) = all_checks(&rounds, witness.as_ref(), &flow, energy.as_ref())?;
+        let after = all.iter().filter(|c| checks::all_pass(c)).count();
+        let secs = t0.elapsed().as_secs_f64();
+        estimate_seconds += secs;
+        repairs.push(format!(
+            "flow-MCMC (independence Metropolis with the flow, {MCMC_CHAINS} chains) replaced importance sampling where only the weights' tail (k̂) failed, at T = {}: trusted {before} → {after} of {} ({secs:.1} s)",
+            tail_only
+                .iter()
+                .map(|&i| format!("{:.3}", temps[i]))
+                .collect::<Vec<_>>()
+                .join(", "),
+            temps.len()
+        ));
+    }
     if let Some(path) = &cfg.save_model {
         let meta = serde_json::json!({
             "system": cfg.system,
@@ -695,7 +774,23 @@ pub fn run(cfg: &SweepConfig) -> Result<(SweepResult, Flow, Arc<dyn Energy>)> {
     let exact: Option<Vec<Reference>> = reference(energy.as_ref(), &temps)?;
     let col = |f: &dyn Fn(&Thermo) -> f64| th.iter().map(f).collect::<Vec<f64>>();
     let trusted: Vec<bool> = all.iter().map(checks::all_pass).collect();
-    let samples_used: Vec<usize> = rounds.draws.iter().map(|d| d.u.len()).collect();
+    let samples_used: Vec<usize> = rounds
+        .draws
+        .iter()
+        .zip(&rounds.chains)
+        .map(|(d, c)| d.u.len() + c.as_ref().map_or(0, |c| c.chains * (c.steps + 21)))
+        .collect();
+    let method: Vec<String> = rounds
+        .chains
+        .iter()
+        .map(|c| {
+            if c.is_some() {
+                "flow-mcmc".to_string()
+            } else {
+                "importance".to_string()
+            }
+        })
+        .collect();
     let total: usize = samples_used.iter().sum();
     let config = serde_json::json!({
         "seed": cfg.seed,
@@ -727,6 +822,8 @@ pub fn run(cfg: &SweepConfig) -> Result<(SweepResult, Flow, Arc<dyn Energy>)> {
         ess_fraction: col(&|t| t.ess_fraction),
         pareto_k: col(&|t| t.pareto_k),
         samples_used,
+        method,
+        flow_mcmc: rounds.chains,
         target_reached: rounds.reached,
         verdict: checks::verdict(&temps, &all),
         checks: all,

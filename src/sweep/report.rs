@@ -96,6 +96,10 @@ pub struct SweepResult {
     pub pareto_k: Vec<f64>,
     /// Samples drawn per temperature.
     pub samples_used: Vec<usize>,
+    /// How ⟨U⟩ and C_V were estimated per temperature: `importance` or `flow-mcmc`.
+    pub method: Vec<String>,
+    /// The flow-MCMC runs (acceptance, stuck chains, chains, steps) where used, else null.
+    pub flow_mcmc: Vec<Option<super::chains::ChainEstimate>>,
     /// Whether the C_V tolerance was reached per temperature.
     pub target_reached: Vec<bool>,
     /// Every check per temperature: name → {pass, value, limit}.
@@ -177,6 +181,10 @@ impl SweepResult {
                 self.samples_used[i],
                 if self.trusted[i] { "yes" } else { "NO" }
             );
+            if self.method[i] != "importance" {
+                s.pop();
+                s += &format!(" ({})\n", self.method[i]);
+            }
         }
         s += &format!(
             "training: {} steps, {:.1} s, final loss {:.4}; estimates: {} samples in {:.1} s ({:.0}/s)\n",

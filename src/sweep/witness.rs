@@ -129,7 +129,8 @@ impl Witness {
     }
 
     /// Missed mass at rung `k`: the fraction of witness configurations whose log-weight under
-    /// `flow` exceeds `max_log_w`, the largest log-weight among the flow's samples there.
+    /// the flow's estimation proposal (the defensive mixture the sweep samples from) exceeds
+    /// `max_log_w`, the largest log-weight among the flow's samples there.
     pub fn missed_mass(
         &self,
         k: usize,
@@ -142,7 +143,12 @@ impl Witness {
             return Ok(f64::NAN);
         }
         let t = self.rungs[k];
-        let log_q = flow.log_prob(x.view(), &[t])?;
+        let log_q = flow.log_prob_mixture(
+            x.view(),
+            &[t],
+            super::DEFENSIVE_WIDTH,
+            super::DEFENSIVE_FRACTION,
+        )?;
         let u = energy.energies(x.view())?;
         let above = u
             .iter()
