@@ -186,7 +186,14 @@ impl SweepResult {
                 self.ess_fraction[i], if self.trusted[i] { "yes" } else { "<b>no</b>" }
             );
         }
-        s + "</table>"
+        s + &format!(
+            "</table><p><b>verdict:</b> {}</p>{}",
+            self.verdict.replace('<', "&lt;"),
+            self.repairs
+                .iter()
+                .map(|r| format!("<p>repair: {}</p>", r.replace('<', "&lt;")))
+                .collect::<String>()
+        )
     }
     /// Jupyter display: the HTML table.
     pub fn evcxr_display(&self) {

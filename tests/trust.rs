@@ -134,7 +134,9 @@ fn handicapped_flows_are_never_confidently_wrong() {
 #[test]
 fn narrow_modes_at_low_temperature_are_right_or_untrusted() {
     // Eight modes of width 0.25 on a ring of radius 4: barriers of ≈ 18 k_BT at T = 0.3.
-    let cfg = quick("mixture", &["sigma=0.25"], (0.3, 1.5), 12, 1500);
+    // With the whole repair machinery: continued training, then flow-MCMC where only k̂ fails.
+    let mut cfg = quick("mixture", &["sigma=0.25"], (0.3, 1.5), 12, 1500);
+    cfg.repairs = 1;
     let r = run(&cfg);
     let wrong = confidently_wrong(&r);
     assert!(wrong.is_empty(), "confidently wrong:\n{}", wrong.join("\n"));

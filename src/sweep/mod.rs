@@ -708,22 +708,34 @@ pub fn run(cfg: &SweepConfig) -> Result<(SweepResult, Flow, Arc<dyn Energy>)> {
         let t0 = Instant::now();
         for &i in &tail_only {
             let t = temps[i];
-            let n = rounds.draws[i].u.len();
-            let steps = (n / MCMC_CHAINS).clamp(50, 1000);
-            if cfg.progress {
-                eprintln!(
-                    "[sweep] flow-MCMC at T = {t:.3}: {MCMC_CHAINS} chains × {steps} steps (heavy-tailed weights)"
-                );
-            }
-            let ce = chains::flow_mcmc_at(
-                &flow,
-                energy.as_ref(),
-                t,
-                MCMC_CHAINS,
-                steps,
-                20,
-                seed ^ 0xf10 ^ ((i as u64) << 32),
-            )?;
+            let most = (cfg.max_samples / MCMC_CHAINS).max(50);
+            let mut steps = (rounds.draws[i].u.len() / MCMC_CHAINS).clamp(50, most);
+            // As many proposals as importance sampling drew, then more (a fresh, longer run)
+            // while C_V misses the tolerance, within --max-samples.
+            let ce = loop {
+                if cfg.progress {
+                    eprintln!(
+                        "[sweep] flow-MCMC at T = {t:.3}: {MCMC_CHAINS} chains × {steps} steps (heavy-tailed weights)"
+                    );
+                }
+                let ce = chains::flow_mcmc_at(
+                    &flow,
+                    energy.as_ref(),
+                    t,
+                    MCMC_CHAINS,
+                    steps,
+                    20,
+                    seed ^ 0xf10 ^ ((i as u64) << 32) ^ steps as u64,
+                )?;
+                let rel = ce.thermo.cv.se / ce.thermo.cv.value.abs();
+                match cfg.cv_tol {
+                    Some(tol) if rel > tol && steps < most && rel.is_finite() => {
+                        steps = ((steps as f64 * (rel / tol).powi(2) * 1.2).ceil() as usize)
+                            .clamp(steps + 1, most);
+                    }
+                    _ => break ce,
+                }
+            };
             let is = rounds.th[i];
             let mut th = ce.thermo;
             th.log_z = is.log_z;
