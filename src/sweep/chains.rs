@@ -10,7 +10,7 @@
 
 use serde::Serialize;
 
-use super::{draw, Draws};
+use super::rounds::{draw, Draws};
 use crate::error::Result;
 use crate::estimators::{thermo_chains, Thermo};
 use crate::flows::Flow;

@@ -22,30 +22,37 @@
 //! on the witness's configurations across the whole range plus, at each failing temperature,
 //! flow samples resampled by importance weight (so that under-covered regions return in
 //! proportion to their Boltzmann mass), then re-estimates everything with a fresh witness; up
-//! to `repairs` times. What it did is reported.
+//! to `repairs` times. Where, after that, only the weights' tail checks (k̂) fail, flow-MCMC
+//! ([`chains`]: independence Metropolis with the same proposal, exact whatever the weights'
+//! tail, errors from independent chains) replaces importance sampling for ⟨U⟩ and C_V there,
+//! with its own checks. What the sweep did is reported.
+//!
+//! Files: `rounds` (estimation in rounds), `model` (training and loading), [`checks`],
+//! [`witness`], `repair`, [`chains`], `report` (the result and its table).
 
 pub mod chains;
 pub mod checks;
+mod model;
+mod repair;
 mod report;
+mod rounds;
 pub mod witness;
 
+pub use model::sweep_training;
 pub use report::{ExactCurves, SweepResult, TrainSummary, WitnessSummary};
+pub use rounds::estimate;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
-use rayon::prelude::*;
-
-use crate::error::{input_err, Error, Result};
-use crate::estimators::{cv_from_derivative, thermo, Estimate, Thermo};
+use crate::error::{input_err, Result};
+use crate::estimators::{cv_from_derivative, Estimate, Thermo};
 use crate::exact::{reference, Reference};
-use crate::flows::{builders, io, Conditioning, CouplingConfig, Flow, Transformer};
+use crate::flows::{io, CouplingConfig, Flow, Transformer};
 use crate::systems::{self, check_temperature, Energy};
-use crate::train::{
-    train, train_with_data, History, Observer, Progress, TrainConfig, TrainReport, TrainingData,
-};
-use checks::Checks;
+use crate::train::History;
+use checks::{Checks, WitnessPoint};
+use rounds::{estimate_rounds, Rounds};
 use witness::{run_witness, Witness, WitnessConfig};
 
 /// Settings of a sweep (the CLI's flags).
@@ -206,161 +213,6 @@ fn validate(cfg: &SweepConfig) -> Result<()> {
     Ok(())
 }
 
-/// One temperature's accumulated samples: energies and flow log-densities.
-#[derive(Clone, Debug, Default)]
-struct Draws {
-    u: Vec<f64>,
-    log_q: Vec<f64>,
-}
-
-impl Draws {
-    fn max_log_w(&self, t: f64) -> f64 {
-        self.u
-            .iter()
-            .zip(&self.log_q)
-            .map(|(u, q)| -u / t - q)
-            .filter(|l| l.is_finite())
-            .fold(f64::NEG_INFINITY, f64::max)
-    }
-}
-
-/// Draw `n` flow samples at `t` and their energies (evaluated in parallel) into `d`.
-fn draw(
-    flow: &Flow,
-    energy: &dyn Energy,
-    t: f64,
-    n: usize,
-    seed: u64,
-    d: &mut Draws,
-) -> Result<()> {
-    let mut rng = crate::rng::seeded(seed);
-    let s = flow.sample_mixture(n, &[t], DEFENSIVE_WIDTH, DEFENSIVE_FRACTION, &mut rng)?;
-    let dim = energy.dim();
-    let x = s.x.as_standard_layout();
-    let flat = x
-        .as_slice()
-        .ok_or_else(|| Error::Engine("samples not contiguous".into()))?;
-    let u: Vec<f64> = flat
-        .par_chunks(dim)
-        .map(|r| {
-            if r.iter().all(|v| v.is_finite()) {
-                energy.energy(r)
-            } else {
-                f64::NAN
-            }
-        })
-        .collect();
-    d.u.extend(u);
-    d.log_q.extend(s.log_q);
-    Ok(())
-}
-
-/// Estimates at each temperature from `samples` flow samples (one round, no tolerance).
-pub fn estimate(
-    flow: &Flow,
-    energy: &dyn Energy,
-    temps: &[f64],
-    samples: usize,
-    seed: u64,
-) -> Result<Vec<Thermo>> {
-    temps
-        .iter()
-        .enumerate()
-        .map(|(i, &t)| {
-            let mut d = Draws::default();
-            draw(flow, energy, t, samples, seed ^ (i as u64) << 20, &mut d)?;
-            thermo(&d.u, &d.log_q, t)
-        })
-        .collect()
-}
-
-/// The outcome of the estimation rounds.
-struct Rounds {
-    th: Vec<Thermo>,
-    draws: Vec<Draws>,
-    reached: Vec<bool>,
-    /// Where flow-MCMC replaced the importance-sampled ⟨U⟩ and C_V.
-    chains: Vec<Option<chains::ChainEstimate>>,
-    seconds: f64,
-}
-
-/// Sample in rounds until C_V reaches `cv_tol` everywhere or the budget ends.
-fn estimate_rounds(
-    flow: &Flow,
-    energy: &dyn Energy,
-    temps: &[f64],
-    cfg: &SweepConfig,
-    seed: u64,
-) -> Result<Rounds> {
-    let t0 = Instant::now();
-    let n_t = temps.len();
-    let mut draws = vec![Draws::default(); n_t];
-    let mut want = vec![cfg.samples; n_t];
-    let mut th: Vec<Option<Thermo>> = vec![None; n_t];
-    let mut reached = vec![false; n_t];
-    for round in 0u64.. {
-        for i in 0..n_t {
-            if want[i] > 0 {
-                let s = seed ^ (round << 40) ^ ((i as u64) << 20);
-                draw(flow, energy, temps[i], want[i], s, &mut draws[i])?;
-                th[i] = Some(thermo(&draws[i].u, &draws[i].log_q, temps[i])?);
-            }
-        }
-        let Some(tol) = cfg.cv_tol else {
-            break;
-        };
-        let out_of_time = cfg
-            .estimate_seconds
-            .is_some_and(|s| t0.elapsed().as_secs_f64() >= s);
-        for i in 0..n_t {
-            let t = th[i].as_ref().expect("estimated above");
-            let n = draws[i].u.len();
-            let rel = t.cv.se / t.cv.value.abs();
-            reached[i] = rel <= tol;
-            want[i] = if reached[i] || out_of_time || n >= cfg.max_samples {
-                0
-            } else {
-                let need = if rel.is_finite() {
-                    (n as f64 * (rel / tol).powi(2) * 1.2).ceil() as usize
-                } else {
-                    4 * n
-                };
-                need.saturating_sub(n)
-                    .clamp(n / 4, 3 * n)
-                    .min(cfg.max_samples - n)
-            };
-        }
-        let pending = want.iter().filter(|&&w| w > 0).count();
-        if cfg.progress {
-            let done = reached.iter().filter(|&&r| r).count();
-            let (lo, hi) = draws.iter().fold((usize::MAX, 0), |(a, b), d| {
-                (a.min(d.u.len()), b.max(d.u.len()))
-            });
-            eprintln!(
-                "[sweep] round {}: C_V within {:.2} % at {done}/{n_t} temperatures, samples {lo}–{hi}, {:.1} s{}",
-                round + 1,
-                100.0 * tol,
-                t0.elapsed().as_secs_f64(),
-                if pending > 0 {
-                    format!("; drawing more at {pending}")
-                } else {
-                    String::new()
-                }
-            );
-        }
-        if pending == 0 {
-            break;
-        }
-    }
-    Ok(Rounds {
-        th: th.into_iter().map(|t| t.expect("estimated")).collect(),
-        draws,
-        reached,
-        chains: vec![None; n_t],
-        seconds: t0.elapsed().as_secs_f64(),
-    })
-}
-
 /// Every check at every temperature.
 fn all_checks(
     rounds: &Rounds,
@@ -414,181 +266,31 @@ fn all_checks(
     Ok((all, points))
 }
 
-fn train_flow(
-    energy: &dyn Energy,
-    cfg: &SweepConfig,
-    history: &mut History,
-) -> Result<(Flow, TrainSummary)> {
-    let mut fc = cfg.flow.clone();
-    fc.seed = cfg.seed;
-    let mut flow = builders::coupling_flow(
-        energy.dim(),
-        Conditioning::Temperature {
-            t_min: cfg.t_min,
-            t_max: cfg.t_max,
-        },
-        &fc,
-    )?;
-    let mut tc = sweep_training(cfg.t_min, cfg.t_max);
-    tc.seconds = cfg.train_seconds;
-    tc.steps = cfg.train_steps;
-    tc.seed = cfg.seed;
-    let report = train_observed(&mut flow, energy, &tc, None, cfg.progress, history)?;
-    Ok((flow, summary(&report, false)))
+/// What every stage of a sweep reads: the settings, the system, the grid, the estimation seed.
+struct Sweeper<'a> {
+    cfg: &'a SweepConfig,
+    energy: &'a dyn Energy,
+    temps: Vec<f64>,
+    seed: u64,
 }
 
-/// The sweep's training recipe: mass-covering where reverse KL alone is mode-seeking, for
-/// weights whose tails pass the k̂ check — forward KL at weight 1 on 20 000 tempering sweeps of
-/// data, and half of the energy-based loss the α = 2 divergence.
-pub fn sweep_training(t_min: f64, t_max: f64) -> TrainConfig {
-    let mut tc = TrainConfig::new(t_min, t_max);
-    tc.forward_weight = 1.0;
-    tc.pt_sweeps = 20_000;
-    tc.mass_covering = 0.5;
-    tc
+/// What the stages change.
+struct State {
+    flow: Flow,
+    witness: Option<Witness>,
+    rounds: Rounds,
+    checks: Vec<Checks>,
+    points: Vec<WitnessPoint>,
+    repairs: Vec<String>,
+    estimate_seconds: f64,
+    train: TrainSummary,
+    history: History,
 }
 
-fn summary(r: &TrainReport, loaded: bool) -> TrainSummary {
-    TrainSummary {
-        steps: r.steps,
-        seconds: r.seconds + r.data_seconds,
-        final_loss: r.final_loss,
-        samples_per_s: r.samples_per_s,
-        loaded,
-    }
-}
-
-/// Train with the history observer, and the progress bar when asked; `data` None: parallel
-/// tempering data as in [`train`].
-fn train_observed(
-    flow: &mut Flow,
-    energy: &dyn Energy,
-    tc: &TrainConfig,
-    data: Option<TrainingData>,
-    progress: bool,
-    history: &mut History,
-) -> Result<TrainReport> {
-    let mut bar = Progress::new(1.0);
-    let mut obs: Vec<&mut dyn Observer> = vec![history];
-    if progress {
-        obs.push(&mut bar);
-    }
-    match data {
-        None => train(flow, energy, tc, &mut obs),
-        Some(d) => train_with_data(flow, energy, tc, Some(d), &mut obs),
-    }
-}
-
-fn load_flow(
-    path: &std::path::Path,
-    cfg: &SweepConfig,
-    energy: &dyn Energy,
-    params: &serde_json::Map<String, serde_json::Value>,
-) -> Result<Flow> {
-    let (flow, meta) = io::load(path)?;
-    let sys = meta.get("system").and_then(|v| v.as_str()).unwrap_or("?");
-    let same_params = meta.get("params").and_then(|v| v.as_object()) == Some(params);
-    if sys != cfg.system || !same_params || flow.dim() != energy.dim() {
-        return Err(Error::Input(format!(
-            "model {} was trained for {sys} {}, not {} {}",
-            path.display(),
-            meta.get("params")
-                .map(|p| p.to_string())
-                .unwrap_or_default(),
-            cfg.system,
-            serde_json::Value::Object(params.clone())
-        )));
-    }
-    match flow.conditioning() {
-        Conditioning::Temperature { t_min, t_max } => {
-            if cfg.t_min < t_min * 0.999 || cfg.t_max > t_max * 1.001 {
-                eprintln!(
-                    "warning: sweeping [{}, {}] with a model trained on [{t_min}, {t_max}]: outside it the flow extrapolates",
-                    cfg.t_min, cfg.t_max
-                );
-            }
-        }
-        _ => {
-            return input_err(format!(
-                "model {} is not conditioned on temperature",
-                path.display()
-            ))
-        }
-    }
-    Ok(flow)
-}
-
-/// Sampling–importance–resampling at each of `temps`: 50 000 flow samples, 10 000 of them
-/// drawn again with probability ∝ weight, so that regions the flow under-covers come back
-/// in proportion to their Boltzmann mass: forward-KL data ≈ p(·|T) where the flow is weak.
-fn resampled(flow: &Flow, energy: &dyn Energy, temps: &[f64], seed: u64) -> Result<TrainingData> {
-    use rand::Rng;
-    let t0 = Instant::now();
-    let (n_draw, n_keep) = (50_000, 10_000);
-    let d = energy.dim();
-    let mut rows = Vec::with_capacity(temps.len() * n_keep * d);
-    let mut out_t = Vec::with_capacity(temps.len() * n_keep);
-    let mut rng = crate::rng::seeded(seed);
-    for &t in temps {
-        let s = flow.sample_mixture(n_draw, &[t], DEFENSIVE_WIDTH, DEFENSIVE_FRACTION, &mut rng)?;
-        let u = energy.energies(s.x.view())?.to_vec();
-        let w = crate::estimators::Weights::boltzmann(&u, &s.log_q, t)?;
-        let cum: Vec<f64> = w
-            .raw()
-            .iter()
-            .scan(0.0, |acc, v| {
-                *acc += v;
-                Some(*acc)
-            })
-            .collect();
-        let total = cum[cum.len() - 1];
-        for _ in 0..n_keep {
-            let r = rng.random::<f64>() * total;
-            let i = cum.partition_point(|c| *c < r).min(n_draw - 1);
-            rows.extend(s.x.row(i).iter());
-            out_t.push(t);
-        }
-    }
-    let x = ndarray::Array2::from_shape_vec((out_t.len(), d), rows)
-        .map_err(|e| Error::Engine(e.to_string()))?;
-    Ok(TrainingData {
-        x,
-        temps: out_t,
-        source: "importance-resampled flow samples".into(),
-        seconds: t0.elapsed().as_secs_f64(),
-        evaluations: temps.len() * n_draw,
-    })
-}
-
-/// The temperature range to retrain on: the failing temperatures with one grid step either
-/// side.
-fn failing_range(temps: &[f64], trusted: &[bool]) -> Option<(f64, f64)> {
-    let bad: Vec<usize> = (0..temps.len()).filter(|&i| !trusted[i]).collect();
-    let (&first, &last) = (bad.first()?, bad.last()?);
-    let lo = temps[first.saturating_sub(1)];
-    let hi = temps[(last + 1).min(temps.len() - 1)];
-    Some((lo, hi))
-}
-
-/// Run a sweep. Returns the result and the flow (for plots and saving).
-pub fn run(cfg: &SweepConfig) -> Result<(SweepResult, Flow, Arc<dyn Energy>)> {
-    validate(cfg)?;
-    let energy = systems::build(&cfg.system, &cfg.params)?;
-    let params = params_map(energy.as_ref());
-    let mut history = History::default();
-    let (mut flow, mut train_summary) = match &cfg.load_model {
-        Some(path) => (
-            load_flow(path, cfg, energy.as_ref(), &params)?,
-            TrainSummary {
-                final_loss: f64::NAN,
-                loaded: true,
-                ..Default::default()
-            },
-        ),
-        None => train_flow(energy.as_ref(), cfg, &mut history)?,
-    };
-    let temps = temperature_grid(cfg.t_min, cfg.t_max, cfg.temps);
-    let witness_run = |repair: u64| -> Result<Option<Witness>> {
+impl Sweeper<'_> {
+    /// A witness run (none when `witness_sweeps` is 0); `repair` varies its seed.
+    fn witness(&self, repair: u64) -> Result<Option<Witness>> {
+        let cfg = self.cfg;
         if cfg.witness_sweeps == 0 {
             return Ok(None);
         }
@@ -603,172 +305,71 @@ pub fn run(cfg: &SweepConfig) -> Result<(SweepResult, Flow, Arc<dyn Energy>)> {
             ladders: 16,
             seed: cfg.seed.wrapping_add(0x5111 + repair),
         };
-        run_witness(energy.as_ref(), &temps, &wc).map(Some)
+        run_witness(self.energy, &self.temps, &wc).map(Some)
+    }
+
+    /// Recompute every check from the state's estimates, witness and flow.
+    fn check(&self, st: &mut State) -> Result<()> {
+        (st.checks, st.points) =
+            all_checks(&st.rounds, st.witness.as_ref(), &st.flow, self.energy)?;
+        Ok(())
+    }
+}
+
+/// Run a sweep. Returns the result and the flow (for plots and saving).
+pub fn run(cfg: &SweepConfig) -> Result<(SweepResult, Flow, Arc<dyn Energy>)> {
+    validate(cfg)?;
+    let energy = systems::build(&cfg.system, &cfg.params)?;
+    let params = params_map(energy.as_ref());
+    let mut history = History::default();
+    let (flow, train) = match &cfg.load_model {
+        Some(path) => (
+            model::load_flow(path, cfg, energy.as_ref(), &params)?,
+            TrainSummary {
+                final_loss: f64::NAN,
+                loaded: true,
+                ..Default::default()
+            },
+        ),
+        None => model::train_flow(energy.as_ref(), cfg, &mut history)?,
     };
-    let mut witness = witness_run(0)?;
+    let sw = Sweeper {
+        cfg,
+        energy: energy.as_ref(),
+        temps: temperature_grid(cfg.t_min, cfg.t_max, cfg.temps),
+        seed: cfg.seed.wrapping_add(1),
+    };
+    let witness = sw.witness(0)?;
     if cfg.progress {
         eprintln!(
             "[sweep] estimating at {} temperatures, {} samples each to start{}",
-            temps.len(),
+            sw.temps.len(),
             cfg.samples,
             cfg.cv_tol
                 .map(|t| format!(", until C_V is within {:.2} %", 100.0 * t))
                 .unwrap_or_default()
         );
     }
-    let seed = cfg.seed.wrapping_add(1);
-    let mut rounds = estimate_rounds(&flow, energy.as_ref(), &temps, cfg, seed)?;
-    let (mut all, mut points) = all_checks(&rounds, witness.as_ref(), &flow, energy.as_ref())?;
-    let mut repairs = Vec::new();
-    let mut estimate_seconds = rounds.seconds;
+    let rounds = estimate_rounds(&flow, sw.energy, &sw.temps, cfg, sw.seed)?;
+    let mut st = State {
+        flow,
+        witness,
+        estimate_seconds: rounds.seconds,
+        rounds,
+        checks: Vec::new(),
+        points: Vec::new(),
+        repairs: Vec::new(),
+        train,
+        history,
+    };
+    sw.check(&mut st)?;
     for r in 0..cfg.repairs {
-        let trusted: Vec<bool> = all.iter().map(checks::all_pass).collect();
-        let Some((lo, hi)) = failing_range(&temps, &trusted) else {
+        if !repair::retrain(&sw, &mut st, r)? {
             break;
-        };
-        let Some(mut data) = witness.as_ref().map(Witness::training_data) else {
-            break;
-        };
-        let failing: Vec<f64> = (0..temps.len())
-            .filter(|&i| !trusted[i])
-            .map(|i| temps[i])
-            .collect();
-        let sir = resampled(&flow, energy.as_ref(), &failing, seed ^ 0x51e)?;
-        let n_sir = sir.temps.len();
-        data.x = ndarray::concatenate(ndarray::Axis(0), &[data.x.view(), sir.x.view()])
-            .map_err(|e| Error::Engine(e.to_string()))?;
-        data.temps.extend(sir.temps);
-        let n_data = data.temps.len();
-        let before = trusted.iter().filter(|&&t| t).count();
-        let mut tc = sweep_training(lo, hi);
-        tc.seconds = cfg.train_seconds.map(|s| s / 2.0);
-        tc.steps = cfg.train_steps.map(|s| (s / 2).max(1));
-        if tc.seconds.is_none() && tc.steps.is_none() {
-            tc.seconds = Some(15.0);
         }
-        tc.warm_fraction = 0.0;
-        tc.forward_weight = 2.0;
-        // Continued training: start where the first schedule's learning rate had come down to.
-        tc.lr = 5e-4;
-        tc.seed = cfg.seed.wrapping_add(100 + r as u64);
-        if cfg.progress {
-            eprintln!(
-                "[sweep] repair {}: {} of {} temperatures fail; training on T ∈ [{lo:.3}, {hi:.3}] with the witness's configurations",
-                r + 1,
-                temps.len() - before,
-                temps.len()
-            );
-        }
-        let rep = train_observed(
-            &mut flow,
-            energy.as_ref(),
-            &tc,
-            Some(data),
-            cfg.progress,
-            &mut history,
-        )?;
-        train_summary.steps += rep.steps;
-        train_summary.seconds += rep.seconds;
-        train_summary.final_loss = rep.final_loss;
-        // A fresh witness: the flow has now seen the old one's configurations.
-        witness = witness_run(1 + r as u64)?;
-        rounds = estimate_rounds(
-            &flow,
-            energy.as_ref(),
-            &temps,
-            cfg,
-            seed.wrapping_add(1000 * (r as u64 + 1)),
-        )?;
-        estimate_seconds += rounds.seconds;
-        (all, points) = all_checks(&rounds, witness.as_ref(), &flow, energy.as_ref())?;
-        let after = all.iter().filter(|c| checks::all_pass(c)).count();
-        repairs.push(format!(
-            "continued training {} steps ({:.1} s) on T ∈ [{lo:.3}, {hi:.3}] with forward KL on {} configurations (witness, and {n_sir} resampled by weight at the failing temperatures), fresh witness, re-estimated: trusted {before} → {after} of {}",
-            rep.steps,
-            rep.seconds,
-            n_data,
-            temps.len()
-        ));
     }
-    // Where only the weights' tail checks fail, flow-MCMC replaces importance sampling.
-    let tail_only: Vec<usize> = (0..temps.len())
-        .filter(|&i| {
-            let failing: Vec<&String> = all[i]
-                .iter()
-                .filter(|(_, c)| !c.pass)
-                .map(|(n, _)| n)
-                .collect();
-            !failing.is_empty()
-                && failing
-                    .iter()
-                    .all(|n| *n == "pareto_k" || *n == "pareto_k_cv")
-        })
-        .collect();
-    if !tail_only.is_empty() && cfg.repairs > 0 {
-        let t0 = Instant::now();
-        for &i in &tail_only {
-            let t = temps[i];
-            let most = (cfg.max_samples / MCMC_CHAINS).max(50);
-            let mut steps = (rounds.draws[i].u.len() / MCMC_CHAINS).clamp(50, most);
-            // As many proposals as importance sampling drew, then more (a fresh, longer run)
-            // while C_V misses the tolerance, within --max-samples.
-            let ce = loop {
-                if cfg.progress {
-                    eprintln!(
-                        "[sweep] flow-MCMC at T = {t:.3}: {MCMC_CHAINS} chains × {steps} steps (heavy-tailed weights)"
-                    );
-                }
-                let ce = chains::flow_mcmc_at(
-                    &flow,
-                    energy.as_ref(),
-                    t,
-                    MCMC_CHAINS,
-                    steps,
-                    20,
-                    seed ^ 0xf10 ^ ((i as u64) << 32) ^ steps as u64,
-                )?;
-                let rel = ce.thermo.cv.se / ce.thermo.cv.value.abs();
-                match cfg.cv_tol {
-                    Some(tol) if rel > tol && steps < most && rel.is_finite() => {
-                        steps = ((steps as f64 * (rel / tol).powi(2) * 1.2).ceil() as usize)
-                            .clamp(steps + 1, most);
-                    }
-                    _ => break ce,
-                }
-            };
-            let is = rounds.th[i];
-            let mut th = ce.thermo;
-            th.log_z = is.log_z;
-            th.f = is.f;
-            th.s = Estimate {
-                value: th.u.value / t + is.log_z.value,
-                se: ((th.u.se / t).powi(2) + is.log_z.se.powi(2)).sqrt(),
-            };
-            th.cov[3][3] = is.cov[3][3];
-            th.n_bad = is.n_bad;
-            th.ess_fraction = is.ess_fraction;
-            th.pareto_k = is.pareto_k;
-            th.pareto_k_cv = is.pareto_k_cv;
-            rounds.reached[i] = cfg
-                .cv_tol
-                .is_none_or(|tol| th.cv.se <= tol * th.cv.value.abs());
-            rounds.th[i] = th;
-            rounds.chains[i] = Some(ce);
-        }
-        let before = all.iter().filter(|c| checks::all_pass(c)).count();
-        (all, points) = all_checks(&rounds, witness.as_ref(), &flow, energy.as_ref())?;
-        let after = all.iter().filter(|c| checks::all_pass(c)).count();
-        let secs = t0.elapsed().as_secs_f64();
-        estimate_seconds += secs;
-        repairs.push(format!(
-            "flow-MCMC (independence Metropolis with the flow, {MCMC_CHAINS} chains) replaced importance sampling where only the weights' tail (k̂) failed, at T = {}: trusted {before} → {after} of {} ({secs:.1} s)",
-            tail_only
-                .iter()
-                .map(|&i| format!("{:.3}", temps[i]))
-                .collect::<Vec<_>>()
-                .join(", "),
-            temps.len()
-        ));
+    if cfg.repairs > 0 {
+        repair::chain_repair(&sw, &mut st)?;
     }
     if let Some(path) = &cfg.save_model {
         let meta = serde_json::json!({
@@ -778,14 +379,26 @@ pub fn run(cfg: &SweepConfig) -> Result<(SweepResult, Flow, Arc<dyn Energy>)> {
             "t_max": cfg.t_max,
             "thermoflow_version": env!("CARGO_PKG_VERSION"),
         });
-        io::save(&flow, meta, path)?;
+        io::save(&st.flow, meta, path)?;
     }
+    let (result, flow) = assemble(&sw, st, params)?;
+    Ok((result, flow, energy))
+}
+
+/// The result (JSON schema and table) from the final state.
+fn assemble(
+    sw: &Sweeper,
+    st: State,
+    params: serde_json::Map<String, serde_json::Value>,
+) -> Result<(SweepResult, Flow)> {
+    let (cfg, temps) = (sw.cfg, &sw.temps);
+    let rounds = st.rounds;
     let th = rounds.th;
     let us: Vec<Estimate> = th.iter().map(|t| t.u).collect();
-    let deriv = cv_from_derivative(&temps, &us)?;
-    let exact: Option<Vec<Reference>> = reference(energy.as_ref(), &temps)?;
+    let deriv = cv_from_derivative(temps, &us)?;
+    let exact: Option<Vec<Reference>> = reference(sw.energy, temps)?;
     let col = |f: &dyn Fn(&Thermo) -> f64| th.iter().map(f).collect::<Vec<f64>>();
-    let trusted: Vec<bool> = all.iter().map(checks::all_pass).collect();
+    let trusted: Vec<bool> = st.checks.iter().map(checks::all_pass).collect();
     let samples_used: Vec<usize> = rounds
         .draws
         .iter()
@@ -797,13 +410,14 @@ pub fn run(cfg: &SweepConfig) -> Result<(SweepResult, Flow, Arc<dyn Energy>)> {
         .iter()
         .map(|c| {
             if c.is_some() {
-                "flow-mcmc".to_string()
+                "flow-mcmc"
             } else {
-                "importance".to_string()
+                "importance"
             }
+            .to_string()
         })
         .collect();
-    let total: usize = samples_used.iter().sum();
+    let drawn: usize = rounds.draws.iter().map(|d| d.u.len()).sum();
     let config = serde_json::json!({
         "seed": cfg.seed,
         "train_seconds": cfg.train_seconds,
@@ -837,12 +451,12 @@ pub fn run(cfg: &SweepConfig) -> Result<(SweepResult, Flow, Arc<dyn Energy>)> {
         method,
         flow_mcmc: rounds.chains,
         target_reached: rounds.reached,
-        verdict: checks::verdict(&temps, &all),
-        checks: all,
+        verdict: checks::verdict(temps, &st.checks),
+        checks: st.checks,
         trusted,
-        repairs,
-        witness: witness.map(|w| WitnessSummary {
-            points,
+        repairs: st.repairs,
+        witness: st.witness.map(|w| WitnessSummary {
+            points: st.points,
             rungs: w.rungs.clone(),
             round_trips: w.round_trips,
             ladders: w.ladders,
@@ -854,14 +468,14 @@ pub fn run(cfg: &SweepConfig) -> Result<(SweepResult, Flow, Arc<dyn Energy>)> {
             cv: r.iter().map(|x| x.cv).collect(),
             log_z: r.iter().map(|x| x.log_z).collect(),
         }),
-        train: train_summary,
+        train: st.train,
         samples: cfg.samples,
-        estimate_seconds,
-        estimate_samples_per_s: total as f64 / rounds.seconds.max(1e-9),
+        estimate_seconds: st.estimate_seconds,
+        estimate_samples_per_s: drawn as f64 / rounds.seconds.max(1e-9),
         config,
         thermoflow_version: env!("CARGO_PKG_VERSION").into(),
-        loss_history: history.loss,
+        loss_history: st.history.loss,
         thermo: th,
     };
-    Ok((result, flow, energy))
+    Ok((result, st.flow))
 }

@@ -1,0 +1,235 @@
+//! Repairs of failing temperatures (see the module docs of [`super`]): continued training with
+//! forward KL on the witness's configurations and on importance-resampled flow samples, and
+//! flow-MCMC where only the weights' tail fails.
+
+use std::time::Instant;
+
+use super::chains::{self, ChainEstimate};
+use super::checks;
+use super::model::{sweep_training, train_observed};
+use super::rounds::{estimate_rounds, Rounds};
+use super::witness::Witness;
+use super::{State, Sweeper, DEFENSIVE_FRACTION, DEFENSIVE_WIDTH, MCMC_CHAINS};
+use crate::error::{Error, Result};
+use crate::estimators::Estimate;
+use crate::flows::Flow;
+use crate::systems::Energy;
+use crate::train::TrainingData;
+
+/// Sampling–importance–resampling at each of `temps`: 50 000 flow samples, 10 000 of them
+/// drawn again with probability ∝ weight, so that regions the flow under-covers come back
+/// in proportion to their Boltzmann mass: forward-KL data ≈ p(·|T) where the flow is weak.
+fn resampled(flow: &Flow, energy: &dyn Energy, temps: &[f64], seed: u64) -> Result<TrainingData> {
+    use rand::Rng;
+    let t0 = Instant::now();
+    let (n_draw, n_keep) = (50_000, 10_000);
+    let d = energy.dim();
+    let mut rows = Vec::with_capacity(temps.len() * n_keep * d);
+    let mut out_t = Vec::with_capacity(temps.len() * n_keep);
+    let mut rng = crate::rng::seeded(seed);
+    for &t in temps {
+        let s = flow.sample_mixture(n_draw, &[t], DEFENSIVE_WIDTH, DEFENSIVE_FRACTION, &mut rng)?;
+        let u = energy.energies(s.x.view())?.to_vec();
+        let w = crate::estimators::Weights::boltzmann(&u, &s.log_q, t)?;
+        let cum: Vec<f64> = w
+            .raw()
+            .iter()
+            .scan(0.0, |acc, v| {
+                *acc += v;
+                Some(*acc)
+            })
+            .collect();
+        let total = cum[cum.len() - 1];
+        for _ in 0..n_keep {
+            let r = rng.random::<f64>() * total;
+            let i = cum.partition_point(|c| *c < r).min(n_draw - 1);
+            rows.extend(s.x.row(i).iter());
+            out_t.push(t);
+        }
+    }
+    let x = ndarray::Array2::from_shape_vec((out_t.len(), d), rows)
+        .map_err(|e| Error::Engine(e.to_string()))?;
+    Ok(TrainingData {
+        x,
+        temps: out_t,
+        source: "importance-resampled flow samples".into(),
+        seconds: t0.elapsed().as_secs_f64(),
+        evaluations: temps.len() * n_draw,
+    })
+}
+
+/// The temperature range to retrain on: the failing temperatures with one grid step either
+/// side.
+fn failing_range(temps: &[f64], trusted: &[bool]) -> Option<(f64, f64)> {
+    let bad: Vec<usize> = (0..temps.len()).filter(|&i| !trusted[i]).collect();
+    let (&first, &last) = (bad.first()?, bad.last()?);
+    let lo = temps[first.saturating_sub(1)];
+    let hi = temps[(last + 1).min(temps.len() - 1)];
+    Some((lo, hi))
+}
+
+/// One repair round: continued training (half the training budget, lr 5·10⁻⁴) with reverse KL
+/// on the failing range and forward KL (weight 2) on the witness's configurations and on
+/// importance-resampled flow samples at the failing temperatures; then a fresh witness (the
+/// flow has seen the old one's configurations), new estimates and checks. Returns false, having
+/// done nothing, when no temperature fails or there is no witness.
+pub(super) fn retrain(sw: &Sweeper, st: &mut State, r: usize) -> Result<bool> {
+    let (cfg, temps) = (sw.cfg, &sw.temps);
+    let trusted: Vec<bool> = st.checks.iter().map(checks::all_pass).collect();
+    let Some((lo, hi)) = failing_range(temps, &trusted) else {
+        return Ok(false);
+    };
+    let Some(mut data) = st.witness.as_ref().map(Witness::training_data) else {
+        return Ok(false);
+    };
+    let failing: Vec<f64> = (0..temps.len())
+        .filter(|&i| !trusted[i])
+        .map(|i| temps[i])
+        .collect();
+    let sir = resampled(&st.flow, sw.energy, &failing, sw.seed ^ 0x51e)?;
+    let n_sir = sir.temps.len();
+    data.x = ndarray::concatenate(ndarray::Axis(0), &[data.x.view(), sir.x.view()])
+        .map_err(|e| Error::Engine(e.to_string()))?;
+    data.temps.extend(sir.temps);
+    let n_data = data.temps.len();
+    let before = trusted.iter().filter(|&&t| t).count();
+    let mut tc = sweep_training(lo, hi);
+    tc.seconds = cfg.train_seconds.map(|s| s / 2.0);
+    tc.steps = cfg.train_steps.map(|s| (s / 2).max(1));
+    if tc.seconds.is_none() && tc.steps.is_none() {
+        tc.seconds = Some(15.0);
+    }
+    tc.warm_fraction = 0.0;
+    tc.forward_weight = 2.0;
+    // Continued training: start where the first schedule's learning rate had come down to.
+    tc.lr = 5e-4;
+    tc.seed = cfg.seed.wrapping_add(100 + r as u64);
+    if cfg.progress {
+        eprintln!(
+            "[sweep] repair {}: {} of {} temperatures fail; training on T ∈ [{lo:.3}, {hi:.3}] with the witness's configurations",
+            r + 1,
+            temps.len() - before,
+            temps.len()
+        );
+    }
+    let rep = train_observed(
+        &mut st.flow,
+        sw.energy,
+        &tc,
+        Some(data),
+        cfg.progress,
+        &mut st.history,
+    )?;
+    st.train.steps += rep.steps;
+    st.train.seconds += rep.seconds;
+    st.train.final_loss = rep.final_loss;
+    st.witness = sw.witness(1 + r as u64)?;
+    st.rounds = estimate_rounds(
+        &st.flow,
+        sw.energy,
+        temps,
+        cfg,
+        sw.seed.wrapping_add(1000 * (r as u64 + 1)),
+    )?;
+    st.estimate_seconds += st.rounds.seconds;
+    sw.check(st)?;
+    let after = st.checks.iter().filter(|c| checks::all_pass(c)).count();
+    st.repairs.push(format!(
+        "continued training {} steps ({:.1} s) on T ∈ [{lo:.3}, {hi:.3}] with forward KL on {n_data} configurations (witness, and {n_sir} resampled by weight at the failing temperatures), fresh witness, re-estimated: trusted {before} → {after} of {}",
+        rep.steps,
+        rep.seconds,
+        temps.len()
+    ));
+    Ok(true)
+}
+
+/// Where only the weights' tail checks (k̂) fail, flow-MCMC replaces importance sampling for
+/// ⟨U⟩ and C_V: as many proposals as importance sampling drew, then a fresh, longer run while
+/// C_V misses the tolerance, within `max_samples`. log Z stays the importance-sampled one.
+pub(super) fn chain_repair(sw: &Sweeper, st: &mut State) -> Result<()> {
+    let (cfg, temps) = (sw.cfg, &sw.temps);
+    let tail_only: Vec<usize> = (0..temps.len())
+        .filter(|&i| {
+            let failing: Vec<&String> = st.checks[i]
+                .iter()
+                .filter(|(_, c)| !c.pass)
+                .map(|(n, _)| n)
+                .collect();
+            !failing.is_empty()
+                && failing
+                    .iter()
+                    .all(|n| *n == "pareto_k" || *n == "pareto_k_cv")
+        })
+        .collect();
+    if tail_only.is_empty() {
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    let most = (cfg.max_samples / MCMC_CHAINS).max(50);
+    for &i in &tail_only {
+        let t = temps[i];
+        let mut steps = (st.rounds.draws[i].u.len() / MCMC_CHAINS).clamp(50, most);
+        let ce = loop {
+            if cfg.progress {
+                eprintln!(
+                    "[sweep] flow-MCMC at T = {t:.3}: {MCMC_CHAINS} chains × {steps} steps (heavy-tailed weights)"
+                );
+            }
+            let ce = chains::flow_mcmc_at(
+                &st.flow,
+                sw.energy,
+                t,
+                MCMC_CHAINS,
+                steps,
+                20,
+                sw.seed ^ 0xf10 ^ ((i as u64) << 32) ^ steps as u64,
+            )?;
+            let rel = ce.thermo.cv.se / ce.thermo.cv.value.abs();
+            match cfg.cv_tol {
+                Some(tol) if rel > tol && steps < most && rel.is_finite() => {
+                    steps = ((steps as f64 * (rel / tol).powi(2) * 1.2).ceil() as usize)
+                        .clamp(steps + 1, most);
+                }
+                _ => break ce,
+            }
+        };
+        replace_with_chains(&mut st.rounds, i, ce, cfg.cv_tol);
+    }
+    let before = st.checks.iter().filter(|c| checks::all_pass(c)).count();
+    sw.check(st)?;
+    let after = st.checks.iter().filter(|c| checks::all_pass(c)).count();
+    let secs = t0.elapsed().as_secs_f64();
+    st.estimate_seconds += secs;
+    st.repairs.push(format!(
+        "flow-MCMC (independence Metropolis with the flow, {MCMC_CHAINS} chains) replaced importance sampling where only the weights' tail (k̂) failed, at T = {}: trusted {before} → {after} of {} ({secs:.1} s)",
+        tail_only
+            .iter()
+            .map(|&i| format!("{:.3}", temps[i]))
+            .collect::<Vec<_>>()
+            .join(", "),
+        temps.len()
+    ));
+    Ok(())
+}
+
+/// Temperature `i`'s ⟨U⟩, C_V and dC_V/dT from the chains; log Z, F and the importance
+/// diagnostics from importance sampling; S from both.
+fn replace_with_chains(rounds: &mut Rounds, i: usize, ce: ChainEstimate, cv_tol: Option<f64>) {
+    let is = rounds.th[i];
+    let t = is.t;
+    let mut th = ce.thermo;
+    th.log_z = is.log_z;
+    th.f = is.f;
+    th.s = Estimate {
+        value: th.u.value / t + is.log_z.value,
+        se: ((th.u.se / t).powi(2) + is.log_z.se.powi(2)).sqrt(),
+    };
+    th.cov[3][3] = is.cov[3][3];
+    th.n_bad = is.n_bad;
+    th.ess_fraction = is.ess_fraction;
+    th.pareto_k = is.pareto_k;
+    th.pareto_k_cv = is.pareto_k_cv;
+    rounds.reached[i] = cv_tol.is_none_or(|tol| th.cv.se <= tol * th.cv.value.abs());
+    rounds.th[i] = th;
+    rounds.chains[i] = Some(ce);
+}

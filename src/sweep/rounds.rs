@@ -1,0 +1,169 @@
+//! Estimation in rounds: flow samples from the defensive mixture at each temperature, their
+//! energies evaluated in parallel, PSIS-weighted estimates, and more samples where C_V has not
+//! reached the tolerance (see the module docs of [`super`]).
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use super::chains::ChainEstimate;
+use super::{SweepConfig, DEFENSIVE_FRACTION, DEFENSIVE_WIDTH};
+use crate::error::{Error, Result};
+use crate::estimators::{thermo, Thermo};
+use crate::flows::Flow;
+use crate::systems::Energy;
+
+/// One temperature's accumulated samples: energies and flow log-densities.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Draws {
+    pub(super) u: Vec<f64>,
+    pub(super) log_q: Vec<f64>,
+}
+
+impl Draws {
+    pub(super) fn max_log_w(&self, t: f64) -> f64 {
+        self.u
+            .iter()
+            .zip(&self.log_q)
+            .map(|(u, q)| -u / t - q)
+            .filter(|l| l.is_finite())
+            .fold(f64::NEG_INFINITY, f64::max)
+    }
+}
+
+/// Draw `n` flow samples at `t` and their energies (evaluated in parallel) into `d`.
+pub(super) fn draw(
+    flow: &Flow,
+    energy: &dyn Energy,
+    t: f64,
+    n: usize,
+    seed: u64,
+    d: &mut Draws,
+) -> Result<()> {
+    let mut rng = crate::rng::seeded(seed);
+    let s = flow.sample_mixture(n, &[t], DEFENSIVE_WIDTH, DEFENSIVE_FRACTION, &mut rng)?;
+    let dim = energy.dim();
+    let x = s.x.as_standard_layout();
+    let flat = x
+        .as_slice()
+        .ok_or_else(|| Error::Engine("samples not contiguous".into()))?;
+    let u: Vec<f64> = flat
+        .par_chunks(dim)
+        .map(|r| {
+            if r.iter().all(|v| v.is_finite()) {
+                energy.energy(r)
+            } else {
+                f64::NAN
+            }
+        })
+        .collect();
+    d.u.extend(u);
+    d.log_q.extend(s.log_q);
+    Ok(())
+}
+
+/// Estimates at each temperature from `samples` flow samples (one round, no tolerance).
+pub fn estimate(
+    flow: &Flow,
+    energy: &dyn Energy,
+    temps: &[f64],
+    samples: usize,
+    seed: u64,
+) -> Result<Vec<Thermo>> {
+    temps
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| {
+            let mut d = Draws::default();
+            draw(flow, energy, t, samples, seed ^ (i as u64) << 20, &mut d)?;
+            thermo(&d.u, &d.log_q, t)
+        })
+        .collect()
+}
+
+/// The outcome of the estimation rounds.
+pub(super) struct Rounds {
+    pub(super) th: Vec<Thermo>,
+    pub(super) draws: Vec<Draws>,
+    pub(super) reached: Vec<bool>,
+    /// Where flow-MCMC replaced the importance-sampled ⟨U⟩ and C_V.
+    pub(super) chains: Vec<Option<ChainEstimate>>,
+    pub(super) seconds: f64,
+}
+
+/// Sample in rounds until C_V reaches `cv_tol` everywhere or the budget ends.
+pub(super) fn estimate_rounds(
+    flow: &Flow,
+    energy: &dyn Energy,
+    temps: &[f64],
+    cfg: &SweepConfig,
+    seed: u64,
+) -> Result<Rounds> {
+    let t0 = Instant::now();
+    let n_t = temps.len();
+    let mut draws = vec![Draws::default(); n_t];
+    let mut want = vec![cfg.samples; n_t];
+    let mut th: Vec<Option<Thermo>> = vec![None; n_t];
+    let mut reached = vec![false; n_t];
+    for round in 0u64.. {
+        for i in 0..n_t {
+            if want[i] > 0 {
+                let s = seed ^ (round << 40) ^ ((i as u64) << 20);
+                draw(flow, energy, temps[i], want[i], s, &mut draws[i])?;
+                th[i] = Some(thermo(&draws[i].u, &draws[i].log_q, temps[i])?);
+            }
+        }
+        let Some(tol) = cfg.cv_tol else {
+            break;
+        };
+        let out_of_time = cfg
+            .estimate_seconds
+            .is_some_and(|s| t0.elapsed().as_secs_f64() >= s);
+        for i in 0..n_t {
+            let t = th[i].as_ref().expect("estimated above");
+            let n = draws[i].u.len();
+            let rel = t.cv.se / t.cv.value.abs();
+            reached[i] = rel <= tol;
+            want[i] = if reached[i] || out_of_time || n >= cfg.max_samples {
+                0
+            } else {
+                let need = if rel.is_finite() {
+                    (n as f64 * (rel / tol).powi(2) * 1.2).ceil() as usize
+                } else {
+                    4 * n
+                };
+                need.saturating_sub(n)
+                    .clamp(n / 4, 3 * n)
+                    .min(cfg.max_samples - n)
+            };
+        }
+        let pending = want.iter().filter(|&&w| w > 0).count();
+        if cfg.progress {
+            let done = reached.iter().filter(|&&r| r).count();
+            let (lo, hi) = draws.iter().fold((usize::MAX, 0), |(a, b), d| {
+                (a.min(d.u.len()), b.max(d.u.len()))
+            });
+            eprintln!(
+                "[sweep] round {}: C_V within {:.2} % at {done}/{n_t} temperatures, samples {lo}–{hi}, {:.1} s{}",
+                round + 1,
+                100.0 * tol,
+                t0.elapsed().as_secs_f64(),
+                if pending > 0 {
+                    format!("; drawing more at {pending}")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if pending == 0 {
+            break;
+        }
+    }
+    Ok(Rounds {
+        th: th.into_iter().map(|t| t.expect("estimated")).collect(),
+        draws,
+        reached,
+        chains: vec![None; n_t],
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
