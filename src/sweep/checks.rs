@@ -278,22 +278,23 @@ pub fn verdict(temps: &[f64], checks: &[Checks]) -> String {
     names.dedup();
     let mut parts = Vec::new();
     for name in names {
-        let failing: Vec<usize> = (0..n).filter(|&i| !checks[i][name].pass).collect();
-        if failing.is_empty() {
+        // Not every temperature has every check (flow-MCMC ones have their own).
+        let failed: Vec<(usize, &Check)> = (0..n)
+            .filter_map(|i| checks[i].get(name).filter(|c| !c.pass).map(|c| (i, c)))
+            .collect();
+        let Some((_, first)) = failed.first() else {
             continue;
-        }
-        let worst =
-            failing
-                .iter()
-                .map(|&i| checks[i][name].value)
-                .fold(
-                    f64::NEG_INFINITY,
-                    |a, b| if b.is_nan() { a } else { a.max(b) },
-                );
+        };
+        let worst = failed
+            .iter()
+            .map(|(_, c)| c.value)
+            .filter(|v| !v.is_nan())
+            .fold(f64::NEG_INFINITY, f64::max);
+        let idx: Vec<usize> = failed.iter().map(|(i, _)| *i).collect();
         parts.push(format!(
             "{name} fails at {} (worst {worst:.3}, limit {})",
-            ranges(temps, &failing),
-            checks[failing[0]][name].limit
+            ranges(temps, &idx),
+            first.limit
         ));
     }
     format!("{bad} of {n} temperatures untrusted: {}", parts.join("; "))
@@ -316,4 +317,39 @@ fn ranges(temps: &[f64], idx: &[usize]) -> String {
         k += 1;
     }
     format!("T = {}", out.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(pass: bool, value: f64) -> Check {
+        Check {
+            pass,
+            value,
+            limit: 0.7,
+        }
+    }
+
+    /// Temperatures with different sets of checks (importance vs flow-MCMC) share a verdict;
+    /// failing runs of neighbours read as ranges.
+    #[test]
+    fn verdict_names_checks_and_ranges() {
+        let temps = [1.0, 1.5, 2.0, 2.5];
+        let mut c = vec![Checks::new(); 4];
+        for (i, k) in [0.9, 0.8, 0.1, 1.2].into_iter().enumerate() {
+            put(&mut c[i], "pareto_k", k, 0.7, k < 0.7);
+        }
+        c[1] = Checks::new();
+        c[1].insert("mcmc_acceptance".into(), check(true, 0.9));
+        let v = verdict(&temps, &c);
+        assert_eq!(
+            v,
+            "2 of 4 temperatures untrusted: pareto_k fails at T = 1.000, 2.500 (worst 1.200, limit 0.7)"
+        );
+        c[0].insert("pareto_k".into(), check(true, 0.1));
+        c[3].insert("pareto_k".into(), check(true, 0.1));
+        assert!(verdict(&temps, &c).starts_with("all 4 temperatures trusted"));
+        assert_eq!(ranges(&temps, &[0, 1, 3]), "T = 1.000–1.500, 2.500");
+    }
 }
