@@ -21,8 +21,8 @@
 //! budget, lower learning rate) with reverse KL on the failing range and forward KL (weight 2)
 //! on the witness's configurations across the whole range plus, at each failing temperature,
 //! flow samples resampled by importance weight (so that under-covered regions return in
-//! proportion to their Boltzmann mass), then re-estimates everything with a fresh witness; up
-//! to `repairs` times. Where, after that, only the weights' tail checks (k̂) fail, flow-MCMC
+//! proportion to their Boltzmann mass), then re-estimates everything with a fresh witness (a
+//! round that leaves fewer temperatures trusted is undone); up to `repairs` times. Where, after that, only the weights' tail checks (k̂) fail, flow-MCMC
 //! ([`chains`]: independence Metropolis with the same proposal, exact whatever the weights'
 //! tail, errors from independent chains) replaces importance sampling for ⟨U⟩ and C_V there,
 //! with its own checks. What the sweep did is reported.

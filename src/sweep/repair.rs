@@ -71,8 +71,10 @@ fn failing_range(temps: &[f64], trusted: &[bool]) -> Option<(f64, f64)> {
 /// One repair round: continued training (half the training budget, lr 5·10⁻⁴) with reverse KL
 /// on the failing range and forward KL (weight 2) on the witness's configurations and on
 /// importance-resampled flow samples at the failing temperatures; then a fresh witness (the
-/// flow has seen the old one's configurations), new estimates and checks. Returns false, having
-/// done nothing, when no temperature fails or there is no witness.
+/// flow has seen the old one's configurations), new estimates and checks. When fewer
+/// temperatures are trusted after the round than before, the flow, witness and estimates from
+/// before it are restored. Returns false (no further rounds) when no temperature fails, there
+/// is no witness, or the round was undone.
 pub(super) fn retrain(sw: &Sweeper, st: &mut State, r: usize) -> Result<bool> {
     let (cfg, temps) = (sw.cfg, &sw.temps);
     let trusted: Vec<bool> = st.checks.iter().map(checks::all_pass).collect();
@@ -112,6 +114,14 @@ pub(super) fn retrain(sw: &Sweeper, st: &mut State, r: usize) -> Result<bool> {
             temps.len()
         );
     }
+    // A repair must not make things worse: keep what to go back to.
+    let saved = (
+        st.flow.clone(),
+        st.witness.clone(),
+        st.rounds.clone(),
+        st.checks.clone(),
+        st.points.clone(),
+    );
     let rep = train_observed(
         &mut st.flow,
         sw.energy,
@@ -134,12 +144,22 @@ pub(super) fn retrain(sw: &Sweeper, st: &mut State, r: usize) -> Result<bool> {
     st.estimate_seconds += st.rounds.seconds;
     sw.check(st)?;
     let after = st.checks.iter().filter(|c| checks::all_pass(c)).count();
+    let worse = after < before;
     st.repairs.push(format!(
-        "continued training {} steps ({:.1} s) on T ∈ [{lo:.3}, {hi:.3}] with forward KL on {n_data} configurations (witness, and {n_sir} resampled by weight at the failing temperatures), fresh witness, re-estimated: trusted {before} → {after} of {}",
+        "continued training {} steps ({:.1} s) on T ∈ [{lo:.3}, {hi:.3}] with forward KL on {n_data} configurations (witness, and {n_sir} resampled by weight at the failing temperatures), fresh witness, re-estimated: trusted {before} → {after} of {}{}",
         rep.steps,
         rep.seconds,
-        temps.len()
+        temps.len(),
+        if worse {
+            "; worse, so the flow and estimates from before this round are kept"
+        } else {
+            ""
+        }
     ));
+    if worse {
+        (st.flow, st.witness, st.rounds, st.checks, st.points) = saved;
+        return Ok(false);
+    }
     Ok(true)
 }
 

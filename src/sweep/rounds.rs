@@ -82,6 +82,7 @@ pub fn estimate(
 }
 
 /// The outcome of the estimation rounds.
+#[derive(Clone)]
 pub(super) struct Rounds {
     pub(super) th: Vec<Thermo>,
     pub(super) draws: Vec<Draws>,
