@@ -263,7 +263,7 @@ impl Thermo {
 pub fn thermo(u: &[f64], log_q: &[f64], t: f64) -> Result<Thermo> {
     let raw = Weights::boltzmann(u, log_q, t)?;
     let (smooth, k) = raw.smoothed();
-    let mut th = thermo_weighted(&smooth, u, t, true)?;
+    let mut th = thermo_grouped(&smooth, u, t, true, None, k)?;
     th.ess_fraction = raw.ess_fraction();
     let mu = th.u.value;
     let tail: Vec<f64> = raw
@@ -272,7 +272,6 @@ pub fn thermo(u: &[f64], log_q: &[f64], t: f64) -> Result<Thermo> {
         .zip(u)
         .map(|(w, v)| if *w > 0.0 { w * (v - mu).powi(2) } else { 0.0 })
         .collect();
-    th.pareto_k = k;
     th.pareto_k_cv = psis::pareto_k(&tail);
     th.trusted = local_checks_pass(&th);
     Ok(th)
@@ -289,7 +288,7 @@ fn local_checks_pass(th: &Thermo) -> bool {
 /// The same from given weights; `with_z` false when weights are not Boltzmann ratios
 /// (plain MCMC samples), in which case log Z, F and S are NaN. k̂ is that of the given weights.
 pub fn thermo_weighted(w: &Weights, u: &[f64], t: f64, with_z: bool) -> Result<Thermo> {
-    thermo_grouped(w, u, t, with_z, None)
+    thermo_grouped(w, u, t, with_z, None, psis::pareto_k(&w.w))
 }
 
 /// ⟨U⟩, C_V, dC_V/dT from independent Markov chains (`chains[c]` the energy series of chain
@@ -307,17 +306,21 @@ pub fn thermo_chains(chains: &[Vec<f64>], t: f64) -> Result<Thermo> {
         .flat_map(|(c, s)| std::iter::repeat_n(c, s.len()))
         .collect();
     let w = Weights::uniform(u.len())?;
-    thermo_grouped(&w, &u, t, false, Some((&groups, chains.len())))
+    // Equal weights have a flat tail: k̂ = −∞ without a fit.
+    let flat = f64::NEG_INFINITY;
+    thermo_grouped(&w, &u, t, false, Some((&groups, chains.len())), flat)
 }
 
 /// [`thermo_weighted`], with influence values summed per group (`groups[i]` the group of
-/// sample i, of `n` groups) before the errors are formed when `groups` is given.
+/// sample i, of `n` groups) before the errors are formed when `groups` is given, and the k̂
+/// the caller already has (fitting a tail is not free on every estimation round).
 fn thermo_grouped(
     w: &Weights,
     u: &[f64],
     t: f64,
     with_z: bool,
     groups: Option<(&[usize], usize)>,
+    pareto_k: f64,
 ) -> Result<Thermo> {
     check_temperature(t)?;
     w.check_len(u)?;
@@ -398,7 +401,7 @@ fn thermo_grouped(
         ess_fraction: w.ess_fraction(),
         n_bad: w.n_bad(),
         n: w.len(),
-        pareto_k: psis::pareto_k(&w.w),
+        pareto_k,
         pareto_k_cv: f64::NEG_INFINITY,
         dcv_dt,
         cov,
