@@ -14,10 +14,12 @@
 //!
 //! ```text
 //! log₂ x: ḡ/(x ln 2)   2ˣ: ḡ·y·ln 2   sin x: ḡ·sin(x + π/2)   √x: ḡ·½/y   1/x: −ḡ·y²
+//! tanh x: ḡ·(1 − y²)
 //! a+b: ḡ, ḡ   a·b: ḡ·b, ḡ·a   fmod(a,b): ḡ, −ḡ·(a − y)/b   [a<b]: 0, 0
 //! Σ_k: ḡ broadcast along k   max_k: ḡ·[x == y] broadcast along k
 //! C = A·Bᵀ (matmul): Ā = C̄·B, B̄ = C̄ᵀ·A
 //! take (gather by a table): put (scatter-add by the same table), and put: take
+//! spline (fused RQS): its hand-written adjoint kernel (see `rqs`), x̄ and θ̄ read back as columns
 //! ```
 
 use super::ir::{BinOp, Ir, Op, RedOp, Src, UnOp};
@@ -128,6 +130,17 @@ pub fn differentiate(ir: &mut Ir, loss: usize, wrt: &[usize]) -> Result<Vec<Opti
                         let r = t.ir.push(Op::Unary(UnOp::Recip, n), t.len(n));
                         let gr = t.mul_flat(g, r);
                         t.scale(gr, 0.5)
+                    }
+                    UnOp::Tanh => {
+                        // ḡ (1 − y²)
+                        let yy = t.mul_flat(n, n);
+                        let len = t.len(n);
+                        let (a, one) = (t.flat(yy), t.constant(1.0, len));
+                        let neg = t.constant(-1.0, len);
+                        let m = t.bin(BinOp::Mul, a, neg);
+                        let (m, one) = (t.flat(m), one);
+                        let d = t.bin(BinOp::Add, m, one);
+                        t.mul_flat(g, d)
                     }
                     UnOp::Recip => {
                         let gy = t.mul_flat(g, n);
@@ -330,9 +343,41 @@ pub fn differentiate(ir: &mut Ir, loss: usize, wrt: &[usize]) -> Result<Vec<Opti
                 let c = t.ir.push(adjoint, len);
                 grads[src].push(c);
             }
-            Op::Scatter(..) => {
+            Op::Spline { x, theta, rqs } => {
+                // One adjoint kernel gives x̄ and θ̄ interleaved per coordinate, rows of P + 1.
+                let (n_x, p) = (t.len(x), rqs.n_params());
+                let adj =
+                    t.ir.push(Op::SplineAdjoint { x, theta, g, rqs }, n_x * (p + 1));
+                let column = |offset: usize, width: usize| Src {
+                    node: adj,
+                    view: View {
+                        offset: offset as i64,
+                        axes: vec![
+                            super::view::Axis {
+                                len: n_x,
+                                stride: p + 1,
+                                lo: 0,
+                                hi: n_x,
+                            },
+                            super::view::Axis {
+                                len: width,
+                                stride: 1,
+                                lo: 0,
+                                hi: width,
+                            },
+                        ],
+                    },
+                };
+                let gx = t.ir.push(Op::Copy(column(0, 1)), n_x);
+                grads[x].push(gx);
+                let gt = t.ir.push(Op::Copy(column(1, p)), n_x * p);
+                grads[theta].push(gt);
+            }
+            Op::Scatter(..) | Op::SplineAdjoint { .. } => {
                 return Err(Error::Engine(
-                    "second-order gradients (through a scatter) are not supported".into(),
+                    "second-order gradients (through a scatter or a spline adjoint) are not \
+                     supported"
+                        .into(),
                 ))
             }
         }

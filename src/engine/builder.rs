@@ -67,6 +67,53 @@ impl luminal::op::Operator for TakeOp {
     }
 }
 
+/// tanh as one elementwise primitive of ours (luminal has none): lowered to
+/// [`super::ir::UnOp::Tanh`]; luminal's stock executor gets f32 `tanh`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TanhOp;
+
+impl luminal::op::Operator for TanhOp {
+    fn process(
+        &mut self,
+        inp: Vec<(luminal::op::InputTensor, ShapeTracker)>,
+    ) -> Vec<luminal::prelude::Tensor> {
+        let src: &[f32] = inp
+            .first()
+            .and_then(|(t, _)| t.borrowed().data.as_any().downcast_ref::<Vec<f32>>())
+            .map_or(&[], |v| v.as_slice());
+        vec![luminal::prelude::Tensor {
+            data: Box::new(src.iter().map(|v| v.tanh()).collect::<Vec<f32>>()),
+        }]
+    }
+}
+
+/// The fused rational-quadratic spline ([`super::rqs`]): inputs the coordinates `[.., m]` and
+/// their raw parameters `[.., m, 3K − 1]` (both contiguous), output `[.., m, 2]` holding the
+/// mapped value and the log-derivative of each coordinate. Our lowering turns it into
+/// [`super::ir::Op::Spline`]; luminal's stock executor gets the same kernel on f32.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SplineOp(pub super::rqs::Rqs);
+
+impl luminal::op::Operator for SplineOp {
+    fn process(
+        &mut self,
+        inp: Vec<(luminal::op::InputTensor, ShapeTracker)>,
+    ) -> Vec<luminal::prelude::Tensor> {
+        let data = |i: usize| -> &[f32] {
+            inp.get(i)
+                .and_then(|(t, _)| t.borrowed().data.as_any().downcast_ref::<Vec<f32>>())
+                .map_or(&[], |v| v.as_slice())
+        };
+        let (v, theta) = (data(0), data(1));
+        let n = v.len().min(theta.len() / self.0.n_params());
+        let mut out = vec![0.0f32; 2 * n];
+        self.0.apply(&v[..n], theta, &mut out);
+        vec![luminal::prelude::Tensor {
+            data: Box::new(out),
+        }]
+    }
+}
+
 /// One logical dimension: fixed, or the batch size chosen at run time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Dim {
@@ -590,6 +637,27 @@ impl<'g> Var<'g> {
         let shape = Shape::new(&dims);
         v.with(id, ShapeTracker::new(&shape.exprs()), shape)
     }
+    /// The rational-quadratic spline of each coordinate of `self` `[.., m]` with raw
+    /// parameters `theta` `[.., m, 3K − 1]` as one fused kernel ([`super::rqs`]): returns the
+    /// mapped coordinates and their log-derivatives, both `[.., m]`. Differentiable in both.
+    pub fn rqs(self, theta: Var<'g>, spline: super::rqs::Rqs) -> (Var<'g>, Var<'g>) {
+        let r = self.rank();
+        assert!(
+            theta.rank() == r + 1 && theta.fixed_dim(r) == spline.n_params(),
+            "rqs: parameters must be [.., m, {}]",
+            spline.n_params()
+        );
+        let (v, th) = (self.contiguous(), theta.contiguous());
+        let id = self
+            .g
+            .node(SplineOp(spline), &[(v.id, v.st), (th.id, th.st)]);
+        let mut dims = v.shape.dims().to_vec();
+        dims.push(Dim::Fixed(2));
+        let shape = Shape::new(&dims);
+        let out = v.with(id, ShapeTracker::new(&shape.exprs()), shape);
+        let part = |j: usize| out.slice(r, j, j + 1).reshape(v.shape.dims());
+        (part(0), part(1))
+    }
     /// Concatenate along `axis` (pad both and add).
     pub fn concat(self, rhs: Var<'g>, axis: usize) -> Var<'g> {
         let (na, nb) = (self.fixed_dim(axis), rhs.fixed_dim(axis));
@@ -687,12 +755,9 @@ impl<'g> Var<'g> {
     pub fn sigmoid(self) -> Var<'g> {
         self.clamp(-30.0, 30.0).neg().exp().add_scalar(1.0).recip()
     }
-    /// tanh x = 2σ(2x) − 1.
+    /// tanh x (one primitive of ours, [`TanhOp`]; derivative 1 − tanh²).
     pub fn tanh(self) -> Var<'g> {
-        self.mul_scalar(2.0)
-            .sigmoid()
-            .mul_scalar(2.0)
-            .add_scalar(-1.0)
+        self.unary(TanhOp)
     }
     /// x·σ(x).
     pub fn silu(self) -> Var<'g> {

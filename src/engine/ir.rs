@@ -36,6 +36,8 @@ pub enum UnOp {
     Sqrt,
     /// 1/x
     Recip,
+    /// tanh x (ours: luminal has no tanh primitive; one instruction instead of ~20)
+    Tanh,
 }
 
 /// Elementwise binary primitives (`Eq` is internal: used by the max-reduce gradient).
@@ -109,6 +111,28 @@ pub enum Op {
         /// Output row length.
         in_row: usize,
     },
+    /// The fused spline ([`super::rqs`]) of `x` (n elements) with parameters `theta`
+    /// (n·(3K−1)), both read as-is: `out[2i]` value, `out[2i + 1]` log-derivative.
+    Spline {
+        /// Coordinates.
+        x: usize,
+        /// Raw parameters.
+        theta: usize,
+        /// The spline.
+        rqs: super::rqs::Rqs,
+    },
+    /// Adjoint of [`Op::Spline`] given the output adjoint `g` (2n): `out[i·3K]` = x̄_i and
+    /// `out[i·3K + 1 + j]` = θ̄_ij.
+    SplineAdjoint {
+        /// Coordinates.
+        x: usize,
+        /// Raw parameters.
+        theta: usize,
+        /// Adjoint of the spline's output.
+        g: usize,
+        /// The spline.
+        rqs: super::rqs::Rqs,
+    },
 }
 
 /// A lowered node: an op and the length of its output buffer.
@@ -129,6 +153,8 @@ impl Op {
             Op::Binary(_, a, b) | Op::MatMul(a, b) => vec![a.node, b.node],
             Op::Copy(s) | Op::Reduce(_, _, s) | Op::Scatter(s, _) => vec![s.node],
             Op::Take { src, .. } | Op::Put { src, .. } => vec![*src],
+            Op::Spline { x, theta, .. } => vec![*x, *theta],
+            Op::SplineAdjoint { x, theta, g, .. } => vec![*x, *theta, *g],
         }
     }
 }
@@ -234,6 +260,9 @@ impl Ir {
             } else if any.is::<op::Recip>() {
                 arity(1)?;
                 unary(UnOp::Recip, &srcs, &ir)
+            } else if any.is::<super::builder::TanhOp>() {
+                arity(1)?;
+                unary(UnOp::Tanh, &srcs, &ir)
             } else if let Some(b) = binop(any) {
                 arity(2)?;
                 let (a, c) = (srcs[0].clone(), srcs[1].clone());
@@ -270,6 +299,33 @@ impl Ir {
                     in_row: t.in_row,
                 };
                 (op, n_in / t.in_row * t.table.len())
+            } else if let Some(sp) = any.downcast_ref::<super::builder::SplineOp>() {
+                arity(2)?;
+                sp.0.validate().map_err(Error::Engine)?;
+                let n = srcs[0].view.numel();
+                if srcs[1].view.numel() != n * sp.0.n_params() {
+                    return Err(Error::Engine(format!(
+                        "spline: {} parameters for {n} coordinates of {}",
+                        srcs[1].view.numel(),
+                        sp.0.n_params()
+                    )));
+                }
+                let mut plain = |s: &Src| {
+                    if s.view.is_identity(ir.nodes[s.node].len) {
+                        s.node
+                    } else {
+                        ir.push(Op::Copy(s.clone()), s.view.numel())
+                    }
+                };
+                let (x, theta) = (plain(&srcs[0]), plain(&srcs[1]));
+                (
+                    Op::Spline {
+                        x,
+                        theta,
+                        rqs: sp.0,
+                    },
+                    2 * n,
+                )
             } else if any.is::<op::Contiguous>() {
                 arity(1)?;
                 let len = srcs[0].view.numel();

@@ -25,6 +25,7 @@ pub mod ir;
 pub mod optim;
 pub mod plan;
 pub mod program;
+pub mod rqs;
 pub mod scalar;
 pub mod view;
 

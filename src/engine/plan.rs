@@ -136,6 +136,30 @@ pub enum Step {
         /// Source row length.
         in_row: usize,
     },
+    /// The fused spline ([`Op::Spline`]).
+    Spline {
+        /// Output node.
+        out: usize,
+        /// Coordinates node.
+        x: usize,
+        /// Parameters node.
+        theta: usize,
+        /// The spline.
+        rqs: super::rqs::Rqs,
+    },
+    /// Its adjoint ([`Op::SplineAdjoint`]).
+    SplineAdjoint {
+        /// Output node.
+        out: usize,
+        /// Coordinates node.
+        x: usize,
+        /// Parameters node.
+        theta: usize,
+        /// Output-adjoint node.
+        g: usize,
+        /// The spline.
+        rqs: super::rqs::Rqs,
+    },
     /// Row-wise scatter-add by a table ([`Op::Put`]).
     Put {
         /// Output node.
@@ -158,7 +182,9 @@ impl Step {
             | Step::Scatter { out, .. }
             | Step::Const { out, .. }
             | Step::Take { out, .. }
-            | Step::Put { out, .. } => *out,
+            | Step::Put { out, .. }
+            | Step::Spline { out, .. }
+            | Step::SplineAdjoint { out, .. } => *out,
         }
     }
 }
@@ -181,6 +207,9 @@ struct Worker<T> {
     regs: Vec<T>,
     scratch: Vec<T>,
 }
+
+/// Coordinates per parallel task of the spline kernels.
+const SPLINE_ROWS: usize = 256;
 
 /// Kernels with at least this many elements are split across threads.
 pub const PARALLEL_MIN: usize = 32 * 1024;
@@ -220,6 +249,11 @@ impl Groups {
                 }
                 Op::Take { src, .. } | Op::Put { src, .. } => {
                     readers[*src].push((c, View::contiguous(&[ir.nodes[*src].len])))
+                }
+                Op::Spline { .. } | Op::SplineAdjoint { .. } => {
+                    for s in node.op.sources() {
+                        readers[s].push((c, View::contiguous(&[ir.nodes[s].len])));
+                    }
                 }
                 Op::Input(_) | Op::Const(_) => {}
             }
@@ -438,6 +472,19 @@ impl<T: Scalar> Plan<T> {
                     table: table.clone(),
                     in_row: *in_row,
                 },
+                Op::Spline { x, theta, rqs } => Step::Spline {
+                    out: i,
+                    x: *x,
+                    theta: *theta,
+                    rqs: *rqs,
+                },
+                Op::SplineAdjoint { x, theta, g, rqs } => Step::SplineAdjoint {
+                    out: i,
+                    x: *x,
+                    theta: *theta,
+                    g: *g,
+                    rqs: *rqs,
+                },
                 _ => unreachable!(),
             };
             steps.push(step);
@@ -513,6 +560,8 @@ impl<T: Scalar> Plan<T> {
                 Step::Const { .. } => "const",
                 Step::Take { .. } => "take",
                 Step::Put { .. } => "put",
+                Step::Spline { .. } => "spline",
+                Step::SplineAdjoint { .. } => "spline_adjoint",
             };
             let mut dst = std::mem::take(&mut self.bufs[out]);
             let t0 = std::time::Instant::now();
@@ -826,6 +875,56 @@ impl<T: Scalar> Plan<T> {
                     dst.chunks_mut(in_row).zip(g.chunks(m)).for_each(run);
                 }
             }
+            Step::Spline { x, theta, rqs, .. } => {
+                let (xs, th) = (
+                    Self::src(ir, bufs, store, *x),
+                    Self::src(ir, bufs, store, *theta),
+                );
+                let p = rqs.n_params();
+                if dst.len() != 2 * xs.len() || th.len() != p * xs.len() {
+                    return Err(Error::Engine("spline: buffer sizes changed".into()));
+                }
+                let run = |(c, o): (usize, &mut [T])| {
+                    let (a, b) = (c * SPLINE_ROWS, c * SPLINE_ROWS + o.len() / 2);
+                    rqs.apply(&xs[a..b], &th[a * p..b * p], o);
+                };
+                if xs.len() * p >= PARALLEL_MIN {
+                    use rayon::prelude::*;
+                    dst.par_chunks_mut(2 * SPLINE_ROWS)
+                        .enumerate()
+                        .for_each(run);
+                } else {
+                    dst.chunks_mut(2 * SPLINE_ROWS).enumerate().for_each(run);
+                }
+            }
+            Step::SplineAdjoint {
+                x, theta, g, rqs, ..
+            } => {
+                let (xs, th, gs) = (
+                    Self::src(ir, bufs, store, *x),
+                    Self::src(ir, bufs, store, *theta),
+                    Self::src(ir, bufs, store, *g),
+                );
+                let p = rqs.n_params();
+                let n = xs.len();
+                if dst.len() != (p + 1) * n || th.len() != p * n || gs.len() != 2 * n {
+                    return Err(Error::Engine("spline adjoint: buffer sizes changed".into()));
+                }
+                let run = |(c, o): (usize, &mut [T])| {
+                    let (a, b) = (c * SPLINE_ROWS, c * SPLINE_ROWS + o.len() / (p + 1));
+                    rqs.adjoint(&xs[a..b], &th[a * p..b * p], &gs[2 * a..2 * b], o);
+                };
+                if n * p >= PARALLEL_MIN {
+                    use rayon::prelude::*;
+                    dst.par_chunks_mut((p + 1) * SPLINE_ROWS)
+                        .enumerate()
+                        .for_each(run);
+                } else {
+                    dst.chunks_mut((p + 1) * SPLINE_ROWS)
+                        .enumerate()
+                        .for_each(run);
+                }
+            }
             Step::Scatter { g, target, .. } => {
                 dst.fill(T::default());
                 let gbuf = Self::src(ir, bufs, store, g.0);
@@ -895,6 +994,7 @@ fn unary<T: Scalar>(u: UnOp, a: &[T], d: &mut [T]) {
         UnOp::Sin => d.iter_mut().zip(a).for_each(|(d, &a)| *d = a.sin()),
         UnOp::Sqrt => d.iter_mut().zip(a).for_each(|(d, &a)| *d = a.sqrt()),
         UnOp::Recip => d.iter_mut().zip(a).for_each(|(d, &a)| *d = a.recip()),
+        UnOp::Tanh => d.iter_mut().zip(a).for_each(|(d, &a)| *d = a.tanh()),
     }
 }
 

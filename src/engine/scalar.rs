@@ -1,7 +1,7 @@
 //! The element types the kernels run in: `f32` on the hot path, `f64` for sharp checks.
 
 use std::fmt::Debug;
-use std::ops::{Add, AddAssign, Mul, Sub};
+use std::ops::{Add, AddAssign, Div, Mul, Sub};
 
 /// A float the engine can compute in.
 pub trait Scalar:
@@ -15,6 +15,7 @@ pub trait Scalar:
     + Add<Output = Self>
     + Sub<Output = Self>
     + Mul<Output = Self>
+    + Div<Output = Self>
     + AddAssign
 {
     /// Conversion from f64.
@@ -31,6 +32,8 @@ pub trait Scalar:
     fn sqrt(self) -> Self;
     /// 1/x
     fn recip(self) -> Self;
+    /// tanh x
+    fn tanh(self) -> Self;
     /// fmod
     fn rem(self, b: Self) -> Self;
     /// −∞
@@ -59,7 +62,7 @@ pub trait Scalar:
 }
 
 macro_rules! impl_scalar {
-    ($t:ty, $gemm:path, $exp2:expr, $log2:expr) => {
+    ($t:ty, $gemm:path, $exp2:expr, $log2:expr, $tanh:expr) => {
         impl Scalar for $t {
             #[inline(always)]
             fn from_f64(v: f64) -> Self {
@@ -88,6 +91,10 @@ macro_rules! impl_scalar {
             #[inline(always)]
             fn recip(self) -> Self {
                 1.0 / self
+            }
+            #[inline(always)]
+            fn tanh(self) -> Self {
+                $tanh(self)
             }
             #[inline(always)]
             fn rem(self, b: Self) -> Self {
@@ -125,6 +132,7 @@ impl_scalar!(
     f32,
     matrixmultiply::sgemm,
     super::fastmath::exp2,
-    super::fastmath::log2
+    super::fastmath::log2,
+    super::fastmath::tanh
 );
-impl_scalar!(f64, matrixmultiply::dgemm, f64::exp2, f64::log2);
+impl_scalar!(f64, matrixmultiply::dgemm, f64::exp2, f64::log2, f64::tanh);

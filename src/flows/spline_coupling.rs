@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::mlp::{Activation, Mlp};
 use super::params::{ParamSet, Scope};
-use super::spline::{n_params, Knots};
+use super::spline::{fused, n_params};
 use super::{columns, conditioner_input, coupling_join, coupling_split, Bijection};
 use crate::engine::Var;
 
@@ -58,12 +58,19 @@ impl SplineCoupling {
         }
     }
 
-    fn knots<'g>(&self, s: &Scope<'g>, a: Option<Var<'g>>, c: Option<Var<'g>>) -> Knots<'g> {
-        let (_, rb) = coupling_split(self.dim, self.flip);
+    /// The splines of `b` with parameters from the conditioner of (a, c).
+    fn splines<'g>(
+        &self,
+        s: &Scope<'g>,
+        a: Option<Var<'g>>,
+        b: Var<'g>,
+        c: Option<Var<'g>>,
+        inverse: bool,
+    ) -> (Var<'g>, Var<'g>) {
         let raw = self
             .conditioner
             .apply(&s.child("conditioner"), conditioner_input(a, c));
-        Knots::new(raw, rb.1 - rb.0, self.bins, self.bound)
+        fused(raw, b, self.bins, self.bound, inverse)
     }
 }
 
@@ -82,7 +89,7 @@ impl Bijection for SplineCoupling {
     ) -> (Var<'g>, Var<'g>) {
         let (ra, rb) = coupling_split(self.dim, self.flip);
         let (a, b) = (columns(z, ra), z.slice(1, rb.0, rb.1));
-        let (y, ld) = self.knots(s, a, c).forward(b);
+        let (y, ld) = self.splines(s, a, b, c, false);
         (coupling_join(a, y, self.flip), ld.sum(1))
     }
     fn inverse_and_log_det<'g>(
@@ -93,7 +100,7 @@ impl Bijection for SplineCoupling {
     ) -> (Var<'g>, Var<'g>) {
         let (ra, rb) = coupling_split(self.dim, self.flip);
         let (a, b) = (columns(x, ra), x.slice(1, rb.0, rb.1));
-        let (z, ld) = self.knots(s, a, c).inverse(b);
+        let (z, ld) = self.splines(s, a, b, c, true);
         (coupling_join(a, z, self.flip), ld.sum(1))
     }
     fn param_sets(&self) -> Vec<(String, &ParamSet)> {
