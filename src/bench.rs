@@ -12,16 +12,18 @@ use serde_json::json;
 
 use crate::engine::{Adam, GraphBuilder, Optimizer, Program};
 use crate::error::Result;
+use crate::flows::flow::Mode;
 
 const SIZES: [usize; 4] = [3, 64, 64, 4];
 const BATCH: usize = 1024;
 
-/// Median wall time in microseconds of `f` over `reps` calls after `warm` warm-up calls.
+/// Median wall time in microseconds of `f` over `reps` calls (at least one) after `warm`
+/// warm-up calls.
 pub fn median_us(warm: usize, reps: usize, mut f: impl FnMut()) -> f64 {
     for _ in 0..warm {
         f();
     }
-    let mut t: Vec<f64> = (0..reps)
+    let mut t: Vec<f64> = (0..reps.max(1))
         .map(|_| {
             let s = Instant::now();
             f();
@@ -209,7 +211,9 @@ pub fn engine_bench(reps: usize) -> Result<serde_json::Value> {
 
 /// Compile a reverse-KL-shaped training step for `flow` with the quadratic energy ½|x|²:
 /// loss = mean(log q(x|T) + U(x)/T), x = f(z; T). Inputs `z`, `cond` (T).
-pub fn reverse_kl_quadratic_program(flow: &crate::flows::Flow) -> Result<Program<f32>> {
+pub fn reverse_kl_quadratic_program<T: crate::engine::Scalar>(
+    flow: &crate::flows::Flow,
+) -> Result<Program<T>> {
     use crate::flows::params::{Declared, Scope};
     let g = GraphBuilder::new();
     let loss = {
@@ -252,9 +256,123 @@ pub fn bench_flow(dim: usize) -> Result<crate::flows::Flow> {
     Ok(flow)
 }
 
-/// Run the flow benchmark and return its JSON report.
+/// This machine's FP32 FMA peak in GFLOP/s over all worker threads, measured: every thread
+/// runs 12 independent chains of fused multiply-adds on the widest vectors the CPU has
+/// (AVX-512 or AVX2+FMA, detected at run time; 16-wide portable code otherwise) for about
+/// 0.2 s; 2 flops per FMA lane.
+pub fn fma_peak_gflops() -> f64 {
+    let threads = rayon::current_num_threads().max(1);
+    let iters = 2_000_000usize;
+    let (lanes, _) = fma::chains(iters / 20);
+    let t0 = Instant::now();
+    let sums = rayon::broadcast(|_| fma::chains(iters).1);
+    let secs = t0.elapsed().as_secs_f64();
+    std::hint::black_box(sums);
+    (threads * iters * 12 * lanes * 2) as f64 / secs / 1e9
+}
+
+mod fma {
+    /// 12 chains × `iters` FMAs on the widest vectors available: (lanes per vector, a sum).
+    pub fn chains(iters: usize) -> (usize, f32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F (checked just above).
+                return (16, unsafe { avx512(iters) });
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                return (8, unsafe { avx2(iters) });
+            }
+        }
+        (16, portable(iters))
+    }
+
+    fn portable(iters: usize) -> f32 {
+        let mut acc = [[1.0f32; 16]; 12];
+        let (a, b) = (std::hint::black_box(0.999_999f32), std::hint::black_box(1e-7f32));
+        for _ in 0..iters {
+            for row in acc.iter_mut() {
+                for v in row.iter_mut() {
+                    *v = v.mul_add(a, b);
+                }
+            }
+        }
+        acc.iter().flatten().sum()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512(iters: usize) -> f32 {
+        use std::arch::x86_64::*;
+        let a = _mm512_set1_ps(std::hint::black_box(0.999_999));
+        let b = _mm512_set1_ps(std::hint::black_box(1e-7));
+        let mut acc = [_mm512_set1_ps(1.0); 12];
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = _mm512_fmadd_ps(*v, a, b);
+            }
+        }
+        let mut s = _mm512_setzero_ps();
+        for v in acc {
+            s = _mm512_add_ps(s, v);
+        }
+        _mm512_reduce_add_ps(s)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2(iters: usize) -> f32 {
+        use std::arch::x86_64::*;
+        let a = _mm256_set1_ps(std::hint::black_box(0.999_999));
+        let b = _mm256_set1_ps(std::hint::black_box(1e-7));
+        let mut acc = [_mm256_set1_ps(1.0); 12];
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = _mm256_fmadd_ps(*v, a, b);
+            }
+        }
+        let mut out = [0.0f32; 8];
+        let mut s = _mm256_setzero_ps();
+        for v in acc {
+            s = _mm256_add_ps(s, v);
+        }
+        _mm256_storeu_ps(out.as_mut_ptr(), s);
+        out.iter().sum()
+    }
+}
+
+/// The CPU's model name (from /proc/cpuinfo where there is one).
+pub fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// Run the flow benchmark and return its JSON report: per flow, samples/s (sample +
+/// log-density, batch 4096) and training steps/s (reverse KL, batch 1024), with the flops
+/// per sample counted from the compiled plans, the achieved GFLOP/s and its fraction of the
+/// FMA peak measured at start ([`fma_peak_gflops`]).
 pub fn flows_bench(reps: usize) -> Result<serde_json::Value> {
+    let peak = fma_peak_gflops();
     let mut report = serde_json::Map::new();
+    report.insert(
+        "machine".into(),
+        json!({
+            "cpu": cpu_name(),
+            "threads": rayon::current_num_threads(),
+            "fma_peak_gflops": peak,
+            "command": "thermoflow bench flows --json",
+        }),
+    );
     for dim in [2usize, 16] {
         let flow = bench_flow(dim)?;
         let mut rng = crate::rng::seeded(5);
@@ -280,14 +398,27 @@ pub fn flows_bench(reps: usize) -> Result<serde_json::Value> {
         if let Some(e) = err {
             return Err(e);
         }
+        let sample_flops = flow.compile::<f32>(Mode::Sample)?.flops(4096, false)? / 4096.0;
+        let step_flops = prog.flops(1024, true)?;
+        let (samples_per_s, steps_per_s) = (4096.0 / (sample_us * 1e-6), 1.0 / (step_us * 1e-6));
+        let (g_sample, g_step) = (
+            sample_flops * samples_per_s / 1e9,
+            step_flops * steps_per_s / 1e9,
+        );
         report.insert(
             format!("rqs_d{dim}"),
             json!({
-                "sample_log_prob_per_s": 4096.0 / (sample_us * 1e-6),
-                "train_steps_per_s": 1.0 / (step_us * 1e-6),
+                "sample_log_prob_per_s": samples_per_s,
+                "train_steps_per_s": steps_per_s,
                 "sample_batch": 4096,
                 "train_batch": 1024,
                 "n_params": flow.n_params(),
+                "sample_flops_per_sample": sample_flops,
+                "sample_gflops": g_sample,
+                "sample_fraction_of_fma_peak": g_sample / peak,
+                "train_flops_per_step": step_flops,
+                "train_gflops": g_step,
+                "train_fraction_of_fma_peak": g_step / peak,
             }),
         );
     }

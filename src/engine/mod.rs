@@ -20,13 +20,16 @@
 
 pub mod autograd;
 pub mod builder;
+pub mod exec;
 pub mod fastmath;
+pub mod fuse;
 pub mod ir;
 pub mod optim;
 pub mod plan;
 pub mod program;
 pub mod rqs;
 pub mod scalar;
+pub mod tile;
 pub mod view;
 
 pub use builder::{Dim, GraphBuilder, InputKind, Shape, Var};

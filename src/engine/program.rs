@@ -13,6 +13,7 @@ use super::ir::Ir;
 use super::optim::Optimizer;
 use super::plan::Plan;
 use super::scalar::Scalar;
+use super::tile::InputRows;
 use crate::error::{Error, Result};
 
 impl OutputSpec {
@@ -101,6 +102,8 @@ pub struct Program<T: Scalar = f32> {
     compiled: Vec<Compiled<T>>,
     /// A training step begun by [`Program::step_begin`]: (plan, late inputs, dependence).
     pending: Option<(usize, Vec<usize>, Vec<bool>)>,
+    /// Run row-independent steps tile by tile (the default).
+    tiled: bool,
 }
 
 const MAX_PLANS: usize = 6;
@@ -139,6 +142,7 @@ impl<T: Scalar> Program<T> {
             store,
             compiled: Vec::new(),
             pending: None,
+            tiled: true,
         };
         // Compile once now so that structural errors surface at compile time.
         p.plan_index(1, p.loss.is_some())?;
@@ -238,7 +242,21 @@ impl<T: Scalar> Program<T> {
             (true, None) => return Err(Error::Engine("this program has no loss to train".into())),
             (false, _) => (None, Vec::new()),
         };
-        let plan = Plan::new(ir, &required)?;
+        let rows: Vec<InputRows> = self
+            .decls
+            .iter()
+            .map(|d| {
+                let dims = d.shape.dims();
+                let batch_axes = dims.iter().filter(|&&x| x == Dim::Batch).count();
+                match (batch_axes, dims.first()) {
+                    (0, _) => InputRows::Invariant,
+                    (1, Some(Dim::Batch)) => InputRows::BatchMajor,
+                    _ => InputRows::Batch,
+                }
+            })
+            .collect();
+        let mut plan = Plan::new(ir, &required, batch, &rows)?;
+        plan.set_tiled(self.tiled);
         if self.compiled.len() >= MAX_PLANS {
             self.pending = None;
             self.compiled.remove(0);
@@ -467,6 +485,30 @@ impl<T: Scalar> Program<T> {
         let batch = self.load_inputs(inputs)?;
         let ci = self.plan_index(batch, train)?;
         self.compiled[ci].plan.run_profiled(&self.store)
+    }
+
+    /// Run row-independent steps tile by tile over batch rows (`true`, the default) or every
+    /// step whole, one after another (`false`): the results agree to rounding; the switch is
+    /// for comparisons and tests.
+    pub fn set_tiled(&mut self, tiled: bool) {
+        self.tiled = tiled;
+        for c in &mut self.compiled {
+            c.plan.set_tiled(tiled);
+        }
+    }
+
+    /// For `batch`: (steps, steps that run tiled, tiled segments) in a full run.
+    pub fn tiling(&mut self, batch: usize, train: bool) -> Result<(usize, usize, usize)> {
+        let ci = self.plan_index(batch, train)?;
+        let p = &mut self.compiled[ci].plan;
+        let (tiled, segments) = p.tiling();
+        Ok((p.n_kernels(), tiled, segments))
+    }
+
+    /// Floating-point operations of one run at `batch`, counted from the plan.
+    pub fn flops(&mut self, batch: usize, train: bool) -> Result<f64> {
+        let ci = self.plan_index(batch, train)?;
+        Ok(self.compiled[ci].plan.flops())
     }
 
     /// Plan statistics for `batch`: (kernels, instruction-elements, elements materialised).

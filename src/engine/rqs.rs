@@ -24,7 +24,17 @@
 //! θ̄_j = p_j (p̄_j − Σ_i p_i p̄_i), and through softplus θ̄_d = D̄ σ(θ_d + c₀). For the inverse
 //! ξ is the root of Φ(ξ, θ) = y, so by implicit differentiation λ = ξ̄ / (∂Φ/∂ξ) gives
 //! ȳ_in = λ and the parameters receive −λ ∂Φ/∂θ, the forward adjoint seeded with −λ.
-//! Checked against finite differences and against the graph-built spline in the tests.
+//! Checked against finite differences here and against an independent f64 spline in the
+//! engine tests.
+//!
+//! **Lanes.** Coordinates go through 16 at a time with their parameters transposed (θ_j of
+//! all 16 contiguous), so that every formula is a loop over lanes that the compiler turns
+//! into vector instructions; the bin's knots are picked by masked selects over the K bins,
+//! never by per-lane indexing, and there is no branch on the data.
+
+// The kernels are written lane by lane: `for l in 0..L` loops index several arrays in
+// lockstep, which is what the compiler turns into vector instructions.
+#![allow(clippy::needless_range_loop)]
 
 use super::scalar::Scalar;
 
@@ -67,11 +77,14 @@ impl Rqs {
     /// and `out[2i + 1]` the log-derivative.
     pub fn apply<T: Scalar>(&self, v: &[T], theta: &[T], out: &mut [T]) {
         let p = self.n_params();
-        let mut kn = Knots::empty();
-        for (i, (&x, o)) in v.iter().zip(out.chunks_exact_mut(2)).enumerate() {
-            let (y, ld) = self.one(x, &theta[i * p..(i + 1) * p], &mut kn);
-            o[0] = y;
-            o[1] = ld;
+        let mut w = Lanes::new(self.bins);
+        for (c, (xs, o)) in v.chunks(L).zip(out.chunks_mut(2 * L)).enumerate() {
+            w.load(xs, &theta[c * L * p..(c * L + xs.len()) * p], p);
+            self.values(&mut w);
+            for (l, o) in o.chunks_exact_mut(2).enumerate() {
+                o[0] = w.y[l];
+                o[1] = w.ld[l];
+            }
         }
     }
 
@@ -79,323 +92,366 @@ impl Rqs {
     /// write `out[i·(P+1)]` = ∂L/∂v[i] and `out[i·(P+1) + 1 + j]` = ∂L/∂θ_ij.
     pub fn adjoint<T: Scalar>(&self, v: &[T], theta: &[T], g: &[T], out: &mut [T]) {
         let p = self.n_params();
-        let mut kn = Knots::empty();
-        for (i, (&x, o)) in v.iter().zip(out.chunks_exact_mut(p + 1)).enumerate() {
-            let gi = &g[2 * i..2 * i + 2];
-            self.one_adjoint(x, &theta[i * p..(i + 1) * p], gi[0], gi[1], &mut kn, o);
-        }
-    }
-
-    fn inside<T: Scalar>(&self, x: T) -> bool {
-        let b = T::from_f64(self.bound);
-        T::default() - b < x && x < b
-    }
-
-    fn one<T: Scalar>(&self, x: T, theta: &[T], kn: &mut Knots<T>) -> (T, T) {
-        if !self.inside(x) {
-            return (x, T::default());
-        }
-        kn.build(theta, self.bins, self.bound);
-        if self.inverse {
-            let k = kn.h.locate(x, self.bins);
-            let (c, _) = kn.cell(theta, self.bins, k);
-            let xi = c.solve(x);
-            let (_, ld) = c.map(xi);
-            (c.x + xi * c.w, T::default() - ld)
-        } else {
-            let k = kn.w.locate(x, self.bins);
-            let (c, _) = kn.cell(theta, self.bins, k);
-            c.map(clamp01((x - c.x) / c.w))
-        }
-    }
-
-    fn one_adjoint<T: Scalar>(
-        &self,
-        x: T,
-        theta: &[T],
-        gv: T,
-        gl: T,
-        kn: &mut Knots<T>,
-        out: &mut [T],
-    ) {
-        out.fill(T::default());
-        if !self.inside(x) {
-            out[0] = gv;
-            return;
-        }
-        let zero = T::default();
-        kn.build(theta, self.bins, self.bound);
-        let (k, adj, sig) = if self.inverse {
-            // Outputs x = X + ξW and −log g'(ξ); ξ solves Φ(ξ) = y.
-            let k = kn.h.locate(x, self.bins);
-            let (c, sig) = kn.cell(theta, self.bins, k);
-            let xi = c.solve(x);
-            let mut a = c.adjoint(xi, zero, zero - gl);
-            let xi_bar = a.xi + gv * c.w;
-            a.x += gv;
-            a.w += gv * xi;
-            let lambda = xi_bar / (c.w * c.slope(xi));
-            out[0] = lambda;
-            let b = c.adjoint(xi, zero - lambda, zero);
-            a.add(&b);
-            (k, a, sig)
-        } else {
-            let k = kn.w.locate(x, self.bins);
-            let (c, sig) = kn.cell(theta, self.bins, k);
-            let u = (x - c.x) / c.w;
-            let xi = clamp01(u);
-            let mut a = c.adjoint(xi, gv, gl);
-            if u == xi {
-                out[0] = a.xi / c.w;
-                a.x = a.x - a.xi / c.w;
-                a.w = a.w - a.xi * xi / c.w;
+        let mut w = Lanes::new(self.bins);
+        for (c, (xs, o)) in v.chunks(L).zip(out.chunks_mut((p + 1) * L)).enumerate() {
+            w.load(xs, &theta[c * L * p..(c * L + xs.len()) * p], p);
+            (w.gy, w.gl) = ([T::default(); L], [T::default(); L]);
+            for (l, gi) in g[2 * c * L..2 * (c * L + xs.len())]
+                .chunks_exact(2)
+                .enumerate()
+            {
+                w.gy[l] = gi[0];
+                w.gl[l] = gi[1];
             }
-            (k, a, sig)
-        };
-        let bins = self.bins;
-        let th = &mut out[1..];
-        kn.w.pull_back(k, adj.x, adj.w, self.bound, &mut th[..bins]);
-        kn.h.pull_back(k, adj.y, adj.h, self.bound, &mut th[bins..2 * bins]);
-        // D_k and D_{k+1}; only interior knots 1..K−1 have parameters.
-        for (j, dbar, sig) in [(k, adj.d0, sig[0]), (k + 1, adj.d1, sig[1])] {
-            if j >= 1 && j < bins {
-                th[2 * bins + j - 1] += dbar * sig;
+            self.values(&mut w);
+            self.adjoints(&mut w);
+            for (l, o) in o.chunks_exact_mut(p + 1).enumerate() {
+                o[0] = w.gx[l];
+                for (j, t) in o[1..].iter_mut().enumerate() {
+                    *t = w.gt[j][l];
+                }
             }
         }
     }
-}
 
-fn clamp01<T: Scalar>(v: T) -> T {
-    let (zero, one) = (T::default(), T::from_f64(1.0));
-    if v < zero {
-        zero
-    } else if v > one {
-        one
-    } else {
-        v
-    }
-}
-
-fn ln<T: Scalar>(v: T) -> T {
-    v.log2() * T::from_f64(std::f64::consts::LN_2)
-}
-
-fn exp<T: Scalar>(v: T) -> T {
-    (v * T::from_f64(std::f64::consts::LOG2_E)).exp2()
-}
-
-/// One axis of knots (widths and positions, or heights and positions).
-struct Axis<T> {
-    /// softmax probabilities p_j
-    p: [T; MAX_BINS],
-    /// sizes W_j
-    size: [T; MAX_BINS],
-    /// lower knots X_j
-    lo: [T; MAX_BINS],
-}
-
-impl<T: Scalar> Axis<T> {
-    fn build(&mut self, theta: &[T], bound: f64) {
-        let k = theta.len();
-        let mut mx = theta[0];
-        for &t in &theta[1..] {
-            if t > mx {
-                mx = t;
-            }
-        }
-        // A pure map (vectorised), then the sum.
-        for (p, &t) in self.p[..k].iter_mut().zip(theta) {
-            *p = exp(t - mx);
-        }
-        let mut sum = T::default();
-        for &p in &self.p[..k] {
-            sum += p;
-        }
-        let inv = T::from_f64(1.0) / sum;
-        let scale = T::from_f64(2.0 * bound * (1.0 - MIN_BIN * k as f64));
-        let floor = T::from_f64(2.0 * bound * MIN_BIN);
-        let mut acc = T::from_f64(-bound);
-        for j in 0..k {
-            self.p[j] = self.p[j] * inv;
-            self.size[j] = floor + scale * self.p[j];
-            self.lo[j] = acc;
-            acc += self.size[j];
-        }
-    }
-
-    /// The bin of `v`: #{j : X_j ≤ v} − 1 (at least 0).
-    fn locate(&self, v: T, bins: usize) -> usize {
-        let mut n = 0;
-        for &l in &self.lo[..bins] {
-            if v >= l {
-                n += 1;
-            }
-        }
-        n.max(1) - 1
-    }
-
-    /// Pull (X̄_k, W̄_k) back to θ: W̄_j gets W̄_k [j = k] + X̄_k [j < k], then through the
-    /// affine floor and the softmax.
-    fn pull_back(&self, k: usize, x_bar: T, w_bar: T, bound: f64, out: &mut [T]) {
-        let bins = out.len();
-        let scale = T::from_f64(2.0 * bound * (1.0 - MIN_BIN * bins as f64));
-        let mut dot = T::default();
-        for (j, o) in out.iter_mut().enumerate() {
-            let s_bar = if j < k {
-                x_bar
-            } else if j == k {
-                w_bar
+    /// Values (and everything the adjoint needs) of the L coordinates in `w`.
+    fn values<T: Scalar>(&self, w: &mut Lanes<T>) {
+        let k = self.bins;
+        let (zero, one, two, four) = (T::default(), one::<T>(), c::<T>(2.0), c::<T>(4.0));
+        let b = c::<T>(self.bound);
+        let nb = zero - b;
+        for l in 0..L {
+            let x = w.x[l];
+            w.inside[l] = nb < x && x < b;
+            w.xc[l] = if x < nb {
+                nb
+            } else if x > b {
+                b
             } else {
-                T::default()
+                x
             };
-            *o = scale * s_bar;
-            dot += self.p[j] * *o;
         }
-        for (o, &p) in out.iter_mut().zip(&self.p[..bins]) {
-            *o = p * (*o - dot);
+        // Knots of both axes: softmax (a pure map, vectorised over lanes), sizes, positions.
+        for (axis, at) in [(0usize, 0usize), (1, k)] {
+            let mut mx = w.th[at];
+            for j in 1..k {
+                for l in 0..L {
+                    let t = w.th[at + j][l];
+                    mx[l] = if t > mx[l] { t } else { mx[l] };
+                }
+            }
+            let mut sum = [zero; L];
+            for j in 0..k {
+                for l in 0..L {
+                    let e = exp(w.th[at + j][l] - mx[l]);
+                    w.p[axis][j][l] = e;
+                    sum[l] += e;
+                }
+            }
+            let scale = c::<T>(2.0 * self.bound * (1.0 - MIN_BIN * k as f64));
+            let floor = c::<T>(2.0 * self.bound * MIN_BIN);
+            let mut acc = [nb; L];
+            for j in 0..k {
+                for l in 0..L {
+                    let p = w.p[axis][j][l] / sum[l];
+                    w.p[axis][j][l] = p;
+                    w.size[axis][j][l] = floor + scale * p;
+                    w.lo[axis][j][l] = acc[l];
+                    acc[l] += w.size[axis][j][l];
+                }
+            }
+        }
+        // The bin: knots of the located axis at or below the clamped input, minus one.
+        let located = usize::from(self.inverse);
+        let mut kf = [zero; L];
+        for j in 1..k {
+            for l in 0..L {
+                kf[l] += if w.xc[l] >= w.lo[located][j][l] {
+                    one
+                } else {
+                    zero
+                };
+            }
+        }
+        w.kf = kf;
+        // The cell, by selects over the bins (no per-lane indexing).
+        let (mut cx, mut cw, mut cy, mut ch) = ([zero; L], [one; L], [zero; L], [one; L]);
+        for j in 0..k {
+            let jf = c::<T>(j as f64);
+            for l in 0..L {
+                let s = kf[l] == jf;
+                cx[l] = if s { w.lo[0][j][l] } else { cx[l] };
+                cw[l] = if s { w.size[0][j][l] } else { cw[l] };
+                cy[l] = if s { w.lo[1][j][l] } else { cy[l] };
+                ch[l] = if s { w.size[1][j][l] } else { ch[l] };
+            }
+        }
+        // Raw parameters of D_k (θ_d,k−1) and D_{k+1} (θ_d,k): interior knots only.
+        let (mut u0, mut u1) = ([zero; L], [zero; L]);
+        for j in 0..k.saturating_sub(1) {
+            let (jf, jf1) = (c::<T>(j as f64), c::<T>(j as f64 + 1.0));
+            for l in 0..L {
+                let t = w.th[2 * k + j][l];
+                u0[l] = if kf[l] == jf1 { t } else { u0[l] };
+                u1[l] = if kf[l] == jf { t } else { u1[l] };
+            }
+        }
+        let c0 = c::<T>(((1.0 - MIN_DERIVATIVE).exp() - 1.0).ln());
+        let (md, last) = (c::<T>(MIN_DERIVATIVE), c::<T>(k as f64 - 1.0));
+        for l in 0..L {
+            let (d0, s0) = softplus(u0[l] + c0);
+            let (d1, s1) = softplus(u1[l] + c0);
+            let (has0, has1) = (kf[l] > zero, kf[l] < last);
+            w.d0[l] = if has0 { md + d0 } else { one };
+            w.d1[l] = if has1 { md + d1 } else { one };
+            w.sig0[l] = if has0 { s0 } else { zero };
+            w.sig1[l] = if has1 { s1 } else { zero };
+        }
+        // The map.
+        for l in 0..L {
+            let (d0, d1, h, wd) = (w.d0[l], w.d1[l], ch[l], cw[l]);
+            let s = h / wd;
+            let delta = d1 + d0 - two * s;
+            let xi = if self.inverse {
+                // The stable root of the quadratic in ξ.
+                let dy = w.xc[l] - cy[l];
+                let a = h * (s - d0) + dy * delta;
+                let bq = h * d0 - dy * delta;
+                let cq = zero - s * dy;
+                let disc = bq * bq - four * a * cq;
+                let disc = if disc > zero { disc } else { zero };
+                two * cq / (zero - bq - disc.sqrt())
+            } else {
+                (w.xc[l] - cx[l]) / wd
+            };
+            let clamped = xi < zero || xi > one || xi.is_nan();
+            let xi = if xi < zero {
+                zero
+            } else if xi > one {
+                one
+            } else {
+                xi
+            };
+            let om = one - xi;
+            let t = xi * om;
+            let den = s + delta * t;
+            let pp = d1 * xi * xi + two * s * t + d0 * om * om;
+            let ld = ln(s * s * pp) - two * ln(den);
+            let val = if self.inverse {
+                cx[l] + xi * wd
+            } else {
+                cy[l] + h * (s * xi * xi + d0 * t) / den
+            };
+            let inside = w.inside[l];
+            w.y[l] = if inside { val } else { w.x[l] };
+            let ld = if self.inverse { zero - ld } else { ld };
+            w.ld[l] = if inside { ld } else { zero };
+            w.xi[l] = xi;
+            w.clamped[l] = clamped;
+            w.cell[0][l] = cx[l];
+            w.cell[1][l] = cw[l];
+            w.cell[2][l] = cy[l];
+            w.cell[3][l] = ch[l];
+        }
+    }
+
+    /// Adjoints of the L coordinates in `w` (after [`Rqs::values`]): `w.gx`, `w.gt`.
+    fn adjoints<T: Scalar>(&self, w: &mut Lanes<T>) {
+        let k = self.bins;
+        let zero = T::default();
+        // Adjoints of the cell (X, W, Y, H, D_k, D_{k+1}) per lane.
+        let mut a = [[zero; L]; 6];
+        for l in 0..L {
+            let (cw, ch) = (w.cell[1][l], w.cell[3][l]);
+            let (d0, d1, xi) = (w.d0[l], w.d1[l], w.xi[l]);
+            let (gv, gl) = (w.gy[l], w.gl[l]);
+            let cell = CellVals {
+                w: cw,
+                h: ch,
+                d0,
+                d1,
+                xi,
+            };
+            let (gx, adj) = if self.inverse {
+                // Outputs x = X + ξW and −log g'(ξ); ξ solves Φ(ξ) = y (implicit function).
+                let first = cell.adjoint(zero, zero - gl);
+                let xi_bar = first[0] + gv * cw;
+                let lambda = xi_bar / (cw * cell.slope());
+                let second = cell.adjoint(zero - lambda, zero);
+                let mut adj = [zero; 6];
+                adj[0] = gv;
+                adj[1] = gv * xi + first[2] + second[2];
+                adj[2] = zero - lambda;
+                for m in 3..6 {
+                    adj[m] = first[m] + second[m];
+                }
+                (lambda, adj)
+            } else {
+                let r = cell.adjoint(gv, gl);
+                let (xi_bar, free) = (r[0], !w.clamped[l]);
+                let gx = if free { xi_bar / cw } else { zero };
+                let mut adj = [zero; 6];
+                adj[0] = zero - gx;
+                adj[1] = r[2] - if free { xi_bar * xi / cw } else { zero };
+                adj[2] = gv;
+                adj[3] = r[3];
+                adj[4] = r[4];
+                adj[5] = r[5];
+                (gx, adj)
+            };
+            let inside = w.inside[l];
+            w.gx[l] = if inside { gx } else { gv };
+            for m in 0..6 {
+                a[m][l] = if inside { adj[m] } else { zero };
+            }
+        }
+        // Through the knots: W̄_j = W̄_k [j = k] + X̄_k [j < k], the affine floor, the softmax.
+        let kf = w.kf;
+        for (axis, at, xb, sb) in [(0usize, 0usize, 0usize, 1usize), (1, k, 2, 3)] {
+            let scale = c::<T>(2.0 * self.bound * (1.0 - MIN_BIN * k as f64));
+            let mut dot = [zero; L];
+            for j in 0..k {
+                let jf = c::<T>(j as f64);
+                for l in 0..L {
+                    let s_bar = if jf < kf[l] {
+                        a[xb][l]
+                    } else if jf == kf[l] {
+                        a[sb][l]
+                    } else {
+                        zero
+                    };
+                    let pb = scale * s_bar;
+                    w.gt[at + j][l] = pb;
+                    dot[l] += w.p[axis][j][l] * pb;
+                }
+            }
+            for j in 0..k {
+                for l in 0..L {
+                    w.gt[at + j][l] = w.p[axis][j][l] * (w.gt[at + j][l] - dot[l]);
+                }
+            }
+        }
+        // Through softplus: θ̄_d,j gets D̄_k σ(·) when j = k − 1 and D̄_{k+1} σ(·) when j = k.
+        for j in 0..k.saturating_sub(1) {
+            let (jf, jf1) = (c::<T>(j as f64), c::<T>(j as f64 + 1.0));
+            for l in 0..L {
+                let from0 = if kf[l] == jf1 {
+                    a[4][l] * w.sig0[l]
+                } else {
+                    zero
+                };
+                let from1 = if kf[l] == jf {
+                    a[5][l] * w.sig1[l]
+                } else {
+                    zero
+                };
+                w.gt[2 * k + j][l] = from0 + from1;
+            }
         }
     }
 }
 
-/// Knots of one coordinate's spline (reused across elements: no allocation).
-struct Knots<T> {
-    w: Axis<T>,
-    h: Axis<T>,
+/// Lanes processed together: the kernels' loops run over them and vectorise.
+const L: usize = 16;
+
+/// Working set of L coordinates (parameters transposed: θ_j for all lanes contiguous).
+struct Lanes<T> {
+    x: [T; L],
+    xc: [T; L],
+    inside: [bool; L],
+    th: Vec<[T; L]>,
+    p: [Vec<[T; L]>; 2],
+    size: [Vec<[T; L]>; 2],
+    lo: [Vec<[T; L]>; 2],
+    kf: [T; L],
+    /// X_k, W_k, Y_k, H_k
+    cell: [[T; L]; 4],
+    d0: [T; L],
+    d1: [T; L],
+    sig0: [T; L],
+    sig1: [T; L],
+    xi: [T; L],
+    clamped: [bool; L],
+    y: [T; L],
+    ld: [T; L],
+    gy: [T; L],
+    gl: [T; L],
+    gx: [T; L],
+    gt: Vec<[T; L]>,
 }
 
-/// A knot derivative D_j and, for interior knots, σ(θ_d + c₀) = ∂D_j/∂θ_d.
-fn derivative<T: Scalar>(theta: &[T], bins: usize, j: usize) -> (T, T) {
-    let one = T::from_f64(1.0);
-    if j == 0 || j == bins {
-        return (one, T::default());
-    }
-    let c0 = T::from_f64(((1.0 - MIN_DERIVATIVE).exp() - 1.0).ln());
-    let u = theta[2 * bins + j - 1] + c0;
-    // softplus(u) = max(u, 0) + ln(1 + e^{−|u|}); σ(u) from the same e^{−|u|}.
-    let pos = u > T::default();
-    let e = exp(if pos { T::default() - u } else { u });
-    let relu = if pos { u } else { T::default() };
-    let sig = if pos { one / (one + e) } else { e / (one + e) };
-    (T::from_f64(MIN_DERIVATIVE) + relu + ln(one + e), sig)
-}
-
-impl<T: Scalar> Knots<T> {
-    fn empty() -> Knots<T> {
-        let z = [T::default(); MAX_BINS];
-        Knots {
-            w: Axis {
-                p: z,
-                size: z,
-                lo: z,
-            },
-            h: Axis {
-                p: z,
-                size: z,
-                lo: z,
-            },
+impl<T: Scalar> Lanes<T> {
+    fn new(bins: usize) -> Lanes<T> {
+        let z = [T::default(); L];
+        let rows = |n: usize| vec![z; n];
+        let (k, p) = (bins, 3 * bins - 1);
+        Lanes {
+            x: z,
+            xc: z,
+            inside: [false; L],
+            th: rows(p),
+            p: [rows(k), rows(k)],
+            size: [rows(k), rows(k)],
+            lo: [rows(k), rows(k)],
+            kf: z,
+            cell: [z; 4],
+            d0: z,
+            d1: z,
+            sig0: z,
+            sig1: z,
+            xi: z,
+            clamped: [false; L],
+            y: z,
+            ld: z,
+            gy: z,
+            gl: z,
+            gx: z,
+            gt: rows(p),
         }
     }
 
-    /// Widths and heights (all bins: the bin search needs every knot).
-    fn build(&mut self, theta: &[T], bins: usize, bound: f64) {
-        self.w.build(&theta[..bins], bound);
-        self.h.build(&theta[bins..2 * bins], bound);
-    }
-
-    /// Bin k's cell (only its two derivatives are computed) and ∂D_k/∂θ, ∂D_{k+1}/∂θ.
-    fn cell(&self, theta: &[T], bins: usize, k: usize) -> (Cell<T>, [T; 2]) {
-        let (d0, s0) = derivative(theta, bins, k);
-        let (d1, s1) = derivative(theta, bins, k + 1);
-        let c = Cell {
-            x: self.w.lo[k],
-            w: self.w.size[k],
-            y: self.h.lo[k],
-            h: self.h.size[k],
-            d0,
-            d1,
-        };
-        (c, [s0, s1])
+    /// Coordinates `xs` (up to L; missing lanes get 0 and unit-free parameters) and their
+    /// parameters, transposed.
+    fn load(&mut self, xs: &[T], theta: &[T], p: usize) {
+        self.x = [T::default(); L];
+        self.x[..xs.len()].copy_from_slice(xs);
+        for row in &mut self.th[..p] {
+            *row = [T::default(); L];
+        }
+        for (l, t) in theta.chunks_exact(p).enumerate() {
+            for (j, &v) in t.iter().enumerate() {
+                self.th[j][l] = v;
+            }
+        }
     }
 }
 
-/// The bin a point falls in: its knots and end derivatives.
-struct Cell<T> {
-    x: T,
+/// A cell's values at ξ (X and Y do not enter the derivatives).
+struct CellVals<T> {
     w: T,
-    y: T,
     h: T,
     d0: T,
     d1: T,
-}
-
-/// Adjoints of a cell's quantities (and of ξ).
-#[derive(Default)]
-struct CellAdjoint<T> {
     xi: T,
-    x: T,
-    w: T,
-    y: T,
-    h: T,
-    d0: T,
-    d1: T,
 }
 
-impl<T: Scalar> CellAdjoint<T> {
-    fn add(&mut self, o: &CellAdjoint<T>) {
-        self.x += o.x;
-        self.w += o.w;
-        self.y += o.y;
-        self.h += o.h;
-        self.d0 += o.d0;
-        self.d1 += o.d1;
-    }
-}
-
-impl<T: Scalar> Cell<T> {
-    /// (g, log g') at relative position ξ.
-    fn map(&self, xi: T) -> (T, T) {
-        let one = T::from_f64(1.0);
-        let two = T::from_f64(2.0);
+impl<T: Scalar> CellVals<T> {
+    /// g'(x) at ξ.
+    fn slope(&self) -> T {
+        let (one, two) = (one::<T>(), c::<T>(2.0));
+        let (d0, d1, xi) = (self.d0, self.d1, self.xi);
         let s = self.h / self.w;
         let om = one - xi;
         let t = xi * om;
-        let den = s + (self.d1 + self.d0 - two * s) * t;
-        let num = self.h * (s * xi * xi + self.d0 * t);
-        let dnum = s * s * (self.d1 * xi * xi + two * s * t + self.d0 * om * om);
-        (self.y + num / den, ln(dnum) - two * ln(den))
+        let den = s + (d1 + d0 - two * s) * t;
+        s * s * (d1 * xi * xi + two * s * t + d0 * om * om) / (den * den)
     }
 
-    /// g'(x) at relative position ξ.
-    fn slope(&self, xi: T) -> T {
-        let one = T::from_f64(1.0);
-        let two = T::from_f64(2.0);
-        let s = self.h / self.w;
-        let om = one - xi;
-        let t = xi * om;
-        let den = s + (self.d1 + self.d0 - two * s) * t;
-        s * s * (self.d1 * xi * xi + two * s * t + self.d0 * om * om) / (den * den)
-    }
-
-    /// ξ with g(X + ξW) = y (the stable root of the quadratic), clamped to [0, 1].
-    fn solve(&self, y: T) -> T {
-        let (zero, two, four) = (T::default(), T::from_f64(2.0), T::from_f64(4.0));
-        let s = self.h / self.w;
-        let delta = self.d1 + self.d0 - two * s;
-        let dy = y - self.y;
-        let a = self.h * (s - self.d0) + dy * delta;
-        let b = self.h * self.d0 - dy * delta;
-        let c = zero - s * dy;
-        let disc = b * b - four * a * c;
-        let disc = if disc > zero { disc } else { zero };
-        clamp01(two * c / (zero - b - disc.sqrt()))
-    }
-
-    /// Reverse mode through [`Cell::map`] with ξ a leaf: adjoints of ξ and the cell given
-    /// ȳ = `gy` and l̄ = `gl`.
-    fn adjoint(&self, xi: T, gy: T, gl: T) -> CellAdjoint<T> {
-        let one = T::from_f64(1.0);
-        let two = T::from_f64(2.0);
-        let (d0, d1, h, w) = (self.d0, self.d1, self.h, self.w);
+    /// Reverse mode through y = Y + H (sξ² + D_k t)/den and ld = log(s² p) − 2 log den with
+    /// ξ a leaf: [ξ̄, X̄ (0), W̄, Ȳ (= ȳ, not returned here), D̄_k, D̄_{k+1}] with H̄ in slot 3.
+    fn adjoint(&self, gy: T, gl: T) -> [T; 6] {
+        let (zero, one, two) = (T::default(), one::<T>(), c::<T>(2.0));
+        let (d0, d1, h, w, xi) = (self.d0, self.d1, self.h, self.w, self.xi);
         let s = h / w;
         let om = one - xi;
         let t = xi * om;
@@ -403,40 +459,61 @@ impl<T: Scalar> Cell<T> {
         let q = s * xi * xi + d0 * t;
         let r = h * q / den;
         let p = d1 * xi * xi + two * s * t + d0 * om * om;
-        // y = Y + r, ld = log(s² p) − 2 log den
         let num_bar = gy / den;
-        let den_bar = T::default() - gy * r / den - two * gl / den;
-        // d(log s²p) = 2 ds/s + dp/p
+        let den_bar = zero - gy * r / den - two * gl / den;
         let mut s_bar = two * gl / s;
         let p_bar = gl / p;
-        let mut a = CellAdjoint {
-            y: gy,
-            d1: p_bar * xi * xi,
-            xi: p_bar * (two * d1 * xi - two * d0 * om),
-            d0: p_bar * om * om,
-            ..Default::default()
-        };
+        let mut b_d1 = p_bar * xi * xi;
+        let mut b_xi = p_bar * (two * d1 * xi - two * d0 * om);
+        let mut b_d0 = p_bar * om * om;
         s_bar += p_bar * two * t;
         let mut t_bar = p_bar * two * s;
-        // num = h q
-        a.h = num_bar * q;
+        let mut b_h = num_bar * q;
         let q_bar = num_bar * h;
         s_bar += q_bar * xi * xi;
-        a.xi += q_bar * two * s * xi;
-        a.d0 += q_bar * t;
+        b_xi += q_bar * two * s * xi;
+        b_d0 += q_bar * t;
         t_bar += q_bar * d0;
-        // den = s + (d1 + d0 − 2s) t
         s_bar += den_bar * (one - two * t);
-        a.d1 += den_bar * t;
-        a.d0 += den_bar * t;
+        b_d1 += den_bar * t;
+        b_d0 += den_bar * t;
         t_bar += den_bar * (d1 + d0 - two * s);
-        // t = ξ(1 − ξ)
-        a.xi += t_bar * (one - two * xi);
-        // s = h / w
-        a.h += s_bar / w;
-        a.w = T::default() - s_bar * s / w;
-        a
+        b_xi += t_bar * (one - two * xi);
+        b_h += s_bar / w;
+        let b_w = zero - s_bar * s / w;
+        [b_xi, zero, b_w, b_h, b_d0, b_d1]
     }
+}
+
+/// softplus(u) = max(u, 0) + ln(1 + e^{−|u|}) and σ(u) from the same e^{−|u|}.
+#[inline(always)]
+fn softplus<T: Scalar>(u: T) -> (T, T) {
+    let (zero, one) = (T::default(), one::<T>());
+    let pos = u > zero;
+    let e = exp(if pos { zero - u } else { u });
+    let relu = if pos { u } else { zero };
+    let sig = if pos { one / (one + e) } else { e / (one + e) };
+    (relu + ln(one + e), sig)
+}
+
+#[inline(always)]
+fn c<T: Scalar>(v: f64) -> T {
+    T::from_f64(v)
+}
+
+#[inline(always)]
+fn one<T: Scalar>() -> T {
+    T::from_f64(1.0)
+}
+
+#[inline(always)]
+fn ln<T: Scalar>(v: T) -> T {
+    v.log2() * T::from_f64(std::f64::consts::LN_2)
+}
+
+#[inline(always)]
+fn exp<T: Scalar>(v: T) -> T {
+    (v * T::from_f64(std::f64::consts::LOG2_E)).exp2()
 }
 
 #[cfg(test)]

@@ -1,0 +1,432 @@
+//! The CPU executor: runs one step of a plan over a range of its **units** on one worker.
+//!
+//! Every step's work is a range of independent units ([`units`]): output elements for a
+//! fused kernel, outputs for a reduction, rows of M for a gemm, coordinates for the spline,
+//! table rows for a gather. Running `[0, units)` is the whole step; the scheduler
+//! ([`super::tile`]) runs sub-ranges on different workers, or the same batch rows of a whole
+//! run of steps one tile after another while they are in cache.
+//!
+//! A fused kernel is interpreted over chunks of [`CHUNK`] elements: its leaves are gathered
+//! through their strided views (contiguous ones are read in place), then each SSA instruction
+//! is a tight loop the compiler vectorises. Nothing is allocated while running.
+
+use super::ir::{BinOp, RedOp, UnOp};
+use super::plan::{Instr, Kernel, Step};
+use super::scalar::Scalar;
+use crate::error::{Error, Result};
+
+/// Elements processed per pass of a fused kernel.
+pub const CHUNK: usize = 256;
+
+/// Scratch of one worker thread: the register file of fused kernels and reduction space.
+#[derive(Debug, Clone)]
+pub struct Worker<T> {
+    pub(super) regs: Vec<T>,
+    pub(super) scratch: Vec<T>,
+}
+
+/// The buffers of one run, shared by the workers.
+///
+/// Safety contract (upheld by the scheduler): while steps run concurrently, each worker writes
+/// only its own output range and reads only elements that no other worker writes during that
+/// time (rows of its own tile, or buffers finished before the parallel region began).
+/// Accesses, not slices, are what must not overlap: a worker may hold a slice of a whole
+/// source buffer while another writes different elements of it.
+pub struct Bufs<T> {
+    ptrs: Vec<(*mut T, usize)>,
+}
+
+// SAFETY: see the contract above; the pointers are only dereferenced under it.
+unsafe impl<T: Send> Send for Bufs<T> {}
+unsafe impl<T: Sync> Sync for Bufs<T> {}
+
+impl<T: Scalar> Bufs<T> {
+    /// Pointers to every node's buffer: declared inputs read from `store`, computed nodes
+    /// from `bufs`.
+    pub fn new(nodes: &[super::ir::Node], bufs: &mut [Vec<T>], store: &[Vec<T>]) -> Bufs<T> {
+        let ptrs = nodes
+            .iter()
+            .zip(bufs.iter_mut())
+            .map(|(n, b)| match n.op {
+                super::ir::Op::Input(i) => (store[i].as_ptr() as *mut T, store[i].len()),
+                _ => (b.as_mut_ptr(), b.len()),
+            })
+            .collect();
+        Bufs { ptrs }
+    }
+
+    /// The whole buffer of `node`, for reading.
+    #[inline]
+    pub fn src(&self, node: usize) -> &[T] {
+        let (p, n) = self.ptrs[node];
+        // SAFETY: a live allocation of n elements; reads follow the contract.
+        unsafe { std::slice::from_raw_parts(p, n) }
+    }
+
+    /// Elements `[lo, hi)` of `node`'s buffer, for writing.
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    fn out(&self, node: usize, lo: usize, hi: usize) -> Result<&mut [T]> {
+        let (p, n) = self.ptrs[node];
+        if lo > hi || hi > n {
+            return Err(Error::Engine(format!(
+                "output range {lo}..{hi} of a buffer of {n}"
+            )));
+        }
+        // SAFETY: in bounds (checked); the scheduler gives each worker disjoint ranges.
+        Ok(unsafe { std::slice::from_raw_parts_mut(p.add(lo), hi - lo) })
+    }
+}
+
+/// Independent units of work of a step (see the module docs), given its output length.
+pub fn units(step: &Step, out_len: usize) -> usize {
+    match step {
+        Step::Fused { .. } | Step::Reduce { .. } => out_len,
+        Step::MatMul { b, .. } => {
+            let r = b.1.axes.len();
+            out_len / b.1.axes[r - 2].len.max(1)
+        }
+        Step::Spline { .. } => out_len / 2,
+        Step::SplineAdjoint { rqs, .. } => out_len / (rqs.n_params() + 1),
+        Step::Take { table, .. } => out_len / table.len().max(1),
+        Step::Put { in_row, .. } => out_len / (*in_row).max(1),
+        Step::Scatter { .. } | Step::Const { .. } => 1,
+    }
+}
+
+/// Output elements written per unit (`None` for a scatter, whose outputs are not in units).
+pub fn out_per_unit(step: &Step) -> Option<usize> {
+    Some(match step {
+        Step::Fused { .. } | Step::Reduce { .. } | Step::Const { .. } => 1,
+        Step::MatMul { b, .. } => b.1.axes[b.1.axes.len() - 2].len,
+        Step::Spline { .. } => 2,
+        Step::SplineAdjoint { rqs, .. } => rqs.n_params() + 1,
+        Step::Take { table, .. } => table.len(),
+        Step::Put { in_row, .. } => *in_row,
+        Step::Scatter { .. } => return None,
+    })
+}
+
+/// Roughly the arithmetic of one unit (to decide whether splitting across threads pays).
+pub fn work_per_unit(step: &Step) -> usize {
+    match step {
+        Step::Fused { kernel, .. } => kernel.code.len(),
+        Step::Reduce { kernel, k, .. } => kernel.code.len() * k,
+        Step::MatMul { a, b, .. } => {
+            let r = a.1.axes.len();
+            a.1.axes[r - 1].len * b.1.axes[r - 2].len
+        }
+        Step::Spline { rqs, .. } | Step::SplineAdjoint { rqs, .. } => 8 * rqs.n_params(),
+        Step::Take { table, .. } => table.len(),
+        Step::Put { in_row, .. } => *in_row,
+        Step::Scatter { .. } | Step::Const { .. } => usize::MAX / 2,
+    }
+}
+
+/// What a run of a step covers: units `[lo, hi)`; for a scatter, `zero` is the output range
+/// it owns (cleared before accumulating).
+#[derive(Clone, Copy, Debug)]
+pub struct Span {
+    /// First unit.
+    pub lo: usize,
+    /// One past the last unit.
+    pub hi: usize,
+    /// Output elements a scatter clears first.
+    pub zero: (usize, usize),
+}
+
+/// Run units `span` of `step` (writing node `out`'s buffer) on one worker.
+pub fn exec<T: Scalar>(step: &Step, span: Span, w: &mut Worker<T>, b: &Bufs<T>) -> Result<()> {
+    let Span { lo, hi, .. } = span;
+    if lo >= hi {
+        return Ok(());
+    }
+    match step {
+        Step::Const { out, v } => b.out(*out, 0, 1)?[0] = T::from_f64(*v),
+        Step::Fused { out, kernel } => {
+            let dst = b.out(*out, lo, hi)?;
+            fill_consts(kernel, &mut w.regs);
+            let mut done = 0;
+            while done < dst.len() {
+                let m = CHUNK.min(dst.len() - done);
+                eval(kernel, b, &mut w.regs, lo + done, &mut dst[done..done + m]);
+                done += m;
+            }
+        }
+        Step::Reduce { out, op, kernel, k } => {
+            let (k, op) = (*k, *op);
+            let dst = b.out(*out, lo, hi)?;
+            if k == 0 {
+                dst.fill(match op {
+                    RedOp::Sum => T::default(),
+                    RedOp::Max => T::neg_infinity(),
+                });
+                return Ok(());
+            }
+            fill_consts(kernel, &mut w.regs);
+            // Whole output rows per pass, at most CHUNK inputs at a time.
+            let per = (CHUNK / k).max(1);
+            let mut o = 0;
+            while o < dst.len() {
+                let cnt = per.min(dst.len() - o);
+                let row0 = (lo + o) * k;
+                let s = &mut w.scratch[..cnt * k];
+                let mut p = 0;
+                while p < cnt * k {
+                    let m = CHUNK.min(cnt * k - p);
+                    eval(kernel, b, &mut w.regs, row0 + p, &mut s[p..p + m]);
+                    p += m;
+                }
+                for (d, seg) in dst[o..o + cnt].iter_mut().zip(s.chunks_exact(k)) {
+                    *d = reduce(op, seg);
+                }
+                o += cnt;
+            }
+        }
+        Step::MatMul { out, a, b: bm } => matmul(*out, a, bm, lo, hi, b)?,
+        Step::Spline { out, x, theta, rqs } => {
+            let (xs, th) = (b.src(*x), b.src(*theta));
+            let p = rqs.n_params();
+            if hi > xs.len() || th.len() != p * xs.len() {
+                return Err(Error::Engine("spline: buffer sizes changed".into()));
+            }
+            rqs.apply(
+                &xs[lo..hi],
+                &th[lo * p..hi * p],
+                b.out(*out, 2 * lo, 2 * hi)?,
+            );
+        }
+        Step::SplineAdjoint {
+            out,
+            x,
+            theta,
+            g,
+            rqs,
+        } => {
+            let (xs, th, gs) = (b.src(*x), b.src(*theta), b.src(*g));
+            let p = rqs.n_params();
+            if hi > xs.len() || th.len() != p * xs.len() || gs.len() != 2 * xs.len() {
+                return Err(Error::Engine("spline adjoint: buffer sizes changed".into()));
+            }
+            let dst = b.out(*out, (p + 1) * lo, (p + 1) * hi)?;
+            rqs.adjoint(&xs[lo..hi], &th[lo * p..hi * p], &gs[2 * lo..2 * hi], dst);
+        }
+        Step::Take {
+            out,
+            src,
+            table,
+            in_row,
+        } => {
+            let (s, m, in_row) = (b.src(*src), table.len(), *in_row);
+            if s.len() < hi * in_row {
+                return Err(Error::Engine("take: source length changed".into()));
+            }
+            let dst = b.out(*out, lo * m, hi * m)?;
+            for (r, row) in (lo..hi).zip(dst.chunks_mut(m)) {
+                let src_row = &s[r * in_row..(r + 1) * in_row];
+                for (d, &k) in row.iter_mut().zip(table.iter()) {
+                    *d = src_row[k as usize];
+                }
+            }
+        }
+        Step::Put {
+            out,
+            src,
+            table,
+            in_row,
+        } => {
+            let (g, m, in_row) = (b.src(*src), table.len(), *in_row);
+            if g.len() < hi * m {
+                return Err(Error::Engine("put: source length changed".into()));
+            }
+            let dst = b.out(*out, lo * in_row, hi * in_row)?;
+            for (row, g_row) in dst.chunks_mut(in_row).zip(g[lo * m..hi * m].chunks(m)) {
+                row.fill(T::default());
+                for (&v, &k) in g_row.iter().zip(table.iter()) {
+                    row[k as usize] += v;
+                }
+            }
+        }
+        Step::Scatter { out, g, target } => {
+            // The target view addresses the whole buffer; this worker touches only the
+            // positions its units map to (inside `zero` when tiled).
+            let full = b.out(*out, 0, b.ptrs[*out].1)?;
+            let (z0, z1) = span.zero;
+            if z0 > z1 || z1 > full.len() {
+                return Err(Error::Engine("scatter: output range".into()));
+            }
+            full[z0..z1].fill(T::default());
+            target.check_bounds(full.len())?;
+            let gbuf = b.src(g.0);
+            g.1.check_bounds(gbuf.len())?;
+            let total = target.numel();
+            let (lo, hi) = if (lo, hi) == (0, 1) {
+                (0, total)
+            } else {
+                (lo, hi)
+            };
+            let scratch = &mut w.scratch[..CHUNK];
+            let mut start = lo;
+            while start < hi {
+                let m = CHUNK.min(hi - start);
+                g.1.gather(gbuf, start, &mut scratch[..m]);
+                target.scatter_add(&scratch[..m], start, full);
+                start += m;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rows `[lo, hi)` (over the merged batch × M) of a batched gemm.
+fn matmul<T: Scalar>(
+    out: usize,
+    a: &(usize, super::view::View),
+    bm: &(usize, super::view::View),
+    lo: usize,
+    hi: usize,
+    b: &Bufs<T>,
+) -> Result<()> {
+    let (av, bv) = (&a.1, &bm.1);
+    let (abuf, bbuf) = (b.src(a.0), b.src(bm.0));
+    let r = av.axes.len();
+    let (m, k, n) = (av.axes[r - 2].len, av.axes[r - 1].len, bv.axes[r - 2].len);
+    let dst = b.out(out, lo * n, hi * n)?;
+    if m * n * k == 0 {
+        // Nothing to read (an empty axis): check_bounds would prove nothing.
+        dst.fill(T::default());
+        return Ok(());
+    }
+    av.check_bounds(abuf.len())?;
+    bv.check_bounds(bbuf.len())?;
+    let mut u = lo;
+    while u < hi {
+        let (bi, m0) = (u / m, u % m);
+        let m1 = m.min(m0 + (hi - u));
+        // Offsets of batch item bi (row-major over the leading axes).
+        let (mut ao, mut bo) = (av.offset, bv.offset);
+        let mut rest = bi;
+        for ax in (0..r - 2).rev() {
+            let j = rest % av.axes[ax].len;
+            rest /= av.axes[ax].len;
+            ao += (j * av.axes[ax].stride) as i64;
+            bo += (j * bv.axes[ax].stride) as i64;
+        }
+        ao += (m0 * av.axes[r - 2].stride) as i64;
+        let c = &mut dst[(u - lo) * n..(u - lo + m1 - m0) * n];
+        // SAFETY: check_bounds above proves that every element the two views address lies
+        // inside its buffer (m·n·k > 0, so the extents are real); rows m0..m1 of batch item
+        // bi are a subset of them, and `c` holds exactly (m1 − m0)·n elements.
+        unsafe {
+            T::gemm(
+                m1 - m0,
+                k,
+                n,
+                abuf.as_ptr().offset(ao as isize),
+                av.axes[r - 2].stride as isize,
+                av.axes[r - 1].stride as isize,
+                bbuf.as_ptr().offset(bo as isize),
+                bv.axes[r - 1].stride as isize,
+                bv.axes[r - 2].stride as isize,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            );
+        }
+        u += m1 - m0;
+    }
+    Ok(())
+}
+
+fn fill_consts<T: Scalar>(kernel: &Kernel, regs: &mut [T]) {
+    for (r, ins) in kernel.code.iter().enumerate() {
+        if let Instr::Const(v) = ins {
+            regs[r * CHUNK..(r + 1) * CHUNK].fill(T::from_f64(*v));
+        }
+    }
+}
+
+/// Evaluate elements `[start, start + m)` of a kernel into `dst` (length m ≤ CHUNK).
+fn eval<T: Scalar>(kernel: &Kernel, b: &Bufs<T>, regs: &mut [T], start: usize, dst: &mut [T]) {
+    let m = dst.len();
+    let last = kernel.code.len() - 1;
+    for (r, ins) in kernel.code.iter().enumerate() {
+        if kernel.direct[r].is_some() && r != last {
+            continue;
+        }
+        let (before, after) = regs.split_at_mut(r * CHUNK);
+        let operand = |a: usize| -> &[T] {
+            match (kernel.direct[a], &kernel.code[a]) {
+                (Some(off), Instr::Load(k)) => {
+                    &b.src(kernel.leaves[*k].0)[off + start..off + start + m]
+                }
+                _ => &before[a * CHUNK..a * CHUNK + m],
+            }
+        };
+        let d: &mut [T] = if r == last {
+            &mut *dst
+        } else {
+            &mut after[..m]
+        };
+        match *ins {
+            Instr::Load(k) => {
+                let (node, view) = &kernel.leaves[k];
+                view.gather(b.src(*node), start, d);
+            }
+            Instr::Const(v) => {
+                if r == last {
+                    d.fill(T::from_f64(v));
+                }
+            }
+            Instr::Un(u, a) => unary(u, operand(a), d),
+            Instr::Bin(op, a, c) => binary(op, operand(a), operand(c), d),
+        }
+    }
+}
+
+fn reduce<T: Scalar>(op: RedOp, seg: &[T]) -> T {
+    match op {
+        RedOp::Sum => {
+            let mut acc = T::default();
+            for &x in seg {
+                acc += x;
+            }
+            acc
+        }
+        RedOp::Max => {
+            let mut acc = T::neg_infinity();
+            for &x in seg {
+                if x > acc || x.is_nan() {
+                    acc = x;
+                }
+            }
+            acc
+        }
+    }
+}
+
+#[inline]
+fn unary<T: Scalar>(u: UnOp, a: &[T], d: &mut [T]) {
+    match u {
+        UnOp::Log2 => d.iter_mut().zip(a).for_each(|(d, &a)| *d = a.log2()),
+        UnOp::Exp2 => d.iter_mut().zip(a).for_each(|(d, &a)| *d = a.exp2()),
+        UnOp::Sin => d.iter_mut().zip(a).for_each(|(d, &a)| *d = a.sin()),
+        UnOp::Sqrt => d.iter_mut().zip(a).for_each(|(d, &a)| *d = a.sqrt()),
+        UnOp::Recip => d.iter_mut().zip(a).for_each(|(d, &a)| *d = a.recip()),
+        UnOp::Tanh => d.iter_mut().zip(a).for_each(|(d, &a)| *d = a.tanh()),
+    }
+}
+
+#[inline]
+fn binary<T: Scalar>(b: BinOp, a: &[T], c: &[T], d: &mut [T]) {
+    let one = T::from_f64(1.0);
+    let zero = T::default();
+    let it = d.iter_mut().zip(a.iter().zip(c));
+    match b {
+        BinOp::Add => it.for_each(|(d, (&a, &c))| *d = a + c),
+        BinOp::Mul => it.for_each(|(d, (&a, &c))| *d = a * c),
+        BinOp::Mod => it.for_each(|(d, (&a, &c))| *d = a.rem(c)),
+        BinOp::Lt => it.for_each(|(d, (&a, &c))| *d = if a < c { one } else { zero }),
+        BinOp::Eq => it.for_each(|(d, (&a, &c))| *d = if a == c { one } else { zero }),
+    }
+}
