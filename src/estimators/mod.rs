@@ -17,8 +17,12 @@
 //! correlation. Samples with a non-finite energy or log-density get zero weight and are
 //! counted (`n_bad`); they stay in N for Ẑ.
 //!
-//! [`thermo`] smooths the largest weights by PSIS ([`psis`]) before estimating and reports
-//! the Pareto k̂ of the raw weights and of the C_V integrand w·(U − ⟨U⟩)². It also estimates
+//! [`thermo`] estimates with the raw weights and reports the Pareto k̂ ([`psis`]) of the
+//! weights and of the C_V integrand w·(U − ⟨U⟩)² as diagnostics. It does **not** estimate with
+//! PSIS-smoothed weights: smoothing trades variance for bias, and that bias does not shrink
+//! with the error bar. Measured on muller-brown at T = 1.74 (a trained flow, 6 × 10⁶
+//! samples): smoothed C_V 2.318 ± 0.007 every time against the exact 2.356 (−5 SE), raw
+//! 2.347 ± 0.013 (k̂ of the integrand 0.71–0.76: correctly flagged). It also estimates
 //! dC_V/dT = κ₃/T⁴ − 2κ₂/T³ (κ_n the cumulants of U; d κ_n/dβ = −κ_{n+1}) and the covariance
 //! of (⟨U⟩, C_V, dC_V/dT, log Ẑ), Σ_i φ_i φ_iᵀ, which the sweep's consistency checks across
 //! the temperature grid need.
@@ -92,20 +96,6 @@ impl Weights {
             log_scale: mx,
             n_bad,
         })
-    }
-
-    /// A copy with the largest weights Pareto-smoothed, and the k̂ of the raw weights.
-    pub fn smoothed(&self) -> (Weights, f64) {
-        let mut w = self.w.clone();
-        let k = psis::smooth(&mut w);
-        (
-            Weights {
-                w,
-                log_scale: self.log_scale,
-                n_bad: self.n_bad,
-            },
-            k,
-        )
     }
 
     /// Raw weights relative to the largest (w / max w).
@@ -258,13 +248,13 @@ impl Thermo {
     }
 }
 
-/// ⟨U⟩, C_V, log Z, F, S at temperature `t` from energies and flow log-densities, with
-/// PSIS-smoothed weights; ESS and k̂ describe the raw weights.
+/// ⟨U⟩, C_V, log Z, F, S at temperature `t` from energies and flow log-densities, with the
+/// raw importance weights; k̂ (of the weights and of the C_V integrand) say whether their
+/// error bars can be believed.
 pub fn thermo(u: &[f64], log_q: &[f64], t: f64) -> Result<Thermo> {
     let raw = Weights::boltzmann(u, log_q, t)?;
-    let (smooth, k) = raw.smoothed();
-    let mut th = thermo_grouped(&smooth, u, t, true, None, k)?;
-    th.ess_fraction = raw.ess_fraction();
+    let k = psis::pareto_k(&raw.w);
+    let mut th = thermo_grouped(&raw, u, t, true, None, k)?;
     let mu = th.u.value;
     let tail: Vec<f64> = raw
         .w

@@ -1,8 +1,10 @@
 //! The sweep's independent witness: parallel tempering that finds basins on its own.
 //!
-//! The ladder's rungs are temperatures of the sweep's grid, about geometric with ratio
-//! r = 1 + 0.25/√(max(d, 2)/2) from T_min to T_max (snapped to the grid), continued above
-//! T_max up to 2 T_max so that the hottest replicas cross barriers. Each of the `ladders`
+//! The ladder's rungs are all the temperatures of the sweep's grid (filled geometrically
+//! where neighbours are further apart than the ratio r = 1 + 0.25/√(max(d, 2)/2)), continued
+//! above T_max up to 2 T_max so that the hottest replicas cross barriers. Every temperature is
+//! thus compared with the witness at that very temperature: a flow that is right at one grid
+//! point and wrong at its neighbour is caught at the neighbour. Each of the `ladders`
 //! ladders starts from its own dispersed configuration ([`dispersed_starts`]), not from the
 //! flow or its training data, so the witness does not share their blind spots. The run counts
 //! round trips coldest → hottest → coldest: evidence that the ladder mixes.
@@ -39,7 +41,8 @@ pub struct WitnessConfig {
 pub struct Witness {
     /// Rung temperatures (increasing).
     pub rungs: Vec<f64>,
-    /// For each rung, its index in the sweep's grid (None above T_max).
+    /// For each rung, its index in the sweep's grid (None for a rung between grid points or
+    /// above T_max).
     pub grid_index: Vec<Option<usize>>,
     /// ⟨U⟩, C_V with batch-means errors per rung.
     pub thermo: Vec<McThermo>,
@@ -55,40 +58,43 @@ pub struct Witness {
     pub evaluations: usize,
 }
 
-/// Grid indices of the rungs inside the grid (about geometric, snapped, distinct) and the
-/// temperatures of the rungs above it.
-fn ladder(grid: &[f64], dim: usize) -> (Vec<usize>, Vec<f64>) {
+/// The ladder: every temperature of the sweep's grid is a rung (so that every temperature's
+/// estimates are compared with the witness *at that temperature*, never at a neighbour's),
+/// with extra rungs where neighbouring grid points are further apart than the ratio r, and
+/// rungs above T_max up to 2 T_max. Returns (rungs, grid index of each rung).
+fn ladder(grid: &[f64], dim: usize) -> (Vec<f64>, Vec<Option<usize>>) {
     let ratio = 1.0 + 0.25 / ((dim.max(2) as f64) / 2.0).sqrt();
-    let (t_min, t_max) = (grid[0], grid[grid.len() - 1]);
-    let mut idx: Vec<usize> = Vec::new();
-    let mut t = t_min;
-    while t < t_max * ratio.sqrt() && idx.len() < 48 {
-        let i = (0..grid.len())
-            .min_by(|&a, &b| (grid[a] - t).abs().total_cmp(&(grid[b] - t).abs()))
-            .unwrap_or(0);
-        if idx.last() != Some(&i) {
-            idx.push(i);
+    let mut rungs = Vec::new();
+    let mut index = Vec::new();
+    for (i, &t) in grid.iter().enumerate() {
+        if let Some(&prev) = rungs.last() {
+            let prev: f64 = prev;
+            // Geometric fill between grid points further apart than the ratio.
+            let gaps = ((t / prev).ln() / ratio.ln()).ceil() as usize;
+            for j in 1..gaps.min(16) {
+                rungs.push(prev * (t / prev).powf(j as f64 / gaps as f64));
+                index.push(None);
+            }
         }
-        t *= ratio;
+        rungs.push(t);
+        index.push(Some(i));
     }
-    if idx.last() != Some(&(grid.len() - 1)) {
-        idx.push(grid.len() - 1);
-    }
-    let mut above = Vec::new();
+    let t_max = grid[grid.len() - 1];
     let mut t = t_max * ratio;
-    while t <= 2.0 * t_max * 1.0001 && above.len() < 16 {
-        above.push(t);
+    let mut above = 0;
+    while t <= 2.0 * t_max * 1.0001 && above < 16 {
+        rungs.push(t);
+        index.push(None);
         t *= ratio;
+        above += 1;
     }
-    (idx, above)
+    (rungs, index)
 }
 
 /// Run the witness over the sweep's `grid`.
 pub fn run_witness(energy: &dyn Energy, grid: &[f64], cfg: &WitnessConfig) -> Result<Witness> {
     let t0 = Instant::now();
-    let (idx, above) = ladder(grid, energy.dim());
-    let rungs: Vec<f64> = idx.iter().map(|&i| grid[i]).chain(above).collect();
-    let grid_index: Vec<Option<usize>> = (0..rungs.len()).map(|k| idx.get(k).copied()).collect();
+    let (rungs, grid_index) = ladder(grid, energy.dim());
     let mut rng = crate::rng::seeded(cfg.seed ^ 0x3a7);
     let burn_in = (cfg.sweeps / 5).max(100);
     let pt = PtConfig {
@@ -117,15 +123,9 @@ pub fn run_witness(energy: &dyn Energy, grid: &[f64], cfg: &WitnessConfig) -> Re
 }
 
 impl Witness {
-    /// The rung on the grid nearest to `t` in log T.
-    pub fn nearest_rung(&self, t: f64) -> Option<usize> {
-        (0..self.rungs.len())
-            .filter(|&k| self.grid_index[k].is_some())
-            .min_by(|&a, &b| {
-                (self.rungs[a].ln() - t.ln())
-                    .abs()
-                    .total_cmp(&(self.rungs[b].ln() - t.ln()).abs())
-            })
+    /// The rung at grid temperature `t` (None when `t` is not one of the grid's).
+    pub fn rung_of(&self, t: f64) -> Option<usize> {
+        (0..self.rungs.len()).find(|&k| self.grid_index[k].is_some() && self.rungs[k] == t)
     }
 
     /// Missed mass at rung `k`: the fraction of witness configurations whose log-weight under
@@ -194,13 +194,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ladder_uses_grid_points_and_goes_above_t_max() {
+    fn ladder_has_every_grid_point_fills_gaps_and_goes_above_t_max() {
         let grid: Vec<f64> = (0..32).map(|i| 0.5 + 2.5 * i as f64 / 31.0).collect();
-        let (idx, above) = ladder(&grid, 2);
-        assert_eq!(idx[0], 0);
-        assert_eq!(*idx.last().unwrap(), 31);
-        assert!(idx.windows(2).all(|w| w[1] > w[0]));
-        assert!(idx.len() >= 8, "{idx:?}");
-        assert!(above[0] > 3.0 && *above.last().unwrap() <= 6.001);
+        let (rungs, index) = ladder(&grid, 2);
+        assert!(rungs.windows(2).all(|w| w[1] > w[0]));
+        for (i, &t) in grid.iter().enumerate() {
+            let k = index.iter().position(|&g| g == Some(i)).unwrap();
+            assert_eq!(rungs[k], t);
+        }
+        assert!(*rungs.last().unwrap() > 3.0 && *rungs.last().unwrap() <= 6.001);
+        // A sparse grid gets rungs in between, no two further apart than the ratio.
+        let (rungs, index) = ladder(&[0.5, 3.0], 2);
+        assert_eq!(index.iter().filter(|g| g.is_some()).count(), 2);
+        assert!(
+            rungs.windows(2).all(|w| w[1] / w[0] <= 1.25 + 1e-9),
+            "{rungs:?}"
+        );
     }
 }
