@@ -115,144 +115,133 @@ impl Rqs {
     }
 
     /// Values (and everything the adjoint needs) of the L coordinates in `w`.
+    ///
+    /// Rows are copied into local arrays before each lane loop: the compiler then knows they
+    /// do not alias and vectorises the loop.
     fn values<T: Scalar>(&self, w: &mut Lanes<T>) {
         let k = self.bins;
         let (zero, one, two, four) = (T::default(), one::<T>(), c::<T>(2.0), c::<T>(4.0));
         let b = c::<T>(self.bound);
         let nb = zero - b;
-        for l in 0..L {
-            let x = w.x[l];
-            w.inside[l] = nb < x && x < b;
-            w.xc[l] = if x < nb {
+        let x = w.x;
+        w.inside = lanes(|l| nb < x[l] && x[l] < b);
+        let xc: V<T> = lanes(|l| {
+            if x[l] < nb {
                 nb
-            } else if x > b {
+            } else if x[l] > b {
                 b
             } else {
-                x
-            };
-        }
-        // Knots of both axes: softmax (a pure map, vectorised over lanes), sizes, positions.
+                x[l]
+            }
+        });
+        // Knots of both axes: softmax, sizes, lower knots.
+        let scale = c::<T>(2.0 * self.bound * (1.0 - MIN_BIN * k as f64));
+        let floor = c::<T>(2.0 * self.bound * MIN_BIN);
         for (axis, at) in [(0usize, 0usize), (1, k)] {
             let mut mx = w.th[at];
             for j in 1..k {
-                for l in 0..L {
-                    let t = w.th[at + j][l];
-                    mx[l] = if t > mx[l] { t } else { mx[l] };
-                }
+                let t = w.th[at + j];
+                mx = lanes(|l| if t[l] > mx[l] { t[l] } else { mx[l] });
             }
             let mut sum = [zero; L];
             for j in 0..k {
-                for l in 0..L {
-                    let e = exp(w.th[at + j][l] - mx[l]);
-                    w.p[axis][j][l] = e;
-                    sum[l] += e;
-                }
+                let t = w.th[at + j];
+                let e: V<T> = lanes(|l| exp(t[l] - mx[l]));
+                sum = lanes(|l| sum[l] + e[l]);
+                w.p[axis][j] = e;
             }
-            let scale = c::<T>(2.0 * self.bound * (1.0 - MIN_BIN * k as f64));
-            let floor = c::<T>(2.0 * self.bound * MIN_BIN);
+            let inv: V<T> = lanes(|l| one / sum[l]);
             let mut acc = [nb; L];
             for j in 0..k {
-                for l in 0..L {
-                    let p = w.p[axis][j][l] / sum[l];
-                    w.p[axis][j][l] = p;
-                    w.size[axis][j][l] = floor + scale * p;
-                    w.lo[axis][j][l] = acc[l];
-                    acc[l] += w.size[axis][j][l];
-                }
+                let e = w.p[axis][j];
+                let p: V<T> = lanes(|l| e[l] * inv[l]);
+                let size: V<T> = lanes(|l| floor + scale * p[l]);
+                w.p[axis][j] = p;
+                w.size[axis][j] = size;
+                w.lo[axis][j] = acc;
+                acc = lanes(|l| acc[l] + size[l]);
             }
         }
         // The bin: knots of the located axis at or below the clamped input, minus one.
         let located = usize::from(self.inverse);
         let mut kf = [zero; L];
         for j in 1..k {
-            for l in 0..L {
-                kf[l] += if w.xc[l] >= w.lo[located][j][l] {
-                    one
-                } else {
-                    zero
-                };
-            }
+            let lo = w.lo[located][j];
+            kf = lanes(|l| kf[l] + if xc[l] >= lo[l] { one } else { zero });
         }
-        w.kf = kf;
         // The cell, by selects over the bins (no per-lane indexing).
         let (mut cx, mut cw, mut cy, mut ch) = ([zero; L], [one; L], [zero; L], [one; L]);
         for j in 0..k {
             let jf = c::<T>(j as f64);
-            for l in 0..L {
-                let s = kf[l] == jf;
-                cx[l] = if s { w.lo[0][j][l] } else { cx[l] };
-                cw[l] = if s { w.size[0][j][l] } else { cw[l] };
-                cy[l] = if s { w.lo[1][j][l] } else { cy[l] };
-                ch[l] = if s { w.size[1][j][l] } else { ch[l] };
-            }
+            let (x0, w0, y0, h0) = (w.lo[0][j], w.size[0][j], w.lo[1][j], w.size[1][j]);
+            cx = lanes(|l| if kf[l] == jf { x0[l] } else { cx[l] });
+            cw = lanes(|l| if kf[l] == jf { w0[l] } else { cw[l] });
+            cy = lanes(|l| if kf[l] == jf { y0[l] } else { cy[l] });
+            ch = lanes(|l| if kf[l] == jf { h0[l] } else { ch[l] });
         }
         // Raw parameters of D_k (θ_d,k−1) and D_{k+1} (θ_d,k): interior knots only.
         let (mut u0, mut u1) = ([zero; L], [zero; L]);
         for j in 0..k.saturating_sub(1) {
             let (jf, jf1) = (c::<T>(j as f64), c::<T>(j as f64 + 1.0));
-            for l in 0..L {
-                let t = w.th[2 * k + j][l];
-                u0[l] = if kf[l] == jf1 { t } else { u0[l] };
-                u1[l] = if kf[l] == jf { t } else { u1[l] };
-            }
+            let t = w.th[2 * k + j];
+            u0 = lanes(|l| if kf[l] == jf1 { t[l] } else { u0[l] });
+            u1 = lanes(|l| if kf[l] == jf { t[l] } else { u1[l] });
         }
         let c0 = c::<T>(((1.0 - MIN_DERIVATIVE).exp() - 1.0).ln());
         let (md, last) = (c::<T>(MIN_DERIVATIVE), c::<T>(k as f64 - 1.0));
-        for l in 0..L {
-            let (d0, s0) = softplus(u0[l] + c0);
-            let (d1, s1) = softplus(u1[l] + c0);
-            let (has0, has1) = (kf[l] > zero, kf[l] < last);
-            w.d0[l] = if has0 { md + d0 } else { one };
-            w.d1[l] = if has1 { md + d1 } else { one };
-            w.sig0[l] = if has0 { s0 } else { zero };
-            w.sig1[l] = if has1 { s1 } else { zero };
-        }
-        // The map.
-        for l in 0..L {
-            let (d0, d1, h, wd) = (w.d0[l], w.d1[l], ch[l], cw[l]);
-            let s = h / wd;
-            let delta = d1 + d0 - two * s;
-            let xi = if self.inverse {
-                // The stable root of the quadratic in ξ.
-                let dy = w.xc[l] - cy[l];
-                let a = h * (s - d0) + dy * delta;
-                let bq = h * d0 - dy * delta;
-                let cq = zero - s * dy;
+        let sp0: [(T, T); L] = lanes(|l| softplus(u0[l] + c0));
+        let sp1: [(T, T); L] = lanes(|l| softplus(u1[l] + c0));
+        let d0: V<T> = lanes(|l| if kf[l] > zero { md + sp0[l].0 } else { one });
+        let d1: V<T> = lanes(|l| if kf[l] < last { md + sp1[l].0 } else { one });
+        w.sig0 = lanes(|l| if kf[l] > zero { sp0[l].1 } else { zero });
+        w.sig1 = lanes(|l| if kf[l] < last { sp1[l].1 } else { zero });
+        // ξ: from the input's position in the bin, or the stable root of the quadratic.
+        let s: V<T> = lanes(|l| ch[l] / cw[l]);
+        let delta: V<T> = lanes(|l| d1[l] + d0[l] - two * s[l]);
+        let raw_xi: V<T> = if self.inverse {
+            lanes(|l| {
+                let dy = xc[l] - cy[l];
+                let a = ch[l] * (s[l] - d0[l]) + dy * delta[l];
+                let bq = ch[l] * d0[l] - dy * delta[l];
+                let cq = zero - s[l] * dy;
                 let disc = bq * bq - four * a * cq;
                 let disc = if disc > zero { disc } else { zero };
                 two * cq / (zero - bq - disc.sqrt())
-            } else {
-                (w.xc[l] - cx[l]) / wd
-            };
-            let clamped = xi < zero || xi > one || xi.is_nan();
-            let xi = if xi < zero {
+            })
+        } else {
+            lanes(|l| (xc[l] - cx[l]) / cw[l])
+        };
+        w.clamped = lanes(|l| !(raw_xi[l] >= zero && raw_xi[l] <= one));
+        let xi: V<T> = lanes(|l| {
+            if raw_xi[l] < zero {
                 zero
-            } else if xi > one {
+            } else if raw_xi[l] > one {
                 one
             } else {
-                xi
-            };
-            let om = one - xi;
-            let t = xi * om;
-            let den = s + delta * t;
-            let pp = d1 * xi * xi + two * s * t + d0 * om * om;
-            let ld = ln(s * s * pp) - two * ln(den);
+                raw_xi[l]
+            }
+        });
+        // The map and its log-derivative.
+        let inside = w.inside;
+        let mut y = [zero; L];
+        let mut ld = [zero; L];
+        for l in 0..L {
+            let (om, xl) = (one - xi[l], xi[l]);
+            let t = xl * om;
+            let den = s[l] + delta[l] * t;
+            let pp = d1[l] * xl * xl + two * s[l] * t + d0[l] * om * om;
+            let lg = ln(s[l] * s[l] * pp) - two * ln(den);
             let val = if self.inverse {
-                cx[l] + xi * wd
+                cx[l] + xl * cw[l]
             } else {
-                cy[l] + h * (s * xi * xi + d0 * t) / den
+                cy[l] + ch[l] * (s[l] * xl * xl + d0[l] * t) / den
             };
-            let inside = w.inside[l];
-            w.y[l] = if inside { val } else { w.x[l] };
-            let ld = if self.inverse { zero - ld } else { ld };
-            w.ld[l] = if inside { ld } else { zero };
-            w.xi[l] = xi;
-            w.clamped[l] = clamped;
-            w.cell[0][l] = cx[l];
-            w.cell[1][l] = cw[l];
-            w.cell[2][l] = cy[l];
-            w.cell[3][l] = ch[l];
+            y[l] = if inside[l] { val } else { x[l] };
+            let lg = if self.inverse { zero - lg } else { lg };
+            ld[l] = if inside[l] { lg } else { zero };
         }
+        (w.y, w.ld, w.xi, w.kf, w.d0, w.d1) = (y, ld, xi, kf, d0, d1);
+        w.cell = [cx, cw, cy, ch];
     }
 
     /// Adjoints of the L coordinates in `w` (after [`Rqs::values`]): `w.gx`, `w.gt`.
@@ -260,95 +249,101 @@ impl Rqs {
         let k = self.bins;
         let zero = T::default();
         // Adjoints of the cell (X, W, Y, H, D_k, D_{k+1}) per lane.
-        let mut a = [[zero; L]; 6];
-        for l in 0..L {
-            let (cw, ch) = (w.cell[1][l], w.cell[3][l]);
-            let (d0, d1, xi) = (w.d0[l], w.d1[l], w.xi[l]);
-            let (gv, gl) = (w.gy[l], w.gl[l]);
+        let (cw, ch, d0, d1, xi) = (w.cell[1], w.cell[3], w.d0, w.d1, w.xi);
+        let (gy, gl, inside, clamped) = (w.gy, w.gl, w.inside, w.clamped);
+        let per_lane: [(T, [T; 6]); L] = lanes(|l| {
             let cell = CellVals {
-                w: cw,
-                h: ch,
-                d0,
-                d1,
-                xi,
+                w: cw[l],
+                h: ch[l],
+                d0: d0[l],
+                d1: d1[l],
+                xi: xi[l],
             };
+            let gv = gy[l];
             let (gx, adj) = if self.inverse {
                 // Outputs x = X + ξW and −log g'(ξ); ξ solves Φ(ξ) = y (implicit function).
-                let first = cell.adjoint(zero, zero - gl);
-                let xi_bar = first[0] + gv * cw;
-                let lambda = xi_bar / (cw * cell.slope());
+                let first = cell.adjoint(zero, zero - gl[l]);
+                let xi_bar = first[0] + gv * cw[l];
+                let lambda = xi_bar / (cw[l] * cell.slope());
                 let second = cell.adjoint(zero - lambda, zero);
-                let mut adj = [zero; 6];
-                adj[0] = gv;
-                adj[1] = gv * xi + first[2] + second[2];
-                adj[2] = zero - lambda;
-                for m in 3..6 {
-                    adj[m] = first[m] + second[m];
-                }
+                let adj = [
+                    gv,
+                    gv * xi[l] + first[2] + second[2],
+                    zero - lambda,
+                    first[3] + second[3],
+                    first[4] + second[4],
+                    first[5] + second[5],
+                ];
                 (lambda, adj)
             } else {
-                let r = cell.adjoint(gv, gl);
-                let (xi_bar, free) = (r[0], !w.clamped[l]);
-                let gx = if free { xi_bar / cw } else { zero };
-                let mut adj = [zero; 6];
-                adj[0] = zero - gx;
-                adj[1] = r[2] - if free { xi_bar * xi / cw } else { zero };
-                adj[2] = gv;
-                adj[3] = r[3];
-                adj[4] = r[4];
-                adj[5] = r[5];
-                (gx, adj)
+                let r = cell.adjoint(gv, gl[l]);
+                let free = !clamped[l];
+                let gx = if free { r[0] / cw[l] } else { zero };
+                let w_from_xi = if free { r[0] * xi[l] / cw[l] } else { zero };
+                (gx, [zero - gx, r[2] - w_from_xi, gv, r[3], r[4], r[5]])
             };
-            let inside = w.inside[l];
-            w.gx[l] = if inside { gx } else { gv };
-            for m in 0..6 {
-                a[m][l] = if inside { adj[m] } else { zero };
+            if inside[l] {
+                (gx, adj)
+            } else {
+                (gv, [zero; 6])
             }
+        });
+        w.gx = lanes(|l| per_lane[l].0);
+        let mut a = [[zero; L]; 6];
+        for (m, am) in a.iter_mut().enumerate() {
+            *am = lanes(|l| per_lane[l].1[m]);
         }
         // Through the knots: W̄_j = W̄_k [j = k] + X̄_k [j < k], the affine floor, the softmax.
         let kf = w.kf;
+        let scale = c::<T>(2.0 * self.bound * (1.0 - MIN_BIN * k as f64));
         for (axis, at, xb, sb) in [(0usize, 0usize, 0usize, 1usize), (1, k, 2, 3)] {
-            let scale = c::<T>(2.0 * self.bound * (1.0 - MIN_BIN * k as f64));
+            let (xbar, sbar) = (a[xb], a[sb]);
             let mut dot = [zero; L];
             for j in 0..k {
                 let jf = c::<T>(j as f64);
-                for l in 0..L {
-                    let s_bar = if jf < kf[l] {
-                        a[xb][l]
-                    } else if jf == kf[l] {
-                        a[sb][l]
-                    } else {
-                        zero
-                    };
-                    let pb = scale * s_bar;
-                    w.gt[at + j][l] = pb;
-                    dot[l] += w.p[axis][j][l] * pb;
-                }
+                let p = w.p[axis][j];
+                let pb: V<T> = lanes(|l| {
+                    scale
+                        * if jf < kf[l] {
+                            xbar[l]
+                        } else if jf == kf[l] {
+                            sbar[l]
+                        } else {
+                            zero
+                        }
+                });
+                dot = lanes(|l| dot[l] + p[l] * pb[l]);
+                w.gt[at + j] = pb;
             }
             for j in 0..k {
-                for l in 0..L {
-                    w.gt[at + j][l] = w.p[axis][j][l] * (w.gt[at + j][l] - dot[l]);
-                }
+                let (p, pb) = (w.p[axis][j], w.gt[at + j]);
+                w.gt[at + j] = lanes(|l| p[l] * (pb[l] - dot[l]));
             }
         }
         // Through softplus: θ̄_d,j gets D̄_k σ(·) when j = k − 1 and D̄_{k+1} σ(·) when j = k.
+        let (s0, s1) = (w.sig0, w.sig1);
         for j in 0..k.saturating_sub(1) {
             let (jf, jf1) = (c::<T>(j as f64), c::<T>(j as f64 + 1.0));
-            for l in 0..L {
-                let from0 = if kf[l] == jf1 {
-                    a[4][l] * w.sig0[l]
-                } else {
-                    zero
-                };
-                let from1 = if kf[l] == jf {
-                    a[5][l] * w.sig1[l]
-                } else {
-                    zero
-                };
-                w.gt[2 * k + j][l] = from0 + from1;
-            }
+            w.gt[2 * k + j] = lanes(|l| {
+                let from0 = if kf[l] == jf1 { a[4][l] * s0[l] } else { zero };
+                let from1 = if kf[l] == jf { a[5][l] * s1[l] } else { zero };
+                from0 + from1
+            });
         }
     }
+}
+
+/// One value per lane.
+type V<T> = [T; L];
+
+/// Build a lane array (the loop the compiler vectorises).
+#[inline(always)]
+fn lanes<U: Copy + Default>(mut f: impl FnMut(usize) -> U) -> [U; L] {
+    let mut a = [U::default(); L];
+    for (l, v) in a.iter_mut().enumerate() {
+        *v = f(l);
+    }
+    a
 }
 
 /// Lanes processed together: the kernels' loops run over them and vectorise.
@@ -357,7 +352,6 @@ const L: usize = 16;
 /// Working set of L coordinates (parameters transposed: θ_j for all lanes contiguous).
 struct Lanes<T> {
     x: [T; L],
-    xc: [T; L],
     inside: [bool; L],
     th: Vec<[T; L]>,
     p: [Vec<[T; L]>; 2],
@@ -387,7 +381,6 @@ impl<T: Scalar> Lanes<T> {
         let (k, p) = (bins, 3 * bins - 1);
         Lanes {
             x: z,
-            xc: z,
             inside: [false; L],
             th: rows(p),
             p: [rows(k), rows(k)],

@@ -20,9 +20,10 @@
 //! parameter gradients: gemms contracting over rows, sums over the batch axis) and anything
 //! not proved row-local run as single steps, split across the cores by their own units.
 //!
-//! **Schedule.** Alternating list scheduling over the steps in topological order: every
-//! ready single step, then the largest set of ready tileable steps as one tiled segment,
-//! and again, until all have run. A typical training plan becomes: batch-invariant steps,
+//! **Schedule.** Alternating list scheduling over the steps in topological order: the ready
+//! single steps, level by level (a level's steps are independent and share one parallel
+//! region, each run whole by one worker unless one step outweighs the rest), then the largest
+//! set of ready tileable steps as one tiled segment, and again, until all have run. A typical training plan becomes: batch-invariant steps,
 //! one segment (forward and backward through every layer), the parameter-gradient gemms.
 //!
 //! The description (which steps, rows per tile, units per row) is what a GPU backend would
@@ -260,6 +261,8 @@ pub fn row_local(v: &View, it_row: usize, batch: usize, src_row: usize) -> bool 
 pub enum Phase {
     /// A step run whole (split across workers by its units when large).
     Single(usize),
+    /// Independent steps run whole, concurrently (one parallel region for all of them).
+    Group(Vec<usize>),
     /// Steps run together tile by tile: (step, its rows); `tile` batch rows per tile.
     Tiled {
         /// The steps, in order.
@@ -310,15 +313,25 @@ impl Schedule {
         let mut in_seg = vec![false; steps.len()];
         while !remaining.is_empty() {
             let before = remaining.len();
-            remaining.retain(|&s| {
-                if !tileable(s) && ready(s, &done, &in_seg) {
-                    phases.push(Phase::Single(s));
-                    done[s] = true;
-                    false
-                } else {
-                    true
+            // Levels of ready single steps: each level's steps are independent of each other.
+            loop {
+                let level: Vec<usize> = remaining
+                    .iter()
+                    .copied()
+                    .filter(|&s| !tileable(s) && ready(s, &done, &in_seg))
+                    .collect();
+                if level.is_empty() {
+                    break;
                 }
-            });
+                for &s in &level {
+                    done[s] = true;
+                }
+                remaining.retain(|&s| !done[s]);
+                phases.push(match level.len() {
+                    1 => Phase::Single(level[0]),
+                    _ => Phase::Group(level),
+                });
+            }
             let mut seg = Vec::new();
             for &s in &remaining {
                 if tileable(s) && ready(s, &done, &in_seg) {
@@ -369,6 +382,7 @@ impl Schedule {
                 Phase::Single(s) => {
                     run_single(&steps[*s], lens[step_out(&steps[*s])], workers, bufs)?
                 }
+                Phase::Group(g) => run_group(steps, g, lens, workers, bufs)?,
                 Phase::Tiled { steps: seg, tile } => {
                     run_tiled(steps, seg, *tile, self.batch, workers, bufs)?
                 }
@@ -376,6 +390,70 @@ impl Schedule {
         }
         Ok(())
     }
+}
+
+/// Roughly the arithmetic of a whole step.
+fn step_work(step: &Step, out_len: usize) -> usize {
+    match step {
+        Step::Scatter { g, .. } => g.1.numel(),
+        Step::Const { .. } => 1,
+        _ => units(step, out_len).saturating_mul(work_per_unit(step)),
+    }
+}
+
+/// Run independent steps: the largest ones split across the workers while one of them
+/// outweighs all the others, the rest whole, handed out to the workers largest first.
+fn run_group<T: Scalar>(
+    steps: &[Step],
+    group: &[usize],
+    lens: &[usize],
+    workers: &mut [Worker<T>],
+    bufs: &Bufs<T>,
+) -> Result<()> {
+    let len = |s: usize| lens[step_out(&steps[s])];
+    let mut list: Vec<(usize, usize)> = group
+        .iter()
+        .map(|&s| (s, step_work(&steps[s], len(s))))
+        .collect();
+    list.sort_by(|a, b| b.1.cmp(&a.1));
+    let mut total: usize = list.iter().map(|w| w.1).sum();
+    let mut first = 0;
+    while first < list.len() && (list[first].1 * 2 > total || list.len() - first == 1) {
+        let s = list[first].0;
+        run_single(&steps[s], len(s), workers, bufs)?;
+        total -= list[first].1;
+        first += 1;
+    }
+    let rest = &list[first..];
+    let whole = |s: usize| Span {
+        lo: 0,
+        hi: units(&steps[s], len(s)),
+        zero: (0, len(s)),
+    };
+    if rest.is_empty() {
+        return Ok(());
+    }
+    if workers.len() < 2 || total < PARALLEL_MIN {
+        for &(s, _) in rest {
+            exec(&steps[s], whole(s), &mut workers[0], bufs)?;
+        }
+        return Ok(());
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let err = Mutex::new(None);
+    rayon::scope(|sc| {
+        for w in workers.iter_mut() {
+            let (next, err, whole) = (&next, &err, &whole);
+            sc.spawn(move |_| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&(s, _)) = rest.get(i) else { break };
+                if let Err(e) = exec(&steps[s], whole(s), w, bufs) {
+                    *err.lock().unwrap() = Some(e);
+                }
+            });
+        }
+    });
+    err.into_inner().unwrap().map_or(Ok(()), Err)
 }
 
 /// Run a whole step, its units split across the workers when it is large enough.
