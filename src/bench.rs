@@ -292,7 +292,10 @@ mod fma {
 
     fn portable(iters: usize) -> f32 {
         let mut acc = [[1.0f32; 16]; 12];
-        let (a, b) = (std::hint::black_box(0.999_999f32), std::hint::black_box(1e-7f32));
+        let (a, b) = (
+            std::hint::black_box(0.999_999f32),
+            std::hint::black_box(1e-7f32),
+        );
         for _ in 0..iters {
             for row in acc.iter_mut() {
                 for v in row.iter_mut() {

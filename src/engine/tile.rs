@@ -415,7 +415,7 @@ fn run_group<T: Scalar>(
         .iter()
         .map(|&s| (s, step_work(&steps[s], len(s))))
         .collect();
-    list.sort_by(|a, b| b.1.cmp(&a.1));
+    list.sort_by_key(|w| std::cmp::Reverse(w.1));
     let mut total: usize = list.iter().map(|w| w.1).sum();
     let mut first = 0;
     while first < list.len() && (list[first].1 * 2 > total || list.len() - first == 1) {
