@@ -10,6 +10,7 @@
 //! through their strided views (contiguous ones are read in place), then each SSA instruction
 //! is a tight loop the compiler vectorises. Nothing is allocated while running.
 
+use super::gemm::{gemm_rows, Strided, MAX_K};
 use super::ir::{BinOp, RedOp, UnOp};
 use super::plan::{Instr, Kernel, Step};
 use super::scalar::Scalar;
@@ -314,6 +315,18 @@ fn matmul<T: Scalar>(
         }
         ao += (m0 * av.axes[r - 2].stride) as i64;
         let c = &mut dst[(u - lo) * n..(u - lo + m1 - m0) * n];
+        let (rsb, csb) = (bv.axes[r - 1].stride, bv.axes[r - 2].stride);
+        if let (true, Ok(ao), Ok(bo)) = (csb == 1 && k <= MAX_K, ao.try_into(), bo.try_into()) {
+            // B's rows contiguous and short K: the unpacked microkernel (safe indexing).
+            let sa = Strided {
+                offset: ao,
+                rs: av.axes[r - 2].stride,
+                cs: av.axes[r - 1].stride,
+            };
+            gemm_rows(m1 - m0, k, n, abuf, sa, bbuf, bo, rsb, c);
+            u += m1 - m0;
+            continue;
+        }
         // SAFETY: check_bounds above proves that every element the two views address lies
         // inside its buffer (m·n·k > 0, so the extents are real); rows m0..m1 of batch item
         // bi are a subset of them, and `c` holds exactly (m1 − m0)·n elements.

@@ -23,6 +23,7 @@ pub mod builder;
 pub mod exec;
 pub mod fastmath;
 pub mod fuse;
+pub mod gemm;
 pub mod ir;
 pub mod optim;
 pub mod plan;

@@ -34,6 +34,8 @@ pub trait Scalar:
     fn recip(self) -> Self;
     /// tanh x
     fn tanh(self) -> Self;
+    /// self · a + b, fused (one rounding; an FMA instruction where the CPU has one)
+    fn mul_add(self, a: Self, b: Self) -> Self;
     /// fmod
     fn rem(self, b: Self) -> Self;
     /// −∞
@@ -95,6 +97,10 @@ macro_rules! impl_scalar {
             #[inline(always)]
             fn tanh(self) -> Self {
                 $tanh(self)
+            }
+            #[inline(always)]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                <$t>::mul_add(self, a, b)
             }
             #[inline(always)]
             fn rem(self, b: Self) -> Self {
