@@ -566,7 +566,7 @@ fn cmd_bench(mut a: Args) -> Result<(), Failure> {
         "engine" => thermoflow::bench::engine_bench(reps)?,
         "flows" => thermoflow::bench::flows_bench(reps.min(30))?,
         "sweep" => {
-            let secs = train_seconds.unwrap_or(30.0);
+            let secs = train_seconds.unwrap_or(10.0);
             if !(cv_tol.is_finite() && cv_tol > 0.0 && secs.is_finite() && secs > 0.0) {
                 return Err(Failure::Usage(
                     "--cv-tol and --train-seconds must be positive".into(),

@@ -505,6 +505,38 @@ impl<T: Scalar> Program<T> {
         Ok((p.n_kernels(), tiled, segments))
     }
 
+    /// One line per step of the plan for `batch` (kind, output length, whether it runs
+    /// tiled, and for fused kernels their instructions and leaf views): for inspection.
+    pub fn describe(&mut self, batch: usize, train: bool) -> Result<Vec<String>> {
+        let ci = self.plan_index(batch, train)?;
+        let p = &self.compiled[ci].plan;
+        Ok(p.steps
+            .iter()
+            .zip(&p.rows)
+            .map(|(s, r)| {
+                let len = p.ir.nodes[s.out()].len;
+                let tiled = if r.is_some() { "tiled" } else { "whole" };
+                match s {
+                    super::plan::Step::Fused { kernel, .. }
+                    | super::plan::Step::Reduce { kernel, .. } => format!(
+                        "{} len {len} {tiled}: {:?} leaves {:?}",
+                        if matches!(s, super::plan::Step::Fused { .. }) {
+                            "fused"
+                        } else {
+                            "reduce"
+                        },
+                        kernel.code,
+                        kernel.leaves
+                    ),
+                    other => format!(
+                        "{} len {len} {tiled}",
+                        format!("{other:?}").split([' ', '{']).next().unwrap_or("")
+                    ),
+                }
+            })
+            .collect())
+    }
+
     /// Floating-point operations of one run at `batch`, counted from the plan.
     pub fn flops(&mut self, batch: usize, train: bool) -> Result<f64> {
         let ci = self.plan_index(batch, train)?;

@@ -97,8 +97,8 @@ pub struct SweepConfig {
 }
 
 impl Default for SweepConfig {
-    /// The default run: double-well-2d over [0.5, 3] at 32 temperatures, C_V to 1 %: about a
-    /// minute on two cores.
+    /// The default run: double-well-2d over [0.5, 3] at 32 temperatures, 10 s of training, C_V
+    /// to 1 %: about 25 s on two cores.
     fn default() -> Self {
         SweepConfig {
             system: "double-well-2d".into(),
@@ -106,7 +106,7 @@ impl Default for SweepConfig {
             t_min: 0.5,
             t_max: 3.0,
             temps: 32,
-            train_seconds: Some(30.0),
+            train_seconds: Some(10.0),
             train_steps: None,
             samples: 20_000,
             cv_tol: Some(DEFAULT_CV_TOL),
