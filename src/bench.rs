@@ -258,17 +258,22 @@ pub fn bench_flow(dim: usize) -> Result<crate::flows::Flow> {
 
 /// This machine's FP32 FMA peak in GFLOP/s over all worker threads, measured: every thread
 /// runs 12 independent chains of fused multiply-adds on the widest vectors the CPU has
-/// (AVX-512 or AVX2+FMA, detected at run time; 16-wide portable code otherwise) for about
-/// 0.2 s; 2 flops per FMA lane.
+/// (AVX-512 or AVX2+FMA, detected at run time; 16-wide portable code otherwise); the best of
+/// 7 runs of about 30 ms (a peak: a run slowed by another process does not count); 2 flops
+/// per FMA lane.
 pub fn fma_peak_gflops() -> f64 {
     let threads = rayon::current_num_threads().max(1);
-    let iters = 2_000_000usize;
-    let (lanes, _) = fma::chains(iters / 20);
-    let t0 = Instant::now();
-    let sums = rayon::broadcast(|_| fma::chains(iters).1);
-    let secs = t0.elapsed().as_secs_f64();
-    std::hint::black_box(sums);
-    (threads * iters * 12 * lanes * 2) as f64 / secs / 1e9
+    let iters = 300_000usize;
+    let (lanes, _) = fma::chains(iters / 10);
+    let mut best = 0.0f64;
+    for _ in 0..7 {
+        let t0 = Instant::now();
+        let sums = rayon::broadcast(|_| fma::chains(iters).1);
+        let secs = t0.elapsed().as_secs_f64();
+        std::hint::black_box(sums);
+        best = best.max((threads * iters * 12 * lanes * 2) as f64 / secs / 1e9);
+    }
+    best
 }
 
 mod fma {

@@ -12,7 +12,7 @@
 
 use super::gemm::{gemm_rows, Strided, MAX_K};
 use super::ir::{BinOp, RedOp, UnOp};
-use super::plan::{Instr, Kernel, Step};
+use super::plan::{Epilogue, Instr, Kernel, Step};
 use super::scalar::Scalar;
 use crate::error::{Error, Result};
 
@@ -184,7 +184,12 @@ pub fn exec<T: Scalar>(step: &Step, span: Span, w: &mut Worker<T>, b: &Bufs<T>) 
                 o += cnt;
             }
         }
-        Step::MatMul { out, a, b: bm } => matmul(*out, a, bm, lo, hi, b)?,
+        Step::MatMul {
+            out,
+            a,
+            b: bm,
+            epilogue,
+        } => matmul(*out, a, bm, epilogue.as_ref(), lo, hi, b)?,
         Step::Spline { out, x, theta, rqs } => {
             let (xs, th) = (b.src(*x), b.src(*theta));
             let p = rqs.n_params();
@@ -284,6 +289,7 @@ fn matmul<T: Scalar>(
     out: usize,
     a: &(usize, super::view::View),
     bm: &(usize, super::view::View),
+    epilogue: Option<&Epilogue>,
     lo: usize,
     hi: usize,
     b: &Bufs<T>,
@@ -300,6 +306,27 @@ fn matmul<T: Scalar>(
     }
     av.check_bounds(abuf.len())?;
     bv.check_bounds(bbuf.len())?;
+    // The epilogue on finished rows: c = act(c + bias).
+    let bias: Option<&[T]> =
+        match epilogue.and_then(|e| e.bias) {
+            Some((node, off)) => Some(b.src(node).get(off..off + n).ok_or_else(|| {
+                Error::Engine("gemm epilogue: bias row outside its buffer".into())
+            })?),
+            None => None,
+        };
+    let act = epilogue.and_then(|e| e.act);
+    let finish = |rows: &mut [T]| {
+        if let Some(bias) = bias {
+            for row in rows.chunks_exact_mut(n) {
+                for (x, &v) in row.iter_mut().zip(bias) {
+                    *x += v;
+                }
+            }
+        }
+        if let Some(u) = act {
+            unary_in_place(u, rows);
+        }
+    };
     let mut u = lo;
     while u < hi {
         let (bi, m0) = (u / m, u % m);
@@ -323,7 +350,7 @@ fn matmul<T: Scalar>(
                 rs: av.axes[r - 2].stride,
                 cs: av.axes[r - 1].stride,
             };
-            gemm_rows(m1 - m0, k, n, abuf, sa, bbuf, bo, rsb, c);
+            gemm_rows(m1 - m0, k, n, abuf, sa, bbuf, bo, rsb, c, &finish);
             u += m1 - m0;
             continue;
         }
@@ -346,6 +373,7 @@ fn matmul<T: Scalar>(
                 1,
             );
         }
+        finish(c);
         u += m1 - m0;
     }
     Ok(())
@@ -415,6 +443,18 @@ fn reduce<T: Scalar>(op: RedOp, seg: &[T]) -> T {
             }
             acc
         }
+    }
+}
+
+#[inline]
+fn unary_in_place<T: Scalar>(u: UnOp, d: &mut [T]) {
+    match u {
+        UnOp::Log2 => d.iter_mut().for_each(|d| *d = d.log2()),
+        UnOp::Exp2 => d.iter_mut().for_each(|d| *d = d.exp2()),
+        UnOp::Sin => d.iter_mut().for_each(|d| *d = d.sin()),
+        UnOp::Sqrt => d.iter_mut().for_each(|d| *d = d.sqrt()),
+        UnOp::Recip => d.iter_mut().for_each(|d| *d = d.recip()),
+        UnOp::Tanh => d.iter_mut().for_each(|d| *d = d.tanh()),
     }
 }
 

@@ -252,6 +252,7 @@ pub fn steps(ir: &Ir, required_nodes: &[usize]) -> Vec<Step> {
                     out: i,
                     a: (ir.nodes[i].op.sources()[0], a),
                     b: (ir.nodes[i].op.sources()[1], b),
+                    epilogue: None,
                 }
             }
             Op::Scatter(g, target) => Step::Scatter {
@@ -288,7 +289,122 @@ pub fn steps(ir: &Ir, required_nodes: &[usize]) -> Vec<Step> {
         };
         steps.push(step);
     }
+    attach_epilogues(ir, &required, steps)
+}
+
+/// Fold `act(product + bias)` kernels into their gemm ([`super::plan::Epilogue`]): a fused
+/// kernel whose code is `Load(product) [+ Load(bias row)] [→ unary]`, reading the product at
+/// identity and a declared input broadcast over the rows, where nothing else reads the product.
+fn attach_epilogues(ir: &Ir, required: &[bool], mut steps: Vec<Step>) -> Vec<Step> {
+    let mut readers = vec![0usize; ir.nodes.len()];
+    for s in &steps {
+        for n in super::tile::sources(s) {
+            readers[n] += 1;
+        }
+    }
+    let producer: std::collections::HashMap<usize, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.out(), i))
+        .collect();
+    let mut remove = vec![false; steps.len()];
+    for f in 0..steps.len() {
+        let Step::Fused { out, kernel } = &steps[f] else {
+            continue;
+        };
+        let Some((epi, product, row)) = match_epilogue(ir, kernel) else {
+            continue;
+        };
+        let Some(&m) = producer.get(&product) else {
+            continue;
+        };
+        let n = match &steps[m] {
+            Step::MatMul {
+                b, epilogue: None, ..
+            } => b.1.axes[b.1.axes.len() - 2].len,
+            _ => continue,
+        };
+        let len = ir.nodes[product].len;
+        if required[product] || readers[product] != 1 || len != ir.nodes[*out].len {
+            continue;
+        }
+        if row.is_some_and(|r| r != n) {
+            continue;
+        }
+        let out = *out;
+        if let Step::MatMul {
+            out: mo, epilogue, ..
+        } = &mut steps[m]
+        {
+            *mo = out;
+            *epilogue = Some(epi);
+        }
+        remove[f] = true;
+    }
+    let mut i = 0;
+    steps.retain(|_| {
+        i += 1;
+        !remove[i - 1]
+    });
     steps
+}
+
+/// The epilogue a kernel computes (and the node of the product it reads, and the bias row
+/// length), if it has that form.
+type Match = (super::plan::Epilogue, usize, Option<usize>);
+
+fn match_epilogue(ir: &Ir, k: &Kernel) -> Option<Match> {
+    use super::ir::BinOp;
+    use super::plan::Epilogue;
+    let identity = |leaf: usize| {
+        k.leaves
+            .get(leaf)
+            .is_some_and(|(n, v)| v.is_identity(ir.nodes[*n].len) && v.numel() == k.n)
+    };
+    // The product is the leaf read at identity; a bias, if any, is the other.
+    let pl = if identity(0) { 0 } else { 1 };
+    if !identity(pl) {
+        return None;
+    }
+    let product = k.leaves[pl].0;
+    // A bias row: a declared input read as [rows (stride 0)] × [n (stride 1)] from an offset.
+    let bias = |leaf: usize| -> Option<(usize, usize, usize)> {
+        let (node, v) = k.leaves.get(leaf)?;
+        let ok = matches!(ir.nodes[*node].op, Op::Input(_))
+            && !v.is_masked()
+            && v.offset >= 0
+            && matches!(v.axes.as_slice(), [r, c] if r.stride == 0 && c.stride == 1 && r.len * c.len == k.n);
+        ok.then(|| (*node, v.offset as usize, v.axes[1].len))
+    };
+    match k.code.as_slice() {
+        [Instr::Load(0), Instr::Un(u, 0)] if k.leaves.len() == 1 => Some((
+            Epilogue {
+                bias: None,
+                act: Some(*u),
+            },
+            product,
+            None,
+        )),
+        [Instr::Load(x), Instr::Load(y), Instr::Bin(BinOp::Add, 0, 1), rest @ ..]
+            if k.leaves.len() == 2 && ((*x, *y) == (0, 1) || (*x, *y) == (1, 0)) =>
+        {
+            let (node, off, row) = bias(1 - pl)?;
+            let act = match rest {
+                [] => None,
+                [Instr::Un(u, 2)] => Some(*u),
+                _ => return None,
+            };
+            Some((
+                Epilogue {
+                    bias: Some((node, off)),
+                    act,
+                },
+                product,
+                Some(row),
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// Fold trailing batch axes into M when both operands allow it: one large gemm instead of

@@ -32,7 +32,8 @@ pub struct Strided {
 }
 
 /// `c` (m × n, row-major, contiguous) = A (m × k) · B (k × n, row kk at
-/// `b[b_offset + kk·rsb ..][..n]`). Panics on an out-of-range operand (callers check bounds).
+/// `b[b_offset + kk·rsb ..][..n]`), then `finish` on every group of finished rows (while they
+/// are in L1: the gemm's epilogue). Panics on an out-of-range operand (callers check bounds).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_rows<T: Scalar>(
     m: usize,
@@ -44,47 +45,55 @@ pub fn gemm_rows<T: Scalar>(
     b_offset: usize,
     rsb: usize,
     c: &mut [T],
+    finish: &impl Fn(&mut [T]),
 ) {
     let a_at = |i: usize, kk: usize| a[sa.offset + i * sa.rs + kk * sa.cs];
-    let mut padded: Vec<[T; NB]> = Vec::new();
-    let mut j0 = 0;
-    while j0 < n {
-        let w = NB.min(n - j0);
-        // The block's rows of B, zero-padded to NB columns when the block is narrower.
-        let rows: Vec<&[T; NB]> = if w == NB {
+    // B's rows per column block, zero-padded to NB columns where the block is narrower.
+    let blocks: Vec<(usize, usize)> = (0..n).step_by(NB).map(|j0| (j0, NB.min(n - j0))).collect();
+    let padded: Vec<Vec<[T; NB]>> = blocks
+        .iter()
+        .map(|&(j0, w)| {
+            if w == NB {
+                return Vec::new();
+            }
             (0..k)
                 .map(|kk| {
                     let at = b_offset + kk * rsb + j0;
-                    b[at..at + NB].try_into().unwrap()
+                    let mut r = [T::default(); NB];
+                    r[..w].copy_from_slice(&b[at..at + w]);
+                    r
                 })
                 .collect()
+        })
+        .collect();
+    let row = |blk: usize, kk: usize| -> &[T; NB] {
+        let (j0, w) = blocks[blk];
+        if w == NB {
+            let at = b_offset + kk * rsb + j0;
+            b[at..at + NB].try_into().unwrap()
         } else {
-            padded.clear();
-            padded.extend((0..k).map(|kk| {
-                let at = b_offset + kk * rsb + j0;
-                let mut r = [T::default(); NB];
-                r[..w].copy_from_slice(&b[at..at + w]);
-                r
-            }));
-            padded.iter().collect()
-        };
-        let mut i = 0;
-        // 4 rows × NB accumulators in registers, one FMA per element.
-        while i + MR <= m {
+            &padded[blk][kk]
+        }
+    };
+    let mut i = 0;
+    // 4 rows × NB accumulators in registers, one FMA per element.
+    while i + MR <= m {
+        for (blk, &(j0, w)) in blocks.iter().enumerate() {
             let (mut c0, mut c1, mut c2, mut c3) = (
                 [T::default(); NB],
                 [T::default(); NB],
                 [T::default(); NB],
                 [T::default(); NB],
             );
-            for (kk, row) in rows.iter().enumerate() {
+            for kk in 0..k {
+                let r = row(blk, kk);
                 let (a0, a1) = (a_at(i, kk), a_at(i + 1, kk));
                 let (a2, a3) = (a_at(i + 2, kk), a_at(i + 3, kk));
                 for j in 0..NB {
-                    c0[j] = a0.mul_add(row[j], c0[j]);
-                    c1[j] = a1.mul_add(row[j], c1[j]);
-                    c2[j] = a2.mul_add(row[j], c2[j]);
-                    c3[j] = a3.mul_add(row[j], c3[j]);
+                    c0[j] = a0.mul_add(r[j], c0[j]);
+                    c1[j] = a1.mul_add(r[j], c1[j]);
+                    c2[j] = a2.mul_add(r[j], c2[j]);
+                    c3[j] = a3.mul_add(r[j], c3[j]);
                 }
             }
             let mut store = |r: usize, acc: &[T; NB]| {
@@ -94,20 +103,23 @@ pub fn gemm_rows<T: Scalar>(
             store(1, &c1);
             store(2, &c2);
             store(3, &c3);
-            i += MR;
         }
-        while i < m {
+        finish(&mut c[i * n..(i + MR) * n]);
+        i += MR;
+    }
+    while i < m {
+        for (blk, &(j0, w)) in blocks.iter().enumerate() {
             let mut acc = [T::default(); NB];
-            for (kk, row) in rows.iter().enumerate() {
-                let av = a_at(i, kk);
+            for kk in 0..k {
+                let (av, r) = (a_at(i, kk), row(blk, kk));
                 for j in 0..NB {
-                    acc[j] = av.mul_add(row[j], acc[j]);
+                    acc[j] = av.mul_add(r[j], acc[j]);
                 }
             }
             c[i * n + j0..i * n + j0 + w].copy_from_slice(&acc[..w]);
-            i += 1;
         }
-        j0 += w;
+        finish(&mut c[i * n..(i + 1) * n]);
+        i += 1;
     }
 }
 
@@ -135,7 +147,7 @@ mod tests {
                 }
             }
             let mut c = vec![0.0; m * n];
-            gemm_rows(m, k, n, &a_t, sa, &b, 5, n + 3, &mut c);
+            gemm_rows(m, k, n, &a_t, sa, &b, 5, n + 3, &mut c, &|_: &mut [f64]| {});
             for i in 0..m {
                 for j in 0..n {
                     let want: f64 = (0..k)

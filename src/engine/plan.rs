@@ -70,6 +70,17 @@ impl Kernel {
     }
 }
 
+/// What a gemm does to each output row before storing it: `c = act(c + bias)`. The fuser
+/// attaches it when the only reader of a product is an elementwise kernel of exactly that form
+/// (the conditioner layers' bias and activation), so the product never goes to memory and back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Epilogue {
+    /// Input node holding the bias row (N elements from `offset`), if any.
+    pub bias: Option<(usize, usize)>,
+    /// Activation, if any.
+    pub act: Option<UnOp>,
+}
+
 /// A step of the plan.
 #[derive(Clone, Debug)]
 pub enum Step {
@@ -91,7 +102,7 @@ pub enum Step {
         /// Reduced length.
         k: usize,
     },
-    /// Batched gemm.
+    /// Batched gemm, optionally followed by its epilogue on each finished row.
     MatMul {
         /// Output node.
         out: usize,
@@ -99,6 +110,8 @@ pub enum Step {
         a: (usize, View),
         /// rhs node and view `[.., N, K]`.
         b: (usize, View),
+        /// Bias and activation applied to the product before it is stored.
+        epilogue: Option<Epilogue>,
     },
     /// View adjoint: `out[target(j)] += g[gv(j)]`.
     Scatter {
@@ -274,9 +287,12 @@ impl<T: Scalar> Plan<T> {
                 Step::Reduce { kernel, k, .. } => {
                     kernel.n as f64 * arithmetic(&kernel.code) + len * *k as f64
                 }
-                Step::MatMul { a, .. } => {
+                Step::MatMul { a, epilogue, .. } => {
                     let r = a.1.axes.len();
-                    2.0 * len * a.1.axes[r - 1].len as f64
+                    let epi = epilogue.as_ref().map_or(0.0, |e| {
+                        (e.bias.is_some() as usize + e.act.is_some() as usize) as f64
+                    });
+                    len * (2.0 * a.1.axes[r - 1].len as f64 + epi)
                 }
                 Step::Spline { rqs, .. } => len / 2.0 * (6 * rqs.bins + 60) as f64,
                 Step::SplineAdjoint { rqs, .. } => {

@@ -117,7 +117,11 @@ pub fn sources(step: &Step) -> Vec<usize> {
         Step::Fused { kernel, .. } | Step::Reduce { kernel, .. } => {
             kernel.leaves.iter().map(|l| l.0).collect()
         }
-        Step::MatMul { a, b, .. } => vec![a.0, b.0],
+        Step::MatMul { a, b, epilogue, .. } => {
+            let mut v = vec![a.0, b.0];
+            v.extend(epilogue.as_ref().and_then(|e| e.bias).map(|b| b.0));
+            v
+        }
         Step::Scatter { g, .. } => vec![g.0],
         Step::Const { .. } => vec![],
         Step::Take { src, .. } | Step::Put { src, .. } => vec![*src],
