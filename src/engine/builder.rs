@@ -34,6 +34,13 @@ impl luminal::op::Operator for ConstF64 {
     }
 }
 
+/// Input `i` of a custom operator on luminal's stock executor, as f32 (empty if absent).
+fn f32_input<'a>(inp: &'a [(luminal::op::InputTensor<'_>, ShapeTracker)], i: usize) -> &'a [f32] {
+    inp.get(i)
+        .and_then(|(t, _)| t.borrowed().data.as_any().downcast_ref::<Vec<f32>>())
+        .map_or(&[], |v| v.as_slice())
+}
+
 /// Gather by a constant table along each row: the trailing axes of the input, flattened to rows
 /// of `in_row` elements, give output row element j = input row element `table[j]`. Our
 /// lowering turns it into [`super::ir::Op::Take`]; luminal's stock executor gets a plain
@@ -51,10 +58,7 @@ impl luminal::op::Operator for TakeOp {
         &mut self,
         inp: Vec<(luminal::op::InputTensor, ShapeTracker)>,
     ) -> Vec<luminal::prelude::Tensor> {
-        let src: &[f32] = inp
-            .first()
-            .and_then(|(t, _)| t.borrowed().data.as_any().downcast_ref::<Vec<f32>>())
-            .map_or(&[], |v| v.as_slice());
+        let src = f32_input(&inp, 0);
         let rows = src.len() / self.in_row.max(1);
         let mut out = Vec::with_capacity(rows * self.table.len());
         for r in 0..rows {
@@ -77,10 +81,7 @@ impl luminal::op::Operator for TanhOp {
         &mut self,
         inp: Vec<(luminal::op::InputTensor, ShapeTracker)>,
     ) -> Vec<luminal::prelude::Tensor> {
-        let src: &[f32] = inp
-            .first()
-            .and_then(|(t, _)| t.borrowed().data.as_any().downcast_ref::<Vec<f32>>())
-            .map_or(&[], |v| v.as_slice());
+        let src = f32_input(&inp, 0);
         vec![luminal::prelude::Tensor {
             data: Box::new(src.iter().map(|v| v.tanh()).collect::<Vec<f32>>()),
         }]
@@ -99,12 +100,7 @@ impl luminal::op::Operator for SplineOp {
         &mut self,
         inp: Vec<(luminal::op::InputTensor, ShapeTracker)>,
     ) -> Vec<luminal::prelude::Tensor> {
-        let data = |i: usize| -> &[f32] {
-            inp.get(i)
-                .and_then(|(t, _)| t.borrowed().data.as_any().downcast_ref::<Vec<f32>>())
-                .map_or(&[], |v| v.as_slice())
-        };
-        let (v, theta) = (data(0), data(1));
+        let (v, theta) = (f32_input(&inp, 0), f32_input(&inp, 1));
         let n = v.len().min(theta.len() / self.0.n_params());
         let mut out = vec![0.0f32; 2 * n];
         self.0.apply(&v[..n], theta, &mut out);

@@ -80,7 +80,7 @@ pub fn analyse(ir: &Ir, steps: &[Step], batch: usize, inputs: &[InputRows]) -> V
     }
     let mut out = Vec::with_capacity(steps.len());
     for step in steps {
-        let o = step_out(step);
+        let o = step.out();
         let srcs = sources(step);
         dep[o] = srcs.iter().any(|&s| dep[s]);
         let len = ir.nodes[o].len;
@@ -95,20 +95,6 @@ pub fn analyse(ir: &Ir, steps: &[Step], batch: usize, inputs: &[InputRows]) -> V
         out.push(rows);
     }
     out
-}
-
-fn step_out(step: &Step) -> usize {
-    match step {
-        Step::Fused { out, .. }
-        | Step::Reduce { out, .. }
-        | Step::MatMul { out, .. }
-        | Step::Scatter { out, .. }
-        | Step::Const { out, .. }
-        | Step::Take { out, .. }
-        | Step::Put { out, .. }
-        | Step::Spline { out, .. }
-        | Step::SplineAdjoint { out, .. } => *out,
-    }
 }
 
 /// Nodes a step reads.
@@ -296,12 +282,12 @@ impl Schedule {
         workers: usize,
         tiled: bool,
     ) -> Schedule {
-        let n_nodes = steps.iter().map(step_out).max().map_or(0, |m| m + 1);
+        let n_nodes = steps.iter().map(Step::out).max().map_or(0, |m| m + 1);
         // Producing step of each node among those to run.
         let mut producer = vec![usize::MAX; n_nodes];
         for (s, step) in steps.iter().enumerate() {
             if run[s] {
-                producer[step_out(step)] = s;
+                producer[step.out()] = s;
             }
         }
         let mut done = vec![false; steps.len()];
@@ -383,9 +369,7 @@ impl Schedule {
     ) -> Result<()> {
         for phase in &self.phases {
             match phase {
-                Phase::Single(s) => {
-                    run_single(&steps[*s], lens[step_out(&steps[*s])], workers, bufs)?
-                }
+                Phase::Single(s) => run_single(&steps[*s], lens[steps[*s].out()], workers, bufs)?,
                 Phase::Group(g) => run_group(steps, g, lens, workers, bufs)?,
                 Phase::Tiled { steps: seg, tile } => {
                     run_tiled(steps, seg, *tile, self.batch, workers, bufs)?
@@ -414,7 +398,7 @@ fn run_group<T: Scalar>(
     workers: &mut [Worker<T>],
     bufs: &Bufs<T>,
 ) -> Result<()> {
-    let len = |s: usize| lens[step_out(&steps[s])];
+    let len = |s: usize| lens[steps[s].out()];
     let mut list: Vec<(usize, usize)> = group
         .iter()
         .map(|&s| (s, step_work(&steps[s], len(s))))
@@ -556,6 +540,15 @@ fn run_tiled<T: Scalar>(
 mod tests {
     use super::*;
 
+    fn ax(len: usize, stride: usize, lo: usize, hi: usize) -> Axis {
+        Axis {
+            len,
+            stride,
+            lo,
+            hi,
+        }
+    }
+
     #[test]
     fn row_locality_of_common_views() {
         // [B, 4] read as-is, rows of 4.
@@ -563,20 +556,7 @@ mod tests {
         // Columns 1..3 of [B, 4]: rows of 2 inside rows of 4.
         let cols = View {
             offset: 1,
-            axes: vec![
-                Axis {
-                    len: 8,
-                    stride: 4,
-                    lo: 0,
-                    hi: 8,
-                },
-                Axis {
-                    len: 2,
-                    stride: 1,
-                    lo: 0,
-                    hi: 2,
-                },
-            ],
+            axes: vec![ax(8, 4, 0, 8), ax(2, 1, 0, 2)],
         };
         assert!(row_local(&cols, 2, 8, 4));
         // A flattened contiguous [B·4] split into rows.
@@ -584,20 +564,7 @@ mod tests {
         // Transposed [4, B]: not row-local.
         let t = View {
             offset: 0,
-            axes: vec![
-                Axis {
-                    len: 8,
-                    stride: 1,
-                    lo: 0,
-                    hi: 8,
-                },
-                Axis {
-                    len: 4,
-                    stride: 8,
-                    lo: 0,
-                    hi: 4,
-                },
-            ],
+            axes: vec![ax(8, 1, 0, 8), ax(4, 8, 0, 4)],
         };
         assert!(!row_local(&t, 4, 8, 4));
         // Broadcast over the batch (a parameter): not batch-major.
@@ -608,20 +575,7 @@ mod tests {
         // Padded columns stay inside the row.
         let padded = View {
             offset: -1,
-            axes: vec![
-                Axis {
-                    len: 8,
-                    stride: 4,
-                    lo: 0,
-                    hi: 8,
-                },
-                Axis {
-                    len: 6,
-                    stride: 1,
-                    lo: 1,
-                    hi: 5,
-                },
-            ],
+            axes: vec![ax(8, 4, 0, 8), ax(6, 1, 1, 5)],
         };
         assert!(row_local(&padded, 6, 8, 4));
     }
