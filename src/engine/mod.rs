@@ -10,13 +10,18 @@
 //! 2. **matmul recognition**: `SumReduce(last) ∘ Mul` of two broadcast views becomes a gemm;
 //! 3. **autograd** ([`autograd`]): reverse-mode gradients of a scalar loss, covering every
 //!    primitive and every view (pulled back as the exact adjoint of the read);
-//! 4. **fused CPU kernels** ([`plan`]): elementwise chains fused into chunked loops, gemm
-//!    through `matrixmultiply`, direct reductions and scatters; generic over f32 and f64.
+//! 4. **fused CPU kernels** ([`fuse`], [`plan`]): elementwise DAGs fused into chunked
+//!    loops, gemm with its bias-and-activation epilogue ([`gemm`]; `matrixmultiply` for long
+//!    K), direct reductions and scatters, the rational-quadratic spline as one kernel with its
+//!    adjoint ([`rqs`]); generic over f32 and f64;
+//! 5. **row tiling** ([`tile`], [`exec`]): the steps whose batch rows are independent run tile
+//!    by tile in one parallel region, the parameter gradients after them.
 //!
 //! CUDA and Metal are later work: the fused kernel description (leaf views + SSA
-//! instruction list in [`plan::Step::Fused`]) is designed to be printed as CUDA C or Metal
-//! source by a code generator, one kernel per fused group, with the same gather index math;
-//! matmul would map to cuBLAS/MPS. No GPU crate is a dependency today.
+//! instruction list in [`plan::Step::Fused`]) and the tiled segments ([`tile::Phase`]) are
+//! designed to be printed as CUDA C or Metal source by a code generator, one kernel per
+//! segment with a tile per thread block, with the same gather index math. No GPU crate is a
+//! dependency today.
 
 pub mod autograd;
 pub mod builder;
