@@ -20,7 +20,7 @@
 //!
 //! **Adjoint.** Reverse mode through the formulas above, written out by hand: the output
 //! adjoints (ȳ, l̄) give ξ̄ and (W̄_k, X̄_k, H̄_k, Ȳ_k, D̄_k, D̄_{k+1}); then
-//! W̄_j ← W̄_j + X̄_k [j < k] (X is a cumulative sum), through the softmax
+//! W̄_j ← W̄_j + X̄_k·𝟙(j < k) (X is a cumulative sum), through the softmax
 //! θ̄_j = p_j (p̄_j − Σ_i p_i p̄_i), and through softplus θ̄_d = D̄ σ(θ_d + c₀). For the inverse
 //! ξ is the root of Φ(ξ, θ) = y, so by implicit differentiation λ = ξ̄ / (∂Φ/∂ξ) gives
 //! ȳ_in = λ and the parameters receive −λ ∂Φ/∂θ, the forward adjoint seeded with −λ.
@@ -89,7 +89,7 @@ impl Rqs {
     }
 
     /// Adjoint: given the output adjoints `g[2i]` (value) and `g[2i + 1]` (log-derivative),
-    /// write `out[i·(P+1)]` = ∂L/∂v[i] and `out[i·(P+1) + 1 + j]` = ∂L/∂θ_ij.
+    /// write `out[i·(P+1)]` = ∂L/∂v_i and `out[i·(P+1) + 1 + j]` = ∂L/∂θ_ij.
     pub fn adjoint<T: Scalar>(&self, v: &[T], theta: &[T], g: &[T], out: &mut [T]) {
         let p = self.n_params();
         let mut w = Lanes::new(self.bins);
