@@ -22,7 +22,8 @@ const LN2: f32 = std::f32::consts::LN_2;
 pub fn exp2(x: f32) -> f32 {
     let xc = x.clamp(-150.0, 128.0);
     // Round to nearest by the 1.5·2²³ trick (|xc| ≤ 150): no libm call, vectorises.
-    let n = (xc + 12_582_912.0) - 12_582_912.0;
+    let r = xc + 12_582_912.0;
+    let n = r - 12_582_912.0;
     let t = (xc - n) * LN2;
     // e^t, |t| ≤ ln2/2
     let p = 1.0
@@ -32,7 +33,9 @@ pub fn exp2(x: f32) -> f32 {
                     + t * (1.0 / 24.0
                         + t * (1.0 / 120.0 + t * (1.0 / 720.0 + t * (1.0 / 5040.0)))))));
     // 2ⁿ as two normal factors so that n ∈ [−150, 128] never overflows the exponent field.
-    let ni = n as i32;
+    // n as an integer from r's bits (r = 1.5·2²³ + n, one unit per ulp): `n as i32` would be a
+    // saturating cast, which the compiler does lane by lane with scalar code.
+    let ni = (r.to_bits() as i32).wrapping_sub(0x4B40_0000);
     let h = ni >> 1;
     let o = ni - h;
     (p * f32::from_bits(((h + 127) as u32) << 23)) * f32::from_bits(((o + 127) as u32) << 23)
