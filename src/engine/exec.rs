@@ -64,6 +64,12 @@ impl<T: Scalar> Bufs<T> {
         unsafe { std::slice::from_raw_parts(p, n) }
     }
 
+    /// Length of `node`'s buffer.
+    #[inline]
+    pub fn len(&self, node: usize) -> usize {
+        self.ptrs[node].1
+    }
+
     /// Elements `[lo, hi)` of `node`'s buffer, for writing.
     #[inline]
     #[allow(clippy::mut_from_ref)]
@@ -79,7 +85,8 @@ impl<T: Scalar> Bufs<T> {
     }
 }
 
-/// Independent units of work of a step (see the module docs), given its output length.
+/// Independent units of work of a step (see the module docs), given its output length; a
+/// scatter's units are the logical elements it reads (its outputs are not in units).
 pub fn units(step: &Step, out_len: usize) -> usize {
     match step {
         Step::Fused { .. } | Step::Reduce { .. } => out_len,
@@ -91,7 +98,8 @@ pub fn units(step: &Step, out_len: usize) -> usize {
         Step::SplineAdjoint { rqs, .. } => out_len / (rqs.n_params() + 1),
         Step::Take { table, .. } => out_len / table.len().max(1),
         Step::Put { in_row, .. } => out_len / (*in_row).max(1),
-        Step::Scatter { .. } | Step::Const { .. } => 1,
+        Step::Scatter { target, .. } => target.numel(),
+        Step::Const { .. } => 1,
     }
 }
 
@@ -120,7 +128,7 @@ pub fn work_per_unit(step: &Step) -> usize {
         Step::Spline { rqs, .. } | Step::SplineAdjoint { rqs, .. } => 8 * rqs.n_params(),
         Step::Take { table, .. } => table.len(),
         Step::Put { in_row, .. } => *in_row,
-        Step::Scatter { .. } | Step::Const { .. } => usize::MAX / 2,
+        Step::Scatter { .. } | Step::Const { .. } => 1,
     }
 }
 
@@ -256,7 +264,7 @@ pub fn exec<T: Scalar>(step: &Step, span: Span, w: &mut Worker<T>, b: &Bufs<T>) 
         Step::Scatter { out, g, target } => {
             // The target view addresses the whole buffer; this worker touches only the
             // positions its units map to (inside `zero` when tiled).
-            let full = b.out(*out, 0, b.ptrs[*out].1)?;
+            let full = b.out(*out, 0, b.len(*out))?;
             let (z0, z1) = span.zero;
             if z0 > z1 || z1 > full.len() {
                 return Err(Error::Engine("scatter: output range".into()));
@@ -265,12 +273,6 @@ pub fn exec<T: Scalar>(step: &Step, span: Span, w: &mut Worker<T>, b: &Bufs<T>) 
             target.check_bounds(full.len())?;
             let gbuf = b.src(g.0);
             g.1.check_bounds(gbuf.len())?;
-            let total = target.numel();
-            let (lo, hi) = if (lo, hi) == (0, 1) {
-                (0, total)
-            } else {
-                (lo, hi)
-            };
             let scratch = &mut w.scratch[..CHUNK];
             let mut start = lo;
             while start < hi {
@@ -482,4 +484,27 @@ fn binary<T: Scalar>(b: BinOp, a: &[T], c: &[T], d: &mut [T]) {
         BinOp::Lt => it.for_each(|(d, (&a, &c))| *d = if a < c { one } else { zero }),
         BinOp::Eq => it.for_each(|(d, (&a, &c))| *d = if a == c { one } else { zero }),
     }
+}
+
+/// Run `f(i, worker i)` for i in 0..n on the first `n` workers at once (one parallel region);
+/// the first error any of them returns.
+pub fn on_workers<T: Scalar>(
+    workers: &mut [Worker<T>],
+    n: usize,
+    f: impl Fn(usize, &mut Worker<T>) -> Result<()> + Sync,
+) -> Result<()> {
+    let err = std::sync::Mutex::new(None);
+    rayon::scope(|sc| {
+        for (i, w) in workers.iter_mut().enumerate().take(n) {
+            let (f, err) = (&f, &err);
+            sc.spawn(move |_| {
+                if let Err(e) = f(i, w) {
+                    *err.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                }
+            });
+        }
+    });
+    err.into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .map_or(Ok(()), Err)
 }

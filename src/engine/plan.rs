@@ -178,6 +178,21 @@ pub enum Step {
 }
 
 impl Step {
+    /// The kind of step, for reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Fused { .. } => "fused",
+            Step::Reduce { .. } => "reduce",
+            Step::MatMul { .. } => "matmul",
+            Step::Scatter { .. } => "scatter",
+            Step::Const { .. } => "const",
+            Step::Take { .. } => "take",
+            Step::Put { .. } => "put",
+            Step::Spline { .. } => "spline",
+            Step::SplineAdjoint { .. } => "spline_adjoint",
+        }
+    }
+
     /// The node this step writes.
     pub fn out(&self) -> usize {
         match self {
@@ -339,20 +354,10 @@ impl<T: Scalar> Plan<T> {
         let mut acc: Vec<(String, usize, usize, f64)> = Vec::new();
         let bufs = Bufs::new(&self.ir.nodes, &mut self.bufs, store);
         for step in &self.steps {
-            let kind = match step {
-                Step::Fused { .. } => "fused",
-                Step::Reduce { .. } => "reduce",
-                Step::MatMul { .. } => "matmul",
-                Step::Scatter { .. } => "scatter",
-                Step::Const { .. } => "const",
-                Step::Take { .. } => "take",
-                Step::Put { .. } => "put",
-                Step::Spline { .. } => "spline",
-                Step::SplineAdjoint { .. } => "spline_adjoint",
-            };
+            let kind = step.kind();
             let n = self.ir.nodes[step.out()].len;
             let t0 = std::time::Instant::now();
-            run_single(step, n, &mut self.workers, &bufs)?;
+            run_single(step, &mut self.workers, &bufs)?;
             let us = t0.elapsed().as_secs_f64() * 1e6;
             match acc.iter_mut().find(|a| a.0 == kind) {
                 Some(a) => {
@@ -410,11 +415,10 @@ impl<T: Scalar> Plan<T> {
 
     fn run_steps(&mut self, store: &[Vec<T>], part: &[bool]) -> Result<()> {
         let si = self.schedule(part);
-        let lens: Vec<usize> = self.ir.nodes.iter().map(|n| n.len).collect();
         let bufs = Bufs::new(&self.ir.nodes, &mut self.bufs, store);
         self.schedules[si]
             .1
-            .run(&self.steps, &lens, &mut self.workers, &bufs)
+            .run(&self.steps, &mut self.workers, &bufs)
     }
 }
 

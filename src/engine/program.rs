@@ -516,22 +516,16 @@ impl<T: Scalar> Program<T> {
             .map(|(s, r)| {
                 let len = p.ir.nodes[s.out()].len;
                 let tiled = if r.is_some() { "tiled" } else { "whole" };
+                let head = format!("{} len {len} {tiled}", s.kind());
                 match s {
                     super::plan::Step::Fused { kernel, .. }
-                    | super::plan::Step::Reduce { kernel, .. } => format!(
-                        "{} len {len} {tiled}: {:?} leaves {:?}",
-                        if matches!(s, super::plan::Step::Fused { .. }) {
-                            "fused"
-                        } else {
-                            "reduce"
-                        },
-                        kernel.code,
-                        kernel.leaves
-                    ),
-                    other => format!(
-                        "{} len {len} {tiled}",
-                        format!("{other:?}").split([' ', '{']).next().unwrap_or("")
-                    ),
+                    | super::plan::Step::Reduce { kernel, .. } => {
+                        format!("{head}: {:?} leaves {:?}", kernel.code, kernel.leaves)
+                    }
+                    super::plan::Step::MatMul {
+                        epilogue: Some(e), ..
+                    } => format!("{head}, epilogue {e:?}"),
+                    _ => head,
                 }
             })
             .collect())

@@ -263,24 +263,24 @@ impl Rqs {
             let (gx, adj) = if self.inverse {
                 // Outputs x = X + ξW and −log g'(ξ); ξ solves Φ(ξ) = y (implicit function).
                 let first = cell.adjoint(zero, zero - gl[l]);
-                let xi_bar = first[0] + gv * cw[l];
+                let xi_bar = first.xi + gv * cw[l];
                 let lambda = xi_bar / (cw[l] * cell.slope());
                 let second = cell.adjoint(zero - lambda, zero);
                 let adj = [
                     gv,
-                    gv * xi[l] + first[2] + second[2],
+                    gv * xi[l] + first.w + second.w,
                     zero - lambda,
-                    first[3] + second[3],
-                    first[4] + second[4],
-                    first[5] + second[5],
+                    first.h + second.h,
+                    first.d0 + second.d0,
+                    first.d1 + second.d1,
                 ];
                 (lambda, adj)
             } else {
                 let r = cell.adjoint(gv, gl[l]);
                 let free = !clamped[l];
-                let gx = if free { r[0] / cw[l] } else { zero };
-                let w_from_xi = if free { r[0] * xi[l] / cw[l] } else { zero };
-                (gx, [zero - gx, r[2] - w_from_xi, gv, r[3], r[4], r[5]])
+                let gx = if free { r.xi / cw[l] } else { zero };
+                let w_from_xi = if free { r.xi * xi[l] / cw[l] } else { zero };
+                (gx, [zero - gx, r.w - w_from_xi, gv, r.h, r.d0, r.d1])
             };
             if inside[l] {
                 (gx, adj)
@@ -419,6 +419,15 @@ impl<T: Scalar> Lanes<T> {
     }
 }
 
+/// Adjoints of ξ and of a cell's W, H, D_k, D_{k+1}.
+struct CellBar<T> {
+    xi: T,
+    w: T,
+    h: T,
+    d0: T,
+    d1: T,
+}
+
 /// A cell's values at ξ (X and Y do not enter the derivatives).
 struct CellVals<T> {
     w: T,
@@ -441,8 +450,8 @@ impl<T: Scalar> CellVals<T> {
     }
 
     /// Reverse mode through y = Y + H (sξ² + D_k t)/den and ld = log(s² p) − 2 log den with
-    /// ξ a leaf: [ξ̄, X̄ (0), W̄, Ȳ (= ȳ, not returned here), D̄_k, D̄_{k+1}] with H̄ in slot 3.
-    fn adjoint(&self, gy: T, gl: T) -> [T; 6] {
+    /// ξ a leaf (Ȳ is ȳ itself and X does not enter).
+    fn adjoint(&self, gy: T, gl: T) -> CellBar<T> {
         let (zero, one, two) = (T::default(), one::<T>(), c::<T>(2.0));
         let (d0, d1, h, w, xi) = (self.d0, self.d1, self.h, self.w, self.xi);
         let s = h / w;
@@ -474,7 +483,13 @@ impl<T: Scalar> CellVals<T> {
         b_xi += t_bar * (one - two * xi);
         b_h += s_bar / w;
         let b_w = zero - s_bar * s / w;
-        [b_xi, zero, b_w, b_h, b_d0, b_d1]
+        CellBar {
+            xi: b_xi,
+            w: b_w,
+            h: b_h,
+            d0: b_d0,
+            d1: b_d1,
+        }
     }
 }
 

@@ -29,14 +29,14 @@
 //! The description (which steps, rows per tile, units per row) is what a GPU backend would
 //! launch as one kernel per segment with a tile per thread block.
 
-use std::sync::Mutex;
-
-use super::exec::{exec, out_per_unit, units, work_per_unit, Bufs, Span, Worker, CHUNK};
+use super::exec::{
+    exec, on_workers, out_per_unit, units, work_per_unit, Bufs, Span, Worker, CHUNK,
+};
 use super::ir::{Ir, Op};
 use super::plan::Step;
 use super::scalar::Scalar;
 use super::view::{Axis, View};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// How a declared input relates to the batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -363,14 +363,13 @@ impl Schedule {
     pub fn run<T: Scalar>(
         &self,
         steps: &[Step],
-        lens: &[usize],
         workers: &mut [Worker<T>],
         bufs: &Bufs<T>,
     ) -> Result<()> {
         for phase in &self.phases {
             match phase {
-                Phase::Single(s) => run_single(&steps[*s], lens[steps[*s].out()], workers, bufs)?,
-                Phase::Group(g) => run_group(steps, g, lens, workers, bufs)?,
+                Phase::Single(s) => run_single(&steps[*s], workers, bufs)?,
+                Phase::Group(g) => run_group(steps, g, workers, bufs)?,
                 Phase::Tiled { steps: seg, tile } => {
                     run_tiled(steps, seg, *tile, self.batch, workers, bufs)?
                 }
@@ -380,12 +379,13 @@ impl Schedule {
     }
 }
 
-/// Roughly the arithmetic of a whole step.
-fn step_work(step: &Step, out_len: usize) -> usize {
-    match step {
-        Step::Scatter { g, .. } => g.1.numel(),
-        Step::Const { .. } => 1,
-        _ => units(step, out_len).saturating_mul(work_per_unit(step)),
+/// A whole step: all its units; a scatter clears its whole output.
+fn whole<T: Scalar>(step: &Step, bufs: &Bufs<T>) -> Span {
+    let len = bufs.len(step.out());
+    Span {
+        lo: 0,
+        hi: units(step, len),
+        zero: (0, len),
     }
 }
 
@@ -394,73 +394,53 @@ fn step_work(step: &Step, out_len: usize) -> usize {
 fn run_group<T: Scalar>(
     steps: &[Step],
     group: &[usize],
-    lens: &[usize],
     workers: &mut [Worker<T>],
     bufs: &Bufs<T>,
 ) -> Result<()> {
-    let len = |s: usize| lens[steps[s].out()];
     let mut list: Vec<(usize, usize)> = group
         .iter()
-        .map(|&s| (s, step_work(&steps[s], len(s))))
+        .map(|&s| {
+            let step = &steps[s];
+            let work = whole(step, bufs).hi.saturating_mul(work_per_unit(step));
+            (s, work)
+        })
         .collect();
     list.sort_by_key(|w| std::cmp::Reverse(w.1));
     let mut total: usize = list.iter().map(|w| w.1).sum();
     let mut first = 0;
     while first < list.len() && (list[first].1 * 2 > total || list.len() - first == 1) {
-        let s = list[first].0;
-        run_single(&steps[s], len(s), workers, bufs)?;
+        run_single(&steps[list[first].0], workers, bufs)?;
         total -= list[first].1;
         first += 1;
     }
     let rest = &list[first..];
-    let whole = |s: usize| Span {
-        lo: 0,
-        hi: units(&steps[s], len(s)),
-        zero: (0, len(s)),
-    };
     if rest.is_empty() {
         return Ok(());
     }
     if workers.len() < 2 || total < PARALLEL_MIN {
         for &(s, _) in rest {
-            exec(&steps[s], whole(s), &mut workers[0], bufs)?;
+            exec(&steps[s], whole(&steps[s], bufs), &mut workers[0], bufs)?;
         }
         return Ok(());
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let err = Mutex::new(None);
-    rayon::scope(|sc| {
-        for w in workers.iter_mut() {
-            let (next, err, whole) = (&next, &err, &whole);
-            sc.spawn(move |_| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(&(s, _)) = rest.get(i) else { break };
-                if let Err(e) = exec(&steps[s], whole(s), w, bufs) {
-                    *err.lock().unwrap() = Some(e);
-                }
-            });
-        }
-    });
-    err.into_inner().unwrap().map_or(Ok(()), Err)
+    let n = workers.len();
+    on_workers(workers, n, |_, w| loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(&(s, _)) = rest.get(i) else {
+            return Ok(());
+        };
+        exec(&steps[s], whole(&steps[s], bufs), w, bufs)?;
+    })
 }
 
 /// Run a whole step, its units split across the workers when it is large enough.
-pub fn run_single<T: Scalar>(
-    step: &Step,
-    out_len: usize,
-    workers: &mut [Worker<T>],
-    bufs: &Bufs<T>,
-) -> Result<()> {
-    let total = units(step, out_len);
-    let whole = Span {
-        lo: 0,
-        hi: total,
-        zero: (0, out_len),
-    };
-    let nw = workers.len();
+pub fn run_single<T: Scalar>(step: &Step, workers: &mut [Worker<T>], bufs: &Bufs<T>) -> Result<()> {
+    let all = whole(step, bufs);
+    let (total, nw) = (all.hi, workers.len());
     let work = total.saturating_mul(work_per_unit(step));
     if nw < 2 || total < 2 || work < PARALLEL_MIN || out_per_unit(step).is_none() {
-        return exec(step, whole, &mut workers[0], bufs);
+        return exec(step, all, &mut workers[0], bufs);
     }
     let align = if matches!(step, Step::Fused { .. }) {
         CHUNK
@@ -468,27 +448,15 @@ pub fn run_single<T: Scalar>(
         1
     };
     let part = total.div_ceil(nw).div_ceil(align) * align;
-    let err = Mutex::new(None);
-    rayon::scope(|sc| {
-        for (i, w) in workers.iter_mut().enumerate() {
-            let lo = i * part;
-            if lo >= total {
-                break;
-            }
-            let span = Span {
-                lo,
-                hi: (lo + part).min(total),
-                zero: (0, 0),
-            };
-            let err = &err;
-            sc.spawn(move |_| {
-                if let Err(e) = exec(step, span, w, bufs) {
-                    *err.lock().unwrap() = Some(e);
-                }
-            });
-        }
-    });
-    err.into_inner().unwrap().map_or(Ok(()), Err)
+    on_workers(workers, total.div_ceil(part), |i, w| {
+        let lo = i * part;
+        let span = Span {
+            lo,
+            hi: (lo + part).min(total),
+            zero: (0, 0),
+        };
+        exec(step, span, w, bufs)
+    })
 }
 
 /// Run `seg` tile by tile: each worker takes a contiguous block of tiles and runs every step
@@ -502,8 +470,10 @@ fn run_tiled<T: Scalar>(
     bufs: &Bufs<T>,
 ) -> Result<()> {
     let n_tiles = batch.div_ceil(tile);
-    let run_tiles = |w: &mut Worker<T>, t0: usize, t1: usize| -> Result<()> {
-        for t in t0..t1 {
+    let nw = workers.len().min(n_tiles).max(1);
+    let per = n_tiles.div_ceil(nw);
+    let run_tiles = |i: usize, w: &mut Worker<T>| -> Result<()> {
+        for t in i * per..((i + 1) * per).min(n_tiles) {
             let (b0, b1) = (t * tile, ((t + 1) * tile).min(batch));
             for &(s, r) in seg {
                 let span = Span {
@@ -516,24 +486,10 @@ fn run_tiled<T: Scalar>(
         }
         Ok(())
     };
-    let nw = workers.len().min(n_tiles);
     if nw < 2 {
-        return run_tiles(&mut workers[0], 0, n_tiles);
+        return run_tiles(0, &mut workers[0]);
     }
-    let per = n_tiles.div_ceil(nw);
-    let err = Mutex::new(None);
-    rayon::scope(|sc| {
-        for (i, w) in workers.iter_mut().enumerate().take(nw) {
-            let (t0, t1) = (i * per, ((i + 1) * per).min(n_tiles));
-            let (err, run_tiles) = (&err, &run_tiles);
-            sc.spawn(move |_| {
-                if let Err(e) = run_tiles(w, t0, t1) {
-                    *err.lock().unwrap() = Some(e);
-                }
-            });
-        }
-    });
-    err.into_inner().unwrap().map_or(Ok(()), |e: Error| Err(e))
+    on_workers(workers, nw, run_tiles)
 }
 
 #[cfg(test)]

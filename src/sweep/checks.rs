@@ -222,11 +222,10 @@ pub fn witness(th: &[Thermo], w: &Witness, missed: &[f64]) -> (Vec<Checks>, Vec<
         }
     }
     let mixing_ok = w.round_trips >= w.ladders;
-    let checks = th
-        .iter()
-        .map(|t| {
+    let checks = (0..th.len())
+        .map(|i| {
             let mut c = Checks::new();
-            let p = w.rung_of(t.t).and_then(|k| points[k].as_ref());
+            let p = w.rung_of(i).and_then(|k| points[k].as_ref());
             let inf = f64::INFINITY;
             let (zu, zc, mm) = p.map_or((inf, inf, f64::NAN), |p| (p.z_u, p.z_cv, p.missed_mass));
             put(

@@ -123,9 +123,9 @@ pub fn run_witness(energy: &dyn Energy, grid: &[f64], cfg: &WitnessConfig) -> Re
 }
 
 impl Witness {
-    /// The rung at grid temperature `t` (None when `t` is not one of the grid's).
-    pub fn rung_of(&self, t: f64) -> Option<usize> {
-        (0..self.rungs.len()).find(|&k| self.grid_index[k].is_some() && self.rungs[k] == t)
+    /// The rung at the grid's temperature number `i`.
+    pub fn rung_of(&self, i: usize) -> Option<usize> {
+        self.grid_index.iter().position(|&g| g == Some(i))
     }
 
     /// Missed mass at rung `k`: the fraction of witness configurations whose log-weight under
