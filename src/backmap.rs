@@ -306,6 +306,23 @@ pub fn evaluate(
     })
 }
 
+/// [`compare`] on the bead chain with these `key=value` parameters (the `backmap` command).
+pub fn compare_bead_chain(
+    params: &[String],
+    cfg: &BackmapConfig,
+) -> Result<(BackmapReport, BackmapReport)> {
+    crate::systems::check_temperature(cfg.t)?;
+    let chain = crate::systems::BeadChain::from_params(&crate::systems::Params::parse(params)?)?;
+    // The reference data: 8 ladders × 6 rungs kept every 10th sweep.
+    let rows = 48 * (cfg.pt_sweeps / 10 + 1);
+    crate::memory::check(
+        "the reference data",
+        crate::memory::sample_rows(rows, chain.dim()),
+    )?;
+    let l0 = chain.l0;
+    compare(Arc::new(chain), cfg, l0)
+}
+
 /// Reference data, a flow with and one without the energy term, and their reports on
 /// held-out structures: (with energy, without).
 pub fn compare(

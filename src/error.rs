@@ -25,6 +25,17 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+impl Error {
+    /// The same error with `context` (where it happened) in front of its message.
+    pub fn context(self, context: impl fmt::Display) -> Error {
+        match self {
+            Error::Input(m) => Error::Input(format!("{context}: {m}")),
+            Error::Engine(m) => Error::Engine(format!("{context}: {m}")),
+            Error::Io(m) => Error::Io(format!("{context}: {m}")),
+        }
+    }
+}
+
 /// Result alias used throughout the crate.
 pub type Result<T> = std::result::Result<T, Error>;
 

@@ -42,7 +42,7 @@ impl Phi4FlowConfig {
     /// and one hidden convolution, batch 64, 120 s (30 % forward-KL warm start, then reverse KL
     /// plus ½ forward KL), 2000 HMC trajectories per chain.
     pub fn new(t: f64) -> Phi4FlowConfig {
-        let mut train = TrainConfig::new(t / 1.25, t * 1.25);
+        let mut train = TrainConfig::around(t);
         train.seconds = Some(120.0);
         train.batch = 64;
         train.warm_fraction = 0.3;

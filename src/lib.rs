@@ -24,6 +24,8 @@ pub mod lab;
 pub mod lattice;
 pub mod linalg;
 pub mod mcmc;
+pub mod memory;
+pub mod observe;
 pub mod plot;
 pub mod prelude;
 pub mod rare;

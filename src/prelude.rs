@@ -5,9 +5,9 @@ pub use crate::error::{Error, Result};
 pub use crate::estimators::{cv_from_derivative, thermo, Estimate, Thermo, Weights};
 pub use crate::exact::{quadrature, quadrature_expectation, reference, Reference};
 pub use crate::flows::{
-    builders::{coupling_flow, linear_flow, radial_flow},
-    io as flow_io, ActNorm, Activation, AffineCoupling, Bijection, Conditioning, CouplingConfig,
-    Flow, Layer, LinearFlow, LuLinear, Permutation, Radial, SplineCoupling, SumRatio, Transformer,
+    builders::{coupling_flow, default_flow, linear_flow, radial_flow},
+    io as flow_io, ActNorm, Activation, Bijection, Conditioning, Coupling, CouplingConfig, Flow,
+    Layer, LinearFlow, LuLinear, Permutation, Radial, SumRatio, Transformer,
 };
 pub use crate::lab::{apply, quick, seconds, size, Sweep, SweepRun};
 pub use crate::mcmc::{parallel_tempering, rwm, PtConfig, RwmConfig};

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::error::{input_err, Error, Result};
-use crate::flows::{builders, Conditioning, Flow};
-use crate::sweep::default_flow;
+use crate::flows::default_flow;
+use crate::flows::Flow;
 use crate::systems::{check_temperature, Energy};
-use crate::train::{train, Observer, Progress, TrainConfig};
+use crate::train::{train_new, Observer, Progress, TrainConfig};
 
 /// An event: a coordinate above/below a threshold, or the energy above one.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -139,6 +139,10 @@ impl Energy for Restricted {
 /// Result of a rare-event estimate.
 #[derive(Clone, Debug, Serialize)]
 pub struct RareResult {
+    /// The event, as written.
+    pub event: String,
+    /// Temperature.
+    pub temperature: f64,
     /// Estimated P(A).
     pub p: f64,
     /// Its standard error.
@@ -184,10 +188,13 @@ pub fn estimate(
     if samples < 2 {
         return input_err("need at least 2 samples");
     }
-    let cond = Conditioning::Temperature {
-        t_min: t / 1.25,
-        t_max: t * 1.25,
-    };
+    if !(train_seconds.is_finite() && train_seconds > 0.0) {
+        return input_err("--train-seconds must be positive");
+    }
+    crate::memory::check(
+        "the samples",
+        crate::memory::sample_rows(2 * samples, energy.dim()),
+    )?;
     let restricted: Arc<dyn Energy> = Arc::new(Restricted {
         inner: energy.clone(),
         event,
@@ -196,27 +203,19 @@ pub fn estimate(
     let t0 = std::time::Instant::now();
     let mut flows: Vec<Flow> = Vec::new();
     for (k, target) in [restricted, energy.clone()].iter().enumerate() {
-        let mut fc = default_flow();
-        fc.seed = seed + k as u64;
-        let mut flow = builders::coupling_flow(energy.dim(), cond, &fc)?;
-        let mut tc = TrainConfig::new(t / 1.25, t * 1.25);
+        let mut tc = TrainConfig::around(t);
         tc.seconds = Some(train_seconds);
         tc.seed = seed + k as u64;
         let mut bar = Progress::new(2.0);
+        let mut obs: Vec<&mut dyn Observer> = Vec::new();
         if progress {
             eprintln!(
                 "[rare] training the {} flow",
                 if k == 0 { "event" } else { "reference" }
             );
-            train(
-                &mut flow,
-                target.as_ref(),
-                &tc,
-                &mut [&mut bar as &mut dyn Observer],
-            )?;
-        } else {
-            train(&mut flow, target.as_ref(), &tc, &mut [])?;
+            obs.push(&mut bar);
         }
+        let (flow, _) = train_new(target.as_ref(), &default_flow(), &tc, &mut obs)?;
         flows.push(flow);
     }
     let train_seconds = t0.elapsed().as_secs_f64();
@@ -264,6 +263,8 @@ pub fn estimate(
     };
     let p_ref = p_exact.unwrap_or(p);
     Ok(RareResult {
+        event: format!("{event:?}"),
+        temperature: t,
         p,
         p_se,
         p_exact,

@@ -28,6 +28,12 @@ impl ActNorm {
         ActNorm { dim, params }
     }
 
+    /// A fresh layer of this one's dimension, once the stored parameter count matches it.
+    pub(crate) fn template(&self) -> Result<ActNorm> {
+        super::params::check_count(self.dim.checked_mul(2), &[&self.params])?;
+        Ok(ActNorm::new(self.dim))
+    }
+
     /// Data-dependent initialisation from output-side samples `x` (`n × dim`, row-major).
     pub fn init_from_data(&mut self, x: &[f64]) -> Result<()> {
         let d = self.dim;

@@ -6,22 +6,9 @@ use serde::{Deserialize, Serialize};
 use super::flow::{Conditioning, Flow};
 use super::mlp::Activation;
 use super::spline::{DEFAULT_BINS, DEFAULT_BOUND};
-use super::{AffineCoupling, Layer, LinearFlow, Radial, SplineCoupling};
+use super::transformer::Transformer;
+use super::{Coupling, Layer, LinearFlow, Radial};
 use crate::error::Result;
-
-/// The scalar transformer of a coupling layer.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Transformer {
-    /// Affine (RealNVP).
-    Affine,
-    /// Rational-quadratic spline with `bins` bins on [−bound, bound].
-    Spline {
-        /// Number of bins K.
-        bins: usize,
-        /// Tail bound B.
-        bound: f64,
-    },
-}
 
 /// Configuration of a coupling flow.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -57,35 +44,34 @@ impl Default for CouplingConfig {
     }
 }
 
+/// The flow every command trains unless told otherwise: 6 rational-quadratic spline couplings
+/// (K = 8, B = 5), conditioner 2×48 tanh.
+pub fn default_flow() -> CouplingConfig {
+    CouplingConfig {
+        layers: 6,
+        hidden: 48,
+        ..CouplingConfig::default()
+    }
+}
+
 /// A coupling flow on `dim` coordinates: `cfg.layers` couplings with alternating halves.
 pub fn coupling_flow(dim: usize, conditioning: Conditioning, cfg: &CouplingConfig) -> Result<Flow> {
+    cfg.transformer.check()?;
     let c = conditioning.feature_dim();
     let layers = (0..cfg.layers)
         .map(|i| {
             let flip = i % 2 == 1;
             let seed = cfg.seed.wrapping_mul(1000).wrapping_add(i as u64);
-            match cfg.transformer {
-                Transformer::Affine => Layer::AffineCoupling(AffineCoupling::new(
-                    dim,
-                    c,
-                    flip,
-                    cfg.hidden,
-                    cfg.depth,
-                    cfg.activation,
-                    seed,
-                )),
-                Transformer::Spline { bins, bound } => Layer::SplineCoupling(SplineCoupling::new(
-                    dim,
-                    c,
-                    flip,
-                    bins,
-                    bound,
-                    cfg.hidden,
-                    cfg.depth,
-                    cfg.activation,
-                    seed,
-                )),
-            }
+            Layer::Coupling(Coupling::new(
+                dim,
+                c,
+                flip,
+                cfg.transformer,
+                cfg.hidden,
+                cfg.depth,
+                cfg.activation,
+                seed,
+            ))
         })
         .collect();
     Flow::new(dim, conditioning, layers)

@@ -178,6 +178,7 @@ impl Flow {
             }
         }
         for (i, l) in self.layers.iter().enumerate() {
+            l.check().map_err(|e| e.context(format!("layer {i}")))?;
             if l.dim() != self.dim {
                 return input_err(format!(
                     "layer {i} has dim {}, the flow has {}",
@@ -192,17 +193,16 @@ impl Flow {
                     self.conditioning.feature_dim()
                 ));
             }
-            for (_, set) in l.param_sets() {
-                for t in &set.tensors {
-                    if t.values.len() != t.shape.iter().product::<usize>() {
-                        return input_err(format!(
-                            "layer {i} parameter {} has the wrong size",
-                            t.name
-                        ));
-                    }
-                    if t.values.iter().any(|v| !v.is_finite()) {
-                        return input_err(format!("layer {i} parameter {} is not finite", t.name));
-                    }
+            for (scope, set) in l.param_sets() {
+                if let Some(t) = set
+                    .tensors
+                    .iter()
+                    .find(|t| t.values.iter().any(|v| !v.is_finite()))
+                {
+                    return input_err(format!(
+                        "layer {i} {scope}: tensor {:?} is not finite",
+                        t.name
+                    ));
                 }
             }
         }
@@ -294,7 +294,7 @@ impl Flow {
             x = y;
             ld = Some(ld.map_or(d, |a| a + d));
         }
-        let mut ld = ld.unwrap_or_else(|| super::zero_log_det(z));
+        let mut ld = ld.unwrap_or_else(|| super::bijection::zero_log_det(z));
         if let (Conditioning::Temperature { .. }, Some(t)) = (self.conditioning, c) {
             x = x * t.sqrt();
             ld = ld + t.ln().sum(1).mul_scalar(0.5 * self.dim as f64);
@@ -311,7 +311,7 @@ impl Flow {
     ) -> (Var<'g>, Var<'g>) {
         let feats = self.features(c);
         let mut z = x;
-        let mut ld = super::zero_log_det(x);
+        let mut ld = super::bijection::zero_log_det(x);
         if let (Conditioning::Temperature { .. }, Some(t)) = (self.conditioning, c) {
             z = z / t.sqrt();
             ld = ld - t.ln().sum(1).mul_scalar(0.5 * self.dim as f64);

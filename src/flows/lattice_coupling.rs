@@ -49,6 +49,17 @@ impl LatticeCoupling {
         let mut channels = vec![1 + cond_dim];
         channels.extend(std::iter::repeat_n(hidden, depth));
         channels.push(2);
+        Self::with_channels(l, cond_dim, parity, channels, seed)
+    }
+
+    /// A coupling with the given channel counts (input 1 + condition features first, 2 last).
+    fn with_channels(
+        l: usize,
+        cond_dim: usize,
+        parity: usize,
+        channels: Vec<usize>,
+        seed: u64,
+    ) -> Self {
         let mut rng = init_rng(seed);
         let mut params = ParamSet::default();
         let nl = channels.len() - 1;
@@ -70,6 +81,29 @@ impl LatticeCoupling {
             scale_bound: 3.0,
             params,
         }
+    }
+
+    /// A fresh layer with this one's architecture, once it is checked.
+    pub(crate) fn template(&self) -> crate::Result<LatticeCoupling> {
+        let ch = &self.channels;
+        if ch.len() < 2 || ch[0] != 1 + self.cond_dim || ch.last() != Some(&2) || ch.contains(&0) {
+            return crate::error::input_err(format!(
+                "channels {ch:?} do not fit: 1 + {} inputs, 2 outputs needed",
+                self.cond_dim
+            ));
+        }
+        if self.parity > 1 || !(self.scale_bound.is_finite() && self.scale_bound > 0.0) {
+            return crate::error::input_err("parity must be 0 or 1 and the scale bound positive");
+        }
+        let declared = ch.windows(2).try_fold(0usize, |acc, w| {
+            acc.checked_add(w[0].checked_mul(w[1])?.checked_mul(9)?)?
+                .checked_add(w[1])
+        });
+        super::params::check_count(declared, &[&self.params])?;
+        Ok(LatticeCoupling {
+            scale_bound: self.scale_bound,
+            ..Self::with_channels(self.l, self.cond_dim, self.parity, ch.clone(), 0)
+        })
     }
 
     fn mask(&self) -> Vec<f64> {
@@ -145,7 +179,7 @@ fn periodic_conv3x3<'g>(h: Var<'g>, w: Var<'g>, l: usize, ci: usize) -> Var<'g> 
 
 impl Bijection for LatticeCoupling {
     fn dim(&self) -> usize {
-        self.l * self.l
+        self.l.saturating_mul(self.l)
     }
     fn cond_dim(&self) -> usize {
         self.cond_dim

@@ -27,6 +27,14 @@ impl LinearFlow {
         params.push("shift", &[dim], vec![0.0; dim]);
         LinearFlow { dim, params }
     }
+
+    /// A fresh layer of this one's dimension, once the stored parameter count matches it.
+    pub(crate) fn template(&self) -> crate::Result<LinearFlow> {
+        let d = self.dim;
+        let declared = d.checked_mul(d).and_then(|n| n.checked_add(d));
+        super::params::check_count(declared, &[&self.params])?;
+        Ok(LinearFlow::new(d))
+    }
     /// The matrix L (row-major) for the current parameters.
     pub fn matrix(&self) -> Vec<f64> {
         let d = self.dim;

@@ -35,6 +35,24 @@ impl LuLinear {
         params.push("shift", &[dim], vec![0.0; dim]);
         LuLinear { dim, perm, params }
     }
+
+    /// A fresh layer with this one's dimension and permutation, once both are checked.
+    pub(crate) fn template(&self) -> crate::Result<LuLinear> {
+        let d = self.dim;
+        let declared = d.checked_mul(d).and_then(|n| n.checked_add(d));
+        super::params::check_count(declared, &[&self.params])?;
+        let perm = super::Permutation::new(self.perm.clone())?;
+        if perm.perm.len() != d {
+            return crate::error::input_err(format!(
+                "its permutation has {} entries, not {d}",
+                perm.perm.len()
+            ));
+        }
+        Ok(LuLinear {
+            perm: self.perm.clone(),
+            ..LuLinear::new(d, 0)
+        })
+    }
 }
 
 impl Bijection for LuLinear {

@@ -58,6 +58,12 @@ impl Mlp {
             sizes.extend(std::iter::repeat_n(width, depth));
         }
         sizes.push(n_out);
+        Mlp::with_sizes(sizes, activation, seed)
+    }
+
+    /// An MLP with the given layer sizes (input first), hidden layers Glorot-initialised from
+    /// `seed`, last layer zero.
+    pub fn with_sizes(sizes: Vec<usize>, activation: Activation, seed: u64) -> Mlp {
         let mut rng = super::params::init_rng(seed);
         let mut params = ParamSet::default();
         let nl = sizes.len() - 1;
@@ -78,6 +84,21 @@ impl Mlp {
             activation,
             params,
         }
+    }
+
+    /// A fresh MLP with the sizes this one declares, once they are checked against the stored
+    /// parameter count.
+    pub(crate) fn template(&self) -> crate::Result<Mlp> {
+        let s = &self.sizes;
+        if s.len() < 2 || s[1..].contains(&0) {
+            return crate::error::input_err(format!("MLP sizes {s:?} are invalid"));
+        }
+        let declared = s.windows(2).try_fold(0usize, |acc, w| {
+            let weights = if w[0] > 0 { w[0].checked_mul(w[1])? } else { 0 };
+            acc.checked_add(weights)?.checked_add(w[1])
+        });
+        super::params::check_count(declared, &[&self.params])?;
+        Ok(Mlp::with_sizes(s.clone(), self.activation, 0))
     }
 
     /// Output `[batch, n_out]` for input `[batch, n_in]` (or `None` when n_in = 0).

@@ -137,3 +137,48 @@ impl<'g> Scope<'g> {
         v
     }
 }
+
+/// A layer whose hyperparameters declare `declared` parameters (`None`: more than a `usize`)
+/// while `stored` holds another number is corrupt: checked before a template of that size is
+/// allocated.
+pub(crate) fn check_count(declared: Option<usize>, stored: &[&ParamSet]) -> crate::Result<()> {
+    let stored: usize = stored.iter().map(|s| s.count()).sum();
+    match declared {
+        Some(n) if n == stored => Ok(()),
+        Some(n) => crate::error::input_err(format!(
+            "its architecture declares {n} parameters, the file stores {stored}"
+        )),
+        None => crate::error::input_err("its architecture declares more parameters than exist"),
+    }
+}
+
+impl ParamSet {
+    /// The first difference in names or shapes between `self` (as loaded) and `want` (as the
+    /// architecture declares it).
+    pub(crate) fn check_layout(&self, want: &ParamSet) -> crate::Result<()> {
+        for (i, w) in want.tensors.iter().enumerate() {
+            let Some(g) = self.tensors.get(i) else {
+                return crate::error::input_err(format!("tensor {:?} is missing", w.name));
+            };
+            if g.name != w.name {
+                return crate::error::input_err(format!(
+                    "tensor {:?} found where {:?} belongs",
+                    g.name, w.name
+                ));
+            }
+            if g.shape != w.shape || g.values.len() != w.values.len() {
+                return crate::error::input_err(format!(
+                    "tensor {:?} has shape {:?} ({} values), the architecture needs {:?}",
+                    g.name,
+                    g.shape,
+                    g.values.len(),
+                    w.shape
+                ));
+            }
+        }
+        if let Some(extra) = self.tensors.get(want.tensors.len()) {
+            return crate::error::input_err(format!("unexpected tensor {:?}", extra.name));
+        }
+        Ok(())
+    }
+}

@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::bijection::{zero_log_det, Bijection};
 use super::params::{ParamSet, Scope};
-use super::{zero_log_det, Bijection};
 use crate::engine::Var;
 
 /// A fixed coordinate permutation.
@@ -30,6 +30,11 @@ impl Permutation {
             perm,
             empty: ParamSet::default(),
         })
+    }
+
+    /// The same permutation, checked.
+    pub(crate) fn template(&self) -> crate::Result<Permutation> {
+        Permutation::new(self.perm.clone())
     }
     /// Reverse the order of `dim` coordinates.
     pub fn reverse(dim: usize) -> Permutation {

@@ -46,6 +46,31 @@ impl Radial {
         }
     }
 
+    /// A fresh layer with this one's architecture, once it is checked.
+    pub(crate) fn template(&self) -> crate::Result<Radial> {
+        let (d, c) = (self.dim, self.cond_dim);
+        super::params::check_count(d.checked_add(2), &[&self.params])?;
+        let head = match &self.head {
+            None if c == 0 => None,
+            Some(h) if c > 0 && h.sizes.first() == Some(&c) && h.sizes.last() == Some(&(d + 2)) => {
+                Some(h.template()?)
+            }
+            _ => {
+                return crate::error::input_err(format!(
+                    "its condition head does not fit {c} condition features and dim {d}"
+                ))
+            }
+        };
+        let mut params = ParamSet::default();
+        params.push("base", &[d + 2], vec![0.0; d + 2]);
+        Ok(Radial {
+            dim: d,
+            cond_dim: c,
+            params,
+            head,
+        })
+    }
+
     /// (z₀ `[b,d]`, α `[b]`, β `[b]`).
     fn coefficients<'g>(&self, s: &Scope<'g>, c: Option<Var<'g>>) -> (Var<'g>, Var<'g>, Var<'g>) {
         let base = s.param(&self.params, "base");

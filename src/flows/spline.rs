@@ -37,11 +37,6 @@ pub const DEFAULT_BINS: usize = 8;
 pub const DEFAULT_BOUND: f64 = 5.0;
 pub use crate::engine::rqs::{MIN_BIN, MIN_DERIVATIVE};
 
-/// Number of unconstrained parameters per transformed coordinate.
-pub fn n_params(bins: usize) -> usize {
-    3 * bins - 1
-}
-
 /// The spline of each coordinate of `v` `[batch, m]` with raw conditioner output `raw`
 /// `[batch, m·(3K−1)]`, as the engine's fused kernel: (g(v), log g'(v)) or, with `inverse`,
 /// (g⁻¹(v), −log g'(g⁻¹(v))), identity outside [−B, B].
@@ -52,14 +47,12 @@ pub fn fused<'g>(
     bound: f64,
     inverse: bool,
 ) -> (Var<'g>, Var<'g>) {
+    let rqs = Rqs {
+        bins,
+        bound,
+        inverse,
+    };
     let m = v.shape().dims()[1];
-    let theta = raw.reshape(&[Dim::Batch, m, Dim::Fixed(n_params(bins))]);
-    v.rqs(
-        theta,
-        Rqs {
-            bins,
-            bound,
-            inverse,
-        },
-    )
+    let theta = raw.reshape(&[Dim::Batch, m, Dim::Fixed(rqs.n_params())]);
+    v.rqs(theta, rqs)
 }

@@ -15,8 +15,8 @@ use rand_distr::StandardNormal;
 use super::hmc::ChainRun;
 use crate::error::{input_err, Result};
 use crate::flows::Flow;
+use crate::observe::{Observer, StepMetrics};
 use crate::systems::{check_temperature, Energy};
-use crate::train::{Observer, StepMetrics};
 
 /// Settings of a flow-MCMC run.
 #[derive(Clone, Debug)]

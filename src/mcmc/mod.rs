@@ -2,14 +2,16 @@
 //! vectorised over many chains ([`rwm`]) and parallel tempering across a temperature ladder
 //! ([`tempering`]), Hamiltonian Monte Carlo ([`hmc`]), flow-based independence Metropolis
 //! ([`flow_mcmc`]), with time-series statistics ([`stats`]: τ_int, batch-means errors).
-//! Every sampler is seeded and reproducible.
+//! Every sampler is seeded and reproducible; [`experiment`] runs one on a named system.
 
+pub mod experiment;
 pub mod flow_mcmc;
 pub mod hmc;
 pub mod rwm;
 pub mod stats;
 pub mod tempering;
 
+pub use experiment::{run_mcmc, McmcConfig, Sampler};
 pub use flow_mcmc::{flow_mcmc, FlowMcmcConfig};
 pub use hmc::{hmc, hmc_samples, ChainRun, HmcConfig};
 pub use rwm::{rwm, RwmConfig, RwmRun};

@@ -48,7 +48,7 @@ use std::sync::Arc;
 use crate::error::{input_err, Result};
 use crate::estimators::{cv_from_derivative, Estimate, Thermo};
 use crate::exact::{reference, Reference};
-use crate::flows::{io, CouplingConfig, Flow, Transformer};
+use crate::flows::{io, CouplingConfig, Flow};
 use crate::systems::{self, check_temperature, Energy};
 use crate::train::History;
 use checks::{Checks, WitnessPoint};
@@ -115,7 +115,7 @@ impl Default for SweepConfig {
             witness_sweeps: 20_000,
             repairs: 1,
             seed: 0,
-            flow: default_flow(),
+            flow: crate::flows::default_flow(),
             load_model: None,
             save_model: None,
             progress: true,
@@ -135,22 +135,6 @@ pub const MCMC_CHAINS: usize = 2048;
 
 /// The default target relative standard error of C_V.
 pub const DEFAULT_CV_TOL: f64 = 0.01;
-
-/// The sweep's default flow: 6 rational-quadratic spline couplings (K = 8, B = 5), conditioner
-/// 2×48 tanh.
-pub fn default_flow() -> CouplingConfig {
-    CouplingConfig {
-        layers: 6,
-        hidden: 48,
-        depth: 2,
-        activation: crate::flows::Activation::Tanh,
-        transformer: Transformer::Spline {
-            bins: 8,
-            bound: 5.0,
-        },
-        seed: 0,
-    }
-}
 
 /// Evenly spaced temperatures.
 pub fn temperature_grid(t_min: f64, t_max: f64, n: usize) -> Vec<f64> {
@@ -320,11 +304,13 @@ impl Sweeper<'_> {
 pub fn run(cfg: &SweepConfig) -> Result<(SweepResult, Flow, Arc<dyn Energy>)> {
     validate(cfg)?;
     let energy = systems::build(&cfg.system, &cfg.params)?;
+    let draws = crate::memory::sample_rows(cfg.max_samples, energy.dim());
+    crate::memory::check("drawing --max-samples samples", draws)?;
     let params = params_map(energy.as_ref());
     let mut history = History::default();
     let (flow, train) = match &cfg.load_model {
         Some(path) => (
-            model::load_flow(path, cfg, energy.as_ref(), &params)?,
+            model::load_flow(path, cfg, energy.as_ref())?,
             TrainSummary {
                 final_loss: f64::NAN,
                 loaded: true,
@@ -363,22 +349,17 @@ pub fn run(cfg: &SweepConfig) -> Result<(SweepResult, Flow, Arc<dyn Energy>)> {
         history,
     };
     sw.check(&mut st)?;
+    // After a Ctrl-C (see `observe::interrupted`) the results so far are assembled and saved.
     for r in 0..cfg.repairs {
-        if !repair::retrain(&sw, &mut st, r)? {
+        if crate::observe::interrupted() || !repair::retrain(&sw, &mut st, r)? {
             break;
         }
     }
-    if cfg.repairs > 0 {
+    if cfg.repairs > 0 && !crate::observe::interrupted() {
         repair::chain_repair(&sw, &mut st)?;
     }
     if let Some(path) = &cfg.save_model {
-        let meta = serde_json::json!({
-            "system": cfg.system,
-            "params": params,
-            "t_min": cfg.t_min,
-            "t_max": cfg.t_max,
-            "thermoflow_version": env!("CARGO_PKG_VERSION"),
-        });
+        let meta = io::system_meta(&cfg.system, sw.energy, &st.flow);
         io::save(&st.flow, meta, path)?;
     }
     let (result, flow) = assemble(&sw, st, params)?;

@@ -1,11 +1,12 @@
 //! The sweep's flow: trained with the sweep's recipe, or loaded and checked against the system.
 
 use super::{SweepConfig, TrainSummary};
-use crate::error::{input_err, Error, Result};
-use crate::flows::{builders, io, Conditioning, Flow};
+use crate::error::Result;
+use crate::flows::{io, Conditioning, Flow};
 use crate::systems::Energy;
 use crate::train::{
-    train, train_with_data, History, Observer, Progress, TrainConfig, TrainReport, TrainingData,
+    train, train_new, train_with_data, History, Observer, Progress, TrainConfig, TrainReport,
+    TrainingData,
 };
 
 pub(super) fn train_flow(
@@ -13,21 +14,13 @@ pub(super) fn train_flow(
     cfg: &SweepConfig,
     history: &mut History,
 ) -> Result<(Flow, TrainSummary)> {
-    let mut fc = cfg.flow.clone();
-    fc.seed = cfg.seed;
-    let mut flow = builders::coupling_flow(
-        energy.dim(),
-        Conditioning::Temperature {
-            t_min: cfg.t_min,
-            t_max: cfg.t_max,
-        },
-        &fc,
-    )?;
     let mut tc = sweep_training(cfg.t_min, cfg.t_max);
     tc.seconds = cfg.train_seconds;
     tc.steps = cfg.train_steps;
     tc.seed = cfg.seed;
-    let report = train_observed(&mut flow, energy, &tc, None, cfg.progress, history)?;
+    let (flow, report) = observed(history, cfg.progress, |obs| {
+        train_new(energy, &cfg.flow, &tc, obs)
+    })?;
     Ok((flow, summary(&report, false)))
 }
 
@@ -62,51 +55,38 @@ pub(super) fn train_observed(
     progress: bool,
     history: &mut History,
 ) -> Result<TrainReport> {
+    observed(history, progress, |obs| match data {
+        None => train(flow, energy, tc, obs),
+        Some(d) => train_with_data(flow, energy, tc, Some(d), obs),
+    })
+}
+
+/// Run `f` with the history observer, and the progress bar when asked.
+fn observed<R>(
+    history: &mut History,
+    progress: bool,
+    f: impl FnOnce(&mut [&mut dyn Observer]) -> R,
+) -> R {
     let mut bar = Progress::new(1.0);
     let mut obs: Vec<&mut dyn Observer> = vec![history];
     if progress {
         obs.push(&mut bar);
     }
-    match data {
-        None => train(flow, energy, tc, &mut obs),
-        Some(d) => train_with_data(flow, energy, tc, Some(d), &mut obs),
-    }
+    f(&mut obs)
 }
 
 pub(super) fn load_flow(
     path: &std::path::Path,
     cfg: &SweepConfig,
     energy: &dyn Energy,
-    params: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<Flow> {
-    let (flow, meta) = io::load(path)?;
-    let sys = meta.get("system").and_then(|v| v.as_str()).unwrap_or("?");
-    let same_params = meta.get("params").and_then(|v| v.as_object()) == Some(params);
-    if sys != cfg.system || !same_params || flow.dim() != energy.dim() {
-        return Err(Error::Input(format!(
-            "model {} was trained for {sys} {}, not {} {}",
-            path.display(),
-            meta.get("params")
-                .map(|p| p.to_string())
-                .unwrap_or_default(),
-            cfg.system,
-            serde_json::Value::Object(params.clone())
-        )));
-    }
-    match flow.conditioning() {
-        Conditioning::Temperature { t_min, t_max } => {
-            if cfg.t_min < t_min * 0.999 || cfg.t_max > t_max * 1.001 {
-                eprintln!(
-                    "warning: sweeping [{}, {}] with a model trained on [{t_min}, {t_max}]: outside it the flow extrapolates",
-                    cfg.t_min, cfg.t_max
-                );
-            }
-        }
-        _ => {
-            return input_err(format!(
-                "model {} is not conditioned on temperature",
-                path.display()
-            ))
+    let flow = io::load_for(path, &cfg.system, energy)?;
+    if let Conditioning::Temperature { t_min, t_max } = flow.conditioning() {
+        if cfg.t_min < t_min * 0.999 || cfg.t_max > t_max * 1.001 {
+            eprintln!(
+                "warning: sweeping [{}, {}] with a model trained on [{t_min}, {t_max}]: outside it the flow extrapolates",
+                cfg.t_min, cfg.t_max
+            );
         }
     }
     Ok(flow)

@@ -117,9 +117,10 @@ pub(super) fn estimate_rounds(
         let Some(tol) = cfg.cv_tol else {
             break;
         };
-        let out_of_time = cfg
-            .estimate_seconds
-            .is_some_and(|s| t0.elapsed().as_secs_f64() >= s);
+        let out_of_time = crate::observe::interrupted()
+            || cfg
+                .estimate_seconds
+                .is_some_and(|s| t0.elapsed().as_secs_f64() >= s);
         for i in 0..n_t {
             let t = th[i].as_ref().expect("estimated above");
             let n = draws[i].u.len();

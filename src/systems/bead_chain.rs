@@ -68,7 +68,7 @@ pub struct BeadChain {
 }
 
 impl BeadChain {
-    pub(super) fn from_params(p: &Params) -> Result<BeadChain> {
+    pub(crate) fn from_params(p: &Params) -> Result<BeadChain> {
         let v = p.resolve(INFO.name, SPECS, &[])?;
         Ok(BeadChain {
             n: count("n", v[0], 2)?,

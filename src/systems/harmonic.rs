@@ -59,6 +59,11 @@ impl Harmonic {
         if n == 0 {
             return input_err("harmonic chain needs n ≥ 1");
         }
+        // The stiffness matrix, its factor and the covariance factor.
+        crate::memory::check(
+            &format!("a harmonic chain of {n} springs"),
+            24.0 * (n * n) as f64,
+        )?;
         let mut k = vec![0.0; n * n];
         for i in 0..n {
             let left = if i == 0 { k_wall } else { k_couple };

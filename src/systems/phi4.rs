@@ -45,7 +45,7 @@ pub struct Phi4 {
 }
 
 impl Phi4 {
-    pub(super) fn from_params(p: &Params) -> Result<Phi4> {
+    pub(crate) fn from_params(p: &Params) -> Result<Phi4> {
         let v = p.resolve(INFO.name, SPECS, &[])?;
         Ok(Phi4 {
             l: count("L", v[0], 2)?,

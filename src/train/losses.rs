@@ -49,17 +49,39 @@ pub fn fit_max_likelihood(
     let mut prog = max_likelihood_program(flow)?;
     flow.write_params(&mut prog)?;
     let mut opt = Adam::new(lr).with_clip(100.0);
+    let last = minibatch_steps(&mut prog, x, cond, steps, batch, &mut opt, seed)?;
+    flow.read_params(&prog)?;
+    Ok(last)
+}
+
+/// The maximum-likelihood loop flows and causal flows share: `steps` optimiser steps of `prog`
+/// on minibatches of `batch` rows of `x` (and their conditions, `cond.len() / rows` per row;
+/// empty when the program has no `cond` input), reshuffled every epoch; returns the last loss.
+pub(crate) fn minibatch_steps(
+    prog: &mut Program<f32>,
+    x: ArrayView2<f64>,
+    cond: &[f64],
+    steps: usize,
+    batch: usize,
+    opt: &mut Adam,
+    seed: u64,
+) -> Result<f64> {
+    let n = x.nrows();
+    if n == 0 || batch == 0 || !cond.len().is_multiple_of(n) {
+        return input_err("no data, or conditions that do not match the rows");
+    }
+    let rc = cond.len() / n;
     let mut rng = crate::rng::seeded(seed);
     let mut order: Vec<usize> = (0..n).collect();
     let (mut xb, mut cb) = (Vec::new(), Vec::new());
     let mut last = f64::NAN;
     let mut pos = n;
+    let b = batch.min(n);
     for _ in 0..steps {
-        if pos + batch > n {
+        if pos + b > n {
             order.shuffle(&mut rng);
             pos = 0;
         }
-        let b = batch.min(n);
         xb.clear();
         cb.clear();
         for &i in &order[pos..pos + b] {
@@ -71,9 +93,8 @@ pub fn fit_max_likelihood(
         if rc > 0 {
             inputs.push(("cond", &cb));
         }
-        last = prog.step(&inputs, &mut opt)?.0;
+        last = prog.step(&inputs, opt)?.0;
     }
-    flow.read_params(&prog)?;
     Ok(last)
 }
 

@@ -13,11 +13,11 @@
 //! Temperatures are drawn per sample, log-uniformly on [T_min, T_max].
 
 pub mod losses;
-pub mod observer;
 pub mod trainer;
 
+pub use crate::observe::{History, Observer, Progress, StepMetrics};
 pub use losses::{fit_max_likelihood, max_likelihood_program};
-pub use observer::{History, Observer, Progress, StepMetrics};
 pub use trainer::{
-    hmc_data, tempering_data, train, train_with_data, TrainConfig, TrainReport, TrainingData,
+    hmc_data, tempering_data, train, train_new, train_with_data, TrainConfig, TrainReport,
+    TrainingData,
 };

@@ -23,11 +23,11 @@ use rand_distr::StandardNormal;
 use serde::Serialize;
 
 use super::losses::combined_program;
-use super::observer::{Observer, StepMetrics};
 use crate::engine::{Adam, Optimizer};
 use crate::error::{input_err, Error, Result};
-use crate::flows::{Conditioning, Flow};
+use crate::flows::{Conditioning, CouplingConfig, Flow};
 use crate::mcmc::{hmc_samples, parallel_tempering, HmcConfig, PtConfig};
+use crate::observe::{Observer, StepMetrics};
 use crate::systems::{check_temperature, Energy};
 
 /// Training settings.
@@ -78,6 +78,12 @@ impl TrainConfig {
             mass_covering: 0.0,
             seed: 0,
         }
+    }
+
+    /// Defaults for one temperature T: the range [T/1.25, 1.25 T] around it (a flow for one
+    /// temperature is trained over its neighbourhood, T inside).
+    pub fn around(t: f64) -> TrainConfig {
+        TrainConfig::new(t / 1.25, t * 1.25)
     }
 }
 
@@ -227,6 +233,25 @@ pub fn hmc_data(
     })
 }
 
+/// The recipe every command shares: a new coupling flow (`flow`, seeded with `tc.seed`)
+/// conditioned on temperature over [`tc.t_min`, `tc.t_max`], trained on `energy` with [`train`].
+pub fn train_new(
+    energy: &dyn Energy,
+    flow: &CouplingConfig,
+    tc: &TrainConfig,
+    observers: &mut [&mut dyn Observer],
+) -> Result<(Flow, TrainReport)> {
+    let mut fc = flow.clone();
+    fc.seed = tc.seed;
+    let cond = Conditioning::Temperature {
+        t_min: tc.t_min,
+        t_max: tc.t_max,
+    };
+    let mut flow = crate::flows::coupling_flow(energy.dim(), cond, &fc)?;
+    let report = train(&mut flow, energy, tc, observers)?;
+    Ok((flow, report))
+}
+
 /// Train `flow` (conditioned on temperature over the config's range) on `energy`, with
 /// parallel-tempering data for the forward-KL terms (when `cfg.pt_sweeps` > 0).
 pub fn train(
@@ -325,7 +350,7 @@ pub fn train_with_data(
         let frac_t = cfg.seconds.map(|s| elapsed / s).unwrap_or(0.0);
         let frac_s = cfg.steps.map(|s| step as f64 / s as f64).unwrap_or(0.0);
         let progress = frac_t.max(frac_s);
-        if progress >= 1.0 {
+        if progress >= 1.0 || crate::observe::interrupted() {
             break;
         }
         let lr = lr_scale

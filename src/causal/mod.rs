@@ -23,6 +23,10 @@
 //! E[Y | X = x] = (b + c a σ_W²/(a² σ_W² + σ_X²)) x, and the counterfactual
 //! y' = y + b (x' − x) for a unit (w, x, y) under do(X = x').
 
+pub mod experiment;
+
+pub use experiment::{read_csv, run_causal, CausalConfig, CausalReport, Data};
+
 use ndarray::{Array2, ArrayView2};
 use rand::Rng;
 use rand_distr::StandardNormal;
@@ -34,6 +38,7 @@ use crate::estimators::{Estimate, Weights};
 use crate::flows::params::{Declared, Scope};
 use crate::flows::{Activation, Mlp};
 use crate::systems::{ParamSpec, Params};
+use crate::train::losses::minibatch_steps;
 
 /// A DAG over named variables, in causal order.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -157,19 +162,7 @@ impl CausalFlow {
         };
         let mut prog: Program<f32> = Program::compile(g, &[], Some(loss))?;
         let mut opt = Adam::new(lr).with_clip(10.0);
-        let mut rng = crate::rng::seeded(seed);
-        let (n, d) = x.dim();
-        let mut xb = vec![0f32; batch * d];
-        let mut last = f64::NAN;
-        for _ in 0..steps {
-            for i in 0..batch {
-                let r = rng.random_range(0..n);
-                for k in 0..d {
-                    xb[i * d + k] = x[[r, k]] as f32;
-                }
-            }
-            last = prog.step(&[("x", &xb)], &mut opt)?.0;
-        }
+        let last = minibatch_steps(&mut prog, x, &[], steps, batch, &mut opt, seed)?;
         for (j, m) in self.mechanisms.iter_mut().enumerate() {
             for t in &mut m.params.tensors {
                 t.values = prog.param(&format!("mech{j}.{}", t.name))?;

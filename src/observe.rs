@@ -1,8 +1,13 @@
 //! Observers of long work (argmin style): the trainer reports metrics after every step, and a
 //! sampler such as flow-MCMC after every step of its chains (with `acceptance` set); observers
 //! decide what to do with them (print progress, record history, …).
+//!
+//! Long loops also poll [`interrupted`]: the command line sets it on the first Ctrl-C
+//! ([`stop_on_interrupt`]), training ends at its next step as if its budget were spent, and
+//! what was computed so far is still reported and saved.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -142,4 +147,29 @@ impl Observer for Progress {
             eprintln!("{line}");
         }
     }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the user asked long work to stop (see [`stop_on_interrupt`]).
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+/// Ask long work to stop at its next step, as Ctrl-C does (also for tests and notebooks).
+pub fn request_stop() {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// Make the first Ctrl-C stop long work at its next step (training ends, results so far are
+/// written); a second one exits at once with status 130.
+pub fn stop_on_interrupt() {
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\n[thermoflow] interrupted: stopping at the next step (Ctrl-C again to quit now)"
+        );
+    });
 }

@@ -1,0 +1,72 @@
+//! `thermoflow bench`: the engine against a stock interpreter, flow throughput with the FMA
+//! peak, time to accuracy of the sweep, flow-MCMC against HMC on φ⁴. JSON on stdout.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use super::{check_writable, json_text, out, positive, write_file, Failure};
+
+/// Which benchmark.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Which {
+    /// A fused MLP program against luminal's stock path.
+    Engine,
+    /// Sampling and training throughput of RQS coupling flows, with the FMA peak.
+    Flows,
+    /// Wall time of the default sweep to C_V within --cv-tol.
+    Sweep,
+    /// Flow-MCMC against HMC on φ⁴ (L = 8).
+    Mcmc,
+}
+
+/// Arguments of `bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The benchmark
+    #[arg(value_enum)]
+    which: Which,
+    /// Repetitions per timing (engine; flows uses at most 30)
+    #[arg(long, default_value_t = 200)]
+    reps: usize,
+    /// Training budget in seconds [default: 10 for sweep, 240 for mcmc]
+    #[arg(long, value_parser = positive)]
+    train_seconds: Option<f64>,
+    /// Flow-MCMC steps per chain (mcmc)
+    #[arg(long, default_value_t = 2000)]
+    steps: usize,
+    /// Target relative standard error of C_V (sweep)
+    #[arg(long, default_value_t = 0.005, value_parser = positive)]
+    cv_tol: f64,
+    /// Also write the results as JSON to FILE [default: not written]
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    /// Run the benchmark and print its JSON.
+    pub fn run(self) -> Result<(), Failure> {
+        check_writable(&[self.json.as_ref()])?;
+        let report = match self.which {
+            Which::Engine => thermoflow::bench::engine_bench(self.reps)?,
+            Which::Flows => thermoflow::bench::flows_bench(self.reps.min(30))?,
+            Which::Sweep => {
+                let secs = self.train_seconds.unwrap_or(10.0);
+                thermoflow::bench::sweep_time_to_accuracy(self.cv_tol, secs)?
+            }
+            Which::Mcmc => {
+                if self.steps < 40 {
+                    return Err(Failure::Usage("--steps must be ≥ 40".into()));
+                }
+                let secs = self.train_seconds.unwrap_or(240.0);
+                thermoflow::bench::mcmc_bench(secs, self.steps)?
+            }
+        };
+        let text = json_text(&report)?;
+        out(&format!("{text}\n"));
+        if let Some(path) = &self.json {
+            write_file(path, &text)?;
+        }
+        Ok(())
+    }
+}

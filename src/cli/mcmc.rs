@@ -1,0 +1,89 @@
+//! `thermoflow mcmc`: one sampler at one temperature (flow-MCMC, HMC or random-walk
+//! Metropolis); prints and writes its estimates as JSON.
+
+use std::path::PathBuf;
+
+use clap::builder::PossibleValuesParser;
+use clap::Args;
+use thermoflow::mcmc::{run_mcmc, McmcConfig, Sampler};
+
+use super::{check_writable, json_text, out, positive, write_file, Failure};
+
+/// Arguments of `mcmc`.
+#[derive(Args)]
+pub struct McmcArgs {
+    /// Built-in system (see `thermoflow systems`)
+    #[arg(long, default_value = "phi4")]
+    system: String,
+    /// A system parameter, repeatable (e.g. --param L=8) [default: the system's own]
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    /// The sampler
+    #[arg(long, default_value = "hmc", value_parser = PossibleValuesParser::new(["flow", "hmc", "rwm"]))]
+    sampler: String,
+    /// Temperature
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    temp: f64,
+    /// Steps per chain after burn-in [default: 2000 for flow, 5000 otherwise]
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Parallel chains [default: 64 for flow, 8 otherwise]
+    #[arg(long)]
+    chains: Option<usize>,
+    /// Training budget of the flow sampler in seconds
+    #[arg(long, default_value_t = 120.0, value_parser = positive)]
+    train_seconds: f64,
+    /// Seed of every random choice
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write the results as JSON to FILE [default: not written]
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Save the flow sampler's trained flow to FILE (loadable by every command) [default: not saved]
+    #[arg(
+        long,
+        value_name = "FILE",
+        alias = "save-flow",
+        conflicts_with = "load_model"
+    )]
+    save_model: Option<PathBuf>,
+    /// Use a saved flow as the proposal instead of training [default: train a new one]
+    #[arg(long, value_name = "FILE")]
+    load_model: Option<PathBuf>,
+    /// No progress on stderr
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl McmcArgs {
+    /// Run the sampler and write its estimates.
+    pub fn run(self) -> Result<(), Failure> {
+        check_writable(&[self.json.as_ref(), self.save_model.as_ref()])?;
+        let sampler: Sampler = self.sampler.parse()?;
+        if sampler != Sampler::Flow && (self.save_model.is_some() || self.load_model.is_some()) {
+            return Err(Failure::Usage(
+                "--save-model and --load-model need --sampler flow".into(),
+            ));
+        }
+        let d = McmcConfig::new(&self.system, sampler);
+        let cfg = McmcConfig {
+            params: self.params,
+            t: self.temp,
+            steps: self.steps.unwrap_or(d.steps),
+            chains: self.chains.unwrap_or(d.chains),
+            train_seconds: self.train_seconds,
+            seed: self.seed,
+            progress: !self.quiet,
+            load_model: self.load_model,
+            save_model: self.save_model,
+            ..d
+        };
+        let (report, _) = run_mcmc(&cfg)?;
+        let text = json_text(&report)?;
+        out(&format!("{text}\n"));
+        if let Some(path) = &self.json {
+            write_file(path, &text)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,72 @@
+//! `thermoflow rare`: P(event) at one temperature by importance sampling with a flow trained
+//! on the event, against a reference flow, beside quadrature where it exists.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use thermoflow::rare::{estimate, Event};
+
+use super::{check_writable, json_text, out, positive, write_file, Failure};
+
+/// Arguments of `rare`.
+#[derive(Args)]
+pub struct RareArgs {
+    /// Built-in system (see `thermoflow systems`)
+    #[arg(long, default_value = "double-well-2d")]
+    system: String,
+    /// A system parameter, repeatable [default: the system's own]
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    /// The event: a coordinate above or below a value (x0>0, x1<-2) or the energy above one (U>3)
+    #[arg(long, allow_hyphen_values = true)]
+    event: String,
+    /// Temperature
+    #[arg(long, default_value_t = 0.4, allow_negative_numbers = true)]
+    temp: f64,
+    /// Samples from each flow
+    #[arg(long, default_value_t = 100_000)]
+    samples: usize,
+    /// Training budget of each of the two flows in seconds
+    #[arg(long, default_value_t = 20.0, value_parser = positive)]
+    train_seconds: f64,
+    /// Seed of every random choice
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write the results as JSON to FILE [default: not written]
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// No progress on stderr
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl RareArgs {
+    /// Estimate and write.
+    pub fn run(self) -> Result<(), Failure> {
+        check_writable(&[self.json.as_ref()])?;
+        let event = Event::parse(&self.event)?;
+        let energy = thermoflow::systems::build(&self.system, &self.params)?;
+        let r = estimate(
+            energy,
+            event,
+            self.temp,
+            self.samples,
+            self.train_seconds,
+            self.seed,
+            !self.quiet,
+        )?;
+        let exact = r
+            .p_exact
+            .map_or_else(|| "n/a".into(), |p| format!("{p:.4e}"));
+        out(&format!(
+            "P({}) at T = {}: {:.4e} ± {:.2e}  exact {exact}  variance reduction per evaluation {:.3e}\n",
+            r.event, r.temperature, r.p, r.p_se, r.variance_reduction
+        ));
+        if let Some(path) = &self.json {
+            let mut v = serde_json::to_value(&r).map_err(|e| Failure::Run(e.to_string()))?;
+            v["system"] = serde_json::json!(self.system);
+            write_file(path, &json_text(&v)?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,126 @@
+//! `thermoflow sweep`: train (or load) one temperature-conditioned flow over [T_min, T_max],
+//! estimate at every grid temperature until C_V reaches the tolerance, check and repair, and
+//! write the table, JSON, HTML report and model.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use thermoflow::sweep::{self, SweepConfig, DEFAULT_CV_TOL};
+
+use super::{check_writable, json_text, out, positive, write_file, Failure};
+
+/// The library's defaults, which the flags show.
+fn d() -> SweepConfig {
+    SweepConfig::default()
+}
+
+/// Arguments of `sweep`.
+#[derive(Args)]
+pub struct SweepArgs {
+    /// Built-in system (see `thermoflow systems`)
+    #[arg(long, default_value_t = d().system)]
+    system: String,
+    /// A system parameter, repeatable (e.g. --param a=2) [default: the system's own]
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    /// Lowest temperature
+    #[arg(long, default_value_t = d().t_min, allow_negative_numbers = true)]
+    tmin: f64,
+    /// Highest temperature
+    #[arg(long, default_value_t = d().t_max, allow_negative_numbers = true)]
+    tmax: f64,
+    /// Number of temperatures on the grid (evenly spaced)
+    #[arg(long, default_value_t = d().temps)]
+    temps: usize,
+    /// Training budget in seconds [default: 10, none when --train-steps is given]
+    #[arg(long, value_parser = positive)]
+    train_seconds: Option<f64>,
+    /// Training budget in steps (reproducible on any machine) [default: none]
+    #[arg(long)]
+    train_steps: Option<usize>,
+    /// Samples per temperature in the first round
+    #[arg(long, default_value_t = d().samples)]
+    samples: usize,
+    /// Target relative standard error of C_V; 0: one round of --samples
+    #[arg(long, default_value_t = DEFAULT_CV_TOL, allow_negative_numbers = true)]
+    cv_tol: f64,
+    /// Most samples per temperature [default: 1000000, or --samples if larger]
+    #[arg(long)]
+    max_samples: Option<usize>,
+    /// Time limit of the estimation rounds in seconds [default: none]
+    #[arg(long, allow_negative_numbers = true)]
+    estimate_seconds: Option<f64>,
+    /// Sweeps of the parallel-tempering witness (0: no witness)
+    #[arg(long, default_value_t = d().witness_sweeps)]
+    witness_sweeps: usize,
+    /// Rounds of repair by continued training
+    #[arg(long, default_value_t = d().repairs)]
+    repairs: usize,
+    /// Seed of every random choice
+    #[arg(long, default_value_t = d().seed)]
+    seed: u64,
+    /// Write the results as JSON to FILE [default: not written]
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write an HTML report with interactive plots to FILE [default: not written]
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// Save the trained flow to FILE [default: not saved]
+    #[arg(long, value_name = "FILE", conflicts_with = "load_model")]
+    save_model: Option<PathBuf>,
+    /// Use a saved flow instead of training [default: train a new one]
+    #[arg(long, value_name = "FILE")]
+    load_model: Option<PathBuf>,
+    /// No progress on stderr
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl SweepArgs {
+    /// Run the sweep and write its outputs.
+    pub fn run(self) -> Result<(), Failure> {
+        check_writable(&[
+            self.json.as_ref(),
+            self.html.as_ref(),
+            self.save_model.as_ref(),
+        ])?;
+        let d = d();
+        let cfg = SweepConfig {
+            system: self.system,
+            params: self.params,
+            t_min: self.tmin,
+            t_max: self.tmax,
+            temps: self.temps,
+            // A step budget alone makes the run reproducible on any machine: no time limit.
+            train_seconds: match (self.train_seconds, self.train_steps) {
+                (None, Some(_)) => None,
+                (s, _) => s.or(d.train_seconds),
+            },
+            train_steps: self.train_steps,
+            samples: self.samples,
+            cv_tol: (self.cv_tol != 0.0).then_some(self.cv_tol),
+            max_samples: self.max_samples.unwrap_or(d.max_samples.max(self.samples)),
+            estimate_seconds: self.estimate_seconds,
+            witness_sweeps: self.witness_sweeps,
+            repairs: self.repairs,
+            seed: self.seed,
+            load_model: self.load_model,
+            save_model: self.save_model,
+            progress: !self.quiet,
+            ..d
+        };
+        let (result, flow, energy) = sweep::run(&cfg)?;
+        out(&result.table());
+        if let Some(path) = &self.json {
+            write_file(path, &json_text(&result)?)?;
+        }
+        if let Some(path) = &self.html {
+            let figs = thermoflow::plot::sweep_figures(&result, &flow, energy.as_ref())?;
+            let title = format!("thermoflow sweep: {}", result.system);
+            let page = thermoflow::plot::report_html(&title, &result.table(), &figs);
+            write_file(path, &page)?;
+            eprintln!("[sweep] wrote {}", path.display());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,262 @@
+//! One sampler at one temperature on a named system (the `mcmc` command's work): HMC,
+//! random-walk Metropolis, or flow-MCMC with a flow trained for the neighbourhood of T (or
+//! loaded), and the estimates with batch-means errors.
+//!
+//! On φ⁴ the observables are |M|/V, M²/V and S (see [`crate::lattice`]) and the flow is the
+//! lattice flow; elsewhere x₀ and U with the default coupling flow.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use ndarray::Array2;
+use serde_json::{json, Value};
+
+use super::RwmConfig;
+use super::{batch_means, flow_mcmc, hmc, rwm, tau_int, ChainRun, FlowMcmcConfig, HmcConfig};
+use crate::error::{input_err, Error, Result};
+use crate::flows::{default_flow, io, Flow};
+use crate::lattice::{phi4_observables, summarize_phi4, train_phi4_flow, Phi4FlowConfig};
+use crate::observe::{Observer, Progress};
+use crate::systems::{self, check_temperature, Energy, Params, Phi4};
+use crate::train::{train_new, TrainConfig};
+
+/// Which sampler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sampler {
+    /// Independence Metropolis with a trained flow as proposal.
+    Flow,
+    /// Hamiltonian Monte Carlo.
+    Hmc,
+    /// Random-walk Metropolis.
+    Rwm,
+}
+
+impl FromStr for Sampler {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Sampler> {
+        match s {
+            "flow" => Ok(Sampler::Flow),
+            "hmc" => Ok(Sampler::Hmc),
+            "rwm" => Ok(Sampler::Rwm),
+            other => input_err(format!("unknown sampler {other:?} (flow, hmc or rwm)")),
+        }
+    }
+}
+
+impl Sampler {
+    /// Its name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sampler::Flow => "flow",
+            Sampler::Hmc => "hmc",
+            Sampler::Rwm => "rwm",
+        }
+    }
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct McmcConfig {
+    /// Registry name of the system.
+    pub system: String,
+    /// Its `key=value` parameters.
+    pub params: Vec<String>,
+    /// The sampler.
+    pub sampler: Sampler,
+    /// Temperature.
+    pub t: f64,
+    /// Steps per chain after burn-in (burn-in is a tenth more).
+    pub steps: usize,
+    /// Parallel chains.
+    pub chains: usize,
+    /// Training budget of the flow sampler.
+    pub train_seconds: f64,
+    /// Seed.
+    pub seed: u64,
+    /// Progress on stderr.
+    pub progress: bool,
+    /// Use this saved model instead of training (flow sampler).
+    pub load_model: Option<PathBuf>,
+    /// Save the trained flow here (flow sampler).
+    pub save_model: Option<PathBuf>,
+}
+
+impl McmcConfig {
+    /// Defaults for a sampler on a system at T = 1: 2000 steps × 64 chains for the flow,
+    /// 5000 × 8 otherwise, 120 s of training.
+    pub fn new(system: &str, sampler: Sampler) -> McmcConfig {
+        let flow = sampler == Sampler::Flow;
+        McmcConfig {
+            system: system.into(),
+            params: Vec::new(),
+            sampler,
+            t: 1.0,
+            steps: if flow { 2000 } else { 5000 },
+            chains: if flow { 64 } else { 8 },
+            train_seconds: 120.0,
+            seed: 0,
+            progress: true,
+            load_model: None,
+            save_model: None,
+        }
+    }
+}
+
+/// Run it: the report (the `mcmc` JSON) and the flow, when the sampler used one.
+pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
+    check_temperature(cfg.t)?;
+    if cfg.steps < 40 || cfg.chains == 0 {
+        return input_err("--steps must be ≥ 40 and --chains ≥ 1");
+    }
+    if !(cfg.train_seconds.is_finite() && cfg.train_seconds > 0.0) {
+        return input_err("--train-seconds must be positive");
+    }
+    let energy = systems::build(&cfg.system, &cfg.params)?;
+    let d = energy.dim();
+    crate::memory::check("the chains", crate::memory::sample_rows(cfg.chains * 4, d))?;
+    let lattice = match cfg.system.as_str() {
+        "phi4" => Some(Phi4::from_params(&Params::parse(&cfg.params)?)?),
+        _ => None,
+    };
+    let (e, lat) = (energy.clone(), lattice.clone());
+    let observe = move |x: &[f64]| -> Vec<f64> {
+        match &lat {
+            Some(l) => phi4_observables(l, x),
+            None => vec![x[0], e.energy(x)],
+        }
+    };
+    let x0 = Array2::zeros((cfg.chains, d));
+    let mut bar = Progress::new(2.0);
+    let mut obs: Vec<&mut dyn Observer> = Vec::new();
+    if cfg.progress {
+        obs.push(&mut bar);
+    }
+    let (burn_in, seed) = (cfg.steps / 10, cfg.seed);
+    let mut training = Value::Null;
+    let mut flow_out = None;
+    let run = match cfg.sampler {
+        Sampler::Hmc => {
+            let hc = HmcConfig {
+                n_trajectories: cfg.steps,
+                burn_in,
+                n_chains: cfg.chains,
+                seed,
+                ..Default::default()
+            };
+            hmc(energy.as_ref(), cfg.t, &x0, &hc, &observe)?
+        }
+        Sampler::Rwm => {
+            let rc = RwmConfig {
+                n_steps: cfg.steps,
+                burn_in,
+                thin: 1,
+                seed,
+                ..Default::default()
+            };
+            let r = rwm(energy.as_ref(), cfg.t, x0.view(), &rc)?;
+            // Samples are chain-major: each chain's kept states in a block.
+            let n_obs = observe(&vec![0.0; d]).len();
+            let per_chain = r.samples.nrows() / cfg.chains;
+            let mut series = vec![vec![Vec::with_capacity(per_chain); cfg.chains]; n_obs];
+            for (i, row) in r.samples.rows().into_iter().enumerate() {
+                for (k, o) in observe(&row.to_vec()).into_iter().enumerate() {
+                    series[k][i / per_chain].push(o);
+                }
+            }
+            ChainRun {
+                series,
+                acceptance: r.acceptance,
+                energy_evaluations: r.energy_evaluations,
+                seconds: 0.0,
+            }
+        }
+        Sampler::Flow => {
+            let flow = match &cfg.load_model {
+                Some(path) => io::load_for(path, &cfg.system, energy.as_ref())?,
+                None => {
+                    let (flow, report) =
+                        train_flow(cfg, energy.as_ref(), lattice.as_ref(), &mut obs)?;
+                    training = serde_json::to_value(&report).unwrap_or_default();
+                    if let Some(path) = &cfg.save_model {
+                        let meta = io::system_meta(&cfg.system, energy.as_ref(), &flow);
+                        io::save(&flow, meta, path)?;
+                    }
+                    flow
+                }
+            };
+            let fc = FlowMcmcConfig {
+                n_steps: cfg.steps,
+                burn_in,
+                n_chains: cfg.chains,
+                local_every: if lattice.is_some() { 0 } else { 5 },
+                local_step: 0.1,
+                seed,
+            };
+            let run = flow_mcmc(
+                &flow,
+                &[cfg.t],
+                energy.as_ref(),
+                cfg.t,
+                &fc,
+                &observe,
+                &mut obs,
+            )?;
+            flow_out = Some(flow);
+            run
+        }
+    };
+    let mut v = json!({
+        "system": cfg.system,
+        "sampler": cfg.sampler.name(),
+        "temperature": cfg.t,
+        "acceptance": run.acceptance,
+        "energy_evaluations": run.energy_evaluations,
+        "seconds": run.seconds,
+    });
+    if lattice.is_some() {
+        let s = serde_json::to_value(summarize_phi4(&run)?).unwrap_or_default();
+        if let (Some(obj), Some(fields)) = (v.as_object_mut(), s.as_object()) {
+            obj.extend(fields.clone());
+        }
+    } else {
+        let mean = |k: usize| {
+            batch_means(&run.series[k], 20, |c| {
+                c.iter().sum::<f64>() / c.len() as f64
+            })
+        };
+        let (x0m, u) = (mean(0), mean(1));
+        v["x0"] = json!(x0m.value);
+        v["x0_se"] = json!(x0m.se);
+        v["U"] = json!(u.value);
+        v["U_se"] = json!(u.se);
+        v["tau_int_x0"] = json!(tau_int(&run.series[0]));
+    }
+    if !training.is_null() {
+        v["training"] = training;
+    }
+    Ok((v, flow_out))
+}
+
+/// The flow sampler's proposal: the lattice flow on φ⁴, the default coupling flow elsewhere,
+/// trained over [T/1.25, 1.25 T].
+fn train_flow(
+    cfg: &McmcConfig,
+    energy: &dyn Energy,
+    lattice: Option<&Phi4>,
+    obs: &mut [&mut dyn Observer],
+) -> Result<(Flow, crate::train::TrainReport)> {
+    match lattice {
+        Some(l) => {
+            let mut fc = Phi4FlowConfig::new(cfg.t);
+            fc.train.seconds = Some(cfg.train_seconds);
+            fc.train.seed = cfg.seed;
+            train_phi4_flow(l, &fc, obs)
+        }
+        None => {
+            let mut tc = TrainConfig::around(cfg.t);
+            tc.seconds = Some(cfg.train_seconds);
+            tc.seed = cfg.seed;
+            train_new(energy, &default_flow(), &tc, obs)
+        }
+    }
+}
