@@ -9,8 +9,8 @@ use rand_distr::{Distribution, Exp, StandardNormal};
 use thermoflow::engine::{GraphBuilder, Program};
 use thermoflow::flows::params::{Declared, Scope};
 use thermoflow::flows::{
-    builders, io, ActNorm, AffineCoupling, Bijection, Conditioning, Flow, LatticeCoupling, Layer,
-    LinearFlow, LuLinear, Permutation, Radial, SplineCoupling, SumRatio,
+    builders, io, ActNorm, Bijection, Conditioning, Coupling, Flow, LatticeCoupling, Layer,
+    LinearFlow, LuLinear, Permutation, Radial, SumRatio,
 };
 use thermoflow::flows::{Activation, Transformer};
 
@@ -21,6 +21,10 @@ struct Entry {
     identity_at_zero: bool,
     /// Inputs must be positive (the seed's example).
     positive: bool,
+}
+
+fn spline(bins: usize, bound: f64) -> Transformer {
+    Transformer::Spline { bins, bound }
 }
 
 fn table() -> Vec<Entry> {
@@ -34,27 +38,45 @@ fn table() -> Vec<Entry> {
     vec![
         e(
             "affine coupling",
-            Layer::AffineCoupling(AffineCoupling::new(3, 0, false, 8, 2, act, 1)),
+            Layer::Coupling(Coupling::new(
+                3,
+                0,
+                false,
+                Transformer::Affine,
+                8,
+                2,
+                act,
+                1,
+            )),
             true,
         ),
         e(
             "affine coupling, conditioned, flipped",
-            Layer::AffineCoupling(AffineCoupling::new(4, 2, true, 8, 2, Activation::Silu, 2)),
+            Layer::Coupling(Coupling::new(
+                4,
+                2,
+                true,
+                Transformer::Affine,
+                8,
+                2,
+                Activation::Silu,
+                2,
+            )),
             true,
         ),
         e(
             "spline coupling",
-            Layer::SplineCoupling(SplineCoupling::new(3, 0, false, 8, 3.0, 8, 2, act, 3)),
+            Layer::Coupling(Coupling::new(3, 0, false, spline(8, 3.0), 8, 2, act, 3)),
             true,
         ),
         e(
             "spline coupling, conditioned, flipped",
-            Layer::SplineCoupling(SplineCoupling::new(4, 1, true, 5, 3.0, 8, 1, act, 4)),
+            Layer::Coupling(Coupling::new(4, 1, true, spline(5, 3.0), 8, 1, act, 4)),
             true,
         ),
         e(
             "spline coupling, 1-D conditioned",
-            Layer::SplineCoupling(SplineCoupling::new(1, 1, false, 6, 3.0, 8, 1, act, 5)),
+            Layer::Coupling(Coupling::new(1, 1, false, spline(6, 3.0), 8, 1, act, 5)),
             true,
         ),
         e("radial", Layer::Radial(Radial::new(3, 0, 8, 6)), true),
@@ -366,7 +388,7 @@ fn seed_worked_example_change_of_variables() {
 #[test]
 fn splines_are_robust_at_and_beyond_the_bound() {
     let b = 5.0;
-    let mut layer = SplineCoupling::new(2, 0, false, 8, b, 8, 1, Activation::Tanh, 1);
+    let mut layer = Coupling::new(2, 0, false, spline(8, b), 8, 1, Activation::Tanh, 1);
     for (case, scale) in [("moderate", 1.0), ("extreme", 40.0)] {
         randomise_spline(&mut layer, scale);
         let points = [
@@ -387,7 +409,7 @@ fn splines_are_robust_at_and_beyond_the_bound() {
             1e6,
         ];
         let z: Vec<f64> = points.iter().flat_map(|&v| [0.4, v]).collect();
-        let wrapped = Layer::SplineCoupling(layer.clone());
+        let wrapped = Layer::Coupling(layer.clone());
         let mut p = contract_program(&wrapped);
         let out = p.run(&[("z", &z), ("xin", &z)]).unwrap();
         let (x, ldf, z2) = (
@@ -430,7 +452,7 @@ fn splines_are_robust_at_and_beyond_the_bound() {
     }
 }
 
-fn randomise_spline(layer: &mut SplineCoupling, scale: f64) {
+fn randomise_spline(layer: &mut Coupling, scale: f64) {
     let mut r = rand::rngs::StdRng::seed_from_u64(scale as u64);
     for t in &mut layer.conditioner.params.tensors {
         for v in &mut t.values {
@@ -473,6 +495,8 @@ fn save_and_load_round_trip_and_reject_corrupt_files() {
     .unwrap();
     let (back, meta) = io::load(&path).unwrap();
     assert_eq!(meta["system"], "double-well-2d");
+    // Every parameter comes back bit for bit.
+    assert_eq!(back.layers(), flow.layers());
     let x = Array2::from_shape_fn((5, 2), |(i, j)| i as f64 * 0.3 - j as f64);
     assert_eq!(
         flow.log_prob(x.view(), &[1.2]).unwrap(),
@@ -489,7 +513,7 @@ fn save_and_load_round_trip_and_reject_corrupt_files() {
     }
     // A parameter with the wrong number of values.
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["flow"]["layers"][0]["SplineCoupling"]["conditioner"]["params"]["tensors"][0]["values"]
+    v["flow"]["layers"][0]["Coupling"]["conditioner"]["params"]["tensors"][0]["values"]
         .as_array_mut()
         .unwrap()
         .pop();
@@ -499,6 +523,72 @@ fn save_and_load_round_trip_and_reject_corrupt_files() {
     assert!(flow.log_prob(x.view(), &[-1.0]).is_err());
     assert!(flow.log_prob(x.view(), &[1.0, 2.0]).is_err());
     assert!(flow.log_prob(Array2::zeros((2, 3)).view(), &[1.0]).is_err());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Files written before the general coupling (layers `AffineCoupling` with `scale_bound` and
+/// `SplineCoupling` with `bins` and `bound`) load as the same flow.
+#[test]
+fn version_one_coupling_files_still_load() {
+    let act = Activation::Tanh;
+    let mut layers = vec![
+        Layer::Coupling(Coupling::new(
+            3,
+            1,
+            false,
+            Transformer::Affine,
+            8,
+            2,
+            act,
+            1,
+        )),
+        Layer::Coupling(Coupling::new(3, 1, true, spline(6, 4.0), 8, 2, act, 2)),
+    ];
+    for (i, l) in layers.iter_mut().enumerate() {
+        randomise(l, 10 + i as u64, 0.3);
+    }
+    let cond = Conditioning::Temperature {
+        t_min: 0.5,
+        t_max: 2.0,
+    };
+    let flow = Flow::new(3, cond, layers).unwrap();
+    let dir = std::env::temp_dir().join(format!("thermoflow-v1-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("flow.json");
+    io::save(&flow, serde_json::json!({}), &path).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    // Rewrite the layers as version 1 spelled them.
+    for l in v["flow"]["layers"].as_array_mut().unwrap() {
+        let mut c = l["Coupling"].take();
+        let t = c["transformer"].take();
+        let old = c.as_object_mut().unwrap();
+        old.remove("transformer");
+        *l = if t == "Affine" {
+            old.insert("scale_bound".into(), 3.0.into());
+            serde_json::json!({ "AffineCoupling": old })
+        } else {
+            old.insert("bins".into(), t["Spline"]["bins"].clone());
+            old.insert("bound".into(), t["Spline"]["bound"].clone());
+            serde_json::json!({ "SplineCoupling": old })
+        };
+    }
+    let text = v.to_string();
+    assert!(text.contains("AffineCoupling") && text.contains("SplineCoupling"));
+    let (back, _) = io::from_str(&text).unwrap();
+    assert_eq!(back.layers(), flow.layers());
+    let x = Array2::from_shape_fn((4, 3), |(i, j)| 0.4 * i as f64 - 0.7 * j as f64);
+    assert_eq!(
+        back.log_prob(x.view(), &[1.1]).unwrap(),
+        flow.log_prob(x.view(), &[1.1]).unwrap()
+    );
+    // A scale bound this version cannot honour is refused, not silently changed.
+    let odd = text.replacen("\"scale_bound\":3.0", "\"scale_bound\":2.0", 1);
+    assert_ne!(odd, text);
+    assert!(io::from_str(&odd)
+        .unwrap_err()
+        .to_string()
+        .contains("scale bound"));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -599,7 +689,7 @@ fn defensive_mixture_density_has_the_closed_form() {
             t_min: 0.5,
             t_max: 2.0,
         },
-        &thermoflow::sweep::default_flow(),
+        &thermoflow::flows::default_flow(),
     )
     .unwrap();
     let (t, s, eps) = (1.5, 1.3, 0.25);

@@ -7,8 +7,9 @@
 use rand::Rng;
 use thermoflow::bench::{bench_flow, reverse_kl_quadratic_program};
 use thermoflow::engine::Program;
-use thermoflow::flows::builders::{coupling_flow, CouplingConfig, Transformer};
+use thermoflow::flows::builders::{coupling_flow, CouplingConfig};
 use thermoflow::flows::flow::Mode;
+use thermoflow::flows::Transformer;
 use thermoflow::flows::{Activation, Conditioning, Flow};
 
 fn inputs(dim: usize, batch: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {

@@ -51,7 +51,7 @@ fn a_discarded_step_halves_the_learning_rate_for_the_rest_of_training() {
             t_min: 0.5,
             t_max: 1.0,
         },
-        &sweep::default_flow(),
+        &thermoflow::flows::default_flow(),
     )
     .unwrap();
     let mut tc = TrainConfig::new(0.5, 1.0);

@@ -100,7 +100,7 @@ fn handicapped_flows_are_never_confidently_wrong() {
             t_min: 0.5,
             t_max: 2.0,
         },
-        &sweep::default_flow(),
+        &thermoflow::flows::default_flow(),
     )
     .unwrap();
     let mut tc = TrainConfig::new(0.5, 2.0);
