@@ -49,10 +49,24 @@ fn html(content: &str) {
     println!("EVCXR_BEGIN_CONTENT text/html\n{content}\nEVCXR_END_CONTENT");
 }
 
-/// A sweep set up cell by cell: `Sweep::new("double-well-2d").range(0.5, 3.0, 16).run()?`.
-#[derive(Clone, Debug)]
+/// A sweep set up cell by cell: `Sweep::new("double-well-2d").range(0.5, 3.0, 16).run()?`,
+/// or on your own potential: `Sweep::with_energy(systems::custom("well", 2, |x| …)?)`.
+#[derive(Clone)]
 pub struct Sweep {
     cfg: SweepConfig,
+    energy: Option<Arc<dyn Energy>>,
+}
+
+impl std::fmt::Debug for Sweep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sweep")
+            .field("cfg", &self.cfg)
+            .field(
+                "energy",
+                &self.energy.as_ref().map(|e| e.name().to_string()),
+            )
+            .finish()
+    }
 }
 
 impl Sweep {
@@ -69,7 +83,15 @@ impl Sweep {
             cfg.witness_sweeps = 2_000;
             cfg.repairs = 0;
         }
-        Sweep { cfg }
+        Sweep { cfg, energy: None }
+    }
+    /// The same defaults for your own system (a [`crate::systems::custom()`] closure, an
+    /// [`crate::systems::expression()`], or any [`Energy`]); the run first checks that its
+    /// Boltzmann distribution exists, and 1-D and 2-D systems get a quadrature reference.
+    pub fn with_energy(energy: impl Energy + 'static) -> Sweep {
+        let mut s = Sweep::new(energy.name());
+        s.energy = Some(Arc::new(energy));
+        s
     }
     /// A `key=value` parameter.
     pub fn param(mut self, kv: &str) -> Sweep {
@@ -117,7 +139,10 @@ impl Sweep {
     }
     /// Train (progress lines on stderr) and estimate.
     pub fn run(&self) -> Result<SweepRun> {
-        let (result, flow, energy) = sweep::run(&self.cfg)?;
+        let (result, flow, energy) = match &self.energy {
+            Some(e) => sweep::run_energy(&self.cfg, e.clone())?,
+            None => sweep::run(&self.cfg)?,
+        };
         Ok(SweepRun {
             result,
             flow,

@@ -12,7 +12,7 @@ pub use crate::flows::{
 pub use crate::lab::{apply, quick, seconds, size, Sweep, SweepRun};
 pub use crate::mcmc::{parallel_tempering, rwm, PtConfig, RwmConfig};
 pub use crate::rng::{seeded, SeededRng};
-pub use crate::systems::{self, Energy, Harmonic};
+pub use crate::systems::{self, Dual64, DualNum, Energy, Harmonic};
 pub use crate::train::{fit_max_likelihood, train, TrainConfig};
 pub use ndarray::{array, Array1, Array2, Axis};
 pub use plotly::{self, HeatMap, Histogram, Plot, Scatter};

@@ -23,6 +23,14 @@ pub struct SweepArgs {
     /// A system parameter, repeatable (e.g. --param a=2) [default: the system's own]
     #[arg(long = "param", value_name = "KEY=VALUE")]
     params: Vec<String>,
+    /// Your own potential instead of --system: an expression in x0, x1, … with + - * / ^,
+    /// parentheses, numbers and exp log sqrt sin cos, e.g. 'x0^4 - 3*x0^2 + 0.5*(x1 - x0)^2'
+    /// [default: none]
+    #[arg(long, value_name = "EXPR", conflicts_with_all = ["system", "params"], allow_hyphen_values = true)]
+    energy: Option<String>,
+    /// Coordinates of --energy [default: one more than the highest index it uses]
+    #[arg(long, value_name = "D", requires = "energy")]
+    dim: Option<usize>,
     /// Lowest temperature
     #[arg(long, default_value_t = d().t_min, allow_negative_numbers = true)]
     tmin: f64,
@@ -65,10 +73,24 @@ pub struct SweepArgs {
     /// Write an HTML report with interactive plots to FILE [default: not written]
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
+    /// Write one row per temperature (every column of the table, exact ones where known) as CSV to FILE [default: not written]
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// Write samples with their importance weights at --samples-at to FILE (.npy, else CSV) [default: not written]
+    #[arg(long, value_name = "FILE")]
+    samples_out: Option<PathBuf>,
+    /// Temperatures of --samples-out, comma-separated; --samples samples each [default: T_min, the middle and T_max]
+    #[arg(
+        long,
+        value_name = "T,T,…",
+        value_delimiter = ',',
+        requires = "samples_out"
+    )]
+    samples_at: Vec<f64>,
     /// Save the trained flow to FILE [default: not saved]
-    #[arg(long, value_name = "FILE", conflicts_with = "load_model")]
+    #[arg(long, value_name = "FILE")]
     save_model: Option<PathBuf>,
-    /// Use a saved flow instead of training [default: train a new one]
+    /// Use a saved flow; with --train-seconds or --train-steps, continue training it first [default: train a new one]
     #[arg(long, value_name = "FILE")]
     load_model: Option<PathBuf>,
     /// No progress on stderr
@@ -82,8 +104,14 @@ impl SweepArgs {
         check_writable(&[
             self.json.as_ref(),
             self.html.as_ref(),
+            self.csv.as_ref(),
+            self.samples_out.as_ref(),
             self.save_model.as_ref(),
         ])?;
+        let custom = match &self.energy {
+            Some(text) => Some(thermoflow::systems::expression(text, self.dim)?),
+            None => None,
+        };
         let d = d();
         let cfg = SweepConfig {
             system: self.system,
@@ -104,15 +132,30 @@ impl SweepArgs {
             witness_sweeps: self.witness_sweeps,
             repairs: self.repairs,
             seed: self.seed,
+            continue_training: self.load_model.is_some()
+                && (self.train_seconds.is_some() || self.train_steps.is_some()),
             load_model: self.load_model,
             save_model: self.save_model,
             progress: !self.quiet,
             ..d
         };
-        let (result, flow, energy) = sweep::run(&cfg)?;
+        let (result, flow, energy) = match custom {
+            Some(e) => sweep::run_energy(&cfg, std::sync::Arc::new(e))?,
+            None => sweep::run(&cfg)?,
+        };
         out(&result.table());
         if let Some(path) = &self.json {
             write_file(path, &json_text(&result)?)?;
+        }
+        if let Some(path) = &self.csv {
+            write_file(path, &result.to_csv()?)?;
+        }
+        if let Some(path) = &self.samples_out {
+            let temps = match self.samples_at.as_slice() {
+                [] => vec![cfg.t_min, 0.5 * (cfg.t_min + cfg.t_max), cfg.t_max],
+                t => t.to_vec(),
+            };
+            sweep::write_samples(&flow, energy.as_ref(), &temps, cfg.samples, cfg.seed, path)?;
         }
         if let Some(path) = &self.html {
             let figs = thermoflow::plot::sweep_figures(&result, &flow, energy.as_ref())?;

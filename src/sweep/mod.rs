@@ -32,15 +32,18 @@
 
 pub mod chains;
 pub mod checks;
+mod csv_out;
 mod model;
 mod repair;
 mod report;
 mod rounds;
+mod samples_out;
 pub mod witness;
 
 pub use model::sweep_training;
 pub use report::{ExactCurves, SweepResult, TrainSummary, WitnessSummary};
 pub use rounds::estimate;
+pub use samples_out::write_samples;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -90,6 +93,8 @@ pub struct SweepConfig {
     pub flow: CouplingConfig,
     /// Load a trained model instead of training.
     pub load_model: Option<PathBuf>,
+    /// With `load_model`: continue training it with this config's budget before estimating.
+    pub continue_training: bool,
     /// Save the trained model.
     pub save_model: Option<PathBuf>,
     /// Print progress to stderr.
@@ -117,6 +122,7 @@ impl Default for SweepConfig {
             seed: 0,
             flow: crate::flows::default_flow(),
             load_model: None,
+            continue_training: false,
             save_model: None,
             progress: true,
         }
@@ -181,7 +187,7 @@ fn validate(cfg: &SweepConfig) -> Result<()> {
             return input_err(format!("--estimate-seconds must be positive, got {s}"));
         }
     }
-    if cfg.load_model.is_none() {
+    if cfg.load_model.is_none() || cfg.continue_training {
         if let Some(s) = cfg.train_seconds {
             if !(s.is_finite() && s > 0.0) {
                 return input_err("--train-seconds must be positive");
@@ -300,23 +306,52 @@ impl Sweeper<'_> {
     }
 }
 
-/// Run a sweep. Returns the result and the flow (for plots and saving).
+/// Run a sweep of a built-in system. Returns the result and the flow (for plots and saving).
 pub fn run(cfg: &SweepConfig) -> Result<(SweepResult, Flow, Arc<dyn Energy>)> {
     validate(cfg)?;
     let energy = systems::build(&cfg.system, &cfg.params)?;
+    run_on(cfg, energy)
+}
+
+/// Run a sweep of your own system ([`systems::custom()`], [`systems::expression()`]): checked
+/// first for a Boltzmann distribution that exists up to T_max; `cfg.system` and
+/// `cfg.params` are replaced by the energy's name and parameters.
+pub fn run_energy(
+    cfg: &SweepConfig,
+    energy: Arc<dyn Energy>,
+) -> Result<(SweepResult, Flow, Arc<dyn Energy>)> {
+    validate(cfg)?;
+    systems::check_normalisable(energy.as_ref(), cfg.t_max)?;
+    let cfg = SweepConfig {
+        system: energy.name().to_string(),
+        params: Vec::new(),
+        ..cfg.clone()
+    };
+    run_on(&cfg, energy)
+}
+
+fn run_on(
+    cfg: &SweepConfig,
+    energy: Arc<dyn Energy>,
+) -> Result<(SweepResult, Flow, Arc<dyn Energy>)> {
     let draws = crate::memory::sample_rows(cfg.max_samples, energy.dim());
     crate::memory::check("drawing --max-samples samples", draws)?;
     let params = params_map(energy.as_ref());
     let mut history = History::default();
     let (flow, train) = match &cfg.load_model {
-        Some(path) => (
-            model::load_flow(path, cfg, energy.as_ref())?,
-            TrainSummary {
-                final_loss: f64::NAN,
-                loaded: true,
-                ..Default::default()
-            },
-        ),
+        Some(path) => {
+            let flow = model::load_flow(path, cfg, energy.as_ref())?;
+            if cfg.continue_training {
+                model::continue_training(flow, energy.as_ref(), cfg, &mut history)?
+            } else {
+                let train = TrainSummary {
+                    final_loss: f64::NAN,
+                    loaded: true,
+                    ..Default::default()
+                };
+                (flow, train)
+            }
+        }
         None => model::train_flow(energy.as_ref(), cfg, &mut history)?,
     };
     let sw = Sweeper {

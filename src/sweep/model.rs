@@ -24,6 +24,21 @@ pub(super) fn train_flow(
     Ok((flow, summary(&report, false)))
 }
 
+/// Continue training a loaded flow with the sweep's recipe and budget over [T_min, T_max].
+pub(super) fn continue_training(
+    mut flow: Flow,
+    energy: &dyn Energy,
+    cfg: &SweepConfig,
+    history: &mut History,
+) -> Result<(Flow, TrainSummary)> {
+    let mut tc = sweep_training(cfg.t_min, cfg.t_max);
+    tc.seconds = cfg.train_seconds;
+    tc.steps = cfg.train_steps;
+    tc.seed = cfg.seed;
+    let report = train_observed(&mut flow, energy, &tc, None, cfg.progress, history)?;
+    Ok((flow, summary(&report, true)))
+}
+
 /// The sweep's training recipe: mass-covering where reverse KL alone is mode-seeking, for
 /// weights whose tails pass the k̂ check — forward KL at weight 1 on 20 000 tempering sweeps of
 /// data, and half of the energy-based loss the α = 2 divergence.

@@ -8,11 +8,15 @@
 //! sample zero weight and count it.
 //!
 //! Systems are built by name with `key=value` parameters through [`build`]; the names are the
-//! same in the library, the CLI and JSON output.
+//! same in the library, the CLI and JSON output. Your own potential is a system too: a
+//! closure on dual numbers ([`custom()`]) or an expression typed as text ([`expression()`]),
+//! with exact gradients, checked for normalisability before a sweep ([`check_normalisable`]).
 
 mod bead_chain;
+pub mod custom;
 mod double_well_1d;
 mod double_well_2d;
+pub mod expression;
 mod harmonic;
 mod lj;
 mod mixture;
@@ -20,6 +24,7 @@ mod muller_brown;
 mod phi4;
 
 pub use bead_chain::BeadChain;
+pub use custom::{check_normalisable, custom, expression, Custom, Dual64, DualNum};
 pub use double_well_1d::DoubleWell1d;
 pub use double_well_2d::DoubleWell2d;
 pub use harmonic::Harmonic;

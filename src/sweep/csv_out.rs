@@ -1,0 +1,76 @@
+//! The sweep as a table for pandas, R or a spreadsheet: one row per temperature.
+//!
+//! Columns, in this order (the `*_exact` ones only where an exact reference exists):
+//! `T, U, U_se, U_exact, Cv, Cv_se, Cv_exact, Cv_deriv, Cv_deriv_se, logZ, logZ_se,
+//! logZ_exact, F, S, ess_fraction, pareto_k, samples_used, method, target_reached, trusted,
+//! failed_checks` (`failed_checks`: the names of the checks that fail, `;`-separated).
+//! Numbers that are not finite are written empty.
+
+use super::report::SweepResult;
+use crate::error::{Error, Result};
+
+impl SweepResult {
+    /// The CSV text (see the module doc for the columns).
+    pub fn to_csv(&self) -> Result<String> {
+        let e = self.exact.as_ref();
+        let mut header = vec!["T", "U", "U_se"];
+        header.extend(e.map(|_| "U_exact"));
+        header.extend(["Cv", "Cv_se"]);
+        header.extend(e.map(|_| "Cv_exact"));
+        header.extend(["Cv_deriv", "Cv_deriv_se", "logZ", "logZ_se"]);
+        header.extend(e.map(|_| "logZ_exact"));
+        header.extend([
+            "F",
+            "S",
+            "ess_fraction",
+            "pareto_k",
+            "samples_used",
+            "method",
+            "target_reached",
+            "trusted",
+            "failed_checks",
+        ]);
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let io = |e: csv::Error| Error::Io(e.to_string());
+        w.write_record(&header).map_err(io)?;
+        let num = |v: f64| {
+            if v.is_finite() {
+                v.to_string()
+            } else {
+                String::new()
+            }
+        };
+        for i in 0..self.temperatures.len() {
+            let mut row = vec![num(self.temperatures[i]), num(self.u[i]), num(self.u_se[i])];
+            row.extend(e.map(|e| num(e.u[i])));
+            row.extend([num(self.cv[i]), num(self.cv_se[i])]);
+            row.extend(e.map(|e| num(e.cv[i])));
+            row.extend([
+                num(self.cv_deriv[i]),
+                num(self.cv_deriv_se[i]),
+                num(self.log_z[i]),
+                num(self.log_z_se[i]),
+            ]);
+            row.extend(e.map(|e| num(e.log_z[i])));
+            let failed: Vec<&str> = self.checks[i]
+                .iter()
+                .filter(|(_, c)| !c.pass)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            row.extend([
+                num(self.f[i]),
+                num(self.s[i]),
+                num(self.ess_fraction[i]),
+                num(self.pareto_k[i]),
+                self.samples_used[i].to_string(),
+                self.method[i].clone(),
+                self.target_reached[i].to_string(),
+                self.trusted[i].to_string(),
+                failed.join(";"),
+            ]);
+            w.write_record(&row).map_err(io)?;
+        }
+        let bytes = w.into_inner().map_err(|e| Error::Io(e.to_string()))?;
+        String::from_utf8(bytes).map_err(|e| Error::Io(e.to_string()))
+    }
+}

@@ -1,0 +1,263 @@
+//! Potentials typed as text, for `thermoflow sweep --energy 'EXPR' --dim D`.
+//!
+//! ```text
+//! expr  = term  (('+' | '-') term)*
+//! term  = unary (('*' | '/') unary)*
+//! unary = '-' unary | power
+//! power = atom ('^' unary)?            right-associative: 2^3^2 = 2^9, -x0^2 = -(x0^2)
+//! atom  = number | 'x' index | name '(' expr ')' | '(' expr ')'
+//! name  = exp | log | sqrt | sin | cos
+//! ```
+//!
+//! The parsed tree evaluates on any [`DualNum`]: on `f64` for energies and on dual numbers
+//! for exact gradients (one pass per coordinate, [`super::custom`]). An integer exponent is
+//! `powi` (so `x0^4` is defined for negative x0), any other `a^b` is `exp(b·ln a)`. A mistake
+//! is an error naming the column and showing the text up to it.
+
+use num_dual::DualNum;
+
+use crate::error::{input_err, Result};
+
+/// A parsed potential.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Expression {
+    text: String,
+    root: Node,
+    vars: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Node {
+    Num(f64),
+    Var(usize),
+    Neg(Box<Node>),
+    Bin(char, Box<Node>, Box<Node>),
+    PowI(Box<Node>, i32),
+    Call(Func, Box<Node>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Func {
+    Exp,
+    Log,
+    Sqrt,
+    Sin,
+    Cos,
+}
+
+impl Expression {
+    /// Parse `text`; its coordinates are `x0, x1, …`.
+    pub fn parse(text: &str) -> Result<Expression> {
+        let mut p = Parser {
+            s: text.as_bytes(),
+            text,
+            i: 0,
+            vars: 0,
+        };
+        let root = p.expr()?;
+        p.skip();
+        if p.i < p.s.len() {
+            return p.fail("expected an operator (+ - * / ^) or the end");
+        }
+        Ok(Expression {
+            text: text.to_string(),
+            root,
+            vars: p.vars,
+        })
+    }
+
+    /// The text it was parsed from.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// One more than the highest coordinate index it uses (0 for a constant).
+    pub fn coordinates(&self) -> usize {
+        self.vars
+    }
+
+    /// U(x) on any dual number type (`f64` included).
+    pub fn eval<D: DualNum<Primitive = f64> + Copy>(&self, x: &[D]) -> D {
+        eval(&self.root, x)
+    }
+}
+
+fn eval<D: DualNum<Primitive = f64> + Copy>(n: &Node, x: &[D]) -> D {
+    match n {
+        Node::Num(v) => D::from(*v),
+        Node::Var(i) => x[*i],
+        Node::Neg(a) => -eval(a, x),
+        Node::Bin(op, a, b) => {
+            let (a, b) = (eval(a, x), eval(b, x));
+            match op {
+                '+' => a + b,
+                '-' => a - b,
+                '*' => a * b,
+                '/' => a / b,
+                _ => (b * a.ln()).exp(),
+            }
+        }
+        Node::PowI(a, k) => eval(a, x).powi(*k),
+        Node::Call(f, a) => {
+            let a = eval(a, x);
+            match f {
+                Func::Exp => a.exp(),
+                Func::Log => a.ln(),
+                Func::Sqrt => a.sqrt(),
+                Func::Sin => a.sin(),
+                Func::Cos => a.cos(),
+            }
+        }
+    }
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    text: &'a str,
+    i: usize,
+    vars: usize,
+}
+
+impl Parser<'_> {
+    fn fail<T>(&self, what: &str) -> Result<T> {
+        let shown = self.text.get(..self.i).unwrap_or(self.text);
+        input_err(format!(
+            "energy expression, column {}: {what} (after \"{shown}\")",
+            self.i + 1
+        ))
+    }
+    fn skip(&mut self) {
+        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
+            self.i += 1;
+        }
+    }
+    fn peek(&mut self) -> Option<u8> {
+        self.skip();
+        self.s.get(self.i).copied()
+    }
+    fn expr(&mut self) -> Result<Node> {
+        let mut a = self.term()?;
+        while let Some(c @ (b'+' | b'-')) = self.peek() {
+            self.i += 1;
+            a = Node::Bin(c as char, Box::new(a), Box::new(self.term()?));
+        }
+        Ok(a)
+    }
+    fn term(&mut self) -> Result<Node> {
+        let mut a = self.unary()?;
+        while let Some(c @ (b'*' | b'/')) = self.peek() {
+            self.i += 1;
+            a = Node::Bin(c as char, Box::new(a), Box::new(self.unary()?));
+        }
+        Ok(a)
+    }
+    fn unary(&mut self) -> Result<Node> {
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+            return Ok(Node::Neg(Box::new(self.unary()?)));
+        }
+        self.power()
+    }
+    fn power(&mut self) -> Result<Node> {
+        let a = self.atom()?;
+        if self.peek() != Some(b'^') {
+            return Ok(a);
+        }
+        self.i += 1;
+        let b = self.unary()?;
+        // A constant integer exponent, possibly negative: powi (defined for a < 0).
+        let k = match &b {
+            Node::Num(k) => Some(*k),
+            Node::Neg(n) => match **n {
+                Node::Num(k) => Some(-k),
+                _ => None,
+            },
+            _ => None,
+        };
+        Ok(match k {
+            Some(k) if k.fract() == 0.0 && k.abs() <= 64.0 => Node::PowI(Box::new(a), k as i32),
+            _ => Node::Bin('^', Box::new(a), Box::new(b)),
+        })
+    }
+    fn atom(&mut self) -> Result<Node> {
+        match self.peek() {
+            None => self.fail("expected a number, a coordinate x0, x1, … or '(' at the end"),
+            Some(b'(') => {
+                self.i += 1;
+                let e = self.expr()?;
+                if self.peek() != Some(b')') {
+                    return self.fail("expected ')'");
+                }
+                self.i += 1;
+                Ok(e)
+            }
+            Some(c) if c.is_ascii_digit() || c == b'.' => {
+                let start = self.i;
+                while self.i < self.s.len()
+                    && (self.s[self.i].is_ascii_digit()
+                        || self.s[self.i] == b'.'
+                        || (matches!(self.s[self.i], b'e' | b'E')
+                            && self
+                                .s
+                                .get(self.i + 1)
+                                .is_some_and(|d| d.is_ascii_digit() || *d == b'-')))
+                {
+                    if matches!(self.s[self.i], b'e' | b'E') {
+                        self.i += 1;
+                    }
+                    self.i += 1;
+                }
+                match self.text[start..self.i].parse::<f64>() {
+                    Ok(v) if v.is_finite() => Ok(Node::Num(v)),
+                    _ => {
+                        self.i = start;
+                        self.fail("not a number")
+                    }
+                }
+            }
+            Some(c) if c.is_ascii_alphabetic() => {
+                let start = self.i;
+                while self.i < self.s.len() && self.s[self.i].is_ascii_alphanumeric() {
+                    self.i += 1;
+                }
+                let word = &self.text[start..self.i];
+                if let Some(idx) = word.strip_prefix('x').filter(|d| !d.is_empty()) {
+                    return match idx.parse::<usize>() {
+                        Ok(k) if k < 1 << 16 => {
+                            self.vars = self.vars.max(k + 1);
+                            Ok(Node::Var(k))
+                        }
+                        _ => {
+                            self.i = start;
+                            self.fail(&format!("{word:?} is not a coordinate (x0, x1, …)"))
+                        }
+                    };
+                }
+                let f = match word {
+                    "exp" => Func::Exp,
+                    "log" | "ln" => Func::Log,
+                    "sqrt" => Func::Sqrt,
+                    "sin" => Func::Sin,
+                    "cos" => Func::Cos,
+                    _ => {
+                        self.i = start;
+                        return self.fail(&format!(
+                            "unknown name {word:?} (coordinates x0, x1, …; functions exp log sqrt sin cos)"
+                        ));
+                    }
+                };
+                if self.peek() != Some(b'(') {
+                    return self.fail(&format!("expected '(' after {word}"));
+                }
+                self.i += 1;
+                let a = self.expr()?;
+                if self.peek() != Some(b')') {
+                    return self.fail("expected ')'");
+                }
+                self.i += 1;
+                Ok(Node::Call(f, Box::new(a)))
+            }
+            Some(c) => self.fail(&format!("unexpected {:?}", c as char)),
+        }
+    }
+}
