@@ -179,9 +179,15 @@ impl SweepRun {
     pub fn loss_plot(&self) -> Plot {
         crate::plot::loss_plot(&self.result.loss_history)
     }
-    /// Flow and exact densities at `t` (2-D systems).
+    /// Flow and exact densities at `t` (1-D and 2-D systems).
     pub fn density_plots(&self, t: f64) -> Result<Vec<Plot>> {
         crate::plot::density_plots(&self.flow, self.energy.as_ref(), t, 1500, 7)
+    }
+    /// The flow's density with a temperature slider over (up to 16 of) the sweep's
+    /// temperatures (1-D and 2-D systems).
+    pub fn density_slider(&self) -> Result<Plot> {
+        let picked = crate::plot::slider_temperatures(&self.result.temperatures);
+        crate::plot::density_slider(&self.flow, self.energy.as_ref(), &picked)
     }
     /// The results table as HTML (the cell display).
     pub fn evcxr_display(&self) {

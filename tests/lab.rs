@@ -307,3 +307,43 @@ fn potentials_without_a_boltzmann_distribution_are_refused() {
             .to_string();
     assert!(err.contains("cannot be normalised"), "{err}");
 }
+
+/// Density plots for 1-D and 2-D systems (no panic in 1-D), an error beyond, and the
+/// temperature slider: one frame per temperature, each step showing exactly its traces.
+#[test]
+fn density_plots_and_the_temperature_slider() {
+    use thermoflow::flows::{builders, Conditioning};
+    use thermoflow::plot::{density_plots, density_slider};
+    let temps = [0.5, 1.0, 2.0];
+    for (text, dim, per_t) in [("x0^4 - 2*x0^2", 1, 2), ("x0^4 - 2*x0^2 + x1^2", 2, 1)] {
+        let e = systems::expression(text, Some(dim)).unwrap();
+        let cond = Conditioning::Temperature {
+            t_min: 0.5,
+            t_max: 2.0,
+        };
+        let flow = builders::coupling_flow(dim, cond, &builders::default_flow()).unwrap();
+        let plots = density_plots(&flow, &e, 1.0, 500, 1).unwrap();
+        assert_eq!(plots.len(), dim, "{text}");
+        let slider = density_slider(&flow, &e, &temps).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&slider.to_json()).unwrap();
+        assert_eq!(v["data"].as_array().unwrap().len(), temps.len() * per_t);
+        let steps = v["layout"]["sliders"][0]["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), temps.len());
+        for (k, s) in steps.iter().enumerate() {
+            let vis: Vec<bool> = serde_json::from_value(s["args"][0]["visible"].clone()).unwrap();
+            let want: Vec<bool> = (0..temps.len() * per_t).map(|i| i / per_t == k).collect();
+            assert_eq!(vis, want);
+        }
+    }
+    let e = systems::expression("x0^2 + x1^2 + x2^2", None).unwrap();
+    let cond = Conditioning::Temperature {
+        t_min: 0.5,
+        t_max: 2.0,
+    };
+    let flow = builders::coupling_flow(3, cond, &builders::default_flow()).unwrap();
+    let err = match density_plots(&flow, &e, 1.0, 100, 1) {
+        Ok(_) => panic!("3-D density plots"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("1-D and 2-D"), "{err}");
+}

@@ -1,9 +1,10 @@
 //! Interactive plotly figures for sweeps and flows, and one self-contained offline HTML report
 //! (plotly.js embedded once, no CDN).
 
-use plotly::common::{ErrorData, ErrorType, Fill, Line, Marker, Mode, Title};
-use plotly::layout::{Axis, Layout};
-use plotly::{HeatMap, Plot, Scatter};
+use plotly::common::{ErrorData, ErrorType, Fill, Line, Marker, Mode, Title, Visible};
+use plotly::histogram::HistNorm;
+use plotly::layout::{Axis, Layout, Slider, SliderCurrentValue, SliderMethod, SliderStep};
+use plotly::{HeatMap, Histogram, Plot, Scatter};
 
 use crate::error::Result;
 use crate::flows::Flow;
@@ -176,8 +177,62 @@ pub fn density_heatmap(
     Ok(p)
 }
 
-/// For a 2-D system: flow density and exact Boltzmann density at temperature `t` on a grid,
-/// side by side, with flow samples over the flow density.
+/// The box a density is drawn on: the system's hint, else the central 99 % of flow samples at
+/// `t` per coordinate, widened by a quarter on each side.
+fn plot_box(flow: &Flow, energy: &dyn Energy, t: f64) -> Result<Vec<(f64, f64)>> {
+    if let Some(b) = energy.bounds() {
+        return Ok(b);
+    }
+    let s = flow.sample(4000, &[t], &mut crate::rng::seeded(11))?;
+    Ok(s.columns()
+        .into_iter()
+        .map(|c| {
+            let mut v: Vec<f64> = c.iter().copied().filter(|v| v.is_finite()).collect();
+            v.sort_by(f64::total_cmp);
+            let q = |f: f64| {
+                v.get((f * (v.len().max(1) - 1) as f64) as usize)
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            let (lo, hi) = (q(0.005), q(0.995));
+            let pad = 0.25 * (hi - lo).max(1e-3);
+            (lo - pad, hi + pad)
+        })
+        .collect())
+}
+
+/// exp(−U/T − log Z) at `pts` (rows), Z by quadrature (1-D and 2-D systems).
+fn boltzmann_density(energy: &dyn Energy, t: f64, pts: &ndarray::Array2<f64>) -> Vec<f64> {
+    let log_z = crate::exact::quadrature(energy, &[t])
+        .ok()
+        .map(|r| r[0].log_z)
+        .unwrap_or(0.0);
+    pts.rows()
+        .into_iter()
+        .map(|r| (-energy.energy(&r.to_vec()) / t - log_z).exp())
+        .collect()
+}
+
+fn vis(show: bool) -> Visible {
+    if show {
+        Visible::True
+    } else {
+        Visible::False
+    }
+}
+
+fn check_plot_dim(energy: &dyn Energy) -> Result<()> {
+    match energy.dim() {
+        1 | 2 => Ok(()),
+        d => crate::error::input_err(format!(
+            "density plots are drawn for 1-D and 2-D systems; this one has {d} coordinates"
+        )),
+    }
+}
+
+/// Flow density and exact Boltzmann density at temperature `t`: for a 2-D system two heat maps
+/// (flow samples over the flow's), for a 1-D system one plot with both curves and a histogram
+/// of flow samples. Other dimensions are an error.
 pub fn density_plots(
     flow: &Flow,
     energy: &dyn Energy,
@@ -185,11 +240,42 @@ pub fn density_plots(
     n_samples: usize,
     seed: u64,
 ) -> Result<Vec<Plot>> {
-    let b = energy.bounds().unwrap_or_else(|| vec![(-4.0, 4.0); 2]);
-    let bounds = [b[0], b[1]];
-    let mut pf = density_heatmap(flow, &[t], bounds, &format!("flow density at T = {t:.2}"))?;
+    check_plot_dim(energy)?;
+    let b = plot_box(flow, energy, t)?;
     let mut rng = crate::rng::seeded(seed);
     let s = flow.sample(n_samples, &[t], &mut rng)?;
+    if energy.dim() == 1 {
+        let xs = grid_1d(b[0]);
+        let pts = ndarray::Array2::from_shape_vec((xs.len(), 1), xs.clone())
+            .map_err(|e| crate::Error::Engine(e.to_string()))?;
+        let q: Vec<f64> = flow
+            .log_prob(pts.view(), &[t])?
+            .iter()
+            .map(|l| l.exp())
+            .collect();
+        let mut p = Plot::new();
+        p.add_trace(
+            Histogram::new(s.column(0).to_vec())
+                .hist_norm(HistNorm::ProbabilityDensity)
+                .opacity(0.35)
+                .name("flow samples"),
+        );
+        p.add_trace(
+            Scatter::new(xs.clone(), q)
+                .mode(Mode::Lines)
+                .name("flow q(x)"),
+        );
+        p.add_trace(
+            Scatter::new(xs, boltzmann_density(energy, t, &pts))
+                .mode(Mode::Lines)
+                .line(Line::new().dash(plotly::common::DashType::Dash))
+                .name("exp(−U/T)/Z"),
+        );
+        p.set_layout(layout(&format!("densities at T = {t:.2}"), "x", "density"));
+        return Ok(vec![p]);
+    }
+    let bounds = [b[0], b[1]];
+    let mut pf = density_heatmap(flow, &[t], bounds, &format!("flow density at T = {t:.2}"))?;
     pf.add_trace(
         Scatter::new(s.column(0).to_vec(), s.column(1).to_vec())
             .mode(Mode::Markers)
@@ -197,15 +283,7 @@ pub fn density_plots(
             .name("flow samples"),
     );
     let (xs, ys, pts) = grid_2d(bounds);
-    let log_z = crate::exact::quadrature(energy, &[t])
-        .ok()
-        .map(|r| r[0].log_z)
-        .unwrap_or(0.0);
-    let p: Vec<f64> = pts
-        .rows()
-        .into_iter()
-        .map(|r| (-energy.energy(&[r[0], r[1]]) / t - log_z).exp())
-        .collect();
+    let p = boltzmann_density(energy, t, &pts);
     let mut pe = Plot::new();
     let nx = xs.len();
     pe.add_trace(HeatMap::new(xs, ys, grid_rows(&p, nx)).name("exp(−U/T)/Z"));
@@ -217,15 +295,108 @@ pub fn density_plots(
     Ok(vec![pf, pe])
 }
 
-/// Every figure of a sweep (densities for 2-D systems at T_min, the middle and T_max).
+/// 200 cell centres on an interval.
+fn grid_1d((lo, hi): (f64, f64)) -> Vec<f64> {
+    (0..200)
+        .map(|i| lo + (hi - lo) * (i as f64 + 0.5) / 200.0)
+        .collect()
+}
+
+/// The flow's density q(x | T) with a **temperature slider**: drag T and watch the modes fill.
+/// 2-D: a heat map per temperature; 1-D: q and the exact density per temperature. One box (at
+/// the highest T) for every frame, so the frames compare.
+pub fn density_slider(flow: &Flow, energy: &dyn Energy, temps: &[f64]) -> Result<Plot> {
+    check_plot_dim(energy)?;
+    let Some(&t_hi) = temps.iter().max_by(|a, b| a.total_cmp(b)) else {
+        return crate::error::input_err("a slider needs at least one temperature");
+    };
+    let b = plot_box(flow, energy, t_hi)?;
+    let mut p = Plot::new();
+    let per_t = if energy.dim() == 1 { 2 } else { 1 };
+    for (k, &t) in temps.iter().enumerate() {
+        let show = k == 0;
+        if energy.dim() == 1 {
+            let xs = grid_1d(b[0]);
+            let pts = ndarray::Array2::from_shape_vec((xs.len(), 1), xs.clone())
+                .map_err(|e| crate::Error::Engine(e.to_string()))?;
+            let q: Vec<f64> = flow
+                .log_prob(pts.view(), &[t])?
+                .iter()
+                .map(|l| l.exp())
+                .collect();
+            let exact = boltzmann_density(energy, t, &pts);
+            p.add_trace(
+                Scatter::new(xs.clone(), q)
+                    .mode(Mode::Lines)
+                    .name("flow q(x|T)")
+                    .visible(vis(show)),
+            );
+            p.add_trace(
+                Scatter::new(xs, exact)
+                    .mode(Mode::Lines)
+                    .line(Line::new().dash(plotly::common::DashType::Dash))
+                    .name("exp(−U/T)/Z")
+                    .visible(vis(show)),
+            );
+        } else {
+            let (xs, ys, pts) = grid_2d([b[0], b[1]]);
+            let q: Vec<f64> = flow
+                .log_prob(pts.view(), &[t])?
+                .iter()
+                .map(|l| l.exp())
+                .collect();
+            let nx = xs.len();
+            p.add_trace(
+                HeatMap::new(xs, ys, grid_rows(&q, nx))
+                    .name(format!("q(x|T={t:.2})"))
+                    .visible(vis(show)),
+            );
+        }
+    }
+    let n = temps.len() * per_t;
+    let steps: Vec<SliderStep> = temps
+        .iter()
+        .enumerate()
+        .map(|(k, t)| {
+            let visible: Vec<bool> = (0..n).map(|i| i / per_t == k).collect();
+            SliderStep::new()
+                .label(format!("{t:.2}"))
+                .method(SliderMethod::Update)
+                .args(serde_json::json!([{ "visible": visible }, { "title": { "text": format!("flow density at T = {t:.2}") } }]))
+        })
+        .collect();
+    let slider = Slider::new()
+        .active(0)
+        .steps(steps)
+        .current_value(SliderCurrentValue::new().prefix("T = "));
+    let y = if energy.dim() == 1 { "density" } else { "y" };
+    p.set_layout(
+        layout(&format!("flow density at T = {:.2}", temps[0]), "x", y)
+            .sliders(vec![slider])
+            .height(520),
+    );
+    Ok(p)
+}
+
+/// At most 16 temperatures, evenly picked from a grid (the slider's frames).
+pub fn slider_temperatures(ts: &[f64]) -> Vec<f64> {
+    let k = ts.len().min(16);
+    (0..k)
+        .map(|i| ts[i * (ts.len() - 1) / (k - 1).max(1)])
+        .collect()
+}
+
+/// Every figure of a sweep (for 1-D and 2-D systems also the density slider and densities at
+/// T_min, the middle and T_max).
 pub fn sweep_figures(r: &SweepResult, flow: &Flow, energy: &dyn Energy) -> Result<Vec<Plot>> {
     let mut figs = vec![energy_plot(r), heat_capacity_plot(r), ess_plot(r)];
     if !r.loss_history.is_empty() {
         figs.push(loss_plot(&r.loss_history));
     }
-    if energy.dim() == 2 {
+    if matches!(energy.dim(), 1 | 2) {
         let ts = &r.temperatures;
-        for t in [ts[0], ts[ts.len() / 2], *ts.last().unwrap()] {
+        figs.push(density_slider(flow, energy, &slider_temperatures(ts))?);
+        for t in [ts[0], ts[ts.len() / 2], ts[ts.len() - 1]] {
             figs.extend(density_plots(flow, energy, t, 1500, 7)?);
         }
     }
