@@ -45,6 +45,19 @@ pub fn seconds(normal: f64, small: f64) -> f64 {
     }
 }
 
+/// An exercise's check cell: the student's `answer` against the `exact` value, within `rel_tol`
+/// (relative). Prints ✓ or ✗ with both numbers and returns whether it passed.
+pub fn check(what: &str, answer: f64, exact: f64, rel_tol: f64) -> bool {
+    let ok = answer.is_finite() && (answer - exact).abs() <= rel_tol * exact.abs().max(1e-12);
+    let mark = if ok { "✓" } else { "✗" };
+    println!(
+        "{mark} {what}: your answer {answer:.5}, exact {exact:.5} (tolerance {:.1} %){}",
+        100.0 * rel_tol,
+        if ok { "" } else { " — not yet: try again" }
+    );
+    ok
+}
+
 fn html(content: &str) {
     println!("EVCXR_BEGIN_CONTENT text/html\n{content}\nEVCXR_END_CONTENT");
 }

@@ -9,8 +9,9 @@ pub use crate::flows::{
     io as flow_io, ActNorm, Activation, Bijection, Conditioning, Coupling, CouplingConfig, Flow,
     Layer, LinearFlow, LuLinear, Permutation, Radial, SumRatio, Transformer,
 };
-pub use crate::lab::{apply, quick, seconds, size, Sweep, SweepRun};
+pub use crate::lab::{apply, check, quick, seconds, size, Sweep, SweepRun};
 pub use crate::mcmc::{parallel_tempering, rwm, PtConfig, RwmConfig};
+pub use crate::plot::binned;
 pub use crate::rng::{seeded, SeededRng};
 pub use crate::systems::{self, Dual64, DualNum, Energy, Harmonic};
 pub use crate::train::{fit_max_likelihood, train, TrainConfig};

@@ -2,9 +2,8 @@
 //! (plotly.js embedded once, no CDN).
 
 use plotly::common::{ErrorData, ErrorType, Fill, Line, Marker, Mode, Title, Visible};
-use plotly::histogram::HistNorm;
 use plotly::layout::{Axis, Layout, Slider, SliderCurrentValue, SliderMethod, SliderStep};
-use plotly::{HeatMap, Histogram, Plot, Scatter};
+use plotly::{Bar, HeatMap, Plot, Scatter};
 
 use crate::error::Result;
 use crate::flows::Flow;
@@ -177,6 +176,34 @@ pub fn density_heatmap(
     Ok(p)
 }
 
+/// A density histogram of `values` binned here (`bins` equal bins over their range), so a
+/// figure holds `bins` bars instead of every value: pass big sample sets through this.
+pub fn binned(values: &[f64], bins: usize, name: &str) -> Box<Bar<f64, f64>> {
+    let v: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    let (lo, hi) = v
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
+    let bins = bins.max(1);
+    let width = if hi > lo {
+        (hi - lo) / bins as f64
+    } else {
+        1.0
+    };
+    let mut counts = vec![0usize; bins];
+    for x in &v {
+        counts[(((x - lo) / width) as usize).min(bins - 1)] += 1;
+    }
+    let n = v.len().max(1) as f64;
+    let centres: Vec<f64> = (0..bins).map(|i| lo + (i as f64 + 0.5) * width).collect();
+    let density: Vec<f64> = counts.iter().map(|&c| c as f64 / (n * width)).collect();
+    Bar::new(centres, density)
+        .width(width)
+        .opacity(0.45)
+        .name(name)
+}
+
 /// The box a density is drawn on: the system's hint, else the central 99 % of flow samples at
 /// `t` per coordinate, widened by a quarter on each side.
 fn plot_box(flow: &Flow, energy: &dyn Energy, t: f64) -> Result<Vec<(f64, f64)>> {
@@ -254,12 +281,7 @@ pub fn density_plots(
             .map(|l| l.exp())
             .collect();
         let mut p = Plot::new();
-        p.add_trace(
-            Histogram::new(s.column(0).to_vec())
-                .hist_norm(HistNorm::ProbabilityDensity)
-                .opacity(0.35)
-                .name("flow samples"),
-        );
+        p.add_trace(binned(&s.column(0).to_vec(), 60, "flow samples"));
         p.add_trace(
             Scatter::new(xs.clone(), q)
                 .mode(Mode::Lines)
