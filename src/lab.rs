@@ -49,10 +49,19 @@ pub fn seconds(normal: f64, small: f64) -> f64 {
 /// (relative). Prints ✓ or ✗ with both numbers and returns whether it passed.
 pub fn check(what: &str, answer: f64, exact: f64, rel_tol: f64) -> bool {
     let ok = answer.is_finite() && (answer - exact).abs() <= rel_tol * exact.abs().max(1e-12);
-    let mark = if ok { "✓" } else { "✗" };
+    let num = |v: f64| {
+        if v != 0.0 && !(1e-3..1e5).contains(&v.abs()) {
+            format!("{v:.4e}")
+        } else {
+            format!("{v:.5}")
+        }
+    };
     println!(
-        "{mark} {what}: your answer {answer:.5}, exact {exact:.5} (tolerance {:.1} %){}",
-        100.0 * rel_tol,
+        "{} {what}: your answer {}, exact {} (tolerance {} %){}",
+        if ok { "✓" } else { "✗" },
+        num(answer),
+        num(exact),
+        num(100.0 * rel_tol),
         if ok { "" } else { " — not yet: try again" }
     );
     ok

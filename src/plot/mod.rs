@@ -272,27 +272,11 @@ pub fn density_plots(
     let mut rng = crate::rng::seeded(seed);
     let s = flow.sample(n_samples, &[t], &mut rng)?;
     if energy.dim() == 1 {
-        let xs = grid_1d(b[0]);
-        let pts = ndarray::Array2::from_shape_vec((xs.len(), 1), xs.clone())
-            .map_err(|e| crate::Error::Engine(e.to_string()))?;
-        let q: Vec<f64> = flow
-            .log_prob(pts.view(), &[t])?
-            .iter()
-            .map(|l| l.exp())
-            .collect();
+        let [flow_q, exact] = curves_1d(flow, energy, t, b[0])?;
         let mut p = Plot::new();
         p.add_trace(binned(&s.column(0).to_vec(), 60, "flow samples"));
-        p.add_trace(
-            Scatter::new(xs.clone(), q)
-                .mode(Mode::Lines)
-                .name("flow q(x)"),
-        );
-        p.add_trace(
-            Scatter::new(xs, boltzmann_density(energy, t, &pts))
-                .mode(Mode::Lines)
-                .line(Line::new().dash(plotly::common::DashType::Dash))
-                .name("exp(−U/T)/Z"),
-        );
+        p.add_trace(flow_q);
+        p.add_trace(exact);
         p.set_layout(layout(&format!("densities at T = {t:.2}"), "x", "density"));
         return Ok(vec![p]);
     }
@@ -317,6 +301,33 @@ pub fn density_plots(
     Ok(vec![pf, pe])
 }
 
+/// A 1-D system's flow density q(x|T) and exact density exp(−U/T)/Z on `interval`, as lines.
+fn curves_1d(
+    flow: &Flow,
+    energy: &dyn Energy,
+    t: f64,
+    interval: (f64, f64),
+) -> Result<[Box<Scatter<f64, f64>>; 2]> {
+    let xs = grid_1d(interval);
+    let pts = ndarray::Array2::from_shape_vec((xs.len(), 1), xs.clone())
+        .map_err(|e| crate::Error::Engine(e.to_string()))?;
+    let q: Vec<f64> = flow
+        .log_prob(pts.view(), &[t])?
+        .iter()
+        .map(|l| l.exp())
+        .collect();
+    let exact = boltzmann_density(energy, t, &pts);
+    Ok([
+        Scatter::new(xs.clone(), q)
+            .mode(Mode::Lines)
+            .name("flow q(x|T)"),
+        Scatter::new(xs, exact)
+            .mode(Mode::Lines)
+            .line(Line::new().dash(plotly::common::DashType::Dash))
+            .name("exp(−U/T)/Z"),
+    ])
+}
+
 /// 200 cell centres on an interval.
 fn grid_1d((lo, hi): (f64, f64)) -> Vec<f64> {
     (0..200)
@@ -338,28 +349,9 @@ pub fn density_slider(flow: &Flow, energy: &dyn Energy, temps: &[f64]) -> Result
     for (k, &t) in temps.iter().enumerate() {
         let show = k == 0;
         if energy.dim() == 1 {
-            let xs = grid_1d(b[0]);
-            let pts = ndarray::Array2::from_shape_vec((xs.len(), 1), xs.clone())
-                .map_err(|e| crate::Error::Engine(e.to_string()))?;
-            let q: Vec<f64> = flow
-                .log_prob(pts.view(), &[t])?
-                .iter()
-                .map(|l| l.exp())
-                .collect();
-            let exact = boltzmann_density(energy, t, &pts);
-            p.add_trace(
-                Scatter::new(xs.clone(), q)
-                    .mode(Mode::Lines)
-                    .name("flow q(x|T)")
-                    .visible(vis(show)),
-            );
-            p.add_trace(
-                Scatter::new(xs, exact)
-                    .mode(Mode::Lines)
-                    .line(Line::new().dash(plotly::common::DashType::Dash))
-                    .name("exp(−U/T)/Z")
-                    .visible(vis(show)),
-            );
+            for c in curves_1d(flow, energy, t, b[0])? {
+                p.add_trace(c.visible(vis(show)));
+            }
         } else {
             let (xs, ys, pts) = grid_2d([b[0], b[1]]);
             let q: Vec<f64> = flow

@@ -14,10 +14,7 @@ pub(super) fn train_flow(
     cfg: &SweepConfig,
     history: &mut History,
 ) -> Result<(Flow, TrainSummary)> {
-    let mut tc = sweep_training(cfg.t_min, cfg.t_max);
-    tc.seconds = cfg.train_seconds;
-    tc.steps = cfg.train_steps;
-    tc.seed = cfg.seed;
+    let tc = budgeted(cfg);
     let (flow, report) = observed(history, cfg.progress, |obs| {
         train_new(energy, &cfg.flow, &tc, obs)
     })?;
@@ -31,12 +28,24 @@ pub(super) fn continue_training(
     cfg: &SweepConfig,
     history: &mut History,
 ) -> Result<(Flow, TrainSummary)> {
+    let report = train_observed(
+        &mut flow,
+        energy,
+        &budgeted(cfg),
+        None,
+        cfg.progress,
+        history,
+    )?;
+    Ok((flow, summary(&report, true)))
+}
+
+/// The sweep's recipe over [T_min, T_max] with the config's budget and seed.
+fn budgeted(cfg: &SweepConfig) -> TrainConfig {
     let mut tc = sweep_training(cfg.t_min, cfg.t_max);
     tc.seconds = cfg.train_seconds;
     tc.steps = cfg.train_steps;
     tc.seed = cfg.seed;
-    let report = train_observed(&mut flow, energy, &tc, None, cfg.progress, history)?;
-    Ok((flow, summary(&report, true)))
+    tc
 }
 
 /// The sweep's training recipe: mass-covering where reverse KL alone is mode-seeking, for
