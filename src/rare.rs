@@ -172,6 +172,22 @@ fn log_mean_and_rel_var(log_w: &[f64]) -> (f64, f64) {
     (mx + m.ln(), var / (n * m * m))
 }
 
+/// How a rare-event estimate is made, beyond the event and the temperature.
+#[derive(Clone, Debug)]
+pub struct RareConfig {
+    /// Samples per flow.
+    pub samples: usize,
+    /// Training budget per trained flow, in seconds.
+    pub train_seconds: f64,
+    /// Seed.
+    pub seed: u64,
+    /// Progress on stderr.
+    pub progress: bool,
+    /// A flow for the full distribution to use as the reference instead of training one (e.g.
+    /// a sweep's model whose range holds T).
+    pub reference: Option<Flow>,
+}
+
 /// Estimate P(A) at temperature `t` with `samples` samples per flow and `train_seconds` of
 /// training per flow.
 pub fn estimate(
@@ -183,6 +199,26 @@ pub fn estimate(
     seed: u64,
     progress: bool,
 ) -> Result<RareResult> {
+    let cfg = RareConfig {
+        samples,
+        train_seconds,
+        seed,
+        progress,
+        reference: None,
+    };
+    estimate_with(energy, event, t, &cfg).map(|(r, _)| r)
+}
+
+/// [`estimate`] with a [`RareConfig`]; returns the reference flow too (trained or given), which
+/// is an ordinary model of the system (saveable, loadable by every command).
+pub fn estimate_with(
+    energy: Arc<dyn Energy>,
+    event: Event,
+    t: f64,
+    cfg: &RareConfig,
+) -> Result<(RareResult, Flow)> {
+    let (samples, train_seconds, seed, progress) =
+        (cfg.samples, cfg.train_seconds, cfg.seed, cfg.progress);
     check_temperature(t)?;
     event.check(energy.dim())?;
     if samples < 2 {
@@ -203,6 +239,10 @@ pub fn estimate(
     let t0 = std::time::Instant::now();
     let mut flows: Vec<Flow> = Vec::new();
     for (k, target) in [restricted, energy.clone()].iter().enumerate() {
+        if let (1, Some(reference)) = (k, &cfg.reference) {
+            flows.push(reference.clone());
+            continue;
+        }
         let mut tc = TrainConfig::around(t);
         tc.seconds = Some(train_seconds);
         tc.seed = seed + k as u64;
@@ -262,7 +302,7 @@ pub fn estimate(
         None
     };
     let p_ref = p_exact.unwrap_or(p);
-    Ok(RareResult {
+    let result = RareResult {
         event: format!("{event:?}"),
         temperature: t,
         p,
@@ -272,5 +312,9 @@ pub fn estimate(
         energy_evaluations: evals,
         fraction_in_event: inside as f64 / samples as f64,
         train_seconds,
-    })
+    };
+    let reference = flows
+        .pop()
+        .ok_or_else(|| crate::Error::Engine("no reference flow".into()))?;
+    Ok((result, reference))
 }

@@ -481,7 +481,8 @@ fn ctrl_c_during_training_still_writes_the_model_and_the_results() {
     io::load_for(Path::new(&model), "harmonic", energy.as_ref()).unwrap();
 }
 
-/// A model saved by `mcmc` loads in `sweep` and back in `mcmc` (one file format, one metadata).
+/// A model saved by `mcmc` loads in `sweep`, back in `mcmc` and in `rare` (one file format, one
+/// metadata).
 #[test]
 fn a_model_saved_by_one_command_loads_in_the_others() {
     let model = tmp("mcmc-model.json");
@@ -543,6 +544,38 @@ fn a_model_saved_by_one_command_loads_in_the_others() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // rare uses it as its reference flow and saves that flow again, loadable by the others.
+    let again = tmp("rare-reference.json");
+    let out = bin()
+        .args([
+            "rare",
+            "--system",
+            "double-well-2d",
+            "--event",
+            "x0>0",
+            "--temp",
+            "1",
+        ])
+        .args([
+            "--samples",
+            "2000",
+            "--train-seconds",
+            "2",
+            "--quiet",
+            "--load-model",
+            m,
+        ])
+        .arg("--save-model")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let energy = thermoflow::systems::build::<&str>("double-well-2d", &[]).unwrap();
+    io::load_for(&again, "double-well-2d", energy.as_ref()).unwrap();
     // Another system's parameters: refused, naming what the model was trained for.
     let out = run(&[
         "sweep",

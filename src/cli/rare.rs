@@ -1,10 +1,12 @@
 //! `thermoflow rare`: P(event) at one temperature by importance sampling with a flow trained
-//! on the event, against a reference flow, beside quadrature where it exists.
+//! on the event, against a reference flow (trained, or a saved model of the system), beside
+//! quadrature where it exists.
 
 use std::path::PathBuf;
 
 use clap::Args;
-use thermoflow::rare::{estimate, Event};
+use thermoflow::flows::io;
+use thermoflow::rare::{estimate_with, Event, RareConfig};
 
 use super::{check_writable, json_text, out, positive, write_file, Failure};
 
@@ -35,6 +37,12 @@ pub struct RareArgs {
     /// Write the results as JSON to FILE [default: not written]
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Save the reference flow (a model of the system over [T/1.25, 1.25 T]) to FILE [default: not saved]
+    #[arg(long, value_name = "FILE")]
+    save_model: Option<PathBuf>,
+    /// Use a saved model of the system (e.g. a sweep's) as the reference flow instead of training one [default: train it]
+    #[arg(long, value_name = "FILE")]
+    load_model: Option<PathBuf>,
     /// No progress on stderr
     #[arg(long)]
     quiet: bool,
@@ -43,18 +51,25 @@ pub struct RareArgs {
 impl RareArgs {
     /// Estimate and write.
     pub fn run(self) -> Result<(), Failure> {
-        check_writable(&[self.json.as_ref()])?;
+        check_writable(&[self.json.as_ref(), self.save_model.as_ref()])?;
         let event = Event::parse(&self.event)?;
         let energy = thermoflow::systems::build(&self.system, &self.params)?;
-        let r = estimate(
-            energy,
-            event,
-            self.temp,
-            self.samples,
-            self.train_seconds,
-            self.seed,
-            !self.quiet,
-        )?;
+        let reference = match &self.load_model {
+            Some(path) => Some(io::load_for(path, &self.system, energy.as_ref())?),
+            None => None,
+        };
+        let cfg = RareConfig {
+            samples: self.samples,
+            train_seconds: self.train_seconds,
+            seed: self.seed,
+            progress: !self.quiet,
+            reference,
+        };
+        let (r, reference) = estimate_with(energy.clone(), event, self.temp, &cfg)?;
+        if let Some(path) = &self.save_model {
+            let meta = io::system_meta(&self.system, energy.as_ref(), &reference);
+            io::save(&reference, meta, path)?;
+        }
         let exact = r
             .p_exact
             .map_or_else(|| "n/a".into(), |p| format!("{p:.4e}"));
