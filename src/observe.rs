@@ -156,9 +156,15 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::Relaxed)
 }
 
-/// Ask long work to stop at its next step, as Ctrl-C does (also for tests and notebooks).
+/// Ask long work to stop at its next step, as Ctrl-C does (also for tests and notebooks). The
+/// request stays until [`clear_stop`].
 pub fn request_stop() {
     INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// Let long work run again after [`request_stop`] (a notebook's next cell).
+pub fn clear_stop() {
+    INTERRUPTED.store(false, Ordering::Relaxed);
 }
 
 /// Make the first Ctrl-C stop long work at its next step (training ends, results so far are

@@ -18,7 +18,7 @@ pub mod systems;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// thermoflow: temperature-conditioned normalizing flows for statistical mechanics.
 #[derive(Parser)]
@@ -28,11 +28,6 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
-
-/// The commands' names, as typed.
-pub const COMMANDS: [&str; 7] = [
-    "sweep", "mcmc", "rare", "causal", "backmap", "systems", "bench",
-];
 
 /// The commands.
 #[derive(Subcommand)]
@@ -101,7 +96,7 @@ pub fn usage_error(message: &str) -> String {
     let tip = lines.iter().find(|l| l.starts_with("tip:"));
     let cmd = std::env::args()
         .nth(1)
-        .filter(|c| COMMANDS.contains(&c.as_str()));
+        .filter(|c| Cli::command().get_subcommands().any(|s| s.get_name() == c));
     let help = format!(
         "thermoflow {}--help",
         cmd.map_or(String::new(), |c| c + " ")
