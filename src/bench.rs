@@ -378,7 +378,7 @@ pub fn flows_bench(reps: usize) -> Result<serde_json::Value> {
             "cpu": cpu_name(),
             "threads": rayon::current_num_threads(),
             "fma_peak_gflops": peak,
-            "command": "thermoflow bench flows --json",
+            "command": "thermoflow bench flows",
         }),
     );
     for dim in [2usize, 16] {
@@ -479,7 +479,7 @@ pub fn sweep_time_to_accuracy(cv_tol: f64, train_seconds: f64) -> Result<serde_j
         "t_range": [0.5, 3.0],
         "cv_tol": cv_tol,
         "threads": rayon::current_num_threads(),
-        "command": format!("thermoflow bench sweep --json --cv-tol {cv_tol} --train-seconds {train_seconds}"),
+        "command": format!("thermoflow bench sweep --cv-tol {cv_tol} --train-seconds {train_seconds}"),
         "runs": runs,
     }))
 }

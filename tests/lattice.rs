@@ -194,3 +194,70 @@ fn mcmc_cli_prints_the_phi4_fields_and_rejects_bad_input() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The sweep builds the translation-equivariant lattice flow for a lattice field, conditioned
+/// over the whole requested range, and takes the lattice default budget when none is given.
+#[test]
+fn a_phi4_sweep_trains_the_lattice_flow_over_the_whole_range() {
+    let dir = std::env::temp_dir().join(format!("thermoflow-phi4-sweep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (model, json) = (dir.join("model.json"), dir.join("sweep.json"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_thermoflow"))
+        .args([
+            "sweep", "--system", "phi4", "--param", "L=4", "--tmin", "0.9", "--tmax", "1.1",
+        ])
+        .args([
+            "--temps",
+            "2",
+            "--train-steps",
+            "10",
+            "--samples",
+            "200",
+            "--cv-tol",
+            "0",
+        ])
+        .args([
+            "--witness-sweeps",
+            "200",
+            "--repairs",
+            "0",
+            "--quiet",
+            "--save-model",
+        ])
+        .arg(&model)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (flow, _) = thermoflow::flows::io::load(&model).unwrap();
+    assert!(flow
+        .layers()
+        .iter()
+        .all(|l| matches!(l, thermoflow::flows::Layer::LatticeCoupling(_))));
+    assert_eq!(
+        flow.conditioning(),
+        thermoflow::flows::Conditioning::Temperature {
+            t_min: 0.9,
+            t_max: 1.1
+        }
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["train"]["steps"], 10);
+    let phi = thermoflow::systems::build::<&str>("phi4", &[]).unwrap();
+    let well = thermoflow::systems::build::<&str>("double-well-2d", &[]).unwrap();
+    assert_eq!(
+        thermoflow::sweep::default_train_seconds(phi.as_ref()),
+        120.0
+    );
+    assert_eq!(
+        thermoflow::sweep::default_train_seconds(well.as_ref()),
+        10.0
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

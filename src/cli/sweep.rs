@@ -40,7 +40,7 @@ pub struct SweepArgs {
     /// Number of temperatures on the grid (evenly spaced)
     #[arg(long, default_value_t = d().temps)]
     temps: usize,
-    /// Training budget in seconds [default: 10, none when --train-steps is given]
+    /// Training budget in seconds [default: 10 (120 for lattice fields), none when --train-steps is given]
     #[arg(long, value_parser = positive)]
     train_seconds: Option<f64>,
     /// Training budget in steps (reproducible on any machine) [default: none]
@@ -119,11 +119,9 @@ impl SweepArgs {
             t_min: self.tmin,
             t_max: self.tmax,
             temps: self.temps,
-            // A step budget alone makes the run reproducible on any machine: no time limit.
-            train_seconds: match (self.train_seconds, self.train_steps) {
-                (None, Some(_)) => None,
-                (s, _) => s.or(d.train_seconds),
-            },
+            // Neither budget: the system's default; a step budget alone makes the run
+            // reproducible on any machine (no time limit).
+            train_seconds: self.train_seconds,
             train_steps: self.train_steps,
             samples: self.samples,
             cv_tol: (self.cv_tol != 0.0).then_some(self.cv_tol),

@@ -1,9 +1,11 @@
-//! The sweep's flow: trained with the sweep's recipe, or loaded and checked against the system.
+//! The sweep's flow: trained with the sweep's recipe (a coupling flow, or for a lattice field the
+//! lattice flow with its own recipe), or loaded and checked against the system.
 
 use super::{SweepConfig, TrainSummary};
 use crate::error::Result;
 use crate::flows::{io, Conditioning, Flow};
-use crate::systems::Energy;
+use crate::lattice::{train_phi4_flow, Phi4FlowConfig};
+use crate::systems::{Energy, Structure};
 use crate::train::{
     train, train_new, train_with_data, History, Observer, Progress, TrainConfig, TrainReport,
     TrainingData,
@@ -15,8 +17,19 @@ pub(super) fn train_flow(
     history: &mut History,
 ) -> Result<(Flow, TrainSummary)> {
     let tc = budgeted(cfg);
-    let (flow, report) = observed(history, cfg.progress, |obs| {
-        train_new(energy, &cfg.flow, &tc, obs)
+    let (flow, report) = observed(history, cfg.progress, |obs| match energy.structure() {
+        Structure::Generic => train_new(energy, &cfg.flow, &tc, obs),
+        // Fields: the translation-equivariant lattice flow, conditioned over the whole range,
+        // on its own recipe (symmetry-augmented HMC data, then reverse KL) with this budget.
+        Structure::Lattice(phi) => {
+            let mut fc = Phi4FlowConfig::new(cfg.t_min);
+            fc.train.t_min = tc.t_min;
+            fc.train.t_max = tc.t_max;
+            fc.train.seconds = tc.seconds;
+            fc.train.steps = tc.steps;
+            fc.train.seed = tc.seed;
+            train_phi4_flow(phi, &fc, obs)
+        }
     })?;
     Ok((flow, summary(&report, false)))
 }

@@ -51,6 +51,15 @@ pub struct ParamSpec {
     pub doc: &'static str,
 }
 
+/// What a system's coordinates are, for choosing its flow.
+#[derive(Clone, Copy, Debug)]
+pub enum Structure<'a> {
+    /// Coordinates with no structure the flows know of: coupling flows on all of them.
+    Generic,
+    /// A scalar field on a periodic L×L lattice: translation-equivariant lattice couplings.
+    Lattice(&'a Phi4),
+}
+
 /// A potential energy surface.
 pub trait Energy: Send + Sync {
     /// Registry name (e.g. `double-well-2d`).
@@ -78,6 +87,11 @@ pub trait Energy: Send + Sync {
     /// The harmonic system behind this energy, if it is one (closed-form references).
     fn as_harmonic(&self) -> Option<&Harmonic> {
         None
+    }
+    /// What the coordinates are, so that a sweep builds a flow that respects them (default:
+    /// generic coordinates).
+    fn structure(&self) -> Structure<'_> {
+        Structure::Generic
     }
     /// A box that holds nearly all Boltzmann mass at moderate temperatures (quadrature hint).
     fn bounds(&self) -> Option<Vec<(f64, f64)>> {

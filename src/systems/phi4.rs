@@ -56,6 +56,9 @@ impl Phi4 {
 }
 
 impl Energy for Phi4 {
+    fn structure(&self) -> super::Structure<'_> {
+        super::Structure::Lattice(self)
+    }
     fn name(&self) -> &str {
         INFO.name
     }
