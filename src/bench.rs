@@ -433,18 +433,35 @@ pub fn flows_bench(reps: usize) -> Result<serde_json::Value> {
     Ok(serde_json::Value::Object(report))
 }
 
-/// Time to accuracy of the sweep: the default sweep (32 temperatures over [0.5, 3], the
-/// default training budget) with `--cv-tol cv_tol`, on double-well-2d and on harmonic. For
-/// each: the wall time from start to the finished estimates (training, witness, estimation
-/// rounds, repairs), its parts, the largest relative C_V error against the exact reference,
-/// and whether every temperature is trusted.
-pub fn sweep_time_to_accuracy(cv_tol: f64, train_seconds: f64) -> Result<serde_json::Value> {
+/// Time to accuracy of the sweep with `--cv-tol cv_tol` on each of `systems`: coupling-flow
+/// systems over [0.5, 3] at 32 temperatures, lattice fields over [0.8, 1.25] at 8, with
+/// `train_seconds` of training or the system's default. For each: the wall time from start to
+/// the finished estimates (training, witness, estimation rounds, repairs), its parts, the largest
+/// relative C_V error against the exact reference where one exists, and whether every
+/// temperature is trusted.
+pub fn sweep_time_to_accuracy(
+    systems: &[String],
+    cv_tol: f64,
+    train_seconds: Option<f64>,
+) -> Result<serde_json::Value> {
+    // Every name checked before the first (long) run.
+    let energies = systems
+        .iter()
+        .map(|s| crate::systems::build::<&str>(s, &[]))
+        .collect::<Result<Vec<_>>>()?;
     let mut runs = Vec::new();
-    for system in ["double-well-2d", "harmonic"] {
+    for (system, energy) in systems.iter().zip(energies) {
+        let (t_min, t_max, temps) = match energy.structure() {
+            crate::systems::Structure::Generic => (0.5, 3.0, 32),
+            crate::systems::Structure::Lattice(_) => (0.8, 1.25, 8),
+        };
         let cfg = crate::sweep::SweepConfig {
-            system: system.into(),
+            system: system.clone(),
+            t_min,
+            t_max,
+            temps,
             cv_tol: Some(cv_tol),
-            train_seconds: Some(train_seconds),
+            train_seconds,
             progress: false,
             ..Default::default()
         };
@@ -460,6 +477,8 @@ pub fn sweep_time_to_accuracy(cv_tol: f64, train_seconds: f64) -> Result<serde_j
         );
         runs.push(json!({
             "system": system,
+            "t_range": [t_min, t_max],
+            "temps": temps,
             "wall_seconds": wall,
             "train_seconds": r.train.seconds,
             "train_steps": r.train.steps,
@@ -467,19 +486,19 @@ pub fn sweep_time_to_accuracy(cv_tol: f64, train_seconds: f64) -> Result<serde_j
             "estimate_seconds": r.estimate_seconds,
             "samples_total": r.samples_used.iter().sum::<usize>(),
             "estimate_samples_per_s": r.estimate_samples_per_s,
-            "max_cv_rel_error": err,
-            "within_2pct": err < 0.02,
+            "max_cv_rel_error": err.is_finite().then_some(err),
+            "within_2pct": err.is_finite().then_some(err < 0.02),
             "all_trusted": all_trusted,
             "repairs": r.repairs,
             "verdict": r.verdict,
         }));
     }
+    let budget = train_seconds.map_or(String::new(), |s| format!(" --train-seconds {s}"));
+    let names: String = systems.iter().map(|s| format!(" --system {s}")).collect();
     Ok(json!({
-        "temps": 32,
-        "t_range": [0.5, 3.0],
         "cv_tol": cv_tol,
         "threads": rayon::current_num_threads(),
-        "command": format!("thermoflow bench sweep --cv-tol {cv_tol} --train-seconds {train_seconds}"),
+        "command": format!("thermoflow bench sweep --cv-tol {cv_tol}{budget}{names}"),
         "runs": runs,
     }))
 }

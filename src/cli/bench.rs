@@ -29,9 +29,12 @@ pub struct BenchArgs {
     /// Repetitions per timing (engine; flows uses at most 30)
     #[arg(long, default_value_t = 200)]
     reps: usize,
-    /// Training budget in seconds [default: 10 for sweep, 240 for mcmc]
+    /// Training budget in seconds [default: the system's for sweep (10, 120 for lattice fields), 240 for mcmc]
     #[arg(long, value_parser = positive)]
     train_seconds: Option<f64>,
+    /// A system for the sweep benchmark, repeatable (lattice fields over [0.8, 1.25] at 8 temperatures, others over [0.5, 3] at 32)
+    #[arg(long = "system", value_name = "NAME", default_values_t = ["double-well-2d".to_string(), "harmonic".to_string()])]
+    systems: Vec<String>,
     /// Flow-MCMC steps per chain (mcmc)
     #[arg(long, default_value_t = 2000)]
     steps: usize,
@@ -50,10 +53,11 @@ impl BenchArgs {
         let report = match self.which {
             Which::Engine => thermoflow::bench::engine_bench(self.reps)?,
             Which::Flows => thermoflow::bench::flows_bench(self.reps.min(30))?,
-            Which::Sweep => {
-                let secs = self.train_seconds.unwrap_or(10.0);
-                thermoflow::bench::sweep_time_to_accuracy(self.cv_tol, secs)?
-            }
+            Which::Sweep => thermoflow::bench::sweep_time_to_accuracy(
+                &self.systems,
+                self.cv_tol,
+                self.train_seconds,
+            )?,
             Which::Mcmc => {
                 if self.steps < 40 {
                     return Err(Failure::Usage("--steps must be ≥ 40".into()));
