@@ -1,5 +1,7 @@
 //! Causal flows on a confounded linear-Gaussian SCM with closed forms.
 
+mod common;
+
 use ndarray::Array2;
 use rand::SeedableRng;
 use thermoflow::causal::{CausalFlow, Dag, LinearScm};
@@ -77,29 +79,23 @@ fn causal_command_reads_csv_with_a_dag() {
     }
     std::fs::write(&csv, text).unwrap();
     let json = dir.join("out.json");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_thermoflow"))
-        .args([
-            "causal",
-            "--dag",
-            "W; X <- W; Y <- W, X",
-            "--values",
-            "2",
-            "--steps",
-            "4000",
-            "--csv",
-        ])
-        .arg(&csv)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_thermoflow"))
+            .args([
+                "causal",
+                "--dag",
+                "W; X <- W; Y <- W, X",
+                "--values",
+                "2",
+                "--steps",
+                "4000",
+                "--csv",
+            ])
+            .arg(&csv)
+            .arg("--json")
+            .arg(&json),
     );
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let v: serde_json::Value = common::read_json(&json);
     let r = &v["results"][0];
     assert!((r["do_mean"].as_f64().unwrap() - 1.0).abs() < 0.15, "{r}");
     assert!((r["cond_mean"].as_f64().unwrap() - 2.0).abs() < 0.15, "{r}");

@@ -4,6 +4,8 @@
 //! paths that cannot be written (refused before any work), and Ctrl-C during training (the
 //! model and the results are still written).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -11,9 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use thermoflow::flows::{builders, io, Conditioning};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_thermoflow"))
-}
+use common::bin;
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("thermoflow-cli-{}", std::process::id()));
@@ -475,7 +475,7 @@ fn ctrl_c_during_training_still_writes_the_model_and_the_results() {
         t0.elapsed()
     );
     assert!(err.contains("interrupted"), "{err}");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let v: Value = common::read_json(&json);
     assert!(v["train"]["steps"].as_u64().unwrap() > 0, "{}", v["train"]);
     let energy = thermoflow::systems::build::<&str>("harmonic", &[]).unwrap();
     io::load_for(Path::new(&model), "harmonic", energy.as_ref()).unwrap();
@@ -489,90 +489,65 @@ fn a_model_saved_by_one_command_loads_in_the_others() {
     let m = model.to_str().unwrap();
     let flow_mcmc = ["mcmc", "--system", "double-well-2d", "--sampler", "flow"];
     let short = ["--steps", "50", "--chains", "8", "--quiet"];
-    let out = bin()
-        .args(flow_mcmc)
-        .args(short)
-        .args(["--train-seconds", "2", "--save-model", m])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = bin()
-        .args(flow_mcmc)
-        .args(short)
-        .args(["--load-model", m])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(bin().args(flow_mcmc).args(short).args([
+        "--train-seconds",
+        "2",
+        "--save-model",
+        m,
+    ]));
+    let out = common::run_ok(bin().args(flow_mcmc).args(short).args(["--load-model", m]));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         v["acceptance"].as_f64().unwrap() > 0.0 && v["training"].is_null(),
         "{v}"
     );
-    let out = bin()
-        .args(["sweep", "--system", "double-well-2d", "--load-model", m])
-        .args([
-            "--tmin",
-            "0.9",
-            "--tmax",
-            "1.2",
-            "--temps",
-            "3",
-            "--samples",
-            "2000",
-        ])
-        .args([
-            "--cv-tol",
-            "0",
-            "--witness-sweeps",
-            "500",
-            "--repairs",
-            "0",
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_ok(
+        bin()
+            .args(["sweep", "--system", "double-well-2d", "--load-model", m])
+            .args([
+                "--tmin",
+                "0.9",
+                "--tmax",
+                "1.2",
+                "--temps",
+                "3",
+                "--samples",
+                "2000",
+            ])
+            .args([
+                "--cv-tol",
+                "0",
+                "--witness-sweeps",
+                "500",
+                "--repairs",
+                "0",
+                "--quiet",
+            ]),
     );
     // rare uses it as its reference flow and saves that flow again, loadable by the others.
     let again = tmp("rare-reference.json");
-    let out = bin()
-        .args([
-            "rare",
-            "--system",
-            "double-well-2d",
-            "--event",
-            "x0>0",
-            "--temp",
-            "1",
-        ])
-        .args([
-            "--samples",
-            "2000",
-            "--train-seconds",
-            "2",
-            "--quiet",
-            "--load-model",
-            m,
-        ])
-        .arg("--save-model")
-        .arg(&again)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_ok(
+        bin()
+            .args([
+                "rare",
+                "--system",
+                "double-well-2d",
+                "--event",
+                "x0>0",
+                "--temp",
+                "1",
+            ])
+            .args([
+                "--samples",
+                "2000",
+                "--train-seconds",
+                "2",
+                "--quiet",
+                "--load-model",
+                m,
+            ])
+            .arg("--save-model")
+            .arg(&again),
     );
     let energy = thermoflow::systems::build::<&str>("double-well-2d", &[]).unwrap();
     io::load_for(&again, "double-well-2d", energy.as_ref()).unwrap();

@@ -4,6 +4,8 @@
 //! non-normalisable potentials refused; the CSV read back by Python's csv module; samples
 //! written as CSV and `.npy`.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -64,38 +66,32 @@ fn an_expression_sweeps_from_the_command_line_and_its_csv_reads_back() {
         tmp("expr-model.json"),
     );
     let expr = "(x0^2 - 1)^2 + 0.3*x0 + 0.5*(x1 + sin(2*x0))^2";
-    let out = Command::new(env!("CARGO_BIN_EXE_thermoflow"))
-        .args([
-            "sweep", "--energy", expr, "--dim", "2", "--tmin", "0.5", "--tmax", "2",
-        ])
-        .args([
-            "--temps",
-            "16",
-            "--train-steps",
-            "3000",
-            "--cv-tol",
-            "0.005",
-            "--seed",
-            "1",
-        ])
-        .args(["--quiet", "--samples-at", "0.5,2", "--samples", "2000"])
-        .arg("--json")
-        .arg(&json)
-        .arg("--csv")
-        .arg(&csv)
-        .arg("--samples-out")
-        .arg(&npy)
-        .arg("--save-model")
-        .arg(&model)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_ok(
+        Command::new(env!("CARGO_BIN_EXE_thermoflow"))
+            .args([
+                "sweep", "--energy", expr, "--dim", "2", "--tmin", "0.5", "--tmax", "2",
+            ])
+            .args([
+                "--temps",
+                "16",
+                "--train-steps",
+                "3000",
+                "--cv-tol",
+                "0.005",
+                "--seed",
+                "1",
+            ])
+            .args(["--quiet", "--samples-at", "0.5,2", "--samples", "2000"])
+            .arg("--json")
+            .arg(&json)
+            .arg("--csv")
+            .arg(&csv)
+            .arg("--samples-out")
+            .arg(&npy)
+            .arg("--save-model")
+            .arg(&model),
     );
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let v: serde_json::Value = common::read_json(&json);
     assert_eq!(v["system"], format!("energy: {expr}"));
     for i in 0..16 {
         let (cv, ex) = (
@@ -165,35 +161,29 @@ print("ok")
     // Continue training the saved model (--load-model A --train-steps N --save-model B) and
     // write samples as CSV.
     let (json2, model2, samples) = (tmp("more.json"), tmp("more-model.json"), tmp("s.csv"));
-    let out = Command::new(env!("CARGO_BIN_EXE_thermoflow"))
-        .args([
-            "sweep", "--energy", expr, "--tmin", "0.5", "--tmax", "2", "--temps", "4",
-        ])
-        .args(["--train-steps", "300", "--cv-tol", "0", "--samples", "1000"])
-        .args([
-            "--witness-sweeps",
-            "1000",
-            "--repairs",
-            "0",
-            "--quiet",
-            "--load-model",
-        ])
-        .arg(&model)
-        .arg("--save-model")
-        .arg(&model2)
-        .arg("--json")
-        .arg(&json2)
-        .arg("--samples-out")
-        .arg(&samples)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_ok(
+        Command::new(env!("CARGO_BIN_EXE_thermoflow"))
+            .args([
+                "sweep", "--energy", expr, "--tmin", "0.5", "--tmax", "2", "--temps", "4",
+            ])
+            .args(["--train-steps", "300", "--cv-tol", "0", "--samples", "1000"])
+            .args([
+                "--witness-sweeps",
+                "1000",
+                "--repairs",
+                "0",
+                "--quiet",
+                "--load-model",
+            ])
+            .arg(&model)
+            .arg("--save-model")
+            .arg(&model2)
+            .arg("--json")
+            .arg(&json2)
+            .arg("--samples-out")
+            .arg(&samples),
     );
-    let v2: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json2).unwrap()).unwrap();
+    let v2: serde_json::Value = common::read_json(&json2);
     assert_eq!(v2["train"]["steps"], 300, "{}", v2["train"]);
     assert_eq!(v2["train"]["loaded"], true);
     assert!(std::fs::read_to_string(&model2).unwrap() != std::fs::read_to_string(&model).unwrap());

@@ -2,6 +2,8 @@
 //! χ₂ = 0.75 ± 0.01 (Albergo, Kanwar & Shanahan 2019). One test per binary: the training has a
 //! step budget, so the result does not depend on the machine's speed.
 
+mod common;
+
 use ndarray::Array2;
 use thermoflow::lattice::{phi4_observables, summarize_phi4, train_phi4_flow, Phi4FlowConfig};
 use thermoflow::mcmc::{flow_mcmc, hmc, FlowMcmcConfig, HmcConfig};
@@ -138,36 +140,30 @@ fn mcmc_cli_prints_the_phi4_fields_and_rejects_bad_input() {
     let dir = std::env::temp_dir().join(format!("thermoflow-mcmc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("phi4.json");
-    let out = std::process::Command::new(bin)
-        .args([
-            "mcmc",
-            "--system",
-            "phi4",
-            "--param",
-            "L=4",
-            "--sampler",
-            "flow",
-        ])
-        .args([
-            "--train-seconds",
-            "3",
-            "--steps",
-            "60",
-            "--chains",
-            "8",
-            "--quiet",
-        ])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_ok(
+        std::process::Command::new(bin)
+            .args([
+                "mcmc",
+                "--system",
+                "phi4",
+                "--param",
+                "L=4",
+                "--sampler",
+                "flow",
+            ])
+            .args([
+                "--train-seconds",
+                "3",
+                "--steps",
+                "60",
+                "--chains",
+                "8",
+                "--quiet",
+            ])
+            .arg("--json")
+            .arg(&json),
     );
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let v: serde_json::Value = common::read_json(&json);
     for key in [
         "chi2",
         "chi2_se",
@@ -202,37 +198,32 @@ fn a_phi4_sweep_trains_the_lattice_flow_over_the_whole_range() {
     let dir = std::env::temp_dir().join(format!("thermoflow-phi4-sweep-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (model, json) = (dir.join("model.json"), dir.join("sweep.json"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_thermoflow"))
-        .args([
-            "sweep", "--system", "phi4", "--param", "L=4", "--tmin", "0.9", "--tmax", "1.1",
-        ])
-        .args([
-            "--temps",
-            "2",
-            "--train-steps",
-            "10",
-            "--samples",
-            "200",
-            "--cv-tol",
-            "0",
-        ])
-        .args([
-            "--witness-sweeps",
-            "200",
-            "--repairs",
-            "0",
-            "--quiet",
-            "--save-model",
-        ])
-        .arg(&model)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_thermoflow"))
+            .args([
+                "sweep", "--system", "phi4", "--param", "L=4", "--tmin", "0.9", "--tmax", "1.1",
+            ])
+            .args([
+                "--temps",
+                "2",
+                "--train-steps",
+                "10",
+                "--samples",
+                "200",
+                "--cv-tol",
+                "0",
+            ])
+            .args([
+                "--witness-sweeps",
+                "200",
+                "--repairs",
+                "0",
+                "--quiet",
+                "--save-model",
+            ])
+            .arg(&model)
+            .arg("--json")
+            .arg(&json),
     );
     let (flow, _) = thermoflow::flows::io::load(&model).unwrap();
     assert!(flow
@@ -246,8 +237,7 @@ fn a_phi4_sweep_trains_the_lattice_flow_over_the_whole_range() {
             t_max: 1.1
         }
     );
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let v: serde_json::Value = common::read_json(&json);
     assert_eq!(v["train"]["steps"], 10);
     let phi = thermoflow::systems::build::<&str>("phi4", &[]).unwrap();
     let well = thermoflow::systems::build::<&str>("double-well-2d", &[]).unwrap();

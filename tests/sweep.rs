@@ -1,7 +1,8 @@
 //! The sweep, end to end through the command line (run with `cargo test --release`).
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::Command;
 
 use rand::SeedableRng;
 use thermoflow::estimators::Weights;
@@ -12,9 +13,7 @@ use thermoflow::systems;
 /// The long sweeps each get the whole machine (their training budget is wall-clock time).
 static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_thermoflow"))
-}
+use common::bin;
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("thermoflow-sweep-{}", std::process::id()));
@@ -54,8 +53,7 @@ fn sweep_within_two_percent(system: &str, extra: &[&str]) -> serde_json::Value {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let v: serde_json::Value = common::read_json(&json);
     assert_eq!(v["system"], system);
     for key in [
         "temperatures",
@@ -165,28 +163,22 @@ fn double_well_sweep_matches_quadrature_and_populates_both_modes() {
     }
     // Reloading the model gives the same estimates without training.
     let json = tmp("dw-loaded.json");
-    let out = bin()
-        .args([
-            "sweep",
-            "--temps",
-            "4",
-            "--samples",
-            "2000",
-            "--quiet",
-            "--load-model",
-            &model_s,
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_ok(
+        bin()
+            .args([
+                "sweep",
+                "--temps",
+                "4",
+                "--samples",
+                "2000",
+                "--quiet",
+                "--load-model",
+                &model_s,
+                "--json",
+            ])
+            .arg(&json),
     );
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let v: serde_json::Value = common::read_json(&json);
     assert_eq!(v["train"]["loaded"], true);
     // ... and refuses to serve another system.
     let out = bin()
