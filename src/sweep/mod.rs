@@ -341,15 +341,13 @@ fn run_on(
     cfg: &SweepConfig,
     energy: Arc<dyn Energy>,
 ) -> Result<(SweepResult, Flow, Arc<dyn Energy>)> {
-    let budgeted;
-    let cfg = if cfg.train_seconds.is_none() && cfg.train_steps.is_none() {
-        budgeted = SweepConfig {
-            train_seconds: Some(default_train_seconds(energy.as_ref())),
-            ..cfg.clone()
-        };
-        &budgeted
-    } else {
-        cfg
+    // Neither budget given: the system's default.
+    let cfg = &SweepConfig {
+        train_seconds: match (cfg.train_seconds, cfg.train_steps) {
+            (None, None) => Some(default_train_seconds(energy.as_ref())),
+            (seconds, _) => seconds,
+        },
+        ..cfg.clone()
     };
     let draws = crate::memory::sample_rows(cfg.max_samples, energy.dim());
     crate::memory::check("drawing --max-samples samples", draws)?;
