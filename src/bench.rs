@@ -219,7 +219,7 @@ pub fn reverse_kl_quadratic_program<T: crate::engine::Scalar>(
     let loss = {
         let declared = Declared::default();
         let s = Scope::root(&g, &declared, true);
-        let z = g.batch_input("z", &[flow.dim()]);
+        let z = g.batch_input("z", &[flow.flow_dim()]);
         let t = g.batch_input("cond", &[1]);
         let (x, lq) = flow.build_sample(&s, z, Some(t));
         let u = x.square().sum(1).mul_scalar(0.5);
@@ -454,6 +454,8 @@ pub fn sweep_time_to_accuracy(
         let (t_min, t_max, temps) = match energy.structure() {
             crate::systems::Structure::Generic => (0.5, 3.0, 32),
             crate::systems::Structure::Lattice(_) => (0.8, 1.25, 8),
+            crate::systems::Structure::Chain(_) => (0.5, 2.0, 8),
+            crate::systems::Structure::Cluster(_) => (0.2, 0.6, 8),
         };
         let cfg = crate::sweep::SweepConfig {
             system: system.clone(),

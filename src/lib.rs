@@ -15,6 +15,7 @@
 pub mod backmap;
 pub mod bench;
 pub mod causal;
+pub mod coordinates;
 pub mod engine;
 pub mod error;
 pub mod estimators;

@@ -7,8 +7,9 @@ use super::flow::{Conditioning, Flow};
 use super::mlp::Activation;
 use super::spline::{DEFAULT_BINS, DEFAULT_BOUND};
 use super::transformer::Transformer;
-use super::{Coupling, Layer, LinearFlow, Radial};
+use super::{Coordinates, Coupling, Layer, LinearFlow, Radial};
 use crate::error::Result;
+use crate::systems::Energy;
 
 /// Configuration of a coupling flow.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -75,6 +76,23 @@ pub fn coupling_flow(dim: usize, conditioning: Conditioning, cfg: &CouplingConfi
         })
         .collect();
     Flow::new(dim, conditioning, layers)
+}
+
+/// A coupling flow for `energy`: on its system coordinates where its structure has them (a
+/// chain's bond lengths and angles, a cluster's centre-of-mass-free modes; see
+/// [`Coordinates::for_system`]), on the state otherwise.
+pub fn system_coupling_flow(
+    energy: &dyn Energy,
+    conditioning: Conditioning,
+    cfg: &CouplingConfig,
+) -> Result<Flow> {
+    match Coordinates::for_system(energy) {
+        None => coupling_flow(energy.dim(), conditioning, cfg),
+        Some(c) => {
+            let inner = coupling_flow(c.flow_dim(), conditioning, cfg)?;
+            Flow::with_coordinates(c, conditioning, inner.layers().to_vec())
+        }
+    }
 }
 
 /// `n` radial layers (conditioned through small heads when the flow is conditioned).

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::params::{Declared, Scope};
 use super::{Bijection, Layer};
+use crate::coordinates::Coordinates;
 use crate::engine::{GraphBuilder, Program, Scalar, Var};
 use crate::error::{input_err, Error, Result};
 
@@ -144,6 +145,9 @@ pub struct Flow {
     dim: usize,
     conditioning: Conditioning,
     layers: Vec<Layer>,
+    /// The system coordinates the layers' output is read in (None: the state itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    coordinates: Option<Coordinates>,
     #[serde(skip)]
     cache: Cache,
     #[serde(skip)]
@@ -160,6 +164,27 @@ impl Flow {
             dim,
             conditioning,
             layers,
+            coordinates: None,
+            cache: Cache::default(),
+            version: 0,
+        };
+        f.validate()?;
+        Ok(f)
+    }
+
+    /// A flow whose layers model the flow coordinates y of `coordinates` (their output is
+    /// mapped to the state on the host; see [`crate::coordinates`]). Needs temperature
+    /// conditioning: the exact coordinates' distribution depends on T.
+    pub fn with_coordinates(
+        coordinates: Coordinates,
+        conditioning: Conditioning,
+        layers: Vec<Layer>,
+    ) -> Result<Flow> {
+        let f = Flow {
+            dim: coordinates.dim(),
+            conditioning,
+            layers,
+            coordinates: Some(coordinates),
             cache: Cache::default(),
             version: 0,
         };
@@ -172,6 +197,19 @@ impl Flow {
         if self.dim == 0 {
             return input_err("a flow needs dim ≥ 1");
         }
+        if let Some(c) = &self.coordinates {
+            c.check()?;
+            if c.dim() != self.dim {
+                return input_err(format!(
+                    "coordinates of dim {} on a flow of dim {}",
+                    c.dim(),
+                    self.dim
+                ));
+            }
+            if !matches!(self.conditioning, Conditioning::Temperature { .. }) {
+                return input_err("system coordinates need a temperature-conditioned flow");
+            }
+        }
         if let Conditioning::Temperature { t_min, t_max } = self.conditioning {
             if !(t_min > 0.0 && t_max > t_min && t_max.is_finite()) {
                 return input_err(format!("temperature range [{t_min}, {t_max}] is invalid"));
@@ -179,11 +217,11 @@ impl Flow {
         }
         for (i, l) in self.layers.iter().enumerate() {
             l.check().map_err(|e| e.context(format!("layer {i}")))?;
-            if l.dim() != self.dim {
+            if l.dim() != self.flow_dim() {
                 return input_err(format!(
                     "layer {i} has dim {}, the flow has {}",
                     l.dim(),
-                    self.dim
+                    self.flow_dim()
                 ));
             }
             if l.cond_dim() != 0 && l.cond_dim() != self.conditioning.feature_dim() {
@@ -212,6 +250,15 @@ impl Flow {
     /// Dimension of the state.
     pub fn dim(&self) -> usize {
         self.dim
+    }
+    /// Dimension the layers act on: the state's, or the flow coordinates' of
+    /// [`Flow::coordinates`].
+    pub fn flow_dim(&self) -> usize {
+        self.coordinates.as_ref().map_or(self.dim, |c| c.flow_dim())
+    }
+    /// The system coordinates the layers' output is read in, if any.
+    pub fn coordinates(&self) -> Option<&Coordinates> {
+        self.coordinates.as_ref()
     }
     /// The conditioning.
     pub fn conditioning(&self) -> Conditioning {
@@ -297,7 +344,7 @@ impl Flow {
         let mut ld = ld.unwrap_or_else(|| super::bijection::zero_log_det(z));
         if let (Conditioning::Temperature { .. }, Some(t)) = (self.conditioning, c) {
             x = x * t.sqrt();
-            ld = ld + t.ln().sum(1).mul_scalar(0.5 * self.dim as f64);
+            ld = ld + t.ln().sum(1).mul_scalar(0.5 * self.flow_dim() as f64);
         }
         (x, ld)
     }
@@ -314,7 +361,7 @@ impl Flow {
         let mut ld = super::bijection::zero_log_det(x);
         if let (Conditioning::Temperature { .. }, Some(t)) = (self.conditioning, c) {
             z = z / t.sqrt();
-            ld = ld - t.ln().sum(1).mul_scalar(0.5 * self.dim as f64);
+            ld = ld - t.ln().sum(1).mul_scalar(0.5 * self.flow_dim() as f64);
         }
         for (i, l) in self.layers.iter().enumerate().rev() {
             let (y, d) = l.inverse_and_log_det(&s.child(&format!("layers.{i}")), z, feats);
@@ -326,7 +373,7 @@ impl Flow {
 
     /// log N(z; 0, I) per sample.
     pub fn base_log_prob<'g>(&self, z: Var<'g>) -> Var<'g> {
-        let c = -0.5 * self.dim as f64 * (2.0 * std::f64::consts::PI).ln();
+        let c = -0.5 * self.flow_dim() as f64 * (2.0 * std::f64::consts::PI).ln();
         z.square().sum(1).mul_scalar(-0.5).add_scalar(c)
     }
 
@@ -358,7 +405,10 @@ impl Flow {
         let outs = {
             let declared = Declared::default();
             let s = Scope::root(&g, &declared, false);
-            let inp = g.batch_input(if mode == Mode::Sample { "z" } else { "x" }, &[self.dim]);
+            let inp = g.batch_input(
+                if mode == Mode::Sample { "z" } else { "x" },
+                &[self.flow_dim()],
+            );
             let c = (self.conditioning.raw_dim() > 0)
                 .then(|| g.batch_input("cond", &[self.conditioning.raw_dim()]));
             let (out, lq) = match mode {
@@ -456,11 +506,11 @@ impl Flow {
     ) -> Result<Samples> {
         check_mixture(width, fraction)?;
         let cond = self.check_cond(n, cond)?;
-        let d = self.dim;
+        let (d, fd) = (self.dim, self.flow_dim());
         let c = self.conditioning.raw_dim();
         let mut x = Array2::zeros((n, d));
         let mut log_q = Vec::with_capacity(n);
-        let mut z = Vec::with_capacity(MAX_BATCH * d);
+        let mut z = Vec::with_capacity(MAX_BATCH * fd);
         let mut z2 = Vec::with_capacity(MAX_BATCH);
         let mut start = 0;
         while start < n {
@@ -474,7 +524,7 @@ impl Flow {
                     1.0
                 };
                 let mut sq = 0.0f64;
-                for _ in 0..d {
+                for _ in 0..fd {
                     let v = scale * rng.sample::<f32, _>(StandardNormal);
                     sq += (v as f64) * (v as f64);
                     z.push(v);
@@ -485,18 +535,55 @@ impl Flow {
                 .iter()
                 .map(|&v| v as f32)
                 .collect();
-            let (xs, lq) = self.run_cached(Mode::Sample, &z, &cf)?;
-            for (i, v) in xs.iter().enumerate() {
-                x[[start + i / d, i % d]] = *v as f64;
+            let (ys, lq) = self.run_cached(Mode::Sample, &z, &cf)?;
+            for (i, (&l, &sq)) in lq.iter().zip(&z2).enumerate() {
+                let row = start + i;
+                let y = &ys[i * fd..(i + 1) * fd];
+                let mut lq = l as f64 + mixture_log_factor(fd, sq, width, fraction);
+                match &self.coordinates {
+                    None => {
+                        for (j, v) in y.iter().enumerate() {
+                            x[[row, j]] = *v as f64;
+                        }
+                    }
+                    Some(co) => {
+                        let y: Vec<f64> = y.iter().map(|&v| v as f64).collect();
+                        let mapped = co.to_state(&y, cond[row], &mut *rng);
+                        x.row_mut(row).assign(&ndarray::ArrayView1::from(&mapped.x));
+                        lq += mapped.log_factor;
+                    }
+                }
+                log_q.push(lq);
             }
-            log_q.extend(
-                lq.iter()
-                    .zip(&z2)
-                    .map(|(&l, &sq)| l as f64 + mixture_log_factor(d, sq, width, fraction)),
-            );
             start += m;
         }
         Ok(Samples { x, log_q })
+    }
+
+    /// The layers' coordinates of states `x` (rows) at raw conditions `cond` (as in
+    /// [`Flow::log_prob`]) and log q(x) − log q(y) per row: `x` itself and zeros without
+    /// [`Flow::coordinates`].
+    pub fn to_flow_coordinates(
+        &self,
+        x: ArrayView2<f64>,
+        cond: &[f64],
+    ) -> Result<(Array2<f64>, Vec<f64>)> {
+        crate::systems::check_batch(self.dim, &x)?;
+        let n = x.nrows();
+        let Some(co) = &self.coordinates else {
+            return Ok((x.to_owned(), vec![0.0; n]));
+        };
+        let cond = self.check_cond(n, cond)?;
+        let fd = co.flow_dim();
+        let mut y = Array2::zeros((n, fd));
+        let mut factor = Vec::with_capacity(n);
+        for (i, r) in x.rows().into_iter().enumerate() {
+            let mapped = co.to_flow(&r.to_vec(), cond[i]);
+            y.row_mut(i)
+                .assign(&ndarray::ArrayView1::from(&mapped.u[..fd]));
+            factor.push(mapped.log_factor);
+        }
+        Ok((y, factor))
     }
 
     /// Draw `n` samples.
@@ -519,16 +606,16 @@ impl Flow {
         fraction: f64,
     ) -> Result<Vec<f64>> {
         check_mixture(width, fraction)?;
-        crate::systems::check_batch(self.dim, &x)?;
-        let n = x.nrows();
-        let d = self.dim;
+        let (y, factor) = self.to_flow_coordinates(x, cond)?;
+        let n = y.nrows();
+        let d = self.flow_dim();
         let cond = self.check_cond(n, cond)?;
         let c = self.conditioning.raw_dim();
         let mut out = Vec::with_capacity(n);
         let mut start = 0;
         while start < n {
             let m = MAX_BATCH.min(n - start);
-            let xs: Vec<f32> = x
+            let ys: Vec<f32> = y
                 .slice(ndarray::s![start..start + m, ..])
                 .iter()
                 .map(|&v| v as f32)
@@ -537,13 +624,13 @@ impl Flow {
                 .iter()
                 .map(|&v| v as f32)
                 .collect();
-            let (z, lq) = self.run_cached(Mode::Density, &xs, &cf)?;
+            let (z, lq) = self.run_cached(Mode::Density, &ys, &cf)?;
             out.extend(lq.iter().enumerate().map(|(i, &l)| {
                 let sq: f64 = z[i * d..(i + 1) * d]
                     .iter()
                     .map(|&v| (v as f64) * (v as f64))
                     .sum();
-                l as f64 + mixture_log_factor(d, sq, width, fraction)
+                l as f64 + mixture_log_factor(d, sq, width, fraction) + factor[start + i]
             }));
             start += m;
         }
@@ -561,6 +648,9 @@ impl Flow {
         );
         for (i, l) in self.layers.iter().enumerate() {
             s += &format!("  {i}: {}\n", l.describe());
+        }
+        if let Some(c) = &self.coordinates {
+            s += &format!("  then: {}\n", c.describe());
         }
         s
     }

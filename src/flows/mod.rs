@@ -8,7 +8,9 @@
 //! quadratic splines: Neural Spline Flows), [`Radial`], [`LinearFlow`] (lower-triangular),
 //! [`LuLinear`], [`Permutation`] (incl. reverse), [`ActNorm`], [`LatticeCoupling`] (checkerboard
 //! coupling with a periodic convolutional conditioner), and [`SumRatio`] (the seed's
-//! worked example). [`Flow`] is a standard-normal base plus a chain; [`builders`] has the
+//! worked example). [`Flow`] is a standard-normal base plus a chain, optionally read in a
+//! system's [`Coordinates`] (internal coordinates of a chain, centre-of-mass-free modes of a
+//! cluster: a fixed f64 map on the host); [`builders`] has the
 //! factory functions and [`default_flow`], the one recipe every command trains.
 
 pub mod actnorm;
@@ -29,9 +31,12 @@ pub mod spline;
 pub mod sum_ratio;
 pub mod transformer;
 
+pub use crate::coordinates::Coordinates;
 pub use actnorm::ActNorm;
 pub use bijection::Bijection;
-pub use builders::{coupling_flow, default_flow, linear_flow, radial_flow, CouplingConfig};
+pub use builders::{
+    coupling_flow, default_flow, linear_flow, radial_flow, system_coupling_flow, CouplingConfig,
+};
 pub use coupling::Coupling;
 pub use flow::{Conditioning, Flow, Samples};
 pub use lattice_coupling::LatticeCoupling;

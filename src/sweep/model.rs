@@ -18,7 +18,10 @@ pub(super) fn train_flow(
 ) -> Result<(Flow, TrainSummary)> {
     let tc = budgeted(cfg);
     let (flow, report) = observed(history, cfg.progress, |obs| match energy.structure() {
-        Structure::Generic => train_new(energy, &cfg.flow, &tc, obs),
+        // Coupling flows, on the system's coordinates where it has them.
+        Structure::Generic | Structure::Chain(_) | Structure::Cluster(_) => {
+            train_new(energy, &cfg.flow, &tc, obs)
+        }
         // Fields: the translation-equivariant lattice flow, conditioned over the whole range,
         // on its own recipe (symmetry-augmented HMC data, then reverse KL) with this budget.
         Structure::Lattice(phi) => {

@@ -95,6 +95,9 @@ impl Default for BeadChain {
 }
 
 impl Energy for BeadChain {
+    fn structure(&self) -> super::Structure<'_> {
+        super::Structure::Chain(self)
+    }
     fn name(&self) -> &str {
         INFO.name
     }

@@ -48,6 +48,9 @@ impl LennardJones {
 }
 
 impl Energy for LennardJones {
+    fn structure(&self) -> super::Structure<'_> {
+        super::Structure::Cluster(self)
+    }
     fn name(&self) -> &str {
         INFO.name
     }

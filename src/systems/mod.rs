@@ -58,6 +58,11 @@ pub enum Structure<'a> {
     Generic,
     /// A scalar field on a periodic L×L lattice: translation-equivariant lattice couplings.
     Lattice(&'a Phi4),
+    /// A planar bead-spring chain: flows on bond lengths and angles, centre of mass and
+    /// rotation exact.
+    Chain(&'a BeadChain),
+    /// Identical atoms in a trap: flows on centre-of-mass-free modes, centre of mass exact.
+    Cluster(&'a LennardJones),
 }
 
 /// A potential energy surface.

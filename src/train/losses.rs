@@ -11,13 +11,14 @@ use crate::error::{input_err, Result};
 use crate::flows::params::{Declared, Scope};
 use crate::flows::Flow;
 
-/// Compile −mean log q(x | c) with trainable flow parameters; inputs `x` (and `cond`).
+/// Compile −mean log q(x | c) with trainable flow parameters; inputs `x` (and `cond`), in the
+/// flow's coordinates ([`Flow::to_flow_coordinates`]; the map's log-det has no parameters).
 pub fn max_likelihood_program(flow: &Flow) -> Result<Program<f32>> {
     let g = GraphBuilder::new();
     let loss = {
         let declared = Declared::default();
         let s = Scope::root(&g, &declared, true);
-        let x = g.batch_input("x", &[flow.dim()]);
+        let x = g.batch_input("x", &[flow.flow_dim()]);
         let rc = flow.conditioning().raw_dim();
         let c = (rc > 0).then(|| g.batch_input("cond", &[rc]));
         let (_, lq) = flow.build_log_prob(&s, x, c);
@@ -46,10 +47,11 @@ pub fn fit_max_likelihood(
     if n == 0 || batch == 0 {
         return input_err("no data");
     }
+    let (y, _) = flow.to_flow_coordinates(x, cond)?;
     let mut prog = max_likelihood_program(flow)?;
     flow.write_params(&mut prog)?;
     let mut opt = Adam::new(lr).with_clip(100.0);
-    let last = minibatch_steps(&mut prog, x, cond, steps, batch, &mut opt, seed)?;
+    let last = minibatch_steps(&mut prog, y.view(), cond, steps, batch, &mut opt, seed)?;
     flow.read_params(&prog)?;
     Ok(last)
 }
@@ -101,13 +103,15 @@ pub(crate) fn minibatch_steps(
 /// Compile the training graph: reverse-KL surrogate on base samples `z` at temperatures
 /// `cond`, with host-supplied energy gradients `grad_u` and per-sample weights `w` (summing to
 /// one), plus `lambda` × forward KL on data `x_data` at `cond_data` (same batch size) when
-/// `with_data`. Outputs `x` and `log_q` of the reverse part.
+/// `with_data`. Outputs `x` and `log_q` of the reverse part. All in the flow's coordinates
+/// ([`Flow::flow_dim`]): with system coordinates `grad_u` is the pulled-back gradient
+/// ([`crate::flows::Coordinates::energy_gradient`]).
 pub fn combined_program(flow: &Flow, with_data: bool, lambda: f64) -> Result<Program<f32>> {
     let g = GraphBuilder::new();
     let (outs, loss) = {
         let declared = Declared::default();
         let s = Scope::root(&g, &declared, true);
-        let d = flow.dim();
+        let d = flow.flow_dim();
         let z = g.batch_input("z", &[d]);
         let t = g.batch_input("cond", &[1]);
         let gu = g.batch_input("grad_u", &[d]);

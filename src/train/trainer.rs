@@ -171,6 +171,7 @@ pub fn tempering_data(energy: &dyn Energy, cfg: &TrainConfig) -> Result<Training
     pt.n_ladders = 8;
     pt.seed = cfg.seed ^ 0x9e37;
     pt.starts = crate::mcmc::dispersed_starts(energy, pt.n_ladders, &mut rng)?;
+    pt.coordinates = crate::coordinates::Coordinates::for_system(energy);
     let run = parallel_tempering(energy, &pt)?;
     let n: usize = run.samples.iter().map(|s| s.nrows()).sum();
     let mut x = Array2::zeros((n, energy.dim()));
@@ -216,7 +217,8 @@ pub fn hmc_data(
             seed: cfg.seed.wrapping_add(k as u64),
             ..Default::default()
         };
-        let (x, evals) = hmc_samples(energy, t, &Array2::zeros((8, energy.dim())), &hc)?;
+        let starts = crate::mcmc::chain_starts(energy, 8, &mut crate::rng::seeded(hc.seed))?;
+        let (x, evals) = hmc_samples(energy, t, &starts, &hc)?;
         evaluations += evals;
         temps.extend(std::iter::repeat_n(t, x.nrows()));
         rows.push(x);
@@ -233,8 +235,9 @@ pub fn hmc_data(
     })
 }
 
-/// The recipe every command shares: a new coupling flow (`flow`, seeded with `tc.seed`)
-/// conditioned on temperature over [`tc.t_min`, `tc.t_max`], trained on `energy` with [`train`].
+/// The recipe every command shares: a new coupling flow (`flow`, seeded with `tc.seed`; on the
+/// system's coordinates where it has them, [`crate::flows::system_coupling_flow`]) conditioned
+/// on temperature over [`tc.t_min`, `tc.t_max`], trained on `energy` with [`train`].
 pub fn train_new(
     energy: &dyn Energy,
     flow: &CouplingConfig,
@@ -247,7 +250,7 @@ pub fn train_new(
         t_min: tc.t_min,
         t_max: tc.t_max,
     };
-    let mut flow = crate::flows::coupling_flow(energy.dim(), cond, &fc)?;
+    let mut flow = crate::flows::system_coupling_flow(energy, cond, &fc)?;
     let report = train(&mut flow, energy, tc, observers)?;
     Ok((flow, report))
 }
@@ -294,7 +297,9 @@ pub fn train_with_data(
             return input_err("training data holds a non-finite coordinate");
         }
     }
-    let d = flow.dim();
+    // d: the state's dimension; fd: the layers' (they differ with system coordinates).
+    let (d, fd) = (flow.dim(), flow.flow_dim());
+    let coords = flow.coordinates().cloned();
     let b = cfg.batch;
     let mut rng = crate::rng::seeded(cfg.seed);
     let data_seconds = data.as_ref().map_or(0.0, |td| td.seconds);
@@ -307,7 +312,14 @@ pub fn train_with_data(
             td.seconds
         )
     });
-    let data: Option<(Array2<f64>, Vec<f64>)> = data.map(|td| (td.x, td.temps));
+    // In the flow's coordinates (the states themselves unless it has system coordinates).
+    let data: Option<(Array2<f64>, Vec<f64>)> = match data {
+        Some(td) => Some((
+            flow.to_flow_coordinates(td.x.view(), &td.temps)?.0,
+            td.temps,
+        )),
+        None => None,
+    };
 
     let with_data = data.is_some();
     // The forward-KL term after the warm start (skipped entirely when its weight is 0).
@@ -327,12 +339,12 @@ pub fn train_with_data(
     let mut lr_scale = 1.0;
 
     let (mut z, mut tz, mut gu, mut w) = (
-        vec![0f32; b * d],
+        vec![0f32; b * fd],
         vec![0f32; b],
-        vec![0f32; b * d],
+        vec![0f32; b * fd],
         vec![0f32; b],
     );
-    let (mut xd, mut td) = (vec![0f32; b * d], vec![0f32; b]);
+    let (mut xd, mut td) = (vec![0f32; b * fd], vec![0f32; b]);
     let mut grad = vec![0.0; d];
     let mut xrow = vec![0.0; d];
     let start = Instant::now();
@@ -363,8 +375,8 @@ pub fn train_with_data(
         if let (Some((x, ts)), true) = (&data, reads_data) {
             for i in 0..b {
                 let k = rng.random_range(0..ts.len());
-                for j in 0..d {
-                    xd[i * d + j] = x[[k, j]] as f32;
+                for j in 0..fd {
+                    xd[i * fd + j] = x[[k, j]] as f32;
                 }
                 td[i] = ts[k] as f32;
             }
@@ -444,27 +456,43 @@ pub fn train_with_data(
         let mut u = vec![f64::NAN; b];
         let mut good = 0usize;
         for i in 0..b {
-            for j in 0..d {
-                xrow[j] = xs[i * d + j] as f64;
+            let y = &xs[i * fd..(i + 1) * fd];
+            let gi = &mut gu[i * fd..(i + 1) * fd];
+            gi.iter_mut().for_each(|g| *g = 0.0);
+            if !y.iter().all(|v| v.is_finite()) || !lq[i].is_finite() {
+                continue;
             }
-            let ui = if xrow.iter().all(|v| v.is_finite()) {
-                energy.energy_grad(&xrow, &mut grad)
-            } else {
-                f64::NAN
-            };
-            let ok = ui.is_finite() && grad.iter().all(|g| g.is_finite()) && lq[i].is_finite();
-            if ok {
+            // With system coordinates the sample is y: map it to the state, and take the
+            // energy as U + T · log_factor (so that U/T + log q(y) = U/T + log q(x)) with its
+            // gradient pulled back to y.
+            let mapped = coords.as_ref().map(|co| {
+                let yv: Vec<f64> = y.iter().map(|&v| v as f64).collect();
+                co.to_state(&yv, temps[i], &mut rng)
+            });
+            match &mapped {
+                Some(m) => xrow.copy_from_slice(&m.x),
+                None => xrow.iter_mut().zip(y).for_each(|(a, &v)| *a = v as f64),
+            }
+            let mut ui = energy.energy_grad(&xrow, &mut grad);
+            if !(ui.is_finite() && grad.iter().all(|g| g.is_finite())) {
+                continue;
+            }
+            match (&coords, &mapped) {
+                (Some(co), Some(m)) => {
+                    ui += temps[i] * m.log_factor;
+                    let gy = co.energy_gradient(m, &grad, temps[i]);
+                    gi.iter_mut().zip(gy).for_each(|(a, v)| *a = v as f32);
+                }
+                _ => gi.iter_mut().zip(&grad).for_each(|(a, &v)| *a = v as f32),
+            }
+            if ui.is_finite() {
                 u[i] = ui;
                 good += 1;
-                for j in 0..d {
-                    gu[i * d + j] = grad[j] as f32;
-                }
             } else {
-                for j in 0..d {
-                    gu[i * d + j] = 0.0;
-                }
+                gi.iter_mut().for_each(|g| *g = 0.0);
             }
         }
+        soften_outliers(&temps, &mut u, &mut gu, fd);
         bad_total += b - good;
         evaluations += b;
         if good == 0 {
@@ -554,6 +582,37 @@ pub fn train_with_data(
         bad_samples: bad_total,
         energy_evaluations: evaluations,
     })
+}
+
+/// Energies more than `OUTLIER_KT` + d thermal units above their temperature group's median
+/// enter the reverse-KL loss logarithmically (Noé et al. 2019): one overlapping pair of atoms at
+/// 10¹⁰ kT would otherwise own the clipped gradient of the whole batch. Only training sees
+/// this; every estimate uses the true energy.
+const OUTLIER_KT: f64 = 20.0;
+
+/// βU above the cap c = median(βU) + `OUTLIER_KT` + d becomes c + ln(1 + βU − c), its
+/// gradient scaled by 1/(1 + βU − c); per temperature group, non-finite energies untouched.
+fn soften_outliers(temps: &[f64], u: &mut [f64], gu: &mut [f32], d: usize) {
+    for g in (0..u.len()).step_by(GROUP) {
+        let end = (g + GROUP).min(u.len());
+        let mut bu: Vec<f64> = (g..end)
+            .filter(|&i| u[i].is_finite())
+            .map(|i| u[i] / temps[i])
+            .collect();
+        if bu.is_empty() {
+            continue;
+        }
+        bu.sort_by(f64::total_cmp);
+        let cap = bu[bu.len() / 2] + OUTLIER_KT + d as f64;
+        for i in g..end {
+            let b = u[i] / temps[i];
+            if b.is_finite() && b > cap {
+                u[i] = temps[i] * (cap + (b - cap).ln_1p());
+                let scale = (1.0 / (1.0 + b - cap)) as f32;
+                gu[i * d..(i + 1) * d].iter_mut().for_each(|v| *v *= scale);
+            }
+        }
+    }
 }
 
 /// Samples per temperature group in a reverse-KL batch.
