@@ -8,7 +8,6 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use ndarray::Array2;
 use serde_json::{json, Value};
 
 use super::RwmConfig;
@@ -125,7 +124,11 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
             None => vec![x[0], e.energy(x)],
         }
     };
-    let x0 = Array2::zeros((cfg.chains, d));
+    let x0 = crate::mcmc::chain_starts(
+        energy.as_ref(),
+        cfg.chains,
+        &mut crate::rng::seeded(cfg.seed ^ 0x57a7),
+    )?;
     let mut bar = Progress::new(2.0);
     let mut obs: Vec<&mut dyn Observer> = Vec::new();
     if cfg.progress {
@@ -225,10 +228,17 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
             })
         };
         let (x0m, u) = (mean(0), mean(1));
+        // C_V = Var(U)/T², batch means over 20 batches per chain.
+        let cv = batch_means(&run.series[1], 20, |c| {
+            let m = c.iter().sum::<f64>() / c.len() as f64;
+            c.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (c.len() as f64 * cfg.t * cfg.t)
+        });
         v["x0"] = json!(x0m.value);
         v["x0_se"] = json!(x0m.se);
         v["U"] = json!(u.value);
         v["U_se"] = json!(u.se);
+        v["Cv"] = json!(cv.value);
+        v["Cv_se"] = json!(cv.se);
         v["tau_int_x0"] = json!(tau_int(&run.series[0]));
     }
     if !training.is_null() {

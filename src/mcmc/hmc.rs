@@ -74,6 +74,12 @@ pub fn hmc(
     let mut x: Vec<Vec<f64>> = x0.rows().into_iter().map(|r| r.to_vec()).collect();
     let mut g = vec![0.0; d];
     let mut u: Vec<f64> = x.iter().map(|xi| e.energy(xi)).collect();
+    if let Some(k) = u.iter().position(|v| !v.is_finite()) {
+        return input_err(format!(
+            "HMC: chain {k} starts where U = {} (start from a finite energy)",
+            u[k]
+        ));
+    }
     let mut log_eps = cfg.step.ln();
     let n_obs = observe(&x[0]).len();
     let mut series = vec![vec![Vec::with_capacity(cfg.n_trajectories); nc]; n_obs];

@@ -16,4 +16,6 @@ pub use flow_mcmc::{flow_mcmc, FlowMcmcConfig};
 pub use hmc::{hmc, hmc_samples, ChainRun, HmcConfig};
 pub use rwm::{rwm, RwmConfig, RwmRun};
 pub use stats::{batch_means, tau_int};
-pub use tempering::{dispersed_starts, parallel_tempering, McThermo, PtConfig, PtRun};
+pub use tempering::{
+    chain_starts, dispersed_starts, parallel_tempering, McThermo, PtConfig, PtRun,
+};

@@ -10,6 +10,10 @@
 //! C_V = Var(U)/T² get batch-means standard errors and τ_int is reported, and thinned
 //! configurations (training data for maximum likelihood).
 //!
+//! Moves may be made in a system's coordinates ([`PtConfig::coordinates`]): q' = q + s z with
+//! q = g⁻¹(x), accepted with probability min(1, exp[−(U' − U)/T + ln|det ∂g/∂q'| −
+//! ln|det ∂g/∂q|]) (the target in q is exp(−U(g(q))/T) |det ∂g/∂q|); exchanges are unchanged.
+//!
 //! Ladders may start from different configurations ([`dispersed_starts`]); the run counts
 //! **round trips** (a replica travelling from the coldest slot to the hottest and back), the
 //! evidence that the ladder mixes between basins rather than staying where it started.
@@ -20,6 +24,7 @@ use rand_distr::StandardNormal;
 use serde::Serialize;
 
 use super::stats::{batch_means, tau_int};
+use crate::coordinates::Coordinates;
 use crate::error::{input_err, Result};
 use crate::estimators::Estimate;
 use crate::systems::{check_temperature, Energy};
@@ -47,6 +52,11 @@ pub struct PtConfig {
     pub seed: u64,
     /// Batches per ladder for batch-means errors.
     pub n_batches: usize,
+    /// Make the random-walk moves in these system coordinates instead of Cartesian ones (for
+    /// a chain, a change of one bond angle is a pivot move: it crosses the barriers of the
+    /// excluded volume that Cartesian moves cannot); the acceptance carries the log-Jacobian.
+    /// [`Coordinates::for_system`] gives a system's own.
+    pub coordinates: Option<Coordinates>,
 }
 
 impl PtConfig {
@@ -66,6 +76,7 @@ impl PtConfig {
             starts: Vec::new(),
             seed: 0,
             n_batches: 16,
+            coordinates: None,
         }
     }
 }
@@ -192,12 +203,27 @@ pub fn parallel_tempering(e: &dyn Energy, cfg: &PtConfig) -> Result<PtRun> {
             for (j, &t) in cfg.temps.iter().enumerate() {
                 let r = l * k + j;
                 let s = log_step[j].exp();
-                for (p, xv) in prop.iter_mut().zip(&x[r * d..(r + 1) * d]) {
-                    let z: f64 = rng.sample(StandardNormal);
-                    *p = xv + s * z;
-                }
+                // In system coordinates q = g⁻¹(x): q' = q + s z, x' = g(q'), and the target
+                // density in q carries |det ∂g/∂q|.
+                let xr = &x[r * d..(r + 1) * d];
+                let log_jac = match &cfg.coordinates {
+                    None => {
+                        for (p, xv) in prop.iter_mut().zip(xr) {
+                            *p = xv + s * rng.sample::<f64, _>(StandardNormal);
+                        }
+                        0.0
+                    }
+                    Some(co) => {
+                        let (mut q, ild) = co.inverse_and_log_det(xr);
+                        q.iter_mut()
+                            .for_each(|v| *v += s * rng.sample::<f64, _>(StandardNormal));
+                        let (xn, ld) = co.forward_and_log_det(&q);
+                        prop.copy_from_slice(&xn);
+                        ld + ild
+                    }
+                };
                 let un = e.energy(&prop);
-                if un.is_finite() && rng.random::<f64>().ln() < -(un - u[r]) / t {
+                if un.is_finite() && rng.random::<f64>().ln() < -(un - u[r]) / t + log_jac {
                     x[r * d..(r + 1) * d].copy_from_slice(&prop);
                     u[r] = un;
                     acc_now[j] += 1;
@@ -272,22 +298,42 @@ pub fn parallel_tempering(e: &dyn Energy, cfg: &PtConfig) -> Result<PtRun> {
     })
 }
 
+/// Starts for `n` chains: the origin for all when U(0) is finite (every built-in system but
+/// those with a hard core), otherwise [`dispersed_starts`].
+pub fn chain_starts(e: &dyn Energy, n: usize, rng: &mut impl Rng) -> Result<ndarray::Array2<f64>> {
+    let d = e.dim();
+    if e.energy(&vec![0.0; d]).is_finite() {
+        return Ok(ndarray::Array2::zeros((n, d)));
+    }
+    let rows = dispersed_starts(e, n, rng)?;
+    Ok(ndarray::Array2::from_shape_fn((n, d), |(i, j)| rows[i][j]))
+}
+
 /// `n` dispersed starting configurations: each the lowest-energy of 64 random probes, drawn
-/// uniformly over the system's box when it has one, else from N(0, 2²) per coordinate.
+/// uniformly over the system's box when it has one, else in the system's coordinates when it has
+/// them (flow coordinates from N(0, 2²): random chain shapes), else from N(0, 2²) per coordinate.
 /// Errors when no probe of a start has a finite energy.
 pub fn dispersed_starts(e: &dyn Energy, n: usize, rng: &mut impl Rng) -> Result<Vec<Vec<f64>>> {
     let d = e.dim();
     let bounds = e.bounds();
+    let coords = Coordinates::for_system(e);
     (0..n)
         .map(|_| {
             let mut best: Option<(f64, Vec<f64>)> = None;
             for _ in 0..64 {
-                let x: Vec<f64> = match &bounds {
-                    Some(bd) => bd
+                let x: Vec<f64> = match (&bounds, &coords) {
+                    (Some(bd), _) => bd
                         .iter()
                         .map(|(lo, hi)| rng.random_range(*lo..*hi))
                         .collect(),
-                    None => (0..d)
+                    // Random shapes in the system's coordinates (thermal at T = 4).
+                    (None, Some(co)) => {
+                        let y: Vec<f64> = (0..co.flow_dim())
+                            .map(|_| 2.0 * rng.sample::<f64, _>(StandardNormal))
+                            .collect();
+                        co.to_state(&y, 4.0, &mut *rng).x
+                    }
+                    (None, None) => (0..d)
                         .map(|_| 2.0 * rng.sample::<f64, _>(StandardNormal))
                         .collect(),
                 };
