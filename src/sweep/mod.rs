@@ -251,6 +251,7 @@ fn all_checks(
             Vec::new()
         }
     };
+    all.iter_mut().for_each(checks::joint);
     Ok((all, points))
 }
 
@@ -334,6 +335,7 @@ pub fn default_train_seconds(energy: &dyn Energy) -> f64 {
     match energy.structure() {
         systems::Structure::Generic => 10.0,
         systems::Structure::Lattice(_) => 120.0,
+        systems::Structure::Chain(_) | systems::Structure::Cluster(_) => 60.0,
     }
 }
 
