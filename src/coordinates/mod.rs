@@ -2,7 +2,7 @@
 //! in which a system is simple. A flow's layers model y and the map is applied on the host after
 //! the flow's graph ([`crate::flows::Flow::with_coordinates`]); Monte Carlo moves in u cross
 //! barriers that Cartesian moves do not (a change of one chain angle is a pivot move; see
-//! [`crate::mcmc::PtConfig::coordinates`]).
+//! [`crate::mcmc::Moves`]).
 //!
 //! The flow models y (`flow_dim` values); the exact coordinates e (a centre of mass in a
 //! harmonic trap, an overall rotation) have a known Boltzmann distribution p(e | T) and are

@@ -17,5 +17,5 @@ pub use hmc::{hmc, hmc_samples, ChainRun, HmcConfig};
 pub use rwm::{rwm, RwmConfig, RwmRun};
 pub use stats::{batch_means, tau_int};
 pub use tempering::{
-    chain_starts, dispersed_starts, parallel_tempering, McThermo, PtConfig, PtRun,
+    chain_starts, dispersed_starts, parallel_tempering, McThermo, Moves, PtConfig, PtRun,
 };

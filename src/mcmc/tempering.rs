@@ -10,9 +10,10 @@
 //! C_V = Var(U)/T² get batch-means standard errors and τ_int is reported, and thinned
 //! configurations (training data for maximum likelihood).
 //!
-//! Moves may be made in a system's coordinates ([`PtConfig::coordinates`]): q' = q + s z with
-//! q = g⁻¹(x), accepted with probability min(1, exp[−(U' − U)/T + ln|det ∂g/∂q'| −
-//! ln|det ∂g/∂q|]) (the target in q is exp(−U(g(q))/T) |det ∂g/∂q|); exchanges are unchanged.
+//! Moves ([`Moves`]) may be made in a system's coordinates: q' = q + s z with q = g⁻¹(x),
+//! accepted with probability min(1, exp[−(U' − U)/T + ln|det ∂g/∂q'| − ln|det ∂g/∂q|]) (the
+//! target in q is exp(−U(g(q))/T) |det ∂g/∂q|), or one particle at a time; exchanges are
+//! unchanged.
 //!
 //! Ladders may start from different configurations ([`dispersed_starts`]); the run counts
 //! **round trips** (a replica travelling from the coldest slot to the hottest and back), the
@@ -52,11 +53,78 @@ pub struct PtConfig {
     pub seed: u64,
     /// Batches per ladder for batch-means errors.
     pub n_batches: usize,
-    /// Make the random-walk moves in these system coordinates instead of Cartesian ones (for
-    /// a chain, a change of one bond angle is a pivot move: it crosses the barriers of the
-    /// excluded volume that Cartesian moves cannot); the acceptance carries the log-Jacobian.
-    /// [`Coordinates::for_system`] gives a system's own.
-    pub coordinates: Option<Coordinates>,
+    /// How a replica moves ([`Moves::for_system`] gives a system's own).
+    pub moves: Moves,
+}
+
+/// The random-walk moves of a replica (Gaussian steps of the adapted size s).
+#[derive(Clone, Debug, Default)]
+pub enum Moves {
+    /// All coordinates at once.
+    #[default]
+    Joint,
+    /// All of a system's coordinates q = g⁻¹(x) at once: q' = q + s z, accepted with the
+    /// log-Jacobian ln|det ∂g/∂q'| − ln|det ∂g/∂q|. For a chain, a change of one bond angle is
+    /// a pivot move: it crosses the excluded-volume barriers Cartesian moves cannot.
+    Coordinates(Coordinates),
+    /// One particle (a block of this many coordinates) at a time, every particle once per
+    /// sweep: in a dense cluster a joint move of every atom must be tiny to be accepted.
+    Particles(usize),
+}
+
+impl Moves {
+    /// A system's moves: chain coordinates for a chain, one atom at a time for a cluster,
+    /// joint moves otherwise.
+    pub fn for_system(e: &dyn Energy) -> Moves {
+        match (e.structure(), Coordinates::for_system(e)) {
+            (crate::systems::Structure::Cluster(_), _) => Moves::Particles(3),
+            (_, Some(c)) => Moves::Coordinates(c),
+            (_, None) => Moves::Joint,
+        }
+    }
+
+    /// Moves per replica and sweep.
+    pub fn blocks(&self, d: usize) -> usize {
+        match self {
+            Moves::Particles(b) if *b > 0 && d.is_multiple_of(*b) => d / b,
+            _ => 1,
+        }
+    }
+
+    /// Write the proposal from `x` into `prop` (move number `block` of the sweep); returns the
+    /// log-Jacobian term of the acceptance.
+    fn propose(
+        &self,
+        x: &[f64],
+        block: usize,
+        s: f64,
+        rng: &mut impl Rng,
+        prop: &mut [f64],
+    ) -> f64 {
+        let mut gauss = || s * rng.sample::<f64, _>(StandardNormal);
+        match self {
+            Moves::Coordinates(co) => {
+                let (mut q, ild) = co.inverse_and_log_det(x);
+                q.iter_mut().for_each(|v| *v += gauss());
+                let (xn, ld) = co.forward_and_log_det(&q);
+                prop.copy_from_slice(&xn);
+                ld + ild
+            }
+            Moves::Particles(b) if self.blocks(x.len()) > 1 => {
+                prop.copy_from_slice(x);
+                prop[block * b..(block + 1) * b]
+                    .iter_mut()
+                    .for_each(|v| *v += gauss());
+                0.0
+            }
+            _ => {
+                for (p, xv) in prop.iter_mut().zip(x) {
+                    *p = xv + gauss();
+                }
+                0.0
+            }
+        }
+    }
 }
 
 impl PtConfig {
@@ -76,7 +144,7 @@ impl PtConfig {
             starts: Vec::new(),
             seed: 0,
             n_batches: 16,
-            coordinates: None,
+            moves: Moves::Joint,
         }
     }
 }
@@ -196,6 +264,8 @@ pub fn parallel_tempering(e: &dyn Energy, cfg: &PtConfig) -> Result<PtRun> {
         vec![0usize; k.saturating_sub(1)],
     );
     let mut prop = vec![0.0; d];
+    // Moves per replica and sweep.
+    let blocks = cfg.moves.blocks(d);
     for sweep in 0..cfg.burn_in + cfg.n_sweeps {
         let adapting = sweep < cfg.burn_in;
         let mut acc_now = vec![0usize; k];
@@ -203,30 +273,15 @@ pub fn parallel_tempering(e: &dyn Energy, cfg: &PtConfig) -> Result<PtRun> {
             for (j, &t) in cfg.temps.iter().enumerate() {
                 let r = l * k + j;
                 let s = log_step[j].exp();
-                // In system coordinates q = g⁻¹(x): q' = q + s z, x' = g(q'), and the target
-                // density in q carries |det ∂g/∂q|.
-                let xr = &x[r * d..(r + 1) * d];
-                let log_jac = match &cfg.coordinates {
-                    None => {
-                        for (p, xv) in prop.iter_mut().zip(xr) {
-                            *p = xv + s * rng.sample::<f64, _>(StandardNormal);
-                        }
-                        0.0
+                for block in 0..blocks {
+                    let xr = &x[r * d..(r + 1) * d];
+                    let log_jac = cfg.moves.propose(xr, block, s, &mut rng, &mut prop);
+                    let un = e.energy(&prop);
+                    if un.is_finite() && rng.random::<f64>().ln() < -(un - u[r]) / t + log_jac {
+                        x[r * d..(r + 1) * d].copy_from_slice(&prop);
+                        u[r] = un;
+                        acc_now[j] += 1;
                     }
-                    Some(co) => {
-                        let (mut q, ild) = co.inverse_and_log_det(xr);
-                        q.iter_mut()
-                            .for_each(|v| *v += s * rng.sample::<f64, _>(StandardNormal));
-                        let (xn, ld) = co.forward_and_log_det(&q);
-                        prop.copy_from_slice(&xn);
-                        ld + ild
-                    }
-                };
-                let un = e.energy(&prop);
-                if un.is_finite() && rng.random::<f64>().ln() < -(un - u[r]) / t + log_jac {
-                    x[r * d..(r + 1) * d].copy_from_slice(&prop);
-                    u[r] = un;
-                    acc_now[j] += 1;
                 }
             }
             // Exchanges between neighbours of alternating parity.
@@ -250,7 +305,7 @@ pub fn parallel_tempering(e: &dyn Energy, cfg: &PtConfig) -> Result<PtRun> {
         if adapting {
             let gamma = 1.0 / ((sweep + 10) as f64).sqrt();
             for j in 0..k {
-                log_step[j] += gamma * (acc_now[j] as f64 / m as f64 - 0.3);
+                log_step[j] += gamma * (acc_now[j] as f64 / (m * blocks) as f64 - 0.3);
             }
             continue;
         }
@@ -285,14 +340,14 @@ pub fn parallel_tempering(e: &dyn Energy, cfg: &PtConfig) -> Result<PtRun> {
         samples,
         acceptance: acc
             .iter()
-            .map(|&a| a as f64 / (m * cfg.n_sweeps).max(1) as f64)
+            .map(|&a| a as f64 / (m * blocks * cfg.n_sweeps).max(1) as f64)
             .collect(),
         swap_acceptance: swaps
             .iter()
             .zip(&tries)
             .map(|(&s, &t)| s as f64 / t.max(1) as f64)
             .collect(),
-        energy_evaluations: (cfg.burn_in + cfg.n_sweeps) * m * k,
+        energy_evaluations: (cfg.burn_in + cfg.n_sweeps) * m * k * blocks,
         round_trips,
         n_batches: cfg.n_batches,
     })

@@ -294,7 +294,17 @@ impl Sweeper<'_> {
             ladders: 16,
             seed: cfg.seed.wrapping_add(0x5111 + repair),
         };
-        run_witness(self.energy, &self.temps, &wc).map(Some)
+        let w = run_witness(self.energy, &self.temps, &wc)?;
+        if cfg.progress {
+            eprintln!(
+                "[sweep] witness: {} rungs, {} round trips (needs {}) in {:.1} s",
+                w.rungs.len(),
+                w.round_trips,
+                w.ladders,
+                w.seconds
+            );
+        }
+        Ok(Some(w))
     }
 
     /// Recompute every check from the state's estimates, witness and flow.
@@ -329,13 +339,19 @@ pub fn run_energy(
     run_on(&cfg, energy)
 }
 
-/// The training budget when none is given: 10 s for coupling flows, 120 s for lattice flows
-/// (a lattice coupling step costs ~30 times more; measured on φ⁴, L = 8, over [0.8, 1.25]).
+/// The training budget when none is given: for coupling flows 5 s per coordinate the flow
+/// models, at least 10 s and at most 300 s (10 s up to 2-D, 65 s for the bead chain's 13 bond
+/// lengths and angles, 180 s for a 13-atom cluster); 120 s for lattice flows (a lattice
+/// coupling step costs ~30 times more; measured on φ⁴, L = 8, over [0.8, 1.25]). Where the
+/// flow falls short the repair continues training on the failing range.
 pub fn default_train_seconds(energy: &dyn Energy) -> f64 {
     match energy.structure() {
-        systems::Structure::Generic => 10.0,
         systems::Structure::Lattice(_) => 120.0,
-        systems::Structure::Chain(_) | systems::Structure::Cluster(_) => 60.0,
+        _ => {
+            let d = crate::coordinates::Coordinates::for_system(energy)
+                .map_or(energy.dim(), |c| c.flow_dim());
+            (5.0 * d as f64).clamp(10.0, 300.0)
+        }
     }
 }
 

@@ -106,7 +106,7 @@ pub fn run_witness(energy: &dyn Energy, grid: &[f64], cfg: &WitnessConfig) -> Re
         step: 0.5,
         init: None,
         starts: dispersed_starts(energy, cfg.ladders, &mut rng)?,
-        coordinates: crate::coordinates::Coordinates::for_system(energy),
+        moves: crate::mcmc::Moves::for_system(energy),
         seed: cfg.seed ^ 0x7e57,
         n_batches: 16,
     };

@@ -171,7 +171,7 @@ pub fn tempering_data(energy: &dyn Energy, cfg: &TrainConfig) -> Result<Training
     pt.n_ladders = 8;
     pt.seed = cfg.seed ^ 0x9e37;
     pt.starts = crate::mcmc::dispersed_starts(energy, pt.n_ladders, &mut rng)?;
-    pt.coordinates = crate::coordinates::Coordinates::for_system(energy);
+    pt.moves = crate::mcmc::Moves::for_system(energy);
     let run = parallel_tempering(energy, &pt)?;
     let n: usize = run.samples.iter().map(|s| s.nrows()).sum();
     let mut x = Array2::zeros((n, energy.dim()));
