@@ -29,10 +29,10 @@ pub struct BenchArgs {
     /// Repetitions per timing (engine; flows uses at most 30)
     #[arg(long, default_value_t = 200)]
     reps: usize,
-    /// Training budget in seconds [default: the system's for sweep (10, 120 for lattice fields), 240 for mcmc]
+    /// Training budget in seconds [default: the system's for sweep (5 s per modelled coordinate, 10-300; 120 for lattice fields), 240 for mcmc]
     #[arg(long, value_parser = positive)]
     train_seconds: Option<f64>,
-    /// A system for the sweep benchmark, repeatable (lattice fields over [0.8, 1.25] at 8 temperatures, others over [0.5, 3] at 32)
+    /// A system for the sweep benchmark, repeatable (lattice fields over [0.8, 1.25] at 8 temperatures, chains over [0.5, 2] at 8, clusters over [0.15, 0.4] at 8, others over [0.5, 3] at 32; where no exact reference exists, C_V is compared with 100 000 sweeps of parallel tempering)
     #[arg(long = "system", value_name = "NAME", default_values_t = ["double-well-2d".to_string(), "harmonic".to_string()])]
     systems: Vec<String>,
     /// Flow-MCMC steps per chain (mcmc)
