@@ -101,6 +101,7 @@ pub(super) fn retrain(sw: &Sweeper, st: &mut State, r: usize) -> Result<bool> {
     if tc.seconds.is_none() && tc.steps.is_none() {
         tc.seconds = Some(15.0);
     }
+    tc.batch = super::model::recipe_batch(sw.energy, &tc);
     tc.warm_fraction = 0.0;
     tc.forward_weight = 2.0;
     // Continued training: start where the first schedule's learning rate had come down to.
