@@ -40,7 +40,7 @@ pub struct SweepArgs {
     /// Number of temperatures on the grid (evenly spaced)
     #[arg(long, default_value_t = d().temps)]
     temps: usize,
-    /// Training budget in seconds [default: 10 (120 for lattice fields), none when --train-steps is given]
+    /// Training budget in seconds [default: 5 per coordinate the flow models, 10 to 300 (120 for lattice fields); none when --train-steps is given]
     #[arg(long, value_parser = positive)]
     train_seconds: Option<f64>,
     /// Training budget in steps (reproducible on any machine) [default: none]
