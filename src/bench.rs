@@ -490,7 +490,7 @@ pub fn sweep_time_to_accuracy(
                 )?;
                 let err = (0..temps)
                     .filter_map(|i| {
-                        let k = w.grid_index.iter().position(|g| *g == Some(i))?;
+                        let k = w.rung_of(i)?;
                         let c = w.thermo[k].cv.value;
                         Some((r.cv[i] - c).abs() / c)
                     })

@@ -37,6 +37,10 @@ pub struct Phi4FlowConfig {
     pub hmc_per_chain: usize,
 }
 
+/// The lattice flow's training batch (a lattice coupling step costs ~30 times a coupling
+/// flow's); continued training and the sweep's repairs keep it.
+pub const LATTICE_BATCH: usize = 64;
+
 impl Phi4FlowConfig {
     /// Defaults around temperature `t`: T ∈ [t/1.25, 1.25 t], 12 layers with 8 hidden channels
     /// and one hidden convolution, batch 64, 120 s (30 % forward-KL warm start, then reverse KL
@@ -44,7 +48,7 @@ impl Phi4FlowConfig {
     pub fn new(t: f64) -> Phi4FlowConfig {
         let mut train = TrainConfig::around(t);
         train.seconds = Some(120.0);
-        train.batch = 64;
+        train.batch = LATTICE_BATCH;
         train.warm_fraction = 0.3;
         train.forward_weight = 0.5;
         Phi4FlowConfig {

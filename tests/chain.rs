@@ -34,11 +34,7 @@ fn a_bead_chain_sweep_is_trusted_and_within_3_percent_of_long_tempering() {
     .unwrap();
     let mut bad = Vec::new();
     for (i, &t) in r.temperatures.iter().enumerate() {
-        let k = reference
-            .grid_index
-            .iter()
-            .position(|g| *g == Some(i))
-            .unwrap();
+        let k = reference.rung_of(i).unwrap();
         let h = &reference.thermo[k];
         let rel = (r.cv[i] - h.cv.value).abs() / h.cv.value;
         let z_u = (r.u[i] - h.u.value) / r.u_se[i].hypot(h.u.se);

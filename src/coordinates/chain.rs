@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! l_k = l0 · exp(a y_k),   a = σ_l / l0,  σ_l = 1/√k_bond  (the thermal width at T = 1; l_k > 0)
-//! θ_k = 2 atan(c y_k),     c = 1                          (the half-angle tangent; θ_k ∈ (−π, π))
+//! θ_k = 2 atan(y_k)                                       (the half-angle tangent; θ_k ∈ (−π, π))
 //! ```
 //!
 //! The angle map keeps every angle a chain reaches within a few units of y (θ = 2.3, where
@@ -22,8 +22,11 @@
 //! contributes l_k, so
 //!
 //! ```text
-//! log|det ∂x/∂u| = Σ_k [ln l_k + ln σ_l + a y_k] + Σ_k [ln 2c − ln(1 + c² y_k²)]
+//! log|det ∂x/∂u| = Σ_k [ln l_k + ln σ_l + a y_k] + Σ_k [ln 2 − ln(1 + y_k²)]
+//!                 = Σ_k [ln(l0 σ_l) + 2a y_k] + Σ_k [ln 2 − ln(1 + y_k²)]
 //! ```
+//!
+//! a function of y alone.
 //!
 //! For a bead-spring chain whose only external potential is a trap ½ k_conf n |R|² on the
 //! centre of mass, U is invariant under rotations about R and separates in R: R ~ N(0,
@@ -80,9 +83,6 @@ impl ChainCoordinates {
     fn a(&self) -> f64 {
         self.sigma_l / self.l0
     }
-    fn c(&self) -> f64 {
-        1.0
-    }
     fn com_variance(&self, t: f64) -> f64 {
         t / (self.k_conf * self.n as f64)
     }
@@ -102,9 +102,21 @@ impl ChainCoordinates {
         -(e[0] * e[0] + e[1] * e[1]) / (2.0 * v) - (2.0 * PI * v).ln() - (2.0 * PI).ln()
     }
 
-    /// Bond lengths, absolute bond directions, and the log-det, from u.
-    fn bonds(&self, u: &[f64]) -> (Vec<f64>, Vec<f64>, f64) {
-        let (n, a, c) = (self.n, self.a(), self.c());
+    /// log|det ∂g/∂u| from the flow coordinates y (the first n − 1 are bond lengths).
+    fn log_det(&self, y: &[f64]) -> f64 {
+        let (yl, yt) = y.split_at(self.n - 1);
+        let a = self.a();
+        yl.iter()
+            .map(|y| (self.l0 * self.sigma_l).ln() + 2.0 * a * y)
+            .sum::<f64>()
+            + yt.iter()
+                .map(|y| std::f64::consts::LN_2 - (y * y).ln_1p())
+                .sum::<f64>()
+    }
+
+    /// Bond lengths and absolute bond directions from u.
+    fn bonds(&self, u: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let (n, a) = (self.n, self.a());
         let (yl, rest) = u.split_at(n - 1);
         let yt = &rest[..n - 2];
         let phi0 = u[self.flow_dim() + 2];
@@ -112,23 +124,16 @@ impl ChainCoordinates {
         let mut phi = Vec::with_capacity(n - 1);
         phi.push(phi0);
         for (k, y) in yt.iter().enumerate() {
-            phi.push(phi[k] + 2.0 * (c * y).atan());
+            phi.push(phi[k] + 2.0 * y.atan());
         }
-        let ld = yl
-            .iter()
-            .zip(&l)
-            .map(|(y, l)| l.ln() + self.sigma_l.ln() + a * y)
-            .sum::<f64>()
-            + yt.iter()
-                .map(|y| (2.0 * c).ln() - (c * c * y * y).ln_1p())
-                .sum::<f64>();
-        (l, phi, ld)
+        (l, phi)
     }
 
     /// x = g(u) and log|det ∂g/∂u|.
     pub fn forward_and_log_det(&self, u: &[f64]) -> (Vec<f64>, f64) {
         let n = self.n;
-        let (l, phi, ld) = self.bonds(u);
+        let (l, phi) = self.bonds(u);
+        let ld = self.log_det(&u[..self.flow_dim()]);
         let mut r = vec![0.0; 2 * n];
         for k in 1..n {
             r[2 * k] = r[2 * k - 2] + l[k - 1] * phi[k - 1].cos();
@@ -147,7 +152,7 @@ impl ChainCoordinates {
 
     /// u = g⁻¹(x) and log|det ∂g⁻¹/∂x|.
     pub fn inverse_and_log_det(&self, x: &[f64]) -> (Vec<f64>, f64) {
-        let (n, a, c) = (self.n, self.a(), self.c());
+        let (n, a) = (self.n, self.a());
         let m = self.flow_dim();
         let mut u = vec![0.0; self.dim()];
         let mut phi = Vec::with_capacity(n - 1);
@@ -164,20 +169,20 @@ impl ChainCoordinates {
             } else if th <= -PI {
                 th += 2.0 * PI;
             }
-            u[n - 1 + k] = (0.5 * th).tan() / c;
+            u[n - 1 + k] = (0.5 * th).tan();
         }
         u[m] = (0..n).map(|i| x[2 * i]).sum::<f64>() / n as f64;
         u[m + 1] = (0..n).map(|i| x[2 * i + 1]).sum::<f64>() / n as f64;
         u[m + 2] = phi[0];
-        let ld = self.bonds(&u).2;
+        let ld = self.log_det(&u[..m]);
         (u, -ld)
     }
 
     /// ∂/∂y of ⟨g_x, x(u)⟩ (the flow coordinates' part of Jᵀ g_x) and of log|det ∂g/∂u|,
     /// at u, by one reverse pass over the chain.
     pub fn pull_back(&self, u: &[f64], g_x: &[f64]) -> (Vec<f64>, Vec<f64>) {
-        let (n, a, c) = (self.n, self.a(), self.c());
-        let (l, phi, _) = self.bonds(u);
+        let (n, a) = (self.n, self.a());
+        let (l, phi) = self.bonds(u);
         let mean = [
             (0..n).map(|i| g_x[2 * i]).sum::<f64>() / n as f64,
             (0..n).map(|i| g_x[2 * i + 1]).sum::<f64>() / n as f64,
@@ -201,9 +206,9 @@ impl ChainCoordinates {
         for j in (0..n - 2).rev() {
             tail += g_phi[j + 1];
             let y = u[n - 1 + j];
-            let q = 1.0 + c * c * y * y;
-            g_y[n - 1 + j] = tail * 2.0 * c / q;
-            g_ld[n - 1 + j] = -2.0 * c * c * y / q;
+            let q = 1.0 + y * y;
+            g_y[n - 1 + j] = tail * 2.0 / q;
+            g_ld[n - 1 + j] = -2.0 * y / q;
         }
         (g_y, g_ld)
     }

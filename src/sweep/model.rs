@@ -4,7 +4,7 @@
 use super::{SweepConfig, TrainSummary};
 use crate::error::Result;
 use crate::flows::{io, Conditioning, Flow};
-use crate::lattice::{train_phi4_flow, Phi4FlowConfig};
+use crate::lattice::{train_phi4_flow, Phi4FlowConfig, LATTICE_BATCH};
 use crate::systems::{Energy, Structure};
 use crate::train::{
     train, train_new, train_with_data, History, Observer, Progress, TrainConfig, TrainReport,
@@ -50,13 +50,12 @@ pub(super) fn continue_training(
     Ok((flow, summary(&report, true)))
 }
 
-/// The batch of the recipe that trained a flow for `energy`: a lattice flow's own (64; its
-/// steps cost ~30 times a coupling flow's), the sweep's otherwise. Continued training and
-/// repairs keep it: at the sweep's 512 a φ⁴ repair of half the training's steps took 4 times
-/// the training's time.
+/// The batch of the recipe that trained a flow for `energy`: a lattice flow's own
+/// ([`LATTICE_BATCH`]), the sweep's otherwise. Continued training and repairs keep it: at the
+/// sweep's 512 a φ⁴ repair of half the training's steps took 4 times the training's time.
 pub(super) fn recipe_batch(energy: &dyn Energy, tc: &TrainConfig) -> usize {
     match energy.structure() {
-        Structure::Lattice(_) => Phi4FlowConfig::new(1.0).train.batch,
+        Structure::Lattice(_) => LATTICE_BATCH,
         _ => tc.batch,
     }
 }
