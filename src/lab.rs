@@ -92,8 +92,8 @@ impl std::fmt::Debug for Sweep {
 }
 
 impl Sweep {
-    /// Defaults of the CLI for `system` (C_V to 1 %, witness, one repair round; under
-    /// `THERMOFLOW_QUICK` one round of samples, a short witness and no repair).
+    /// Defaults of the CLI for `system` (C_V to 1 %, witness, one repair round, annealing where
+    /// that fails; under `THERMOFLOW_QUICK` one round of samples, a short witness and no repair).
     pub fn new(system: &str) -> Sweep {
         let mut cfg = SweepConfig {
             system: system.to_string(),
@@ -104,6 +104,7 @@ impl Sweep {
             cfg.cv_tol = None;
             cfg.witness_sweeps = 2_000;
             cfg.repairs = 0;
+            cfg.anneal = false;
         }
         Sweep { cfg, energy: None }
     }
@@ -157,6 +158,12 @@ impl Sweep {
     /// Seed.
     pub fn seed(mut self, s: u64) -> Sweep {
         self.cfg.seed = s;
+        self
+    }
+    /// Whether to anneal (sequential Monte Carlo down the grid and back) where temperatures
+    /// still fail after the repairs (default yes; not under `THERMOFLOW_QUICK`).
+    pub fn anneal(mut self, on: bool) -> Sweep {
+        self.cfg.anneal = on;
         self
     }
     /// Train (progress lines on stderr) and estimate.

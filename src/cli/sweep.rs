@@ -64,6 +64,10 @@ pub struct SweepArgs {
     /// Rounds of repair by continued training
     #[arg(long, default_value_t = d().repairs)]
     repairs: usize,
+    /// Do not anneal where temperatures still fail after the repairs (sequential Monte Carlo
+    /// down the grid and back, the flow as its start and global moves)
+    #[arg(long)]
+    no_anneal: bool,
     /// Seed of every random choice
     #[arg(long, default_value_t = d().seed)]
     seed: u64,
@@ -129,6 +133,7 @@ impl SweepArgs {
             estimate_seconds: self.estimate_seconds,
             witness_sweeps: self.witness_sweeps,
             repairs: self.repairs,
+            anneal: !self.no_anneal,
             seed: self.seed,
             continue_training: self.load_model.is_some()
                 && (self.train_seconds.is_some() || self.train_steps.is_some()),

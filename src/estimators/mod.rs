@@ -301,6 +301,25 @@ pub fn thermo_chains(chains: &[Vec<f64>], t: f64) -> Result<Thermo> {
     thermo_grouped(&w, &u, t, false, Some((&groups, chains.len())), flat)
 }
 
+/// ⟨U⟩, C_V, dC_V/dT from weighted samples that come in independent groups (`groups[i]` the
+/// group of sample i, of `n_groups`; within a group samples may be correlated, as the
+/// particles of one sequential Monte Carlo replica are): standard errors and covariances sum
+/// the influence values within each group first. `log_w`: unnormalised log-weights. log Z, F
+/// and S are NaN, k̂ is NaN (no tail fit).
+pub fn thermo_groups(
+    u: &[f64],
+    log_w: &[f64],
+    groups: &[usize],
+    n_groups: usize,
+    t: f64,
+) -> Result<Thermo> {
+    if groups.len() != u.len() || n_groups < 2 || groups.iter().any(|&g| g >= n_groups) {
+        return input_err("need a group below n_groups ≥ 2 for every sample");
+    }
+    let w = Weights::from_log(log_w)?;
+    thermo_grouped(&w, u, t, false, Some((groups, n_groups)), f64::NAN)
+}
+
 /// [`thermo_weighted`], with influence values summed per group (`groups[i]` the group of
 /// sample i, of `n` groups) before the errors are formed when `groups` is given, and the k̂
 /// the caller already has (fitting a tail is not free on every estimation round).

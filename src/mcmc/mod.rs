@@ -1,13 +1,15 @@
 //! Classic samplers, the baselines and the source of training data: random-walk Metropolis
 //! vectorised over many chains ([`rwm`]) and parallel tempering across a temperature ladder
 //! ([`tempering`]), Hamiltonian Monte Carlo ([`hmc`]), flow-based independence Metropolis
-//! ([`flow_mcmc`]), with time-series statistics ([`stats`]: τ_int, batch-means errors).
+//! ([`flow_mcmc`]), sequential Monte Carlo down a temperature ladder with the flow as start
+//! and global moves ([`smc`]), with time-series statistics ([`stats`]: τ_int, batch-means errors).
 //! Every sampler is seeded and reproducible; [`experiment`] runs one on a named system.
 
 pub mod experiment;
 pub mod flow_mcmc;
 pub mod hmc;
 pub mod rwm;
+pub mod smc;
 pub mod stats;
 pub mod tempering;
 
@@ -15,6 +17,7 @@ pub use experiment::{run_mcmc, McmcConfig, Sampler};
 pub use flow_mcmc::{flow_mcmc, FlowMcmcConfig};
 pub use hmc::{hmc, hmc_samples, ChainRun, HmcConfig};
 pub use rwm::{rwm, RwmConfig, RwmRun};
+pub use smc::{smc, SmcConfig, SmcPoint, SmcRun};
 pub use stats::{batch_means, tau_int};
 pub use tempering::{
     chain_starts, dispersed_starts, parallel_tempering, McThermo, Moves, PtConfig, PtRun,

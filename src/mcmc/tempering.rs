@@ -91,6 +91,33 @@ impl Moves {
         }
     }
 
+    /// One Metropolis sweep of a replica at state `x` with energy `u` at temperature `t`, step
+    /// size `s` ([`Moves::blocks`] moves); `prop` is scratch of the state's length. Returns the
+    /// number of accepted moves.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn sweep(
+        &self,
+        e: &dyn Energy,
+        x: &mut [f64],
+        u: &mut f64,
+        t: f64,
+        s: f64,
+        rng: &mut impl Rng,
+        prop: &mut [f64],
+    ) -> usize {
+        let mut accepted = 0;
+        for block in 0..self.blocks(x.len()) {
+            let log_jac = self.propose(x, block, s, rng, prop);
+            let un = e.energy(prop);
+            if un.is_finite() && rng.random::<f64>().ln() < -(un - *u) / t + log_jac {
+                x.copy_from_slice(prop);
+                *u = un;
+                accepted += 1;
+            }
+        }
+        accepted
+    }
+
     /// Write the proposal from `x` into `prop` (move number `block` of the sweep); returns the
     /// log-Jacobian term of the acceptance.
     fn propose(
@@ -273,16 +300,8 @@ pub fn parallel_tempering(e: &dyn Energy, cfg: &PtConfig) -> Result<PtRun> {
             for (j, &t) in cfg.temps.iter().enumerate() {
                 let r = l * k + j;
                 let s = log_step[j].exp();
-                for block in 0..blocks {
-                    let xr = &x[r * d..(r + 1) * d];
-                    let log_jac = cfg.moves.propose(xr, block, s, &mut rng, &mut prop);
-                    let un = e.energy(&prop);
-                    if un.is_finite() && rng.random::<f64>().ln() < -(un - u[r]) / t + log_jac {
-                        x[r * d..(r + 1) * d].copy_from_slice(&prop);
-                        u[r] = un;
-                        acc_now[j] += 1;
-                    }
-                }
+                let xr = &mut x[r * d..(r + 1) * d];
+                acc_now[j] += cfg.moves.sweep(e, xr, &mut u[r], t, s, &mut rng, &mut prop);
             }
             // Exchanges between neighbours of alternating parity.
             for j in (sweep % 2..k.saturating_sub(1)).step_by(2) {

@@ -88,6 +88,9 @@ pub struct SweepConfig {
     pub witness_sweeps: usize,
     /// Repair rounds for failing temperatures.
     pub repairs: usize,
+    /// Where temperatures still fail after the repairs: sequential Monte Carlo down the grid
+    /// and back, the flow as its start and its global moves ([`crate::mcmc::smc`]).
+    pub anneal: bool,
     /// Seed.
     pub seed: u64,
     /// Flow architecture.
@@ -120,6 +123,7 @@ impl Default for SweepConfig {
             estimate_seconds: None,
             witness_sweeps: 20_000,
             repairs: 1,
+            anneal: true,
             seed: 0,
             flow: crate::flows::default_flow(),
             load_model: None,
@@ -139,6 +143,13 @@ pub const DEFENSIVE_FRACTION: f64 = 0.1;
 
 /// Independent chains of the flow-MCMC repair.
 pub const MCMC_CHAINS: usize = 2048;
+
+/// Particles per replica of the sequential Monte Carlo repair.
+pub const SMC_PARTICLES: usize = 256;
+/// Its independent replicas.
+pub const SMC_REPLICAS: usize = 16;
+/// Most replicas of one of its runs (more are pooled from further runs).
+pub const SMC_MAX_RUN: usize = 128;
 
 /// The default target relative standard error of C_V.
 pub const DEFAULT_CV_TOL: f64 = 0.01;
@@ -213,11 +224,12 @@ fn all_checks(
     let mut all: Vec<Checks> = th
         .iter()
         .zip(grid)
-        .zip(&rounds.chains)
-        .map(|((t, g), ch)| {
-            let mut c = match ch {
-                None => checks::local(t),
-                Some(ch) => checks::local_chains(t, ch),
+        .zip(rounds.chains.iter().zip(&rounds.smc))
+        .map(|((t, g), (ch, sp))| {
+            let mut c = match (ch, sp) {
+                (_, Some(p)) => checks::local_smc(t, p),
+                (Some(ch), None) => checks::local_chains(t, ch),
+                (None, None) => checks::local(t),
             };
             c.extend(g);
             c
@@ -232,8 +244,12 @@ fn all_checks(
                 })
                 .collect::<Result<Vec<f64>>>()?;
             let (wc, points) = checks::witness(th, w, &missed);
-            for (c, x) in all.iter_mut().zip(wc) {
+            for ((c, x), sp) in all.iter_mut().zip(wc).zip(&rounds.smc) {
                 c.extend(x);
+                // The flow's weights are not the estimator there.
+                if sp.is_some() {
+                    c.remove("missed_mass");
+                }
             }
             points
         }
@@ -271,6 +287,8 @@ struct State {
     checks: Vec<Checks>,
     points: Vec<WitnessPoint>,
     repairs: Vec<String>,
+    /// The sequential Monte Carlo run whose estimates replaced failing ones.
+    smc: Option<crate::mcmc::SmcRun>,
     estimate_seconds: f64,
     train: TrainSummary,
     history: History,
@@ -413,6 +431,7 @@ fn run_on(
         checks: Vec::new(),
         points: Vec::new(),
         repairs: Vec::new(),
+        smc: None,
         train,
         history,
     };
@@ -425,6 +444,9 @@ fn run_on(
     }
     if cfg.repairs > 0 && !crate::observe::interrupted() {
         repair::chain_repair(&sw, &mut st)?;
+    }
+    if cfg.anneal && !crate::observe::interrupted() {
+        repair::anneal(&sw, &mut st)?;
     }
     if let Some(path) = &cfg.save_model {
         let meta = io::system_meta(&cfg.system, sw.energy, &st.flow);
@@ -448,20 +470,25 @@ fn assemble(
     let exact: Option<Vec<Reference>> = reference(sw.energy, temps)?;
     let col = |f: &dyn Fn(&Thermo) -> f64| th.iter().map(f).collect::<Vec<f64>>();
     let trusted: Vec<bool> = st.checks.iter().map(checks::all_pass).collect();
-    let samples_used: Vec<usize> = rounds
-        .draws
-        .iter()
-        .zip(&rounds.chains)
-        .map(|(d, c)| d.u.len() + c.as_ref().map_or(0, |c| c.chains * (c.steps + 21)))
+    let smc_particles = st.smc.as_ref().map_or(0, |r| 2 * r.particles * r.replicas);
+    let samples_used: Vec<usize> = (0..temps.len())
+        .map(|i| {
+            let c = rounds.chains[i].as_ref();
+            rounds.draws[i].u.len()
+                + c.map_or(0, |c| c.chains * (c.steps + 21))
+                + if rounds.smc[i].is_some() {
+                    smc_particles
+                } else {
+                    0
+                }
+        })
         .collect();
-    let method: Vec<String> = rounds
-        .chains
-        .iter()
-        .map(|c| {
-            if c.is_some() {
-                "flow-mcmc"
-            } else {
-                "importance"
+    let method: Vec<String> = (0..temps.len())
+        .map(|i| {
+            match (&rounds.chains[i], &rounds.smc[i]) {
+                (_, Some(_)) => "smc",
+                (Some(_), None) => "flow-mcmc",
+                (None, None) => "importance",
             }
             .to_string()
         })
@@ -477,6 +504,7 @@ fn assemble(
         "estimate_seconds": cfg.estimate_seconds,
         "witness_sweeps": cfg.witness_sweeps,
         "repairs": cfg.repairs,
+        "anneal": cfg.anneal,
         "flow": cfg.flow,
         "load_model": cfg.load_model,
     });
@@ -499,6 +527,7 @@ fn assemble(
         samples_used,
         method,
         flow_mcmc: rounds.chains,
+        smc: st.smc,
         target_reached: rounds.reached,
         verdict: checks::verdict(temps, &st.checks),
         checks: st.checks,

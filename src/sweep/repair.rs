@@ -1,6 +1,7 @@
 //! Repairs of failing temperatures (see the module docs of [`super`]): continued training with
-//! forward KL on the witness's configurations and on importance-resampled flow samples, and
-//! flow-MCMC where only the weights' tail fails.
+//! forward KL on the witness's configurations and on importance-resampled flow samples,
+//! flow-MCMC where only the weights' tail fails, and sequential Monte Carlo where
+//! temperatures still fail.
 
 use std::time::Instant;
 
@@ -9,10 +10,14 @@ use super::checks;
 use super::model::{sweep_training, train_observed};
 use super::rounds::{estimate_rounds, Rounds};
 use super::witness::Witness;
-use super::{State, Sweeper, DEFENSIVE_FRACTION, DEFENSIVE_WIDTH, MCMC_CHAINS};
+use super::{
+    State, Sweeper, DEFENSIVE_FRACTION, DEFENSIVE_WIDTH, MCMC_CHAINS, SMC_MAX_RUN, SMC_PARTICLES,
+    SMC_REPLICAS,
+};
 use crate::error::{Error, Result};
 use crate::estimators::Estimate;
 use crate::flows::Flow;
+use crate::mcmc::{smc, SmcConfig, SmcRun};
 use crate::systems::Energy;
 use crate::train::TrainingData;
 
@@ -253,4 +258,185 @@ fn replace_with_chains(rounds: &mut Rounds, i: usize, ce: ChainEstimate, cv_tol:
     rounds.reached[i] = cv_tol.is_none_or(|tol| th.cv.se <= tol * th.cv.value.abs());
     rounds.th[i] = th;
     rounds.chains[i] = Some(ce);
+}
+
+/// Sequential Monte Carlo runs pooled until C_V reaches `cv_tol` at the `failing`
+/// temperatures: each further run has about R (r/tol)² · 1.2 − R more replicas (r the worst
+/// relative error, R those so far; at least [`SMC_REPLICAS`], at most 3 R and
+/// [`SMC_MAX_RUN`]), within `max_samples` particles per temperature (both passes) and
+/// `estimate_seconds` or, without it, four times the first run's time (at least 60 s: a bound
+/// only for costly systems). None when interrupted.
+fn anneal_rounds(sw: &Sweeper, flow: &Flow, failing: &[usize]) -> Result<Option<SmcRun>> {
+    let (cfg, temps) = (sw.cfg, &sw.temps);
+    let mut sc = SmcConfig::new(sw.energy, temps.clone());
+    sc.particles = SMC_PARTICLES;
+    sc.replicas = SMC_REPLICAS;
+    sc.progress = cfg.progress;
+    let mut run: Option<SmcRun> = None;
+    let mut budget: Option<f64> = None;
+    for round in 0u64.. {
+        sc.seed = sw.seed ^ 0x53c0 ^ (round << 32);
+        let next = match smc(sw.energy, flow, &sc) {
+            Ok(next) => next,
+            Err(_) if crate::observe::interrupted() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let pooled = match run.take() {
+            None => next,
+            Some(r) => r.merge(next)?,
+        };
+        let worst = failing
+            .iter()
+            .map(|&i| {
+                let cv = pooled.points[i].thermo.cv;
+                cv.se / cv.value.abs()
+            })
+            .fold(
+                0.0f64,
+                |a, b| if b.is_nan() { f64::INFINITY } else { a.max(b) },
+            );
+        let r = pooled.replicas;
+        let budget = *budget.get_or_insert(
+            cfg.estimate_seconds
+                .unwrap_or((4.0 * pooled.seconds).max(60.0)),
+        );
+        let per_replica = pooled.seconds / r as f64;
+        let most_by_samples = (cfg.max_samples / (2 * SMC_PARTICLES)).saturating_sub(r);
+        let most_by_time = ((budget - pooled.seconds) / per_replica).max(0.0) as usize;
+        let want = match cfg.cv_tol {
+            Some(tol) if worst > tol && worst.is_finite() => {
+                let need = (r as f64 * (worst / tol).powi(2) * 1.2).ceil() as usize;
+                need.saturating_sub(r).clamp(SMC_REPLICAS, 3 * r)
+            }
+            _ => 0,
+        };
+        let more = Some(want.min(most_by_samples).min(most_by_time).min(SMC_MAX_RUN))
+            .filter(|&m| m >= 2)
+            .unwrap_or(0);
+        if cfg.progress {
+            eprintln!(
+                "[sweep] sequential Monte Carlo: {r} replicas, worst C_V error {:.2} % at the failing temperatures, {:.1} s{}",
+                100.0 * worst,
+                pooled.seconds,
+                if more > 0 {
+                    format!("; {more} more replicas")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        run = Some(pooled);
+        if more == 0 || crate::observe::interrupted() {
+            break;
+        }
+        sc.replicas = more;
+    }
+    Ok(run)
+}
+
+/// Where temperatures still fail: sequential Monte Carlo from T_max down the grid and back
+/// ([`crate::mcmc::smc`], [`SMC_REPLICAS`] replicas of [`SMC_PARTICLES`] particles, the flow
+/// as its start and global moves, the system's local moves), whose estimates replace the
+/// failing ones; checks are recomputed and the replacement is undone when fewer temperatures
+/// are trusted after it. log Z there is the hottest trusted temperature's plus the anneal's
+/// difference (not estimated when none is trusted: the flow's own log Ẑ at T_max would carry
+/// whatever mass it misses).
+pub(super) fn anneal(sw: &Sweeper, st: &mut State) -> Result<()> {
+    let (cfg, temps) = (sw.cfg, &sw.temps);
+    let failing: Vec<usize> = (0..temps.len())
+        .filter(|&i| !checks::all_pass(&st.checks[i]))
+        .collect();
+    if failing.is_empty() {
+        return Ok(());
+    }
+    let before = temps.len() - failing.len();
+    if cfg.progress {
+        eprintln!(
+            "[sweep] sequential Monte Carlo: {} of {} temperatures fail; annealing from T = {:.3} to {:.3} and back, {SMC_REPLICAS} replicas × {SMC_PARTICLES} particles",
+            failing.len(),
+            temps.len(),
+            temps[temps.len() - 1],
+            temps[0]
+        );
+    }
+    let Some(run) = anneal_rounds(sw, &st.flow, &failing)? else {
+        st.repairs
+            .push("sequential Monte Carlo interrupted; its estimates not used".into());
+        return Ok(());
+    };
+    let saved = (st.rounds.clone(), st.checks.clone(), st.points.clone());
+    // log Z from the hottest trusted temperature's importance sampling plus the anneal's
+    // log Z(T) − log Z(T_a); not estimated (NaN) when no temperature is trusted.
+    let anchor = (0..temps.len()).rev().find(|i| !failing.contains(i));
+    for &i in &failing {
+        let p = &run.points[i];
+        let r = &mut st.rounds;
+        let mut th = p.thermo;
+        let (t, nan) = (temps[i], f64::NAN);
+        let log_z = match anchor {
+            Some(a) => {
+                let (is, rel, rel_a) = (r.th[a].log_z, p.thermo.log_z, run.points[a].thermo.log_z);
+                Estimate {
+                    value: is.value + rel.value - rel_a.value,
+                    se: (is.se.powi(2) + rel.se.powi(2) + rel_a.se.powi(2)).sqrt(),
+                }
+            }
+            None => Estimate {
+                value: nan,
+                se: nan,
+            },
+        };
+        th.log_z = log_z;
+        // (0 where log Z is not estimated: the other checks' combinations must stay finite.)
+        th.cov[3][3] = if log_z.se.is_nan() {
+            0.0
+        } else {
+            log_z.se.powi(2)
+        };
+        th.f = Estimate {
+            value: -t * log_z.value,
+            se: t * log_z.se,
+        };
+        th.s = Estimate {
+            value: th.u.value / t + log_z.value,
+            se: ((th.u.se / t).powi(2) + log_z.se.powi(2)).sqrt(),
+        };
+        r.th[i] = th;
+        r.chains[i] = None;
+        r.reached[i] = cfg
+            .cv_tol
+            .is_none_or(|tol| p.thermo.cv.se <= tol * p.thermo.cv.value.abs());
+        r.smc[i] = Some(p.clone());
+    }
+    st.estimate_seconds += run.seconds;
+    sw.check(st)?;
+    let after = st.checks.iter().filter(|c| checks::all_pass(c)).count();
+    let worse = after < before;
+    st.repairs.push(format!(
+        "sequential Monte Carlo ({} replicas × {} particles, {} + {} rungs, {:.1} kernel applications per rung, flow proposals accepted {:.3}, {:.1} s) replaced the estimates at T = {}: trusted {before} → {after} of {}{}",
+        run.replicas,
+        run.particles,
+        run.rungs[0],
+        run.rungs[1],
+        run.repeats as f64 / (run.rungs[0] + run.rungs[1]).max(1) as f64,
+        run.flow_acceptance,
+        run.seconds,
+        failing
+            .iter()
+            .map(|&i| format!("{:.3}", temps[i]))
+            .collect::<Vec<_>>()
+            .join(", "),
+        temps.len(),
+        if worse {
+            "; worse, so the estimates from before are kept"
+        } else {
+            ""
+        }
+    ));
+    if worse {
+        (st.rounds, st.checks, st.points) = saved;
+    } else {
+        st.smc = Some(run);
+    }
+    Ok(())
 }

@@ -96,10 +96,13 @@ pub struct SweepResult {
     pub pareto_k: Vec<f64>,
     /// Samples drawn per temperature.
     pub samples_used: Vec<usize>,
-    /// How ⟨U⟩ and C_V were estimated per temperature: `importance` or `flow-mcmc`.
+    /// How ⟨U⟩ and C_V were estimated per temperature: `importance`, `flow-mcmc` or `smc`.
     pub method: Vec<String>,
     /// The flow-MCMC runs (acceptance, stuck chains, chains, steps) where used, else null.
     pub flow_mcmc: Vec<Option<super::chains::ChainEstimate>>,
+    /// The sequential Monte Carlo run (rungs, particles, replicas, per temperature its
+    /// hysteresis, energy correlation and acceptance) where it replaced failing estimates.
+    pub smc: Option<crate::mcmc::SmcRun>,
     /// Whether the C_V tolerance was reached per temperature.
     pub target_reached: Vec<bool>,
     /// Every check per temperature: name → {pass, value, limit}.

@@ -11,6 +11,7 @@ use super::{SweepConfig, DEFENSIVE_FRACTION, DEFENSIVE_WIDTH};
 use crate::error::{Error, Result};
 use crate::estimators::{thermo, Thermo};
 use crate::flows::Flow;
+use crate::mcmc::SmcPoint;
 use crate::systems::Energy;
 
 /// One temperature's accumulated samples: energies and flow log-densities.
@@ -89,6 +90,8 @@ pub(super) struct Rounds {
     pub(super) reached: Vec<bool>,
     /// Where flow-MCMC replaced the importance-sampled ⟨U⟩ and C_V.
     pub(super) chains: Vec<Option<ChainEstimate>>,
+    /// Where sequential Monte Carlo replaced the importance-sampled estimates.
+    pub(super) smc: Vec<Option<SmcPoint>>,
     pub(super) seconds: f64,
 }
 
@@ -166,6 +169,7 @@ pub(super) fn estimate_rounds(
         draws,
         reached,
         chains: vec![None; n_t],
+        smc: vec![None; n_t],
         seconds: t0.elapsed().as_secs_f64(),
     })
 }

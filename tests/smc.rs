@@ -1,0 +1,161 @@
+//! Sequential Monte Carlo down a temperature ladder: its estimates against exact quadrature
+//! within their own error bars, and the sweep's annealing repair taking over where a barely
+//! trained flow fails.
+
+use thermoflow::exact::reference;
+use thermoflow::flows::{linear_flow, Conditioning};
+use thermoflow::mcmc::{smc, SmcConfig};
+use thermoflow::sweep::{self, temperature_grid, SweepConfig};
+use thermoflow::systems;
+
+/// From the untrained flow (q = N(0, T I), a poor start for two wells) the run's ⟨U⟩, C_V and
+/// log Z(T) − log Z(T_max) lie within 4.5 of their standard errors of quadrature at every temperature, the
+/// cooling and heating passes agree, and every temperature is a rung. (Errors from 16 replicas
+/// are t-distributed with 15 degrees of freedom: P(|t| > 4.5) ≈ 4·10⁻⁴ per comparison, 1 % for
+/// the 24 here. Measured over 40 seeds: spread / reported error 0.91–1.22, bias ≤ 0.4 of an
+/// error bar.)
+#[test]
+fn smc_matches_quadrature_within_its_errors() {
+    let e = systems::build("double-well-2d", &["c=1"]).unwrap();
+    let temps = temperature_grid(0.5, 3.0, 8);
+    let flow = linear_flow(
+        2,
+        Conditioning::Temperature {
+            t_min: 0.5,
+            t_max: 3.0,
+        },
+    )
+    .unwrap();
+    let mut cfg = SmcConfig::new(e.as_ref(), temps.clone());
+    cfg.seed = 3;
+    let run = smc(e.as_ref(), &flow, &cfg).unwrap();
+    let exact = reference(e.as_ref(), &temps).unwrap().unwrap();
+    assert_eq!(run.points.len(), temps.len());
+    assert!(run.rungs[0] >= temps.len() - 1 && run.rungs[1] >= temps.len() - 1);
+    let log_z_max = exact[exact.len() - 1].log_z;
+    for (p, x) in run.points.iter().zip(&exact) {
+        let th = &p.thermo;
+        for (name, est, truth) in [
+            ("U", th.u, x.u),
+            ("Cv", th.cv, x.cv),
+            ("logZ(T) - logZ(T_max)", th.log_z, x.log_z - log_z_max),
+        ] {
+            // (log Z(T_max) − log Z(T_max) is 0 ± 0.)
+            let z = (est.value - truth) / est.se;
+            assert!(
+                (est.value - truth).abs() <= 4.5 * est.se && (est.se > 0.0 || p.t == 3.0),
+                "T = {:.3}: {name} {:.4} ± {:.4} vs exact {truth:.4} (z {z:.2})",
+                p.t,
+                est.value,
+                est.se
+            );
+        }
+        assert!(
+            p.hysteresis < 4.0,
+            "T = {:.3}: hysteresis {}",
+            p.t,
+            p.hysteresis
+        );
+        assert!(
+            th.cv.se < 0.05 * th.cv.value,
+            "T = {:.3}: C_V se {}",
+            p.t,
+            th.cv.se
+        );
+    }
+}
+
+/// Bad settings are errors, not panics.
+#[test]
+fn smc_rejects_bad_settings() {
+    let e = systems::build("double-well-2d", &[] as &[&str]).unwrap();
+    let cond = Conditioning::Temperature {
+        t_min: 0.5,
+        t_max: 3.0,
+    };
+    let flow = linear_flow(2, cond).unwrap();
+    let ok = SmcConfig::new(e.as_ref(), vec![0.5, 1.0]);
+    for bad in [
+        SmcConfig {
+            temps: vec![1.0, 0.5],
+            ..ok.clone()
+        },
+        SmcConfig {
+            temps: vec![-1.0, 0.5],
+            ..ok.clone()
+        },
+        SmcConfig {
+            replicas: 1,
+            ..ok.clone()
+        },
+        SmcConfig {
+            cess: 1.0,
+            ..ok.clone()
+        },
+    ] {
+        assert!(smc(e.as_ref(), &flow, &bad).is_err());
+    }
+    let wrong_dim = linear_flow(3, cond).unwrap();
+    assert!(smc(e.as_ref(), &wrong_dim, &ok).is_err());
+}
+
+/// A flow trained for 20 steps, with no retraining or flow-MCMC repair: importance sampling
+/// fails, annealing replaces the failing temperatures, and what it leaves trusted agrees with
+/// quadrature within 4 reported standard errors (most of the grid is trusted).
+#[test]
+fn sweep_anneals_where_the_flow_fails() {
+    let cfg = SweepConfig {
+        system: "double-well-2d".into(),
+        params: vec!["c=1".into()],
+        t_min: 0.5,
+        t_max: 3.0,
+        temps: 6,
+        train_seconds: None,
+        train_steps: Some(20),
+        samples: 5_000,
+        cv_tol: None,
+        witness_sweeps: 10_000,
+        repairs: 0,
+        progress: false,
+        seed: 5,
+        ..Default::default()
+    };
+    let (r, _, _) = sweep::run(&cfg).unwrap();
+    let smc_used = r.method.iter().filter(|m| *m == "smc").count();
+    assert!(
+        smc_used > 0,
+        "annealing not used: {:?} {}",
+        r.method,
+        r.verdict
+    );
+    assert!(r.smc.is_some());
+    let e = r.exact.as_ref().unwrap();
+    let trusted = r.trusted.iter().filter(|&&t| t).count();
+    assert!(trusted >= 5, "{}", r.verdict);
+    for i in 0..r.temperatures.len() {
+        if r.method[i] == "smc" {
+            assert!(r.checks[i].contains_key("smc_hysteresis"));
+            assert!(!r.checks[i].contains_key("missed_mass"));
+        }
+        if r.trusted[i] {
+            for (name, v, se, x) in [
+                ("U", r.u[i], r.u_se[i], e.u[i]),
+                ("Cv", r.cv[i], r.cv_se[i], e.cv[i]),
+            ] {
+                assert!(
+                    (v - x).abs() < 4.0 * se,
+                    "T = {:.3} ({}): {name} {v:.4} ± {se:.4} vs {x:.4}",
+                    r.temperatures[i],
+                    r.method[i]
+                );
+            }
+            // log Z where estimated (annealing anchors it on a trusted temperature).
+            let (v, se, x) = (r.log_z[i], r.log_z_se[i], e.log_z[i]);
+            assert!(
+                v.is_nan() || (v - x).abs() < 4.0 * se,
+                "T = {:.3}: log Z {v:.4} ± {se:.4} vs {x:.4}",
+                r.temperatures[i]
+            );
+        }
+    }
+}
