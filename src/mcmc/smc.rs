@@ -125,7 +125,8 @@ pub struct SmcPoint {
     pub hysteresis: f64,
     /// Acceptance of the local moves at this rung (both passes).
     pub acceptance: f64,
-    /// Correlation of the energies with those before the rung's moves (the larger pass).
+    /// Correlation of the energies with those before the rung's moves (mean over replicas,
+    /// the larger pass).
     pub correlation: f64,
 }
 
@@ -432,10 +433,11 @@ impl Population {
         total / self.r as f64
     }
 
-    /// The weighted correlation of the particles' energies with `before` (per replica,
-    /// the largest); NaN where energies do not vary.
+    /// The weighted correlation of the particles' energies with `before` (per replica, then
+    /// the mean: the largest of many replicas' noisy values would plan too many moves); NaN
+    /// where energies do not vary.
     fn correlation(&self, before: &[f64]) -> f64 {
-        (0..self.r)
+        let (sum, k) = (0..self.r)
             .map(|r| {
                 let range = self.replica(r);
                 let pts: Vec<(f64, f64, f64)> = range
@@ -452,10 +454,13 @@ impl Population {
                 let vb = mean(&|p| (p.2 - mb).powi(2));
                 cov / (va * vb).sqrt()
             })
-            .fold(
-                f64::NEG_INFINITY,
-                |a, b| if b.is_nan() { a } else { a.max(b) },
-            )
+            .filter(|c| !c.is_nan())
+            .fold((0.0, 0usize), |(s, k), c| (s + c, k + 1));
+        if k == 0 {
+            f64::NAN
+        } else {
+            sum / k as f64
+        }
     }
 
     /// Replica r's weighted mean energy.

@@ -261,7 +261,7 @@ fn replace_with_chains(rounds: &mut Rounds, i: usize, ce: ChainEstimate, cv_tol:
 }
 
 /// Sequential Monte Carlo runs pooled until C_V reaches `cv_tol` at the `failing`
-/// temperatures: each further run has about R (r/tol)² · 1.2 − R more replicas (r the worst
+/// temperatures (those that pass the hysteresis check): each further run has about R (r/tol)² · 1.2 − R more replicas (r the worst
 /// relative error, R those so far; at least [`SMC_REPLICAS`], at most 3 R and
 /// [`SMC_MAX_RUN`]), within `max_samples` particles per temperature (both passes) and
 /// `estimate_seconds` or, without it, four times the first run's time (at least 60 s: a bound
@@ -285,8 +285,10 @@ fn anneal_rounds(sw: &Sweeper, flow: &Flow, failing: &[usize]) -> Result<Option<
             None => next,
             Some(r) => r.merge(next)?,
         };
+        // Only points that pass their own hysteresis check are worth more replicas.
         let worst = failing
             .iter()
+            .filter(|&&i| pooled.points[i].hysteresis <= checks::Z_LIMIT)
             .map(|&i| {
                 let cv = pooled.points[i].thermo.cv;
                 cv.se / cv.value.abs()
