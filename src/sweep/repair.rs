@@ -261,9 +261,9 @@ fn replace_with_chains(rounds: &mut Rounds, i: usize, ce: ChainEstimate, cv_tol:
 }
 
 /// Sequential Monte Carlo runs pooled until C_V reaches `cv_tol` at the `failing`
-/// temperatures (those that pass the hysteresis check): each further run has about R (r/tol)² · 1.2 − R more replicas (r the worst
-/// relative error, R those so far; at least [`SMC_REPLICAS`], at most 3 R and
-/// [`SMC_MAX_RUN`]), within `max_samples` particles per temperature (both passes) and
+/// temperatures that pass the hysteresis check: each further run has about
+/// R (r/tol)² · 1.2 − R more replicas (r the worst relative error, R those so far; at least
+/// [`SMC_REPLICAS`], at most 3 R and [`SMC_MAX_RUN`]), within `max_samples` particles per temperature (both passes) and
 /// `estimate_seconds` or, without it, four times the first run's time (at least 60 s: a bound
 /// only for costly systems). None when interrupted.
 fn anneal_rounds(sw: &Sweeper, flow: &Flow, failing: &[usize]) -> Result<Option<SmcRun>> {
@@ -286,6 +286,9 @@ fn anneal_rounds(sw: &Sweeper, flow: &Flow, failing: &[usize]) -> Result<Option<
             Some(r) => r.merge(next)?,
         };
         // Only points that pass their own hysteresis check are worth more replicas.
+        let refinable = failing
+            .iter()
+            .any(|&i| pooled.points[i].hysteresis <= checks::Z_LIMIT);
         let worst = failing
             .iter()
             .filter(|&&i| pooled.points[i].hysteresis <= checks::Z_LIMIT)
@@ -317,8 +320,12 @@ fn anneal_rounds(sw: &Sweeper, flow: &Flow, failing: &[usize]) -> Result<Option<
             .unwrap_or(0);
         if cfg.progress {
             eprintln!(
-                "[sweep] sequential Monte Carlo: {r} replicas, worst C_V error {:.2} % at the failing temperatures, {:.1} s{}",
-                100.0 * worst,
+                "[sweep] sequential Monte Carlo: {r} replicas, worst C_V error {} at the failing temperatures that pass the hysteresis check, {:.1} s{}",
+                if refinable {
+                    format!("{:.2} %", 100.0 * worst)
+                } else {
+                    "– (none passes)".to_string()
+                },
                 pooled.seconds,
                 if more > 0 {
                     format!("; {more} more replicas")
