@@ -52,7 +52,7 @@ use super::Moves;
 use crate::error::{input_err, Error, Result};
 use crate::estimators::{thermo_groups, Estimate, Thermo, Weights};
 use crate::flows::Flow;
-use crate::systems::{check_temperature, Energy};
+use crate::systems::{check_temperature, parallel_energies, Energy};
 
 /// Base width and share of the defensive mixture the flow proposals come from.
 const MIXTURE: (f64, f64) = (1.2, 0.1);
@@ -370,16 +370,7 @@ impl Population {
         let flat = xp
             .as_slice()
             .ok_or_else(|| Error::Engine("samples not contiguous".into()))?;
-        let up: Vec<f64> = flat
-            .par_chunks(self.d)
-            .map(|r| {
-                if r.iter().all(|v| v.is_finite()) {
-                    energy.energy(r)
-                } else {
-                    f64::NAN
-                }
-            })
-            .collect();
+        let up = parallel_energies(energy, flat, self.d);
         let mut accepted = 0;
         for i in 0..total {
             let lw_new = finite_or_neg_inf(-up[i] / t - prop.log_q[i]);
@@ -621,18 +612,8 @@ pub fn smc(energy: &dyn Energy, flow: &Flow, cfg: &SmcConfig) -> Result<SmcRun> 
     let t_max = temps[temps.len() - 1];
     let mut rng = crate::rng::seeded(cfg.seed);
     let start = flow.sample_mixture(n * r, &[t_max], MIXTURE.0, MIXTURE.1, &mut rng)?;
-    let x0 = start.x.as_standard_layout().to_owned();
-    let x: Vec<f64> = x0.iter().copied().collect();
-    let u: Vec<f64> = x
-        .par_chunks(d)
-        .map(|row| {
-            if row.iter().all(|v| v.is_finite()) {
-                energy.energy(row)
-            } else {
-                f64::NAN
-            }
-        })
-        .collect();
+    let x: Vec<f64> = start.x.iter().copied().collect();
+    let u = parallel_energies(energy, &x, d);
     let lw: Vec<f64> = u
         .iter()
         .zip(&start.log_q)

@@ -4,8 +4,6 @@
 
 use std::time::Instant;
 
-use rayon::prelude::*;
-
 use super::chains::ChainEstimate;
 use super::{SweepConfig, DEFENSIVE_FRACTION, DEFENSIVE_WIDTH};
 use crate::error::{Error, Result};
@@ -48,17 +46,7 @@ pub(super) fn draw(
     let flat = x
         .as_slice()
         .ok_or_else(|| Error::Engine("samples not contiguous".into()))?;
-    let u: Vec<f64> = flat
-        .par_chunks(dim)
-        .map(|r| {
-            if r.iter().all(|v| v.is_finite()) {
-                energy.energy(r)
-            } else {
-                f64::NAN
-            }
-        })
-        .collect();
-    d.u.extend(u);
+    d.u.extend(crate::systems::parallel_energies(energy, flat, dim));
     d.log_q.extend(s.log_q);
     Ok(())
 }

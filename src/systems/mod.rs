@@ -132,6 +132,22 @@ pub trait Energy: Send + Sync {
     }
 }
 
+/// Energies of the rows of a flat row-major batch (`dim` values per row), evaluated in
+/// parallel; NaN for a row with a non-finite coordinate (a flow sample that overflowed), so that
+/// its importance weight is zero.
+pub fn parallel_energies(energy: &dyn Energy, flat: &[f64], dim: usize) -> Vec<f64> {
+    use rayon::prelude::*;
+    flat.par_chunks(dim)
+        .map(|r| {
+            if r.iter().all(|v| v.is_finite()) {
+                energy.energy(r)
+            } else {
+                f64::NAN
+            }
+        })
+        .collect()
+}
+
 /// Validate a batch of configurations against a dimension.
 pub fn check_batch(dim: usize, x: &ArrayView2<f64>) -> Result<()> {
     if x.ncols() != dim {
