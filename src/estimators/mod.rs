@@ -320,6 +320,28 @@ pub fn thermo_groups(
     thermo_grouped(&w, u, t, false, Some((groups, n_groups)), f64::NAN)
 }
 
+/// [`thermo_groups`] for groups that are independent replicas of a sampler (their samples
+/// correlated within, independent between): the sum of R groups' influence values estimates
+/// the variance with R − 1 degrees of freedom, so the errors of ⟨U⟩, C_V and dC_V/dT (and their
+/// covariance) are scaled by R/(R − 1). log Z is not estimated.
+pub fn thermo_replicas(
+    u: &[f64],
+    log_w: &[f64],
+    groups: &[usize],
+    n_groups: usize,
+    t: f64,
+) -> Result<Thermo> {
+    let mut th = thermo_groups(u, log_w, groups, n_groups, t)?;
+    let c2 = n_groups as f64 / (n_groups - 1) as f64;
+    for e in [&mut th.u, &mut th.cv, &mut th.dcv_dt] {
+        e.se *= c2.sqrt();
+    }
+    for row in th.cov.iter_mut().take(3) {
+        row.iter_mut().take(3).for_each(|v| *v *= c2);
+    }
+    Ok(th)
+}
+
 /// [`thermo_weighted`], with influence values summed per group (`groups[i]` the group of
 /// sample i, of `n` groups) before the errors are formed when `groups` is given, and the k̂
 /// the caller already has (fitting a tail is not free on every estimation round).

@@ -18,7 +18,8 @@ pub use flow_mcmc::{flow_mcmc, FlowMcmcConfig};
 pub use hmc::{hmc, hmc_samples, ChainRun, HmcConfig};
 pub use rwm::{rwm, RwmConfig, RwmRun};
 pub use smc::{smc, SmcConfig, SmcPoint, SmcRun};
-pub use stats::{batch_means, tau_int};
+pub use stats::{batch_means, paired_t, tau_int};
 pub use tempering::{
-    chain_starts, dispersed_starts, parallel_tempering, McThermo, Moves, PtConfig, PtRun,
+    chain_starts, dispersed_starts, parallel_tempering, parallel_tempering_with, McThermo, Moves,
+    PtConfig, PtRun,
 };

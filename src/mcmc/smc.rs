@@ -30,7 +30,7 @@
 //!   proportion to its path factor Ẑ_r(T)/Ẑ_r(start) (the start: T_max after burn-in for
 //!   cooling, T_min for heating), which makes the pass's estimate a ratio of unbiased sums over
 //!   all R·N particles (bias O(1/(RN)), not the O(1/N) of averaging each replica's own ratio).
-//!   Errors sum influence values per replica ([`crate::estimators::thermo_groups`], scaled by
+//!   Errors sum influence values per replica ([`crate::estimators::thermo_replicas`], scaled by
 //!   R/(R − 1)): a replica's particles and passes are correlated through resampling, the
 //!   replicas are independent;
 //! * log Z(T) − log Z(T_max) from the cooling pass: log (1/R) Σ_r Ẑ_r(T)/Ẑ_r(T_max), se =
@@ -48,9 +48,10 @@ use rand::Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::stats::paired_t;
 use super::Moves;
 use crate::error::{input_err, Error, Result};
-use crate::estimators::{thermo_groups, Estimate, Thermo, Weights};
+use crate::estimators::{thermo_replicas, Estimate, Thermo, Weights};
 use crate::flows::Flow;
 use crate::systems::{check_temperature, parallel_energies, Energy};
 
@@ -751,23 +752,6 @@ pub fn smc(energy: &dyn Energy, flow: &Flow, cfg: &SmcConfig) -> Result<SmcRun> 
     })
 }
 
-/// |t| of the paired differences a_r − b_r across replicas (0 when they all vanish).
-fn paired_t(a: &[f64], b: &[f64]) -> f64 {
-    let r = a.len() as f64;
-    let diff: Vec<f64> = a.iter().zip(b).map(|(a, b)| a - b).collect();
-    let mean = diff.iter().sum::<f64>() / r;
-    let sd = (diff.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (r - 1.0)).sqrt();
-    if mean == 0.0 {
-        return 0.0;
-    }
-    let t = mean.abs() / (sd / r.sqrt());
-    if t.is_nan() {
-        f64::INFINITY
-    } else {
-        t
-    }
-}
-
 /// Pool both passes at one temperature.
 /// `start[p]`: the record each pass's path factors are taken from (T_max after burn-in for
 /// cooling, T_min for heating).
@@ -790,15 +774,8 @@ fn point(
         lw.extend(rec.lw.iter().enumerate().map(|(i, l)| l + c[i / n] - norm));
         groups.extend((0..n * r).map(|i| i / n));
     }
-    let mut th = thermo_groups(&u, &lw, &groups, r, t)?;
-    // The sum over R groups estimates the variance with R − 1 degrees of freedom.
+    let mut th = thermo_replicas(&u, &lw, &groups, r, t)?;
     let c2 = r as f64 / (r - 1) as f64;
-    for e in [&mut th.u, &mut th.cv, &mut th.dcv_dt] {
-        e.se *= c2.sqrt();
-    }
-    for row in th.cov.iter_mut().take(3) {
-        row.iter_mut().take(3).for_each(|v| *v *= c2);
-    }
     // log Z(T) − log Z(T_max) from the cooling pass's path factors: log mean_r Ẑ_r(T)/Ẑ_r(T_max).
     // (The flow's own log Ẑ at T_max is not part of it: a flow that misses a basin gets it wrong.)
     let rel: Vec<f64> = (0..r).map(|k| cool.log_z[k] - start[0].log_z[k]).collect();

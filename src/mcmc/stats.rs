@@ -75,6 +75,24 @@ pub fn batch_means(
     }
 }
 
+/// |t| of the paired differences a_r − b_r across independent replicas (0 when they all
+/// vanish, ∞ when their spread is not finite).
+pub fn paired_t(a: &[f64], b: &[f64]) -> f64 {
+    let r = a.len() as f64;
+    let diff: Vec<f64> = a.iter().zip(b).map(|(a, b)| a - b).collect();
+    let mean = diff.iter().sum::<f64>() / r;
+    let sd = (diff.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (r - 1.0)).sqrt();
+    if mean == 0.0 {
+        return 0.0;
+    }
+    let t = mean.abs() / (sd / r.sqrt());
+    if t.is_nan() {
+        f64::INFINITY
+    } else {
+        t
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
