@@ -100,6 +100,11 @@ pub struct BackmapReport {
     pub energy_mean_generated: f64,
     /// Mean energy of reference structures.
     pub energy_mean_reference: f64,
+    /// Median energy of generated structures (one overlapping pair at 10¹⁵ moves the mean,
+    /// not the median).
+    pub energy_median_generated: f64,
+    /// Median energy of reference structures.
+    pub energy_median_reference: f64,
     /// Generated structures with a non-finite energy.
     pub bad: usize,
 }
@@ -296,12 +301,19 @@ pub fn evaluate(
         let f: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
         f.iter().sum::<f64>() / f.len().max(1) as f64
     };
+    let median = |v: &[f64]| {
+        let mut f: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+        f.sort_by(f64::total_cmp);
+        f.get(f.len() / 2).copied().unwrap_or(f64::NAN)
+    };
     Ok(BackmapReport {
         consistency_rms: sq.sqrt(),
         bond_length,
         ks_energy: ks_distance(&eg, &er),
         energy_mean_generated: finite(&eg),
         energy_mean_reference: finite(&er),
+        energy_median_generated: median(&eg),
+        energy_median_reference: median(&er),
         bad: eg.iter().filter(|v| !v.is_finite()).count(),
     })
 }
