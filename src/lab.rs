@@ -92,8 +92,8 @@ impl std::fmt::Debug for Sweep {
 }
 
 impl Sweep {
-    /// Defaults of the CLI for `system` (C_V to 1 %, witness, one repair round, annealing where
-    /// that fails; under `THERMOFLOW_QUICK` one round of samples, a short witness and no repair).
+    /// Defaults of the CLI for `system` (C_V to 1 %, witness, one repair round, tempering and
+    /// then annealing where that fails; under `THERMOFLOW_QUICK` one round of samples, a short witness and no repair).
     pub fn new(system: &str) -> Sweep {
         let mut cfg = SweepConfig {
             system: system.to_string(),
@@ -105,6 +105,7 @@ impl Sweep {
             cfg.witness_sweeps = 2_000;
             cfg.repairs = 0;
             cfg.anneal = false;
+            cfg.temper = false;
         }
         Sweep { cfg, energy: None }
     }
@@ -161,9 +162,16 @@ impl Sweep {
         self
     }
     /// Whether to anneal (sequential Monte Carlo down the grid and back) where temperatures
-    /// still fail after the repairs (default yes; not under `THERMOFLOW_QUICK`).
+    /// still fail after tempering (default yes; not under `THERMOFLOW_QUICK`).
     pub fn anneal(mut self, on: bool) -> Sweep {
         self.cfg.anneal = on;
+        self
+    }
+    /// Whether to run parallel tempering (with the flow's proposals among its moves) where
+    /// temperatures still fail after the repairs, before annealing (default yes; not under
+    /// `THERMOFLOW_QUICK`).
+    pub fn temper(mut self, on: bool) -> Sweep {
+        self.cfg.temper = on;
         self
     }
     /// Train (progress lines on stderr) and estimate.

@@ -99,7 +99,7 @@ fn smc_rejects_bad_settings() {
     assert!(smc(e.as_ref(), &wrong_dim, &ok).is_err());
 }
 
-/// A flow trained for 20 steps, with no retraining or flow-MCMC repair: importance sampling
+/// A flow trained for 20 steps, with no retraining, flow-MCMC or tempering: importance sampling
 /// fails, annealing replaces the failing temperatures, and what it leaves trusted agrees with
 /// quadrature within 4 reported standard errors (most of the grid is trusted).
 #[test]
@@ -116,6 +116,7 @@ fn sweep_anneals_where_the_flow_fails() {
         cv_tol: None,
         witness_sweeps: 10_000,
         repairs: 0,
+        temper: false,
         progress: false,
         seed: 5,
         ..Default::default()

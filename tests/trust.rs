@@ -80,7 +80,7 @@ fn handicapped_flows_are_never_confidently_wrong() {
     let mut wrong = Vec::new();
     // Too little training.
     let r = run(&quick("double-well-2d", &[], (0.5, 3.0), 12, 40));
-    // Importance sampling with it is not trusted everywhere: annealing takes over or the
+    // Importance sampling with it is not trusted everywhere: tempering or annealing takes over or the
     // points stay untrusted.
     assert!(
         r.trusted

@@ -64,10 +64,14 @@ pub struct SweepArgs {
     /// Rounds of repair by continued training
     #[arg(long, default_value_t = d().repairs)]
     repairs: usize,
-    /// Do not anneal where temperatures still fail after the repairs (sequential Monte Carlo
+    /// Do not anneal where temperatures still fail after tempering (sequential Monte Carlo
     /// down the grid and back, the flow as its start and global moves)
     #[arg(long)]
     no_anneal: bool,
+    /// Do not run parallel tempering (with the flow's proposals among its moves) where
+    /// temperatures still fail after the repairs
+    #[arg(long)]
+    no_temper: bool,
     /// Seed of every random choice
     #[arg(long, default_value_t = d().seed)]
     seed: u64,
@@ -134,6 +138,7 @@ impl SweepArgs {
             witness_sweeps: self.witness_sweeps,
             repairs: self.repairs,
             anneal: !self.no_anneal,
+            temper: !self.no_temper,
             seed: self.seed,
             continue_training: self.load_model.is_some()
                 && (self.train_seconds.is_some() || self.train_steps.is_some()),

@@ -27,6 +27,11 @@
 //! within [`Z_LIMIT`] of their replica spread), and `missed_mass` (a property of the flow's
 //! weights) does not apply.
 //!
+//! Where parallel tempering replaced the estimate (see [`super::temper`]), the local checks are
+//! `finite`, `pt_round_trips` (round trips per ladder ≥ 4) and `pt_split` (the ladders' ⟨U⟩
+//! over the first and the second half of their sweeps agree within [`Z_LIMIT`]), and
+//! `missed_mass` does not apply.
+//!
 //! Against the witness (independent parallel tempering, [`super::witness`]), whose ladder
 //! has a rung at every temperature of the grid, at T itself:
 //! * `witness_u`, `witness_cv`: |flow − witness| / √(se²_flow + se²_witness) ≤
@@ -174,6 +179,24 @@ pub fn local_smc(th: &Thermo, p: &crate::mcmc::SmcPoint) -> Checks {
         Z_LIMIT,
         p.hysteresis <= Z_LIMIT,
     );
+    c
+}
+
+/// The local checks of a temperature estimated by parallel tempering ([`super::temper`]):
+/// finite energies, round trips per ladder ≥ [`super::temper::TRIPS_PER_LADDER`] and the
+/// ladders' first and second halves agreeing (`pt_split` ≤ [`Z_LIMIT`]).
+pub fn local_tempering(th: &Thermo, p: &super::temper::TemperPoint) -> Checks {
+    let mut c = Checks::new();
+    put(&mut c, "finite", th.n_bad as f64, 0.0, th.n_bad == 0);
+    let trips = super::temper::TRIPS_PER_LADDER;
+    put(
+        &mut c,
+        "pt_round_trips",
+        p.round_trips_per_ladder,
+        trips,
+        p.round_trips_per_ladder >= trips,
+    );
+    put(&mut c, "pt_split", p.split, Z_LIMIT, p.split <= Z_LIMIT);
     c
 }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::chains::{self, ChainEstimate};
 use super::checks;
 use super::model::{sweep_training, train_observed};
-use super::rounds::{estimate_rounds, Rounds};
+use super::rounds::{estimate_rounds, Method, Rounds};
 use super::witness::Witness;
 use super::{
     State, Sweeper, DEFENSIVE_FRACTION, DEFENSIVE_WIDTH, MCMC_CHAINS, SMC_MAX_RUN, SMC_PARTICLES,
@@ -257,7 +257,7 @@ fn replace_with_chains(rounds: &mut Rounds, i: usize, ce: ChainEstimate, cv_tol:
     th.pareto_k_cv = is.pareto_k_cv;
     rounds.reached[i] = cv_tol.is_none_or(|tol| th.cv.se <= tol * th.cv.value.abs());
     rounds.th[i] = th;
-    rounds.chains[i] = Some(ce);
+    rounds.method[i] = Method::FlowMcmc(ce);
 }
 
 /// Sequential Monte Carlo runs pooled until C_V reaches `cv_tol` at the `failing`
@@ -358,7 +358,6 @@ pub(super) fn anneal(sw: &Sweeper, st: &mut State) -> Result<()> {
     if failing.is_empty() {
         return Ok(());
     }
-    let before = temps.len() - failing.len();
     if cfg.progress {
         eprintln!(
             "[sweep] sequential Monte Carlo: {} of {} temperatures fail; annealing from T = {:.3} to {:.3} and back, {SMC_REPLICAS} replicas × {SMC_PARTICLES} particles",
@@ -411,18 +410,14 @@ pub(super) fn anneal(sw: &Sweeper, st: &mut State) -> Result<()> {
             se: ((th.u.se / t).powi(2) + log_z.se.powi(2)).sqrt(),
         };
         r.th[i] = th;
-        r.chains[i] = None;
         r.reached[i] = cfg
             .cv_tol
             .is_none_or(|tol| p.thermo.cv.se <= tol * p.thermo.cv.value.abs());
-        r.smc[i] = Some(p.clone());
+        r.method[i] = Method::Smc(p.clone());
     }
     st.estimate_seconds += run.seconds;
-    sw.check(st)?;
-    let after = st.checks.iter().filter(|c| checks::all_pass(c)).count();
-    let worse = after < before;
-    st.repairs.push(format!(
-        "sequential Monte Carlo ({} replicas × {} particles, {} + {} rungs, {:.1} kernel applications per rung, flow proposals accepted {:.3}, {:.1} s) replaced the estimates at T = {}: trusted {before} → {after} of {}{}",
+    let what = format!(
+        "sequential Monte Carlo ({} replicas × {} particles, {} + {} rungs, {:.1} kernel applications per rung, flow proposals accepted {:.3}, {:.1} s)",
         run.replicas,
         run.particles,
         run.rungs[0],
@@ -430,6 +425,31 @@ pub(super) fn anneal(sw: &Sweeper, st: &mut State) -> Result<()> {
         run.repeats as f64 / (run.rungs[0] + run.rungs[1]).max(1) as f64,
         run.flow_acceptance,
         run.seconds,
+    );
+    if settle(sw, st, saved, &failing, &what)? {
+        st.smc = Some(run);
+    }
+    Ok(())
+}
+
+/// What a stage that replaced the estimates at `failing` (with `saved` the rounds, checks and
+/// witness points from before it) ends with: the checks recomputed, a line in the repairs
+/// saying `what` did and how many temperatures are trusted before and after, and the state
+/// from before restored when fewer are. Returns whether the replacement was kept.
+pub(super) fn settle(
+    sw: &Sweeper,
+    st: &mut State,
+    saved: (Rounds, Vec<checks::Checks>, Vec<checks::WitnessPoint>),
+    failing: &[usize],
+    what: &str,
+) -> Result<bool> {
+    let temps = &sw.temps;
+    let before = temps.len() - failing.len();
+    sw.check(st)?;
+    let after = st.checks.iter().filter(|c| checks::all_pass(c)).count();
+    let worse = after < before;
+    st.repairs.push(format!(
+        "{what} replaced the estimates at T = {}: trusted {before} → {after} of {}{}",
         failing
             .iter()
             .map(|&i| format!("{:.3}", temps[i]))
@@ -444,8 +464,6 @@ pub(super) fn anneal(sw: &Sweeper, st: &mut State) -> Result<()> {
     ));
     if worse {
         (st.rounds, st.checks, st.points) = saved;
-    } else {
-        st.smc = Some(run);
     }
-    Ok(())
+    Ok(!worse)
 }

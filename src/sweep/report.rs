@@ -96,13 +96,18 @@ pub struct SweepResult {
     pub pareto_k: Vec<f64>,
     /// Samples drawn per temperature.
     pub samples_used: Vec<usize>,
-    /// How ⟨U⟩ and C_V were estimated per temperature: `importance`, `flow-mcmc` or `smc`.
+    /// How ⟨U⟩ and C_V were estimated per temperature: `importance`, `flow-mcmc`, `smc` or
+    /// `tempering`.
     pub method: Vec<String>,
     /// The flow-MCMC runs (acceptance, stuck chains, chains, steps) where used, else null.
     pub flow_mcmc: Vec<Option<super::chains::ChainEstimate>>,
     /// The sequential Monte Carlo run (rungs, particles, replicas, per temperature its
     /// hysteresis, energy correlation and acceptance) where it replaced failing estimates.
     pub smc: Option<crate::mcmc::SmcRun>,
+    /// The parallel-tempering runs (rungs, ladders, sweeps, round trips, flow and exchange
+    /// acceptance, per temperature its split check, round trips per ladder, acceptance and
+    /// τ_int) where they replaced failing estimates.
+    pub tempering: Option<super::temper::TemperRun>,
     /// Whether the C_V tolerance was reached per temperature.
     pub target_reached: Vec<bool>,
     /// Every check per temperature: name → {pass, value, limit}.

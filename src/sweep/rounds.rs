@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use super::chains::ChainEstimate;
+use super::temper::TemperPoint;
 use super::{SweepConfig, DEFENSIVE_FRACTION, DEFENSIVE_WIDTH};
 use crate::error::{Error, Result};
 use crate::estimators::{thermo, Thermo};
@@ -76,14 +77,47 @@ pub(super) struct Rounds {
     pub(super) th: Vec<Thermo>,
     pub(super) draws: Vec<Draws>,
     pub(super) reached: Vec<bool>,
-    /// Where flow-MCMC replaced the importance-sampled ⟨U⟩ and C_V.
-    pub(super) chains: Vec<Option<ChainEstimate>>,
-    /// Where sequential Monte Carlo replaced the importance-sampled estimates.
-    pub(super) smc: Vec<Option<SmcPoint>>,
+    /// How each temperature's ⟨U⟩ and C_V were estimated.
+    pub(super) method: Vec<Method>,
     pub(super) seconds: f64,
 }
 
-/// Sample in rounds until C_V reaches `cv_tol` everywhere or the budget ends.
+/// How one temperature's ⟨U⟩ and C_V were estimated: the flow's importance sampling, or what
+/// replaced it.
+#[derive(Clone)]
+pub(super) enum Method {
+    /// Importance sampling from the flow.
+    Importance,
+    /// Flow-MCMC ([`super::chains`]).
+    FlowMcmc(ChainEstimate),
+    /// Sequential Monte Carlo ([`crate::mcmc::smc`]).
+    Smc(SmcPoint),
+    /// Parallel tempering with flow proposals ([`super::temper`]).
+    Tempering(TemperPoint),
+}
+
+impl Method {
+    /// The name the JSON and the table use.
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Method::Importance => "importance",
+            Method::FlowMcmc(_) => "flow-mcmc",
+            Method::Smc(_) => "smc",
+            Method::Tempering(_) => "tempering",
+        }
+    }
+}
+
+/// Whether more samples cannot make an importance estimate trusted: an ESS fraction under a
+/// tenth of the trusted one (the fraction does not grow with samples), or k̂ ≥ 1 (weights
+/// without a finite mean: the samples needed grow without bound). What replaces such estimates
+/// (repairs, annealing, tempering) does not need them.
+fn hopeless(t: &Thermo) -> bool {
+    t.ess_fraction < 0.1 * crate::estimators::TRUST_ESS_FRACTION || t.pareto_k >= 1.0
+}
+
+/// Sample in rounds until C_V reaches `cv_tol` everywhere (or is [`hopeless`] there) or the
+/// budget ends.
 pub(super) fn estimate_rounds(
     flow: &Flow,
     energy: &dyn Energy,
@@ -117,7 +151,7 @@ pub(super) fn estimate_rounds(
             let n = draws[i].u.len();
             let rel = t.cv.se / t.cv.value.abs();
             reached[i] = rel <= tol;
-            want[i] = if reached[i] || out_of_time || n >= cfg.max_samples {
+            want[i] = if reached[i] || out_of_time || n >= cfg.max_samples || hopeless(t) {
                 0
             } else {
                 let need = if rel.is_finite() {
@@ -156,8 +190,7 @@ pub(super) fn estimate_rounds(
         th: th.into_iter().map(|t| t.expect("estimated")).collect(),
         draws,
         reached,
-        chains: vec![None; n_t],
-        smc: vec![None; n_t],
+        method: vec![Method::Importance; n_t],
         seconds: t0.elapsed().as_secs_f64(),
     })
 }

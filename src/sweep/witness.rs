@@ -62,7 +62,7 @@ pub struct Witness {
 /// estimates are compared with the witness *at that temperature*, never at a neighbour's),
 /// with extra rungs where neighbouring grid points are further apart than the ratio r, and
 /// rungs above T_max up to 2 T_max. Returns (rungs, grid index of each rung).
-fn ladder(grid: &[f64], dim: usize) -> (Vec<f64>, Vec<Option<usize>>) {
+pub(super) fn ladder(grid: &[f64], dim: usize) -> (Vec<f64>, Vec<Option<usize>>) {
     let ratio = 1.0 + 0.25 / ((dim.max(2) as f64) / 2.0).sqrt();
     let mut rungs = Vec::new();
     let mut index = Vec::new();
@@ -109,6 +109,7 @@ pub fn run_witness(energy: &dyn Energy, grid: &[f64], cfg: &WitnessConfig) -> Re
         moves: crate::mcmc::Moves::for_system(energy),
         seed: cfg.seed ^ 0x7e57,
         n_batches: 16,
+        flow_every: 0,
     };
     let run = parallel_tempering(energy, &pt)?;
     Ok(Witness {
