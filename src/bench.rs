@@ -437,14 +437,41 @@ pub fn flows_bench(reps: usize) -> Result<serde_json::Value> {
 /// (five times the witness's).
 pub const REFERENCE_SWEEPS: usize = 100_000;
 
+/// Chains of the HMC reference for lattice fields.
+pub const HMC_REFERENCE_CHAINS: usize = 8;
+/// Trajectories per chain of the HMC reference (10 leapfrog steps each).
+pub const HMC_REFERENCE_TRAJECTORIES: usize = 80_000;
+
+/// C_V = Var(U)/T² at `t` from long HMC, with its batch-means error (20 batches per chain).
+fn hmc_cv(energy: &dyn crate::systems::Energy, t: f64, seed: u64) -> Result<(f64, f64)> {
+    use crate::mcmc::{batch_means, hmc, HmcConfig};
+    let hc = HmcConfig {
+        n_trajectories: HMC_REFERENCE_TRAJECTORIES,
+        burn_in: 1000,
+        n_chains: HMC_REFERENCE_CHAINS,
+        seed,
+        ..Default::default()
+    };
+    let start = ndarray::Array2::zeros((HMC_REFERENCE_CHAINS, energy.dim()));
+    let run = hmc(energy, t, &start, &hc, &|x| vec![energy.energy(x)])?;
+    let cv = batch_means(&run.series[0], 20, |c| {
+        let m = c.iter().sum::<f64>() / c.len() as f64;
+        c.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (c.len() as f64 * t * t)
+    });
+    Ok((cv.value, cv.se))
+}
+
 /// Time to accuracy of the sweep with `--cv-tol cv_tol` on each of `systems`: coupling-flow
 /// systems over [0.5, 3] at 32 temperatures, lattice fields over [0.8, 1.25] at 8, chains over
 /// [0.5, 2] at 8, clusters over [0.15, 0.4] at 8 (LJ13's melting peak), with `train_seconds` of
 /// training or the system's default. For each: the wall time from start to the finished
 /// estimates (training, witness, estimation rounds, repairs), its parts, the largest relative
-/// C_V error against the exact reference, or where none exists against long parallel tempering
-/// (the witness's sampler, [`REFERENCE_SWEEPS`] sweeps, not timed), and whether every
-/// temperature is trusted.
+/// C_V error against the exact reference, or where none exists against long HMC for a lattice
+/// field and long parallel tempering otherwise (the witness's sampler, [`REFERENCE_SWEEPS`]
+/// sweeps; neither timed), over all temperatures and
+/// over the trusted ones, whether every temperature is trusted, per temperature C_V beside the
+/// reference (relative error, z with both errors, trusted, method), and the heat-capacity peak
+/// on the grid beside the reference's.
 pub fn sweep_time_to_accuracy(
     systems: &[String],
     cv_tol: f64,
@@ -476,9 +503,23 @@ pub fn sweep_time_to_accuracy(
         let t0 = std::time::Instant::now();
         let (r, _, _) = crate::sweep::run(&cfg)?;
         let wall = t0.elapsed().as_secs_f64();
-        let (err, reference) = match r.max_cv_rel_error() {
-            Some(e) => (e, "exact".to_string()),
-            None => {
+        // The reference C_V per temperature, with its standard error (0 where exact).
+        let (ref_cv, reference): (Vec<(f64, f64)>, String) = match (&r.exact, energy.structure()) {
+            (Some(e), _) => (e.cv.iter().map(|&c| (c, 0.0)).collect(), "exact".into()),
+            // A lattice field: long HMC (what `tests/lattice_sweep.rs` holds the sweep to).
+            (None, crate::systems::Structure::Lattice(_)) => {
+                let cv = r
+                    .temperatures
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &t)| hmc_cv(energy.as_ref(), t, 100 + i as u64))
+                    .collect::<Result<Vec<_>>>()?;
+                let note = format!(
+                    "HMC, {HMC_REFERENCE_CHAINS} chains × {HMC_REFERENCE_TRAJECTORIES} trajectories"
+                );
+                (cv, note)
+            }
+            (None, _) => {
                 let w = crate::sweep::witness::run_witness(
                     energy.as_ref(),
                     &r.temperatures,
@@ -488,25 +529,83 @@ pub fn sweep_time_to_accuracy(
                         seed: 0xbe7c,
                     },
                 )?;
-                let err = (0..temps)
-                    .filter_map(|i| {
-                        let k = w.rung_of(i)?;
-                        let c = w.thermo[k].cv.value;
-                        Some((r.cv[i] - c).abs() / c)
+                let cv = (0..temps)
+                    .map(|i| {
+                        w.rung_of(i).map_or((f64::NAN, f64::NAN), |k| {
+                            (w.thermo[k].cv.value, w.thermo[k].cv.se)
+                        })
                     })
-                    .fold(0.0, f64::max);
+                    .collect();
                 let note = format!(
                     "parallel tempering, {REFERENCE_SWEEPS} sweeps, {} round trips",
                     w.round_trips
                 );
-                (err, note)
+                (cv, note)
             }
         };
+        let rel = |i: usize| ((r.cv[i] - ref_cv[i].0) / ref_cv[i].0).abs();
+        let worst = |keep: &dyn Fn(usize) -> bool| {
+            (0..temps)
+                .filter(|&i| keep(i))
+                .map(rel)
+                .fold(
+                    0.0,
+                    |a: f64, b| if b.is_nan() { f64::INFINITY } else { a.max(b) },
+                )
+        };
+        let err = worst(&|_| true);
+        let err_trusted = worst(&|i| r.trusted[i]);
+        let points: Vec<serde_json::Value> = (0..temps)
+            .map(|i| {
+                let (c, se) = ref_cv[i];
+                let z = (r.cv[i] - c).abs() / (r.cv_se[i].powi(2) + se * se).sqrt();
+                json!({
+                    "t": r.temperatures[i],
+                    "cv": r.cv[i],
+                    "cv_se": r.cv_se[i],
+                    "reference_cv": c,
+                    "reference_cv_se": se,
+                    "rel_error": rel(i),
+                    "z": z,
+                    "trusted": r.trusted[i],
+                    "method": r.method[i],
+                })
+            })
+            .collect();
+        // The heat-capacity peak on the grid: the sweep's and the reference's.
+        let argmax =
+            |v: &dyn Fn(usize) -> f64| (0..temps).fold(0, |b, i| if v(i) > v(b) { i } else { b });
+        let (p, q) = (argmax(&|i| r.cv[i]), argmax(&|i| ref_cv[i].0));
+        let peak = json!({
+            "t": r.temperatures[p],
+            "cv": r.cv[p],
+            "cv_se": r.cv_se[p],
+            "trusted": r.trusted[p],
+            "reference_t": r.temperatures[q],
+            "reference_cv": ref_cv[q].0,
+            "reference_cv_se": ref_cv[q].1,
+        });
         let all_trusted = r.trusted.iter().all(|&t| t);
+        let n_trusted = r.trusted.iter().filter(|&&t| t).count();
+        for (i, pt) in points.iter().enumerate() {
+            eprintln!(
+                "[bench] {system}: T = {:.3}: C_V {:.4} ± {:.4} vs {:.4} ± {:.4} ({:.2} %, z {:.2}), {}{}",
+                r.temperatures[i],
+                r.cv[i],
+                r.cv_se[i],
+                ref_cv[i].0,
+                ref_cv[i].1,
+                100.0 * rel(i),
+                pt["z"].as_f64().unwrap_or(f64::NAN),
+                r.method[i],
+                if r.trusted[i] { ", trusted" } else { "" }
+            );
+        }
         eprintln!(
-            "[bench] {system}: {wall:.1} s to C_V within {:.2} % (max |ΔC_V|/C_V = {:.2} % against {reference}), all trusted: {all_trusted}",
+            "[bench] {system}: {wall:.1} s to C_V within {:.2} % (max |ΔC_V|/C_V = {:.2} % against {reference}, {:.2} % over the {n_trusted} trusted), all trusted: {all_trusted}",
             100.0 * cv_tol,
-            100.0 * err
+            100.0 * err,
+            100.0 * err_trusted
         );
         runs.push(json!({
             "system": system,
@@ -520,9 +619,13 @@ pub fn sweep_time_to_accuracy(
             "samples_total": r.samples_used.iter().sum::<usize>(),
             "estimate_samples_per_s": r.estimate_samples_per_s,
             "max_cv_rel_error": err.is_finite().then_some(err),
+            "max_cv_rel_error_trusted": err_trusted.is_finite().then_some(err_trusted),
             "reference": reference,
             "within_2pct": err.is_finite().then_some(err < 0.02),
             "all_trusted": all_trusted,
+            "trusted": n_trusted,
+            "points": points,
+            "peak": peak,
             "repairs": r.repairs,
             "verdict": r.verdict,
         }));
