@@ -11,7 +11,7 @@ use thermoflow::systems;
 /// From the untrained flow (q = N(0, T I): a poor proposal for two wells, yet some proposals
 /// land) the ladder's ⟨U⟩ and C_V lie within 4.5 batch-means standard errors of quadrature at
 /// every rung; the flow's proposals are made and some accepted; the same seed gives the same
-/// run (ladders run in parallel, each on its own stream).
+/// run.
 #[test]
 fn tempering_with_flow_proposals_matches_quadrature() {
     let e = systems::build("double-well-2d", &["c=1"]).unwrap();

@@ -17,8 +17,7 @@
 //!
 //! With a temperature-conditioned flow ([`parallel_tempering_with`]), every `flow_every`
 //! sweeps each replica also makes an independence proposal x' ~ q(·|T) at its own temperature,
-//! accepted with min(1, w(x')/w(x)), w = e^{−U/T}/q(x|T). Ladders run in parallel, each with
-//! its own random stream.
+//! accepted with min(1, w(x')/w(x)), w = e^{−U/T}/q(x|T), all replicas in one batch.
 //!
 //! Ladders may start from different configurations ([`dispersed_starts`]); the run counts
 //! **round trips** (a replica travelling from the coldest slot to the hottest and back), the
@@ -255,162 +254,54 @@ pub fn parallel_tempering(e: &dyn Energy, cfg: &PtConfig) -> Result<PtRun> {
     parallel_tempering_with(e, cfg, None)
 }
 
-/// One ladder's replicas, its own random stream and what it has recorded.
-struct Ladder {
-    /// Configurations by slot: `x[j·d ..]` is the replica at temperature j.
-    x: Vec<f64>,
-    u: Vec<f64>,
-    /// Replica label per slot and each replica's trip state (0 none, 1 left the coldest slot,
-    /// 2 reached the hottest after that).
-    label: Vec<usize>,
-    trip: Vec<u8>,
-    round_trips: usize,
-    log_step: Vec<f64>,
-    rng: crate::rng::SeededRng,
-    /// `traces[j]`: energies at temperature j, one per sweep after burn-in.
-    traces: Vec<Vec<f64>>,
-    /// `kept[j]`: thinned configurations at temperature j, row-major.
-    kept: Vec<Vec<f64>>,
-    acc: Vec<usize>,
-    swaps: Vec<usize>,
-    tries: Vec<usize>,
-    prop: Vec<f64>,
-}
-
-impl Ladder {
-    fn new(start: &[f64], u0: f64, k: usize, cfg: &PtConfig, seed: u64) -> Ladder {
-        let d = start.len();
-        Ladder {
-            x: (0..k).flat_map(|_| start.iter().copied()).collect(),
-            u: vec![u0; k],
-            label: (0..k).collect(),
-            trip: vec![0; k],
-            round_trips: 0,
-            log_step: vec![cfg.step.ln(); k],
-            rng: crate::rng::seeded(seed),
-            traces: vec![Vec::with_capacity(cfg.n_sweeps); k],
-            kept: vec![Vec::new(); k],
-            acc: vec![0; k],
-            swaps: vec![0; k.saturating_sub(1)],
-            tries: vec![0; k.saturating_sub(1)],
-            prop: vec![0.0; d],
-        }
-    }
-
-    /// Sweep number `sweep` (burn-in first): a local sweep of every replica, exchanges between
-    /// neighbours of alternating parity, then step adaptation (burn-in) or recording.
-    fn sweep(&mut self, e: &dyn Energy, cfg: &PtConfig, sweep: usize) {
-        let (k, d) = (cfg.temps.len(), self.prop.len());
-        let adapting = sweep < cfg.burn_in;
-        let blocks = cfg.moves.blocks(d);
-        for (j, &t) in cfg.temps.iter().enumerate() {
-            let s = self.log_step[j].exp();
-            let xr = &mut self.x[j * d..(j + 1) * d];
-            let a = cfg
-                .moves
-                .sweep(e, xr, &mut self.u[j], t, s, &mut self.rng, &mut self.prop);
-            if adapting {
-                let gamma = 1.0 / ((sweep + 10) as f64).sqrt();
-                self.log_step[j] += gamma * (a as f64 / blocks as f64 - 0.3);
-            } else {
-                self.acc[j] += a;
-            }
-        }
-        for j in (sweep % 2..k.saturating_sub(1)).step_by(2) {
-            let delta = (1.0 / cfg.temps[j] - 1.0 / cfg.temps[j + 1]) * (self.u[j] - self.u[j + 1]);
-            if !adapting {
-                self.tries[j] += 1;
-            }
-            if self.rng.random::<f64>().ln() < delta {
-                let (lo, hi) = self.x.split_at_mut((j + 1) * d);
-                lo[j * d..].swap_with_slice(&mut hi[..d]);
-                self.u.swap(j, j + 1);
-                self.label.swap(j, j + 1);
-                if !adapting {
-                    self.swaps[j] += 1;
-                }
-            }
-        }
-        if adapting {
-            return;
-        }
-        let (cold, hot) = (self.label[0], self.label[k - 1]);
-        if self.trip[cold] == 2 {
-            self.round_trips += 1;
-        }
-        self.trip[cold] = 1;
-        if k > 1 && self.trip[hot] == 1 {
-            self.trip[hot] = 2;
-        }
-        let i = sweep - cfg.burn_in;
-        let keep = (i + 1).is_multiple_of(cfg.thin) && i / cfg.thin < cfg.n_sweeps / cfg.thin;
-        for j in 0..k {
-            self.traces[j].push(self.u[j]);
-            if keep {
-                self.kept[j].extend_from_slice(&self.x[j * d..(j + 1) * d]);
-            }
-        }
-    }
-}
-
 /// Base width and share of the defensive mixture flow proposals come from.
 const FLOW_MIXTURE: (f64, f64) = (1.2, 0.1);
 
 /// An independence proposal from the flow's defensive mixture at its own temperature for every
-/// replica of every ladder, accepted with min(1, w(x')/w(x)), w = e^{−U/T}/q(x|T): it leaves
-/// each temperature's Boltzmann distribution invariant. Returns (accepted, proposed).
+/// replica (`x[r·d ..]`, energy `u[r]`, temperature `temps[r % K]`), accepted with
+/// min(1, w(x')/w(x)), w = e^{−U/T}/q(x|T): it leaves each temperature's Boltzmann
+/// distribution invariant. Returns the number accepted.
 fn flow_move(
     e: &dyn Energy,
     flow: &Flow,
     temps: &[f64],
-    ladders: &mut [Ladder],
+    x: &mut [f64],
+    u: &mut [f64],
     rng: &mut impl Rng,
-) -> Result<(usize, usize)> {
+) -> Result<usize> {
     let (k, d) = (temps.len(), e.dim());
-    let n = ladders.len() * k;
+    let n = u.len();
     let cond: Vec<f64> = (0..n).map(|r| temps[r % k]).collect();
-    let mut x = Array2::zeros((n, d));
-    for (l, lad) in ladders.iter().enumerate() {
-        for j in 0..k {
-            x.row_mut(l * k + j)
-                .iter_mut()
-                .zip(&lad.x[j * d..(j + 1) * d])
-                .for_each(|(a, b)| *a = *b);
-        }
-    }
+    let xs = ndarray::ArrayView2::from_shape((n, d), &*x)
+        .map_err(|err| crate::error::Error::Engine(err.to_string()))?;
     let (width, frac) = FLOW_MIXTURE;
-    let lq_x = flow.log_prob_mixture(x.view(), &cond, width, frac)?;
+    let lq_x = flow.log_prob_mixture(xs, &cond, width, frac)?;
     let y = flow.sample_mixture(n, &cond, width, frac, rng)?;
     let u_y = crate::systems::parallel_energies(e, y.x.as_slice().unwrap_or(&[]), d);
     let mut accepted = 0;
-    for (l, lad) in ladders.iter_mut().enumerate() {
-        for (j, &t) in temps.iter().enumerate() {
-            let r = l * k + j;
-            let log_a = -(u_y[r] - lad.u[j]) / t + lq_x[r] - y.log_q[r];
-            if u_y[r].is_finite() && log_a.is_finite() && rng.random::<f64>().ln() < log_a {
-                lad.x[j * d..(j + 1) * d]
-                    .iter_mut()
-                    .zip(y.x.row(r))
-                    .for_each(|(a, b)| *a = *b);
-                lad.u[j] = u_y[r];
-                accepted += 1;
-            }
+    for r in 0..n {
+        let log_a = -(u_y[r] - u[r]) / cond[r] + lq_x[r] - y.log_q[r];
+        if u_y[r].is_finite() && log_a.is_finite() && rng.random::<f64>().ln() < log_a {
+            x[r * d..(r + 1) * d]
+                .iter_mut()
+                .zip(y.x.row(r))
+                .for_each(|(a, b)| *a = *b);
+            u[r] = u_y[r];
+            accepted += 1;
         }
     }
-    Ok((accepted, n))
+    Ok(accepted)
 }
 
 /// Run parallel tempering, with independence proposals from a temperature-conditioned `flow`
 /// at every temperature every [`PtConfig::flow_every`] sweeps when one is given (they stop
-/// when fewer than 0.5 % of the first ten rounds' are accepted). Ladders run
-/// in parallel, each with its own random stream (the same seed gives the same run on any
-/// number of threads).
+/// when fewer than 0.5 % of the first ten rounds' are accepted; they draw from a stream of
+/// their own, so the local moves and exchanges are those of the same run without them).
 pub fn parallel_tempering_with(
     e: &dyn Energy,
     cfg: &PtConfig,
     flow: Option<&Flow>,
 ) -> Result<PtRun> {
-    use rayon::prelude::*;
     let (k, d, m) = (cfg.temps.len(), e.dim(), cfg.n_ladders);
     if k == 0 || m == 0 || cfg.thin == 0 || cfg.n_batches == 0 {
         return input_err("parallel tempering needs ≥ 1 temperature, ladder, thin and batch");
@@ -447,70 +338,117 @@ pub fn parallel_tempering_with(
         }
         u_start.push(u0);
     }
-    let mut ladders: Vec<Ladder> = (0..m)
-        .map(|l| {
-            let s = l % starts.len();
-            let seed = cfg.seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(l as u64 + 1));
-            Ladder::new(&starts[s], u_start[s], k, cfg, seed)
-        })
+    let mut rng = crate::rng::seeded(cfg.seed);
+    // x[(ladder·K + k)·d ..]
+    let mut x: Vec<f64> = (0..m * k)
+        .flat_map(|r| starts[(r / k) % starts.len()].iter().copied())
         .collect();
-    let total = cfg.burn_in + cfg.n_sweeps;
-    let every = match flow {
-        Some(_) if cfg.flow_every > 0 => cfg.flow_every,
-        _ => total.max(1),
-    };
-    let mut rng = crate::rng::seeded(cfg.seed ^ 0xf10f);
-    // Flow proposals accepted and made, and rounds of them.
+    let mut u: Vec<f64> = (0..m * k)
+        .map(|r| u_start[(r / k) % starts.len()])
+        .collect();
+    // Replica labels per slot and each replica's trip state (0 none, 1 left the coldest slot,
+    // 2 reached the hottest after that).
+    let mut label: Vec<usize> = (0..m * k).collect();
+    let mut trip = vec![0u8; m * k];
+    let mut round_trips = 0usize;
+    let mut log_step = vec![cfg.step.ln(); k];
+    let mut traces = vec![vec![Vec::with_capacity(cfg.n_sweeps); m]; k];
+    let kept = cfg.n_sweeps / cfg.thin;
+    let mut samples: Vec<Array2<f64>> = (0..k).map(|_| Array2::zeros((m * kept, d))).collect();
+    let mut acc = vec![0usize; k];
+    let (mut swaps, mut tries) = (
+        vec![0usize; k.saturating_sub(1)],
+        vec![0usize; k.saturating_sub(1)],
+    );
+    let mut prop = vec![0.0; d];
+    // Moves per replica and sweep.
+    let blocks = cfg.moves.blocks(d);
+    // Flow proposals accepted and made, and rounds of them, on their own stream.
+    let mut flow_rng = crate::rng::seeded(cfg.seed ^ 0xf10f);
     let (mut flow_acc, mut flow_tries, mut moves) = (0usize, 0usize, 0usize);
-    let mut done = 0;
-    while done < total {
-        let chunk = every.min(total - done);
-        ladders
-            .par_iter_mut()
-            .for_each(|lad| (done..done + chunk).for_each(|s| lad.sweep(e, cfg, s)));
-        done += chunk;
+    for sweep in 0..cfg.burn_in + cfg.n_sweeps {
         // Flow proposals stop when fewer than 0.5 % of the first ten rounds' were accepted.
         let useful = moves < 10 || flow_acc as f64 >= 0.005 * flow_tries as f64;
-        if let (Some(f), true) = (flow, done < total && cfg.flow_every > 0 && useful) {
-            let (a, n) = flow_move(e, f, &cfg.temps, &mut ladders, &mut rng)?;
-            (flow_acc, flow_tries, moves) = (flow_acc + a, flow_tries + n, moves + 1);
+        if let (Some(f), true) = (flow, cfg.flow_every > 0 && useful) {
+            if sweep > 0 && sweep.is_multiple_of(cfg.flow_every) {
+                flow_acc += flow_move(e, f, &cfg.temps, &mut x, &mut u, &mut flow_rng)?;
+                flow_tries += u.len();
+                moves += 1;
+            }
         }
-    }
-    let kept = cfg.n_sweeps / cfg.thin;
-    let samples = (0..k)
-        .map(|j| {
-            let rows: Vec<f64> = ladders
-                .iter()
-                .flat_map(|l| l.kept[j].iter().copied())
-                .collect();
-            Array2::from_shape_vec((m * kept, d), rows)
-                .map_err(|err| crate::error::Error::Engine(err.to_string()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let blocks = cfg.moves.blocks(d);
-    let sum = |f: &dyn Fn(&Ladder) -> &Vec<usize>, j: usize| -> usize {
-        ladders.iter().map(|l| f(l)[j]).sum()
-    };
-    let acceptance = (0..k)
-        .map(|j| sum(&|l| &l.acc, j) as f64 / (m * blocks * cfg.n_sweeps).max(1) as f64)
-        .collect();
-    let swap_acceptance = (0..k.saturating_sub(1))
-        .map(|j| sum(&|l| &l.swaps, j) as f64 / sum(&|l| &l.tries, j).max(1) as f64)
-        .collect();
-    let round_trips = ladders.iter().map(|l| l.round_trips).sum();
-    let mut traces = vec![Vec::with_capacity(m); k];
-    for lad in ladders {
-        for (j, tr) in lad.traces.into_iter().enumerate() {
-            traces[j].push(tr);
+        let adapting = sweep < cfg.burn_in;
+        let mut acc_now = vec![0usize; k];
+        for l in 0..m {
+            for (j, &t) in cfg.temps.iter().enumerate() {
+                let r = l * k + j;
+                let s = log_step[j].exp();
+                let xr = &mut x[r * d..(r + 1) * d];
+                acc_now[j] += cfg.moves.sweep(e, xr, &mut u[r], t, s, &mut rng, &mut prop);
+            }
+            // Exchanges between neighbours of alternating parity.
+            for j in (sweep % 2..k.saturating_sub(1)).step_by(2) {
+                let (a, b) = (l * k + j, l * k + j + 1);
+                let delta = (1.0 / cfg.temps[j] - 1.0 / cfg.temps[j + 1]) * (u[a] - u[b]);
+                if !adapting {
+                    tries[j] += 1;
+                }
+                if rng.random::<f64>().ln() < delta {
+                    let (lo, hi) = x.split_at_mut(b * d);
+                    lo[a * d..(a + 1) * d].swap_with_slice(&mut hi[..d]);
+                    u.swap(a, b);
+                    label.swap(a, b);
+                    if !adapting {
+                        swaps[j] += 1;
+                    }
+                }
+            }
+        }
+        if adapting {
+            let gamma = 1.0 / ((sweep + 10) as f64).sqrt();
+            for j in 0..k {
+                log_step[j] += gamma * (acc_now[j] as f64 / (m * blocks) as f64 - 0.3);
+            }
+            continue;
+        }
+        for l in 0..m {
+            let (cold, hot) = (label[l * k], label[l * k + k - 1]);
+            if trip[cold] == 2 {
+                round_trips += 1;
+            }
+            trip[cold] = 1;
+            if k > 1 && trip[hot] == 1 {
+                trip[hot] = 2;
+            }
+        }
+        let i = sweep - cfg.burn_in;
+        for j in 0..k {
+            acc[j] += acc_now[j];
+            for (l, trace) in traces[j].iter_mut().enumerate() {
+                let r = l * k + j;
+                trace.push(u[r]);
+                if (i + 1).is_multiple_of(cfg.thin) && i / cfg.thin < kept {
+                    let row = l * kept + i / cfg.thin;
+                    for c in 0..d {
+                        samples[j][[row, c]] = x[r * d + c];
+                    }
+                }
+            }
         }
     }
     Ok(PtRun {
         temps: cfg.temps.clone(),
         traces,
         samples,
-        acceptance,
-        swap_acceptance,
-        energy_evaluations: total * m * k * blocks + flow_tries,
+        acceptance: acc
+            .iter()
+            .map(|&a| a as f64 / (m * blocks * cfg.n_sweeps).max(1) as f64)
+            .collect(),
+        swap_acceptance: swaps
+            .iter()
+            .zip(&tries)
+            .map(|(&s, &t)| s as f64 / t.max(1) as f64)
+            .collect(),
+        energy_evaluations: (cfg.burn_in + cfg.n_sweeps) * m * k * blocks + flow_tries,
         round_trips,
         flow_acceptance: if flow_tries > 0 {
             flow_acc as f64 / flow_tries as f64
