@@ -10,6 +10,7 @@
 //! through their strided views (contiguous ones are read in place), then each SSA instruction
 //! is a tight loop the compiler vectorises. Nothing is allocated while running.
 
+use super::access::{Read, Shared};
 use super::gemm::{gemm_rows, Strided, MAX_K};
 use super::ir::{BinOp, RedOp, UnOp};
 use super::plan::{Epilogue, Instr, Kernel, Step};
@@ -30,9 +31,10 @@ pub struct Worker<T> {
 ///
 /// Safety contract (upheld by the scheduler): while steps run concurrently, each worker writes
 /// only its own output range and reads only elements that no other worker writes during that
-/// time (rows of its own tile, or buffers finished before the parallel region began).
-/// Accesses, not slices, are what must not overlap: a worker may hold a slice of a whole
-/// source buffer while another writes different elements of it.
+/// time (rows of its own tile, or buffers finished before the parallel region began). Sources
+/// are handed out as [`Shared`] buffers, never as slices of a whole buffer: references are made
+/// only to the elements an access touches (see [`super::access`]), so a worker reading one
+/// part of a buffer never holds a reference that overlaps another worker's writes.
 pub struct Bufs<T> {
     ptrs: Vec<(*mut T, usize)>,
 }
@@ -56,12 +58,13 @@ impl<T: Scalar> Bufs<T> {
         Bufs { ptrs }
     }
 
-    /// The whole buffer of `node`, for reading.
+    /// The buffer of `node`, for reading the elements this worker may read.
     #[inline]
-    pub fn src(&self, node: usize) -> &[T] {
+    pub fn src(&self, node: usize) -> Shared<'_, T> {
         let (p, n) = self.ptrs[node];
-        // SAFETY: a live allocation of n elements; reads follow the contract.
-        unsafe { std::slice::from_raw_parts(p, n) }
+        // SAFETY: a live allocation of n elements while `self` lives; accessed under the
+        // contract above.
+        unsafe { Shared::new(p, n) }
     }
 
     /// Length of `node`'s buffer.
@@ -205,8 +208,8 @@ pub fn exec<T: Scalar>(step: &Step, span: Span, w: &mut Worker<T>, b: &Bufs<T>) 
                 return Err(Error::Engine("spline: buffer sizes changed".into()));
             }
             rqs.apply(
-                &xs[lo..hi],
-                &th[lo * p..hi * p],
+                xs.run(lo, hi),
+                th.run(lo * p, hi * p),
                 b.out(*out, 2 * lo, 2 * hi)?,
             );
         }
@@ -223,7 +226,12 @@ pub fn exec<T: Scalar>(step: &Step, span: Span, w: &mut Worker<T>, b: &Bufs<T>) 
                 return Err(Error::Engine("spline adjoint: buffer sizes changed".into()));
             }
             let dst = b.out(*out, (p + 1) * lo, (p + 1) * hi)?;
-            rqs.adjoint(&xs[lo..hi], &th[lo * p..hi * p], &gs[2 * lo..2 * hi], dst);
+            rqs.adjoint(
+                xs.run(lo, hi),
+                th.run(lo * p, hi * p),
+                gs.run(2 * lo, 2 * hi),
+                dst,
+            );
         }
         Step::Take {
             out,
@@ -237,7 +245,7 @@ pub fn exec<T: Scalar>(step: &Step, span: Span, w: &mut Worker<T>, b: &Bufs<T>) 
             }
             let dst = b.out(*out, lo * m, hi * m)?;
             for (r, row) in (lo..hi).zip(dst.chunks_mut(m)) {
-                let src_row = &s[r * in_row..(r + 1) * in_row];
+                let src_row = s.run(r * in_row, (r + 1) * in_row);
                 for (d, &k) in row.iter_mut().zip(table.iter()) {
                     *d = src_row[k as usize];
                 }
@@ -254,7 +262,7 @@ pub fn exec<T: Scalar>(step: &Step, span: Span, w: &mut Worker<T>, b: &Bufs<T>) 
                 return Err(Error::Engine("put: source length changed".into()));
             }
             let dst = b.out(*out, lo * in_row, hi * in_row)?;
-            for (row, g_row) in dst.chunks_mut(in_row).zip(g[lo * m..hi * m].chunks(m)) {
+            for (row, g_row) in dst.chunks_mut(in_row).zip(g.run(lo * m, hi * m).chunks(m)) {
                 row.fill(T::default());
                 for (&v, &k) in g_row.iter().zip(table.iter()) {
                     row[k as usize] += v;
@@ -263,22 +271,21 @@ pub fn exec<T: Scalar>(step: &Step, span: Span, w: &mut Worker<T>, b: &Bufs<T>) 
         }
         Step::Scatter { out, g, target } => {
             // The target view addresses the whole buffer; this worker touches only the
-            // positions its units map to (inside `zero` when tiled).
-            let full = b.out(*out, 0, b.len(*out))?;
+            // positions its units map to (inside `zero` when tiled), one at a time.
             let (z0, z1) = span.zero;
-            if z0 > z1 || z1 > full.len() {
-                return Err(Error::Engine("scatter: output range".into()));
-            }
-            full[z0..z1].fill(T::default());
-            target.check_bounds(full.len())?;
+            b.out(*out, z0, z1)
+                .map_err(|_| Error::Engine("scatter: output range".into()))?
+                .fill(T::default());
+            let mut full = b.src(*out);
+            target.check_bounds(Read::len(&full))?;
             let gbuf = b.src(g.0);
             g.1.check_bounds(gbuf.len())?;
             let scratch = &mut w.scratch[..CHUNK];
             let mut start = lo;
             while start < hi {
                 let m = CHUNK.min(hi - start);
-                g.1.gather(gbuf, start, &mut scratch[..m]);
-                target.scatter_add(&scratch[..m], start, full);
+                g.1.gather(&gbuf, start, &mut scratch[..m]);
+                target.scatter_add(&scratch[..m], start, &mut full);
                 start += m;
             }
         }
@@ -311,7 +318,7 @@ fn matmul<T: Scalar>(
     // The epilogue on finished rows: c = act(c + bias).
     let bias: Option<&[T]> =
         match epilogue.and_then(|e| e.bias) {
-            Some((node, off)) => Some(b.src(node).get(off..off + n).ok_or_else(|| {
+            Some((node, off)) => Some(b.src(node).slice(off, off + n).ok_or_else(|| {
                 Error::Engine("gemm epilogue: bias row outside its buffer".into())
             })?),
             None => None,
@@ -352,7 +359,7 @@ fn matmul<T: Scalar>(
                 rs: av.axes[r - 2].stride,
                 cs: av.axes[r - 1].stride,
             };
-            gemm_rows(m1 - m0, k, n, abuf, sa, bbuf, bo, rsb, c, &finish);
+            gemm_rows(m1 - m0, k, n, &abuf, sa, &bbuf, bo, rsb, c, &finish);
             u += m1 - m0;
             continue;
         }
@@ -401,7 +408,10 @@ fn eval<T: Scalar>(kernel: &Kernel, b: &Bufs<T>, regs: &mut [T], start: usize, d
         let operand = |a: usize| -> &[T] {
             match (kernel.direct[a], &kernel.code[a]) {
                 (Some(off), Instr::Load(k)) => {
-                    &b.src(kernel.leaves[*k].0)[off + start..off + start + m]
+                    let run = b
+                        .src(kernel.leaves[*k].0)
+                        .slice(off + start, off + start + m);
+                    run.expect("a direct leaf's run lies inside its buffer (checked by the plan)")
                 }
                 _ => &before[a * CHUNK..a * CHUNK + m],
             }
@@ -414,7 +424,7 @@ fn eval<T: Scalar>(kernel: &Kernel, b: &Bufs<T>, regs: &mut [T], start: usize, d
         match *ins {
             Instr::Load(k) => {
                 let (node, view) = &kernel.leaves[k];
-                view.gather(b.src(*node), start, d);
+                view.gather(&b.src(*node), start, d);
             }
             Instr::Const(v) => {
                 if r == last {

@@ -11,6 +11,7 @@
 //! up. A general gemm (`matrixmultiply`) packs both operands on every call, which dominates
 //! for these sizes. Shapes this kernel does not take (long K, B with strided rows) go there.
 
+use super::access::Read;
 use super::scalar::Scalar;
 
 /// Columns per register block.
@@ -39,15 +40,15 @@ pub fn gemm_rows<T: Scalar>(
     m: usize,
     k: usize,
     n: usize,
-    a: &[T],
+    a: &(impl Read<T> + ?Sized),
     sa: Strided,
-    b: &[T],
+    b: &(impl Read<T> + ?Sized),
     b_offset: usize,
     rsb: usize,
     c: &mut [T],
     finish: &impl Fn(&mut [T]),
 ) {
-    let a_at = |i: usize, kk: usize| a[sa.offset + i * sa.rs + kk * sa.cs];
+    let a_at = |i: usize, kk: usize| a.at(sa.offset + i * sa.rs + kk * sa.cs);
     // B's rows per column block, zero-padded to NB columns where the block is narrower.
     let blocks: Vec<(usize, usize)> = (0..n).step_by(NB).map(|j0| (j0, NB.min(n - j0))).collect();
     let padded: Vec<Vec<[T; NB]>> = blocks
@@ -60,7 +61,7 @@ pub fn gemm_rows<T: Scalar>(
                 .map(|kk| {
                     let at = b_offset + kk * rsb + j0;
                     let mut r = [T::default(); NB];
-                    r[..w].copy_from_slice(&b[at..at + w]);
+                    r[..w].copy_from_slice(b.run(at, at + w));
                     r
                 })
                 .collect()
@@ -70,7 +71,7 @@ pub fn gemm_rows<T: Scalar>(
         let (j0, w) = blocks[blk];
         if w == NB {
             let at = b_offset + kk * rsb + j0;
-            b[at..at + NB].try_into().unwrap()
+            b.run(at, at + NB).try_into().unwrap()
         } else {
             &padded[blk][kk]
         }
@@ -147,7 +148,18 @@ mod tests {
                 }
             }
             let mut c = vec![0.0; m * n];
-            gemm_rows(m, k, n, &a_t, sa, &b, 5, n + 3, &mut c, &|_: &mut [f64]| {});
+            gemm_rows(
+                m,
+                k,
+                n,
+                a_t.as_slice(),
+                sa,
+                b.as_slice(),
+                5,
+                n + 3,
+                &mut c,
+                &|_: &mut [f64]| {},
+            );
             for i in 0..m {
                 for j in 0..n {
                     let want: f64 = (0..k)

@@ -23,6 +23,7 @@
 //! segment with a tile per thread block, with the same gather index math. No GPU crate is a
 //! dependency today.
 
+pub mod access;
 pub mod autograd;
 pub mod builder;
 pub mod exec;

@@ -19,6 +19,7 @@
 use luminal::prelude::ShapeTracker;
 use rustc_hash::FxHashMap;
 
+use super::access::{Read, Write};
 use crate::error::{Error, Result};
 
 /// One logical axis of a [`View`].
@@ -275,7 +276,12 @@ impl View {
 
     /// Read logical elements `[start, start + out.len())` (row-major order) into `out`;
     /// padding reads as zero.
-    pub fn gather<T: Copy + Default>(&self, src: &[T], start: usize, out: &mut [T]) {
+    pub fn gather<T: Copy + Default, S: Read<T> + ?Sized>(
+        &self,
+        src: &S,
+        start: usize,
+        out: &mut [T],
+    ) {
         let last = self.last_axis();
         self.for_each_run(start, out.len(), |k, base, j0, run, valid| {
             let dst = &mut out[k..k + run];
@@ -286,12 +292,12 @@ impl View {
                 match last.stride {
                     1 => {
                         let p0 = p0 as usize;
-                        dst.copy_from_slice(&src[p0..p0 + run]);
+                        dst.copy_from_slice(src.run(p0, p0 + run));
                     }
-                    0 => dst.fill(src[p0 as usize]),
+                    0 => dst.fill(src.at(p0 as usize)),
                     s => {
                         for (t, d) in dst.iter_mut().enumerate() {
-                            *d = src[p0 as usize + t * s];
+                            *d = src.at(p0 as usize + t * s);
                         }
                     }
                 }
@@ -299,7 +305,7 @@ impl View {
                 for (t, d) in dst.iter_mut().enumerate() {
                     let j = j0 + t;
                     *d = if j >= last.lo && j < last.hi {
-                        src[(base + j as i64 * last.stride as i64) as usize]
+                        src.at((base + j as i64 * last.stride as i64) as usize)
                     } else {
                         T::default()
                     };
@@ -310,11 +316,11 @@ impl View {
 
     /// Adjoint of [`View::gather`]: add `vals` (logical elements `[start, start + len)`) into
     /// the buffer positions they were read from; padding positions are dropped.
-    pub fn scatter_add<T: Copy + std::ops::AddAssign>(
+    pub fn scatter_add<T: Copy + std::ops::AddAssign, D: Write<T> + ?Sized>(
         &self,
         vals: &[T],
         start: usize,
-        dst: &mut [T],
+        dst: &mut D,
     ) {
         let last = self.last_axis();
         self.for_each_run(start, vals.len(), |k, base, j0, run, valid| {
@@ -325,21 +331,14 @@ impl View {
             if last.lo == 0 && last.hi == last.len {
                 let p0 = base + j0 as i64 * last.stride as i64;
                 match last.stride {
-                    1 => {
-                        let p0 = p0 as usize;
-                        for (d, &v) in dst[p0..p0 + run].iter_mut().zip(src) {
-                            *d += v;
-                        }
-                    }
                     0 => {
-                        let d = &mut dst[p0 as usize];
                         for &v in src {
-                            *d += v;
+                            dst.add_at(p0 as usize, v);
                         }
                     }
                     s => {
                         for (t, &v) in src.iter().enumerate() {
-                            dst[p0 as usize + t * s] += v;
+                            dst.add_at(p0 as usize + t * s, v);
                         }
                     }
                 }
@@ -347,7 +346,7 @@ impl View {
                 for (t, &v) in src.iter().enumerate() {
                     let j = j0 + t;
                     if j >= last.lo && j < last.hi {
-                        dst[(base + j as i64 * last.stride as i64) as usize] += v;
+                        dst.add_at((base + j as i64 * last.stride as i64) as usize, v);
                     }
                 }
             }
@@ -425,7 +424,7 @@ mod tests {
         // 2x3 transposed to 3x2
         let v = View::contiguous(&[2, 3]).permute(&[1, 0]);
         let mut out = vec![0.0; 6];
-        v.gather(&src, 0, &mut out);
+        v.gather(src.as_slice(), 0, &mut out);
         assert_eq!(out, vec![0., 3., 1., 4., 2., 5.]);
         // pad one zero on both sides of a 1-D view
         let p = View {
@@ -438,11 +437,11 @@ mod tests {
             }],
         };
         let mut out = vec![9.0; 8];
-        p.gather(&src, 0, &mut out);
+        p.gather(src.as_slice(), 0, &mut out);
         assert_eq!(out, vec![0., 0., 1., 2., 3., 4., 5., 0.]);
         // partial chunk starting mid-row
         let mut out = vec![0.0; 3];
-        v.gather(&src, 3, &mut out);
+        v.gather(src.as_slice(), 3, &mut out);
         assert_eq!(out, vec![4., 2., 5.]);
     }
 }
