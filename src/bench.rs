@@ -658,6 +658,7 @@ pub fn mcmc_bench(train_seconds: f64, flow_steps: usize) -> Result<serde_json::V
     let h = summarize_phi4(&hmc(&phi, 1.0, &Array2::zeros((8, 64)), &hc, &observe)?)?;
     let mut fc = Phi4FlowConfig::new(1.0);
     fc.train.seconds = Some(train_seconds);
+    fc.train.steps = None;
     let mut bar = crate::train::Progress::new(5.0);
     let (flow, report) = train_phi4_flow(&phi, &fc, &mut [&mut bar])?;
     let mc = FlowMcmcConfig {

@@ -36,15 +36,6 @@ pub fn size(normal: usize, small: usize) -> usize {
     }
 }
 
-/// `normal` seconds, or `small` when [`quick`].
-pub fn seconds(normal: f64, small: f64) -> f64 {
-    if quick() {
-        small
-    } else {
-        normal
-    }
-}
-
 /// An exercise's check cell: the student's `answer` against the `exact` value, within `rel_tol`
 /// (relative). Prints ✓ or ✗ with both numbers and returns whether it passed.
 pub fn check(what: &str, answer: f64, exact: f64, rel_tol: f64) -> bool {
@@ -129,7 +120,8 @@ impl Sweep {
         self.cfg.temps = temps;
         self
     }
-    /// Training budget in seconds.
+    /// A wall-time limit on training instead of the step budget (the result then depends on
+    /// the machine's speed).
     pub fn train_seconds(mut self, s: f64) -> Sweep {
         self.cfg.train_seconds = Some(s);
         self

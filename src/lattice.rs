@@ -43,11 +43,11 @@ pub const LATTICE_BATCH: usize = 64;
 
 impl Phi4FlowConfig {
     /// Defaults around temperature `t`: T ∈ [t/1.25, 1.25 t], 12 layers with 8 hidden channels
-    /// and one hidden convolution, batch 64, 120 s (30 % forward-KL warm start, then reverse KL
+    /// and one hidden convolution, batch 64, 10 000 steps (30 % forward-KL warm start, then reverse KL
     /// plus ½ forward KL), 2000 HMC trajectories per chain.
     pub fn new(t: f64) -> Phi4FlowConfig {
         let mut train = TrainConfig::around(t);
-        train.seconds = Some(120.0);
+        train.steps = Some(10_000);
         train.batch = LATTICE_BATCH;
         train.warm_fraction = 0.3;
         train.forward_weight = 0.5;

@@ -9,7 +9,7 @@ pub use crate::flows::{
     io as flow_io, ActNorm, Activation, Bijection, Conditioning, Coupling, CouplingConfig, Flow,
     Layer, LinearFlow, LuLinear, Permutation, Radial, SumRatio, Transformer,
 };
-pub use crate::lab::{apply, check, quick, seconds, size, Sweep, SweepRun};
+pub use crate::lab::{apply, check, quick, size, Sweep, SweepRun};
 pub use crate::mcmc::{parallel_tempering, rwm, PtConfig, RwmConfig};
 pub use crate::plot::binned;
 pub use crate::rng::{seeded, SeededRng};

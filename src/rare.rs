@@ -177,8 +177,10 @@ fn log_mean_and_rel_var(log_w: &[f64]) -> (f64, f64) {
 pub struct RareConfig {
     /// Samples per flow.
     pub samples: usize,
-    /// Training budget per trained flow, in seconds.
-    pub train_seconds: f64,
+    /// Training budget per trained flow, in steps.
+    pub train_steps: usize,
+    /// A wall-time limit per trained flow instead (the result then depends on the machine).
+    pub train_seconds: Option<f64>,
     /// Seed.
     pub seed: u64,
     /// Progress on stderr.
@@ -188,20 +190,21 @@ pub struct RareConfig {
     pub reference: Option<Flow>,
 }
 
-/// Estimate P(A) at temperature `t` with `samples` samples per flow and `train_seconds` of
-/// training per flow.
+/// Estimate P(A) at temperature `t` with `samples` samples per flow and `train_steps` steps
+/// of training per flow.
 pub fn estimate(
     energy: Arc<dyn Energy>,
     event: Event,
     t: f64,
     samples: usize,
-    train_seconds: f64,
+    train_steps: usize,
     seed: u64,
     progress: bool,
 ) -> Result<RareResult> {
     let cfg = RareConfig {
         samples,
-        train_seconds,
+        train_steps,
+        train_seconds: None,
         seed,
         progress,
         reference: None,
@@ -217,15 +220,19 @@ pub fn estimate_with(
     t: f64,
     cfg: &RareConfig,
 ) -> Result<(RareResult, Flow)> {
-    let (samples, train_seconds, seed, progress) =
-        (cfg.samples, cfg.train_seconds, cfg.seed, cfg.progress);
+    let (samples, seed, progress) = (cfg.samples, cfg.seed, cfg.progress);
     check_temperature(t)?;
     event.check(energy.dim())?;
     if samples < 2 {
         return input_err("need at least 2 samples");
     }
-    if !(train_seconds.is_finite() && train_seconds > 0.0) {
-        return input_err("--train-seconds must be positive");
+    if cfg.train_steps == 0 {
+        return input_err("--train-steps must be at least 1");
+    }
+    if let Some(s) = cfg.train_seconds {
+        if !(s.is_finite() && s > 0.0) {
+            return input_err("--train-seconds must be positive");
+        }
     }
     crate::memory::check(
         "the samples",
@@ -244,7 +251,10 @@ pub fn estimate_with(
             continue;
         }
         let mut tc = TrainConfig::around(t);
-        tc.seconds = Some(train_seconds);
+        (tc.steps, tc.seconds) = match cfg.train_seconds {
+            Some(s) => (None, Some(s)),
+            None => (Some(cfg.train_steps), None),
+        };
         tc.seed = seed + k as u64;
         let mut bar = Progress::new(2.0);
         let mut obs: Vec<&mut dyn Observer> = Vec::new();

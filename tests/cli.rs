@@ -446,8 +446,8 @@ fn ctrl_c_during_training_still_writes_the_model_and_the_results() {
             "harmonic",
             "--temps",
             "4",
-            "--train-seconds",
-            "300",
+            "--train-steps",
+            "100000000",
             "--witness-sweeps",
             "2000",
             "--quiet",
@@ -490,8 +490,8 @@ fn a_model_saved_by_one_command_loads_in_the_others() {
     let flow_mcmc = ["mcmc", "--system", "double-well-2d", "--sampler", "flow"];
     let short = ["--steps", "50", "--chains", "8", "--quiet"];
     common::run_ok(bin().args(flow_mcmc).args(short).args([
-        "--train-seconds",
-        "2",
+        "--train-steps",
+        "500",
         "--save-model",
         m,
     ]));
@@ -540,8 +540,8 @@ fn a_model_saved_by_one_command_loads_in_the_others() {
             .args([
                 "--samples",
                 "2000",
-                "--train-seconds",
-                "2",
+                "--train-steps",
+                "500",
                 "--quiet",
                 "--load-model",
                 m,

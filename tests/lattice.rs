@@ -10,6 +10,7 @@ use thermoflow::mcmc::{flow_mcmc, hmc, FlowMcmcConfig, HmcConfig};
 use thermoflow::systems::Phi4;
 
 #[test]
+#[ignore = "verify: ~2.5 min"]
 fn phi4_flow_mcmc_reproduces_chi2_and_decorrelates_faster_than_hmc_per_evaluation() {
     let phi = Phi4::new(8, -4.0, 8.0).unwrap();
     let observe = |x: &[f64]| phi4_observables(&phi, x);
@@ -152,8 +153,8 @@ fn mcmc_cli_prints_the_phi4_fields_and_rejects_bad_input() {
                 "flow",
             ])
             .args([
-                "--train-seconds",
-                "3",
+                "--train-steps",
+                "100",
                 "--steps",
                 "60",
                 "--chains",
@@ -241,13 +242,7 @@ fn a_phi4_sweep_trains_the_lattice_flow_over_the_whole_range() {
     assert_eq!(v["train"]["steps"], 10);
     let phi = thermoflow::systems::build::<&str>("phi4", &[]).unwrap();
     let well = thermoflow::systems::build::<&str>("double-well-2d", &[]).unwrap();
-    assert_eq!(
-        thermoflow::sweep::default_train_seconds(phi.as_ref()),
-        120.0
-    );
-    assert_eq!(
-        thermoflow::sweep::default_train_seconds(well.as_ref()),
-        10.0
-    );
+    assert_eq!(thermoflow::sweep::default_train_steps(phi.as_ref()), 10_000);
+    assert_eq!(thermoflow::sweep::default_train_steps(well.as_ref()), 5000);
     std::fs::remove_dir_all(&dir).ok();
 }

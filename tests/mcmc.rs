@@ -109,7 +109,7 @@ fn flow_mcmc_hops_between_wells_where_rwm_does_not() {
         t_min: 0.5,
         t_max: 1.5,
         temps: 2,
-        train_seconds: Some(20.0),
+        train_steps: Some(5000),
         samples: 1000,
         cv_tol: None,
         witness_sweeps: 0,

@@ -14,7 +14,7 @@ fn minor_well_probability_matches_quadrature() {
         Event::parse("x0>0").unwrap(),
         0.4,
         100_000,
-        20.0,
+        2000,
         3,
         false,
     )
@@ -46,8 +46,10 @@ fn bad_events_are_errors() {
         let e = systems::build::<&str>("double-well-2d", &[]).unwrap();
         let ev = Event::parse(s);
         if let Ok(ev) = ev {
-            assert!(estimate(e, ev, 0.4, 100, 0.1, 0, false).is_err(), "{s}");
+            assert!(estimate(e, ev, 0.4, 100, 10, 0, false).is_err(), "{s}");
         }
     }
-    assert!(Event::parse("x0 > 1.5").is_ok());
+    assert_eq!(Event::parse("x0 > 1.5").unwrap(), Event::Above(0, 1.5));
+    assert_eq!(Event::parse("x1<-2").unwrap(), Event::Below(1, -2.0));
+    assert_eq!(Event::parse("U>3").unwrap(), Event::EnergyAbove(3.0));
 }

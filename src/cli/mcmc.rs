@@ -30,9 +30,12 @@ pub struct McmcArgs {
     /// Parallel chains [default: 64 for flow, 8 otherwise]
     #[arg(long)]
     chains: Option<usize>,
-    /// Training budget of the flow sampler in seconds
-    #[arg(long, default_value_t = 120.0, value_parser = positive)]
-    train_seconds: f64,
+    /// Training budget of the flow sampler in steps (reproducible on any machine) [default: 10000 on phi4, 5000 otherwise]
+    #[arg(long)]
+    train_steps: Option<usize>,
+    /// Wall-time limit of the flow sampler's training in seconds, instead of the step budget (the result then depends on the machine's speed) [default: none]
+    #[arg(long, value_parser = positive, conflicts_with = "train_steps")]
+    train_seconds: Option<f64>,
     /// Seed of every random choice
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -71,6 +74,7 @@ impl McmcArgs {
             t: self.temp,
             steps: self.steps.unwrap_or(d.steps),
             chains: self.chains.unwrap_or(d.chains),
+            train_steps: self.train_steps.unwrap_or(d.train_steps),
             train_seconds: self.train_seconds,
             seed: self.seed,
             progress: !self.quiet,

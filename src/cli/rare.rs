@@ -28,9 +28,12 @@ pub struct RareArgs {
     /// Samples from each flow
     #[arg(long, default_value_t = 100_000)]
     samples: usize,
-    /// Training budget of each of the two flows in seconds
-    #[arg(long, default_value_t = 20.0, value_parser = positive)]
-    train_seconds: f64,
+    /// Training budget of each of the two flows in steps (reproducible on any machine)
+    #[arg(long, default_value_t = 3000)]
+    train_steps: usize,
+    /// Wall-time limit of each flow's training in seconds, instead of the step budget (the result then depends on the machine's speed) [default: none]
+    #[arg(long, value_parser = positive)]
+    train_seconds: Option<f64>,
     /// Seed of every random choice
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -60,6 +63,7 @@ impl RareArgs {
         };
         let cfg = RareConfig {
             samples: self.samples,
+            train_steps: self.train_steps,
             train_seconds: self.train_seconds,
             seed: self.seed,
             progress: !self.quiet,

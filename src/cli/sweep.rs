@@ -40,10 +40,10 @@ pub struct SweepArgs {
     /// Number of temperatures on the grid (evenly spaced)
     #[arg(long, default_value_t = d().temps)]
     temps: usize,
-    /// Training budget in seconds [default: 5 per coordinate the flow models, 10 to 300 (120 for lattice fields); none when --train-steps is given]
+    /// Wall-time limit of training in seconds, instead of the step budget (the result then depends on the machine's speed) [default: none]
     #[arg(long, value_parser = positive)]
     train_seconds: Option<f64>,
-    /// Training budget in steps (reproducible on any machine) [default: none]
+    /// Training budget in steps (reproducible on any machine) [default: 5000, plus 250 per coordinate the flow models beyond 2, at most 20000; 10000 for lattice fields]
     #[arg(long)]
     train_steps: Option<usize>,
     /// Samples per temperature in the first round
@@ -55,7 +55,7 @@ pub struct SweepArgs {
     /// Most samples per temperature [default: 1000000, or --samples if larger]
     #[arg(long)]
     max_samples: Option<usize>,
-    /// Time limit of the estimation rounds in seconds [default: none]
+    /// Wall-time limit in seconds of each estimation stage (sampling rounds, tempering, annealing); the result then depends on the machine's speed [default: none]
     #[arg(long, allow_negative_numbers = true)]
     estimate_seconds: Option<f64>,
     /// Sweeps of the parallel-tempering witness (0: no witness)

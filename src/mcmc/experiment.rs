@@ -68,8 +68,10 @@ pub struct McmcConfig {
     pub steps: usize,
     /// Parallel chains.
     pub chains: usize,
-    /// Training budget of the flow sampler.
-    pub train_seconds: f64,
+    /// Training budget of the flow sampler, in steps.
+    pub train_steps: usize,
+    /// A wall-time limit on that training instead (the result then depends on the machine).
+    pub train_seconds: Option<f64>,
     /// Seed.
     pub seed: u64,
     /// Progress on stderr.
@@ -82,7 +84,7 @@ pub struct McmcConfig {
 
 impl McmcConfig {
     /// Defaults for a sampler on a system at T = 1: 2000 steps × 64 chains for the flow,
-    /// 5000 × 8 otherwise, 120 s of training.
+    /// 5000 × 8 otherwise; 10 000 training steps on φ⁴ (the lattice flow), 5000 otherwise.
     pub fn new(system: &str, sampler: Sampler) -> McmcConfig {
         let flow = sampler == Sampler::Flow;
         McmcConfig {
@@ -92,7 +94,8 @@ impl McmcConfig {
             t: 1.0,
             steps: if flow { 2000 } else { 5000 },
             chains: if flow { 64 } else { 8 },
-            train_seconds: 120.0,
+            train_steps: if system == "phi4" { 10_000 } else { 5000 },
+            train_seconds: None,
             seed: 0,
             progress: true,
             load_model: None,
@@ -107,8 +110,13 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
     if cfg.steps < 40 || cfg.chains == 0 {
         return input_err("--steps must be ≥ 40 and --chains ≥ 1");
     }
-    if !(cfg.train_seconds.is_finite() && cfg.train_seconds > 0.0) {
-        return input_err("--train-seconds must be positive");
+    if cfg.train_steps == 0 {
+        return input_err("--train-steps must be at least 1");
+    }
+    if let Some(s) = cfg.train_seconds {
+        if !(s.is_finite() && s > 0.0) {
+            return input_err("--train-seconds must be positive");
+        }
     }
     let energy = systems::build(&cfg.system, &cfg.params)?;
     let d = energy.dim();
@@ -247,6 +255,14 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
     Ok((v, flow_out))
 }
 
+/// The flow sampler's training budget: its steps, or the wall-time limit where one is set.
+fn budget(cfg: &McmcConfig) -> (Option<usize>, Option<f64>) {
+    match cfg.train_seconds {
+        Some(s) => (None, Some(s)),
+        None => (Some(cfg.train_steps), None),
+    }
+}
+
 /// The flow sampler's proposal: the lattice flow on φ⁴, the default coupling flow elsewhere,
 /// trained over [T/1.25, 1.25 T].
 fn train_flow(
@@ -258,13 +274,13 @@ fn train_flow(
     match lattice {
         Some(l) => {
             let mut fc = Phi4FlowConfig::new(cfg.t);
-            fc.train.seconds = Some(cfg.train_seconds);
+            (fc.train.steps, fc.train.seconds) = budget(cfg);
             fc.train.seed = cfg.seed;
             train_phi4_flow(l, &fc, obs)
         }
         None => {
             let mut tc = TrainConfig::around(cfg.t);
-            tc.seconds = Some(cfg.train_seconds);
+            (tc.steps, tc.seconds) = budget(cfg);
             tc.seed = cfg.seed;
             train_new(energy, &default_flow(), &tc, obs)
         }

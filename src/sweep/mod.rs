@@ -76,7 +76,7 @@ pub struct SweepConfig {
     /// Number of evenly spaced temperatures.
     pub temps: usize,
     /// Training budget in seconds (training stops at the first budget reached). With neither
-    /// budget given, the system's default ([`default_train_seconds`]).
+    /// budget given, the system's default step budget ([`default_train_steps`]).
     pub train_seconds: Option<f64>,
     /// Training budget in steps (the same result on any machine for a given seed).
     pub train_steps: Option<usize>,
@@ -158,6 +158,12 @@ pub const SMC_PARTICLES: usize = 256;
 pub const SMC_REPLICAS: usize = 16;
 /// Most replicas of one of its runs (more are pooled from further runs).
 pub const SMC_MAX_RUN: usize = 128;
+
+/// Tempering and annealing pool further runs until C_V reaches the tolerance, up to this many
+/// times the first run's ladder-sweeps or replicas in all (a budget in steps, so a seed fixes
+/// the result on any machine; `estimate_seconds` adds a wall-time limit only where a user
+/// sets one).
+pub const ESTIMATE_GROWTH: usize = 4;
 
 /// The default target relative standard error of C_V.
 pub const DEFAULT_CV_TOL: f64 = 0.01;
@@ -368,18 +374,21 @@ pub fn run_energy(
     run_on(&cfg, energy)
 }
 
-/// The training budget when none is given: for coupling flows 5 s per coordinate the flow
-/// models, at least 10 s and at most 300 s (10 s up to 2-D, 65 s for the bead chain's 13 bond
-/// lengths and angles, 180 s for a 13-atom cluster); 120 s for lattice flows (a lattice
-/// coupling step costs ~30 times more; measured on φ⁴, L = 8, over [0.8, 1.25]). Where the
-/// flow falls short the repair continues training on the failing range.
-pub fn default_train_seconds(energy: &dyn Energy) -> f64 {
+/// The training budget when none is given, in steps (a seed then fixes the flow on any
+/// machine): for coupling flows 5000 steps up to 2 modelled coordinates and 250 more per further
+/// coordinate, at most 20 000 (5000 for 2-D systems, about 10 s on two cores; 7750 for the bead
+/// chain's 13 bond lengths and angles; 12 750 for a 13-atom cluster's 33 modes); 10 000 for
+/// lattice flows (a lattice coupling step costs ~30 times more; about 2 min on φ⁴, L = 8). These
+/// match what the former defaults of 5 s per coordinate (10–300 s) and 120 s for lattices
+/// bought on two cores. Where the flow falls short the repair continues training on the
+/// failing range.
+pub fn default_train_steps(energy: &dyn Energy) -> usize {
     match energy.structure() {
-        systems::Structure::Lattice(_) => 120.0,
+        systems::Structure::Lattice(_) => 10_000,
         _ => {
             let d = crate::coordinates::Coordinates::for_system(energy)
                 .map_or(energy.dim(), |c| c.flow_dim());
-            (5.0 * d as f64).clamp(10.0, 300.0)
+            (5000 + 250 * d.saturating_sub(2)).min(20_000)
         }
     }
 }
@@ -390,9 +399,9 @@ fn run_on(
 ) -> Result<(SweepResult, Flow, Arc<dyn Energy>)> {
     // Neither budget given: the system's default.
     let cfg = &SweepConfig {
-        train_seconds: match (cfg.train_seconds, cfg.train_steps) {
-            (None, None) => Some(default_train_seconds(energy.as_ref())),
-            (seconds, _) => seconds,
+        train_steps: match (cfg.train_seconds, cfg.train_steps) {
+            (None, None) => Some(default_train_steps(energy.as_ref())),
+            (_, steps) => steps,
         },
         ..cfg.clone()
     };

@@ -11,8 +11,8 @@ use super::model::{sweep_training, train_observed};
 use super::rounds::{estimate_rounds, Method, Rounds};
 use super::witness::Witness;
 use super::{
-    State, Sweeper, DEFENSIVE_FRACTION, DEFENSIVE_WIDTH, MCMC_CHAINS, SMC_MAX_RUN, SMC_PARTICLES,
-    SMC_REPLICAS,
+    State, Sweeper, DEFENSIVE_FRACTION, DEFENSIVE_WIDTH, ESTIMATE_GROWTH, MCMC_CHAINS, SMC_MAX_RUN,
+    SMC_PARTICLES, SMC_REPLICAS,
 };
 use crate::error::{Error, Result};
 use crate::estimators::Estimate;
@@ -104,7 +104,7 @@ pub(super) fn retrain(sw: &Sweeper, st: &mut State, r: usize) -> Result<bool> {
     tc.seconds = cfg.train_seconds.map(|s| s / 2.0);
     tc.steps = cfg.train_steps.map(|s| (s / 2).max(1));
     if tc.seconds.is_none() && tc.steps.is_none() {
-        tc.seconds = Some(15.0);
+        tc.steps = Some(super::default_train_steps(sw.energy) / 2);
     }
     tc.batch = super::model::recipe_batch(sw.energy, &tc);
     tc.warm_fraction = 0.0;
@@ -263,9 +263,10 @@ fn replace_with_chains(rounds: &mut Rounds, i: usize, ce: ChainEstimate, cv_tol:
 /// Sequential Monte Carlo runs pooled until C_V reaches `cv_tol` at the `failing`
 /// temperatures that pass the hysteresis check: each further run has about
 /// R (r/tol)² · 1.2 − R more replicas (r the worst relative error, R those so far; at least
-/// [`SMC_REPLICAS`], at most 3 R and [`SMC_MAX_RUN`]), within `max_samples` particles per temperature (both passes) and
-/// `estimate_seconds` or, without it, four times the first run's time (at least 60 s: a bound
-/// only for costly systems). None when interrupted.
+/// [`SMC_REPLICAS`], at most 3 R and [`SMC_MAX_RUN`]), within `max_samples` particles per
+/// temperature (both passes) and [`ESTIMATE_GROWTH`] times the first run's replicas (a step
+/// budget: the same seed gives the same run on any machine), and within `estimate_seconds`
+/// where the user sets that wall-time limit. None when interrupted.
 fn anneal_rounds(sw: &Sweeper, flow: &Flow, failing: &[usize]) -> Result<Option<SmcRun>> {
     let (cfg, temps) = (sw.cfg, &sw.temps);
     let mut sc = SmcConfig::new(sw.energy, temps.clone());
@@ -273,7 +274,7 @@ fn anneal_rounds(sw: &Sweeper, flow: &Flow, failing: &[usize]) -> Result<Option<
     sc.replicas = SMC_REPLICAS;
     sc.progress = cfg.progress;
     let mut run: Option<SmcRun> = None;
-    let mut budget: Option<f64> = None;
+    let mut first_run: Option<usize> = None;
     for round in 0u64.. {
         sc.seed = sw.seed ^ 0x53c0 ^ (round << 32);
         let next = match smc(sw.energy, flow, &sc) {
@@ -301,13 +302,13 @@ fn anneal_rounds(sw: &Sweeper, flow: &Flow, failing: &[usize]) -> Result<Option<
                 |a, b| if b.is_nan() { f64::INFINITY } else { a.max(b) },
             );
         let r = pooled.replicas;
-        let budget = *budget.get_or_insert(
-            cfg.estimate_seconds
-                .unwrap_or((4.0 * pooled.seconds).max(60.0)),
-        );
-        let per_replica = pooled.seconds / r as f64;
-        let most_by_samples = (cfg.max_samples / (2 * SMC_PARTICLES)).saturating_sub(r);
-        let most_by_time = ((budget - pooled.seconds) / per_replica).max(0.0) as usize;
+        let first = *first_run.get_or_insert(r);
+        let most_by_samples = (cfg.max_samples / (2 * SMC_PARTICLES))
+            .min(ESTIMATE_GROWTH * first)
+            .saturating_sub(r);
+        let most_by_time = cfg.estimate_seconds.map_or(usize::MAX, |budget| {
+            ((budget - pooled.seconds) / (pooled.seconds / r as f64)).max(0.0) as usize
+        });
         let want = match cfg.cv_tol {
             Some(tol) if worst > tol && worst.is_finite() => {
                 let need = (r as f64 * (worst / tol).powi(2) * 1.2).ceil() as usize;

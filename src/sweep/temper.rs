@@ -26,8 +26,9 @@
 //! Independent runs are pooled (their ladders are further groups) until C_V reaches `cv_tol` at
 //! the failing temperatures that pass their own checks: each further run has about
 //! L (r/tol)² · 1.2 − L more ladder-sweeps (L those so far, r the worst relative error), within
-//! `max_samples` ladder-sweeps per temperature and `estimate_seconds` or four times the first
-//! run's time (at least 60 s).
+//! `max_samples` ladder-sweeps per temperature and [`ESTIMATE_GROWTH`] times the first run's
+//! (a step budget: the same seed gives the same run on any machine), and within
+//! `estimate_seconds` where the user sets that wall-time limit.
 
 use std::time::Instant;
 
@@ -36,7 +37,7 @@ use serde::Serialize;
 use super::checks;
 use super::rounds::Method;
 use super::witness::ladder;
-use super::{State, Sweeper};
+use super::{State, Sweeper, ESTIMATE_GROWTH};
 use crate::error::Result;
 use crate::estimators::{thermo_replicas, Estimate, Thermo};
 use crate::flows::Flow;
@@ -223,7 +224,7 @@ fn temper_rounds(sw: &Sweeper, flow: &Flow, failing: &[usize]) -> Result<Option<
     let first = cfg.witness_sweeps.max(2000);
     let mut sweeps = first;
     let mut pool: Option<Pool> = None;
-    let mut budget: Option<f64> = None;
+    let mut first_run: Option<usize> = None;
     for round in 0u64.. {
         let seed = sw.seed ^ 0x7e39 ^ (round << 32);
         let next = match run_once(sw, flow, sweeps, seed) {
@@ -251,13 +252,14 @@ fn temper_rounds(sw: &Sweeper, flow: &Flow, failing: &[usize]) -> Result<Option<
                 |a: f64, b| if b.is_nan() { f64::INFINITY } else { a.max(b) },
             );
         let l = pooled.ladder_sweeps;
-        let budget = *budget.get_or_insert(
-            cfg.estimate_seconds
-                .unwrap_or((4.0 * pooled.seconds).max(60.0)),
-        );
-        let per_ladder_sweep = pooled.seconds / l as f64;
-        let by_samples = cfg.max_samples.saturating_sub(l);
-        let by_time = ((budget - pooled.seconds) / per_ladder_sweep).max(0.0) as usize;
+        let first = *first_run.get_or_insert(l);
+        let by_samples = cfg
+            .max_samples
+            .min(ESTIMATE_GROWTH * first)
+            .saturating_sub(l);
+        let by_time = cfg.estimate_seconds.map_or(usize::MAX, |budget| {
+            ((budget - pooled.seconds) / (pooled.seconds / l as f64)).max(0.0) as usize
+        });
         let want = match cfg.cv_tol {
             Some(tol) if worst > tol && worst.is_finite() => {
                 let need = (l as f64 * (worst / tol).powi(2) * 1.2).ceil() as usize;

@@ -37,7 +37,8 @@ pub struct TrainConfig {
     pub t_min: f64,
     /// Highest temperature.
     pub t_max: f64,
-    /// Wall-clock budget in seconds (training stops at whichever of seconds/steps comes first).
+    /// Optional wall-clock limit in seconds (training stops at whichever of seconds/steps comes
+    /// first; with it the result depends on the machine's speed).
     pub seconds: Option<f64>,
     /// Step budget.
     pub steps: Option<usize>,
@@ -61,14 +62,14 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// Defaults for a range: 60 s, batch 512, lr 2·10⁻³, clip 10, λ = 0.5, 15 % warm start,
+    /// Defaults for a range: 5000 steps (no wall-time limit), batch 512, lr 2·10⁻³, clip 10, λ = 0.5, 15 % warm start,
     /// 4000 tempering sweeps of data, no mass-covering term.
     pub fn new(t_min: f64, t_max: f64) -> TrainConfig {
         TrainConfig {
             t_min,
             t_max,
-            seconds: Some(60.0),
-            steps: None,
+            seconds: None,
+            steps: Some(5000),
             batch: 512,
             lr: 2e-3,
             clip: 10.0,
