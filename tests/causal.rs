@@ -59,7 +59,9 @@ fn interventions_conditionals_and_counterfactuals_match_closed_forms() {
 
 #[test]
 fn dag_parsing_rejects_bad_graphs() {
-    assert!(Dag::parse("W; X <- W; Y <- W, X").is_ok());
+    let dag = Dag::parse("W; X <- W; Y <- W, X").unwrap();
+    assert_eq!(dag.names, ["W", "X", "Y"]);
+    assert_eq!(dag.parents, [vec![], vec![0], vec![0, 1]]);
     assert!(Dag::parse("X <- W; W").is_err(), "parent after child");
     assert!(Dag::parse("W; W").is_err());
     assert!(Dag::parse("").is_err());

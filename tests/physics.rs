@@ -336,7 +336,9 @@ fn bad_input_is_an_error() {
         systems::build("harmonic", &["K=1,2;2,1"]).is_err(),
         "not positive definite"
     );
-    assert!(systems::build("harmonic", &["K=2,-1;-1,2"]).is_ok());
+    // U = ½ xᵀKx with the K given: U(1, 2) = ½ (2 − 4 + 8) = 3.
+    let k = systems::build("harmonic", &["K=2,-1;-1,2"]).unwrap();
+    assert_eq!((k.dim(), k.energy(&[1.0, 2.0])), (2, 3.0));
     assert!(quadrature(systems::build::<&str>("lj", &[]).unwrap().as_ref(), &[1.0]).is_err());
 }
 

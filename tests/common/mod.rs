@@ -24,3 +24,22 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
+
+/// The seed of a statistical test: `base` at the default `THERMOFLOW_TEST_SEED` (1), and for
+/// `THERMOFLOW_TEST_SEED=s` another fixed stream per test, so a bound measured at one seed is
+/// checked at others (`THERMOFLOW_TEST_SEED=2 cargo test --release -- --ignored`).
+pub fn seed(base: u64) -> u64 {
+    let s = test_seed();
+    base.wrapping_add((s - 1).wrapping_mul(1_000_003))
+}
+
+/// `THERMOFLOW_TEST_SEED` (default 1; 0 or anything unparsable is refused).
+pub fn test_seed() -> u64 {
+    match std::env::var("THERMOFLOW_TEST_SEED") {
+        Err(_) => 1,
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(s) if s >= 1 => s,
+            _ => panic!("THERMOFLOW_TEST_SEED must be a positive integer, got {v:?}"),
+        },
+    }
+}
