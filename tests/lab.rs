@@ -37,7 +37,7 @@ fn a_closure_potential_sweeps_like_a_built_in_system() {
         .range(0.5, 2.0, 16)
         .train_steps(3000)
         .cv_tol(Some(0.005))
-        .seed(1)
+        .seed(common::seed(1))
         .run()
         .unwrap();
     let r = &run.result;
@@ -65,6 +65,7 @@ fn an_expression_sweeps_from_the_command_line_and_its_csv_reads_back() {
         tmp("samples.npy"),
         tmp("expr-model.json"),
     );
+    let seed = common::seed(1).to_string();
     let expr = "(x0^2 - 1)^2 + 0.3*x0 + 0.5*(x1 + sin(2*x0))^2";
     common::run_ok(
         Command::new(env!("CARGO_BIN_EXE_thermoflow"))
@@ -79,7 +80,7 @@ fn an_expression_sweeps_from_the_command_line_and_its_csv_reads_back() {
                 "--cv-tol",
                 "0.005",
                 "--seed",
-                "1",
+                &seed,
             ])
             .args(["--quiet", "--samples-at", "0.5,2", "--samples", "2000"])
             .arg("--json")

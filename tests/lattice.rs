@@ -19,7 +19,7 @@ fn phi4_flow_mcmc_reproduces_chi2_and_decorrelates_faster_than_hmc_per_evaluatio
         n_trajectories: 20_000,
         burn_in: 1000,
         n_chains: 8,
-        seed: 11,
+        seed: common::seed(11),
         ..Default::default()
     };
     let h =
@@ -35,7 +35,7 @@ fn phi4_flow_mcmc_reproduces_chi2_and_decorrelates_faster_than_hmc_per_evaluatio
         n_chains: 128,
         local_every: 0,
         local_step: 0.1,
-        seed: 4,
+        seed: common::seed(4),
     };
     let run = flow_mcmc(&flow, &[1.0], &phi, 1.0, &mc, &observe, &mut []).unwrap();
     let f = summarize_phi4(&run).unwrap();

@@ -1,5 +1,7 @@
 //! Rare events: importance sampling with a flow trained toward the event, against quadrature.
 
+mod common;
+
 use thermoflow::rare::{estimate, Event};
 use thermoflow::systems;
 
@@ -15,7 +17,7 @@ fn minor_well_probability_matches_quadrature() {
         0.4,
         100_000,
         2000,
-        3,
+        common::seed(3),
         false,
     )
     .unwrap();
