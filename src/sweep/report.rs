@@ -1,4 +1,4 @@
-//! The sweep's result: the JSON schema (see the README) and the text table.
+//! The sweep's result: the JSON schema (see docs/cli.md) and the text table.
 
 use serde::Serialize;
 
