@@ -251,10 +251,7 @@ pub fn estimate_with(
             continue;
         }
         let mut tc = TrainConfig::around(t);
-        (tc.steps, tc.seconds) = match cfg.train_seconds {
-            Some(s) => (None, Some(s)),
-            None => (Some(cfg.train_steps), None),
-        };
+        tc.set_budget(cfg.train_steps, cfg.train_seconds);
         tc.seed = seed + k as u64;
         let mut bar = Progress::new(2.0);
         let mut obs: Vec<&mut dyn Observer> = Vec::new();

@@ -255,14 +255,6 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
     Ok((v, flow_out))
 }
 
-/// The flow sampler's training budget: its steps, or the wall-time limit where one is set.
-fn budget(cfg: &McmcConfig) -> (Option<usize>, Option<f64>) {
-    match cfg.train_seconds {
-        Some(s) => (None, Some(s)),
-        None => (Some(cfg.train_steps), None),
-    }
-}
-
 /// The flow sampler's proposal: the lattice flow on φ⁴, the default coupling flow elsewhere,
 /// trained over [T/1.25, 1.25 T].
 fn train_flow(
@@ -274,13 +266,13 @@ fn train_flow(
     match lattice {
         Some(l) => {
             let mut fc = Phi4FlowConfig::new(cfg.t);
-            (fc.train.steps, fc.train.seconds) = budget(cfg);
+            fc.train.set_budget(cfg.train_steps, cfg.train_seconds);
             fc.train.seed = cfg.seed;
             train_phi4_flow(l, &fc, obs)
         }
         None => {
             let mut tc = TrainConfig::around(cfg.t);
-            (tc.steps, tc.seconds) = budget(cfg);
+            tc.set_budget(cfg.train_steps, cfg.train_seconds);
             tc.seed = cfg.seed;
             train_new(energy, &default_flow(), &tc, obs)
         }

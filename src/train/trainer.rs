@@ -86,6 +86,14 @@ impl TrainConfig {
     pub fn around(t: f64) -> TrainConfig {
         TrainConfig::new(t / 1.25, t * 1.25)
     }
+
+    /// Budget `steps`, or instead a wall-time limit of `seconds` where the user sets one.
+    pub fn set_budget(&mut self, steps: usize, seconds: Option<f64>) {
+        (self.steps, self.seconds) = match seconds {
+            Some(s) => (None, Some(s)),
+            None => (Some(steps), None),
+        };
+    }
 }
 
 /// What training did.
