@@ -64,6 +64,45 @@ fn tempering_with_flow_proposals_matches_quadrature() {
     assert!(parallel_tempering_with(e.as_ref(), &cfg, Some(&wrong_dim)).is_err());
 }
 
+/// The flow's proposals go on after burn-in only where their weights have a finite variance:
+/// the untrained flow q = N(0, T) proposes for a spring U = k x² whose Boltzmann distribution
+/// N(0, T/2k) is narrower than q at k = 1 (bounded weights: every rung keeps them) and wider at
+/// k = 1/8 (σ² = 4 T: weights with a Pareto tail k̂ = 1 − 1/4 = 0.75: no rung keeps them). Both
+/// runs agree with the closed form within 4.5 standard errors.
+#[test]
+fn flow_proposals_continue_only_where_their_weights_have_finite_variance() {
+    for (k_wall, kept) in [("1", true), ("0.125", false)] {
+        let e = systems::build("harmonic", &["n=1".into(), format!("k_wall={k_wall}")]).unwrap();
+        let flow = linear_flow(
+            1,
+            Conditioning::Temperature {
+                t_min: 0.5,
+                t_max: 3.0,
+            },
+        )
+        .unwrap();
+        let mut cfg = PtConfig::geometric(0.5, 3.0, 6);
+        cfg.n_sweeps = 10_000;
+        cfg.burn_in = 2000;
+        cfg.seed = common::seed(12);
+        cfg.flow_every = 5;
+        cfg.moves = Moves::Joint;
+        let run = parallel_tempering_with(e.as_ref(), &cfg, Some(&flow)).unwrap();
+        assert_eq!(run.flow_rungs, vec![kept; 6], "k_wall = {k_wall}");
+        let exact = reference(e.as_ref(), &cfg.temps).unwrap().unwrap();
+        for (m, x) in run.thermo().iter().zip(&exact) {
+            assert!(
+                (m.u.value - x.u).abs() <= 4.5 * m.u.se,
+                "k_wall = {k_wall}, T = {:.3}: U {:.4} ± {:.4} vs exact {:.4}",
+                m.t,
+                m.u.value,
+                m.u.se,
+                x.u
+            );
+        }
+    }
+}
+
 /// A flow trained for 20 steps, no retraining, no flow-MCMC, no annealing: importance sampling
 /// fails, tempering replaces the failing temperatures with its own checks (round trips, split
 /// halves) instead of the weights', log Z is not estimated there, and what it leaves trusted
