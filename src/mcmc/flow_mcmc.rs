@@ -1,5 +1,6 @@
-//! Flow-based Markov chain Monte Carlo: an independence Metropolis kernel whose proposals come
-//! from a trained (conditioned) flow, optionally interleaved with local random-walk moves.
+//! Flow-based Markov chain Monte Carlo: the flow's independence Metropolis kernel
+//! ([`super::independence`], here with the flow alone as proposal, as its peers propose),
+//! optionally interleaved with local random-walk moves.
 //!
 //! With importance weights w(x) = e^{−U(x)/T}/q(x|T), a proposal x' ~ q(·|T) replaces the
 //! current state x with probability min(1, w(x')/w(x)) (computed in log space). The chain is
@@ -8,11 +9,11 @@
 //! Metropolis move of size `local_step` for all chains (the flow density of the moved states is
 //! then evaluated in one batch). Proposals for all chains are drawn in one batch per step.
 
-use ndarray::Array2;
 use rand::Rng;
 use rand_distr::StandardNormal;
 
 use super::hmc::ChainRun;
+use super::independence::Independence;
 use crate::error::{input_err, Result};
 use crate::flows::Flow;
 use crate::observe::{Observer, StepMetrics};
@@ -74,21 +75,9 @@ pub fn flow_mcmc(
     let start = std::time::Instant::now();
     let (nc, d) = (cfg.n_chains, e.dim());
     let mut rng = crate::rng::seeded(cfg.seed);
-    let log_w = |x: &[f64], lq: f64| -> f64 {
-        let u = e.energy(x);
-        if u.is_finite() && lq.is_finite() {
-            -u / t - lq
-        } else {
-            f64::NEG_INFINITY
-        }
-    };
-    let init = flow.sample_and_log_prob(nc, cond, &mut rng)?;
-    let mut x: Array2<f64> = init.x;
-    let mut lw: Vec<f64> = (0..nc)
-        .map(|c| log_w(x.row(c).as_slice().unwrap(), init.log_q[c]))
-        .collect();
-    let mut lq_cur = init.log_q;
-    let n_obs = observe(x.row(0).as_slice().unwrap()).len();
+    let kernel = Independence::plain(flow);
+    let mut w = kernel.start(e, nc, &[t], cond, &mut rng)?;
+    let n_obs = observe(w.row(0)).len();
     let mut series = vec![vec![Vec::with_capacity(cfg.n_steps); nc]; n_obs];
     let (mut acc, mut tried, mut evals) = (0usize, 0usize, nc);
     let mut prop = vec![0.0; d];
@@ -98,47 +87,33 @@ pub fn flow_mcmc(
         if local {
             let mut moved = false;
             for c in 0..nc {
-                let cur = x.row(c);
+                let cur = w.row(c);
                 for k in 0..d {
                     prop[k] = cur[k] + cfg.local_step * rng.sample::<f64, _>(StandardNormal);
                 }
-                let (u0, u1) = (e.energy(cur.as_slice().unwrap()), e.energy(&prop));
+                let (u0, u1) = (w.u[c], e.energy(&prop));
                 evals += 1;
                 if u1.is_finite() && rng.random::<f64>().ln() < -(u1 - u0) / t {
-                    x.row_mut(c).assign(&ndarray::ArrayView1::from(&prop));
+                    w.x[c * d..(c + 1) * d].copy_from_slice(&prop);
+                    w.u[c] = u1;
                     moved = true;
                 }
             }
             // The flow weights of the new states, for the next independence step (one batch).
             if moved {
-                lq_cur = flow.log_prob(x.view(), cond)?;
-                for c in 0..nc {
-                    lw[c] = log_w(x.row(c).as_slice().unwrap(), lq_cur[c]);
-                }
+                kernel.refresh(&mut w, &[t], cond)?;
             }
         } else {
-            let s = flow.sample_and_log_prob(nc, cond, &mut rng)?;
+            let step = kernel.step(e, &mut w, &[t], cond, &mut rng)?;
             evals += nc;
-            for c in 0..nc {
-                let lw_new = log_w(s.x.row(c).as_slice().unwrap(), s.log_q[c]);
-                let ok = lw_new.is_finite() && rng.random::<f64>().ln() < lw_new - lw[c];
-                if it >= cfg.burn_in {
-                    tried += 1;
-                    acc += ok as usize;
-                }
-                if ok {
-                    x.row_mut(c).assign(&s.x.row(c));
-                    lw[c] = lw_new;
-                    lq_cur[c] = s.log_q[c];
-                }
+            if it >= cfg.burn_in {
+                tried += nc;
+                acc += step.moved();
             }
         }
         if it >= cfg.burn_in {
             for c in 0..nc {
-                for (k, o) in observe(x.row(c).as_slice().unwrap())
-                    .into_iter()
-                    .enumerate()
-                {
+                for (k, o) in observe(w.row(c)).into_iter().enumerate() {
                     series[k][c].push(o);
                 }
             }

@@ -8,6 +8,7 @@
 pub mod experiment;
 pub mod flow_mcmc;
 pub mod hmc;
+pub mod independence;
 pub mod rwm;
 pub mod smc;
 pub mod stats;
@@ -16,6 +17,7 @@ pub mod tempering;
 pub use experiment::{run_mcmc, McmcConfig, Sampler};
 pub use flow_mcmc::{flow_mcmc, FlowMcmcConfig};
 pub use hmc::{hmc, hmc_samples, ChainRun, HmcConfig};
+pub use independence::{Independence, Walkers};
 pub use rwm::{rwm, RwmConfig, RwmRun};
 pub use smc::{smc, SmcConfig, SmcPoint, SmcRun};
 pub use stats::{batch_means, paired_t, tau_int};

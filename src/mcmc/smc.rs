@@ -48,15 +48,14 @@ use rand::Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::independence::Independence;
 use super::stats::paired_t;
 use super::Moves;
-use crate::error::{input_err, Error, Result};
+use crate::error::{input_err, Result};
 use crate::estimators::{thermo_replicas, Estimate, Thermo, Weights};
 use crate::flows::Flow;
-use crate::systems::{check_temperature, parallel_energies, Energy};
+use crate::systems::{check_temperature, Energy};
 
-/// Base width and share of the defensive mixture the flow proposals come from.
-const MIXTURE: (f64, f64) = (1.2, 0.1);
 /// Most rungs of one pass before the run gives up.
 const MAX_RUNGS: usize = 20_000;
 
@@ -353,7 +352,8 @@ impl Population {
         count
     }
 
-    /// One independence proposal per particle from the flow at `t`; returns the accepted count.
+    /// One step of the flow's independence kernel ([`Independence`]) for every particle at `t`;
+    /// returns the accepted count.
     fn flow_move(
         &mut self,
         flow: &Flow,
@@ -361,29 +361,12 @@ impl Population {
         t: f64,
         rng: &mut impl Rng,
     ) -> Result<usize> {
-        let total = self.n * self.r;
-        let (width, frac) = MIXTURE;
-        let x_cur = ndarray::ArrayView2::from_shape((total, self.d), &self.x)
-            .map_err(|e| Error::Engine(e.to_string()))?;
-        let lq_cur = flow.log_prob_mixture(x_cur, &[t], width, frac)?;
-        let prop = flow.sample_mixture(total, &[t], width, frac, rng)?;
-        let xp = prop.x.as_standard_layout();
-        let flat = xp
-            .as_slice()
-            .ok_or_else(|| Error::Engine("samples not contiguous".into()))?;
-        let up = parallel_energies(energy, flat, self.d);
-        let mut accepted = 0;
-        for i in 0..total {
-            let lw_new = finite_or_neg_inf(-up[i] / t - prop.log_q[i]);
-            let lw_old = finite_or_neg_inf(-self.u[i] / t - lq_cur[i]);
-            if lw_new > f64::NEG_INFINITY && rng.random::<f64>().ln() < lw_new - lw_old {
-                self.x[i * self.d..(i + 1) * self.d]
-                    .copy_from_slice(&flat[i * self.d..(i + 1) * self.d]);
-                self.u[i] = up[i];
-                accepted += 1;
-            }
-        }
-        Ok(accepted)
+        let kernel = Independence::new(flow);
+        let mut w = kernel.init(std::mem::take(&mut self.x), self.u.clone(), &[t], &[t])?;
+        let step = kernel.step(energy, &mut w, &[t], &[t], rng)?;
+        self.x = w.x;
+        self.u = w.u;
+        Ok(step.moved())
     }
 
     /// `sweeps` local sweeps of every particle at `t` (in parallel, one stream per particle),
@@ -612,21 +595,15 @@ pub fn smc(energy: &dyn Energy, flow: &Flow, cfg: &SmcConfig) -> Result<SmcRun> 
     let temps = &cfg.temps;
     let t_max = temps[temps.len() - 1];
     let mut rng = crate::rng::seeded(cfg.seed);
-    let start = flow.sample_mixture(n * r, &[t_max], MIXTURE.0, MIXTURE.1, &mut rng)?;
-    let x: Vec<f64> = start.x.iter().copied().collect();
-    let u = parallel_energies(energy, &x, d);
-    let lw: Vec<f64> = u
-        .iter()
-        .zip(&start.log_q)
-        .map(|(u, q)| finite_or_neg_inf(-u / t_max - q))
-        .collect();
+    // Importance weights of draws from the flow at T_max: the kernel's own log-weights.
+    let start = Independence::new(flow).start(energy, n * r, &[t_max], &[t_max], &mut rng)?;
     let mut pop = Population {
         n,
         r,
         d,
-        x,
-        u,
-        lw,
+        x: start.x,
+        u: start.u,
+        lw: start.log_w,
         log_z: vec![-(n as f64).ln(); r],
         log_step: vec![cfg.step.ln(); r],
     };

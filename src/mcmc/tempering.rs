@@ -30,6 +30,7 @@ use rand::Rng;
 use rand_distr::StandardNormal;
 use serde::Serialize;
 
+use super::independence::Independence;
 use super::stats::{batch_means, tau_int};
 use crate::coordinates::Coordinates;
 use crate::error::{input_err, Result};
@@ -258,9 +259,6 @@ pub fn parallel_tempering(e: &dyn Energy, cfg: &PtConfig) -> Result<PtRun> {
     parallel_tempering_with(e, cfg, None)
 }
 
-/// Base width and share of the defensive mixture flow proposals come from.
-const FLOW_MIXTURE: (f64, f64) = (1.2, 0.1);
-
 /// The rungs that get flow proposals: all at first; after burn-in only those whose burn-in
 /// proposals' weights pass [`honest_proposals`].
 struct FlowRungs {
@@ -289,10 +287,9 @@ impl FlowRungs {
     }
 }
 
-/// An independence proposal from the flow's defensive mixture at its own temperature for every
-/// replica at a rung that gets them (`x[r·d ..]`, energy `u[r]`, temperature `temps[r % K]`),
-/// accepted with min(1, w(x')/w(x)), w = e^{−U/T}/q(x|T): it leaves each temperature's
-/// Boltzmann distribution invariant. Returns (accepted, proposed).
+/// One step of the flow's independence kernel ([`Independence`]) for every replica at a rung
+/// that gets them (`x[r·d ..]`, energy `u[r]`, temperature `temps[r % K]`, the flow conditioned
+/// on it). Returns (accepted, proposed).
 fn flow_move(
     e: &dyn Energy,
     flow: &Flow,
@@ -304,38 +301,30 @@ fn flow_move(
 ) -> Result<(usize, usize)> {
     let (k, d) = (temps.len(), e.dim());
     let rows: Vec<usize> = (0..u.len()).filter(|r| rungs.on[r % k]).collect();
-    let n = rows.len();
-    if n == 0 {
+    if rows.is_empty() {
         return Ok((0, 0));
     }
     let cond: Vec<f64> = rows.iter().map(|r| temps[r % k]).collect();
-    let xs: Vec<f64> = rows
-        .iter()
-        .flat_map(|&r| x[r * d..(r + 1) * d].iter().copied())
-        .collect();
-    let xs = ndarray::ArrayView2::from_shape((n, d), &xs)
-        .map_err(|err| crate::error::Error::Engine(err.to_string()))?;
-    let (width, frac) = FLOW_MIXTURE;
-    let lq_x = flow.log_prob_mixture(xs, &cond, width, frac)?;
-    let y = flow.sample_mixture(n, &cond, width, frac, rng)?;
-    let u_y = crate::systems::parallel_energies(e, y.x.as_slice().unwrap_or(&[]), d);
-    let mut accepted = 0;
+    let kernel = Independence::new(flow);
+    let mut w = kernel.init(
+        rows.iter()
+            .flat_map(|&r| x[r * d..(r + 1) * d].iter().copied())
+            .collect(),
+        rows.iter().map(|&r| u[r]).collect(),
+        &cond,
+        &cond,
+    )?;
+    let step = kernel.step(e, &mut w, &cond, &cond, rng)?;
     for (i, &r) in rows.iter().enumerate() {
         if rungs.recording {
-            let l = -u_y[i] / cond[i] - y.log_q[i];
-            rungs.burn_log_w[r % k].push(if l.is_nan() { f64::NEG_INFINITY } else { l });
+            rungs.burn_log_w[r % k].push(step.proposal_log_w[i]);
         }
-        let log_a = -(u_y[i] - u[r]) / cond[i] + lq_x[i] - y.log_q[i];
-        if u_y[i].is_finite() && log_a.is_finite() && rng.random::<f64>().ln() < log_a {
-            x[r * d..(r + 1) * d]
-                .iter_mut()
-                .zip(y.x.row(i))
-                .for_each(|(a, b)| *a = *b);
-            u[r] = u_y[i];
-            accepted += 1;
+        if step.accepted[i] {
+            x[r * d..(r + 1) * d].copy_from_slice(w.row(i));
+            u[r] = w.u[i];
         }
     }
-    Ok((accepted, n))
+    Ok((step.moved(), rows.len()))
 }
 
 /// Whether proposals whose log-weights are `log_w` keep an independence kernel honest: PSIS k̂

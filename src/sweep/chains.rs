@@ -1,8 +1,8 @@
 //! Flow-MCMC at one temperature, the sweep's repair where importance weights are heavy-tailed.
 //!
-//! Independence Metropolis–Hastings with the sweep's estimation proposal q_mix (the flow's
-//! defensive mixture): from state x a proposal x' ~ q_mix(·|T) is accepted with probability
-//! min(1, w(x')/w(x)), w = e^{−U/T}/q_mix. The chain is exact whatever the tail of w; a heavy
+//! The flow's independence Metropolis–Hastings kernel ([`crate::mcmc::independence`]) with the
+//! sweep's estimation proposal q_mix (the flow's defensive mixture): from state x a proposal
+//! x' ~ q_mix(·|T) is accepted with probability min(1, w(x')/w(x)), w = e^{−U/T}/q_mix. The chain is exact whatever the tail of w; a heavy
 //! tail shows as chains that stick. C independent chains start from proposal draws, run a
 //! burn-in, then N steps; ⟨U⟩, C_V and dC_V/dT pool all states with equal weight, and their
 //! errors treat each chain as one batch ([`crate::estimators::thermo_chains`]), which stays
@@ -10,10 +10,10 @@
 
 use serde::Serialize;
 
-use super::rounds::{draw, Draws};
 use crate::error::Result;
 use crate::estimators::{thermo_chains, Thermo};
 use crate::flows::Flow;
+use crate::mcmc::Independence;
 use crate::systems::Energy;
 
 /// A flow-MCMC estimate and the evidence that goes with it.
@@ -42,47 +42,17 @@ pub fn flow_mcmc_at(
     burn_in: usize,
     seed: u64,
 ) -> Result<ChainEstimate> {
-    use rand::Rng;
     let mut rng = crate::rng::seeded(seed);
-    let log_w = |d: &Draws| -> Vec<f64> {
-        d.u.iter()
-            .zip(&d.log_q)
-            .map(|(u, q)| {
-                let l = -u / t - q;
-                if l.is_nan() {
-                    f64::NEG_INFINITY
-                } else {
-                    l
-                }
-            })
-            .collect()
-    };
-    let mut cur = Draws::default();
-    draw(flow, energy, t, chains, seed ^ 0xc0, &mut cur)?;
-    let mut lw = log_w(&cur);
+    let kernel = Independence::new(flow);
+    let mut w = kernel.start(energy, chains, &[t], &[t], &mut rng)?;
     let mut series = vec![Vec::with_capacity(steps); chains];
     let mut accepted = vec![0usize; chains];
     for step in 0..burn_in + steps {
-        let mut prop = Draws::default();
-        draw(
-            flow,
-            energy,
-            t,
-            chains,
-            seed ^ ((step as u64 + 1) << 24),
-            &mut prop,
-        )?;
-        let lw_p = log_w(&prop);
-        for c in 0..chains {
-            if lw_p[c] > f64::NEG_INFINITY && rng.random::<f64>().ln() < lw_p[c] - lw[c] {
-                lw[c] = lw_p[c];
-                cur.u[c] = prop.u[c];
-                if step >= burn_in {
-                    accepted[c] += 1;
-                }
-            }
-            if step >= burn_in {
-                series[c].push(cur.u[c]);
+        let moved = kernel.step(energy, &mut w, &[t], &[t], &mut rng)?.accepted;
+        if step >= burn_in {
+            for c in 0..chains {
+                accepted[c] += moved[c] as usize;
+                series[c].push(w.u[c]);
             }
         }
     }

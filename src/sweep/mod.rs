@@ -142,12 +142,10 @@ impl Default for SweepConfig {
     }
 }
 
-/// Base width s of the defensive component of the estimation proposal (see
-/// [`Flow::sample_mixture`]): keeps the weights bounded where the flow's tails are lighter
-/// than the target's, for a few per mille of ESS.
-pub const DEFENSIVE_WIDTH: f64 = 1.2;
-/// Its share ε of the samples.
-pub const DEFENSIVE_FRACTION: f64 = 0.1;
+/// The estimation proposal is the flow's defensive mixture, the same as its independence
+/// kernel's ([`crate::mcmc::independence`]): it keeps the weights bounded where the flow's tails
+/// are lighter than the target's, for a few per mille of ESS.
+pub use crate::mcmc::independence::{DEFENSIVE_FRACTION, DEFENSIVE_WIDTH};
 
 /// Independent chains of the flow-MCMC repair.
 pub const MCMC_CHAINS: usize = 2048;
