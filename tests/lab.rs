@@ -47,10 +47,10 @@ fn a_closure_potential_sweeps_like_a_built_in_system() {
         .as_ref()
         .expect("a 2-D system gets a quadrature reference");
     for i in 0..16 {
-        let (t, cv, ex) = (r.temperatures[i], r.cv[i], exact.cv[i]);
+        let (t, cv, se, ex) = (r.temperatures[i], r.cv[i], r.cv_se[i], exact.cv[i]);
         assert!(
-            ((cv - ex) / ex).abs() < 0.02,
-            "T = {t}: C_V {cv} vs quadrature {ex}"
+            ((cv - ex) / ex).abs() < 0.02 && common::within("Cv", cv, se, ex, 4.5, 0.002 * ex),
+            "T = {t}: C_V {cv} ± {se} vs quadrature {ex}"
         );
         assert!(r.trusted[i], "T = {t} untrusted: {}", r.verdict);
     }
@@ -95,14 +95,15 @@ fn an_expression_sweeps_from_the_command_line_and_its_csv_reads_back() {
     let v: serde_json::Value = common::read_json(&json);
     assert_eq!(v["system"], format!("energy: {expr}"));
     for i in 0..16 {
-        let (cv, ex) = (
+        let (cv, se, ex) = (
             v["Cv"][i].as_f64().unwrap(),
+            v["Cv_se"][i].as_f64().unwrap(),
             v["exact"]["Cv"][i].as_f64().unwrap(),
         );
         let t = v["temperatures"][i].as_f64().unwrap();
         assert!(
-            ((cv - ex) / ex).abs() < 0.02,
-            "T = {t}: C_V {cv} vs quadrature {ex}"
+            ((cv - ex) / ex).abs() < 0.02 && common::within("Cv", cv, se, ex, 4.5, 0.002 * ex),
+            "T = {t}: C_V {cv} ± {se} vs quadrature {ex}"
         );
         assert_eq!(v["trusted"][i], true, "T = {t}: {}", v["verdict"]);
     }

@@ -68,13 +68,20 @@ fn phi4_flow_mcmc_reproduces_chi2_and_decorrelates_faster_than_hmc_per_evaluatio
     );
     let sigma = (f.chi2_se.powi(2) + h.chi2_se.powi(2)).sqrt();
     assert!(
-        (f.chi2 - h.chi2).abs() < 4.0 * sigma,
+        common::within("chi2 flow-HMC", f.chi2, sigma, h.chi2, 4.0, 0.0),
         "flow {} vs HMC {} (σ {sigma})",
         f.chi2,
         h.chi2
     );
     let sigma_m = (f.abs_m_se.powi(2) + h.abs_m_se.powi(2)).sqrt();
-    assert!((f.abs_m - h.abs_m).abs() < 4.0 * sigma_m);
+    assert!(common::within(
+        "|m| flow-HMC",
+        f.abs_m,
+        sigma_m,
+        h.abs_m,
+        4.0,
+        0.0
+    ));
     assert!(f.acceptance > 0.2, "acceptance {}", f.acceptance);
     assert!(
         f.tau_abs_m_evaluations < h.tau_abs_m_evaluations,

@@ -37,7 +37,10 @@ fn flow_mcmc_is_exact_with_an_imperfect_flow() {
     };
     let run = flow_mcmc(&flow, &[t], &h, t, &cfg, &|x| vec![h.energy(x)], &mut []).unwrap();
     let (u, se) = mean_se(&run.series[0]);
-    assert!((u - t).abs() < 4.0 * se, "⟨U⟩ = {u} ± {se}, exact {t}");
+    assert!(
+        common::within("U", u, se, t, 4.0, 0.0),
+        "⟨U⟩ = {u} ± {se}, exact {t}"
+    );
     assert!(
         run.acceptance > 0.05 && run.acceptance < 0.95,
         "{}",
@@ -66,7 +69,10 @@ fn hmc_reproduces_equipartition() {
     )
     .unwrap();
     let (u, se) = mean_se(&run.series[0]);
-    assert!((u - 1.2).abs() < 4.0 * se, "⟨U⟩ = {u} ± {se}, exact 1.2");
+    assert!(
+        common::within("U", u, se, 1.2, 4.0, 0.0),
+        "⟨U⟩ = {u} ± {se}, exact 1.2"
+    );
     assert!(run.acceptance > 0.6);
 }
 
@@ -136,7 +142,7 @@ fn flow_mcmc_hops_between_wells_where_rwm_does_not() {
     let run = flow_mcmc(&flow, &[t], e.as_ref(), t, &fc, &right, &mut []).unwrap();
     let (p, se) = mean_se(&run.series[0]);
     assert!(
-        (p - exact).abs() < 4.0 * se,
+        common::within("P(x>0)", p, se, exact, 4.0, 0.0),
         "flow-MCMC P(x > 0) = {p} ± {se}, exact {exact}"
     );
     let hops: usize = run.series[0]

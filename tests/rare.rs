@@ -24,7 +24,7 @@ fn minor_well_probability_matches_quadrature() {
     let exact = r.p_exact.unwrap();
     assert!(exact <= 1e-5, "not rare enough: {exact}");
     assert!(
-        (r.p - exact).abs() < 4.0 * r.p_se,
+        common::within("P", r.p, r.p_se, exact, 4.0, 0.0),
         "P = {} ± {} vs exact {exact}",
         r.p,
         r.p_se

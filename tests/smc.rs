@@ -45,7 +45,11 @@ fn smc_matches_quadrature_within_its_errors() {
             // (log Z(T_max) − log Z(T_max) is 0 ± 0.)
             let z = (est.value - truth) / est.se;
             assert!(
-                (est.value - truth).abs() <= 4.5 * est.se && (est.se > 0.0 || p.t == 3.0),
+                if est.se > 0.0 {
+                    common::within(name, est.value, est.se, truth, 4.5, 0.0)
+                } else {
+                    p.t == 3.0 && est.value == truth
+                },
                 "T = {:.3}: {name} {:.4} ± {:.4} vs exact {truth:.4} (z {z:.2})",
                 p.t,
                 est.value,
@@ -146,7 +150,7 @@ fn sweep_anneals_where_the_flow_fails() {
                 ("Cv", r.cv[i], r.cv_se[i], e.cv[i]),
             ] {
                 assert!(
-                    (v - x).abs() < 4.0 * se,
+                    common::within(name, v, se, x, 4.0, 0.0),
                     "T = {:.3} ({}): {name} {v:.4} ± {se:.4} vs {x:.4}",
                     r.temperatures[i],
                     r.method[i]
@@ -155,7 +159,7 @@ fn sweep_anneals_where_the_flow_fails() {
             // log Z where estimated (annealing anchors it on a trusted temperature).
             let (v, se, x) = (r.log_z[i], r.log_z_se[i], e.log_z[i]);
             assert!(
-                v.is_nan() || (v - x).abs() < 4.0 * se,
+                v.is_nan() || common::within("logZ", v, se, x, 4.0, 0.0),
                 "T = {:.3}: log Z {v:.4} ± {se:.4} vs {x:.4}",
                 r.temperatures[i]
             );

@@ -139,7 +139,7 @@ fn within_error_bars(v: &serde_json::Value, trusted_only: bool) -> f64 {
                 continue;
             }
             assert!(
-                (a - x).abs() <= 4.5 * s + 0.002 * x.abs(),
+                common::within(key, a, s, x, 4.5, 0.002 * x.abs()),
                 "T = {t}: {key} {a} ± {s} vs exact {x} ({})",
                 v["method"][i]
             );
@@ -264,7 +264,7 @@ fn double_well_sweep_matches_quadrature_and_populates_both_modes() {
             "T={t}: only {n_right} samples in the minor well"
         );
         assert!(
-            (est.value - exact).abs() < 4.0 * est.se,
+            common::within("P(x>0)", est.value, est.se, exact, 4.0, 0.0),
             "T={t}: P(x>0) = {} ± {} vs exact {exact}",
             est.value,
             est.se

@@ -40,7 +40,7 @@ fn tempering_with_flow_proposals_matches_quadrature() {
     for (m, x) in run.thermo().iter().zip(&exact) {
         for (name, est, truth) in [("U", m.u, x.u), ("Cv", m.cv, x.cv)] {
             assert!(
-                (est.value - truth).abs() <= 4.5 * est.se,
+                common::within(name, est.value, est.se, truth, 4.5, 0.0),
                 "T = {:.3}: {name} {:.4} ± {:.4} vs exact {truth:.4}",
                 m.t,
                 est.value,
@@ -92,7 +92,7 @@ fn flow_proposals_continue_only_where_their_weights_have_finite_variance() {
         let exact = reference(e.as_ref(), &cfg.temps).unwrap().unwrap();
         for (m, x) in run.thermo().iter().zip(&exact) {
             assert!(
-                (m.u.value - x.u).abs() <= 4.5 * m.u.se,
+                common::within("U", m.u.value, m.u.se, x.u, 4.5, 0.0),
                 "k_wall = {k_wall}, T = {:.3}: U {:.4} ± {:.4} vs exact {:.4}",
                 m.t,
                 m.u.value,
@@ -157,7 +157,7 @@ fn sweep_tempers_where_the_flow_fails() {
                 ("Cv", r.cv[i], r.cv_se[i], e.cv[i]),
             ] {
                 assert!(
-                    (v - x).abs() < 4.0 * se,
+                    common::within(name, v, se, x, 4.0, 0.0),
                     "T = {:.3} ({}): {name} {v:.4} ± {se:.4} vs {x:.4}",
                     r.temperatures[i],
                     r.method[i]

@@ -43,3 +43,13 @@ pub fn test_seed() -> u64 {
         },
     }
 }
+
+/// Whether `value` lies within `k` standard errors `se` plus an absolute `floor` of `exact`;
+/// prints the z-score as `[z] <test> <label> <z>` so that the spread a bound is set from can be
+/// measured over seeds (`tests/zspread.sh`).
+pub fn within(label: &str, value: f64, se: f64, exact: f64, k: f64, floor: f64) -> bool {
+    let z = (value - exact) / se;
+    let thread = std::thread::current();
+    eprintln!("[z] {} {label} {z:+.3}", thread.name().unwrap_or("main"));
+    (value - exact).abs() <= k * se + floor
+}
