@@ -252,16 +252,24 @@ fn all_checks(
         Some(w) => {
             let missed = (0..w.rungs.len())
                 .map(|k| match w.grid_index[k] {
-                    Some(i) => w.missed_mass(k, flow, energy, rounds.draws[i].max_log_w(th[i].t)),
-                    None => Ok(f64::NAN),
+                    Some(i) => {
+                        let max_log_w = rounds.draws[i].max_log_w(th[i].t);
+                        w.missed(k, flow, energy, max_log_w, &th[i])
+                    }
+                    None => Ok(witness::Missed {
+                        mass: f64::NAN,
+                        u: f64::NAN,
+                        cv: f64::NAN,
+                    }),
                 })
-                .collect::<Result<Vec<f64>>>()?;
+                .collect::<Result<Vec<_>>>()?;
             let (wc, points) = checks::witness(th, w, &missed);
             for ((c, x), m) in all.iter_mut().zip(wc).zip(&rounds.method) {
                 c.extend(x);
                 // The flow's weights are not the estimator there.
                 if matches!(m, Method::Smc(_) | Method::Tempering(_)) {
                     c.remove("missed_mass");
+                    c.remove("missed_bias");
                 }
             }
             points
