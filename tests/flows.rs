@@ -595,7 +595,9 @@ fn version_one_coupling_files_still_load() {
 }
 
 /// A linear flow fitted by maximum likelihood to Boltzmann samples of the two-spring system
-/// recovers the covariance T·K⁻¹ (MATH.md §4).
+/// recovers the covariance T·K⁻¹ (MATH.md §4), within 4 sampling standard errors of the
+/// covariance (+ 0.002). Full-batch steps, so the fit is the samples' own covariance: measured
+/// |z| ≤ 1.6 over seeds 1–6 (minibatches of 512 added optimiser noise: |z| 4.5 at seed 2).
 #[test]
 fn linear_flow_fits_the_two_spring_covariance() {
     let h = thermoflow::systems::Harmonic::chain(2, 1.0, 2.0).unwrap();
@@ -611,7 +613,7 @@ fn linear_flow_fits_the_two_spring_covariance() {
         x[[i, 1]] = t.sqrt() * (l[2] * z[0] + l[3] * z[1]);
     }
     let mut flow = builders::linear_flow(2, Conditioning::None).unwrap();
-    thermoflow::train::fit_max_likelihood(&mut flow, x.view(), &[], 3000, 512, 0.02, 1).unwrap();
+    thermoflow::train::fit_max_likelihood(&mut flow, x.view(), &[], 3000, n, 0.02, 1).unwrap();
     let Layer::Linear(lin) = &flow.layers()[0] else {
         panic!()
     };
