@@ -65,13 +65,14 @@ fn tempering_with_flow_proposals_matches_quadrature() {
 }
 
 /// The flow's proposals go on after burn-in only where their weights have a finite variance:
-/// the untrained flow q = N(0, T) proposes for a spring U = k x² whose Boltzmann distribution
-/// N(0, T/2k) is narrower than q at k = 1 (bounded weights: every rung keeps them) and wider at
-/// k = 1/8 (σ² = 4 T: weights with a Pareto tail k̂ = 1 − 1/4 = 0.75: no rung keeps them). Both
-/// runs agree with the closed form within 4.5 standard errors.
+/// the untrained flow's defensive mixture 0.9 N(0, T) + 0.1 N(0, 1.44 T) proposes for a spring
+/// U = k x² whose Boltzmann distribution N(0, T/2k) is narrower at k = 1 (bounded weights:
+/// every rung keeps them) and wider at k = 1/50 (σ² = 25 T: weights with a Pareto tail of
+/// k = 1 − 1.44/25 = 0.94: at most one rung of six keeps them). Both runs agree with the closed
+/// form within 4.5 standard errors.
 #[test]
 fn flow_proposals_continue_only_where_their_weights_have_finite_variance() {
-    for (k_wall, kept) in [("1", true), ("0.125", false)] {
+    for (k_wall, kept) in [("1", true), ("0.02", false)] {
         let e = systems::build("harmonic", &["n=1".into(), format!("k_wall={k_wall}")]).unwrap();
         let flow = linear_flow(
             1,
@@ -88,7 +89,14 @@ fn flow_proposals_continue_only_where_their_weights_have_finite_variance() {
         cfg.flow_every = 5;
         cfg.moves = Moves::Joint;
         let run = parallel_tempering_with(e.as_ref(), &cfg, Some(&flow)).unwrap();
-        assert_eq!(run.flow_rungs, vec![kept; 6], "k_wall = {k_wall}");
+        let on = run.flow_rungs.iter().filter(|&&on| on).count();
+        if kept {
+            assert_eq!(on, 6, "k_wall = {k_wall}: {:?}", run.flow_rungs);
+        } else {
+            // k̂ from ~3200 proposals scatters by about ±0.2 (0.48–1.08 over the six rungs at
+            // seed 3, where k = 0.94): one rung in six may slip through.
+            assert!(on <= 1, "k_wall = {k_wall}: {:?}", run.flow_rungs);
+        }
         let exact = reference(e.as_ref(), &cfg.temps).unwrap().unwrap();
         for (m, x) in run.thermo().iter().zip(&exact) {
             assert!(

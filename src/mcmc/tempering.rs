@@ -17,9 +17,10 @@
 //!
 //! With a temperature-conditioned flow ([`parallel_tempering_with`]), every `flow_every`
 //! sweeps each replica also makes an independence proposal x' ~ q(·|T) at its own temperature,
-//! accepted with min(1, w(x')/w(x)), w = e^{−U/T}/q(x|T), all replicas in one batch; after
-//! burn-in only at the rungs where the burn-in proposals' weights have PSIS k̂ < ½ (a heavier
-//! tail makes the kernel stick for heavy-tailed stretches, and errors come out too small).
+//! accepted with min(1, w(x')/w(x)), w = e^{−U/T}/q(x|T), all replicas in one batch; from
+//! halfway through burn-in on only at the rungs where the proposals' weights so far have PSIS
+//! k̂ < ½ (a heavier tail makes the kernel stick for heavy-tailed stretches, and errors come
+//! out too small; the second half of burn-in relaxes what the sticking left).
 //!
 //! Ladders may start from different configurations ([`dispersed_starts`]); the run counts
 //! **round trips** (a replica travelling from the coldest slot to the hottest and back), the
@@ -64,7 +65,8 @@ pub struct PtConfig {
     /// How a replica moves ([`Moves::for_system`] gives a system's own).
     pub moves: Moves,
     /// With a flow ([`parallel_tempering_with`]): an independence proposal from it at every
-    /// temperature every this many sweeps (0: none).
+    /// temperature every this many sweeps (0: none); from halfway through burn-in on only at the
+    /// rungs whose proposals' weights so far have k̂ < ½ (so a run without burn-in makes none).
     pub flow_every: usize,
 }
 
@@ -259,8 +261,8 @@ pub fn parallel_tempering(e: &dyn Energy, cfg: &PtConfig) -> Result<PtRun> {
     parallel_tempering_with(e, cfg, None)
 }
 
-/// The rungs that get flow proposals: all at first; after burn-in only those whose burn-in
-/// proposals' weights pass [`honest_proposals`].
+/// The rungs that get flow proposals: all in the first half of burn-in; from then on only
+/// those whose proposals so far pass [`honest_proposals`].
 struct FlowRungs {
     on: Vec<bool>,
     /// Log-weights of the proposals made at each rung during burn-in.
@@ -277,7 +279,7 @@ impl FlowRungs {
         }
     }
 
-    /// End of burn-in: keep the rungs whose proposals keep the kernel's errors honest.
+    /// Halfway through burn-in: keep the rungs whose proposals keep the kernel's errors honest.
     fn decide(&mut self) {
         for (on, lw) in self.on.iter_mut().zip(&self.burn_log_w) {
             *on = *on && honest_proposals(lw);
@@ -420,7 +422,8 @@ pub fn parallel_tempering_with(
     let (mut flow_acc, mut flow_tries, mut moves) = (0usize, 0usize, 0usize);
     let mut rungs = FlowRungs::new(k, flow.is_some() && cfg.flow_every > 0);
     for sweep in 0..cfg.burn_in + cfg.n_sweeps {
-        if sweep == cfg.burn_in {
+        // Halfway through burn-in, so that the rest of it relaxes under the kernel that stays.
+        if sweep == cfg.burn_in / 2 {
             rungs.decide();
         }
         // Flow proposals stop when fewer than 0.5 % of the first ten rounds' were accepted.
