@@ -24,6 +24,9 @@ fn interventions_conditionals_and_counterfactuals_match_closed_forms() {
             .conditional_mean(y, x, a, 40_000, common::seed(4))
             .unwrap();
         let (de, ce) = (scm.interventional_mean(a), scm.conditional_mean(a));
+        // Measured largest |z| over THERMOFLOW_TEST_SEED = 1–6 (tests/zspread.sh): 3.4–13.5 against
+        // the Monte Carlo error alone; the 0.06 floor for the model's error carries the bound, and
+        // every seed passes.
         assert!(
             common::within("do", d.value, d.se, de, 4.0, 0.06),
             "E[Y|do(X={a})] = {} ± {} vs {de}",

@@ -37,6 +37,7 @@ fn flow_mcmc_is_exact_with_an_imperfect_flow() {
     };
     let run = flow_mcmc(&flow, &[t], &h, t, &cfg, &|x| vec![h.energy(x)], &mut []).unwrap();
     let (u, se) = mean_se(&run.series[0]);
+    // Measured largest |z| over THERMOFLOW_TEST_SEED = 1–6 (tests/zspread.sh): 0.3–1.5.
     assert!(
         common::within("U", u, se, t, 4.0, 0.0),
         "⟨U⟩ = {u} ± {se}, exact {t}"
@@ -69,6 +70,7 @@ fn hmc_reproduces_equipartition() {
     )
     .unwrap();
     let (u, se) = mean_se(&run.series[0]);
+    // Measured largest |z| over THERMOFLOW_TEST_SEED = 1–6 (tests/zspread.sh): 0.03–2.0.
     assert!(
         common::within("U", u, se, 1.2, 4.0, 0.0),
         "⟨U⟩ = {u} ± {se}, exact 1.2"
@@ -141,6 +143,7 @@ fn flow_mcmc_hops_between_wells_where_rwm_does_not() {
     };
     let run = flow_mcmc(&flow, &[t], e.as_ref(), t, &fc, &right, &mut []).unwrap();
     let (p, se) = mean_se(&run.series[0]);
+    // Measured largest |z| over THERMOFLOW_TEST_SEED = 1–6 (tests/zspread.sh): 0.1–2.3.
     assert!(
         common::within("P(x>0)", p, se, exact, 4.0, 0.0),
         "flow-MCMC P(x > 0) = {p} ± {se}, exact {exact}"
