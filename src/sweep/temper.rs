@@ -11,8 +11,8 @@
 //! rungs where the weights of the proposals so far have PSIS k̂ < ½: where the flow's weights are
 //! heavy-tailed the chains stick at states of large weight for heavy-tailed stretches and the
 //! errors between ladders come out too small (measured on double-well-1d, 6 seeds: z-scores
-//! against quadrature of rms 1.27 with flow proposals at every rung, 0.87, at most 2.4, with this rule);
-//! they stop everywhere where fewer than 0.5 % are accepted. Exchanges carry configurations between
+//! against quadrature of rms 1.27 with flow proposals at every rung, 0.87, at most 2.4, with
+//! this rule); they stop everywhere where fewer than 0.5 % are accepted. Exchanges carry configurations between
 //! temperatures, which sequential Monte Carlo cannot do once it has passed a temperature: on a
 //! cluster through its melting peak the annealed particles lag behind (hysteresis), the ladder
 //! does not.
