@@ -5,17 +5,17 @@
 //! The ladder is the witness's ([`super::witness`]: every grid temperature a rung, filled
 //! geometrically, continued to 2 T_max), [`TEMPER_LADDERS`] ladders from dispersed starts of
 //! its own seed, the system's local moves, exchanges between neighbours, and every
-//! [`FLOW_EVERY`] sweeps ([`FLOW_EVERY_LATTICE`] on lattice fields) an independence proposal from the flow at every rung's temperature
-//! (accepted with min(1, w(x')/w(x)), w = e^{−U/T}/q(x|T); the kernel is exact either way).
-//! From halfway through burn-in (after at least 20 rounds of them) they continue only at the
-//! rungs where the weights of the proposals so far have PSIS k̂ < ½: where the flow's weights are
-//! heavy-tailed the chains stick at states of large weight for heavy-tailed stretches and the
-//! errors between ladders come out too small (measured on double-well-1d, 6 seeds: z-scores
-//! against quadrature of rms 1.27 with flow proposals at every rung, 0.87, at most 2.4, with
-//! this rule); they stop everywhere where fewer than 0.5 % are accepted. Exchanges carry configurations between
-//! temperatures, which sequential Monte Carlo cannot do once it has passed a temperature: on a
-//! cluster through its melting peak the annealed particles lag behind (hysteresis), the ladder
-//! does not.
+//! [`FLOW_EVERY`] sweeps ([`FLOW_EVERY_LATTICE`] on lattice fields) an independence proposal from
+//! the flow at every rung's temperature (accepted with min(1, w(x')/w(x)), w = e^{−U/T}/q(x|T); the
+//! kernel is exact either way). From halfway through burn-in (after at least 20 rounds of them)
+//! they continue only at the rungs where the weights of the proposals so far have PSIS k̂ < ½:
+//! where the flow's weights are heavy-tailed the chains stick at states of large weight for
+//! heavy-tailed stretches and the errors between ladders come out too small (measured on
+//! double-well-1d, 6 seeds: z-scores against quadrature of rms 1.27 with flow proposals at every
+//! rung, 0.87, at most 2.4, with this rule); they stop everywhere where fewer than 0.5 % are
+//! accepted. Exchanges carry configurations between temperatures, which sequential Monte Carlo
+//! cannot do once it has passed a temperature: on a cluster through its melting peak the annealed
+//! particles lag behind (hysteresis), the ladder does not.
 //!
 //! At every grid temperature ⟨U⟩, C_V and dC_V/dT pool every sweep after burn-in of every
 //! ladder; their errors come from the spread between ladders (independent, each from its own
