@@ -10,6 +10,15 @@ use thermoflow::mcmc::{parallel_tempering_with, Moves, PtConfig};
 use thermoflow::sweep::{self, SweepConfig};
 use thermoflow::systems;
 
+/// A flow conditioned on T ∈ [0.5, 3] with zero parameters: x = √T z, q(·|T) = N(0, T I).
+fn untrained_flow(dim: usize) -> thermoflow::flows::Flow {
+    let cond = Conditioning::Temperature {
+        t_min: 0.5,
+        t_max: 3.0,
+    };
+    linear_flow(dim, cond).unwrap()
+}
+
 /// From the untrained flow (q = N(0, T I): a poor proposal for two wells, yet some proposals
 /// land) the ladder's ⟨U⟩ and C_V lie within 4.5 batch-means standard errors of quadrature at
 /// every rung; the flow's proposals are made and some accepted; the same seed gives the same
@@ -17,14 +26,7 @@ use thermoflow::systems;
 #[test]
 fn tempering_with_flow_proposals_matches_quadrature() {
     let e = systems::build("double-well-2d", &["c=1"]).unwrap();
-    let flow = linear_flow(
-        2,
-        Conditioning::Temperature {
-            t_min: 0.5,
-            t_max: 3.0,
-        },
-    )
-    .unwrap();
+    let flow = untrained_flow(2);
     let mut cfg = PtConfig::geometric(0.5, 3.0, 8);
     cfg.n_sweeps = 20_000;
     cfg.seed = common::seed(11);
@@ -55,14 +57,7 @@ fn tempering_with_flow_proposals_matches_quadrature() {
     // Without the flow the same ladder is plain parallel tempering (no proposals made).
     let plain = parallel_tempering_with(e.as_ref(), &cfg, None).unwrap();
     assert!(plain.flow_acceptance.is_nan());
-    let wrong_dim = linear_flow(
-        3,
-        Conditioning::Temperature {
-            t_min: 0.5,
-            t_max: 3.0,
-        },
-    )
-    .unwrap();
+    let wrong_dim = untrained_flow(3);
     assert!(parallel_tempering_with(e.as_ref(), &cfg, Some(&wrong_dim)).is_err());
 }
 
@@ -76,14 +71,7 @@ fn tempering_with_flow_proposals_matches_quadrature() {
 fn flow_proposals_continue_only_where_their_weights_have_finite_variance() {
     for (k_wall, kept) in [("1", true), ("0.02", false)] {
         let e = systems::build("harmonic", &["n=1".into(), format!("k_wall={k_wall}")]).unwrap();
-        let flow = linear_flow(
-            1,
-            Conditioning::Temperature {
-                t_min: 0.5,
-                t_max: 3.0,
-            },
-        )
-        .unwrap();
+        let flow = untrained_flow(1);
         let mut cfg = PtConfig::geometric(0.5, 3.0, 6);
         cfg.n_sweeps = 10_000;
         cfg.burn_in = 2000;

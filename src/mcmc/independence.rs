@@ -205,11 +205,8 @@ impl<'a> Independence<'a> {
         let s = self
             .flow
             .sample_mixture(n, cond, self.width, self.fraction, rng)?;
-        let x =
-            s.x.as_standard_layout()
-                .iter()
-                .copied()
-                .collect::<Vec<f64>>();
+        // Row-major whatever the array's layout (an n·d copy: nothing beside the flow's pass).
+        let x: Vec<f64> = s.x.iter().copied().collect();
         let u = parallel_energies(e, &x, e.dim());
         Ok((x, u, s.log_q))
     }

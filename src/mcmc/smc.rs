@@ -362,7 +362,8 @@ impl Population {
         rng: &mut impl Rng,
     ) -> Result<usize> {
         let kernel = Independence::new(flow);
-        let mut w = kernel.init(std::mem::take(&mut self.x), self.u.clone(), &[t], &[t])?;
+        let (x, u) = (std::mem::take(&mut self.x), std::mem::take(&mut self.u));
+        let mut w = kernel.init(x, u, &[t], &[t])?;
         let step = kernel.step(energy, &mut w, &[t], &[t], rng)?;
         self.x = w.x;
         self.u = w.u;

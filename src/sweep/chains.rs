@@ -1,12 +1,13 @@
 //! Flow-MCMC at one temperature, the sweep's repair where importance weights are heavy-tailed.
 //!
 //! The flow's independence Metropolis–Hastings kernel ([`crate::mcmc::independence`]) with the
-//! sweep's estimation proposal q_mix (the flow's defensive mixture): from state x a proposal
-//! x' ~ q_mix(·|T) is accepted with probability min(1, w(x')/w(x)), w = e^{−U/T}/q_mix. The chain is exact whatever the tail of w; a heavy
-//! tail shows as chains that stick. C independent chains start from proposal draws, run a
-//! burn-in, then N steps; ⟨U⟩, C_V and dC_V/dT pool all states with equal weight, and their
-//! errors treat each chain as one batch ([`crate::estimators::thermo_chains`]), which stays
-//! honest when a chain sticks (its mean then stands out).
+//! sweep's estimation proposal q_mix (the flow's defensive mixture): from state x a proposal x' ~
+//! q_mix(·|T) is accepted with probability min(1, w(x')/w(x)), w = e^{−U/T}/q_mix. The chain is
+//! exact whatever the tail of w; a heavy tail shows as chains that stick. C independent chains
+//! start from proposal draws, run a burn-in, then N steps; ⟨U⟩, C_V and dC_V/dT pool all states
+//! with equal weight, and their errors treat each chain as one batch
+//! ([`crate::estimators::thermo_chains`]), which stays honest when a chain sticks (its mean then
+//! stands out).
 
 use serde::Serialize;
 

@@ -256,11 +256,7 @@ fn all_checks(
                         let max_log_w = rounds.draws[i].max_log_w(th[i].t);
                         w.missed(k, flow, energy, max_log_w, &th[i])
                     }
-                    None => Ok(witness::Missed {
-                        mass: f64::NAN,
-                        u: f64::NAN,
-                        cv: f64::NAN,
-                    }),
+                    None => Ok(witness::Missed::UNKNOWN),
                 })
                 .collect::<Result<Vec<_>>>()?;
             let (wc, points) = checks::witness(th, w, &missed);

@@ -141,6 +141,13 @@ pub struct Missed {
 }
 
 impl Missed {
+    /// Nothing to compare (no witness configurations at the rung).
+    pub const UNKNOWN: Missed = Missed {
+        mass: f64::NAN,
+        u: f64::NAN,
+        cv: f64::NAN,
+    };
+
     /// From Boltzmann samples with energies `u` at `t`, those marked `missed`, and the
     /// estimates ⟨U⟩ = `mu`, C_V = `cv` made without them.
     fn of(u: &[f64], missed: &[bool], t: f64, mu: f64, cv: f64) -> Missed {
@@ -179,11 +186,7 @@ impl Witness {
     ) -> Result<Missed> {
         let x = &self.samples[k];
         if x.nrows() == 0 {
-            return Ok(Missed {
-                mass: f64::NAN,
-                u: f64::NAN,
-                cv: f64::NAN,
-            });
+            return Ok(Missed::UNKNOWN);
         }
         let t = self.rungs[k];
         let log_q = flow.log_prob_mixture(
