@@ -15,7 +15,9 @@
 //!
 //! **Trust** ([`checks`]): a temperature is trusted when its local checks (ESS, PSIS k̂,
 //! finite energies), the thermodynamic-consistency checks across the grid, and the
-//! comparison with an independent parallel-tempering witness ([`witness`]) all pass.
+//! comparison with a witness of another algorithm all pass: parallel tempering without the
+//! flow ([`witness`]), or for points estimated by tempering, the anneal
+//! ([`checks::annealing_witness`]).
 //!
 //! **Repair.** When temperatures fail, the sweep continues training (half the training
 //! budget, lower learning rate) with reverse KL on the failing range and forward KL (weight 2)
@@ -224,10 +226,12 @@ fn validate(cfg: &SweepConfig) -> Result<()> {
     Ok(())
 }
 
-/// Every check at every temperature.
+/// Every check at every temperature: tempered points against the anneal `smc` (when run),
+/// every other point against the parallel-tempering witness `w` (see [`checks`]).
 fn all_checks(
     rounds: &Rounds,
     w: Option<&Witness>,
+    smc: Option<&crate::mcmc::SmcRun>,
     flow: &Flow,
     energy: &dyn Energy,
 ) -> Result<(Vec<Checks>, Vec<checks::WitnessPoint>)> {
@@ -248,7 +252,16 @@ fn all_checks(
             c
         })
         .collect();
-    let points = match w {
+    // The anneal where it starts, at T_max, against the witness there.
+    let start_z = match (w, smc) {
+        (Some(w), Some(r)) => w.rung_of(th.len() - 1).map_or(f64::INFINITY, |k| {
+            let (a, m) = (&r.points[th.len() - 1].thermo, &w.thermo[k]);
+            let z = |a: Estimate, m: Estimate| checks::z(a.value, a.se, m.value, m.se);
+            z(a.u, m.u).max(z(a.cv, m.cv))
+        }),
+        _ => f64::INFINITY,
+    };
+    let (witness_checks, points) = match w {
         Some(w) => {
             let missed = (0..w.rungs.len())
                 .map(|k| match w.grid_index[k] {
@@ -259,31 +272,36 @@ fn all_checks(
                     None => Ok(witness::Missed::UNKNOWN),
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let (wc, points) = checks::witness(th, w, &missed);
-            for ((c, x), m) in all.iter_mut().zip(wc).zip(&rounds.method) {
-                c.extend(x);
-                // The flow's weights are not the estimator there.
-                if matches!(m, Method::Smc(_) | Method::Tempering(_)) {
-                    c.remove("missed_mass");
-                    c.remove("missed_bias");
-                }
-            }
-            points
+            checks::witness(th, w, &missed)
         }
         None => {
-            for c in all.iter_mut() {
-                c.insert(
-                    "witness".into(),
-                    checks::Check {
-                        pass: false,
-                        value: 0.0,
-                        limit: 1.0,
-                    },
-                );
-            }
-            Vec::new()
+            let none = checks::Check {
+                pass: false,
+                value: 0.0,
+                limit: 1.0,
+            };
+            let c = Checks::from([("witness".to_string(), none)]);
+            (vec![c; th.len()], Vec::new())
         }
     };
+    for (i, (c, x)) in all.iter_mut().zip(witness_checks).enumerate() {
+        match &rounds.method[i] {
+            // Tempering's witness is another algorithm, not the tempering witness.
+            Method::Tempering(_) => {
+                c.extend(checks::annealing_witness(
+                    &th[i],
+                    smc.map(|r| &r.points[i]),
+                    start_z,
+                ));
+            }
+            // The flow's weights are not the estimator there.
+            Method::Smc(_) => c.extend(
+                x.into_iter()
+                    .filter(|(n, _)| n != "missed_mass" && n != "missed_bias"),
+            ),
+            _ => c.extend(x),
+        }
+    }
     all.iter_mut().for_each(checks::joint);
     Ok((all, points))
 }
@@ -304,7 +322,8 @@ struct State {
     checks: Vec<Checks>,
     points: Vec<WitnessPoint>,
     repairs: Vec<String>,
-    /// The sequential Monte Carlo run whose estimates replaced failing ones.
+    /// The sequential Monte Carlo run over the grid: the witness of tempered points, and the
+    /// estimate where the anneal replaced failing ones.
     smc: Option<crate::mcmc::SmcRun>,
     /// The tempering runs whose estimates replaced failing ones.
     tempering: Option<temper::TemperRun>,
@@ -346,8 +365,13 @@ impl Sweeper<'_> {
 
     /// Recompute every check from the state's estimates, witness and flow.
     fn check(&self, st: &mut State) -> Result<()> {
-        (st.checks, st.points) =
-            all_checks(&st.rounds, st.witness.as_ref(), &st.flow, self.energy)?;
+        (st.checks, st.points) = all_checks(
+            &st.rounds,
+            st.witness.as_ref(),
+            st.smc.as_ref(),
+            &st.flow,
+            self.energy,
+        )?;
         Ok(())
     }
 }

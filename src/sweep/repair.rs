@@ -266,21 +266,29 @@ fn replace_with_chains(rounds: &mut Rounds, i: usize, ce: ChainEstimate, cv_tol:
 /// [`SMC_REPLICAS`], at most 3 R and [`SMC_MAX_RUN`]), within `max_samples` particles per
 /// temperature (both passes) and [`ESTIMATE_GROWTH`] times the first run's replicas (a step
 /// budget: the same seed gives the same run on any machine), and within `estimate_seconds`
-/// where the user sets that wall-time limit. None when interrupted.
-fn anneal_rounds(sw: &Sweeper, flow: &Flow, failing: &[usize]) -> Result<Option<SmcRun>> {
+/// where the user sets that wall-time limit. `start`: a run so far (the tempered points'
+/// witness), pooled with the further ones. None when interrupted.
+pub(super) fn anneal_rounds(
+    sw: &Sweeper,
+    flow: &Flow,
+    failing: &[usize],
+    start: Option<SmcRun>,
+) -> Result<Option<SmcRun>> {
     let (cfg, temps) = (sw.cfg, &sw.temps);
     let mut sc = SmcConfig::new(sw.energy, temps.clone());
     sc.particles = SMC_PARTICLES;
     sc.replicas = SMC_REPLICAS;
     sc.progress = cfg.progress;
-    let mut run: Option<SmcRun> = None;
-    let mut first_run: Option<usize> = None;
+    let (mut run, mut first_run, mut start) = (None::<SmcRun>, None, start);
     for round in 0u64.. {
         sc.seed = sw.seed ^ 0x53c0 ^ (round << 32);
-        let next = match smc(sw.energy, flow, &sc) {
-            Ok(next) => next,
-            Err(_) if crate::observe::interrupted() => return Ok(None),
-            Err(e) => return Err(e),
+        let next = match start.take() {
+            Some(r) => r,
+            None => match smc(sw.energy, flow, &sc) {
+                Ok(next) => next,
+                Err(_) if crate::observe::interrupted() => return Ok(None),
+                Err(e) => return Err(e),
+            },
         };
         let pooled = match run.take() {
             None => next,
@@ -319,7 +327,12 @@ fn anneal_rounds(sw: &Sweeper, flow: &Flow, failing: &[usize]) -> Result<Option<
         let more = Some(want.min(most_by_samples).min(most_by_time).min(SMC_MAX_RUN))
             .filter(|&m| m >= 2)
             .unwrap_or(0);
-        if cfg.progress {
+        if cfg.progress && failing.is_empty() {
+            eprintln!(
+                "[sweep] sequential Monte Carlo: {r} replicas, {:.1} s",
+                pooled.seconds
+            );
+        } else if cfg.progress {
             eprintln!(
                 "[sweep] sequential Monte Carlo: {r} replicas, worst C_V error {} at the failing temperatures that pass the hysteresis check, {:.1} s{}",
                 if refinable {
@@ -368,7 +381,8 @@ pub(super) fn anneal(sw: &Sweeper, st: &mut State) -> Result<()> {
             temps[0]
         );
     }
-    let Some(run) = anneal_rounds(sw, &st.flow, &failing)? else {
+    // The tempered points' witness, when there is one, is the anneal's first run.
+    let Some(run) = anneal_rounds(sw, &st.flow, &failing, st.smc.take())? else {
         st.repairs
             .push("sequential Monte Carlo interrupted; its estimates not used".into());
         return Ok(());
@@ -427,8 +441,10 @@ pub(super) fn anneal(sw: &Sweeper, st: &mut State) -> Result<()> {
         run.flow_acceptance,
         run.seconds,
     );
-    if settle(sw, st, saved, &failing, &what)? {
-        st.smc = Some(run);
+    st.smc = Some(run);
+    if !settle(sw, st, saved, &failing, &what)? {
+        // The anneal's estimates are not kept; it stays the tempered points' witness.
+        sw.check(st)?;
     }
     Ok(())
 }

@@ -102,7 +102,8 @@ pub struct SweepResult {
     /// The flow-MCMC runs (acceptance, stuck chains, chains, steps) where used, else null.
     pub flow_mcmc: Vec<Option<super::chains::ChainEstimate>>,
     /// The sequential Monte Carlo run (rungs, particles, replicas, per temperature its
-    /// hysteresis, energy correlation and acceptance) where it replaced failing estimates.
+    /// hysteresis, energy correlation and acceptance) where one ran: the witness of tempered
+    /// points, and the estimate where `method` is `smc`.
     pub smc: Option<crate::mcmc::SmcRun>,
     /// The parallel-tempering runs (rungs, ladders, sweeps, round trips, flow and exchange
     /// acceptance, per temperature its split check, round trips per ladder, acceptance and

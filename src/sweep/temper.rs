@@ -351,6 +351,18 @@ pub(super) fn temper(sw: &Sweeper, st: &mut State) -> Result<()> {
             .push("parallel tempering interrupted; its estimates not used".into());
         return Ok(());
     };
+    // Its witness: sequential Monte Carlo over the grid (one run; the anneal, where it follows,
+    // pools further runs with it), not the tempering witness, which shares its blind spots.
+    if st.smc.is_none() {
+        if cfg.progress {
+            eprintln!(
+                "[sweep] witness of the tempered temperatures: sequential Monte Carlo from T = {:.3} to {:.3} and back",
+                temps[temps.len() - 1],
+                temps[0]
+            );
+        }
+        st.smc = super::repair::anneal_rounds(sw, &st.flow, &[], None)?;
+    }
     let saved = (st.rounds.clone(), st.checks.clone(), st.points.clone());
     let nan = Estimate {
         value: f64::NAN,
