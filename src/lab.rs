@@ -95,8 +95,7 @@ impl Sweep {
             cfg.cv_tol = None;
             cfg.witness_sweeps = 2_000;
             cfg.repairs = 0;
-            cfg.anneal = false;
-            cfg.temper = false;
+            cfg.methods = vec![sweep::Method::Importance];
         }
         Sweep { cfg, energy: None }
     }
@@ -153,18 +152,11 @@ impl Sweep {
         self.cfg.seed = s;
         self
     }
-    /// Whether to anneal (sequential Monte Carlo down the grid and back) where temperatures
-    /// still fail after tempering (default yes; not under `THERMOFLOW_QUICK`).
-    pub fn anneal(mut self, on: bool) -> Sweep {
-        self.cfg.anneal = on;
-        self
-    }
-    /// Whether to run parallel tempering (with the flow's proposals among its moves) where
-    /// temperatures still fail after the repairs, before annealing (default yes; not under
-    /// `THERMOFLOW_QUICK`).
-    pub fn temper(mut self, on: bool) -> Sweep {
-        self.cfg.temper = on;
-        self
+    /// The estimation methods in the order the sweep escalates through them, as `--methods`
+    /// takes them (default `is,flow-mcmc,temper,anneal`; `is` alone under `THERMOFLOW_QUICK`).
+    pub fn methods(mut self, list: &str) -> Result<Sweep> {
+        self.cfg.methods = sweep::Method::parse_list(list)?;
+        Ok(self)
     }
     /// Train (progress lines on stderr) and estimate.
     pub fn run(&self) -> Result<SweepRun> {

@@ -125,6 +125,7 @@ fn flow_mcmc_hops_between_wells_where_rwm_does_not() {
         cv_tol: None,
         witness_sweeps: 0,
         repairs: 0,
+        methods: vec![sweep::Method::Importance],
         progress: false,
         ..Default::default()
     };

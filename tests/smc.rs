@@ -7,7 +7,7 @@ mod common;
 use thermoflow::exact::reference;
 use thermoflow::flows::{linear_flow, Conditioning};
 use thermoflow::mcmc::{smc, SmcConfig};
-use thermoflow::sweep::{self, temperature_grid, SweepConfig};
+use thermoflow::sweep::{self, temperature_grid, Method, SweepConfig};
 use thermoflow::systems;
 
 /// From the untrained flow (q = N(0, T I), a poor start for two wells) the run's ⟨U⟩, C_V and
@@ -126,7 +126,7 @@ fn sweep_anneals_where_the_flow_fails() {
         cv_tol: None,
         witness_sweeps: 10_000,
         repairs: 0,
-        temper: false,
+        methods: vec![Method::Importance, Method::Anneal],
         progress: false,
         seed: common::seed(5),
         ..Default::default()

@@ -196,7 +196,7 @@ fn a_saved_model_reloads_to_the_same_estimates() {
         common::run_ok(
             bin()
                 .args(["sweep", "--system", "double-well-2d", "--temps", "6"])
-                .args(["--repairs", "0", "--no-temper", "--no-anneal"])
+                .args(["--methods", "is", "--repairs", "0"])
                 .args(["--seed", &seed, "--quiet"])
                 .args(extra)
                 .arg("--json")

@@ -11,7 +11,7 @@
 mod common;
 
 use thermoflow::flows::{builders, io, Conditioning, Transformer};
-use thermoflow::sweep::{self, SweepConfig, SweepResult};
+use thermoflow::sweep::{self, Method, SweepConfig, SweepResult};
 use thermoflow::systems;
 use thermoflow::train::{train, TrainConfig};
 
@@ -36,6 +36,12 @@ fn quick(system: &str, params: &[&str], t: (f64, f64), temps: usize, steps: usiz
         max_samples: 500_000,
         witness_sweeps: 10_000,
         repairs: 0,
+        // (flow-MCMC not among them: the bounds below were measured without it.)
+        methods: vec![
+            Method::Importance,
+            Method::Temper(Default::default()),
+            Method::Anneal,
+        ],
         progress: false,
         seed: common::seed(0),
         ..Default::default()
@@ -171,6 +177,7 @@ fn narrow_modes_at_low_temperature_are_right_or_untrusted() {
     // With the whole repair machinery: continued training, then flow-MCMC where only k̂ fails.
     let mut cfg = quick("mixture", &["sigma=0.25"], (0.3, 1.5), 12, 1500);
     cfg.repairs = 1;
+    cfg.methods = Method::all();
     let r = run(&cfg);
     let wrong = confidently_wrong(&r);
     assert!(wrong.is_empty(), "confidently wrong:\n{}", wrong.join("\n"));

@@ -61,17 +61,15 @@ pub struct SweepArgs {
     /// Sweeps of the parallel-tempering witness (0: no witness)
     #[arg(long, default_value_t = d().witness_sweeps)]
     witness_sweeps: usize,
-    /// Rounds of repair by continued training
+    /// Rounds of retraining where importance sampling fails (with `is` among --methods)
     #[arg(long, default_value_t = d().repairs)]
     repairs: usize,
-    /// Do not anneal where temperatures still fail after tempering (sequential Monte Carlo
-    /// down the grid and back, the flow as its start and global moves)
-    #[arg(long)]
-    no_anneal: bool,
-    /// Do not run parallel tempering (with the flow's proposals among its moves) where
-    /// temperatures still fail after the repairs
-    #[arg(long)]
-    no_temper: bool,
+    /// Estimation methods in the order the sweep escalates through them, comma-separated: is
+    /// (importance sampling from the flow), flow-mcmc (where only the weights' tail fails),
+    /// temper (parallel tempering with flow proposals), anneal (sequential Monte Carlo down the
+    /// grid and back); each takes the temperatures the ones before leave failing
+    #[arg(long, default_value_t = thermoflow::sweep::methods::names(&d().methods))]
+    methods: String,
     /// Seed of every random choice
     #[arg(long, default_value_t = d().seed)]
     seed: u64,
@@ -137,8 +135,7 @@ impl SweepArgs {
             estimate_seconds: self.estimate_seconds,
             witness_sweeps: self.witness_sweeps,
             repairs: self.repairs,
-            anneal: !self.no_anneal,
-            temper: !self.no_temper,
+            methods: thermoflow::sweep::Method::parse_list(&self.methods)?,
             seed: self.seed,
             continue_training: self.load_model.is_some()
                 && (self.train_seconds.is_some() || self.train_steps.is_some()),

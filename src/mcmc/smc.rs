@@ -119,7 +119,6 @@ pub struct SmcPoint {
     /// Temperature.
     pub t: f64,
     /// ⟨U⟩, C_V, dC_V/dT (both passes), log Z(T) − log Z(T_max) (cooling); F and S NaN.
-    #[serde(skip)]
     pub thermo: Thermo,
     /// |z| of cooling against heating ⟨U⟩ across replicas.
     pub hysteresis: f64,

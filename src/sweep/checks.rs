@@ -156,6 +156,13 @@ pub fn local(th: &Thermo) -> Checks {
     c
 }
 
+/// The check of a temperature no method has estimated yet: `estimated`, failing.
+pub fn unestimated() -> Checks {
+    let mut c = Checks::new();
+    put(&mut c, "estimated", 0.0, 1.0, false);
+    c
+}
+
 /// The local checks of a temperature estimated by flow-MCMC: finite energies, acceptance
 /// ≥ [`MCMC_MIN_ACCEPTANCE`], at most [`MCMC_MAX_STUCK`] of the chains stuck (accepting under
 /// 10 % of proposals).

@@ -38,6 +38,7 @@
 pub mod chains;
 pub mod checks;
 mod csv_out;
+pub mod methods;
 mod model;
 mod repair;
 mod report;
@@ -46,6 +47,7 @@ mod samples_out;
 pub mod temper;
 pub mod witness;
 
+pub use methods::{Method, Tempering};
 pub use model::sweep_training;
 pub use report::{ExactCurves, SweepResult, TrainSummary, WitnessSummary};
 pub use rounds::estimate;
@@ -61,7 +63,7 @@ use crate::flows::{io, CouplingConfig, Flow};
 use crate::systems::{self, check_temperature, Energy};
 use crate::train::History;
 use checks::{Checks, WitnessPoint};
-use rounds::{estimate_rounds, Method, Rounds};
+use rounds::{estimate_rounds, Estimator, Rounds};
 use witness::{run_witness, Witness, WitnessConfig};
 
 /// Settings of a sweep (the CLI's flags).
@@ -92,14 +94,10 @@ pub struct SweepConfig {
     pub estimate_seconds: Option<f64>,
     /// Witness sweeps after burn-in (0: no witness; its checks then fail).
     pub witness_sweeps: usize,
-    /// Repair rounds for failing temperatures.
+    /// Rounds of retraining where importance sampling fails (with [`Method::Importance`]).
     pub repairs: usize,
-    /// Where temperatures still fail after tempering: sequential Monte Carlo down the grid
-    /// and back, the flow as its start and its global moves ([`crate::mcmc::smc`]).
-    pub anneal: bool,
-    /// Where temperatures still fail after the repairs: parallel tempering with the flow's
-    /// proposals among its moves replaces their estimates ([`temper`]).
-    pub temper: bool,
+    /// The estimation methods in the order the sweep escalates through them ([`methods`]).
+    pub methods: Vec<Method>,
     /// Seed.
     pub seed: u64,
     /// Flow architecture.
@@ -132,8 +130,7 @@ impl Default for SweepConfig {
             estimate_seconds: None,
             witness_sweeps: 20_000,
             repairs: 1,
-            anneal: true,
-            temper: true,
+            methods: Method::all(),
             seed: 0,
             flow: crate::flows::default_flow(),
             load_model: None,
@@ -194,6 +191,7 @@ fn validate(cfg: &SweepConfig) -> Result<()> {
     if cfg.temps < 2 {
         return input_err(format!("--temps must be at least 2, got {}", cfg.temps));
     }
+    methods::check_list(&cfg.methods)?;
     if cfg.samples < 100 {
         return input_err("--samples must be at least 100");
     }
@@ -243,10 +241,11 @@ fn all_checks(
         .zip(&rounds.method)
         .map(|((t, g), m)| {
             let mut c = match m {
-                Method::Smc(p) => checks::local_smc(t, p),
-                Method::FlowMcmc(ch) => checks::local_chains(t, ch),
-                Method::Tempering(p) => checks::local_tempering(t, p),
-                Method::Importance => checks::local(t),
+                Estimator::Smc(p) => checks::local_smc(t, p),
+                Estimator::FlowMcmc(ch) => checks::local_chains(t, ch),
+                Estimator::Tempering(p) => checks::local_tempering(t, p),
+                Estimator::Importance => checks::local(t),
+                Estimator::Unestimated => checks::unestimated(),
             };
             c.extend(g);
             c
@@ -287,7 +286,7 @@ fn all_checks(
     for (i, (c, x)) in all.iter_mut().zip(witness_checks).enumerate() {
         match &rounds.method[i] {
             // Tempering's witness is another algorithm, not the tempering witness.
-            Method::Tempering(_) => {
+            Estimator::Tempering(_) => {
                 c.extend(checks::annealing_witness(
                     &th[i],
                     smc.map(|r| &r.points[i]),
@@ -295,7 +294,7 @@ fn all_checks(
                 ));
             }
             // The flow's weights are not the estimator there.
-            Method::Smc(_) => c.extend(
+            Estimator::Smc(_) => c.extend(
                 x.into_iter()
                     .filter(|(n, _)| n != "missed_mass" && n != "missed_bias"),
             ),
@@ -361,6 +360,31 @@ impl Sweeper<'_> {
             );
         }
         Ok(Some(w))
+    }
+
+    /// Importance sampling in rounds at every temperature, then up to `repairs` rounds of
+    /// retraining where it fails.
+    fn importance(&self, st: &mut State) -> Result<()> {
+        let cfg = self.cfg;
+        if cfg.progress {
+            eprintln!(
+                "[sweep] importance sampling at {} temperatures, {} samples each to start{}",
+                self.temps.len(),
+                cfg.samples,
+                cfg.cv_tol
+                    .map(|t| format!(", until C_V is within {:.2} %", 100.0 * t))
+                    .unwrap_or_default()
+            );
+        }
+        st.rounds = estimate_rounds(&st.flow, self.energy, &self.temps, cfg, self.seed)?;
+        st.estimate_seconds += st.rounds.seconds;
+        self.check(st)?;
+        for r in 0..cfg.repairs {
+            if crate::observe::interrupted() || !repair::retrain(self, st, r)? {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Recompute every check from the state's estimates, witness and flow.
@@ -458,22 +482,11 @@ fn run_on(
         seed: cfg.seed.wrapping_add(1),
     };
     let witness = sw.witness(0)?;
-    if cfg.progress {
-        eprintln!(
-            "[sweep] estimating at {} temperatures, {} samples each to start{}",
-            sw.temps.len(),
-            cfg.samples,
-            cfg.cv_tol
-                .map(|t| format!(", until C_V is within {:.2} %", 100.0 * t))
-                .unwrap_or_default()
-        );
-    }
-    let rounds = estimate_rounds(&flow, sw.energy, &sw.temps, cfg, sw.seed)?;
     let mut st = State {
         flow,
         witness,
-        estimate_seconds: rounds.seconds,
-        rounds,
+        rounds: Rounds::unestimated(&sw.temps),
+        estimate_seconds: 0.0,
         checks: Vec::new(),
         points: Vec::new(),
         repairs: Vec::new(),
@@ -483,25 +496,18 @@ fn run_on(
         history,
     };
     sw.check(&mut st)?;
+    // Each method takes the temperatures that those before it leave failing ([`methods`]).
     // After a Ctrl-C (see `observe::interrupted`) the results so far are assembled and saved.
-    for r in 0..cfg.repairs {
-        if crate::observe::interrupted() || !repair::retrain(&sw, &mut st, r)? {
+    for m in &cfg.methods {
+        if crate::observe::interrupted() {
             break;
         }
-    }
-    if cfg.repairs > 0 && !crate::observe::interrupted() {
-        repair::chain_repair(&sw, &mut st)?;
-    }
-    // Tempering first: exact, with errors between independent ladders, and it carries
-    // configurations between temperatures (measured: on double-well-2d the anneal's C_V came out
-    // low at every one of 9 points, by 1-4 of its standard errors with 381 replicas, where
-    // tempering agreed with quadrature; on LJ13 it is trusted through the melting peak where the
-    // anneal's hysteresis fails). The anneal takes what it leaves failing.
-    if cfg.temper && !crate::observe::interrupted() {
-        temper::temper(&sw, &mut st)?;
-    }
-    if cfg.anneal && !crate::observe::interrupted() {
-        repair::anneal(&sw, &mut st)?;
+        match m {
+            Method::Importance => sw.importance(&mut st)?,
+            Method::FlowMcmc => repair::chain_repair(&sw, &mut st)?,
+            Method::Temper(settings) => temper::temper(&sw, &mut st, settings)?,
+            Method::Anneal => repair::anneal(&sw, &mut st)?,
+        }
     }
     if let Some(path) = &cfg.save_model {
         let meta = io::system_meta(&cfg.system, sw.energy, &st.flow);
@@ -531,10 +537,10 @@ fn assemble(
         .map(|i| {
             rounds.draws[i].u.len()
                 + match &rounds.method[i] {
-                    Method::FlowMcmc(c) => c.chains * (c.steps + 21),
-                    Method::Smc(_) => smc_particles,
-                    Method::Tempering(_) => pt_sweeps,
-                    Method::Importance => 0,
+                    Estimator::FlowMcmc(c) => c.chains * (c.steps + 21),
+                    Estimator::Smc(_) => smc_particles,
+                    Estimator::Tempering(_) => pt_sweeps,
+                    Estimator::Importance | Estimator::Unestimated => 0,
                 }
         })
         .collect();
@@ -543,7 +549,7 @@ fn assemble(
         .method
         .iter()
         .map(|m| match m {
-            Method::FlowMcmc(c) => Some(c.clone()),
+            Estimator::FlowMcmc(c) => Some(c.clone()),
             _ => None,
         })
         .collect();
@@ -558,8 +564,7 @@ fn assemble(
         "estimate_seconds": cfg.estimate_seconds,
         "witness_sweeps": cfg.witness_sweeps,
         "repairs": cfg.repairs,
-        "anneal": cfg.anneal,
-        "temper": cfg.temper,
+        "methods": cfg.methods,
         "flow": cfg.flow,
         "load_model": cfg.load_model,
     });

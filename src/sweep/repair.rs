@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::chains::{self, ChainEstimate};
 use super::checks;
 use super::model::{sweep_training, train_observed};
-use super::rounds::{estimate_rounds, Method, Rounds};
+use super::rounds::{estimate_rounds, Estimator, Rounds};
 use super::witness::Witness;
 use super::{
     State, Sweeper, DEFENSIVE_FRACTION, DEFENSIVE_WIDTH, ESTIMATE_GROWTH, MCMC_CHAINS, SMC_MAX_RUN,
@@ -169,13 +169,17 @@ pub(super) fn retrain(sw: &Sweeper, st: &mut State, r: usize) -> Result<bool> {
     Ok(true)
 }
 
-/// Where only the weights' tail checks (k̂) fail, flow-MCMC replaces importance sampling for
-/// ⟨U⟩ and C_V: as many proposals as importance sampling drew, then a fresh, longer run while
-/// C_V misses the tolerance, within `max_samples`. log Z stays the importance-sampled one.
+/// Where only the weights' tail checks (k̂) fail, or nothing has estimated a temperature yet,
+/// flow-MCMC replaces importance sampling for ⟨U⟩ and C_V: as many proposals as importance
+/// sampling drew (at least 50 per chain), then a fresh, longer run while C_V misses the
+/// tolerance, within `max_samples`. log Z stays the importance-sampled one.
 pub(super) fn chain_repair(sw: &Sweeper, st: &mut State) -> Result<()> {
     let (cfg, temps) = (sw.cfg, &sw.temps);
     let tail_only: Vec<usize> = (0..temps.len())
         .filter(|&i| {
+            if matches!(st.rounds.method[i], Estimator::Unestimated) {
+                return true;
+            }
             let failing: Vec<&String> = st.checks[i]
                 .iter()
                 .filter(|(_, c)| !c.pass)
@@ -257,7 +261,7 @@ fn replace_with_chains(rounds: &mut Rounds, i: usize, ce: ChainEstimate, cv_tol:
     th.pareto_k_cv = is.pareto_k_cv;
     rounds.reached[i] = cv_tol.is_none_or(|tol| th.cv.se <= tol * th.cv.value.abs());
     rounds.th[i] = th;
-    rounds.method[i] = Method::FlowMcmc(ce);
+    rounds.method[i] = Estimator::FlowMcmc(ce);
 }
 
 /// Sequential Monte Carlo runs pooled until C_V reaches `cv_tol` at the `failing`
@@ -428,7 +432,7 @@ pub(super) fn anneal(sw: &Sweeper, st: &mut State) -> Result<()> {
         r.reached[i] = cfg
             .cv_tol
             .is_none_or(|tol| p.thermo.cv.se <= tol * p.thermo.cv.value.abs());
-        r.method[i] = Method::Smc(p.clone());
+        r.method[i] = Estimator::Smc(p.clone());
     }
     st.estimate_seconds += run.seconds;
     let what = format!(

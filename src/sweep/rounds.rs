@@ -8,7 +8,7 @@ use super::chains::ChainEstimate;
 use super::temper::TemperPoint;
 use super::{SweepConfig, DEFENSIVE_FRACTION, DEFENSIVE_WIDTH};
 use crate::error::{Error, Result};
-use crate::estimators::{thermo, Thermo};
+use crate::estimators::{thermo, Estimate, Thermo};
 use crate::flows::Flow;
 use crate::mcmc::SmcPoint;
 use crate::systems::Energy;
@@ -78,14 +78,16 @@ pub(super) struct Rounds {
     pub(super) draws: Vec<Draws>,
     pub(super) reached: Vec<bool>,
     /// How each temperature's ⟨U⟩ and C_V were estimated.
-    pub(super) method: Vec<Method>,
+    pub(super) method: Vec<Estimator>,
     pub(super) seconds: f64,
 }
 
 /// How one temperature's ⟨U⟩ and C_V were estimated: the flow's importance sampling, or what
 /// replaced it.
 #[derive(Clone)]
-pub(super) enum Method {
+pub(super) enum Estimator {
+    /// Not yet (the first method is not importance sampling).
+    Unestimated,
     /// Importance sampling from the flow.
     Importance,
     /// Flow-MCMC ([`super::chains`]).
@@ -96,14 +98,49 @@ pub(super) enum Method {
     Tempering(TemperPoint),
 }
 
-impl Method {
+impl Estimator {
     /// The name the JSON and the table use.
     pub(super) fn name(&self) -> &'static str {
         match self {
-            Method::Importance => "importance",
-            Method::FlowMcmc(_) => "flow-mcmc",
-            Method::Smc(_) => "smc",
-            Method::Tempering(_) => "tempering",
+            Estimator::Unestimated => "none",
+            Estimator::Importance => "importance",
+            Estimator::FlowMcmc(_) => "flow-mcmc",
+            Estimator::Smc(_) => "smc",
+            Estimator::Tempering(_) => "tempering",
+        }
+    }
+}
+
+impl Rounds {
+    /// Nothing estimated yet at `temps` (when the first method is not importance sampling):
+    /// every value NaN, no samples.
+    pub(super) fn unestimated(temps: &[f64]) -> Rounds {
+        let nan = Estimate {
+            value: f64::NAN,
+            se: f64::NAN,
+        };
+        let th = |t| Thermo {
+            t,
+            u: nan,
+            cv: nan,
+            log_z: nan,
+            f: nan,
+            s: nan,
+            ess_fraction: f64::NAN,
+            n_bad: 0,
+            n: 0,
+            pareto_k: f64::NAN,
+            pareto_k_cv: f64::NAN,
+            dcv_dt: nan,
+            cov: [[0.0; 4]; 4],
+            trusted: false,
+        };
+        Rounds {
+            th: temps.iter().map(|&t| th(t)).collect(),
+            draws: vec![Draws::default(); temps.len()],
+            reached: vec![false; temps.len()],
+            method: vec![Estimator::Unestimated; temps.len()],
+            seconds: 0.0,
         }
     }
 }
@@ -190,7 +227,7 @@ pub(super) fn estimate_rounds(
         th: th.into_iter().map(|t| t.expect("estimated")).collect(),
         draws,
         reached,
-        method: vec![Method::Importance; n_t],
+        method: vec![Estimator::Importance; n_t],
         seconds: t0.elapsed().as_secs_f64(),
     })
 }

@@ -40,7 +40,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::checks;
-use super::rounds::Method;
+use super::methods::Tempering;
+use super::rounds::Estimator;
 use super::witness::ladder;
 use super::{State, Sweeper, ESTIMATE_GROWTH};
 use crate::error::Result;
@@ -175,9 +176,15 @@ impl Pool {
 }
 
 /// One run of `sweeps` sweeps after burn-in (a fifth as many before).
-fn run_once(sw: &Sweeper, flow: &Flow, sweeps: usize, seed: u64) -> Result<Pool> {
+fn run_once(
+    sw: &Sweeper,
+    flow: &Flow,
+    settings: &Tempering,
+    sweeps: usize,
+    seed: u64,
+) -> Result<Pool> {
     let t0 = Instant::now();
-    let (rungs, grid_index) = ladder(&sw.temps, sw.energy.dim());
+    let (rungs, grid_index) = ladder(&sw.temps, sw.energy.dim(), settings.hottest);
     let mut rng = crate::rng::seeded(seed ^ 0x7e3);
     let flow_every = match sw.energy.structure() {
         crate::systems::Structure::Lattice(_) => FLOW_EVERY_LATTICE,
@@ -193,13 +200,16 @@ fn run_once(sw: &Sweeper, flow: &Flow, sweeps: usize, seed: u64) -> Result<Pool>
         thin: sweeps.max(1),
         step: 0.5,
         init: None,
-        starts: dispersed_starts(sw.energy, TEMPER_LADDERS, &mut rng)?,
+        starts: match &settings.starts {
+            Some(starts) => starts.clone(),
+            None => dispersed_starts(sw.energy, TEMPER_LADDERS, &mut rng)?,
+        },
         seed,
         n_batches: 16,
         moves: Moves::for_system(sw.energy),
         flow_every,
     };
-    let run = parallel_tempering_with(sw.energy, &pt, Some(flow))?;
+    let run = parallel_tempering_with(sw.energy, &pt, settings.flow_proposals.then_some(flow))?;
     let on_grid: Vec<usize> = (0..sw.temps.len())
         .filter_map(|i| grid_index.iter().position(|&g| g == Some(i)))
         .collect();
@@ -232,7 +242,12 @@ fn sound(p: &TemperPoint) -> bool {
 
 /// Tempering runs pooled until C_V reaches `cv_tol` at the `failing` temperatures that pass
 /// their own checks (see the module doc). None when interrupted.
-fn temper_rounds(sw: &Sweeper, flow: &Flow, failing: &[usize]) -> Result<Option<TemperRun>> {
+fn temper_rounds(
+    sw: &Sweeper,
+    flow: &Flow,
+    settings: &Tempering,
+    failing: &[usize],
+) -> Result<Option<TemperRun>> {
     let (cfg, temps) = (sw.cfg, &sw.temps);
     let first = cfg.witness_sweeps.max(2000);
     let mut sweeps = first;
@@ -240,7 +255,7 @@ fn temper_rounds(sw: &Sweeper, flow: &Flow, failing: &[usize]) -> Result<Option<
     let mut first_run: Option<usize> = None;
     for round in 0u64.. {
         let seed = sw.seed ^ 0x7e39 ^ (round << 32);
-        let next = match run_once(sw, flow, sweeps, seed) {
+        let next = match run_once(sw, flow, settings, sweeps, seed) {
             Ok(next) => next,
             Err(_) if crate::observe::interrupted() => return Ok(None),
             Err(e) => return Err(e),
@@ -331,7 +346,7 @@ fn temper_rounds(sw: &Sweeper, flow: &Flow, failing: &[usize]) -> Result<Option<
 /// Where temperatures still fail: parallel tempering with flow proposals (see the module doc)
 /// replaces their estimates; checks are recomputed and the replacement is undone when fewer
 /// temperatures are trusted after it.
-pub(super) fn temper(sw: &Sweeper, st: &mut State) -> Result<()> {
+pub(super) fn temper(sw: &Sweeper, st: &mut State, settings: &Tempering) -> Result<()> {
     let (cfg, temps) = (sw.cfg, &sw.temps);
     let failing: Vec<usize> = (0..temps.len())
         .filter(|&i| !checks::all_pass(&st.checks[i]))
@@ -346,7 +361,7 @@ pub(super) fn temper(sw: &Sweeper, st: &mut State) -> Result<()> {
             temps.len(),
         );
     }
-    let Some(run) = temper_rounds(sw, &st.flow, &failing)? else {
+    let Some(run) = temper_rounds(sw, &st.flow, settings, &failing)? else {
         st.repairs
             .push("parallel tempering interrupted; its estimates not used".into());
         return Ok(());
@@ -381,7 +396,7 @@ pub(super) fn temper(sw: &Sweeper, st: &mut State) -> Result<()> {
         r.reached[i] = cfg
             .cv_tol
             .is_none_or(|tol| th.cv.se <= tol * th.cv.value.abs());
-        r.method[i] = Method::Tempering(p.clone());
+        r.method[i] = Estimator::Tempering(p.clone());
     }
     st.estimate_seconds += run.seconds;
     let what = format!(

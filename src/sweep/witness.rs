@@ -61,8 +61,9 @@ pub struct Witness {
 /// The ladder: every temperature of the sweep's grid is a rung (so that every temperature's
 /// estimates are compared with the witness *at that temperature*, never at a neighbour's),
 /// with extra rungs where neighbouring grid points are further apart than the ratio r, and
-/// rungs above T_max up to 2 T_max. Returns (rungs, grid index of each rung).
-pub(super) fn ladder(grid: &[f64], dim: usize) -> (Vec<f64>, Vec<Option<usize>>) {
+/// rungs above T_max up to `hottest` · T_max (the witness's: 2). Returns (rungs, grid index of
+/// each rung).
+pub(super) fn ladder(grid: &[f64], dim: usize, hottest: f64) -> (Vec<f64>, Vec<Option<usize>>) {
     let ratio = 1.0 + 0.25 / ((dim.max(2) as f64) / 2.0).sqrt();
     let mut rungs = Vec::new();
     let mut index = Vec::new();
@@ -82,7 +83,7 @@ pub(super) fn ladder(grid: &[f64], dim: usize) -> (Vec<f64>, Vec<Option<usize>>)
     let t_max = grid[grid.len() - 1];
     let mut t = t_max * ratio;
     let mut above = 0;
-    while t <= 2.0 * t_max * 1.0001 && above < 16 {
+    while t <= hottest * t_max * 1.0001 && above < 16 {
         rungs.push(t);
         index.push(None);
         t *= ratio;
@@ -94,7 +95,7 @@ pub(super) fn ladder(grid: &[f64], dim: usize) -> (Vec<f64>, Vec<Option<usize>>)
 /// Run the witness over the sweep's `grid`.
 pub fn run_witness(energy: &dyn Energy, grid: &[f64], cfg: &WitnessConfig) -> Result<Witness> {
     let t0 = Instant::now();
-    let (rungs, grid_index) = ladder(grid, energy.dim());
+    let (rungs, grid_index) = ladder(grid, energy.dim(), 2.0);
     let mut rng = crate::rng::seeded(cfg.seed ^ 0x3a7);
     let burn_in = (cfg.sweeps / 5).max(100);
     let pt = PtConfig {
@@ -274,7 +275,7 @@ mod tests {
     #[test]
     fn ladder_has_every_grid_point_fills_gaps_and_goes_above_t_max() {
         let grid: Vec<f64> = (0..32).map(|i| 0.5 + 2.5 * i as f64 / 31.0).collect();
-        let (rungs, index) = ladder(&grid, 2);
+        let (rungs, index) = ladder(&grid, 2, 2.0);
         assert!(rungs.windows(2).all(|w| w[1] > w[0]));
         for (i, &t) in grid.iter().enumerate() {
             let k = index.iter().position(|&g| g == Some(i)).unwrap();
@@ -282,7 +283,7 @@ mod tests {
         }
         assert!(*rungs.last().unwrap() > 3.0 && *rungs.last().unwrap() <= 6.001);
         // A sparse grid gets rungs in between, no two further apart than the ratio.
-        let (rungs, index) = ladder(&[0.5, 3.0], 2);
+        let (rungs, index) = ladder(&[0.5, 3.0], 2, 2.0);
         assert_eq!(index.iter().filter(|g| g.is_some()).count(), 2);
         assert!(
             rungs.windows(2).all(|w| w[1] / w[0] <= 1.25 + 1e-9),
