@@ -224,6 +224,8 @@ fn a_phi4_sweep_trains_the_lattice_flow_over_the_whole_range() {
             .args([
                 "--witness-sweeps",
                 "200",
+                "--methods",
+                "is",
                 "--repairs",
                 "0",
                 "--quiet",
