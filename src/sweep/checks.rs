@@ -18,7 +18,7 @@
 //!   sampled independently); the check fails beyond [`Z_LIMIT`]. A tenth of the Hermite
 //!   correction term is added to the error as an allowance for the rule's own error.
 //!
-//! Where flow-MCMC replaced importance sampling (see [`super::chains`]), `ess`, `pareto_k`
+//! Where flow-MCMC replaced importance sampling (see [`super::flow_mcmc`]), `ess`, `pareto_k`
 //! and `pareto_k_cv` give way to `mcmc_acceptance` (≥ 0.2) and `mcmc_stuck_chains` (≤ 1 % of
 //! the chains accept under 10 % of their proposals).
 //!
@@ -166,7 +166,7 @@ pub fn unestimated() -> Checks {
 /// The local checks of a temperature estimated by flow-MCMC: finite energies, acceptance
 /// ≥ [`MCMC_MIN_ACCEPTANCE`], at most [`MCMC_MAX_STUCK`] of the chains stuck (accepting under
 /// 10 % of proposals).
-pub fn local_chains(th: &Thermo, ch: &super::chains::ChainEstimate) -> Checks {
+pub fn local_chains(th: &Thermo, ch: &super::flow_mcmc::ChainEstimate) -> Checks {
     let mut c = Checks::new();
     put(&mut c, "finite", th.n_bad as f64, 0.0, th.n_bad == 0);
     put(

@@ -8,7 +8,7 @@
 //! flow with its base widened 1.2×; exact density at no extra cost), so that tails where the
 //! flow is lighter than the Boltzmann distribution do not give unbounded weights.
 //!
-//! **Rounds.** Every temperature starts with `samples` draws. After each round a temperature
+//! **Rounds** (importance sampling). Every temperature starts with `samples` draws. After each round a temperature
 //! whose relative C_V error r exceeds `cv_tol` draws about N (r/cv_tol)² · 1.2 − N more
 //! (at most 3 N, at least N/4), within `max_samples` per temperature and the optional
 //! `estimate_seconds`.
@@ -19,38 +19,34 @@
 //! flow ([`witness`]), or for points estimated by tempering, the anneal
 //! ([`checks::annealing_witness`]).
 //!
-//! **Repair.** When temperatures fail, the sweep continues training (half the training
-//! budget, lower learning rate) with reverse KL on the failing range and forward KL (weight 2)
-//! on the witness's configurations across the whole range plus, at each failing temperature,
-//! flow samples resampled by importance weight (so that under-covered regions return in
-//! proportion to their Boltzmann mass), then re-estimates everything with a fresh witness (a
-//! round that leaves fewer temperatures trusted is undone); up to `repairs` times. Where, after that, only the weights' tail checks (k̂) fail, flow-MCMC
-//! ([`chains`]: independence Metropolis with the same proposal, exact whatever the weights'
-//! tail, errors from independent chains) replaces importance sampling for ⟨U⟩ and C_V there,
-//! with its own checks. Where temperatures still fail, parallel tempering with the flow's
-//! proposals among its moves ([`temper`]) replaces their estimates, and where they fail after
-//! that, sequential Monte Carlo anneals down the grid and back with the flow as its start and
-//! global moves (`repair`), each with its own checks. What the sweep did is reported.
+//! **Methods** ([`methods`], `--methods`, default `is,flow-mcmc,temper,anneal`): one escalation
+//! loop; every temperature starts with the first method and each further one takes the
+//! temperatures whose checks still fail. Importance sampling (`is`, [`methods::importance`]) is
+//! followed by up to `repairs` rounds of retraining (`retrain`: half the training budget, lower
+//! learning rate, reverse KL on the failing range and forward KL (weight 2) on the witness's
+//! configurations plus, at each failing temperature, flow samples resampled by importance
+//! weight, then a fresh witness and new estimates). Flow-MCMC ([`flow_mcmc`]: the flow's
+//! independence kernel, exact whatever the weights' tail) takes temperatures where only the
+//! weights' tail (k̂) fails; tempering ([`temper`]) and annealing ([`methods::anneal`]) take
+//! whatever still fails. Every stage ends the same way (`settle`): checks recomputed, a line
+//! in `repairs`, and the state from before restored when fewer temperatures are trusted.
 //!
-//! Files: `rounds` (estimation in rounds), `model` (training and loading), [`checks`],
-//! [`witness`], `repair`, [`chains`], [`temper`], `report` (the result and its table).
+//! Files: `methods/` (one file per method), `model` (training and loading), [`checks`],
+//! [`witness`], `retrain`, `report` (the result and its table).
 
-pub mod chains;
 pub mod checks;
 mod csv_out;
 pub mod methods;
 mod model;
-mod repair;
 mod report;
-mod rounds;
+mod retrain;
 mod samples_out;
-pub mod temper;
 pub mod witness;
 
-pub use methods::{Method, Tempering};
+pub use methods::importance::estimate;
+pub use methods::{flow_mcmc, temper, Method, Tempering};
 pub use model::sweep_training;
 pub use report::{ExactCurves, SweepResult, TrainSummary, WitnessSummary};
-pub use rounds::estimate;
 pub use samples_out::write_samples;
 
 use std::path::PathBuf;
@@ -63,7 +59,7 @@ use crate::flows::{io, CouplingConfig, Flow};
 use crate::systems::{self, check_temperature, Energy};
 use crate::train::History;
 use checks::{Checks, WitnessPoint};
-use rounds::{estimate_rounds, Estimator, Rounds};
+use methods::importance::{self, Estimator, Rounds};
 use witness::{run_witness, Witness, WitnessConfig};
 
 /// Settings of a sweep (the CLI's flags).
@@ -331,6 +327,68 @@ struct State {
     history: History,
 }
 
+/// What a stage may change, kept so that it can be undone.
+struct Saved {
+    flow: Flow,
+    witness: Option<Witness>,
+    rounds: Rounds,
+    checks: Vec<Checks>,
+    points: Vec<WitnessPoint>,
+}
+
+impl State {
+    /// The temperatures whose checks fail.
+    fn failing(&self) -> Vec<usize> {
+        (0..self.checks.len())
+            .filter(|&i| !checks::all_pass(&self.checks[i]))
+            .collect()
+    }
+
+    /// The state to go back to (see [`settle`]).
+    fn saved(&self) -> Saved {
+        Saved {
+            flow: self.flow.clone(),
+            witness: self.witness.clone(),
+            rounds: self.rounds.clone(),
+            checks: self.checks.clone(),
+            points: self.points.clone(),
+        }
+    }
+}
+
+/// How every stage ends, and the one way to undo one: the checks recomputed, a line in the
+/// repairs saying `what` the stage did and how many temperatures are trusted before (in
+/// `saved`) and after, and `saved` restored when fewer are. Returns whether the stage's result
+/// was kept.
+fn settle(sw: &Sweeper, st: &mut State, saved: Saved, what: &str) -> Result<bool> {
+    let trusted = |c: &[Checks]| c.iter().filter(|c| checks::all_pass(c)).count();
+    let before = trusted(&saved.checks);
+    sw.check(st)?;
+    let after = trusted(&st.checks);
+    let worse = after < before;
+    st.repairs.push(format!(
+        "{what}: trusted {before} → {after} of {}{}",
+        sw.temps.len(),
+        if worse {
+            "; worse, so the state from before is kept"
+        } else {
+            ""
+        }
+    ));
+    if worse {
+        let s = saved;
+        (st.flow, st.witness, st.rounds, st.checks, st.points) =
+            (s.flow, s.witness, s.rounds, s.checks, s.points);
+    }
+    Ok(!worse)
+}
+
+/// "T = 0.500, 0.750" for the temperatures at `idx`.
+fn at(temps: &[f64], idx: &[usize]) -> String {
+    let t: Vec<String> = idx.iter().map(|&i| format!("{:.3}", temps[i])).collect();
+    format!("T = {}", t.join(", "))
+}
+
 impl Sweeper<'_> {
     /// A witness run (none when `witness_sweeps` is 0); `repair` varies its seed.
     fn witness(&self, repair: u64) -> Result<Option<Witness>> {
@@ -360,31 +418,6 @@ impl Sweeper<'_> {
             );
         }
         Ok(Some(w))
-    }
-
-    /// Importance sampling in rounds at every temperature, then up to `repairs` rounds of
-    /// retraining where it fails.
-    fn importance(&self, st: &mut State) -> Result<()> {
-        let cfg = self.cfg;
-        if cfg.progress {
-            eprintln!(
-                "[sweep] importance sampling at {} temperatures, {} samples each to start{}",
-                self.temps.len(),
-                cfg.samples,
-                cfg.cv_tol
-                    .map(|t| format!(", until C_V is within {:.2} %", 100.0 * t))
-                    .unwrap_or_default()
-            );
-        }
-        st.rounds = estimate_rounds(&st.flow, self.energy, &self.temps, cfg, self.seed)?;
-        st.estimate_seconds += st.rounds.seconds;
-        self.check(st)?;
-        for r in 0..cfg.repairs {
-            if crate::observe::interrupted() || !repair::retrain(self, st, r)? {
-                break;
-            }
-        }
-        Ok(())
     }
 
     /// Recompute every check from the state's estimates, witness and flow.
@@ -503,10 +536,10 @@ fn run_on(
             break;
         }
         match m {
-            Method::Importance => sw.importance(&mut st)?,
-            Method::FlowMcmc => repair::chain_repair(&sw, &mut st)?,
-            Method::Temper(settings) => temper::temper(&sw, &mut st, settings)?,
-            Method::Anneal => repair::anneal(&sw, &mut st)?,
+            Method::Importance => importance::run(&sw, &mut st)?,
+            Method::FlowMcmc => flow_mcmc::run(&sw, &mut st)?,
+            Method::Temper(settings) => temper::run(&sw, &mut st, settings)?,
+            Method::Anneal => methods::anneal::run(&sw, &mut st)?,
         }
     }
     if let Some(path) = &cfg.save_model {

@@ -100,7 +100,7 @@ pub struct SweepResult {
     /// `tempering`.
     pub method: Vec<String>,
     /// The flow-MCMC runs (acceptance, stuck chains, chains, steps) where used, else null.
-    pub flow_mcmc: Vec<Option<super::chains::ChainEstimate>>,
+    pub flow_mcmc: Vec<Option<super::flow_mcmc::ChainEstimate>>,
     /// The sequential Monte Carlo run (rungs, particles, replicas, per temperature its
     /// hysteresis, energy correlation and acceptance) where one ran: the witness of tempered
     /// points, and the estimate where `method` is `smc`.

@@ -4,24 +4,24 @@
 
 use std::time::Instant;
 
-use super::chains::ChainEstimate;
+use super::flow_mcmc::ChainEstimate;
 use super::temper::TemperPoint;
-use super::{SweepConfig, DEFENSIVE_FRACTION, DEFENSIVE_WIDTH};
 use crate::error::{Error, Result};
 use crate::estimators::{thermo, Estimate, Thermo};
 use crate::flows::Flow;
 use crate::mcmc::SmcPoint;
+use crate::sweep::{State, SweepConfig, Sweeper, DEFENSIVE_FRACTION, DEFENSIVE_WIDTH};
 use crate::systems::Energy;
 
 /// One temperature's accumulated samples: energies and flow log-densities.
 #[derive(Clone, Debug, Default)]
-pub(super) struct Draws {
-    pub(super) u: Vec<f64>,
-    pub(super) log_q: Vec<f64>,
+pub(in crate::sweep) struct Draws {
+    pub(in crate::sweep) u: Vec<f64>,
+    pub(in crate::sweep) log_q: Vec<f64>,
 }
 
 impl Draws {
-    pub(super) fn max_log_w(&self, t: f64) -> f64 {
+    pub(in crate::sweep) fn max_log_w(&self, t: f64) -> f64 {
         self.u
             .iter()
             .zip(&self.log_q)
@@ -32,7 +32,7 @@ impl Draws {
 }
 
 /// Draw `n` flow samples at `t` and their energies (evaluated in parallel) into `d`.
-pub(super) fn draw(
+pub(in crate::sweep) fn draw(
     flow: &Flow,
     energy: &dyn Energy,
     t: f64,
@@ -73,24 +73,24 @@ pub fn estimate(
 
 /// The outcome of the estimation rounds.
 #[derive(Clone)]
-pub(super) struct Rounds {
-    pub(super) th: Vec<Thermo>,
-    pub(super) draws: Vec<Draws>,
-    pub(super) reached: Vec<bool>,
+pub(in crate::sweep) struct Rounds {
+    pub(in crate::sweep) th: Vec<Thermo>,
+    pub(in crate::sweep) draws: Vec<Draws>,
+    pub(in crate::sweep) reached: Vec<bool>,
     /// How each temperature's ⟨U⟩ and C_V were estimated.
-    pub(super) method: Vec<Estimator>,
-    pub(super) seconds: f64,
+    pub(in crate::sweep) method: Vec<Estimator>,
+    pub(in crate::sweep) seconds: f64,
 }
 
 /// How one temperature's ⟨U⟩ and C_V were estimated: the flow's importance sampling, or what
 /// replaced it.
 #[derive(Clone)]
-pub(super) enum Estimator {
+pub(in crate::sweep) enum Estimator {
     /// Not yet (the first method is not importance sampling).
     Unestimated,
     /// Importance sampling from the flow.
     Importance,
-    /// Flow-MCMC ([`super::chains`]).
+    /// Flow-MCMC ([`super::flow_mcmc`]).
     FlowMcmc(ChainEstimate),
     /// Sequential Monte Carlo ([`crate::mcmc::smc`]).
     Smc(SmcPoint),
@@ -100,7 +100,7 @@ pub(super) enum Estimator {
 
 impl Estimator {
     /// The name the JSON and the table use.
-    pub(super) fn name(&self) -> &'static str {
+    pub(in crate::sweep) fn name(&self) -> &'static str {
         match self {
             Estimator::Unestimated => "none",
             Estimator::Importance => "importance",
@@ -114,7 +114,7 @@ impl Estimator {
 impl Rounds {
     /// Nothing estimated yet at `temps` (when the first method is not importance sampling):
     /// every value NaN, no samples.
-    pub(super) fn unestimated(temps: &[f64]) -> Rounds {
+    pub(in crate::sweep) fn unestimated(temps: &[f64]) -> Rounds {
         let nan = Estimate {
             value: f64::NAN,
             se: f64::NAN,
@@ -155,7 +155,7 @@ fn hopeless(t: &Thermo) -> bool {
 
 /// Sample in rounds until C_V reaches `cv_tol` everywhere (or is [`hopeless`] there) or the
 /// budget ends.
-pub(super) fn estimate_rounds(
+pub(in crate::sweep) fn estimate_rounds(
     flow: &Flow,
     energy: &dyn Energy,
     temps: &[f64],
@@ -188,17 +188,13 @@ pub(super) fn estimate_rounds(
             let n = draws[i].u.len();
             let rel = t.cv.se / t.cv.value.abs();
             reached[i] = rel <= tol;
-            want[i] = if reached[i] || out_of_time || n >= cfg.max_samples || hopeless(t) {
+            let left = cfg.max_samples.saturating_sub(n);
+            want[i] = if reached[i] || out_of_time || hopeless(t) {
                 0
+            } else if rel.is_finite() {
+                super::more(n, rel, Some(tol), n / 4, left)
             } else {
-                let need = if rel.is_finite() {
-                    (n as f64 * (rel / tol).powi(2) * 1.2).ceil() as usize
-                } else {
-                    4 * n
-                };
-                need.saturating_sub(n)
-                    .clamp(n / 4, 3 * n)
-                    .min(cfg.max_samples - n)
+                (3 * n).min(left)
             };
         }
         let pending = want.iter().filter(|&&w| w > 0).count();
@@ -230,4 +226,29 @@ pub(super) fn estimate_rounds(
         method: vec![Estimator::Importance; n_t],
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// The method: importance sampling in rounds at every temperature, then up to `repairs` rounds
+/// of retraining where it fails.
+pub(in crate::sweep) fn run(sw: &Sweeper, st: &mut State) -> Result<()> {
+    let cfg = sw.cfg;
+    if cfg.progress {
+        eprintln!(
+            "[sweep] importance sampling at {} temperatures, {} samples each to start{}",
+            sw.temps.len(),
+            cfg.samples,
+            cfg.cv_tol
+                .map(|t| format!(", until C_V is within {:.2} %", 100.0 * t))
+                .unwrap_or_default()
+        );
+    }
+    st.rounds = estimate_rounds(&st.flow, sw.energy, &sw.temps, cfg, sw.seed)?;
+    st.estimate_seconds += st.rounds.seconds;
+    sw.check(st)?;
+    for r in 0..cfg.repairs {
+        if crate::observe::interrupted() || !crate::sweep::retrain::retrain(sw, st, r)? {
+            break;
+        }
+    }
+    Ok(())
 }

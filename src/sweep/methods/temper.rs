@@ -2,7 +2,7 @@
 //! the conditioned flow's proposals among its moves (before annealing, which takes what it
 //! leaves failing).
 //!
-//! The ladder is the witness's ([`super::witness`]: every grid temperature a rung, filled
+//! The ladder is the witness's ([`crate::sweep::witness`]: every grid temperature a rung, filled
 //! geometrically, continued to 2 T_max), [`TEMPER_LADDERS`] ladders from dispersed starts of
 //! its own seed, the system's local moves, exchanges between neighbours, and every
 //! [`FLOW_EVERY`] sweeps ([`FLOW_EVERY_LATTICE`] on lattice fields) an independence proposal from
@@ -21,7 +21,7 @@
 //! ladder; their errors come from the spread between ladders (independent, each from its own
 //! start: [`crate::estimators::thermo_replicas`]), which holds whatever each ladder's
 //! autocorrelation. log Z, F and S are not estimated there. The estimate's own checks
-//! ([`super::checks::local_tempering`]):
+//! ([`crate::sweep::checks::local_tempering`]):
 //! * `pt_round_trips`: round trips (coldest → hottest → coldest) ≥ [`TRIPS_PER_LADDER`] per
 //!   ladder: replicas that do not travel the ladder do not carry what the hot rungs find;
 //! * `pt_split`: |t| ≤ 4 for the paired difference, across ladders, of each ladder's ⟨U⟩ over
@@ -39,15 +39,14 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::checks;
-use super::methods::Tempering;
-use super::rounds::Estimator;
-use super::witness::ladder;
-use super::{State, Sweeper, ESTIMATE_GROWTH};
+use super::importance::Estimator;
+use super::{left_by_time, more, Tempering};
 use crate::error::Result;
 use crate::estimators::{thermo_replicas, Estimate, Thermo};
 use crate::flows::Flow;
 use crate::mcmc::{dispersed_starts, paired_t, parallel_tempering_with, tau_int, Moves, PtConfig};
+use crate::sweep::witness::ladder;
+use crate::sweep::{checks, State, Sweeper, ESTIMATE_GROWTH};
 
 /// Ladders of one tempering run.
 pub const TEMPER_LADDERS: usize = 16;
@@ -285,17 +284,8 @@ fn temper_rounds(
             .max_samples
             .min(ESTIMATE_GROWTH * first)
             .saturating_sub(l);
-        let by_time = cfg.estimate_seconds.map_or(usize::MAX, |budget| {
-            ((budget - pooled.seconds) / (pooled.seconds / l as f64)).max(0.0) as usize
-        });
-        let want = match cfg.cv_tol {
-            Some(tol) if worst > tol && worst.is_finite() => {
-                let need = (l as f64 * (worst / tol).powi(2) * 1.2).ceil() as usize;
-                need.saturating_sub(l).clamp(l / 4, 3 * l)
-            }
-            _ => 0,
-        };
-        let more = want.min(by_samples).min(by_time) / TEMPER_LADDERS;
+        let left = by_samples.min(left_by_time(cfg.estimate_seconds, pooled.seconds, l));
+        let more = more(l, worst, cfg.cv_tol, l / 4, left) / TEMPER_LADDERS;
         if cfg.progress {
             eprintln!(
                 "[sweep] parallel tempering: {} ladders × {} rungs, {} round trips, worst C_V error {} at the failing temperatures that pass its checks, {:.1} s{}",
@@ -346,11 +336,9 @@ fn temper_rounds(
 /// Where temperatures still fail: parallel tempering with flow proposals (see the module doc)
 /// replaces their estimates; checks are recomputed and the replacement is undone when fewer
 /// temperatures are trusted after it.
-pub(super) fn temper(sw: &Sweeper, st: &mut State, settings: &Tempering) -> Result<()> {
+pub(in crate::sweep) fn run(sw: &Sweeper, st: &mut State, settings: &Tempering) -> Result<()> {
     let (cfg, temps) = (sw.cfg, &sw.temps);
-    let failing: Vec<usize> = (0..temps.len())
-        .filter(|&i| !checks::all_pass(&st.checks[i]))
-        .collect();
+    let failing = st.failing();
     if failing.is_empty() {
         return Ok(());
     }
@@ -376,9 +364,9 @@ pub(super) fn temper(sw: &Sweeper, st: &mut State, settings: &Tempering) -> Resu
                 temps[0]
             );
         }
-        st.smc = super::repair::anneal_rounds(sw, &st.flow, &[], None)?;
+        st.smc = super::anneal::rounds(sw, &st.flow, &[], None)?;
     }
-    let saved = (st.rounds.clone(), st.checks.clone(), st.points.clone());
+    let saved = st.saved();
     let nan = Estimate {
         value: f64::NAN,
         se: f64::NAN,
@@ -400,7 +388,7 @@ pub(super) fn temper(sw: &Sweeper, st: &mut State, settings: &Tempering) -> Resu
     }
     st.estimate_seconds += run.seconds;
     let what = format!(
-        "parallel tempering ({} ladders × {} rungs, {} sweeps per ladder on average, {} round trips, flow proposals accepted {:.3} and kept after burn-in at {:?} of {} rungs (weights' k̂ < ½), lowest exchange acceptance {:.2}, {:.1} s)",
+        "parallel tempering ({} ladders × {} rungs, {} sweeps per ladder on average, {} round trips, flow proposals accepted {:.3} and kept after burn-in at {:?} of {} rungs (weights' k̂ < ½), lowest exchange acceptance {:.2}, {:.1} s) replaced the estimates at {}",
         run.ladders,
         run.rungs,
         run.ladder_sweeps / run.ladders.max(1),
@@ -410,8 +398,9 @@ pub(super) fn temper(sw: &Sweeper, st: &mut State, settings: &Tempering) -> Resu
         run.rungs,
         run.min_swap_acceptance,
         run.seconds,
+        crate::sweep::at(temps, &failing),
     );
-    if super::repair::settle(sw, st, saved, &failing, &what)? {
+    if crate::sweep::settle(sw, st, saved, &what)? {
         st.tempering = Some(run);
     }
     Ok(())

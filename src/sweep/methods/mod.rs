@@ -12,6 +12,11 @@
 //! * `anneal`: sequential Monte Carlo down the grid and back, the flow as its start and global
 //!   moves.
 
+pub mod anneal;
+pub mod flow_mcmc;
+pub mod importance;
+pub mod temper;
+
 use serde::Serialize;
 
 use crate::error::{input_err, Result};
@@ -131,6 +136,31 @@ pub fn check_list(methods: &[Method]) -> Result<()> {
     Ok(())
 }
 
+/// The one rule by which every method decides how much more to run: with `n` units spent so far
+/// (samples, steps, ladder-sweeps, replicas) and a relative C_V error `rel`, which falls as
+/// 1/√n, about n (rel/tol)² · 1.2 − n more (a 20 % margin) bring it to `tol`: at least `least`,
+/// at most 3 n, within `left`. None where the tolerance is met, there is none, or `rel` is not
+/// finite.
+pub(crate) fn more(n: usize, rel: f64, tol: Option<f64>, least: usize, left: usize) -> usize {
+    match tol {
+        Some(tol) if rel > tol && rel.is_finite() => {
+            let need = (n as f64 * (rel / tol).powi(2) * 1.2).ceil() as usize;
+            need.saturating_sub(n)
+                .clamp(least.min(3 * n), 3 * n)
+                .min(left)
+        }
+        _ => 0,
+    }
+}
+
+/// How many more units fit in the user's wall-time limit (`--estimate-seconds`; unlimited
+/// without one) at the rate of the `n` run in `spent` seconds.
+pub(crate) fn left_by_time(limit: Option<f64>, spent: f64, n: usize) -> usize {
+    limit.map_or(usize::MAX, |budget| {
+        ((budget - spent) / (spent / n.max(1) as f64)).max(0.0) as usize
+    })
+}
+
 /// The names, comma-separated (as `--methods` takes them).
 pub fn names(methods: &[Method]) -> String {
     methods
@@ -166,5 +196,28 @@ mod tests {
             ..Tempering::default()
         });
         assert!(check_list(&[empty]).is_err());
+    }
+
+    /// The pooling rule: the error's 1/√n law with a 20 % margin, capped at 3 n and by what is
+    /// left; nothing once the tolerance is met, without one, or for a non-finite error.
+    #[test]
+    fn more_follows_the_square_root_law_within_its_caps() {
+        let tol = Some(0.01);
+        // 0.012 → 1000 · 1.44 · 1.2 = 1728: 728 more.
+        assert_eq!(more(1000, 0.012, tol, 250, usize::MAX), 728);
+        assert_eq!(more(1000, 0.0101, tol, 250, usize::MAX), 250);
+        assert_eq!(more(1000, 0.05, tol, 250, usize::MAX), 3000);
+        assert_eq!(more(1000, 0.05, tol, 250, 500), 500);
+        for (rel, tol) in [
+            (0.009, tol),
+            (0.05, None),
+            (f64::NAN, tol),
+            (f64::INFINITY, tol),
+        ] {
+            assert_eq!(more(1000, rel, tol, 250, usize::MAX), 0);
+        }
+        assert_eq!(left_by_time(None, 10.0, 100), usize::MAX);
+        assert_eq!(left_by_time(Some(30.0), 10.0, 100), 200);
+        assert_eq!(left_by_time(Some(5.0), 10.0, 100), 0);
     }
 }

@@ -1,0 +1,195 @@
+//! Annealing: sequential Monte Carlo from T_max down the grid and back ([`crate::mcmc::smc`]),
+//! the flow as its start and global moves, the system's local moves; its estimates replace the
+//! failing ones, and one run of it is the witness of tempered points
+//! ([`crate::sweep::checks::annealing_witness`]).
+
+use super::importance::Estimator;
+use super::{left_by_time, more};
+use crate::error::Result;
+use crate::estimators::Estimate;
+use crate::flows::Flow;
+use crate::mcmc::{smc, SmcConfig, SmcRun};
+use crate::sweep::{
+    checks, State, Sweeper, ESTIMATE_GROWTH, SMC_MAX_RUN, SMC_PARTICLES, SMC_REPLICAS,
+};
+
+/// Sequential Monte Carlo runs pooled until C_V reaches `cv_tol` at the `failing`
+/// temperatures that pass the hysteresis check: each further run has about
+/// R (r/tol)² · 1.2 − R more replicas (r the worst relative error, R those so far; at least
+/// [`SMC_REPLICAS`], at most 3 R and [`SMC_MAX_RUN`]), within `max_samples` particles per
+/// temperature (both passes) and [`ESTIMATE_GROWTH`] times the first run's replicas (a step
+/// budget: the same seed gives the same run on any machine), and within `estimate_seconds`
+/// where the user sets that wall-time limit. `start`: a run so far (the tempered points'
+/// witness), pooled with the further ones. None when interrupted.
+pub(in crate::sweep) fn rounds(
+    sw: &Sweeper,
+    flow: &Flow,
+    failing: &[usize],
+    start: Option<SmcRun>,
+) -> Result<Option<SmcRun>> {
+    let (cfg, temps) = (sw.cfg, &sw.temps);
+    let mut sc = SmcConfig::new(sw.energy, temps.clone());
+    sc.particles = SMC_PARTICLES;
+    sc.replicas = SMC_REPLICAS;
+    sc.progress = cfg.progress;
+    let (mut run, mut first_run, mut start) = (None::<SmcRun>, None, start);
+    for round in 0u64.. {
+        sc.seed = sw.seed ^ 0x53c0 ^ (round << 32);
+        let next = match start.take() {
+            Some(r) => r,
+            None => match smc(sw.energy, flow, &sc) {
+                Ok(next) => next,
+                Err(_) if crate::observe::interrupted() => return Ok(None),
+                Err(e) => return Err(e),
+            },
+        };
+        let pooled = match run.take() {
+            None => next,
+            Some(r) => r.merge(next)?,
+        };
+        // Only points that pass their own hysteresis check are worth more replicas.
+        let refinable = failing
+            .iter()
+            .any(|&i| pooled.points[i].hysteresis <= checks::Z_LIMIT);
+        let worst = failing
+            .iter()
+            .filter(|&&i| pooled.points[i].hysteresis <= checks::Z_LIMIT)
+            .map(|&i| {
+                let cv = pooled.points[i].thermo.cv;
+                cv.se / cv.value.abs()
+            })
+            .fold(
+                0.0f64,
+                |a, b| if b.is_nan() { f64::INFINITY } else { a.max(b) },
+            );
+        let r = pooled.replicas;
+        let first = *first_run.get_or_insert(r);
+        let most_by_samples = (cfg.max_samples / (2 * SMC_PARTICLES))
+            .min(ESTIMATE_GROWTH * first)
+            .saturating_sub(r);
+        let left = most_by_samples
+            .min(left_by_time(cfg.estimate_seconds, pooled.seconds, r))
+            .min(SMC_MAX_RUN);
+        let more = Some(more(r, worst, cfg.cv_tol, SMC_REPLICAS, left))
+            .filter(|&m| m >= 2)
+            .unwrap_or(0);
+        if cfg.progress && failing.is_empty() {
+            eprintln!(
+                "[sweep] sequential Monte Carlo: {r} replicas, {:.1} s",
+                pooled.seconds
+            );
+        } else if cfg.progress {
+            eprintln!(
+                "[sweep] sequential Monte Carlo: {r} replicas, worst C_V error {} at the failing temperatures that pass the hysteresis check, {:.1} s{}",
+                if refinable {
+                    format!("{:.2} %", 100.0 * worst)
+                } else {
+                    "– (none passes)".to_string()
+                },
+                pooled.seconds,
+                if more > 0 {
+                    format!("; {more} more replicas")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        run = Some(pooled);
+        if more == 0 || crate::observe::interrupted() {
+            break;
+        }
+        sc.replicas = more;
+    }
+    Ok(run)
+}
+
+/// Where temperatures still fail: sequential Monte Carlo from T_max down the grid and back
+/// ([`crate::mcmc::smc`], [`SMC_REPLICAS`] replicas of [`SMC_PARTICLES`] particles, the flow
+/// as its start and global moves, the system's local moves), whose estimates replace the
+/// failing ones; checks are recomputed and the replacement is undone when fewer temperatures
+/// are trusted after it. log Z there is the hottest trusted temperature's plus the anneal's
+/// difference (not estimated when none is trusted: the flow's own log Ẑ at T_max would carry
+/// whatever mass it misses).
+pub(in crate::sweep) fn run(sw: &Sweeper, st: &mut State) -> Result<()> {
+    let (cfg, temps) = (sw.cfg, &sw.temps);
+    let failing = st.failing();
+    if failing.is_empty() {
+        return Ok(());
+    }
+    if cfg.progress {
+        eprintln!(
+            "[sweep] sequential Monte Carlo: {} of {} temperatures fail; annealing from T = {:.3} to {:.3} and back, {SMC_REPLICAS} replicas × {SMC_PARTICLES} particles",
+            failing.len(),
+            temps.len(),
+            temps[temps.len() - 1],
+            temps[0]
+        );
+    }
+    // The tempered points' witness, when there is one, is the anneal's first run.
+    let Some(run) = rounds(sw, &st.flow, &failing, st.smc.take())? else {
+        st.repairs
+            .push("sequential Monte Carlo interrupted; its estimates not used".into());
+        return Ok(());
+    };
+    let saved = st.saved();
+    // log Z from the hottest trusted temperature's importance sampling plus the anneal's
+    // log Z(T) − log Z(T_a); not estimated (NaN) when no temperature is trusted.
+    let anchor = (0..temps.len()).rev().find(|i| !failing.contains(i));
+    for &i in &failing {
+        let p = &run.points[i];
+        let r = &mut st.rounds;
+        let mut th = p.thermo;
+        let (t, nan) = (temps[i], f64::NAN);
+        let log_z = match anchor {
+            Some(a) => {
+                let (is, rel, rel_a) = (r.th[a].log_z, p.thermo.log_z, run.points[a].thermo.log_z);
+                Estimate {
+                    value: is.value + rel.value - rel_a.value,
+                    se: (is.se.powi(2) + rel.se.powi(2) + rel_a.se.powi(2)).sqrt(),
+                }
+            }
+            None => Estimate {
+                value: nan,
+                se: nan,
+            },
+        };
+        th.log_z = log_z;
+        // (0 where log Z is not estimated: the other checks' combinations must stay finite.)
+        th.cov[3][3] = if log_z.se.is_nan() {
+            0.0
+        } else {
+            log_z.se.powi(2)
+        };
+        th.f = Estimate {
+            value: -t * log_z.value,
+            se: t * log_z.se,
+        };
+        th.s = Estimate {
+            value: th.u.value / t + log_z.value,
+            se: ((th.u.se / t).powi(2) + log_z.se.powi(2)).sqrt(),
+        };
+        r.th[i] = th;
+        r.reached[i] = cfg
+            .cv_tol
+            .is_none_or(|tol| p.thermo.cv.se <= tol * p.thermo.cv.value.abs());
+        r.method[i] = Estimator::Smc(p.clone());
+    }
+    st.estimate_seconds += run.seconds;
+    let what = format!(
+        "sequential Monte Carlo ({} replicas × {} particles, {} + {} rungs, {:.1} kernel applications per rung, flow proposals accepted {:.3}, {:.1} s) replaced the estimates at {}",
+        run.replicas,
+        run.particles,
+        run.rungs[0],
+        run.rungs[1],
+        run.repeats as f64 / (run.rungs[0] + run.rungs[1]).max(1) as f64,
+        run.flow_acceptance,
+        run.seconds,
+        crate::sweep::at(temps, &failing),
+    );
+    st.smc = Some(run);
+    if !crate::sweep::settle(sw, st, saved, &what)? {
+        // The anneal's estimates are not kept; it stays the tempered points' witness.
+        sw.check(st)?;
+    }
+    Ok(())
+}
