@@ -488,7 +488,7 @@ pub fn verdict(temps: &[f64], checks: &[Checks]) -> String {
 }
 
 /// "T = 0.5–0.74, 2.1" for the temperatures at `idx` (runs of neighbours joined).
-fn ranges(temps: &[f64], idx: &[usize]) -> String {
+pub fn ranges(temps: &[f64], idx: &[usize]) -> String {
     let mut out = Vec::new();
     let mut k = 0;
     while k < idx.len() {

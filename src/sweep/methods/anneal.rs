@@ -118,7 +118,8 @@ pub(in crate::sweep) fn run(sw: &Sweeper, st: &mut State) -> Result<()> {
     }
     if cfg.progress {
         eprintln!(
-            "[sweep] sequential Monte Carlo: {} of {} temperatures fail; annealing from T = {:.3} to {:.3} and back, {SMC_REPLICAS} replicas × {SMC_PARTICLES} particles",
+            "[sweep] sequential Monte Carlo for {} ({} of {} temperatures fail): annealing from T = {:.3} to {:.3} and back, {SMC_REPLICAS} replicas × {SMC_PARTICLES} particles",
+            checks::ranges(temps, &failing),
             failing.len(),
             temps.len(),
             temps[temps.len() - 1],

@@ -344,9 +344,16 @@ pub(in crate::sweep) fn run(sw: &Sweeper, st: &mut State, settings: &Tempering) 
     }
     if cfg.progress {
         eprintln!(
-            "[sweep] parallel tempering: {} of {} temperatures fail; {TEMPER_LADDERS} ladders from dispersed starts, local moves, exchanges and flow proposals",
+            "[sweep] parallel tempering for {} ({} of {} temperatures fail): {TEMPER_LADDERS} ladders, local moves, exchanges{}",
+            checks::ranges(temps, &failing),
             failing.len(),
             temps.len(),
+            match (&settings.starts, settings.flow_proposals) {
+                (None, true) => " and flow proposals; dispersed starts",
+                (None, false) => "; dispersed starts",
+                (Some(_), true) => " and flow proposals; the given starts",
+                (Some(_), false) => "; the given starts",
+            }
         );
     }
     let Some(run) = temper_rounds(sw, &st.flow, settings, &failing)? else {
