@@ -261,7 +261,12 @@ fn all_checks(
             let missed = (0..w.rungs.len())
                 .map(|k| match w.grid_index[k] {
                     Some(i) => {
-                        let max_log_w = rounds.draws[i].max_log_w(th[i].t);
+                        // The largest weight the flow's samples there reached: importance
+                        // sampling's, and flow-MCMC's proposals where it ran.
+                        let mut max_log_w = rounds.draws[i].max_log_w(th[i].t);
+                        if let Estimator::FlowMcmc(c) = &rounds.method[i] {
+                            max_log_w = max_log_w.max(c.max_log_weight);
+                        }
                         w.missed(k, flow, energy, max_log_w, &th[i])
                     }
                     None => Ok(witness::Missed::UNKNOWN),

@@ -129,7 +129,7 @@ pub struct SweepResult {
     pub samples: usize,
     /// Seconds spent sampling and estimating (all rounds).
     pub estimate_seconds: f64,
-    /// Flow samples per second during estimation, energies included.
+    /// Flow samples per second during importance sampling, energies included (0 without it).
     pub estimate_samples_per_s: f64,
     /// Seed, budgets and flow settings of the run.
     pub config: serde_json::Value,
@@ -195,14 +195,19 @@ impl SweepResult {
                 s += &format!(" ({})\n", self.method[i]);
             }
         }
-        s += &format!(
-            "training: {} steps, {:.1} s, final loss {:.4}; estimates: {} samples in {:.1} s ({:.0}/s)\n",
+        s +=
+            &format!(
+            "training: {} steps, {:.1} s, final loss {:.4}; estimates: {} samples in {:.1} s{}\n",
             self.train.steps,
             self.train.seconds,
             self.train.final_loss,
             self.samples_used.iter().sum::<usize>(),
             self.estimate_seconds,
-            self.estimate_samples_per_s
+            if self.estimate_samples_per_s > 0.0 {
+                format!(" ({:.0}/s importance sampling)", self.estimate_samples_per_s)
+            } else {
+                String::new()
+            }
         );
         for r in &self.repairs {
             s += &format!("repair: {r}\n");

@@ -35,6 +35,9 @@ pub struct ChainEstimate {
     pub chains: usize,
     /// Steps per chain after burn-in.
     pub steps: usize,
+    /// The largest log-weight log w = −U/T − log q_mix among the start and the proposals: the
+    /// witness's configurations beyond it were never proposed (`missed_mass`).
+    pub max_log_weight: f64,
 }
 
 /// Run `chains` chains for `burn_in` + `steps` steps at temperature `t`.
@@ -50,10 +53,19 @@ pub fn flow_mcmc_at(
     let mut rng = crate::rng::seeded(seed);
     let kernel = Independence::new(flow);
     let mut w = kernel.start(energy, chains, &[t], &[t], &mut rng)?;
+    let finite_max = |l: &[f64]| {
+        l.iter()
+            .copied()
+            .filter(|l| l.is_finite())
+            .fold(f64::NEG_INFINITY, f64::max)
+    };
+    let mut max_log_weight = finite_max(&w.log_w);
     let mut series = vec![Vec::with_capacity(steps); chains];
     let mut accepted = vec![0usize; chains];
     for step in 0..burn_in + steps {
-        let moved = kernel.step(energy, &mut w, &[t], &[t], &mut rng)?.accepted;
+        let s = kernel.step(energy, &mut w, &[t], &[t], &mut rng)?;
+        max_log_weight = max_log_weight.max(finite_max(&s.proposal_log_w));
+        let moved = s.accepted;
         if step >= burn_in {
             for c in 0..chains {
                 accepted[c] += moved[c] as usize;
@@ -73,6 +85,7 @@ pub fn flow_mcmc_at(
         stuck_fraction: stuck as f64 / chains as f64,
         chains,
         steps,
+        max_log_weight,
     })
 }
 
