@@ -142,21 +142,9 @@ impl Default for SweepConfig {
 /// are lighter than the target's, for a few per mille of ESS.
 pub use crate::mcmc::independence::{DEFENSIVE_FRACTION, DEFENSIVE_WIDTH};
 
-/// Independent chains of the flow-MCMC repair.
-pub const MCMC_CHAINS: usize = 2048;
-
-/// Particles per replica of the sequential Monte Carlo repair.
-pub const SMC_PARTICLES: usize = 256;
-/// Its independent replicas.
-pub const SMC_REPLICAS: usize = 16;
-/// Most replicas of one of its runs (more are pooled from further runs).
-pub const SMC_MAX_RUN: usize = 128;
-
-/// Tempering and annealing pool further runs until C_V reaches the tolerance, up to this many
-/// times the first run's ladder-sweeps or replicas in all (a budget in steps, so a seed fixes
-/// the result on any machine; `estimate_seconds` adds a wall-time limit only where a user
-/// sets one).
-pub const ESTIMATE_GROWTH: usize = 4;
+pub use methods::anneal::{SMC_MAX_RUN, SMC_PARTICLES, SMC_REPLICAS};
+pub use methods::flow_mcmc::MCMC_CHAINS;
+pub use methods::ESTIMATE_GROWTH;
 
 /// The default target relative standard error of C_V.
 pub const DEFAULT_CV_TOL: f64 = 0.01;

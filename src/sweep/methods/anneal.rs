@@ -9,9 +9,14 @@ use crate::error::Result;
 use crate::estimators::Estimate;
 use crate::flows::Flow;
 use crate::mcmc::{smc, SmcConfig, SmcRun};
-use crate::sweep::{
-    checks, State, Sweeper, ESTIMATE_GROWTH, SMC_MAX_RUN, SMC_PARTICLES, SMC_REPLICAS,
-};
+use crate::sweep::{checks, State, Sweeper, ESTIMATE_GROWTH};
+
+/// Particles per replica.
+pub const SMC_PARTICLES: usize = 256;
+/// Independent replicas of a run.
+pub const SMC_REPLICAS: usize = 16;
+/// Most replicas of one run (more are pooled from further runs).
+pub const SMC_MAX_RUN: usize = 128;
 
 /// Sequential Monte Carlo runs pooled until C_V reaches `cv_tol` at the `failing`
 /// temperatures that pass the hysteresis check: each further run has about

@@ -18,7 +18,10 @@ use crate::error::Result;
 use crate::estimators::{thermo_chains, Estimate, Thermo};
 use crate::flows::Flow;
 use crate::mcmc::Independence;
-use crate::sweep::{State, Sweeper, MCMC_CHAINS};
+use crate::sweep::{State, Sweeper};
+
+/// Independent chains at each temperature.
+pub const MCMC_CHAINS: usize = 2048;
 use crate::systems::Energy;
 
 /// A flow-MCMC estimate and the evidence that goes with it.

@@ -136,6 +136,12 @@ pub fn check_list(methods: &[Method]) -> Result<()> {
     Ok(())
 }
 
+/// Tempering and annealing pool further runs until C_V reaches the tolerance, up to this many
+/// times the first run's ladder-sweeps or replicas in all (a budget in steps, so a seed fixes
+/// the result on any machine; `estimate_seconds` adds a wall-time limit only where a user
+/// sets one).
+pub const ESTIMATE_GROWTH: usize = 4;
+
 /// The one rule by which every method decides how much more to run: with `n` units spent so far
 /// (samples, steps, ladder-sweeps, replicas) and a relative C_V error `rel`, which falls as
 /// 1/√n, about n (rel/tol)² · 1.2 − n more (a 20 % margin) bring it to `tol`: at least `least`,
