@@ -8,10 +8,10 @@
 //! flow with its base widened 1.2×; exact density at no extra cost), so that tails where the
 //! flow is lighter than the Boltzmann distribution do not give unbounded weights.
 //!
-//! **Rounds** (importance sampling). Every temperature starts with `samples` draws. After each round a temperature
-//! whose relative C_V error r exceeds `cv_tol` draws about N (r/cv_tol)² · 1.2 − N more
-//! (at most 3 N, at least N/4), within `max_samples` per temperature and the optional
-//! `estimate_seconds`.
+//! **Rounds** (importance sampling). Every temperature starts with `samples` draws. After each
+//! round a temperature whose relative C_V error r exceeds `cv_tol` draws about
+//! N (r/cv_tol)² · 1.2 − N more (at most 3 N, at least N/4), within `max_samples` per
+//! temperature and the optional `estimate_seconds`.
 //!
 //! **Trust** ([`checks`]): a temperature is trusted when its local checks (ESS, PSIS k̂,
 //! finite energies), the thermodynamic-consistency checks across the grid, and the
