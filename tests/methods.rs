@@ -33,23 +33,7 @@ fn config(methods: Vec<Method>, base: u64) -> SweepConfig {
 /// largest |z| over THERMOFLOW_TEST_SEED = 1–5 (tests/zspread.sh): 1.4–3.1 for flow-MCMC and
 /// annealing alone (16 comparisons), 1.8–2.1 for importance sampling.
 fn trusted_points_are_right(r: &SweepResult) {
-    let e = r.exact.as_ref().expect("quadrature");
-    for i in 0..r.temperatures.len() {
-        if !r.trusted[i] {
-            continue;
-        }
-        for (name, v, se, x) in [
-            ("U", r.u[i], r.u_se[i], e.u[i]),
-            ("Cv", r.cv[i], r.cv_se[i], e.cv[i]),
-        ] {
-            assert!(
-                common::within(name, v, se, x, 4.0, 0.0),
-                "T = {:.3} ({}): {name} {v:.4} ± {se:.4} vs {x:.4}",
-                r.temperatures[i],
-                r.method[i]
-            );
-        }
-    }
+    common::trusted_points_within(r, 4.0);
 }
 
 /// Flow-MCMC alone and annealing alone each estimate all four temperatures by themselves, with

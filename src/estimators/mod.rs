@@ -55,6 +55,12 @@ pub struct Estimate {
 }
 
 impl Estimate {
+    /// Not estimated.
+    pub const NAN: Estimate = Estimate {
+        value: f64::NAN,
+        se: f64::NAN,
+    };
+
     fn from_influence(value: f64, phi: impl Iterator<Item = f64>) -> Estimate {
         Estimate {
             value,
@@ -396,10 +402,7 @@ fn thermo_grouped(
         phi_dcv.iter().copied(),
     );
     let uest = Estimate::from_influence(mu, phi_u.iter().copied());
-    let nan = Estimate {
-        value: f64::NAN,
-        se: f64::NAN,
-    };
+    let nan = Estimate::NAN;
     let (log_z, f, s, phi_z) = if with_z {
         let (lz, phi_z) = w.log_z_phi();
         let phi_z = agg(phi_z);

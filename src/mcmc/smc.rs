@@ -763,10 +763,7 @@ fn point(
     };
     th.cov[3][3] = th.log_z.se.powi(2);
     // F and S need log Z(T_max) itself.
-    th.f = Estimate {
-        value: f64::NAN,
-        se: f64::NAN,
-    };
+    th.f = Estimate::NAN;
     th.s = th.f;
     let hysteresis = paired_t(&cool.means, &heat.means);
     let finite: Vec<f64> = [cool.acceptance, heat.acceptance]

@@ -220,6 +220,19 @@ pub fn local_tempering(th: &Thermo, p: &super::temper::TemperPoint) -> Checks {
     c
 }
 
+/// `witness_u`, `witness_cv`: the estimate's ⟨U⟩ and C_V agree with a witness's, |z| ≤
+/// [`WITNESS_Z_LIMIT`] (whichever algorithm the witness is).
+fn put_agreement(c: &mut Checks, z_u: f64, z_cv: f64) {
+    put(c, "witness_u", z_u, WITNESS_Z_LIMIT, z_u <= WITNESS_Z_LIMIT);
+    put(
+        c,
+        "witness_cv",
+        z_cv,
+        WITNESS_Z_LIMIT,
+        z_cv <= WITNESS_Z_LIMIT,
+    );
+}
+
 /// The witness checks of a temperature estimated by parallel tempering, against sequential
 /// Monte Carlo ([`crate::mcmc::smc`]) at T — another algorithm: the anneal carries the
 /// populations of separated modes in its weights, where a ladder must cross between them, so a
@@ -253,20 +266,7 @@ pub fn annealing_witness(th: &Thermo, p: Option<&crate::mcmc::SmcPoint>, start_z
             },
         )
     });
-    put(
-        &mut c,
-        "witness_u",
-        zu,
-        WITNESS_Z_LIMIT,
-        zu <= WITNESS_Z_LIMIT,
-    );
-    put(
-        &mut c,
-        "witness_cv",
-        zc,
-        WITNESS_Z_LIMIT,
-        zc <= WITNESS_Z_LIMIT,
-    );
+    put_agreement(&mut c, zu, zc);
     put(&mut c, "witness_hysteresis", hy, Z_LIMIT, hy <= Z_LIMIT);
     c
 }
@@ -407,20 +407,7 @@ pub fn witness(th: &[Thermo], w: &Witness, missed: &[Missed]) -> (Vec<Checks>, V
             let (zu, zc, mm, mb) = p.map_or((inf, inf, f64::NAN, f64::NAN), |p| {
                 (p.z_u, p.z_cv, p.missed_mass, p.missed_bias)
             });
-            put(
-                &mut c,
-                "witness_u",
-                zu,
-                WITNESS_Z_LIMIT,
-                zu <= WITNESS_Z_LIMIT,
-            );
-            put(
-                &mut c,
-                "witness_cv",
-                zc,
-                WITNESS_Z_LIMIT,
-                zc <= WITNESS_Z_LIMIT,
-            );
+            put_agreement(&mut c, zu, zc);
             put(
                 &mut c,
                 "missed_mass",

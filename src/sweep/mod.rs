@@ -325,8 +325,8 @@ struct Saved {
     flow: Flow,
     witness: Option<Witness>,
     rounds: Rounds,
-    checks: Vec<Checks>,
-    points: Vec<WitnessPoint>,
+    /// Temperatures trusted then.
+    trusted: usize,
 }
 
 impl State {
@@ -343,21 +343,20 @@ impl State {
             flow: self.flow.clone(),
             witness: self.witness.clone(),
             rounds: self.rounds.clone(),
-            checks: self.checks.clone(),
-            points: self.points.clone(),
+            trusted: self.checks.iter().filter(|c| checks::all_pass(c)).count(),
         }
     }
 }
 
 /// How every stage ends, and the one way to undo one: the checks recomputed, a line in the
 /// repairs saying `what` the stage did and how many temperatures are trusted before (in
-/// `saved`) and after, and `saved` restored when fewer are. Returns whether the stage's result
-/// was kept.
+/// `saved`) and after, and when fewer are, the flow, witness and estimates of `saved` restored
+/// and checked again (against the anneal as it is now, which a stage may have extended).
+/// Returns whether the stage's result was kept.
 fn settle(sw: &Sweeper, st: &mut State, saved: Saved, what: &str) -> Result<bool> {
-    let trusted = |c: &[Checks]| c.iter().filter(|c| checks::all_pass(c)).count();
-    let before = trusted(&saved.checks);
+    let before = saved.trusted;
     sw.check(st)?;
-    let after = trusted(&st.checks);
+    let after = st.checks.iter().filter(|c| checks::all_pass(c)).count();
     let worse = after < before;
     st.repairs.push(format!(
         "{what}: trusted {before} → {after} of {}{}",
@@ -369,9 +368,8 @@ fn settle(sw: &Sweeper, st: &mut State, saved: Saved, what: &str) -> Result<bool
         }
     ));
     if worse {
-        let s = saved;
-        (st.flow, st.witness, st.rounds, st.checks, st.points) =
-            (s.flow, s.witness, s.rounds, s.checks, s.points);
+        (st.flow, st.witness, st.rounds) = (saved.flow, saved.witness, saved.rounds);
+        sw.check(st)?;
     }
     Ok(!worse)
 }

@@ -44,6 +44,25 @@ pub fn test_seed() -> u64 {
     }
 }
 
+/// Every trusted temperature of a sweep with an exact reference has ⟨U⟩ and C_V within `k` of
+/// their reported standard errors of it (each z printed by [`within`]).
+pub fn trusted_points_within(r: &thermoflow::sweep::SweepResult, k: f64) {
+    let e = r.exact.as_ref().expect("an exact reference");
+    for i in (0..r.temperatures.len()).filter(|&i| r.trusted[i]) {
+        for (name, v, se, x) in [
+            ("U", r.u[i], r.u_se[i], e.u[i]),
+            ("Cv", r.cv[i], r.cv_se[i], e.cv[i]),
+        ] {
+            assert!(
+                within(name, v, se, x, k, 0.0),
+                "T = {:.3} ({}): {name} {v:.4} ± {se:.4} vs {x:.4}",
+                r.temperatures[i],
+                r.method[i]
+            );
+        }
+    }
+}
+
 /// Whether `value` lies within `k` standard errors `se` plus an absolute `floor` of `exact`;
 /// prints the z-score as `[z] <test> <label> <z>` so that the spread a bound is set from can be
 /// measured over seeds (`tests/zspread.sh`).

@@ -145,7 +145,7 @@ pub(in crate::sweep) fn run(sw: &Sweeper, st: &mut State) -> Result<()> {
         let p = &run.points[i];
         let r = &mut st.rounds;
         let mut th = p.thermo;
-        let (t, nan) = (temps[i], f64::NAN);
+        let t = temps[i];
         let log_z = match anchor {
             Some(a) => {
                 let (is, rel, rel_a) = (r.th[a].log_z, p.thermo.log_z, run.points[a].thermo.log_z);
@@ -154,10 +154,7 @@ pub(in crate::sweep) fn run(sw: &Sweeper, st: &mut State) -> Result<()> {
                     se: (is.se.powi(2) + rel.se.powi(2) + rel_a.se.powi(2)).sqrt(),
                 }
             }
-            None => Estimate {
-                value: nan,
-                se: nan,
-            },
+            None => Estimate::NAN,
         };
         th.log_z = log_z;
         // (0 where log Z is not estimated: the other checks' combinations must stay finite.)
@@ -192,10 +189,8 @@ pub(in crate::sweep) fn run(sw: &Sweeper, st: &mut State) -> Result<()> {
         run.seconds,
         crate::sweep::at(temps, &failing),
     );
+    // Kept as the tempered points' witness even where its estimates are not.
     st.smc = Some(run);
-    if !crate::sweep::settle(sw, st, saved, &what)? {
-        // The anneal's estimates are not kept; it stays the tempered points' witness.
-        sw.check(st)?;
-    }
+    crate::sweep::settle(sw, st, saved, &what)?;
     Ok(())
 }

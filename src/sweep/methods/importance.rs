@@ -115,10 +115,7 @@ impl Rounds {
     /// Nothing estimated yet at `temps` (when the first method is not importance sampling):
     /// every value NaN, no samples.
     pub(in crate::sweep) fn unestimated(temps: &[f64]) -> Rounds {
-        let nan = Estimate {
-            value: f64::NAN,
-            se: f64::NAN,
-        };
+        let nan = Estimate::NAN;
         let th = |t| Thermo {
             t,
             u: nan,

@@ -374,10 +374,7 @@ pub(in crate::sweep) fn run(sw: &Sweeper, st: &mut State, settings: &Tempering) 
         st.smc = super::anneal::rounds(sw, &st.flow, &[], None)?;
     }
     let saved = st.saved();
-    let nan = Estimate {
-        value: f64::NAN,
-        se: f64::NAN,
-    };
+    let nan = Estimate::NAN;
     for &i in &failing {
         let p = &run.points[i];
         let r = &mut st.rounds;
