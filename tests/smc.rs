@@ -12,7 +12,8 @@ use thermoflow::systems;
 
 /// From the untrained flow (q = N(0, T I), a poor start for two wells) the run's ⟨U⟩, C_V and
 /// log Z(T) − log Z(T_max) lie within 4.5 of their standard errors of quadrature at every
-/// temperature, the cooling and heating passes agree, every temperature is a rung, and C_V's
+/// temperature, and so do ⟨U⟩ and C_V where the cooling starts (`SmcRun::start`, the
+/// cooling pass alone at T_max after burn-in); the cooling and heating passes agree, every temperature is a rung, and C_V's
 /// error is under 10 % of it. Errors from 32 replicas are t-distributed with 31 degrees of
 /// freedom: P(|t| > 4.5) ≈ 10⁻⁴ per comparison, 0.2 % for the 24 here. Measured over seeds
 /// 1–8: largest |z| 1.6–3.3; largest relative C_V error over seeds 1–10: 2.4–7.1 % (with 16
@@ -38,6 +39,18 @@ fn smc_matches_quadrature_within_its_errors() {
     assert_eq!(run.points.len(), temps.len());
     assert!(run.rungs[0] >= temps.len() - 1 && run.rungs[1] >= temps.len() - 1);
     let log_z_max = exact[exact.len() - 1].log_z;
+    let (start, hot) = (run.start().unwrap(), &exact[exact.len() - 1]);
+    for (name, est, truth) in [
+        ("U at the start", start.u, hot.u),
+        ("Cv at the start", start.cv, hot.cv),
+    ] {
+        assert!(
+            common::within(name, est.value, est.se, truth, 4.5, 0.0),
+            "{name}: {:.4} ± {:.4} vs exact {truth:.4}",
+            est.value,
+            est.se
+        );
+    }
     for (p, x) in run.points.iter().zip(&exact) {
         let th = &p.thermo;
         for (name, est, truth) in [

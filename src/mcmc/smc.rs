@@ -138,6 +138,8 @@ pub struct SmcRun {
     pub rungs: [usize; 2],
     /// Kernel applications at the rungs (both passes).
     pub repeats: usize,
+    /// The most applications a rung was allowed ([`SmcConfig::max_repeats`]).
+    pub max_repeats: usize,
     /// Replica resamplings (both passes).
     pub resamplings: usize,
     /// Fraction of flow proposals accepted (NaN: none made).
@@ -165,9 +167,12 @@ impl SmcRun {
     /// seed) into this one: its replicas join these, and every point is estimated again from
     /// all of them.
     pub fn merge(mut self, other: SmcRun) -> Result<SmcRun> {
-        if other.temps != self.temps || other.particles != self.particles {
+        if other.temps != self.temps
+            || other.particles != self.particles
+            || other.max_repeats != self.max_repeats
+        {
             return input_err(
-                "only runs over the same temperatures with the same particles per replica pool",
+                "only runs over the same temperatures with the same particles per replica and kernel applications per rung pool",
             );
         }
         for (mine, theirs) in self.records.iter_mut().zip(other.records) {
@@ -193,6 +198,16 @@ impl SmcRun {
         self.flow_acceptance = acceptance_of(self.flow_proposals);
         self.points = points(&self.temps, &self.records, self.particles, self.replicas)?;
         Ok(self)
+    }
+
+    /// ⟨U⟩, C_V, dC_V/dT where the run starts, at T_max after burn-in, from the cooling pass
+    /// alone (replicas weigh alike there): what the anneal starts from, without the heating
+    /// pass's return, which the hysteresis check judges. log Z, F and S NaN.
+    pub fn start(&self) -> Result<Thermo> {
+        let k = self.temps.len() - 1;
+        let rec = &self.records[0][k];
+        let groups: Vec<usize> = (0..rec.u.len()).map(|i| i / self.particles).collect();
+        thermo_replicas(&rec.u, &rec.lw, &groups, self.replicas, self.temps[k])
     }
 }
 
@@ -717,6 +732,7 @@ pub fn smc(energy: &dyn Energy, flow: &Flow, cfg: &SmcConfig) -> Result<SmcRun> 
         points: points(temps, &records, n, r)?,
         rungs,
         repeats,
+        max_repeats: cfg.max_repeats,
         resamplings,
         flow_acceptance: acceptance_of(flow_proposals),
         particles: n,

@@ -235,13 +235,16 @@ fn all_checks(
             c
         })
         .collect();
-    // The anneal where it starts, at T_max, against the witness there.
+    // The anneal where it starts, at T_max after burn-in, against the witness there.
     let start_z = match (w, smc) {
-        (Some(w), Some(r)) => w.rung_of(th.len() - 1).map_or(f64::INFINITY, |k| {
-            let (a, m) = (&r.points[th.len() - 1].thermo, &w.thermo[k]);
-            let z = |a: Estimate, m: Estimate| checks::z(a.value, a.se, m.value, m.se);
-            z(a.u, m.u).max(z(a.cv, m.cv))
-        }),
+        (Some(w), Some(r)) => match (w.rung_of(th.len() - 1), r.start()) {
+            (Some(k), Ok(a)) => {
+                let m = &w.thermo[k];
+                let z = |a: Estimate, m: Estimate| checks::z(a.value, a.se, m.value, m.se);
+                z(a.u, m.u).max(z(a.cv, m.cv))
+            }
+            _ => f64::INFINITY,
+        },
         _ => f64::INFINITY,
     };
     let (witness_checks, points) = match w {
