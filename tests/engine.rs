@@ -1,8 +1,13 @@
 //! Engine contract: for every primitive, every view kind and the composite graphs flows are
 //! made of, the compiled output equals a direct f64 computation, and the compiled gradient
-//! equals a central finite difference of that f64 reference.
+//! equals a central finite difference of that f64 reference. Every fused and reduction kernel
+//! of those programs (forward and gradient) is also generated as CUDA C, compiled as C by the
+//! host compiler and run on the CPU's inputs: it must give the CPU's results.
+
+mod common;
 
 use rand::{Rng, SeedableRng};
+use thermoflow::engine::codegen::{self, Precision};
 use thermoflow::engine::{Adam, Dim, GraphBuilder, InputKind, OutputSpec, Program, Var};
 
 type Build = dyn for<'g> Fn(&'g GraphBuilder, &[Var<'g>]) -> Var<'g>;
@@ -39,6 +44,14 @@ fn compiled<T: thermoflow::engine::Scalar>(case: &Case, r: &[f64]) -> (Vec<f64>,
     let mut p: Program<T> = Program::compile(g, &[out], Some(loss)).expect(case.name);
     let (_, outs, grads) = p.run_with_grads(&[]).expect(case.name);
     let y = outs.get("y").unwrap().iter().map(|v| v.to_f64()).collect();
+    // The generated kernels of the same program, on the host, against the CPU backend.
+    let cases = p.inspect(&[], true, codegen::cases).expect(case.name);
+    let (precision, rel) = if std::mem::size_of::<T>() == 8 {
+        (Precision::F64, 1e-12)
+    } else {
+        (Precision::F32, 1e-5)
+    };
+    common::kernels::check(&cases, precision, rel, case.name);
     (y, grads)
 }
 
@@ -958,4 +971,22 @@ fn a_step_split_around_a_late_input_equals_one_step() {
             .is_err(),
         "an output depends on x"
     );
+}
+
+/// The generated kernels of real flows' sampling and density programs (coupling flows with
+/// spline transformers, a radial flow, a lattice flow with periodic convolutions), with random
+/// parameters, in f32 and f64, agree with the CPU backend kernel by kernel.
+#[test]
+fn generated_kernels_of_flows_match_the_cpu_backend() {
+    let mut checked = 0;
+    for (name, precision, cases) in common::kernels::flow_cases() {
+        let rel = if precision == Precision::F64 {
+            1e-12
+        } else {
+            1e-5
+        };
+        checked += common::kernels::check(&cases, precision, rel, &name);
+    }
+    eprintln!("{checked} generated kernels agree with the CPU backend");
+    assert!(checked >= 40, "only {checked} kernels generated");
 }

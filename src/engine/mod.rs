@@ -17,15 +17,16 @@
 //! 5. **row tiling** ([`tile`], [`exec`]): the steps whose batch rows are independent run tile
 //!    by tile in one parallel region, the parameter gradients after them.
 //!
-//! CUDA and Metal are later work: the fused kernel description (leaf views + SSA
-//! instruction list in [`plan::Step::Fused`]) and the tiled segments ([`tile::Phase`]) are
-//! designed to be printed as CUDA C or Metal source by a code generator, one kernel per
-//! segment with a tile per thread block, with the same gather index math. No GPU crate is a
-//! dependency today.
+//! 6. **code generation** ([`codegen`]): the fused and reduction kernels printed as CUDA C
+//!    (which a host C compiler also compiles, so they are tested without a GPU), the first
+//!    part of the GPU backends; gemm, scatters, table gathers and the spline are next.
 
 pub mod access;
 pub mod autograd;
 pub mod builder;
+pub mod codegen;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod exec;
 pub mod fastmath;
 pub mod fuse;

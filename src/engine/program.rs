@@ -487,6 +487,21 @@ impl<T: Scalar> Program<T> {
         self.compiled[ci].plan.run_profiled(&self.store)
     }
 
+    /// Run the plan once on `inputs` (with gradients where `train`) and hand it, with the
+    /// declared inputs' buffers, to `f`: every node's buffer is then readable through
+    /// [`Plan::buffer`] (for backends that check their kernels against this one).
+    pub fn inspect<R>(
+        &mut self,
+        inputs: &[(&str, &[T])],
+        train: bool,
+        f: impl FnOnce(&Plan<T>, &[Vec<T>]) -> R,
+    ) -> Result<R> {
+        let batch = self.load_inputs(inputs)?;
+        let ci = self.plan_index(batch, train)?;
+        self.compiled[ci].plan.run(&self.store)?;
+        Ok(f(&self.compiled[ci].plan, &self.store))
+    }
+
     /// Run row-independent steps tile by tile over batch rows (`true`, the default) or every
     /// step whole, one after another (`false`): the results agree to rounding; the switch is
     /// for comparisons and tests.

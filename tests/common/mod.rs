@@ -1,6 +1,8 @@
 //! What the integration tests share: the binary, running it to success, reading its JSON.
 #![allow(dead_code)] // each test file uses what it needs
 
+pub mod kernels;
+
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The GPU check, on a machine with an NVIDIA GPU (its driver, and NVRTC from a CUDA toolkit or
+# the nvidia-cuda-nvrtc wheel): every generated kernel of real flows' programs, compiled by
+# NVRTC and run on the GPU, against the CPU backend (tests/cuda.rs), with each program's
+# largest difference, NVRTC time and kernel time printed.
+#
+#   bench/gpu.sh           build with `--features cuda` here and run
+#   bench/gpu.sh BINARY    run a test binary built elsewhere, for a machine without the crate
+#                          registry: `cargo test --release --features cuda --test cuda --no-run`
+#                          (build it with RUSTFLAGS="-C target-cpu=x86-64-v3" to run on any
+#                          recent x86-64, not only on the CPU that built it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! ldconfig -p 2>/dev/null | grep -q libnvrtc; then
+    # NVRTC from the toolkit or a wheel, where the loader does not already know it.
+    for lib in $(find /usr/local /opt /usr/lib -name 'libnvrtc.so*' 2>/dev/null | head -n 1); do
+        export LD_LIBRARY_PATH="$(dirname "$lib"):${LD_LIBRARY_PATH:-}"
+    done
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+if [ $# -ge 1 ]; then
+    "$1" --nocapture
+else
+    cargo test --release --features cuda --test cuda -- --nocapture
+fi

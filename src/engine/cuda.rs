@@ -1,0 +1,170 @@
+//! The generated kernels ([`super::codegen`]) on an NVIDIA GPU (feature `cuda`): compiled at
+//! run time by NVRTC and launched through `cudarc`, which loads the driver and NVRTC
+//! libraries when a device is first opened (the crate builds without a CUDA toolkit; a
+//! machine without one gets an error naming the missing library, not a crash).
+//!
+//! Today this runs a plan's fused and reduction kernels one at a time on given inputs, which
+//! is how they are checked against the CPU backend on a GPU (`tests/cuda.rs`,
+//! `bench/gpu.sh`); gemm through cuBLAS, the scatters, table gathers and the spline follow,
+//! and with them whole plans resident on the device.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+};
+use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
+
+use super::codegen::{prelude, Case, Precision};
+use crate::error::{Error, Result};
+
+/// Threads per block.
+const BLOCK: u32 = 256;
+
+fn cuda_err(what: &str, e: impl std::fmt::Debug) -> Error {
+    Error::Engine(format!("CUDA: {what}: {e:?}"))
+}
+
+/// One GPU and its stream.
+pub struct Cuda {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+}
+
+/// What running the kernels took.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    /// NVRTC compilation of all kernels, seconds.
+    pub compile_s: f64,
+    /// Each kernel's time on the device (after a warm-up launch), seconds.
+    pub kernel_s: Vec<f64>,
+}
+
+impl Cuda {
+    /// Open GPU `ordinal`. Errors (never panics) when the CUDA driver or NVRTC library cannot
+    /// be loaded or there is no such device.
+    pub fn new(ordinal: usize) -> Result<Cuda> {
+        // SAFETY: only loads the libraries (dlopen) and reports whether that worked.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(Error::Engine(
+                "CUDA: the driver library (libcuda.so) was not found; is an NVIDIA driver installed?".into(),
+            ));
+        }
+        // SAFETY: as above.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return Err(Error::Engine(
+                "CUDA: NVRTC (libnvrtc.so, part of the CUDA toolkit) was not found; add its folder to LD_LIBRARY_PATH".into(),
+            ));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| cuda_err("opening the device", e))?;
+        let stream = ctx.default_stream();
+        Ok(Cuda { ctx, stream })
+    }
+
+    /// The device's name.
+    pub fn name(&self) -> String {
+        self.ctx.name().unwrap_or_else(|_| "unknown".into())
+    }
+
+    /// Compile every case's kernel (one NVRTC program), run each on its inputs and return the
+    /// outputs in order, with the time each took.
+    pub fn run(&self, cases: &[Case], p: Precision) -> Result<(Vec<Vec<f64>>, Timing)> {
+        let mut src = prelude(p);
+        for c in cases {
+            src.push_str(&c.source.code);
+        }
+        let t0 = Instant::now();
+        let ptx = compile_ptx_with_opts(&src, CompileOptions::default())
+            .map_err(|e| cuda_err("NVRTC rejected the generated kernels", e))?;
+        let module = self
+            .ctx
+            .load_module(ptx)
+            .map_err(|e| cuda_err("loading the module", e))?;
+        let compile_s = t0.elapsed().as_secs_f64();
+        let mut outs = Vec::with_capacity(cases.len());
+        let mut kernel_s = Vec::with_capacity(cases.len());
+        for c in cases {
+            let f = module
+                .load_function(&c.source.name)
+                .map_err(|e| cuda_err("a generated kernel is missing", e))?;
+            let (out, seconds) = match p {
+                Precision::F32 => self.run_one(&f, c, |x| x as f32, |x| x as f64)?,
+                Precision::F64 => self.run_one(&f, c, |x| x, |x| x)?,
+            };
+            outs.push(out);
+            kernel_s.push(seconds);
+        }
+        Ok((
+            outs,
+            Timing {
+                compile_s,
+                kernel_s,
+            },
+        ))
+    }
+
+    /// Run one kernel on its inputs in element type `E`: a warm-up launch, then a timed one
+    /// (kernels are pure: the same result). Returns the output and the timed launch's seconds.
+    fn run_one<E>(
+        &self,
+        f: &CudaFunction,
+        c: &Case,
+        to: fn(f64) -> E,
+        from: fn(E) -> f64,
+    ) -> Result<(Vec<f64>, f64)>
+    where
+        E: DeviceRepr + ValidAsZeroBits + Copy + Unpin,
+    {
+        let ins = c
+            .inputs
+            .iter()
+            .map(|v| {
+                let host: Vec<E> = v.iter().map(|&x| to(x)).collect();
+                self.stream.clone_htod(&host)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| cuda_err("copying inputs", e))?;
+        let mut out = self
+            .stream
+            .alloc_zeros::<E>(c.expected.len().max(1))
+            .map_err(|e| cuda_err("allocating", e))?;
+        let threads = c.source.threads as u64;
+        let mut seconds = 0.0;
+        for timed in [false, true] {
+            let mut b = self.stream.launch_builder(f);
+            b.arg(&mut out);
+            for x in &ins {
+                b.arg(x);
+            }
+            b.arg(&threads);
+            let t = Instant::now();
+            // SAFETY: the arguments match the generated signature (out, in_0 …, threads) and
+            // every buffer holds the elements its view reads (the CPU ran the same plan).
+            unsafe { b.launch(launch_config(c.source.threads)) }
+                .map_err(|e| cuda_err("launching", e))?;
+            self.stream
+                .synchronize()
+                .map_err(|e| cuda_err("running", e))?;
+            if timed {
+                seconds = t.elapsed().as_secs_f64();
+            }
+        }
+        let host = self
+            .stream
+            .clone_dtoh(&out)
+            .map_err(|e| cuda_err("copying the output", e))?;
+        Ok((
+            host[..c.expected.len()].iter().map(|&v| from(v)).collect(),
+            seconds,
+        ))
+    }
+}
+
+fn launch_config(threads: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((threads as u32).div_ceil(BLOCK).max(1), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}

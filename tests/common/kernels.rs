@@ -1,0 +1,181 @@
+//! The generated CUDA kernels: the programs whose kernels are checked ([`flow_cases`]), and
+//! the kernels compiled as C by the host compiler (`cc`, or `$CC`) through
+//! [`codegen::HOST_SHIM`], launched as loops over blocks and threads, and compared with the CPU
+//! backend's results on the same inputs ([`check`]).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rand::{Rng, SeedableRng};
+use thermoflow::engine::codegen::{self, Case, Precision};
+use thermoflow::engine::{Program, Scalar};
+use thermoflow::flows::builders::{coupling_flow, default_flow, lattice_flow, radial_flow};
+use thermoflow::flows::flow::Mode;
+use thermoflow::flows::{Conditioning, Flow};
+
+/// Threads per block of the emulated launch (a partial last block exercises the bound check).
+const BLOCK: usize = 64;
+
+static RUN: AtomicUsize = AtomicUsize::new(0);
+
+/// Run every case's kernel on the host in precision `p`; returns the outputs, in order.
+pub fn run(cases: &[Case], p: Precision) -> Vec<Vec<f64>> {
+    let dir: PathBuf = std::env::temp_dir().join(format!(
+        "thermoflow-codegen-{}-{}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut c = String::from(codegen::HOST_SHIM);
+    c.push_str("#include <stdio.h>\n#include <stdlib.h>\n");
+    c.push_str(&codegen::prelude(p));
+    c.push_str(
+        "static T* load(const char* path, unsigned long long n) {\n    double* d = malloc(8 * (n + 1));\n    T* t = malloc(sizeof(T) * (n + 1));\n    FILE* f = fopen(path, \"rb\");\n    if (!f || fread(d, 8, n, f) != n) { fprintf(stderr, \"cannot read %s\\n\", path); exit(2); }\n    fclose(f);\n    for (unsigned long long i = 0; i < n; i++) t[i] = (T)d[i];\n    free(d);\n    return t;\n}\nstatic void save(const char* path, const T* t, unsigned long long n) {\n    FILE* f = fopen(path, \"wb\");\n    for (unsigned long long i = 0; i < n; i++) { double v = (double)t[i]; fwrite(&v, 8, 1, f); }\n    fclose(f);\n}\n",
+    );
+    let mut main = String::from("int main(void) {\n    blockDim.x = ");
+    let _ = writeln!(main, "{BLOCK};");
+    for (i, case) in cases.iter().enumerate() {
+        let s = &case.source;
+        c.push_str(&s.code);
+        let _ = writeln!(main, "    {{");
+        let mut args = String::new();
+        for (k, buf) in case.inputs.iter().enumerate() {
+            write_f64s(&dir.join(format!("c{i}_in{k}.bin")), buf);
+            let _ = writeln!(
+                main,
+                "        T* in{k} = load(\"c{i}_in{k}.bin\", {}ULL);",
+                buf.len()
+            );
+            let _ = write!(args, ", in{k}");
+        }
+        let n_out = case.expected.len();
+        let _ = writeln!(
+            main,
+            "        T* out = calloc({n_out} + 1, sizeof(T));\n        for (unsigned int b = 0; b < {}u; b++) {{\n            blockIdx.x = b;\n            for (unsigned int t = 0; t < {BLOCK}u; t++) {{ threadIdx.x = t; {}(out{args}, {}ULL); }}\n        }}\n        save(\"c{i}_out.bin\", out, {n_out}ULL);\n    }}",
+            s.threads.div_ceil(BLOCK),
+            s.name,
+            s.threads
+        );
+    }
+    main.push_str("    return 0;\n}\n");
+    c.push_str(&main);
+    std::fs::write(dir.join("kernels.c"), &c).unwrap();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let built = Command::new(&cc)
+        .current_dir(&dir)
+        .args(["-std=c99", "-O1", "-o", "kernels", "kernels.c", "-lm"])
+        .output()
+        .unwrap_or_else(|e| panic!("the host C compiler `{cc}` did not start: {e}"));
+    assert!(
+        built.status.success(),
+        "{cc} rejected the generated kernels ({}):\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let ran = Command::new(dir.join("kernels"))
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let outs = (0..cases.len())
+        .map(|i| read_f64s(&dir.join(format!("c{i}_out.bin"))))
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    outs
+}
+
+fn write_f64s(path: &std::path::Path, v: &[f64]) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for x in v {
+        f.write_all(&x.to_le_bytes()).unwrap();
+    }
+}
+
+fn read_f64s(path: &std::path::Path) -> Vec<f64> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+/// Run the cases on the host and require every element to agree with the CPU backend within
+/// `rel`; returns how many kernels were checked.
+pub fn check(cases: &[Case], p: Precision, rel: f64, what: &str) -> usize {
+    let outs = run(cases, p);
+    for (case, got) in cases.iter().zip(&outs) {
+        assert_eq!(
+            got.len(),
+            case.expected.len(),
+            "{what}: {}",
+            case.source.name
+        );
+        for (j, (&g, &w)) in got.iter().zip(&case.expected).enumerate() {
+            assert!(
+                codegen::agrees(g, w, rel),
+                "{what}: kernel {} element {j}: generated {g}, CPU {w}\n{}",
+                case.source.name,
+                case.source.code
+            );
+        }
+    }
+    cases.len()
+}
+
+/// The fused and reduction kernels of real flows' sampling and density programs, with random
+/// parameters and inputs (batch 5), in f32 and f64: a coupling flow with spline transformers,
+/// a radial flow, a lattice flow with periodic convolutions. (name, precision, cases).
+pub fn flow_cases() -> Vec<(String, Precision, Vec<Case>)> {
+    let cond = Conditioning::Temperature {
+        t_min: 0.5,
+        t_max: 2.0,
+    };
+    let flows = [
+        ("coupling", coupling_flow(3, cond, &default_flow()).unwrap()),
+        ("radial", radial_flow(2, cond, 2, 1).unwrap()),
+        ("lattice", lattice_flow(4, cond, 2, 2, 1, 0).unwrap()),
+    ];
+    let mut out = Vec::new();
+    for (name, flow) in &flows {
+        for mode in [Mode::Sample, Mode::Density] {
+            let what = format!("{name} {mode:?}");
+            out.push((
+                format!("{what} f32"),
+                Precision::F32,
+                cases_of::<f32>(flow, mode),
+            ));
+            out.push((
+                format!("{what} f64"),
+                Precision::F64,
+                cases_of::<f64>(flow, mode),
+            ));
+        }
+    }
+    out
+}
+
+fn cases_of<T: Scalar>(flow: &Flow, mode: Mode) -> Vec<Case> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut uniform = |n: usize, lo: f64, hi: f64| -> Vec<f64> {
+        (0..n).map(|_| rng.random_range(lo..hi)).collect()
+    };
+    let mut p: Program<T> = flow.compile(mode).unwrap();
+    for param in p.param_names() {
+        let n = p.param(&param).unwrap().len();
+        p.set_param(&param, &uniform(n, -0.5, 0.5)).unwrap();
+    }
+    let batch = 5;
+    let cast = |v: Vec<f64>| -> Vec<T> { v.into_iter().map(T::from_f64).collect() };
+    let x = cast(uniform(batch * flow.dim(), -2.0, 2.0));
+    let t = cast(uniform(batch, 0.5, 2.0));
+    let input = if mode == Mode::Sample { "z" } else { "x" };
+    p.inspect(&[(input, &x), ("cond", &t)], false, codegen::cases)
+        .unwrap()
+}
