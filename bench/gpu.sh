@@ -2,13 +2,18 @@
 # The GPU check, on a machine with an NVIDIA GPU (its driver, and NVRTC from a CUDA toolkit or
 # the nvidia-cuda-nvrtc wheel): every generated kernel of real flows' programs, compiled by
 # NVRTC and run on the GPU, against the CPU backend (tests/cuda.rs), with each program's
-# largest difference, NVRTC time and kernel time printed.
+# largest difference, NVRTC time and kernel time printed; whole sampling plans on the device
+# against the CPU, node by node.
 #
 #   bench/gpu.sh           build with `--features cuda` here and run
-#   bench/gpu.sh BINARY    run a test binary built elsewhere, for a machine without the crate
-#                          registry: `cargo test --release --features cuda --test cuda --no-run`
-#                          (build it with RUSTFLAGS="-C target-cpu=x86-64-v3" to run on any
-#                          recent x86-64, not only on the CPU that built it)
+#   bench/gpu.sh TEST BIN  run binaries built elsewhere, for a machine without the crate
+#                          registry: TEST from `cargo test --release --features cuda --test cuda
+#                          --no-run`, BIN the `thermoflow` of `cargo build --release --features
+#                          cuda` (build both with RUSTFLAGS="-C target-cpu=x86-64-v3" to run on
+#                          any recent x86-64, not only on the CPU that built them)
+#
+# Then `thermoflow bench flows --device cuda`: sampling throughput of the same flow programs on
+# the GPU and on the CPU backend (JSON on stdout).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! ldconfig -p 2>/dev/null | grep -q libnvrtc; then
@@ -18,8 +23,10 @@ if ! ldconfig -p 2>/dev/null | grep -q libnvrtc; then
     done
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-if [ $# -ge 1 ]; then
-    "$1" --nocapture
+if [ $# -ge 2 ]; then
+    "$1" --nocapture --test-threads 1
+    "$2" bench flows --device cuda
 else
-    cargo test --release --features cuda --test cuda -- --nocapture
+    cargo test --release --features cuda --test cuda -- --nocapture --test-threads 1
+    cargo run --release --features cuda -- bench flows --device cuda
 fi

@@ -45,7 +45,9 @@ fn compiled<T: thermoflow::engine::Scalar>(case: &Case, r: &[f64]) -> (Vec<f64>,
     let (_, outs, grads) = p.run_with_grads(&[]).expect(case.name);
     let y = outs.get("y").unwrap().iter().map(|v| v.to_f64()).collect();
     // The generated kernels of the same program, on the host, against the CPU backend.
-    let cases = p.inspect(&[], true, codegen::cases).expect(case.name);
+    let cases = p
+        .inspect(&[], true, |plan, store, _| codegen::cases(plan, store))
+        .expect(case.name);
     let (precision, rel) = if std::mem::size_of::<T>() == 8 {
         (Precision::F64, 1e-12)
     } else {

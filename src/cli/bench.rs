@@ -20,6 +20,15 @@ pub enum Which {
     Mcmc,
 }
 
+/// Where the flows benchmark runs: the fused CPU kernels, or generated CUDA kernels on GPU 0
+/// beside the CPU on the same programs.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Device {
+    // (No doc comments on the values: clap then lists them inline, with the default.)
+    Cpu,
+    Cuda,
+}
+
 /// Arguments of `bench`.
 #[derive(Args)]
 pub struct BenchArgs {
@@ -41,6 +50,10 @@ pub struct BenchArgs {
     /// Target relative standard error of C_V (sweep)
     #[arg(long, default_value_t = 0.005, value_parser = positive)]
     cv_tol: f64,
+    /// Where flows run (flows): `cpu`, the CPU backend, or `cuda`, an NVIDIA GPU beside it
+    /// (needs a build with `--features cuda`)
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
     /// Also write the results as JSON to FILE [default: not written]
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -50,8 +63,14 @@ impl BenchArgs {
     /// Run the benchmark and print its JSON.
     pub fn run(self) -> Result<(), Failure> {
         check_writable(&[self.json.as_ref()])?;
+        if self.device == Device::Cuda && !matches!(self.which, Which::Flows) {
+            return Err(Failure::Usage(
+                "--device cuda applies to `bench flows` only".into(),
+            ));
+        }
         let report = match self.which {
             Which::Engine => thermoflow::bench::engine_bench(self.reps)?,
+            Which::Flows if self.device == Device::Cuda => flows_on_cuda(self.reps.min(30))?,
             Which::Flows => thermoflow::bench::flows_bench(self.reps.min(30))?,
             Which::Sweep => thermoflow::bench::sweep_time_to_accuracy(
                 &self.systems,
@@ -73,4 +92,16 @@ impl BenchArgs {
         }
         Ok(())
     }
+}
+
+#[cfg(feature = "cuda")]
+fn flows_on_cuda(reps: usize) -> Result<serde_json::Value, Failure> {
+    Ok(thermoflow::bench::flows_bench_cuda(reps)?)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn flows_on_cuda(_reps: usize) -> Result<serde_json::Value, Failure> {
+    Err(Failure::Usage(
+        "--device cuda: this thermoflow was built without the GPU backend; rebuild with `cargo build --release --features cuda`".into(),
+    ))
 }

@@ -1,8 +1,9 @@
-//! CUDA C source for a plan's elementwise and reduction kernels, printed from the description
-//! the CPU executor interprets ([`super::plan::Kernel`]: strided leaf views and an SSA instruction list).
+//! CUDA C source for a plan's steps, printed from the description the CPU executor interprets
+//! ([`super::plan::Step`]; for elementwise kernels [`super::plan::Kernel`]: strided leaf views
+//! and an SSA instruction list). Every step but the spline's adjoint has one.
 //!
-//! One thread per output element. Element e of a kernel reads each leaf through its view
-//! ([`super::view::View`]):
+//! One thread per output element. Element e of an elementwise kernel reads each leaf through
+//! its view ([`super::view::View`]):
 //!
 //! ```text
 //! j = unravel(e, lens)                          (row-major, last axis fastest)
@@ -12,7 +13,12 @@
 //! then runs the instructions in order (register i holds instruction i's value). A fused
 //! kernel's thread e stores the last register at `out[e]`; a reduction's thread o folds its k
 //! elements o·k … o·k + k − 1 in order (Σ from 0, max from the first, NaN winning), as the CPU
-//! does.
+//! does. A gemm's thread (u, n) sums a[u, k] · b[n, k] over k through the operands' views, then
+//! adds the bias and applies the activation of its epilogue; a table gather's thread reads its
+//! source at the table's column, a table scatter's thread sums the columns the table sends to
+//! it (in the CPU's order); a view adjoint (scatter) adds atomically into a zeroed output; the
+//! spline's thread maps one coordinate (`super::rqs`: softmax knots, the bin, the
+//! rational-quadratic map and its log-derivative).
 //!
 //! The source is C as well as CUDA: [`prelude`] defines the element type and the math
 //! functions, and a host compiler given [`HOST_SHIM`] (block and thread indices as globals,
@@ -22,7 +28,7 @@
 use std::fmt::Write;
 
 use super::ir::{BinOp, RedOp, UnOp};
-use super::plan::{Instr, Step};
+use super::plan::{Instr, Kernel, Step};
 use super::view::View;
 
 /// The element type of generated kernels.
@@ -58,6 +64,8 @@ pub struct Source {
     pub inputs: Vec<usize>,
     /// Threads to launch (one per output element).
     pub threads: usize,
+    /// The output must be zeroed before the launch (the kernel adds into it).
+    pub zero_out: bool,
 }
 
 /// What every generated file starts with: the element type `T` and its math functions.
@@ -82,115 +90,302 @@ pub fn prelude(p: Precision) -> String {
         let _ = writeln!(s, "#define TF_{name} {c}{f}");
     }
     s.push_str("#define TF_INF ((T)(1.0 / 0.0))\n#define TF_NAN ((T)(0.0 / 0.0))\n");
+    s.push_str("#ifndef TF_ATOMIC_ADD\n#define TF_ATOMIC_ADD(p, v) atomicAdd(p, v)\n#endif\n");
+    // ln through log2 and the stable softplus, as the spline on the CPU computes them.
+    let _ = writeln!(
+        s,
+        "static __device__ T tf_ln(T v) {{ return TF_LOG2(v) * {}; }}",
+        literal(std::f64::consts::LN_2)
+    );
+    let _ = writeln!(
+        s,
+        "static __device__ T tf_softplus(T u) {{ const T e = TF_EXP2((u > (T)0 ? -u : u) * {}); return (u > (T)0 ? u : (T)0) + tf_ln((T)1 + e); }}",
+        literal(std::f64::consts::LOG2_E)
+    );
     s
 }
 
 /// What a host C compiler needs before [`prelude`] to compile the kernels as C: thread and
 /// block indices as globals that a loop sets before each call.
-pub const HOST_SHIM: &str = "#include <math.h>\n#define __global__\n#define __device__\n#define __restrict__ restrict\ntypedef struct { unsigned int x, y, z; } tf_dim3;\nstatic tf_dim3 blockIdx, blockDim, threadIdx;\n";
+pub const HOST_SHIM: &str = "#include <math.h>\n#define __global__\n#define __device__\n#define __restrict__ restrict\ntypedef struct { unsigned int x, y, z; } tf_dim3;\nstatic tf_dim3 blockIdx, blockDim, threadIdx;\n#define TF_ATOMIC_ADD(p, v) (*(p) += (v))\n";
 
-/// The kernel of a fused or reduction step (None for other steps: gemms, scatters, gathers
-/// by table and the spline have their own kernels).
-pub fn kernel(step: &Step, name: &str) -> Option<Source> {
-    let (out, kernel, fold) = match step {
-        Step::Fused { out, kernel } => (*out, kernel, None),
-        Step::Reduce { out, op, kernel, k } => (*out, kernel, Some((*op, *k))),
-        _ => return None,
-    };
-    let mut inputs: Vec<usize> = Vec::new();
-    for (node, _) in &kernel.leaves {
-        if !inputs.contains(node) {
-            inputs.push(*node);
+/// The kernel of a step whose output has `out_len` elements (None for the spline's adjoint,
+/// which has none yet).
+pub fn kernel(step: &Step, out_len: usize, name: &str) -> Option<Source> {
+    let mut g = Gen::new(name);
+    let (out, threads, zero_out) = match step {
+        Step::Fused { out, kernel } => {
+            let at = g.element(kernel);
+            g.body(&format!("    out[i] = {at}(i{});", g.args()));
+            (*out, kernel.n, false)
         }
-    }
-    let params: String = (0..inputs.len())
-        .map(|k| format!(", const T* __restrict__ in_{k}"))
-        .collect();
-    let args: String = (0..inputs.len()).map(|k| format!(", in_{k}")).collect();
-    let mut c = String::new();
-    // Element e of the kernel's iteration space.
-    let _ = writeln!(
-        c,
-        "static __device__ T {name}_at(unsigned long long e{params}) {{"
-    );
-    for (r, ins) in kernel.code.iter().enumerate() {
-        let v = match *ins {
-            Instr::Load(k) => {
-                let (node, view) = &kernel.leaves[k];
-                let p = inputs.iter().position(|n| n == node).expect("listed above");
-                load(view, p)
-            }
-            Instr::Const(v) => literal(v),
-            Instr::Un(u, a) => match u {
-                UnOp::Log2 => format!("TF_LOG2(r{a})"),
-                UnOp::Exp2 => format!("TF_EXP2(r{a})"),
-                UnOp::Sin => format!("TF_SIN(r{a})"),
-                UnOp::Sqrt => format!("TF_SQRT(r{a})"),
-                UnOp::Recip => format!("(T)1 / r{a}"),
-                UnOp::Tanh => format!("TF_TANH(r{a})"),
-            },
-            Instr::Bin(op, a, b) => match op {
-                BinOp::Add => format!("r{a} + r{b}"),
-                BinOp::Mul => format!("r{a} * r{b}"),
-                BinOp::Mod => format!("TF_FMOD(r{a}, r{b})"),
-                BinOp::Lt => format!("(r{a} < r{b}) ? (T)1 : (T)0"),
-                BinOp::Eq => format!("(r{a} == r{b}) ? (T)1 : (T)0"),
-            },
-        };
-        let _ = writeln!(c, "    const T r{r} = {v};");
-    }
-    let _ = writeln!(c, "    return r{};\n}}", kernel.code.len() - 1);
-    let _ = writeln!(
-        c,
-        "TF_EXTERN __global__ void {name}(T* __restrict__ out{params}, unsigned long long threads) {{"
-    );
-    c.push_str("    const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;\n    if (i >= threads) return;\n");
-    let threads = match fold {
-        None => {
-            let _ = writeln!(c, "    out[i] = {name}_at(i{args});");
-            kernel.n
-        }
-        Some((op, k)) => {
+        Step::Reduce { out, op, kernel, k } => {
+            let at = g.element(kernel);
+            let args = g.args();
+            let k = *k;
             if k == 0 {
                 let empty = match op {
                     RedOp::Sum => "(T)0",
                     RedOp::Max => "-TF_INF",
                 };
-                let _ = writeln!(c, "    out[i] = {empty};");
+                g.body(&format!("    out[i] = {empty};"));
             } else {
-                let _ = writeln!(
-                    c,
-                    "    const unsigned long long e0 = i * {k}ULL;\n    T acc = {};\n    for (unsigned long long e = e0 + 1; e < e0 + {k}ULL; e++) {{\n        const T x = {name}_at(e{args});",
-                    match op {
-                        RedOp::Sum => format!("(T)0 + {name}_at(e0{args})"),
-                        RedOp::Max => format!("{name}_at(e0{args})"),
-                    }
-                );
-                let fold = match op {
-                    RedOp::Sum => "acc += x;",
+                let (first, fold) = match op {
+                    RedOp::Sum => (format!("(T)0 + {at}(e0{args})"), "acc += x;"),
                     // NaN wins, as on the CPU.
-                    RedOp::Max => "if (x > acc || x != x) acc = x;",
+                    RedOp::Max => (format!("{at}(e0{args})"), "if (x > acc || x != x) acc = x;"),
                 };
-                let _ = writeln!(c, "        {fold}\n    }}\n    out[i] = acc;");
+                g.body(&format!(
+                    "    const unsigned long long e0 = i * {k}ULL;\n    T acc = {first};\n    for (unsigned long long e = e0 + 1; e < e0 + {k}ULL; e++) {{\n        const T x = {at}(e{args});\n        {fold}\n    }}\n    out[i] = acc;"
+                ));
             }
-            kernel.n / k.max(1)
+            (*out, kernel.n / k.max(1), false)
         }
+        Step::MatMul {
+            out,
+            a,
+            b,
+            epilogue,
+        } => {
+            let (pa, pb) = (g.input(a.0), g.input(b.0));
+            let r = a.1.axes.len();
+            let (m, k, n) = (
+                a.1.axes[r - 2].len,
+                a.1.axes[r - 1].len,
+                b.1.axes[r - 2].len,
+            );
+            if m * n * k == 0 {
+                // Nothing to read: zeros, as on the CPU (no epilogue).
+                g.body("    out[i] = (T)0;");
+            } else {
+                let (ra, rb) = (read(&a.1, pa, "ea"), read(&b.1, pb, "eb"));
+                let mut c = format!(
+                    "    const unsigned long long u = i / {n}ULL, nn = i % {n}ULL, bi = u / {m}ULL;\n    T acc = (T)0;\n    for (unsigned long long kk = 0; kk < {k}ULL; kk++) {{\n        const unsigned long long ea = u * {k}ULL + kk, eb = (bi * {n}ULL + nn) * {k}ULL + kk;\n        acc += ({ra}) * ({rb});\n    }}\n"
+                );
+                if let Some(e) = epilogue {
+                    if let Some((node, off)) = e.bias {
+                        let pc = g.input(node);
+                        let _ = writeln!(c, "    acc += in_{pc}[{off}ULL + nn];");
+                    }
+                    if let Some(u) = e.act {
+                        let _ = writeln!(c, "    acc = {};", unary(u, "acc"));
+                    }
+                }
+                c.push_str("    out[i] = acc;");
+                g.body(&c);
+            }
+            (*out, out_len, false)
+        }
+        Step::Scatter {
+            out,
+            g: grad,
+            target,
+        } => {
+            let pg = g.input(grad.0);
+            let v = read(&grad.1, pg, "i");
+            let (index, cond) = index(target, "i");
+            let add = format!("TF_ATOMIC_ADD(&out[{index}], {v});");
+            g.body(&match cond {
+                Some(c) => format!("    if ({c}) {add}"),
+                None => format!("    {add}"),
+            });
+            (*out, target.numel(), true)
+        }
+        Step::Const { out, v } => {
+            g.body(&format!("    out[i] = {};", literal(*v)));
+            (*out, 1, false)
+        }
+        Step::Take {
+            out,
+            src,
+            table,
+            in_row,
+        } => {
+            let ps = g.input(*src);
+            let m = table.len();
+            g.table("table", table.iter().copied());
+            g.body(&format!(
+                "    out[i] = in_{ps}[(i / {m}ULL) * {in_row}ULL + {name}_table[i % {m}ULL]];"
+            ));
+            (*out, out_len, false)
+        }
+        Step::Put {
+            out,
+            src,
+            table,
+            in_row,
+        } => {
+            let ps = g.input(*src);
+            let m = table.len();
+            // The columns each output position receives, ascending (the CPU's order).
+            let mut lists: Vec<Vec<u32>> = vec![Vec::new(); *in_row];
+            for (c, &k) in table.iter().enumerate() {
+                lists[k as usize].push(c as u32);
+            }
+            let mut start = vec![0u32];
+            for l in &lists {
+                start.push(start[start.len() - 1] + l.len() as u32);
+            }
+            g.table("start", start.into_iter());
+            g.table("cols", lists.into_iter().flatten());
+            g.body(&format!(
+                "    const unsigned long long r = i / {in_row}ULL, kk = i % {in_row}ULL;\n    T acc = (T)0;\n    for (unsigned int q = {name}_start[kk]; q < {name}_start[kk + 1]; q++) acc += in_{ps}[r * {m}ULL + {name}_cols[q]];\n    out[i] = acc;"
+            ));
+            (*out, out_len, false)
+        }
+        Step::Spline { out, x, theta, rqs } => {
+            let (px, pt) = (g.input(*x), g.input(*theta));
+            g.body(&spline(rqs, px, pt));
+            (*out, out_len / 2, false)
+        }
+        Step::SplineAdjoint { .. } => return None,
     };
-    c.push_str("}\n");
-    Some(Source {
-        name: name.to_string(),
-        code: c,
-        out,
-        inputs,
-        threads,
-    })
+    Some(g.finish(out, threads, zero_out))
 }
 
-/// The gather of one leaf at element `e` through `view`, reading parameter `in_{p}`.
-fn load(view: &View, p: usize) -> String {
-    if view.axes.is_empty() {
-        return format!("in_{p}[{}]", view.offset);
+/// A kernel being printed: its inputs, helper functions and tables, and its body.
+struct Gen {
+    name: String,
+    inputs: Vec<usize>,
+    before: String,
+    body: String,
+}
+
+impl Gen {
+    fn new(name: &str) -> Gen {
+        Gen {
+            name: name.to_string(),
+            inputs: Vec::new(),
+            before: String::new(),
+            body: String::new(),
+        }
     }
+
+    /// The parameter index of input node `node` (added on first use).
+    fn input(&mut self, node: usize) -> usize {
+        match self.inputs.iter().position(|&n| n == node) {
+            Some(p) => p,
+            None => {
+                self.inputs.push(node);
+                self.inputs.len() - 1
+            }
+        }
+    }
+
+    fn params(&self) -> String {
+        (0..self.inputs.len())
+            .map(|k| format!(", const T* __restrict__ in_{k}"))
+            .collect()
+    }
+
+    fn args(&self) -> String {
+        (0..self.inputs.len())
+            .map(|k| format!(", in_{k}"))
+            .collect()
+    }
+
+    fn body(&mut self, code: &str) {
+        self.body.push_str(code);
+        self.body.push('\n');
+    }
+
+    /// A constant table `{name}_{what}`.
+    fn table(&mut self, what: &str, values: impl Iterator<Item = u32>) {
+        let v: Vec<String> = values.map(|x| x.to_string()).collect();
+        let _ = writeln!(
+            self.before,
+            "static __device__ const unsigned int {}_{what}[{}] = {{{}}};",
+            self.name,
+            v.len().max(1),
+            if v.is_empty() {
+                "0".into()
+            } else {
+                v.join(", ")
+            }
+        );
+    }
+
+    /// A function computing element e of an elementwise kernel; returns its name. Its inputs
+    /// become the kernel's first parameters.
+    fn element(&mut self, kernel: &Kernel) -> String {
+        for (node, _) in &kernel.leaves {
+            self.input(*node);
+        }
+        let at = format!("{}_at", self.name);
+        let _ = writeln!(
+            self.before,
+            "static __device__ T {at}(unsigned long long e{}) {{",
+            self.params()
+        );
+        for (r, ins) in kernel.code.iter().enumerate() {
+            let v = match *ins {
+                Instr::Load(k) => {
+                    let (node, view) = &kernel.leaves[k];
+                    read(view, self.input(*node), "e")
+                }
+                Instr::Const(v) => literal(v),
+                Instr::Un(u, a) => unary(u, &format!("r{a}")),
+                Instr::Bin(op, a, b) => match op {
+                    BinOp::Add => format!("r{a} + r{b}"),
+                    BinOp::Mul => format!("r{a} * r{b}"),
+                    BinOp::Mod => format!("TF_FMOD(r{a}, r{b})"),
+                    BinOp::Lt => format!("(r{a} < r{b}) ? (T)1 : (T)0"),
+                    BinOp::Eq => format!("(r{a} == r{b}) ? (T)1 : (T)0"),
+                },
+            };
+            let _ = writeln!(self.before, "    const T r{r} = {v};");
+        }
+        let _ = writeln!(self.before, "    return r{};\n}}", kernel.code.len() - 1);
+        at
+    }
+
+    fn finish(self, out: usize, threads: usize, zero_out: bool) -> Source {
+        let mut code = self.before;
+        let _ = writeln!(
+            code,
+            "TF_EXTERN __global__ void {}(T* __restrict__ out{}, unsigned long long threads) {{",
+            self.name,
+            (0..self.inputs.len())
+                .map(|k| format!(", const T* __restrict__ in_{k}"))
+                .collect::<String>()
+        );
+        code.push_str("    const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;\n    if (i >= threads) return;\n");
+        code.push_str(&self.body);
+        code.push_str("}\n");
+        Source {
+            name: self.name,
+            code,
+            out,
+            inputs: self.inputs,
+            threads,
+            zero_out,
+        }
+    }
+}
+
+/// A unary primitive applied to the C expression `a`.
+fn unary(u: UnOp, a: &str) -> String {
+    match u {
+        UnOp::Log2 => format!("TF_LOG2({a})"),
+        UnOp::Exp2 => format!("TF_EXP2({a})"),
+        UnOp::Sin => format!("TF_SIN({a})"),
+        UnOp::Sqrt => format!("TF_SQRT({a})"),
+        UnOp::Recip => format!("(T)1 / ({a})"),
+        UnOp::Tanh => format!("TF_TANH({a})"),
+    }
+}
+
+/// Reading element `e` (a C expression) of parameter `in_{p}` through `view` (padding reads 0).
+fn read(view: &View, p: usize, e: &str) -> String {
+    match index(view, e) {
+        (i, None) => format!("in_{p}[{i}]"),
+        (i, Some(c)) => format!("(({c}) ? in_{p}[{i}] : (T)0)"),
+    }
+}
+
+/// The buffer position of logical element `e` of `view`, and the condition that it is not
+/// padding (None: never padding).
+fn index(view: &View, e: &str) -> (String, Option<String>) {
     let mut terms: Vec<String> = Vec::new();
     let mut conds: Vec<String> = Vec::new();
     // Logical index j_a = (e / Π_{b>a} len_b) mod len_a (the outermost axis needs no mod).
@@ -200,9 +395,9 @@ fn load(view: &View, p: usize) -> String {
         let masked = axis.lo > 0 || axis.hi < axis.len;
         if len > 1 && (axis.stride != 0 || masked) {
             let div = if inner == 1 {
-                "e".to_string()
+                format!("({e})")
             } else {
-                format!("(e / {inner}ULL)")
+                format!("(({e}) / {inner}ULL)")
             };
             let j = if a == 0 {
                 format!("(long long){div}")
@@ -215,13 +410,9 @@ fn load(view: &View, p: usize) -> String {
             if masked {
                 conds.push(format!("({j} >= {}LL && {j} < {}LL)", axis.lo, axis.hi));
             }
-        } else if masked {
+        } else if masked && !(axis.lo == 0 && axis.hi >= 1) {
             // A length-1 axis whose only index is padding.
-            conds.push(if axis.lo == 0 && axis.hi >= 1 {
-                "1".into()
-            } else {
-                "0".into()
-            });
+            conds.push("0".into());
         }
         inner *= len.max(1);
     }
@@ -229,11 +420,53 @@ fn load(view: &View, p: usize) -> String {
     for t in terms {
         index = format!("{index} + {t}");
     }
-    if conds.is_empty() {
-        format!("in_{p}[{index}]")
+    (index, (!conds.is_empty()).then(|| conds.join(" && ")))
+}
+
+/// The spline's thread: coordinate i of `in_{px}` with parameters `in_{pt}[i·P …]`; writes the
+/// value at `out[2i]` and the log-derivative at `out[2i + 1]` (see [`super::rqs`]).
+fn spline(rqs: &super::rqs::Rqs, px: usize, pt: usize) -> String {
+    use super::rqs::{MIN_BIN, MIN_DERIVATIVE};
+    let (k, b) = (rqs.bins, rqs.bound);
+    let p = rqs.n_params();
+    let scale = 2.0 * b * (1.0 - MIN_BIN * k as f64);
+    let floor = 2.0 * b * MIN_BIN;
+    let c0 = ((1.0 - MIN_DERIVATIVE).exp() - 1.0).ln();
+    let located = usize::from(rqs.inverse);
+    let lit = |v: f64| literal(v);
+    let mut c = String::new();
+    let _ = writeln!(
+        c,
+        "    const T B = {}, x = in_{px}[i];\n    const T* th = in_{pt} + i * {p}ULL;\n    const int inside = (-B < x && x < B);\n    const T xc = x < -B ? -B : (x > B ? B : x);\n    T lo[2][{k}], size[2][{k}];\n    for (int axis = 0; axis < 2; axis++) {{\n        const T* t = th + axis * {k};\n        T mx = t[0];\n        for (int j = 1; j < {k}; j++) if (t[j] > mx) mx = t[j];\n        T e[{k}], sum = (T)0;\n        for (int j = 0; j < {k}; j++) {{ e[j] = TF_EXP2((t[j] - mx) * {log2e}); sum += e[j]; }}\n        const T inv = (T)1 / sum;\n        T acc = -B;\n        for (int j = 0; j < {k}; j++) {{ const T s = {floor} + {scale} * (e[j] * inv); lo[axis][j] = acc; size[axis][j] = s; acc += s; }}\n    }}",
+        lit(b),
+        log2e = lit(std::f64::consts::LOG2_E),
+        floor = lit(floor),
+        scale = lit(scale),
+    );
+    let _ = writeln!(
+        c,
+        "    int kf = 0;\n    for (int j = 1; j < {k}; j++) if (xc >= lo[{located}][j]) kf++;\n    const T cx = lo[0][kf], cw = size[0][kf], cy = lo[1][kf], ch = size[1][kf];\n    const T u0 = kf > 0 ? th[{k2} + kf - 1] : (T)0, u1 = kf < {km1} ? th[{k2} + kf] : (T)0;\n    const T d0 = kf > 0 ? {md} + tf_softplus(u0 + {c0}) : (T)1;\n    const T d1 = kf < {km1} ? {md} + tf_softplus(u1 + {c0}) : (T)1;\n    const T s = ch / cw, delta = d1 + d0 - (T)2 * s;",
+        k2 = 2 * k,
+        km1 = k as i64 - 1,
+        md = lit(MIN_DERIVATIVE),
+        c0 = lit(c0),
+    );
+    if rqs.inverse {
+        c.push_str("    const T dy = xc - cy, qa = ch * (s - d0) + dy * delta, qb = ch * d0 - dy * delta, qc = -s * dy;\n    T disc = qb * qb - (T)4 * qa * qc;\n    disc = disc > (T)0 ? disc : (T)0;\n    const T raw = (T)2 * qc / (-qb - TF_SQRT(disc));\n");
     } else {
-        format!("({}) ? in_{p}[{index}] : (T)0", conds.join(" && "))
+        c.push_str("    const T raw = (xc - cx) / cw;\n");
     }
+    let _ = writeln!(
+        c,
+        "    const T xi = raw < (T)0 ? (T)0 : (raw > (T)1 ? (T)1 : raw);\n    const T om = (T)1 - xi, t = xi * om, den = s + delta * t;\n    const T pp = d1 * xi * xi + (T)2 * s * t + d0 * om * om;\n    const T lg = tf_ln(s * s * pp) - (T)2 * tf_ln(den);\n    const T val = {val};\n    out[2 * i] = inside ? val : x;\n    out[2 * i + 1] = inside ? {lg} : (T)0;",
+        val = if rqs.inverse {
+            "cx + xi * cw"
+        } else {
+            "cy + ch * (s * xi * xi + d0 * t) / den"
+        },
+        lg = if rqs.inverse { "-lg" } else { "lg" },
+    );
+    c
 }
 
 /// A constant as a C literal of type T (infinities and NaN included).
@@ -248,12 +481,12 @@ fn literal(v: f64) -> String {
     }
 }
 
-/// Every fused and reduction kernel of a plan's `steps`, named `k{step index}`.
-pub fn kernels(steps: &[Step]) -> Vec<Source> {
-    steps
+/// Every kernel of a plan (none for the spline's adjoint), named `k{step index}`.
+pub fn kernels<T: super::Scalar>(plan: &super::plan::Plan<T>) -> Vec<Source> {
+    plan.steps
         .iter()
         .enumerate()
-        .filter_map(|(i, s)| kernel(s, &format!("k{i}")))
+        .filter_map(|(i, s)| kernel(s, plan.ir.nodes[s.out()].len, &format!("k{i}")))
         .collect()
 }
 
@@ -268,7 +501,7 @@ pub struct Case {
     pub expected: Vec<f64>,
 }
 
-/// Every fused and reduction kernel of a plan that has run ([`super::Program::inspect`]), with
+/// Every kernel of a plan that has run ([`super::Program::inspect`]), with
 /// the buffers it reads and the CPU's result: a backend runs each on those inputs and compares.
 pub fn cases<T: super::Scalar>(plan: &super::plan::Plan<T>, store: &[Vec<T>]) -> Vec<Case> {
     let f64s = |node: usize| -> Vec<f64> {
@@ -277,7 +510,7 @@ pub fn cases<T: super::Scalar>(plan: &super::plan::Plan<T>, store: &[Vec<T>]) ->
             .map(|v| v.to_f64())
             .collect()
     };
-    kernels(&plan.steps)
+    kernels(plan)
         .into_iter()
         .map(|source| Case {
             inputs: source.inputs.iter().map(|&n| f64s(n)).collect(),

@@ -3,10 +3,12 @@
 //! libraries when a device is first opened (the crate builds without a CUDA toolkit; a
 //! machine without one gets an error naming the missing library, not a crash).
 //!
-//! Today this runs a plan's fused and reduction kernels one at a time on given inputs, which
-//! is how they are checked against the CPU backend on a GPU (`tests/cuda.rs`,
-//! `bench/gpu.sh`); gemm through cuBLAS, the scatters, table gathers and the spline follow,
-//! and with them whole plans resident on the device.
+//! Two uses: [`Cuda::run`] runs kernels one at a time on given inputs, which is how every
+//! generated kernel is checked against the CPU backend on a GPU; [`GpuPlan`] runs a whole
+//! plan on the device (a buffer per node, inputs up once per run, only the outputs asked for
+//! back), which is how sampling and density programs run there (`tests/cuda.rs`,
+//! `bench/gpu.sh`). Training on the GPU needs the spline's adjoint kernel and the optimiser
+//! there; gemm through cuBLAS instead of the generated one is a later speed-up.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +18,11 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 
-use super::codegen::{prelude, Case, Precision};
+use cudarc::driver::CudaSlice;
+
+use super::codegen::{kernels, prelude, Case, Precision, Source};
+use super::ir::Op;
+use super::plan::Plan;
 use crate::error::{Error, Result};
 
 /// Threads per block.
@@ -132,6 +138,11 @@ impl Cuda {
         let threads = c.source.threads as u64;
         let mut seconds = 0.0;
         for timed in [false, true] {
+            if c.source.zero_out {
+                self.stream
+                    .memset_zeros(&mut out)
+                    .map_err(|e| cuda_err("zeroing", e))?;
+            }
             let mut b = self.stream.launch_builder(f);
             b.arg(&mut out);
             for x in &ins {
@@ -158,6 +169,124 @@ impl Cuda {
             host[..c.expected.len()].iter().map(|&v| from(v)).collect(),
             seconds,
         ))
+    }
+}
+
+/// A plan's kernels compiled for the GPU (f32), with a device buffer for every node its steps
+/// write and every declared input they read.
+pub struct GpuPlan {
+    steps: Vec<(Source, CudaFunction)>,
+    /// Device buffer by node.
+    bufs: Vec<Option<CudaSlice<f32>>>,
+    /// (node, declared input) pairs uploaded at each run.
+    inputs: Vec<(usize, usize)>,
+    /// NVRTC and module load, seconds.
+    pub compile_s: f64,
+}
+
+impl Cuda {
+    /// Compile every step of `plan` for this GPU and allocate its buffers. An error where a
+    /// step has no GPU kernel yet (the spline's adjoint: training plans).
+    pub fn compile_plan(&self, plan: &Plan<f32>) -> Result<GpuPlan> {
+        let sources = kernels(plan);
+        if sources.len() != plan.steps.len() {
+            return Err(Error::Engine(
+                "CUDA: this plan has a step with no GPU kernel yet (the spline's adjoint: training runs on the CPU)".into(),
+            ));
+        }
+        let t0 = Instant::now();
+        let mut src = prelude(Precision::F32);
+        for s in &sources {
+            src.push_str(&s.code);
+        }
+        let ptx = compile_ptx_with_opts(&src, CompileOptions::default())
+            .map_err(|e| cuda_err("NVRTC rejected the generated kernels", e))?;
+        let module = self
+            .ctx
+            .load_module(ptx)
+            .map_err(|e| cuda_err("loading the module", e))?;
+        let compile_s = t0.elapsed().as_secs_f64();
+        let nodes = &plan.ir.nodes;
+        let mut bufs: Vec<Option<CudaSlice<f32>>> = (0..nodes.len()).map(|_| None).collect();
+        let mut inputs = Vec::new();
+        let mut steps = Vec::with_capacity(sources.len());
+        for s in sources {
+            let alloc = |len: usize| {
+                self.stream
+                    .alloc_zeros::<f32>(len.max(1))
+                    .map_err(|e| cuda_err("allocating", e))
+            };
+            bufs[s.out] = Some(alloc(nodes[s.out].len)?);
+            for &n in &s.inputs {
+                if let (Op::Input(i), None) = (&nodes[n].op, &bufs[n]) {
+                    bufs[n] = Some(alloc(nodes[n].len)?);
+                    inputs.push((n, *i));
+                }
+            }
+            let f = module
+                .load_function(&s.name)
+                .map_err(|e| cuda_err("a generated kernel is missing", e))?;
+            steps.push((s, f));
+        }
+        Ok(GpuPlan {
+            steps,
+            bufs,
+            inputs,
+            compile_s,
+        })
+    }
+
+    /// Run a compiled plan on the declared inputs' buffers `store` (as [`Plan::run`] takes
+    /// them); returns the seconds from the upload to the last kernel's end.
+    pub fn run_plan(&self, gp: &mut GpuPlan, store: &[Vec<f32>]) -> Result<f64> {
+        let t0 = Instant::now();
+        for &(node, i) in &gp.inputs {
+            let dst = gp.bufs[node].as_mut().expect("allocated by compile_plan");
+            if store[i].len() != dst.len() {
+                return Err(Error::Engine(format!(
+                    "CUDA: input {i} has {} values, the compiled plan {}",
+                    store[i].len(),
+                    dst.len()
+                )));
+            }
+            self.stream
+                .memcpy_htod(&store[i], dst)
+                .map_err(|e| cuda_err("copying inputs", e))?;
+        }
+        for (s, f) in &gp.steps {
+            let mut out = gp.bufs[s.out].take().expect("allocated by compile_plan");
+            if s.zero_out {
+                self.stream
+                    .memset_zeros(&mut out)
+                    .map_err(|e| cuda_err("zeroing", e))?;
+            }
+            let threads = s.threads as u64;
+            let mut b = self.stream.launch_builder(f);
+            b.arg(&mut out);
+            for &n in &s.inputs {
+                b.arg(gp.bufs[n].as_ref().expect("allocated by compile_plan"));
+            }
+            b.arg(&threads);
+            // SAFETY: the arguments match the generated signature and every buffer has its
+            // node's length, which the kernel's index math was generated for.
+            let launched = unsafe { b.launch(launch_config(s.threads)) };
+            gp.bufs[s.out] = Some(out);
+            launched.map_err(|e| cuda_err("launching", e))?;
+        }
+        self.stream
+            .synchronize()
+            .map_err(|e| cuda_err("running", e))?;
+        Ok(t0.elapsed().as_secs_f64())
+    }
+
+    /// A node's buffer after [`Cuda::run_plan`].
+    pub fn read(&self, gp: &GpuPlan, node: usize) -> Result<Vec<f32>> {
+        let b = gp.bufs[node]
+            .as_ref()
+            .ok_or_else(|| Error::Engine(format!("CUDA: node {node} has no device buffer")))?;
+        self.stream
+            .clone_dtoh(b)
+            .map_err(|e| cuda_err("copying the output", e))
     }
 }
 

@@ -488,18 +488,20 @@ impl<T: Scalar> Program<T> {
     }
 
     /// Run the plan once on `inputs` (with gradients where `train`) and hand it, with the
-    /// declared inputs' buffers, to `f`: every node's buffer is then readable through
-    /// [`Plan::buffer`] (for backends that check their kernels against this one).
+    /// declared inputs' buffers and the outputs' nodes (in declared order), to `f`: every
+    /// node's buffer is then readable through [`Plan::buffer`] (for backends that run the same
+    /// plan and check their results against this one).
     pub fn inspect<R>(
         &mut self,
         inputs: &[(&str, &[T])],
         train: bool,
-        f: impl FnOnce(&Plan<T>, &[Vec<T>]) -> R,
+        f: impl FnOnce(&Plan<T>, &[Vec<T>], &[usize]) -> R,
     ) -> Result<R> {
         let batch = self.load_inputs(inputs)?;
         let ci = self.plan_index(batch, train)?;
         self.compiled[ci].plan.run(&self.store)?;
-        Ok(f(&self.compiled[ci].plan, &self.store))
+        let c = &self.compiled[ci];
+        Ok(f(&c.plan, &self.store, &c.outputs))
     }
 
     /// Run row-independent steps tile by tile over batch rows (`true`, the default) or every

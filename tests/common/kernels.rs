@@ -176,6 +176,8 @@ fn cases_of<T: Scalar>(flow: &Flow, mode: Mode) -> Vec<Case> {
     let x = cast(uniform(batch * flow.dim(), -2.0, 2.0));
     let t = cast(uniform(batch, 0.5, 2.0));
     let input = if mode == Mode::Sample { "z" } else { "x" };
-    p.inspect(&[(input, &x), ("cond", &t)], false, codegen::cases)
-        .unwrap()
+    p.inspect(&[(input, &x), ("cond", &t)], false, |plan, store, _| {
+        codegen::cases(plan, store)
+    })
+    .unwrap()
 }
