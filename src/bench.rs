@@ -697,6 +697,8 @@ pub fn mcmc_bench(train_seconds: f64, flow_steps: usize) -> Result<serde_json::V
 /// the device with the inputs' upload and the outputs' download (z drawn on the host, as on
 /// the CPU path, and not timed on either); medians of `reps` runs after a warm-up. Every
 /// output is compared with the CPU's: `max_rel_diff` is the largest |gpu − cpu|/(1 + |cpu|).
+/// Then the training step's plan of [`flows_bench`] (batch 1024: forward, loss, every
+/// gradient; the optimiser's update is not on the GPU yet).
 #[cfg(feature = "cuda")]
 pub fn flows_bench_cuda(reps: usize) -> Result<serde_json::Value> {
     use crate::engine::cuda::Cuda;
@@ -792,6 +794,64 @@ pub fn flows_bench_cuda(reps: usize) -> Result<serde_json::Value> {
         report.insert(
             name.to_string(),
             json!({"n_params": flow.n_params(), "dim": flow.dim(), "runs": rows}),
+        );
+    }
+    // The training step's plan (forward, loss, every gradient) of `bench flows`, without the
+    // optimiser's update (not on the GPU yet), gradients downloaded.
+    for dim in [2usize, 16] {
+        let flow = bench_flow(dim)?;
+        let mut prog = reverse_kl_quadratic_program::<f32>(&flow)?;
+        let batch = 1024;
+        let mut rng = crate::rng::seeded(5);
+        let z: Vec<f32> = (0..batch * dim)
+            .map(|_| rng.random_range(-2.0..2.0))
+            .collect();
+        let t: Vec<f32> = (0..batch).map(|_| rng.random_range(0.5..3.0)).collect();
+        let inputs = [("z", &z[..]), ("cond", &t[..])];
+        let mut err = None;
+        let cpu_us = median_us(1, reps.max(3), || {
+            if let Err(e) = prog.run_with_grads(&inputs) {
+                err = Some(e);
+            }
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let (gpu_us, diff) = prog.inspect(&inputs, true, |plan, store, read| {
+            let mut gp = gpu.compile_plan(plan)?;
+            let mut failed: Option<Error> = None;
+            // The loss and the gradients come back, as run_with_grads returns them.
+            let us = median_us(1, reps.max(3), || {
+                let run = gpu.run_plan(&mut gp, store).and_then(|_| {
+                    read.iter()
+                        .map(|&n| gpu.read(&gp, n))
+                        .collect::<Result<Vec<_>>>()
+                });
+                if let Err(e) = run {
+                    failed = Some(e);
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            let mut diff = 0.0f64;
+            for n in plan.steps.iter().map(|s| s.out()) {
+                for (g, c) in gpu.read(&gp, n)?.iter().zip(plan.buffer(store, n)) {
+                    diff = diff.max((g - c).abs() as f64 / (1.0 + c.abs() as f64));
+                }
+            }
+            Ok((us, diff))
+        })??;
+        report.insert(
+            format!("rqs_d{dim}_train_plan"),
+            json!({
+                "batch": batch,
+                "cpu_plans_per_s": 1e6 / cpu_us,
+                "gpu_plans_per_s": 1e6 / gpu_us,
+                "speedup": cpu_us / gpu_us,
+                "max_rel_diff_any_node": diff,
+                "note": "forward, loss and every gradient, the loss and gradients downloaded; the optimiser's update is not timed (it is not on the GPU yet)",
+            }),
         );
     }
     Ok(serde_json::Value::Object(report))

@@ -104,3 +104,43 @@ fn whole_sampling_plans_on_the_gpu_match_the_cpu_backend() {
         eprintln!("[cuda] {name}: the whole plan ({steps} steps) on the GPU agrees with the CPU, largest difference {worst:.1e} relative");
     }
 }
+
+/// A whole training plan on the GPU (the reverse-KL step of `bench flows`: forward, the loss,
+/// every parameter's gradient, the spline's adjoint included): every node a step writes
+/// equals the CPU backend's.
+#[test]
+fn a_whole_training_plan_on_the_gpu_matches_the_cpu_backend() {
+    let gpu = Cuda::new(0).unwrap_or_else(|e| panic!("{e}"));
+    let flow = thermoflow::bench::bench_flow(4).unwrap();
+    let mut p = thermoflow::bench::reverse_kl_quadratic_program::<f32>(&flow).unwrap();
+    let batch = 512;
+    let z: Vec<f32> = (0..batch * 4)
+        .map(|i| ((i as f32) * 0.37).sin() * 2.0)
+        .collect();
+    let t: Vec<f32> = (0..batch).map(|i| 0.5 + 2.5 * (i as f32) / 512.0).collect();
+    let (steps, worst) = p
+        .inspect(&[("z", &z), ("cond", &t)], true, |plan, store, _| {
+            let mut gp = gpu.compile_plan(plan).unwrap();
+            gpu.run_plan(&mut gp, store).unwrap();
+            let mut worst = 0.0f64;
+            for s in &plan.steps {
+                let got = gpu.read(&gp, s.out()).unwrap();
+                for (j, (&g, &c)) in got.iter().zip(plan.buffer(store, s.out())).enumerate() {
+                    let (g, c) = (g as f64, c as f64);
+                    // Gradients sum over the batch in another order (atomics): 1e-3.
+                    assert!(
+                        codegen::agrees(g, c, 1e-3),
+                        "{} step writing node {} element {j}: GPU {g}, CPU {c}",
+                        s.kind(),
+                        s.out()
+                    );
+                    if g.is_finite() && c.is_finite() {
+                        worst = worst.max((g - c).abs() / (1.0 + c.abs()));
+                    }
+                }
+            }
+            (plan.steps.len(), worst)
+        })
+        .unwrap();
+    eprintln!("[cuda] training plan ({steps} steps, spline adjoints included) on the GPU agrees with the CPU, largest difference {worst:.1e} relative");
+}

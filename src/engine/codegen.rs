@@ -1,6 +1,6 @@
 //! CUDA C source for a plan's steps, printed from the description the CPU executor interprets
 //! ([`super::plan::Step`]; for elementwise kernels [`super::plan::Kernel`]: strided leaf views
-//! and an SSA instruction list). Every step but the spline's adjoint has one.
+//! and an SSA instruction list), every kind of step.
 //!
 //! One thread per output element. Element e of an elementwise kernel reads each leaf through
 //! its view ([`super::view::View`]):
@@ -18,7 +18,8 @@
 //! source at the table's column, a table scatter's thread sums the columns the table sends to
 //! it (in the CPU's order); a view adjoint (scatter) adds atomically into a zeroed output; the
 //! spline's thread maps one coordinate (`super::rqs`: softmax knots, the bin, the
-//! rational-quadratic map and its log-derivative).
+//! rational-quadratic map and its log-derivative), its adjoint's thread pulls the output
+//! adjoints back to the coordinate and its 3K − 1 parameters.
 //!
 //! The source is C as well as CUDA: [`prelude`] defines the element type and the math
 //! functions, and a host compiler given [`HOST_SHIM`] (block and thread indices as globals,
@@ -70,10 +71,7 @@ pub struct Source {
 
 /// What every generated file starts with: the element type `T` and its math functions.
 pub fn prelude(p: Precision) -> String {
-    let (t, f) = match p {
-        Precision::F32 => ("float", "f"),
-        Precision::F64 => ("double", ""),
-    };
+    let (t, f) = (p.c_type(), if p == Precision::F32 { "f" } else { "" });
     let mut s = String::new();
     s.push_str(
         "#ifdef __CUDACC_RTC__\n#define TF_EXTERN extern \"C\"\n#else\n#define TF_EXTERN\n#endif\n",
@@ -99,19 +97,50 @@ pub fn prelude(p: Precision) -> String {
     );
     let _ = writeln!(
         s,
-        "static __device__ T tf_softplus(T u) {{ const T e = TF_EXP2((u > (T)0 ? -u : u) * {}); return (u > (T)0 ? u : (T)0) + tf_ln((T)1 + e); }}",
+        "static __device__ T tf_softplus(T u) {{ const T e = TF_EXP2((u > (T)0 ? -u : u) * {0}); return (u > (T)0 ? u : (T)0) + tf_ln((T)1 + e); }}\nstatic __device__ T tf_sigmoid(T u) {{ const T e = TF_EXP2((u > (T)0 ? -u : u) * {0}); return u > (T)0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e); }}",
         literal(std::f64::consts::LOG2_E)
     );
+    s.push_str(SPLINE_CELL);
     s
 }
+
+/// A spline cell's slope g'(ξ) and the reverse mode through y = Y + H (sξ² + D_k t)/den and
+/// ld = log(s² p) − 2 log den with ξ a leaf (`b` gets ξ̄, W̄, H̄, D̄_k, D̄_{k+1}), as
+/// `super::rqs`'s `CellVals` computes them.
+const SPLINE_CELL: &str = "static __device__ T tf_cell_slope(T w, T h, T d0, T d1, T xi) {
+    const T s = h / w, om = (T)1 - xi, t = xi * om, den = s + (d1 + d0 - (T)2 * s) * t;
+    return s * s * (d1 * xi * xi + (T)2 * s * t + d0 * om * om) / (den * den);
+}
+static __device__ void tf_cell_adjoint(T w, T h, T d0, T d1, T xi, T gy, T gl, T* b) {
+    const T s = h / w, om = (T)1 - xi, t = xi * om, den = s + (d1 + d0 - (T)2 * s) * t;
+    const T q = s * xi * xi + d0 * t, r = h * q / den, p = d1 * xi * xi + (T)2 * s * t + d0 * om * om;
+    const T num_bar = gy / den, den_bar = (T)0 - gy * r / den - (T)2 * gl / den;
+    T s_bar = (T)2 * gl / s;
+    const T p_bar = gl / p;
+    T b_d1 = p_bar * xi * xi, b_xi = p_bar * ((T)2 * d1 * xi - (T)2 * d0 * om), b_d0 = p_bar * om * om;
+    s_bar += p_bar * (T)2 * t;
+    T t_bar = p_bar * (T)2 * s, b_h = num_bar * q;
+    const T q_bar = num_bar * h;
+    s_bar += q_bar * xi * xi;
+    b_xi += q_bar * (T)2 * s * xi;
+    b_d0 += q_bar * t;
+    t_bar += q_bar * d0;
+    s_bar += den_bar * ((T)1 - (T)2 * t);
+    b_d1 += den_bar * t;
+    b_d0 += den_bar * t;
+    t_bar += den_bar * (d1 + d0 - (T)2 * s);
+    b_xi += t_bar * ((T)1 - (T)2 * xi);
+    b_h += s_bar / w;
+    b[0] = b_xi; b[1] = (T)0 - s_bar * s / w; b[2] = b_h; b[3] = b_d0; b[4] = b_d1;
+}
+";
 
 /// What a host C compiler needs before [`prelude`] to compile the kernels as C: thread and
 /// block indices as globals that a loop sets before each call.
 pub const HOST_SHIM: &str = "#include <math.h>\n#define __global__\n#define __device__\n#define __restrict__ restrict\ntypedef struct { unsigned int x, y, z; } tf_dim3;\nstatic tf_dim3 blockIdx, blockDim, threadIdx;\n#define TF_ATOMIC_ADD(p, v) (*(p) += (v))\n";
 
-/// The kernel of a step whose output has `out_len` elements (None for the spline's adjoint,
-/// which has none yet).
-pub fn kernel(step: &Step, out_len: usize, name: &str) -> Option<Source> {
+/// The kernel of a step whose output has `out_len` elements.
+pub fn kernel(step: &Step, out_len: usize, name: &str) -> Source {
     let mut g = Gen::new(name);
     let (out, threads, zero_out) = match step {
         Step::Fused { out, kernel } => {
@@ -238,9 +267,19 @@ pub fn kernel(step: &Step, out_len: usize, name: &str) -> Option<Source> {
             g.body(&spline(rqs, px, pt));
             (*out, out_len / 2, false)
         }
-        Step::SplineAdjoint { .. } => return None,
+        Step::SplineAdjoint {
+            out,
+            x,
+            theta,
+            g: grad,
+            rqs,
+        } => {
+            let (px, pt, pg) = (g.input(*x), g.input(*theta), g.input(*grad));
+            g.body(&spline_adjoint(rqs, px, pt, pg));
+            (*out, out_len / (rqs.n_params() + 1), false)
+        }
     };
-    Some(g.finish(out, threads, zero_out))
+    g.finish(out, threads, zero_out)
 }
 
 /// A kernel being printed: its inputs, helper functions and tables, and its body.
@@ -340,14 +379,12 @@ impl Gen {
     }
 
     fn finish(self, out: usize, threads: usize, zero_out: bool) -> Source {
+        let params = self.params();
         let mut code = self.before;
         let _ = writeln!(
             code,
             "TF_EXTERN __global__ void {}(T* __restrict__ out{}, unsigned long long threads) {{",
-            self.name,
-            (0..self.inputs.len())
-                .map(|k| format!(", const T* __restrict__ in_{k}"))
-                .collect::<String>()
+            self.name, params
         );
         code.push_str("    const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;\n    if (i >= threads) return;\n");
         code.push_str(&self.body);
@@ -423,9 +460,12 @@ fn index(view: &View, e: &str) -> (String, Option<String>) {
     (index, (!conds.is_empty()).then(|| conds.join(" && ")))
 }
 
-/// The spline's thread: coordinate i of `in_{px}` with parameters `in_{pt}[i·P …]`; writes the
-/// value at `out[2i]` and the log-derivative at `out[2i + 1]` (see [`super::rqs`]).
-fn spline(rqs: &super::rqs::Rqs, px: usize, pt: usize) -> String {
+/// The spline's forward pass for coordinate i of `in_{px}` with parameters `in_{pt}[i·P …]`
+/// (see [`super::rqs`]): declares the softmax probabilities `pr`, knots `lo`, sizes `size`,
+/// the bin `kf`, the cell `cx cw cy ch`, the knot derivatives `d0 d1` and their softplus
+/// slopes `sig0 sig1`, `s`, `delta`, `xi` (clamped to [0, 1]; `clamped` says it was), the
+/// value `val` and the log-derivative `lg` (both before the tails), `inside`.
+fn spline_values(rqs: &super::rqs::Rqs, px: usize, pt: usize) -> String {
     use super::rqs::{MIN_BIN, MIN_DERIVATIVE};
     let (k, b) = (rqs.bins, rqs.bound);
     let p = rqs.n_params();
@@ -437,7 +477,7 @@ fn spline(rqs: &super::rqs::Rqs, px: usize, pt: usize) -> String {
     let mut c = String::new();
     let _ = writeln!(
         c,
-        "    const T B = {}, x = in_{px}[i];\n    const T* th = in_{pt} + i * {p}ULL;\n    const int inside = (-B < x && x < B);\n    const T xc = x < -B ? -B : (x > B ? B : x);\n    T lo[2][{k}], size[2][{k}];\n    for (int axis = 0; axis < 2; axis++) {{\n        const T* t = th + axis * {k};\n        T mx = t[0];\n        for (int j = 1; j < {k}; j++) if (t[j] > mx) mx = t[j];\n        T e[{k}], sum = (T)0;\n        for (int j = 0; j < {k}; j++) {{ e[j] = TF_EXP2((t[j] - mx) * {log2e}); sum += e[j]; }}\n        const T inv = (T)1 / sum;\n        T acc = -B;\n        for (int j = 0; j < {k}; j++) {{ const T s = {floor} + {scale} * (e[j] * inv); lo[axis][j] = acc; size[axis][j] = s; acc += s; }}\n    }}",
+        "    const T B = {}, x = in_{px}[i];\n    const T* th = in_{pt} + i * {p}ULL;\n    const int inside = (-B < x && x < B);\n    const T xc = x < -B ? -B : (x > B ? B : x);\n    T pr[2][{k}], lo[2][{k}], size[2][{k}];\n    for (int axis = 0; axis < 2; axis++) {{\n        const T* t = th + axis * {k};\n        T mx = t[0];\n        for (int j = 1; j < {k}; j++) if (t[j] > mx) mx = t[j];\n        T sum = (T)0;\n        for (int j = 0; j < {k}; j++) {{ pr[axis][j] = TF_EXP2((t[j] - mx) * {log2e}); sum += pr[axis][j]; }}\n        const T inv = (T)1 / sum;\n        T acc = -B;\n        for (int j = 0; j < {k}; j++) {{ pr[axis][j] = pr[axis][j] * inv; const T sz = {floor} + {scale} * pr[axis][j]; lo[axis][j] = acc; size[axis][j] = sz; acc += sz; }}\n    }}",
         lit(b),
         log2e = lit(std::f64::consts::LOG2_E),
         floor = lit(floor),
@@ -445,7 +485,7 @@ fn spline(rqs: &super::rqs::Rqs, px: usize, pt: usize) -> String {
     );
     let _ = writeln!(
         c,
-        "    int kf = 0;\n    for (int j = 1; j < {k}; j++) if (xc >= lo[{located}][j]) kf++;\n    const T cx = lo[0][kf], cw = size[0][kf], cy = lo[1][kf], ch = size[1][kf];\n    const T u0 = kf > 0 ? th[{k2} + kf - 1] : (T)0, u1 = kf < {km1} ? th[{k2} + kf] : (T)0;\n    const T d0 = kf > 0 ? {md} + tf_softplus(u0 + {c0}) : (T)1;\n    const T d1 = kf < {km1} ? {md} + tf_softplus(u1 + {c0}) : (T)1;\n    const T s = ch / cw, delta = d1 + d0 - (T)2 * s;",
+        "    int kf = 0;\n    for (int j = 1; j < {k}; j++) if (xc >= lo[{located}][j]) kf++;\n    const T cx = lo[0][kf], cw = size[0][kf], cy = lo[1][kf], ch = size[1][kf];\n    const T u0 = (kf > 0 ? th[{k2} + kf - 1] : (T)0) + {c0}, u1 = (kf < {km1} ? th[{k2} + kf] : (T)0) + {c0};\n    const T d0 = kf > 0 ? {md} + tf_softplus(u0) : (T)1, sig0 = kf > 0 ? tf_sigmoid(u0) : (T)0;\n    const T d1 = kf < {km1} ? {md} + tf_softplus(u1) : (T)1, sig1 = kf < {km1} ? tf_sigmoid(u1) : (T)0;\n    const T s = ch / cw, delta = d1 + d0 - (T)2 * s;",
         k2 = 2 * k,
         km1 = k as i64 - 1,
         md = lit(MIN_DERIVATIVE),
@@ -458,13 +498,51 @@ fn spline(rqs: &super::rqs::Rqs, px: usize, pt: usize) -> String {
     }
     let _ = writeln!(
         c,
-        "    const T xi = raw < (T)0 ? (T)0 : (raw > (T)1 ? (T)1 : raw);\n    const T om = (T)1 - xi, t = xi * om, den = s + delta * t;\n    const T pp = d1 * xi * xi + (T)2 * s * t + d0 * om * om;\n    const T lg = tf_ln(s * s * pp) - (T)2 * tf_ln(den);\n    const T val = {val};\n    out[2 * i] = inside ? val : x;\n    out[2 * i + 1] = inside ? {lg} : (T)0;",
-        val = if rqs.inverse {
+        "    const int clamped = !(raw >= (T)0 && raw <= (T)1);\n    const T xi = raw < (T)0 ? (T)0 : (raw > (T)1 ? (T)1 : raw);\n    const T om = (T)1 - xi, t = xi * om, den = s + delta * t;\n    const T pp = d1 * xi * xi + (T)2 * s * t + d0 * om * om;\n    const T lg = tf_ln(s * s * pp) - (T)2 * tf_ln(den);\n    const T val = {};",
+        if rqs.inverse {
             "cx + xi * cw"
         } else {
             "cy + ch * (s * xi * xi + d0 * t) / den"
         },
-        lg = if rqs.inverse { "-lg" } else { "lg" },
+    );
+    c
+}
+
+/// The spline's thread: the value at `out[2i]` and the log-derivative at `out[2i + 1]`.
+fn spline(rqs: &super::rqs::Rqs, px: usize, pt: usize) -> String {
+    let mut c = spline_values(rqs, px, pt);
+    let _ = writeln!(
+        c,
+        "    out[2 * i] = inside ? val : x;\n    out[2 * i + 1] = inside ? {} : (T)0;",
+        if rqs.inverse { "-lg" } else { "lg" }
+    );
+    c
+}
+
+/// The spline adjoint's thread: with the output adjoints `in_{pg}[2i]` (value) and
+/// `[2i + 1]` (log-derivative), ∂L/∂x at `out[i(P+1)]` and ∂L/∂θ_j at `out[i(P+1) + 1 + j]`:
+/// through the cell (the implicit function ξ(y) for the inverse), the knots' cumulative sums,
+/// the affine floor, the softmax and the softplus, as [`super::rqs`] does.
+fn spline_adjoint(rqs: &super::rqs::Rqs, px: usize, pt: usize, pg: usize) -> String {
+    use super::rqs::MIN_BIN;
+    let (k, p) = (rqs.bins, rqs.n_params());
+    let scale = 2.0 * rqs.bound * (1.0 - MIN_BIN * k as f64);
+    let mut c = spline_values(rqs, px, pt);
+    let _ = writeln!(
+        c,
+        "    const T gv = in_{pg}[2 * i], gl = in_{pg}[2 * i + 1];\n    T gx, adj[6];"
+    );
+    if rqs.inverse {
+        c.push_str("    {\n        T first[5], second[5];\n        tf_cell_adjoint(cw, ch, d0, d1, xi, (T)0, -gl, first);\n        const T lambda = (first[0] + gv * cw) / (cw * tf_cell_slope(cw, ch, d0, d1, xi));\n        tf_cell_adjoint(cw, ch, d0, d1, xi, -lambda, (T)0, second);\n        gx = lambda;\n        adj[0] = gv; adj[1] = gv * xi + first[1] + second[1]; adj[2] = -lambda;\n        adj[3] = first[2] + second[2]; adj[4] = first[3] + second[3]; adj[5] = first[4] + second[4];\n    }\n");
+    } else {
+        c.push_str("    {\n        T r[5];\n        tf_cell_adjoint(cw, ch, d0, d1, xi, gv, gl, r);\n        gx = clamped ? (T)0 : r[0] / cw;\n        const T w_from_xi = clamped ? (T)0 : r[0] * xi / cw;\n        adj[0] = -gx; adj[1] = r[1] - w_from_xi; adj[2] = gv; adj[3] = r[2]; adj[4] = r[3]; adj[5] = r[4];\n    }\n");
+    }
+    let _ = writeln!(
+        c,
+        "    if (!inside) {{ gx = gv; for (int m = 0; m < 6; m++) adj[m] = (T)0; }}\n    T* o = out + i * {p1}ULL;\n    o[0] = gx;\n    for (int axis = 0; axis < 2; axis++) {{\n        const T xbar = adj[2 * axis], sbar = adj[2 * axis + 1];\n        T pb[{k}], dot = (T)0;\n        for (int j = 0; j < {k}; j++) {{ pb[j] = {scale} * (j < kf ? xbar : (j == kf ? sbar : (T)0)); dot += pr[axis][j] * pb[j]; }}\n        for (int j = 0; j < {k}; j++) o[1 + axis * {k} + j] = pr[axis][j] * (pb[j] - dot);\n    }}\n    for (int j = 0; j + 1 < {k}; j++) o[1 + {k2} + j] = (kf == j + 1 ? adj[4] * sig0 : (T)0) + (kf == j ? adj[5] * sig1 : (T)0);",
+        p1 = p + 1,
+        scale = literal(scale),
+        k2 = 2 * k,
     );
     c
 }
@@ -481,12 +559,12 @@ fn literal(v: f64) -> String {
     }
 }
 
-/// Every kernel of a plan (none for the spline's adjoint), named `k{step index}`.
+/// Every step's kernel of a plan, named `k{step index}`.
 pub fn kernels<T: super::Scalar>(plan: &super::plan::Plan<T>) -> Vec<Source> {
     plan.steps
         .iter()
         .enumerate()
-        .filter_map(|(i, s)| kernel(s, plan.ir.nodes[s.out()].len, &format!("k{i}")))
+        .map(|(i, s)| kernel(s, plan.ir.nodes[s.out()].len, &format!("k{i}")))
         .collect()
 }
 

@@ -7,8 +7,9 @@
 //! generated kernel is checked against the CPU backend on a GPU; [`GpuPlan`] runs a whole
 //! plan on the device (a buffer per node, inputs up once per run, only the outputs asked for
 //! back), which is how sampling and density programs run there (`tests/cuda.rs`,
-//! `bench/gpu.sh`). Training on the GPU needs the spline's adjoint kernel and the optimiser
-//! there; gemm through cuBLAS instead of the generated one is a later speed-up.
+//! `bench/gpu.sh`). Training plans have every kernel too (the spline's adjoint included);
+//! training on the GPU needs the optimiser there; gemm through cuBLAS instead of the
+//! generated one is a later speed-up.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -185,15 +186,9 @@ pub struct GpuPlan {
 }
 
 impl Cuda {
-    /// Compile every step of `plan` for this GPU and allocate its buffers. An error where a
-    /// step has no GPU kernel yet (the spline's adjoint: training plans).
+    /// Compile every step of `plan` for this GPU and allocate its buffers.
     pub fn compile_plan(&self, plan: &Plan<f32>) -> Result<GpuPlan> {
         let sources = kernels(plan);
-        if sources.len() != plan.steps.len() {
-            return Err(Error::Engine(
-                "CUDA: this plan has a step with no GPU kernel yet (the spline's adjoint: training runs on the CPU)".into(),
-            ));
-        }
         let t0 = Instant::now();
         let mut src = prelude(Precision::F32);
         for s in &sources {

@@ -488,9 +488,10 @@ impl<T: Scalar> Program<T> {
     }
 
     /// Run the plan once on `inputs` (with gradients where `train`) and hand it, with the
-    /// declared inputs' buffers and the outputs' nodes (in declared order), to `f`: every
-    /// node's buffer is then readable through [`Plan::buffer`] (for backends that run the same
-    /// plan and check their results against this one).
+    /// declared inputs' buffers and the nodes a run's caller reads back (the outputs in
+    /// declared order; when training then the loss and every parameter's gradient), to `f`:
+    /// every node's buffer is then readable through [`Plan::buffer`] (for backends that run
+    /// the same plan and check their results against this one).
     pub fn inspect<R>(
         &mut self,
         inputs: &[(&str, &[T])],
@@ -501,7 +502,12 @@ impl<T: Scalar> Program<T> {
         let ci = self.plan_index(batch, train)?;
         self.compiled[ci].plan.run(&self.store)?;
         let c = &self.compiled[ci];
-        Ok(f(&c.plan, &self.store, &c.outputs))
+        let mut read = c.outputs.clone();
+        if train {
+            read.extend(c.loss);
+            read.extend(c.grads.iter().flatten());
+        }
+        Ok(f(&c.plan, &self.store, &read))
     }
 
     /// Run row-independent steps tile by tile over batch rows (`true`, the default) or every
