@@ -35,8 +35,8 @@ pub const SMC_PATIENT: (usize, f64, usize) = (2000, 0.1, 60);
 /// budget: the same seed gives the same run on any machine), and within `estimate_seconds`
 /// where the user sets that wall-time limit. `start`: a run so far (the tempered points'
 /// witness), pooled with the further ones. A first run that fails its hysteresis check at a
-/// failing temperature (at any, where none is given) is replaced by a [`SMC_PATIENT`] one, and the further runs are as patient.
-/// None when interrupted.
+/// failing temperature (at any, where none is given) is replaced by a [`SMC_PATIENT`] one,
+/// and the further runs are as patient. None when interrupted.
 pub(in crate::sweep) fn rounds(
     sw: &Sweeper,
     flow: &Flow,
