@@ -992,3 +992,67 @@ fn generated_kernels_of_flows_match_the_cpu_backend() {
     eprintln!("{checked} generated kernels agree with the CPU backend");
     assert!(checked >= 40, "only {checked} kernels generated");
 }
+
+/// Whole plans run by their generated kernels alone (each step reading what the kernels before
+/// it wrote, only the declared inputs from the CPU run), as the GPU backend runs them: the
+/// sampling plans of a coupling flow and the φ⁴ lattice flow, and the reverse-KL training plan
+/// (forward, loss, every gradient, spline adjoints), in f64 and f32; every step's output equals
+/// the CPU backend's.
+#[test]
+fn whole_plans_of_generated_kernels_match_the_cpu_backend() {
+    use thermoflow::engine::Scalar;
+    use thermoflow::flows::builders::{coupling_flow, default_flow, lattice_flow};
+    use thermoflow::flows::flow::Mode;
+    use thermoflow::flows::Conditioning;
+    fn check<T: Scalar>(name: &str, p: &mut Program<T>, dim: usize, train: bool) {
+        let batch = 33;
+        let z: Vec<T> = (0..batch * dim)
+            .map(|i| T::from_f64(((i as f64) * 0.618).sin() * 2.0))
+            .collect();
+        let t: Vec<T> = (0..batch)
+            .map(|i| T::from_f64(0.8 + 0.45 * i as f64 / batch as f64))
+            .collect();
+        let (precision, rel) = if std::mem::size_of::<T>() == 8 {
+            (Precision::F64, 1e-9)
+        } else {
+            (Precision::F32, 1e-3)
+        };
+        p.inspect(&[("z", &z), ("cond", &t)], train, |plan, store, _| {
+            let outs = common::kernels::run_plan(plan, store, precision);
+            assert_eq!(outs.len(), plan.steps.len());
+            for (node, got) in outs {
+                for (j, (&g, w)) in got.iter().zip(plan.buffer(store, node)).enumerate() {
+                    assert!(
+                        codegen::agrees(g, w.to_f64(), rel),
+                        "{name}: node {node} element {j}: generated {g}, CPU {}",
+                        w.to_f64()
+                    );
+                }
+            }
+        })
+        .unwrap();
+    }
+    let cond = Conditioning::Temperature {
+        t_min: 0.8,
+        t_max: 1.25,
+    };
+    let coupling = coupling_flow(3, cond, &default_flow()).unwrap();
+    let lattice = lattice_flow(4, cond, 2, 4, 1, 0).unwrap();
+    let bench = thermoflow::bench::bench_flow(3).unwrap();
+    check::<f64>(
+        "coupling sample",
+        &mut coupling.compile(Mode::Sample).unwrap(),
+        3,
+        false,
+    );
+    check::<f32>(
+        "lattice sample",
+        &mut lattice.compile(Mode::Sample).unwrap(),
+        16,
+        false,
+    );
+    let mut train64 = thermoflow::bench::reverse_kl_quadratic_program::<f64>(&bench).unwrap();
+    check::<f64>("reverse-KL training", &mut train64, 3, true);
+    let mut train32 = thermoflow::bench::reverse_kl_quadratic_program::<f32>(&bench).unwrap();
+    check::<f32>("reverse-KL training", &mut train32, 3, true);
+}

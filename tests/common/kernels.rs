@@ -21,20 +21,66 @@ const BLOCK: usize = 64;
 
 static RUN: AtomicUsize = AtomicUsize::new(0);
 
-/// Run every case's kernel on the host in precision `p`; returns the outputs, in order.
-pub fn run(cases: &[Case], p: Precision) -> Vec<Vec<f64>> {
+/// A fresh scratch folder.
+fn scratch() -> PathBuf {
     let dir: PathBuf = std::env::temp_dir().join(format!(
         "thermoflow-codegen-{}-{}",
         std::process::id(),
         RUN.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The C file's head: the shim, the prelude, and `load`/`save` of f64 files as T.
+fn head(p: Precision) -> String {
     let mut c = String::from(codegen::HOST_SHIM);
-    c.push_str("#include <stdio.h>\n#include <stdlib.h>\n");
+    c.push_str("#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n");
     c.push_str(&codegen::prelude(p));
     c.push_str(
         "static T* load(const char* path, unsigned long long n) {\n    double* d = malloc(8 * (n + 1));\n    T* t = malloc(sizeof(T) * (n + 1));\n    FILE* f = fopen(path, \"rb\");\n    if (!f || fread(d, 8, n, f) != n) { fprintf(stderr, \"cannot read %s\\n\", path); exit(2); }\n    fclose(f);\n    for (unsigned long long i = 0; i < n; i++) t[i] = (T)d[i];\n    free(d);\n    return t;\n}\nstatic void save(const char* path, const T* t, unsigned long long n) {\n    FILE* f = fopen(path, \"wb\");\n    for (unsigned long long i = 0; i < n; i++) { double v = (double)t[i]; fwrite(&v, 8, 1, f); }\n    fclose(f);\n}\n",
     );
+    c
+}
+
+/// A launch of kernel `name` over `threads` threads as loops over blocks and threads.
+fn launch(name: &str, args: &str, threads: usize) -> String {
+    format!(
+        "        for (unsigned int b = 0; b < {}u; b++) {{\n            blockIdx.x = b;\n            for (unsigned int t = 0; t < {BLOCK}u; t++) {{ threadIdx.x = t; {name}({args}, {threads}ULL); }}\n        }}\n",
+        threads.div_ceil(BLOCK)
+    )
+}
+
+/// Compile `c` with the host C compiler and run it in `dir`.
+fn compile_and_run(dir: &std::path::Path, c: &str) {
+    std::fs::write(dir.join("kernels.c"), c).unwrap();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let built = Command::new(&cc)
+        .current_dir(dir)
+        .args(["-std=c99", "-O1", "-o", "kernels", "kernels.c", "-lm"])
+        .output()
+        .unwrap_or_else(|e| panic!("the host C compiler `{cc}` did not start: {e}"));
+    assert!(
+        built.status.success(),
+        "{cc} rejected the generated kernels ({}):\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let ran = Command::new(dir.join("kernels"))
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+}
+
+/// Run every case's kernel on the host in precision `p`; returns the outputs, in order.
+pub fn run(cases: &[Case], p: Precision) -> Vec<Vec<f64>> {
+    let dir = scratch();
+    let mut c = head(p);
     let mut main = String::from("int main(void) {\n    blockDim.x = ");
     let _ = writeln!(main, "{BLOCK};");
     for (i, case) in cases.iter().enumerate() {
@@ -54,36 +100,13 @@ pub fn run(cases: &[Case], p: Precision) -> Vec<Vec<f64>> {
         let n_out = case.expected.len();
         let _ = writeln!(
             main,
-            "        T* out = calloc({n_out} + 1, sizeof(T));\n        for (unsigned int b = 0; b < {}u; b++) {{\n            blockIdx.x = b;\n            for (unsigned int t = 0; t < {BLOCK}u; t++) {{ threadIdx.x = t; {}(out{args}, {}ULL); }}\n        }}\n        save(\"c{i}_out.bin\", out, {n_out}ULL);\n    }}",
-            s.threads.div_ceil(BLOCK),
-            s.name,
-            s.threads
+            "        T* out = calloc({n_out} + 1, sizeof(T));\n{}        save(\"c{i}_out.bin\", out, {n_out}ULL);\n    }}",
+            launch(&s.name, &format!("out{args}"), s.threads)
         );
     }
     main.push_str("    return 0;\n}\n");
     c.push_str(&main);
-    std::fs::write(dir.join("kernels.c"), &c).unwrap();
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let built = Command::new(&cc)
-        .current_dir(&dir)
-        .args(["-std=c99", "-O1", "-o", "kernels", "kernels.c", "-lm"])
-        .output()
-        .unwrap_or_else(|e| panic!("the host C compiler `{cc}` did not start: {e}"));
-    assert!(
-        built.status.success(),
-        "{cc} rejected the generated kernels ({}):\n{}",
-        dir.display(),
-        String::from_utf8_lossy(&built.stderr)
-    );
-    let ran = Command::new(dir.join("kernels"))
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        ran.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ran.stderr)
-    );
+    compile_and_run(&dir, &c);
     let outs = (0..cases.len())
         .map(|i| read_f64s(&dir.join(format!("c{i}_out.bin"))))
         .collect();
@@ -180,4 +203,64 @@ fn cases_of<T: Scalar>(flow: &Flow, mode: Mode) -> Vec<Case> {
         codegen::cases(plan, store)
     })
     .unwrap()
+}
+
+/// A whole plan run by its generated kernels on the host, in step order, each reading the
+/// buffers the kernels before it wrote (only the declared inputs come from the CPU run), as
+/// the GPU runs it. Returns (node, buffer) for every step's output.
+pub fn run_plan<T: Scalar>(
+    plan: &thermoflow::engine::plan::Plan<T>,
+    store: &[Vec<T>],
+    p: Precision,
+) -> Vec<(usize, Vec<f64>)> {
+    use thermoflow::engine::ir::Op;
+    let dir = scratch();
+    let sources = codegen::kernels(plan);
+    let nodes = &plan.ir.nodes;
+    let mut c = head(p);
+    let mut main = format!("int main(void) {{\n    blockDim.x = {BLOCK};\n");
+    let mut declared = vec![false; nodes.len()];
+    for s in &sources {
+        c.push_str(&s.code);
+        for &n in s.inputs.iter().chain(std::iter::once(&s.out)) {
+            if declared[n] {
+                continue;
+            }
+            declared[n] = true;
+            let len = nodes[n].len;
+            if let Op::Input(i) = nodes[n].op {
+                let data: Vec<f64> = store[i].iter().map(|v| v.to_f64()).collect();
+                write_f64s(&dir.join(format!("n{n}.bin")), &data);
+                let _ = writeln!(main, "    T* n{n} = load(\"n{n}.bin\", {len}ULL);");
+            } else {
+                let _ = writeln!(main, "    T* n{n} = calloc({len} + 1, sizeof(T));");
+            }
+        }
+    }
+    for s in &sources {
+        let len = nodes[s.out].len;
+        if s.zero_out {
+            let _ = writeln!(main, "    memset(n{}, 0, sizeof(T) * {len});", s.out);
+        }
+        let args: String = s.inputs.iter().map(|n| format!(", n{n}")).collect();
+        main.push_str("    {\n");
+        main.push_str(&launch(&s.name, &format!("n{}{args}", s.out), s.threads));
+        main.push_str("    }\n");
+    }
+    for s in &sources {
+        let _ = writeln!(
+            main,
+            "    save(\"out{0}.bin\", n{0}, {1}ULL);",
+            s.out, nodes[s.out].len
+        );
+    }
+    main.push_str("    return 0;\n}\n");
+    c.push_str(&main);
+    compile_and_run(&dir, &c);
+    let outs = sources
+        .iter()
+        .map(|s| (s.out, read_f64s(&dir.join(format!("out{}.bin", s.out)))))
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    outs
 }
