@@ -598,14 +598,23 @@ pub fn cases<T: super::Scalar>(plan: &super::plan::Plan<T>, store: &[Vec<T>]) ->
         .collect()
 }
 
-/// Whether a backend's `got` equals the CPU's `want` within `rel` (relative to 1 + |want|);
-/// NaN matches NaN and an infinity itself.
-pub fn agrees(got: f64, want: f64, rel: f64) -> bool {
+/// How far a backend's `got` is from the CPU's `want`: |got − want| / (1 + |want|); 0 where
+/// both are NaN or the same infinity, ∞ where only one is finite or NaN.
+pub fn difference(got: f64, want: f64) -> f64 {
     if want.is_nan() || got.is_nan() {
-        return want.is_nan() && got.is_nan();
+        return if want.is_nan() && got.is_nan() {
+            0.0
+        } else {
+            f64::INFINITY
+        };
     }
     if want.is_infinite() || got.is_infinite() {
-        return want == got;
+        return if want == got { 0.0 } else { f64::INFINITY };
     }
-    (got - want).abs() <= rel * (1.0 + want.abs())
+    (got - want).abs() / (1.0 + want.abs())
+}
+
+/// Whether a backend's `got` equals the CPU's `want` within `rel` ([`difference`]).
+pub fn agrees(got: f64, want: f64, rel: f64) -> bool {
+    difference(got, want) <= rel
 }

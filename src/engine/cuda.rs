@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaModule, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
+    ValidAsZeroBits,
 };
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 
@@ -69,6 +70,27 @@ impl Cuda {
         Ok(Cuda { ctx, stream })
     }
 
+    /// Compile kernels into one module with NVRTC and load it; returns it with the seconds
+    /// that took.
+    fn module<'a>(
+        &self,
+        sources: impl Iterator<Item = &'a Source>,
+        p: Precision,
+    ) -> Result<(Arc<CudaModule>, f64)> {
+        let t0 = Instant::now();
+        let mut src = prelude(p);
+        for s in sources {
+            src.push_str(&s.code);
+        }
+        let ptx = compile_ptx_with_opts(&src, CompileOptions::default())
+            .map_err(|e| cuda_err("NVRTC rejected the generated kernels", e))?;
+        let module = self
+            .ctx
+            .load_module(ptx)
+            .map_err(|e| cuda_err("loading the module", e))?;
+        Ok((module, t0.elapsed().as_secs_f64()))
+    }
+
     /// The device's name.
     pub fn name(&self) -> String {
         self.ctx.name().unwrap_or_else(|_| "unknown".into())
@@ -77,18 +99,7 @@ impl Cuda {
     /// Compile every case's kernel (one NVRTC program), run each on its inputs and return the
     /// outputs in order, with the time each took.
     pub fn run(&self, cases: &[Case], p: Precision) -> Result<(Vec<Vec<f64>>, Timing)> {
-        let mut src = prelude(p);
-        for c in cases {
-            src.push_str(&c.source.code);
-        }
-        let t0 = Instant::now();
-        let ptx = compile_ptx_with_opts(&src, CompileOptions::default())
-            .map_err(|e| cuda_err("NVRTC rejected the generated kernels", e))?;
-        let module = self
-            .ctx
-            .load_module(ptx)
-            .map_err(|e| cuda_err("loading the module", e))?;
-        let compile_s = t0.elapsed().as_secs_f64();
+        let (module, compile_s) = self.module(cases.iter().map(|c| &c.source), p)?;
         let mut outs = Vec::with_capacity(cases.len());
         let mut kernel_s = Vec::with_capacity(cases.len());
         for c in cases {
@@ -189,18 +200,7 @@ impl Cuda {
     /// Compile every step of `plan` for this GPU and allocate its buffers.
     pub fn compile_plan(&self, plan: &Plan<f32>) -> Result<GpuPlan> {
         let sources = kernels(plan);
-        let t0 = Instant::now();
-        let mut src = prelude(Precision::F32);
-        for s in &sources {
-            src.push_str(&s.code);
-        }
-        let ptx = compile_ptx_with_opts(&src, CompileOptions::default())
-            .map_err(|e| cuda_err("NVRTC rejected the generated kernels", e))?;
-        let module = self
-            .ctx
-            .load_module(ptx)
-            .map_err(|e| cuda_err("loading the module", e))?;
-        let compile_s = t0.elapsed().as_secs_f64();
+        let (module, compile_s) = self.module(sources.iter(), Precision::F32)?;
         let nodes = &plan.ir.nodes;
         let mut bufs: Vec<Option<CudaSlice<f32>>> = (0..nodes.len()).map(|_| None).collect();
         let mut inputs = Vec::new();

@@ -130,10 +130,17 @@ fn read_f64s(path: &std::path::Path) -> Vec<f64> {
 }
 
 /// Run the cases on the host and require every element to agree with the CPU backend within
-/// `rel`; returns how many kernels were checked.
+/// `rel` ([`compare`]); returns how many kernels were checked.
 pub fn check(cases: &[Case], p: Precision, rel: f64, what: &str) -> usize {
-    let outs = run(cases, p);
-    for (case, got) in cases.iter().zip(&outs) {
+    compare(cases, &run(cases, p), rel, what);
+    cases.len()
+}
+
+/// Require every case's output `outs[i]` (from any backend) to agree with the CPU backend's
+/// within `rel` ([`codegen::agrees`]); returns the largest [`codegen::difference`].
+pub fn compare(cases: &[Case], outs: &[Vec<f64>], rel: f64, what: &str) -> f64 {
+    let mut worst = 0.0f64;
+    for (case, got) in cases.iter().zip(outs) {
         assert_eq!(
             got.len(),
             case.expected.len(),
@@ -147,9 +154,10 @@ pub fn check(cases: &[Case], p: Precision, rel: f64, what: &str) -> usize {
                 case.source.name,
                 case.source.code
             );
+            worst = worst.max(codegen::difference(g, w));
         }
     }
-    cases.len()
+    worst
 }
 
 /// The fused and reduction kernels of real flows' sampling and density programs, with random
