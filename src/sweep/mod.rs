@@ -564,7 +564,7 @@ fn assemble(
         .map(|i| {
             rounds.draws[i].u.len()
                 + match &rounds.method[i] {
-                    Estimator::FlowMcmc(c) => c.chains * (c.steps + 21),
+                    Estimator::FlowMcmc(c) => c.chains * (c.burn_in + c.steps + 1),
                     Estimator::Smc(_) => smc_particles,
                     Estimator::Tempering(_) => pt_sweeps,
                     Estimator::Importance | Estimator::Unestimated => 0,

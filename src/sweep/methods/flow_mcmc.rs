@@ -4,8 +4,9 @@
 //! sweep's estimation proposal q_mix (the flow's defensive mixture): from state x a proposal x' ~
 //! q_mix(·|T) is accepted with probability min(1, w(x')/w(x)), w = e^{−U/T}/q_mix. The chain is
 //! exact whatever the tail of w; a heavy tail shows as chains that stick. C independent chains
-//! start from proposal draws, run a burn-in, then N steps; ⟨U⟩, C_V and dC_V/dT pool all states
-//! with equal weight, and their errors treat each chain as one batch
+//! start from proposal draws and run; the burn-in they discard is chosen by MSER on their mean
+//! energy and energy variance step by step (at least 20 steps, at most half the run); ⟨U⟩,
+//! C_V and dC_V/dT pool the states after it with equal weight, and their errors treat each chain as one batch
 //! ([`crate::estimators::thermo_chains`]), which stays honest when a chain sticks (its mean then
 //! stands out).
 
@@ -17,6 +18,7 @@ use super::importance::{Estimator, Rounds};
 use crate::error::Result;
 use crate::estimators::{thermo_chains, Estimate, Thermo};
 use crate::flows::Flow;
+use crate::mcmc::stats::mser;
 use crate::mcmc::Independence;
 use crate::sweep::{State, Sweeper};
 
@@ -38,12 +40,21 @@ pub struct ChainEstimate {
     pub chains: usize,
     /// Steps per chain after burn-in.
     pub steps: usize,
+    /// Steps discarded as burn-in (MSER's choice).
+    pub burn_in: usize,
     /// The largest log-weight log w = −U/T − log q_mix among the start and the proposals: the
     /// witness's configurations beyond it were never proposed (`missed_mass`).
     pub max_log_weight: f64,
 }
 
-/// Run `chains` chains for `burn_in` + `steps` steps at temperature `t`.
+/// Run `chains` chains for `burn_in` + `steps` steps at temperature `t`, and discard the
+/// burn-in MSER chooses ([`crate::mcmc::stats::mser`], at least `burn_in`, at most half the
+/// run) on the chains' mean energy and their energy variance step by step: the chains start
+/// from the proposal, and where its weights are heavy-tailed the high-weight states it
+/// rarely proposes take many steps to fill in (measured on φ⁴, L = 8, T = 0.8, 2048 chains:
+/// C_V 24.08 ± 0.36 over steps 20–50 and 24.05 ± 0.34 over 50–100 against 24.58 ± 0.14 over
+/// 400–1200 and long HMC's 24.72 ± 0.11; with a fixed burn-in of 20 the sweep's C_V there came
+/// out 1.8–2.6 % low at three seeds).
 pub fn flow_mcmc_at(
     flow: &Flow,
     energy: &dyn Energy,
@@ -63,31 +74,45 @@ pub fn flow_mcmc_at(
             .fold(f64::NEG_INFINITY, f64::max)
     };
     let mut max_log_weight = finite_max(&w.log_w);
-    let mut series = vec![Vec::with_capacity(steps); chains];
-    let mut accepted = vec![0usize; chains];
-    for step in 0..burn_in + steps {
+    let total = burn_in + steps;
+    let mut series = vec![Vec::with_capacity(total); chains];
+    let mut moved = vec![Vec::with_capacity(total); chains];
+    // The chains' mean energy and energy variance at every step (what MSER reads).
+    let (mut means, mut vars) = (Vec::with_capacity(total), Vec::with_capacity(total));
+    for _ in 0..total {
         let s = kernel.step(energy, &mut w, &[t], &[t], &mut rng)?;
         max_log_weight = max_log_weight.max(finite_max(&s.proposal_log_w));
-        let moved = s.accepted;
-        if step >= burn_in {
-            for c in 0..chains {
-                accepted[c] += moved[c] as usize;
-                series[c].push(w.u[c]);
-            }
+        for c in 0..chains {
+            moved[c].push(s.accepted[c]);
+            series[c].push(w.u[c]);
         }
+        let m = w.u.iter().sum::<f64>() / chains as f64;
+        means.push(m);
+        vars.push(w.u.iter().map(|u| (u - m).powi(2)).sum::<f64>() / chains as f64);
     }
-    let thermo = thermo_chains(&series, t)?;
-    let total: usize = accepted.iter().sum();
+    let half = total / 2;
+    let cut = mser(&means, burn_in, half)
+        .max(mser(&vars, burn_in, half))
+        .min(half.max(burn_in));
+    let kept: Vec<Vec<f64>> = series.iter().map(|c| c[cut..].to_vec()).collect();
+    let thermo = thermo_chains(&kept, t)?;
+    let n = total - cut;
+    let accepted: Vec<usize> = moved
+        .iter()
+        .map(|m| m[cut..].iter().filter(|&&a| a).count())
+        .collect();
+    let all: usize = accepted.iter().sum();
     let stuck = accepted
         .iter()
-        .filter(|&&a| (a as f64) < 0.1 * steps as f64)
+        .filter(|&&a| (a as f64) < 0.1 * n as f64)
         .count();
     Ok(ChainEstimate {
         thermo,
-        acceptance: total as f64 / (chains * steps) as f64,
+        acceptance: all as f64 / (chains * n) as f64,
         stuck_fraction: stuck as f64 / chains as f64,
         chains,
-        steps,
+        steps: n,
+        burn_in: cut,
         max_log_weight,
     })
 }
