@@ -262,8 +262,10 @@ fn perturb(flow: &mut crate::flows::Flow) {
 }
 
 /// This machine's FP32 FMA peak in GFLOP/s over all worker threads, measured: every thread
-/// runs 12 independent chains of fused multiply-adds on the widest vectors the CPU has
-/// (AVX-512 or AVX2+FMA, detected at run time; 16-wide portable code otherwise); the best of
+/// runs 12 independent chains of fused multiply-adds on the vectors of the kernels'
+/// instruction-set level ([`crate::engine::simd::default_level`]: AVX-512 or AVX2+FMA;
+/// 16-wide portable code at the baseline), so that a level forced lower is measured against
+/// its own peak; the best of
 /// 7 runs of about 30 ms (a peak: a run slowed by another process does not count); 2 flops
 /// per FMA lane.
 pub fn fma_peak_gflops() -> f64 {
@@ -286,15 +288,13 @@ mod fma {
     pub fn chains(iters: usize) -> (usize, f32) {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F (checked just above).
-                return (16, unsafe { avx512(iters) });
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                return (8, unsafe { avx2(iters) });
+            use crate::engine::simd::{default_level, Level};
+            match default_level() {
+                // SAFETY: the kernels' level is one the CPU runs (`simd::default_level`).
+                Level::Avx512 => return (16, unsafe { avx512(iters) }),
+                // SAFETY: as above.
+                Level::Avx2 => return (8, unsafe { avx2(iters) }),
+                Level::Baseline => {}
             }
         }
         (16, portable(iters))
@@ -308,8 +308,10 @@ mod fma {
         );
         for _ in 0..iters {
             for row in acc.iter_mut() {
+                // A multiply and an add, as the baseline kernels do (`mul_add` without FMA
+                // hardware is a library call).
                 for v in row.iter_mut() {
-                    *v = v.mul_add(a, b);
+                    *v = *v * a + b;
                 }
             }
         }
@@ -383,6 +385,8 @@ pub fn flows_bench(reps: usize) -> Result<serde_json::Value> {
             "cpu": cpu_name(),
             "threads": rayon::current_num_threads(),
             "fma_peak_gflops": peak,
+            "simd": crate::engine::simd::default_level().name(),
+            "simd_detected": crate::engine::simd::detected().name(),
             "command": "thermoflow bench flows",
         }),
     );

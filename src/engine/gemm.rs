@@ -2,8 +2,8 @@
 //! matrix (K, N of 2 to a few hundred), C = A·B with B's rows contiguous.
 //!
 //! ```text
-//! C[i, j] = Σ_k A[i, k] B[k, j],   4 rows × 64 columns of C held in registers,
-//!           for each k: one row segment of B (4 vectors), broadcast A[i, k], 16 FMAs
+//! C[i, j] = Σ_k A[i, k] B[k, j],   MR rows × NB columns of C held in registers,
+//!           for each k: one row segment of B, broadcast A[i, k], MR·NB multiply-adds
 //! ```
 //!
 //! No packing: B's rows are read in place (a narrow last block is zero-padded once per call) (a weight matrix of this size sits in L1/L2), A's
@@ -14,10 +14,6 @@
 use super::access::Read;
 use super::scalar::Scalar;
 
-/// Columns per register block.
-const NB: usize = 64;
-/// Rows per register block.
-const MR: usize = 4;
 /// Longest K the kernel takes (beyond, cache blocking matters and `matrixmultiply` wins).
 pub const MAX_K: usize = 256;
 
@@ -32,11 +28,64 @@ pub struct Strided {
     pub cs: usize,
 }
 
+/// a·b + c, fused where the level has FMA (without it `mul_add` is a library call).
+#[inline(always)]
+fn madd<T: Scalar, const FMA: bool>(a: T, b: T, c: T) -> T {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// What runs on finished rows of C (the gemm's epilogue). A closure is one; the executor's
+/// epilogue is a type of its own whose method is inlined into each instruction-set level's
+/// copy of the executor (a closure's body is compiled once, at the baseline, where it is not
+/// inlined).
+pub trait Finish<T> {
+    /// Finish `rows` (whole rows of C).
+    fn rows(&self, rows: &mut [T]);
+}
+
+impl<T, F: Fn(&mut [T])> Finish<T> for F {
+    #[inline(always)]
+    fn rows(&self, rows: &mut [T]) {
+        self(rows)
+    }
+}
+
+/// Element (i, kk) of A.
+#[inline(always)]
+fn a_at<T: Scalar>(a: &(impl Read<T> + ?Sized), sa: Strided, i: usize, kk: usize) -> T {
+    a.at(sa.offset + i * sa.rs + kk * sa.cs)
+}
+
+/// Row kk of B's column block `blk` (starting at `at` + the block's first column), in place
+/// or zero-padded.
+#[inline(always)]
+fn b_row<'a, T: Scalar, const NB: usize>(
+    b: &'a (impl Read<T> + ?Sized),
+    at: usize,
+    blocks: &[(usize, usize)],
+    padded: &'a [Vec<[T; NB]>],
+    blk: usize,
+    kk: usize,
+) -> &'a [T; NB] {
+    let (j0, w) = blocks[blk];
+    if w == NB {
+        b.run(at + j0, at + j0 + NB).try_into().unwrap()
+    } else {
+        &padded[blk][kk]
+    }
+}
+
 /// `c` (m × n, row-major, contiguous) = A (m × k) · B (k × n, row kk at
 /// `b[b_offset + kk·rsb ..][..n]`), then `finish` on every group of finished rows (while they
-/// are in L1: the gemm's epilogue). Panics on an out-of-range operand (callers check bounds).
+/// are in L1: the gemm's epilogue), with MR × NB blocks of C in registers (the level's choice,
+/// [`super::simd`]). Panics on an out-of-range operand (callers check bounds).
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_rows<T: Scalar>(
+#[inline(always)]
+pub fn gemm_rows<T: Scalar, const MR: usize, const NB: usize, const FMA: bool>(
     m: usize,
     k: usize,
     n: usize,
@@ -46,9 +95,8 @@ pub fn gemm_rows<T: Scalar>(
     b_offset: usize,
     rsb: usize,
     c: &mut [T],
-    finish: &impl Fn(&mut [T]),
+    finish: &impl Finish<T>,
 ) {
-    let a_at = |i: usize, kk: usize| a.at(sa.offset + i * sa.rs + kk * sa.cs);
     // B's rows per column block, zero-padded to NB columns where the block is narrower.
     let blocks: Vec<(usize, usize)> = (0..n).step_by(NB).map(|j0| (j0, NB.min(n - j0))).collect();
     let padded: Vec<Vec<[T; NB]>> = blocks
@@ -67,59 +115,40 @@ pub fn gemm_rows<T: Scalar>(
                 .collect()
         })
         .collect();
-    let row = |blk: usize, kk: usize| -> &[T; NB] {
-        let (j0, w) = blocks[blk];
-        if w == NB {
-            let at = b_offset + kk * rsb + j0;
-            b.run(at, at + NB).try_into().unwrap()
-        } else {
-            &padded[blk][kk]
-        }
-    };
     let mut i = 0;
-    // 4 rows × NB accumulators in registers, one FMA per element.
+    // MR rows × NB accumulators in registers, one multiply-add per element.
     while i + MR <= m {
         for (blk, &(j0, w)) in blocks.iter().enumerate() {
-            let (mut c0, mut c1, mut c2, mut c3) = (
-                [T::default(); NB],
-                [T::default(); NB],
-                [T::default(); NB],
-                [T::default(); NB],
-            );
+            let mut acc = [[T::default(); NB]; MR];
             for kk in 0..k {
-                let r = row(blk, kk);
-                let (a0, a1) = (a_at(i, kk), a_at(i + 1, kk));
-                let (a2, a3) = (a_at(i + 2, kk), a_at(i + 3, kk));
-                for j in 0..NB {
-                    c0[j] = a0.mul_add(r[j], c0[j]);
-                    c1[j] = a1.mul_add(r[j], c1[j]);
-                    c2[j] = a2.mul_add(r[j], c2[j]);
-                    c3[j] = a3.mul_add(r[j], c3[j]);
+                let r = b_row(b, b_offset + kk * rsb, &blocks, &padded, blk, kk);
+                for (ii, acc) in acc.iter_mut().enumerate() {
+                    let av = a_at(a, sa, i + ii, kk);
+                    for j in 0..NB {
+                        acc[j] = madd::<T, FMA>(av, r[j], acc[j]);
+                    }
                 }
             }
-            let mut store = |r: usize, acc: &[T; NB]| {
-                c[(i + r) * n + j0..(i + r) * n + j0 + w].copy_from_slice(&acc[..w]);
-            };
-            store(0, &c0);
-            store(1, &c1);
-            store(2, &c2);
-            store(3, &c3);
+            for (ii, acc) in acc.iter().enumerate() {
+                c[(i + ii) * n + j0..(i + ii) * n + j0 + w].copy_from_slice(&acc[..w]);
+            }
         }
-        finish(&mut c[i * n..(i + MR) * n]);
+        finish.rows(&mut c[i * n..(i + MR) * n]);
         i += MR;
     }
     while i < m {
         for (blk, &(j0, w)) in blocks.iter().enumerate() {
             let mut acc = [T::default(); NB];
             for kk in 0..k {
-                let (av, r) = (a_at(i, kk), row(blk, kk));
+                let av = a_at(a, sa, i, kk);
+                let r = b_row(b, b_offset + kk * rsb, &blocks, &padded, blk, kk);
                 for j in 0..NB {
-                    acc[j] = av.mul_add(r[j], acc[j]);
+                    acc[j] = madd::<T, FMA>(av, r[j], acc[j]);
                 }
             }
             c[i * n + j0..i * n + j0 + w].copy_from_slice(&acc[..w]);
         }
-        finish(&mut c[i * n..(i + 1) * n]);
+        finish.rows(&mut c[i * n..(i + 1) * n]);
         i += 1;
     }
 }
@@ -128,8 +157,16 @@ pub fn gemm_rows<T: Scalar>(
 mod tests {
     use super::*;
 
+    /// Every level's block shape (`super::super::simd`), on shapes that leave partial row and
+    /// column blocks.
     #[test]
     fn matches_a_direct_product_on_odd_shapes_and_strides() {
+        check::<4, 8, false>();
+        check::<6, 16, true>();
+        check::<4, 64, true>();
+    }
+
+    fn check<const MR: usize, const NB: usize, const FMA: bool>() {
         for (m, k, n) in [(1, 1, 1), (5, 3, 23), (9, 64, 64), (4, 2, 130), (7, 17, 64)] {
             let a: Vec<f64> = (0..m * k * 2).map(|v| (v as f64 * 0.37).sin()).collect();
             let b: Vec<f64> = (0..k * (n + 3) + 5)
@@ -148,7 +185,7 @@ mod tests {
                 }
             }
             let mut c = vec![0.0; m * n];
-            gemm_rows(
+            gemm_rows::<f64, MR, NB, FMA>(
                 m,
                 k,
                 n,
@@ -165,7 +202,10 @@ mod tests {
                     let want: f64 = (0..k)
                         .map(|kk| a[i * k + kk] * b[5 + kk * (n + 3) + j])
                         .sum();
-                    assert!((c[i * n + j] - want).abs() < 1e-12, "{m}x{k}x{n} [{i},{j}]");
+                    assert!(
+                        (c[i * n + j] - want).abs() < 1e-12,
+                        "{MR}x{NB}: {m}x{k}x{n} [{i},{j}]"
+                    );
                 }
             }
         }

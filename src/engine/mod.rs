@@ -37,6 +37,7 @@ pub mod plan;
 pub mod program;
 pub mod rqs;
 pub mod scalar;
+pub mod simd;
 pub mod tile;
 pub mod view;
 

@@ -255,6 +255,7 @@ impl<T: Scalar> Plan<T> {
         let worker = Worker {
             regs: vec![T::default(); n_regs * CHUNK],
             scratch: vec![T::default(); CHUNK.max(max_k)],
+            simd: super::simd::default_level(),
         };
         Ok(Plan {
             ir,
@@ -266,6 +267,22 @@ impl<T: Scalar> Plan<T> {
             schedules: Vec::new(),
             tiled: true,
         })
+    }
+
+    /// Run the kernels compiled for `level` (refused where the CPU lacks it).
+    pub fn set_simd(&mut self, level: super::simd::Level) -> Result<()> {
+        let level = super::simd::check(level)?;
+        for w in &mut self.workers {
+            w.simd = level;
+        }
+        Ok(())
+    }
+
+    /// The instruction-set level its kernels run with.
+    pub fn simd(&self) -> super::simd::Level {
+        self.workers
+            .first()
+            .map_or_else(super::simd::default_level, |w| w.simd)
     }
 
     /// Run tiled segments (the default) or every step whole (`false`; for comparisons).

@@ -104,6 +104,8 @@ pub struct Program<T: Scalar = f32> {
     pending: Option<(usize, Vec<usize>, Vec<bool>)>,
     /// Run row-independent steps tile by tile (the default).
     tiled: bool,
+    /// The instruction-set level of its kernels.
+    simd: super::simd::Level,
 }
 
 const MAX_PLANS: usize = 6;
@@ -143,6 +145,7 @@ impl<T: Scalar> Program<T> {
             compiled: Vec::new(),
             pending: None,
             tiled: true,
+            simd: super::simd::default_level(),
         };
         // Compile once now so that structural errors surface at compile time.
         p.plan_index(1, p.loss.is_some())?;
@@ -257,6 +260,7 @@ impl<T: Scalar> Program<T> {
             .collect();
         let mut plan = Plan::new(ir, &required, batch, &rows)?;
         plan.set_tiled(self.tiled);
+        plan.set_simd(self.simd)?;
         if self.compiled.len() >= MAX_PLANS {
             self.pending = None;
             self.compiled.remove(0);
@@ -508,6 +512,22 @@ impl<T: Scalar> Program<T> {
             read.extend(c.grads.iter().flatten());
         }
         Ok(f(&c.plan, &self.store, &read))
+    }
+
+    /// Run the kernels compiled for instruction-set `level` ([`super::simd`]; the default is
+    /// the best the CPU has, or `THERMOFLOW_SIMD`'s): an error where the CPU lacks it. The
+    /// results agree to rounding (the baseline does not fuse multiply and add).
+    pub fn set_simd(&mut self, level: super::simd::Level) -> Result<()> {
+        self.simd = super::simd::check(level)?;
+        for c in &mut self.compiled {
+            c.plan.set_simd(level)?;
+        }
+        Ok(())
+    }
+
+    /// The instruction-set level its kernels run with.
+    pub fn simd(&self) -> super::simd::Level {
+        self.simd
     }
 
     /// Run row-independent steps tile by tile over batch rows (`true`, the default) or every

@@ -56,6 +56,19 @@ pub struct Rqs {
     pub inverse: bool,
 }
 
+/// Build a lane array (the loop the compiler vectorises): `lanes!(|l| f(l))`. A macro, not a
+/// function taking a closure: a closure the optimiser leaves out of line is compiled at the
+/// baseline instruction set, outside the executor's per-level copies ([`super::simd`]).
+macro_rules! lanes {
+    (|$l:ident| $body:expr) => {{
+        let mut a = [Default::default(); L];
+        for ($l, v) in a.iter_mut().enumerate() {
+            *v = $body;
+        }
+        a
+    }};
+}
+
 impl Rqs {
     /// Raw parameters per coordinate: 3K − 1.
     pub fn n_params(&self) -> usize {
@@ -75,6 +88,7 @@ impl Rqs {
 
     /// Map coordinates `v[i]` with parameters `theta[i·P..(i+1)·P]`; `out[2i]` gets the value
     /// and `out[2i + 1]` the log-derivative.
+    #[inline(always)]
     pub fn apply<T: Scalar>(&self, v: &[T], theta: &[T], out: &mut [T]) {
         let p = self.n_params();
         let mut w = Lanes::new(self.bins);
@@ -90,6 +104,7 @@ impl Rqs {
 
     /// Adjoint: given the output adjoints `g[2i]` (value) and `g[2i + 1]` (log-derivative),
     /// write `out[i·(P+1)]` = ∂L/∂v_i and `out[i·(P+1) + 1 + j]` = ∂L/∂θ_ij.
+    #[inline(always)]
     pub fn adjoint<T: Scalar>(&self, v: &[T], theta: &[T], g: &[T], out: &mut [T]) {
         let p = self.n_params();
         let mut w = Lanes::new(self.bins);
@@ -118,14 +133,15 @@ impl Rqs {
     ///
     /// Rows are copied into local arrays before each lane loop: the compiler then knows they
     /// do not alias and vectorises the loop.
+    #[inline(always)]
     fn values<T: Scalar>(&self, w: &mut Lanes<T>) {
         let k = self.bins;
         let (zero, one, two, four) = (T::default(), one::<T>(), c::<T>(2.0), c::<T>(4.0));
         let b = c::<T>(self.bound);
         let nb = zero - b;
         let x = w.x;
-        w.inside = lanes(|l| nb < x[l] && x[l] < b);
-        let xc: V<T> = lanes(|l| {
+        w.inside = lanes!(|l| nb < x[l] && x[l] < b);
+        let xc: V<T> = lanes!(|l| {
             if x[l] < nb {
                 nb
             } else if x[l] > b {
@@ -141,25 +157,25 @@ impl Rqs {
             let mut mx = w.th[at];
             for j in 1..k {
                 let t = w.th[at + j];
-                mx = lanes(|l| if t[l] > mx[l] { t[l] } else { mx[l] });
+                mx = lanes!(|l| if t[l] > mx[l] { t[l] } else { mx[l] });
             }
             let mut sum = [zero; L];
             for j in 0..k {
                 let t = w.th[at + j];
-                let e: V<T> = lanes(|l| exp(t[l] - mx[l]));
-                sum = lanes(|l| sum[l] + e[l]);
+                let e: V<T> = lanes!(|l| exp(t[l] - mx[l]));
+                sum = lanes!(|l| sum[l] + e[l]);
                 w.p[axis][j] = e;
             }
-            let inv: V<T> = lanes(|l| one / sum[l]);
+            let inv: V<T> = lanes!(|l| one / sum[l]);
             let mut acc = [nb; L];
             for j in 0..k {
                 let e = w.p[axis][j];
-                let p: V<T> = lanes(|l| e[l] * inv[l]);
-                let size: V<T> = lanes(|l| floor + scale * p[l]);
+                let p: V<T> = lanes!(|l| e[l] * inv[l]);
+                let size: V<T> = lanes!(|l| floor + scale * p[l]);
                 w.p[axis][j] = p;
                 w.size[axis][j] = size;
                 w.lo[axis][j] = acc;
-                acc = lanes(|l| acc[l] + size[l]);
+                acc = lanes!(|l| acc[l] + size[l]);
             }
         }
         // The bin: knots of the located axis at or below the clamped input, minus one.
@@ -167,39 +183,39 @@ impl Rqs {
         let mut kf = [zero; L];
         for j in 1..k {
             let lo = w.lo[located][j];
-            kf = lanes(|l| kf[l] + if xc[l] >= lo[l] { one } else { zero });
+            kf = lanes!(|l| kf[l] + if xc[l] >= lo[l] { one } else { zero });
         }
         // The cell, by selects over the bins (no per-lane indexing).
         let (mut cx, mut cw, mut cy, mut ch) = ([zero; L], [one; L], [zero; L], [one; L]);
         for j in 0..k {
             let jf = c::<T>(j as f64);
             let (x0, w0, y0, h0) = (w.lo[0][j], w.size[0][j], w.lo[1][j], w.size[1][j]);
-            cx = lanes(|l| if kf[l] == jf { x0[l] } else { cx[l] });
-            cw = lanes(|l| if kf[l] == jf { w0[l] } else { cw[l] });
-            cy = lanes(|l| if kf[l] == jf { y0[l] } else { cy[l] });
-            ch = lanes(|l| if kf[l] == jf { h0[l] } else { ch[l] });
+            cx = lanes!(|l| if kf[l] == jf { x0[l] } else { cx[l] });
+            cw = lanes!(|l| if kf[l] == jf { w0[l] } else { cw[l] });
+            cy = lanes!(|l| if kf[l] == jf { y0[l] } else { cy[l] });
+            ch = lanes!(|l| if kf[l] == jf { h0[l] } else { ch[l] });
         }
         // Raw parameters of D_k (θ_d,k−1) and D_{k+1} (θ_d,k): interior knots only.
         let (mut u0, mut u1) = ([zero; L], [zero; L]);
         for j in 0..k.saturating_sub(1) {
             let (jf, jf1) = (c::<T>(j as f64), c::<T>(j as f64 + 1.0));
             let t = w.th[2 * k + j];
-            u0 = lanes(|l| if kf[l] == jf1 { t[l] } else { u0[l] });
-            u1 = lanes(|l| if kf[l] == jf { t[l] } else { u1[l] });
+            u0 = lanes!(|l| if kf[l] == jf1 { t[l] } else { u0[l] });
+            u1 = lanes!(|l| if kf[l] == jf { t[l] } else { u1[l] });
         }
         let c0 = c::<T>(((1.0 - MIN_DERIVATIVE).exp() - 1.0).ln());
         let (md, last) = (c::<T>(MIN_DERIVATIVE), c::<T>(k as f64 - 1.0));
-        let sp0: [(T, T); L] = lanes(|l| softplus(u0[l] + c0));
-        let sp1: [(T, T); L] = lanes(|l| softplus(u1[l] + c0));
-        let d0: V<T> = lanes(|l| if kf[l] > zero { md + sp0[l].0 } else { one });
-        let d1: V<T> = lanes(|l| if kf[l] < last { md + sp1[l].0 } else { one });
-        w.sig0 = lanes(|l| if kf[l] > zero { sp0[l].1 } else { zero });
-        w.sig1 = lanes(|l| if kf[l] < last { sp1[l].1 } else { zero });
+        let sp0: [(T, T); L] = lanes!(|l| softplus(u0[l] + c0));
+        let sp1: [(T, T); L] = lanes!(|l| softplus(u1[l] + c0));
+        let d0: V<T> = lanes!(|l| if kf[l] > zero { md + sp0[l].0 } else { one });
+        let d1: V<T> = lanes!(|l| if kf[l] < last { md + sp1[l].0 } else { one });
+        w.sig0 = lanes!(|l| if kf[l] > zero { sp0[l].1 } else { zero });
+        w.sig1 = lanes!(|l| if kf[l] < last { sp1[l].1 } else { zero });
         // ξ: from the input's position in the bin, or the stable root of the quadratic.
-        let s: V<T> = lanes(|l| ch[l] / cw[l]);
-        let delta: V<T> = lanes(|l| d1[l] + d0[l] - two * s[l]);
+        let s: V<T> = lanes!(|l| ch[l] / cw[l]);
+        let delta: V<T> = lanes!(|l| d1[l] + d0[l] - two * s[l]);
         let raw_xi: V<T> = if self.inverse {
-            lanes(|l| {
+            lanes!(|l| {
                 let dy = xc[l] - cy[l];
                 let a = ch[l] * (s[l] - d0[l]) + dy * delta[l];
                 let bq = ch[l] * d0[l] - dy * delta[l];
@@ -209,10 +225,10 @@ impl Rqs {
                 two * cq / (zero - bq - disc.sqrt())
             })
         } else {
-            lanes(|l| (xc[l] - cx[l]) / cw[l])
+            lanes!(|l| (xc[l] - cx[l]) / cw[l])
         };
-        w.clamped = lanes(|l| !(raw_xi[l] >= zero && raw_xi[l] <= one));
-        let xi: V<T> = lanes(|l| {
+        w.clamped = lanes!(|l| !(raw_xi[l] >= zero && raw_xi[l] <= one));
+        let xi: V<T> = lanes!(|l| {
             if raw_xi[l] < zero {
                 zero
             } else if raw_xi[l] > one {
@@ -245,13 +261,14 @@ impl Rqs {
     }
 
     /// Adjoints of the L coordinates in `w` (after [`Rqs::values`]): `w.gx`, `w.gt`.
+    #[inline(always)]
     fn adjoints<T: Scalar>(&self, w: &mut Lanes<T>) {
         let k = self.bins;
         let zero = T::default();
         // Adjoints of the cell (X, W, Y, H, D_k, D_{k+1}) per lane.
         let (cw, ch, d0, d1, xi) = (w.cell[1], w.cell[3], w.d0, w.d1, w.xi);
         let (gy, gl, inside, clamped) = (w.gy, w.gl, w.inside, w.clamped);
-        let per_lane: [(T, [T; 6]); L] = lanes(|l| {
+        let per_lane: [(T, [T; 6]); L] = lanes!(|l| {
             let cell = CellVals {
                 w: cw[l],
                 h: ch[l],
@@ -288,10 +305,10 @@ impl Rqs {
                 (gv, [zero; 6])
             }
         });
-        w.gx = lanes(|l| per_lane[l].0);
+        w.gx = lanes!(|l| per_lane[l].0);
         let mut a = [[zero; L]; 6];
         for (m, am) in a.iter_mut().enumerate() {
-            *am = lanes(|l| per_lane[l].1[m]);
+            *am = lanes!(|l| per_lane[l].1[m]);
         }
         // Through the knots: W̄_j = W̄_k [j = k] + X̄_k [j < k], the affine floor, the softmax.
         let kf = w.kf;
@@ -302,7 +319,7 @@ impl Rqs {
             for j in 0..k {
                 let jf = c::<T>(j as f64);
                 let p = w.p[axis][j];
-                let pb: V<T> = lanes(|l| {
+                let pb: V<T> = lanes!(|l| {
                     scale
                         * if jf < kf[l] {
                             xbar[l]
@@ -312,19 +329,19 @@ impl Rqs {
                             zero
                         }
                 });
-                dot = lanes(|l| dot[l] + p[l] * pb[l]);
+                dot = lanes!(|l| dot[l] + p[l] * pb[l]);
                 w.gt[at + j] = pb;
             }
             for j in 0..k {
                 let (p, pb) = (w.p[axis][j], w.gt[at + j]);
-                w.gt[at + j] = lanes(|l| p[l] * (pb[l] - dot[l]));
+                w.gt[at + j] = lanes!(|l| p[l] * (pb[l] - dot[l]));
             }
         }
         // Through softplus: θ̄_d,j gets D̄_k σ(·) when j = k − 1 and D̄_{k+1} σ(·) when j = k.
         let (s0, s1) = (w.sig0, w.sig1);
         for j in 0..k.saturating_sub(1) {
             let (jf, jf1) = (c::<T>(j as f64), c::<T>(j as f64 + 1.0));
-            w.gt[2 * k + j] = lanes(|l| {
+            w.gt[2 * k + j] = lanes!(|l| {
                 let from0 = if kf[l] == jf1 { a[4][l] * s0[l] } else { zero };
                 let from1 = if kf[l] == jf { a[5][l] * s1[l] } else { zero };
                 from0 + from1
@@ -335,16 +352,6 @@ impl Rqs {
 
 /// One value per lane.
 type V<T> = [T; L];
-
-/// Build a lane array (the loop the compiler vectorises).
-#[inline(always)]
-fn lanes<U: Copy + Default>(mut f: impl FnMut(usize) -> U) -> [U; L] {
-    let mut a = [U::default(); L];
-    for (l, v) in a.iter_mut().enumerate() {
-        *v = f(l);
-    }
-    a
-}
 
 /// Lanes processed together: the kernels' loops run over them and vectorise.
 const L: usize = 16;
@@ -375,6 +382,7 @@ struct Lanes<T> {
 }
 
 impl<T: Scalar> Lanes<T> {
+    #[inline(always)]
     fn new(bins: usize) -> Lanes<T> {
         let z = [T::default(); L];
         let rows = |n: usize| vec![z; n];
@@ -405,6 +413,7 @@ impl<T: Scalar> Lanes<T> {
 
     /// Coordinates `xs` (up to L; missing lanes get 0 and unit-free parameters) and their
     /// parameters, transposed.
+    #[inline(always)]
     fn load(&mut self, xs: &[T], theta: &[T], p: usize) {
         self.x = [T::default(); L];
         self.x[..xs.len()].copy_from_slice(xs);
@@ -439,6 +448,7 @@ struct CellVals<T> {
 
 impl<T: Scalar> CellVals<T> {
     /// g'(x) at ξ.
+    #[inline(always)]
     fn slope(&self) -> T {
         let (one, two) = (one::<T>(), c::<T>(2.0));
         let (d0, d1, xi) = (self.d0, self.d1, self.xi);
@@ -451,6 +461,7 @@ impl<T: Scalar> CellVals<T> {
 
     /// Reverse mode through y = Y + H (sξ² + D_k t)/den and ld = log(s² p) − 2 log den with
     /// ξ a leaf (Ȳ is ȳ itself and X does not enter).
+    #[inline(always)]
     fn adjoint(&self, gy: T, gl: T) -> CellBar<T> {
         let (zero, one, two) = (T::default(), one::<T>(), c::<T>(2.0));
         let (d0, d1, h, w, xi) = (self.d0, self.d1, self.h, self.w, self.xi);

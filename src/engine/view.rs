@@ -204,6 +204,7 @@ impl View {
     /// position `base` of last-axis index 0 in that row, the first last-axis index `j0`, the
     /// run length and whether the outer axes are valid (not padding).
     #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
     fn for_each_run(
         &self,
         start: usize,
@@ -276,6 +277,7 @@ impl View {
 
     /// Read logical elements `[start, start + out.len())` (row-major order) into `out`;
     /// padding reads as zero.
+    #[inline(always)]
     pub fn gather<T: Copy + Default, S: Read<T> + ?Sized>(
         &self,
         src: &S,
@@ -316,6 +318,7 @@ impl View {
 
     /// Adjoint of [`View::gather`]: add `vals` (logical elements `[start, start + len)`) into
     /// the buffer positions they were read from; padding positions are dropped.
+    #[inline(always)]
     pub fn scatter_add<T: Copy + std::ops::AddAssign, D: Write<T> + ?Sized>(
         &self,
         vals: &[T],

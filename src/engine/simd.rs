@@ -1,0 +1,196 @@
+//! The instruction set the fused kernels run with, chosen at run time from one binary.
+//!
+//! The executor's whole step ([`super::exec::exec`]) is compiled once per level, its kernels
+//! inlined into a function with that level's target features, and each worker calls the
+//! copy of its plan's level:
+//!
+//! * `avx512`: AVX-512 F/BW/DQ/VL with FMA (16 f32 lanes, 32 vector registers);
+//! * `avx2`: AVX2 with FMA (8 lanes, 16 registers);
+//! * `baseline`: what the build targets without extensions (SSE2 on x86-64, NEON on aarch64),
+//!   and no fused multiply-add (a*b + c, since `mul_add` without FMA is a library call).
+//!
+//! The gemm microkernel's register block is the one part that differs between levels (MR rows
+//! × NB columns of C in registers, chosen so the accumulators fit: 4 × 64 f32 in 16 of
+//! AVX-512's 32 registers, 6 × 16 in 12 of AVX2's 16, 4 × 8 in 8 of SSE2's 16).
+//!
+//! The default is the best level the CPU has; `THERMOFLOW_SIMD=baseline|avx2|avx512` lowers it
+//! (`scalar` is taken for `baseline`), and [`super::program::Program::set_simd`] sets it per
+//! program (tests run every kernel at every level the machine has).
+
+use std::sync::OnceLock;
+
+use serde::Serialize;
+
+use super::gemm::{gemm_rows, Finish, Strided};
+use super::scalar::Scalar;
+use crate::error::{Error, Result};
+
+/// An instruction-set level of the fused kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// The build's target without extensions, no FMA.
+    Baseline,
+    /// AVX2 and FMA.
+    Avx2,
+    /// AVX-512 (F, BW, DQ, VL) and FMA.
+    Avx512,
+}
+
+impl Level {
+    /// Every level, lowest first.
+    pub const ALL: [Level; 3] = [Level::Baseline, Level::Avx2, Level::Avx512];
+
+    /// Its name (`THERMOFLOW_SIMD`'s spelling).
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Baseline => "baseline",
+            Level::Avx2 => "avx2",
+            Level::Avx512 => "avx512",
+        }
+    }
+
+    /// Parse a name (`scalar` is `baseline`).
+    pub fn parse(s: &str) -> Result<Level> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "baseline" | "scalar" => Ok(Level::Baseline),
+            "avx2" => Ok(Level::Avx2),
+            "avx512" => Ok(Level::Avx512),
+            other => Err(Error::Input(format!(
+                "unknown instruction-set level {other:?} (baseline, avx2 or avx512)"
+            ))),
+        }
+    }
+
+    /// Whether this CPU runs it.
+    pub fn supported(self) -> bool {
+        self <= detected()
+    }
+}
+
+/// The best level this CPU runs.
+pub fn detected() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        let avx2 = has!("avx2") && has!("fma");
+        if avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl") {
+            return Level::Avx512;
+        }
+        if avx2 {
+            return Level::Avx2;
+        }
+    }
+    Level::Baseline
+}
+
+/// The level new plans get: [`detected`], or `THERMOFLOW_SIMD` where it names a level this CPU
+/// runs (otherwise a warning on stderr, once, and the detected level).
+pub fn default_level() -> Level {
+    static LEVEL: OnceLock<Level> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let best = detected();
+        match std::env::var("THERMOFLOW_SIMD") {
+            Err(_) => best,
+            Ok(v) => match Level::parse(&v) {
+                Ok(l) if l.supported() => l,
+                Ok(l) => {
+                    eprintln!(
+                        "[thermoflow] THERMOFLOW_SIMD={}: this CPU does not run it; using {}",
+                        l.name(),
+                        best.name()
+                    );
+                    best
+                }
+                Err(e) => {
+                    eprintln!("[thermoflow] THERMOFLOW_SIMD: {e}; using {}", best.name());
+                    best
+                }
+            },
+        }
+    })
+}
+
+/// `level` if this CPU runs it, an error otherwise.
+pub fn check(level: Level) -> Result<Level> {
+    if level.supported() {
+        Ok(level)
+    } else {
+        Err(Error::Input(format!(
+            "this CPU does not run the {} kernels (it has {})",
+            level.name(),
+            detected().name()
+        )))
+    }
+}
+
+/// What differs between the compiled copies of the executor: the gemm microkernel's register
+/// block and whether it fuses multiply and add.
+pub trait Isa {
+    /// `C = A·B` rows with this level's block ([`gemm_rows`]'s arguments).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_rows<T: Scalar>(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &(impl super::access::Read<T> + ?Sized),
+        sa: Strided,
+        b: &(impl super::access::Read<T> + ?Sized),
+        b_offset: usize,
+        rsb: usize,
+        c: &mut [T],
+        finish: &impl Finish<T>,
+    );
+}
+
+macro_rules! isa {
+    ($name:ident, $mr:expr, $nb:expr, $fma:expr, $doc:expr) => {
+        #[doc = $doc]
+        pub struct $name;
+        impl Isa for $name {
+            #[inline(always)]
+            fn gemm_rows<T: Scalar>(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: &(impl super::access::Read<T> + ?Sized),
+                sa: Strided,
+                b: &(impl super::access::Read<T> + ?Sized),
+                b_offset: usize,
+                rsb: usize,
+                c: &mut [T],
+                finish: &impl Finish<T>,
+            ) {
+                gemm_rows::<T, $mr, $nb, $fma>(m, k, n, a, sa, b, b_offset, rsb, c, finish)
+            }
+        }
+    };
+}
+
+isa!(
+    Baseline,
+    4,
+    8,
+    false,
+    "The baseline copy: 4 × 8 blocks, a·b + c."
+);
+isa!(Avx2, 6, 16, true, "The AVX2 copy: 6 × 16 blocks, FMA.");
+isa!(Avx512, 4, 64, true, "The AVX-512 copy: 4 × 64 blocks, FMA.");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_parse_order_and_refuse_what_the_cpu_lacks() {
+        assert_eq!(Level::parse("AVX2").unwrap(), Level::Avx2);
+        assert_eq!(Level::parse("scalar").unwrap(), Level::Baseline);
+        assert!(Level::parse("sse9").is_err());
+        assert!(Level::Baseline.supported());
+        assert!(Level::Baseline < Level::Avx2 && Level::Avx2 < Level::Avx512);
+        for l in Level::ALL {
+            assert_eq!(check(l).is_ok(), l <= detected());
+            assert_eq!(Level::parse(l.name()).unwrap(), l);
+        }
+    }
+}
