@@ -69,6 +69,50 @@ impl Walkers {
     pub fn row(&self, i: usize) -> &[f64] {
         &self.x[i * self.dim..(i + 1) * self.dim]
     }
+
+    /// `m` walkers drawn from these in proportion to their weights e^ℓ (systematic
+    /// resampling): from a pool of proposals, a start close to p rather than to the proposal
+    /// (sampling-importance-resampling). Each keeps its own log-weight (the kernel's ratio
+    /// needs it). All weights zero: an error.
+    pub fn resampled(&self, m: usize, rng: &mut impl Rng) -> Result<Walkers> {
+        let top = self.log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if top == f64::NEG_INFINITY {
+            return Err(Error::Input(
+                "no proposal has a finite weight (non-finite energies or densities)".into(),
+            ));
+        }
+        let w: Vec<f64> = self.log_w.iter().map(|l| (l - top).exp()).collect();
+        let idx = systematic(&w, m, rng.random::<f64>());
+        let mut out = Walkers {
+            x: Vec::with_capacity(m * self.dim),
+            u: Vec::with_capacity(m),
+            log_w: Vec::with_capacity(m),
+            dim: self.dim,
+        };
+        for i in idx {
+            out.x.extend_from_slice(self.row(i));
+            out.u.push(self.u[i]);
+            out.log_w.push(self.log_w[i]);
+        }
+        Ok(out)
+    }
+}
+
+/// Systematic resampling: `m` indices into `w` (non-negative weights, not all zero), index i
+/// about m·w_i/Σw times, with one uniform `u` ∈ [0, 1) offsetting the comb.
+pub fn systematic(w: &[f64], m: usize, u: f64) -> Vec<usize> {
+    let total: f64 = w.iter().sum();
+    let mut idx = Vec::with_capacity(m);
+    let (mut cum, mut j) = (w[0] / total, 0);
+    for k in 0..m {
+        let pos = (u + k as f64) / m as f64;
+        while cum <= pos && j + 1 < w.len() {
+            j += 1;
+            cum += w[j] / total;
+        }
+        idx.push(j);
+    }
+    idx
 }
 
 /// What one step did.
@@ -253,6 +297,47 @@ mod tests {
     /// For U = x²/2 the Boltzmann distribution at T is N(0, T), the untrained flow's q exactly:
     /// every weight is equal and every proposal is taken. A walker with an infinite energy takes
     /// the first finite proposal.
+    /// Systematic resampling draws index i ⌊m·w_i/Σw⌋ or ⌈m·w_i/Σw⌉ times (its defining
+    /// property, for any offset), zero weights never; walkers keep their own log-weights, and
+    /// a pool without a finite weight is an error.
+    #[test]
+    fn systematic_resampling_counts_each_index_in_proportion() {
+        let w = [0.0, 3.0, 0.5, 0.0, 1.2, 7.3, 0.01];
+        let total: f64 = w.iter().sum();
+        for u in [0.0, 0.37, 0.999] {
+            let idx = systematic(&w, 50, u);
+            assert_eq!(idx.len(), 50);
+            for (i, &wi) in w.iter().enumerate() {
+                let n = idx.iter().filter(|&&k| k == i).count() as f64;
+                let want = 50.0 * wi / total;
+                assert!(
+                    n >= want.floor() && n <= want.ceil(),
+                    "u {u} index {i}: {n} vs {want}"
+                );
+            }
+        }
+        let pool = Walkers {
+            x: vec![0.0, 1.0, 2.0],
+            u: vec![5.0, 6.0, 7.0],
+            log_w: vec![f64::NEG_INFINITY, 0.0, 2.0_f64.ln()],
+            dim: 1,
+        };
+        let mut rng = crate::rng::seeded(1);
+        let r = pool.resampled(6, &mut rng).unwrap();
+        assert_eq!((r.len(), r.dim), (6, 1));
+        assert_eq!(r.x.iter().filter(|&&x| x == 2.0).count(), 4);
+        assert!(r.x.iter().all(|&x| x != 0.0));
+        for k in 0..6 {
+            assert_eq!(r.u[k], 5.0 + r.x[k]);
+            assert_eq!(r.log_w[k], pool.log_w[r.x[k] as usize]);
+        }
+        let dead = Walkers {
+            log_w: vec![f64::NEG_INFINITY; 3],
+            ..pool
+        };
+        assert!(dead.resampled(2, &mut rng).is_err());
+    }
+
     #[test]
     fn an_exact_proposal_is_always_taken_and_an_invalid_walker_always_leaves() {
         let e = crate::systems::expression("0.5*x0^2", None).unwrap();

@@ -344,21 +344,10 @@ impl Population {
                 continue;
             }
             count += 1;
-            let u0: f64 = rng.random::<f64>() / n as f64;
-            let mut idx = Vec::with_capacity(n);
-            let (mut cum, mut j) = (w[0], 0);
-            for k in 0..n {
-                let pos = u0 + k as f64 / n as f64;
-                while cum < pos && j + 1 < n {
-                    j += 1;
-                    cum += w[j];
-                }
-                idx.push(r * n + j);
-            }
+            let idx = super::independence::systematic(&w, n, rng.random::<f64>());
             let x_old: Vec<f64> = self.x[r * n * d..(r + 1) * n * d].to_vec();
             let u_old: Vec<f64> = self.u[range.clone()].to_vec();
-            for (k, &src) in idx.iter().enumerate() {
-                let s = src - r * n;
+            for (k, &s) in idx.iter().enumerate() {
                 self.x[(r * n + k) * d..(r * n + k + 1) * d]
                     .copy_from_slice(&x_old[s * d..(s + 1) * d]);
                 self.u[r * n + k] = u_old[s];
