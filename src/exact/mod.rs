@@ -1,14 +1,16 @@
 //! Exact thermodynamic references: closed forms for `harmonic`, numerical quadrature for
-//! every 1-D and 2-D system.
+//! every 1-D and 2-D system, the character expansion for 2-D U(1) gauge theory ([`u1`]).
 //!
 //! For each temperature T: log Z = log ∫ e^{−U/T} dx, ⟨U⟩, C_V = (⟨U²⟩ − ⟨U⟩²)/T²,
 //! F = −T log Z, S = (⟨U⟩ − F)/T, each with an error estimate (0 for closed forms).
 
 mod closed_form;
 mod quadrature;
+pub mod u1;
 
 pub use closed_form::harmonic_reference;
 pub use quadrature::{quadrature, quadrature_expectation};
+pub use u1::{u1_exact, U1Exact};
 
 use serde::Serialize;
 

@@ -22,6 +22,7 @@ mod lj;
 mod mixture;
 mod muller_brown;
 mod phi4;
+pub mod u1;
 
 pub use bead_chain::BeadChain;
 pub use custom::{check_normalisable, custom, expression, Custom, Dual64, DualNum};
@@ -32,6 +33,7 @@ pub use lj::LennardJones;
 pub use mixture::Mixture;
 pub use muller_brown::MullerBrown;
 pub use phi4::Phi4;
+pub use u1::U1;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
