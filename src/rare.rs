@@ -220,6 +220,7 @@ pub fn estimate_with(
     t: f64,
     cfg: &RareConfig,
 ) -> Result<(RareResult, Flow)> {
+    crate::systems::flows_apply(energy.as_ref())?;
     let (samples, seed, progress) = (cfg.samples, cfg.seed, cfg.progress);
     check_temperature(t)?;
     event.check(energy.dim())?;

@@ -25,6 +25,59 @@ fn run(args: &[&str]) -> Output {
     bin().args(args).output().unwrap()
 }
 
+/// `mcmc --system u1` with HMC writes the gauge observables and the exact finite-L values, and
+/// agrees with them (L = 4, T = 0.4: other L and β than the docs' runs): the plaquette,
+/// ⟨Q²⟩, ⟨E⟩ and C_V within 4 standard errors.
+#[test]
+fn mcmc_on_u1_writes_the_gauge_observables_and_matches_the_exact_values() {
+    let json = tmp("u1.json");
+    let out = run(&[
+        "mcmc",
+        "--system",
+        "u1",
+        "--param",
+        "L=4",
+        "--temp",
+        "0.4",
+        "--sampler",
+        "hmc",
+        "--steps",
+        "3000",
+        "--quiet",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for key in [
+        "plaquette",
+        "plaquette_se",
+        "q2",
+        "q2_se",
+        "tau_int_q",
+        "acceptance",
+    ] {
+        assert!(v[key].as_f64().is_some_and(f64::is_finite), "{key}: {v}");
+    }
+    for (key, exact) in [
+        ("plaquette", "plaquette"),
+        ("q2", "q2"),
+        ("U", "u"),
+        ("Cv", "cv"),
+    ] {
+        let (m, se) = (
+            v[key].as_f64().unwrap(),
+            v[&format!("{key}_se")].as_f64().unwrap(),
+        );
+        let x = v["exact"][exact].as_f64().unwrap();
+        assert!((m - x).abs() < 4.0 * se, "{key} {m} ± {se} vs exact {x}");
+    }
+}
+
 const COMMANDS: [&str; 7] = [
     "sweep", "mcmc", "rare", "causal", "backmap", "systems", "bench",
 ];
@@ -329,6 +382,12 @@ fn malformed_input_to_every_command_is_a_one_line_error() {
             "memory",
         ),
         (vec!["mcmc", "--json", "/no/such/dir/x.json"], "no folder"),
+        (
+            vec!["mcmc", "--system", "u1", "--sampler", "flow"],
+            "circle",
+        ),
+        (vec!["sweep", "--system", "u1"], "circle"),
+        (vec!["rare", "--system", "u1", "--event", "x0>0"], "circle"),
         (vec!["mcmc", "--param", "L=100000"], "memory"),
         (
             vec![

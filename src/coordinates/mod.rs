@@ -68,7 +68,7 @@ impl Coordinates {
                 n: c.n,
                 k_conf: c.k_conf,
             })),
-            Structure::Generic | Structure::Lattice(_) => None,
+            Structure::Generic | Structure::Lattice(_) | Structure::Gauge(_) => None,
         }
     }
     /// Check the stored scales (after loading).

@@ -86,6 +86,7 @@ pub fn system_coupling_flow(
     conditioning: Conditioning,
     cfg: &CouplingConfig,
 ) -> Result<Flow> {
+    crate::systems::flows_apply(energy)?;
     match Coordinates::for_system(energy) {
         None => coupling_flow(energy.dim(), conditioning, cfg),
         Some(c) => {

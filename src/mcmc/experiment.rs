@@ -125,11 +125,20 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         "phi4" => Some(Phi4::from_params(&Params::parse(&cfg.params)?)?),
         _ => None,
     };
-    let (e, lat) = (energy.clone(), lattice.clone());
+    let gauge = match energy.structure() {
+        systems::Structure::Gauge(u) => Some(u.clone()),
+        _ => None,
+    };
+    if gauge.is_some() && cfg.sampler == Sampler::Flow {
+        systems::flows_apply(energy.as_ref())?;
+    }
+    let (e, lat, gauge_obs) = (energy.clone(), lattice.clone(), gauge.clone());
     let observe = move |x: &[f64]| -> Vec<f64> {
-        match &lat {
-            Some(l) => phi4_observables(l, x),
-            None => vec![x[0], e.energy(x)],
+        match (&lat, &gauge_obs) {
+            (Some(l), _) => phi4_observables(l, x),
+            // Gauge links: the plaquette, Q and E.
+            (_, Some(u)) => vec![u.mean_plaquette(x), u.charge(x), e.energy(x)],
+            _ => vec![x[0], e.energy(x)],
         }
     };
     let x0 = crate::mcmc::chain_starts(
@@ -224,7 +233,31 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         "energy_evaluations": run.energy_evaluations,
         "seconds": run.seconds,
     });
-    if lattice.is_some() {
+    if gauge.is_some() {
+        let mean = |series: &[Vec<f64>]| {
+            batch_means(series, 20, |c| c.iter().sum::<f64>() / c.len() as f64)
+        };
+        let plaquette = mean(&run.series[0]);
+        let q2: Vec<Vec<f64>> = run.series[1]
+            .iter()
+            .map(|c| c.iter().map(|q| q * q).collect())
+            .collect();
+        let q2 = mean(&q2);
+        let th = crate::estimators::thermo_chains(&run.series[2], cfg.t)?;
+        v["plaquette"] = json!(plaquette.value);
+        v["plaquette_se"] = json!(plaquette.se);
+        v["q2"] = json!(q2.value);
+        v["q2_se"] = json!(q2.se);
+        v["tau_int_q"] = json!(tau_int(&run.series[1]));
+        v["U"] = json!(th.u.value);
+        v["U_se"] = json!(th.u.se);
+        v["Cv"] = json!(th.cv.value);
+        v["Cv_se"] = json!(th.cv.se);
+        if let Some(u) = &gauge {
+            v["exact"] =
+                serde_json::to_value(crate::exact::u1_exact(u.l, 1.0 / cfg.t)?).unwrap_or_default();
+        }
+    } else if lattice.is_some() {
         let s = serde_json::to_value(summarize_phi4(&run)?).unwrap_or_default();
         if let (Some(obj), Some(fields)) = (v.as_object_mut(), s.as_object()) {
             obj.extend(fields.clone());

@@ -474,6 +474,7 @@ fn run_on(
     cfg: &SweepConfig,
     energy: Arc<dyn Energy>,
 ) -> Result<(SweepResult, Flow, Arc<dyn Energy>)> {
+    systems::flows_apply(energy.as_ref())?;
     // Neither budget given: the system's default.
     let cfg = &SweepConfig {
         train_steps: match (cfg.train_seconds, cfg.train_steps) {

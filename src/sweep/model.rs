@@ -19,7 +19,7 @@ pub(super) fn train_flow(
     let tc = budgeted(cfg);
     let (flow, report) = observed(history, cfg.progress, |obs| match energy.structure() {
         // Coupling flows, on the system's coordinates where it has them.
-        Structure::Generic | Structure::Chain(_) | Structure::Cluster(_) => {
+        Structure::Generic | Structure::Chain(_) | Structure::Cluster(_) | Structure::Gauge(_) => {
             train_new(energy, &cfg.flow, &tc, obs)
         }
         // Fields: the translation-equivariant lattice flow, conditioned over the whole range,

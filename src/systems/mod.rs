@@ -65,6 +65,23 @@ pub enum Structure<'a> {
     Chain(&'a BeadChain),
     /// Identical atoms in a trap: flows on centre-of-mass-free modes, centre of mass exact.
     Cluster(&'a LennardJones),
+    /// Gauge links (angles on the circle): no flow yet ([`flows_apply`] refuses it); samplers
+    /// that move the angles (HMC, random-walk Metropolis) sample it.
+    Gauge(&'a U1),
+}
+
+/// Whether the flows (coupling flows on real coordinates, the lattice flow) model this
+/// system: an error naming what does where they do not (gauge links, whose density on ℝⁿ is
+/// not normalisable).
+pub fn flows_apply(energy: &dyn Energy) -> Result<()> {
+    match energy.structure() {
+        Structure::Gauge(_) => input_err(format!(
+            "{}: the flows do not model gauge links yet (they need a flow on the circle); `thermoflow mcmc --system {} --sampler hmc` samples it",
+            energy.name(),
+            energy.name()
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A potential energy surface.
@@ -258,6 +275,7 @@ pub fn registry() -> Vec<SystemInfo> {
         phi4::INFO,
         lj::INFO,
         bead_chain::INFO,
+        u1::INFO,
     ]
 }
 
@@ -273,6 +291,7 @@ pub fn build<S: AsRef<str>>(name: &str, params: &[S]) -> Result<Arc<dyn Energy>>
         "phi4" => Arc::new(Phi4::from_params(&p)?),
         "lj" => Arc::new(LennardJones::from_params(&p)?),
         "bead-chain" => Arc::new(BeadChain::from_params(&p)?),
+        "u1" => Arc::new(U1::from_params(&p)?),
         other => {
             let names: Vec<&str> = registry().iter().map(|s| s.name).collect();
             return input_err(format!(

@@ -14,15 +14,27 @@
 //! and so E and Q, unchanged.
 //!
 //! The angles are coordinates on a circle: E is periodic in each, so p is not normalisable on
-//! ℝ^{2L²} and the coupling flows for real coordinates do not apply. It is not in the sweep's
-//! registry until the flow on the circle exists; samplers that only move the angles (HMC,
-//! local Metropolis) sample it as it is. Exact finite-L references: [`crate::exact::u1`].
+//! ℝ^{2L²} and the coupling flows for real coordinates do not apply: until the flow on the
+//! circle exists, commands that train a flow refuse it ([`super::flows_apply`]); samplers that
+//! only move the angles (HMC, local Metropolis) sample it as it is. Exact finite-L references: [`crate::exact::u1`].
 
 use std::f64::consts::PI;
 
 use crate::error::{input_err, Result};
 
-use super::Energy;
+use super::{count, named, Energy, ParamSpec, Params, SystemInfo};
+
+const SPECS: &[ParamSpec] = &[ParamSpec {
+    name: "L",
+    default: 8.0,
+    doc: "lattice side",
+}];
+
+pub(super) const INFO: SystemInfo = SystemInfo {
+    name: "u1",
+    doc: "E = −Σ_P cos θ_P, U(1) gauge links on an L×L torus (samplers only: hmc, rwm)",
+    params: SPECS,
+};
 
 /// U(1) gauge links on an L × L torus.
 #[derive(Clone, Debug)]
@@ -43,6 +55,11 @@ impl U1 {
             return input_err(format!("u1 needs 2 ≤ L ≤ 1024, got L = {l}"));
         }
         Ok(U1 { l })
+    }
+
+    pub(crate) fn from_params(p: &Params) -> Result<U1> {
+        let v = p.resolve(INFO.name, SPECS, &[])?;
+        U1::new(count("L", v[0], 2)?)
     }
 
     /// Plaquettes (sites) V = L².
@@ -97,13 +114,16 @@ impl U1 {
 
 impl Energy for U1 {
     fn name(&self) -> &str {
-        "u1"
+        INFO.name
+    }
+    fn structure(&self) -> super::Structure<'_> {
+        super::Structure::Gauge(self)
     }
     fn dim(&self) -> usize {
         2 * self.volume()
     }
     fn params(&self) -> Vec<(String, f64)> {
-        vec![("L".into(), self.l as f64)]
+        named(SPECS, &[self.l as f64])
     }
     fn energy(&self, theta: &[f64]) -> f64 {
         -self.plaquettes(theta).iter().map(|v| v.cos()).sum::<f64>()
