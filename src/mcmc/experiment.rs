@@ -129,9 +129,6 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         systems::Structure::Gauge(u) => Some(u.clone()),
         _ => None,
     };
-    if gauge.is_some() && cfg.sampler == Sampler::Flow {
-        systems::flows_apply(energy.as_ref())?;
-    }
     let (e, lat, gauge_obs) = (energy.clone(), lattice.clone(), gauge.clone());
     let observe = move |x: &[f64]| -> Vec<f64> {
         match (&lat, &gauge_obs) {
