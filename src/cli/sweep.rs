@@ -61,7 +61,7 @@ pub struct SweepArgs {
     /// Sweeps of the parallel-tempering witness (0: no witness)
     #[arg(long, default_value_t = d().witness_sweeps)]
     witness_sweeps: usize,
-    /// Rounds of retraining where importance sampling fails (with `is` among --methods)
+    /// Rounds of retraining where importance sampling fails (with `is` among --methods; none where only the weights' tail fails and flow-mcmc follows)
     #[arg(long, default_value_t = d().repairs)]
     repairs: usize,
     /// Estimation methods in the order the sweep escalates through them, comma-separated: is

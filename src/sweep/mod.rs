@@ -25,7 +25,8 @@
 //! followed by up to `repairs` rounds of retraining (`retrain`: half the training budget, lower
 //! learning rate, reverse KL on the failing range and forward KL (weight 2) on the witness's
 //! configurations plus, at each failing temperature, flow samples resampled by importance
-//! weight, then a fresh witness and new estimates). Flow-MCMC ([`flow_mcmc`]: the flow's
+//! weight, then a fresh witness and new estimates), skipped when only the weights' tail fails
+//! and flow-MCMC follows. Flow-MCMC ([`flow_mcmc`]: the flow's
 //! independence kernel, exact whatever the weights' tail) takes temperatures where only the
 //! weights' tail (k̂) fails; tempering ([`temper`]) and annealing ([`methods::anneal`]) take
 //! whatever still fails. Every stage ends the same way (`settle`): checks recomputed, a line

@@ -125,13 +125,10 @@ pub fn flow_mcmc_at(
     })
 }
 
-/// Where only the weights' tail checks (k̂) fail, or nothing has estimated a temperature yet,
-/// flow-MCMC replaces importance sampling for ⟨U⟩ and C_V: as many proposals as importance
-/// sampling drew (at least 50 per chain), then a fresh, longer run while C_V misses the
-/// tolerance, within `max_samples`. log Z stays the importance-sampled one.
-pub(in crate::sweep) fn run(sw: &Sweeper, st: &mut State) -> Result<()> {
-    let (cfg, temps) = (sw.cfg, &sw.temps);
-    let tail_only: Vec<usize> = (0..temps.len())
+/// The temperatures flow-MCMC takes: those where only the weights' tail checks (k̂) fail, and
+/// those nothing has estimated yet.
+pub(in crate::sweep) fn tail_only(st: &State) -> Vec<usize> {
+    (0..st.checks.len())
         .filter(|&i| {
             if matches!(st.rounds.method[i], Estimator::Unestimated) {
                 return true;
@@ -146,7 +143,16 @@ pub(in crate::sweep) fn run(sw: &Sweeper, st: &mut State) -> Result<()> {
                     .iter()
                     .all(|n| *n == "pareto_k" || *n == "pareto_k_cv")
         })
-        .collect();
+        .collect()
+}
+
+/// Where only the weights' tail checks (k̂) fail, or nothing has estimated a temperature yet,
+/// flow-MCMC replaces importance sampling for ⟨U⟩ and C_V: as many proposals as importance
+/// sampling drew (at least 50 per chain), then a fresh, longer run while C_V misses the
+/// tolerance, within `max_samples`. log Z stays the importance-sampled one.
+pub(in crate::sweep) fn run(sw: &Sweeper, st: &mut State) -> Result<()> {
+    let (cfg, temps) = (sw.cfg, &sw.temps);
+    let tail_only = tail_only(st);
     if tail_only.is_empty() {
         return Ok(());
     }

@@ -5,7 +5,8 @@
 //!
 //! * `is`: importance sampling from the flow in rounds until C_V reaches `--cv-tol`, then up to
 //!   `--repairs` rounds of retraining on the failing range (only with `is`: retraining is
-//!   judged by the flow's own weights);
+//!   judged by the flow's own weights; none where only the weights' tail fails and
+//!   `flow-mcmc` follows, which takes those points for less);
 //! * `flow-mcmc`: 2048 chains of the flow's independence kernel, where only the importance
 //!   weights' tail (k̂) fails (everywhere it is asked when no importance estimate exists);
 //! * `temper`: parallel tempering with the flow's proposals among its moves ([`Tempering`]);
