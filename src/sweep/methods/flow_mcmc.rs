@@ -4,9 +4,10 @@
 //! sweep's estimation proposal q_mix (the flow's defensive mixture): from state x a proposal x' ~
 //! q_mix(·|T) is accepted with probability min(1, w(x')/w(x)), w = e^{−U/T}/q_mix. The chain is
 //! exact whatever the tail of w; a heavy tail shows as chains that stick. C independent chains
-//! start from proposal draws resampled by weight (8 per chain) and run; the burn-in they discard is chosen by MSER on their mean
-//! energy and energy variance step by step (at least 20 steps, at most half the run); ⟨U⟩,
-//! C_V and dC_V/dT pool the states after it with equal weight, and their errors treat each chain as one batch
+//! start from proposal draws resampled by weight (8 per chain) and run, longer while C_V misses
+//! `--cv-tol`; the burn-in they discard is chosen by MSER on their mean energy and energy
+//! variance step by step (at least 20 steps, at most half the run); ⟨U⟩, C_V and dC_V/dT pool
+//! the states after it with equal weight, and their errors treat each chain as one batch
 //! ([`crate::estimators::thermo_chains`]), which stays honest when a chain sticks (its mean then
 //! stands out).
 
@@ -50,17 +51,134 @@ pub struct ChainEstimate {
 /// Proposals per chain in the pool the chains' starts are resampled from.
 pub const START_POOL: usize = 8;
 
-/// Run `chains` chains for `burn_in` + `steps` steps at temperature `t` from starts resampled
-/// by weight from [`START_POOL`] proposals per chain (closer to p than the proposal itself),
-/// and discard the burn-in MSER chooses ([`crate::mcmc::stats::mser`], at least `burn_in`, at most half the
-/// run) on the chains' mean energy and their energy variance step by step. Where the
-/// proposal's weights are heavy-tailed, chains started from it take many steps to fill in the
-/// high-weight states it rarely proposes (measured on φ⁴, L = 8, T = 0.8, 2048 chains started
-/// from the proposal: ⟨U⟩ 6.49–6.60 over the first 10 steps against 6.04 at equilibrium; C_V
-/// 24.08 ± 0.36 over steps 20–50 and 24.05 ± 0.34 over 50–100 against 24.58 ± 0.14 over
-/// 400–1200 and long HMC's 24.72 ± 0.11; with a fixed burn-in of 20 the sweep's C_V there came
-/// out 1.8–2.6 % low at three seeds). Resampled starts shrink the transient (⟨U⟩ 6.04–6.10
-/// over the first 10 steps) but C_V still needs tens of steps, which MSER finds.
+/// Chains of the flow's independence kernel at one temperature, started from draws resampled
+/// by weight from [`START_POOL`] proposals per chain (closer to p than the proposal itself)
+/// and extended on demand: a longer run continues the same chains rather than starting afresh,
+/// so no burn-in is paid twice.
+///
+/// Where the proposal's weights are heavy-tailed, chains started from it take many steps to
+/// fill in the high-weight states it rarely proposes (measured on φ⁴, L = 8, T = 0.8, 2048
+/// chains started from the proposal: ⟨U⟩ 6.49–6.60 over the first 10 steps against 6.04 at
+/// equilibrium; C_V 24.08 ± 0.36 over steps 20–50 and 24.05 ± 0.34 over 50–100 against
+/// 24.58 ± 0.14 over 400–1200 and long HMC's 24.72 ± 0.11; with a fixed burn-in of 20 the
+/// sweep's C_V there came out 1.8–2.6 % low at three seeds). Resampled starts shrink the
+/// transient (⟨U⟩ 6.04–6.10 over the first 10 steps) but C_V still needs tens of steps, which
+/// MSER finds ([`Chains::estimate`]).
+pub struct Chains<'a> {
+    kernel: Independence<'a>,
+    walkers: crate::mcmc::Walkers,
+    rng: crate::rng::SeededRng,
+    t: f64,
+    /// Each chain's energy after every step.
+    series: Vec<Vec<f64>>,
+    /// Whether each chain's proposal was accepted at every step.
+    moved: Vec<Vec<bool>>,
+    /// The chains' mean energy and energy variance at every step (what MSER reads).
+    means: Vec<f64>,
+    vars: Vec<f64>,
+    max_log_weight: f64,
+}
+
+/// The largest finite value (−∞ when none).
+fn finite_max(l: &[f64]) -> f64 {
+    l.iter()
+        .copied()
+        .filter(|l| l.is_finite())
+        .fold(f64::NEG_INFINITY, f64::max)
+}
+
+impl<'a> Chains<'a> {
+    /// `chains` chains at temperature `t`, not yet stepped.
+    pub fn start(
+        flow: &'a Flow,
+        energy: &dyn Energy,
+        t: f64,
+        chains: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        let mut rng = crate::rng::seeded(seed);
+        let kernel = Independence::new(flow);
+        let pool = kernel.start(energy, START_POOL * chains, &[t], &[t], &mut rng)?;
+        let max_log_weight = finite_max(&pool.log_w);
+        let walkers = pool.resampled(chains, &mut rng)?;
+        Ok(Chains {
+            kernel,
+            walkers,
+            rng,
+            t,
+            series: vec![Vec::new(); chains],
+            moved: vec![Vec::new(); chains],
+            means: Vec::new(),
+            vars: Vec::new(),
+            max_log_weight,
+        })
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> usize {
+        self.means.len()
+    }
+
+    /// `steps` more steps of every chain.
+    pub fn run(&mut self, energy: &dyn Energy, steps: usize) -> Result<()> {
+        let t = [self.t];
+        let chains = self.series.len();
+        for _ in 0..steps {
+            let s = self
+                .kernel
+                .step(energy, &mut self.walkers, &t, &t, &mut self.rng)?;
+            self.max_log_weight = self.max_log_weight.max(finite_max(&s.proposal_log_w));
+            let u = &self.walkers.u;
+            for (c, (series, moved)) in self.series.iter_mut().zip(&mut self.moved).enumerate() {
+                moved.push(s.accepted[c]);
+                series.push(u[c]);
+            }
+            let m = u.iter().sum::<f64>() / chains as f64;
+            self.means.push(m);
+            self.vars
+                .push(u.iter().map(|u| (u - m).powi(2)).sum::<f64>() / chains as f64);
+        }
+        Ok(())
+    }
+
+    /// The estimate from the steps so far, discarding the burn-in MSER chooses
+    /// ([`crate::mcmc::stats::mser`], at least `burn_in`, at most half the run) on the chains'
+    /// mean energy and their energy variance step by step.
+    pub fn estimate(&self, burn_in: usize) -> Result<ChainEstimate> {
+        let total = self.steps();
+        let chains = self.series.len();
+        let half = total / 2;
+        let cut = mser(&self.means, burn_in, half)
+            .max(mser(&self.vars, burn_in, half))
+            .min(half.max(burn_in))
+            .min(total.saturating_sub(1));
+        let kept: Vec<Vec<f64>> = self.series.iter().map(|c| c[cut..].to_vec()).collect();
+        let thermo = thermo_chains(&kept, self.t)?;
+        let n = total - cut;
+        let accepted: Vec<usize> = self
+            .moved
+            .iter()
+            .map(|m| m[cut..].iter().filter(|&&a| a).count())
+            .collect();
+        let all: usize = accepted.iter().sum();
+        let stuck = accepted
+            .iter()
+            .filter(|&&a| (a as f64) < 0.1 * n as f64)
+            .count();
+        Ok(ChainEstimate {
+            thermo,
+            acceptance: all as f64 / (chains * n) as f64,
+            stuck_fraction: stuck as f64 / chains as f64,
+            chains,
+            steps: n,
+            burn_in: cut,
+            max_log_weight: self.max_log_weight,
+        })
+    }
+}
+
+/// `chains` chains for `burn_in` + `steps` steps at temperature `t` ([`Chains`]), estimated
+/// after the burn-in MSER chooses (at least `burn_in`).
 pub fn flow_mcmc_at(
     flow: &Flow,
     energy: &dyn Energy,
@@ -70,59 +188,9 @@ pub fn flow_mcmc_at(
     burn_in: usize,
     seed: u64,
 ) -> Result<ChainEstimate> {
-    let mut rng = crate::rng::seeded(seed);
-    let kernel = Independence::new(flow);
-    let pool = kernel.start(energy, START_POOL * chains, &[t], &[t], &mut rng)?;
-    let finite_max = |l: &[f64]| {
-        l.iter()
-            .copied()
-            .filter(|l| l.is_finite())
-            .fold(f64::NEG_INFINITY, f64::max)
-    };
-    let mut max_log_weight = finite_max(&pool.log_w);
-    let mut w = pool.resampled(chains, &mut rng)?;
-    drop(pool);
-    let total = burn_in + steps;
-    let mut series = vec![Vec::with_capacity(total); chains];
-    let mut moved = vec![Vec::with_capacity(total); chains];
-    // The chains' mean energy and energy variance at every step (what MSER reads).
-    let (mut means, mut vars) = (Vec::with_capacity(total), Vec::with_capacity(total));
-    for _ in 0..total {
-        let s = kernel.step(energy, &mut w, &[t], &[t], &mut rng)?;
-        max_log_weight = max_log_weight.max(finite_max(&s.proposal_log_w));
-        for c in 0..chains {
-            moved[c].push(s.accepted[c]);
-            series[c].push(w.u[c]);
-        }
-        let m = w.u.iter().sum::<f64>() / chains as f64;
-        means.push(m);
-        vars.push(w.u.iter().map(|u| (u - m).powi(2)).sum::<f64>() / chains as f64);
-    }
-    let half = total / 2;
-    let cut = mser(&means, burn_in, half)
-        .max(mser(&vars, burn_in, half))
-        .min(half.max(burn_in));
-    let kept: Vec<Vec<f64>> = series.iter().map(|c| c[cut..].to_vec()).collect();
-    let thermo = thermo_chains(&kept, t)?;
-    let n = total - cut;
-    let accepted: Vec<usize> = moved
-        .iter()
-        .map(|m| m[cut..].iter().filter(|&&a| a).count())
-        .collect();
-    let all: usize = accepted.iter().sum();
-    let stuck = accepted
-        .iter()
-        .filter(|&&a| (a as f64) < 0.1 * n as f64)
-        .count();
-    Ok(ChainEstimate {
-        thermo,
-        acceptance: all as f64 / (chains * n) as f64,
-        stuck_fraction: stuck as f64 / chains as f64,
-        chains,
-        steps: n,
-        burn_in: cut,
-        max_log_weight,
-    })
+    let mut c = Chains::start(flow, energy, t, chains, seed)?;
+    c.run(energy, burn_in + steps)?;
+    c.estimate(burn_in)
 }
 
 /// The temperatures flow-MCMC takes: those where only the weights' tail checks (k̂) fail, and
@@ -148,7 +216,7 @@ pub(in crate::sweep) fn tail_only(st: &State) -> Vec<usize> {
 
 /// Where only the weights' tail checks (k̂) fail, or nothing has estimated a temperature yet,
 /// flow-MCMC replaces importance sampling for ⟨U⟩ and C_V: as many proposals as importance
-/// sampling drew (at least 50 per chain), then a fresh, longer run while C_V misses the
+/// sampling drew (at least 50 per chain), and the same chains run on while C_V misses the
 /// tolerance, within `max_samples`. log Z stays the importance-sampled one.
 pub(in crate::sweep) fn run(sw: &Sweeper, st: &mut State) -> Result<()> {
     let (cfg, temps) = (sw.cfg, &sw.temps);
@@ -162,28 +230,28 @@ pub(in crate::sweep) fn run(sw: &Sweeper, st: &mut State) -> Result<()> {
     for &i in &tail_only {
         let t = temps[i];
         let mut steps = (st.rounds.draws[i].u.len() / MCMC_CHAINS).clamp(50, most);
+        let mut chains = Chains::start(
+            &st.flow,
+            sw.energy,
+            t,
+            MCMC_CHAINS,
+            sw.seed ^ 0xf10 ^ ((i as u64) << 32),
+        )?;
         let ce = loop {
             if cfg.progress {
                 eprintln!(
                     "[sweep] flow-MCMC at T = {t:.3}: {MCMC_CHAINS} chains × {steps} steps (heavy-tailed weights)"
                 );
             }
-            let ce = flow_mcmc_at(
-                &st.flow,
-                sw.energy,
-                t,
-                MCMC_CHAINS,
-                steps,
-                20,
-                sw.seed ^ 0xf10 ^ ((i as u64) << 32) ^ steps as u64,
-            )?;
+            chains.run(sw.energy, steps - chains.steps())?;
+            let ce = chains.estimate(20)?;
             let rel = ce.thermo.cv.se / ce.thermo.cv.value.abs();
-            // Not pooled but run afresh, longer: straight to the length the rule asks for, not
-            // at most 4× the last (each restart pays its burn-in again).
+            // The same chains continue to the length the rule asks for (the burn-in already
+            // discarded is not paid again).
             match cfg.cv_tol {
                 Some(tol) if rel > tol && steps < most && rel.is_finite() => {
-                    steps = ((steps as f64 * (rel / tol).powi(2) * 1.2).ceil() as usize)
-                        .clamp(steps + 1, most);
+                    let kept = ce.steps as f64 * (rel / tol).powi(2) * 1.2;
+                    steps = ((ce.burn_in as f64 + kept).ceil() as usize).clamp(steps + 1, most);
                 }
                 _ => break ce,
             }
