@@ -136,3 +136,45 @@ pub fn lattice_flow(
         .collect();
     Flow::new(l * l, conditioning, layers)
 }
+
+/// A gauge-equivariant flow for U(1) links on an L × L torus ([`super::GaugeCoupling`]):
+/// `n` couplings cycling through the link directions and the four stripe offsets (μ = i mod 2,
+/// offset = ⌊i/2⌋ mod 4; offsets beyond L − 1 skipped), each with a K-bin circular spline and a
+/// periodic CNN conditioner (`hidden` channels, `depth` hidden convolutions), on the uniform
+/// base of [`Flow::on_angles`]. Refused for L ≡ 1 (mod 4), where the stripes would touch.
+pub fn gauge_flow(
+    l: usize,
+    conditioning: Conditioning,
+    n: usize,
+    hidden: usize,
+    depth: usize,
+    bins: usize,
+    seed: u64,
+) -> Result<Flow> {
+    if !super::GaugeCoupling::lattice_fits(l) {
+        return crate::error::input_err(format!(
+            "the gauge flow's stripes need L ≥ 2 and L ≢ 1 (mod 4); got L = {l}"
+        ));
+    }
+    let c = conditioning.feature_dim();
+    let cycle: Vec<(usize, usize)> = (0..8)
+        .map(|k| (k % 2, k / 2))
+        .filter(|&(_, o)| o < l)
+        .collect();
+    let layers = (0..n)
+        .map(|i| {
+            let (mu, offset) = cycle[i % cycle.len()];
+            Layer::GaugeCoupling(super::GaugeCoupling::new(
+                l,
+                c,
+                mu,
+                offset,
+                bins,
+                hidden,
+                depth,
+                seed.wrapping_mul(1000).wrapping_add(i as u64),
+            ))
+        })
+        .collect();
+    Flow::on_angles(2 * l * l, conditioning, layers)
+}

@@ -1,9 +1,12 @@
-//! A flow: standard-normal base z ~ N(0, I) pushed through a chain of bijections.
+//! A flow: a base distribution pushed through a chain of bijections.
 //!
 //! ```text
 //! x = f_K ∘ … ∘ f_1 (z; c)
-//! log q(x | c) = log N(z; 0, I) − Σ_k log|det J_k|
+//! log q(x | c) = log q₀(z) − Σ_k log|det J_k|
 //! ```
+//!
+//! The base ([`Base`]) is the standard normal N(0, I), or for angles (gauge links) the uniform
+//! distribution on the torus [−π, π)ᵈ, log q₀ = −d log 2π, where states are read modulo 2π.
 //!
 //! Conditioning: raw condition values go through one encoding into the features every
 //! conditioner reads. For [`Conditioning::Temperature`] the raw condition is T and the single
@@ -113,6 +116,41 @@ fn mixture_log_factor(d: usize, z_sq: f64, width: f64, fraction: f64) -> f64 {
     ((1.0 - fraction) + fraction * delta.exp()).ln()
 }
 
+/// The base distribution of a flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Base {
+    /// z ~ N(0, I).
+    #[default]
+    Normal,
+    /// z uniform on [−π, π)ᵈ: every coordinate an angle. No √T scaling; states are wrapped
+    /// into [−π, π) before the inverse, so q is periodic in each coordinate.
+    Angles,
+}
+
+/// A uniform draw from [−π, π).
+fn draw_angle(rng: &mut impl Rng) -> f64 {
+    (2.0 * rng.random::<f64>() - 1.0) * std::f64::consts::PI
+}
+
+/// log of the uniform density on [−π, π)ᵈ.
+fn uniform_log_density(d: f64) -> f64 {
+    -d * (2.0 * std::f64::consts::PI).ln()
+}
+
+/// log q_mix = log((1 − ε) q + ε u) for the angles' defensive mixture with the uniform
+/// density u on [−π, π)ᵈ.
+fn angles_mixture(log_q: f64, d: usize, fraction: f64) -> f64 {
+    if fraction == 0.0 {
+        return log_q;
+    }
+    let (a, b) = (
+        (1.0 - fraction).ln() + log_q,
+        fraction.ln() + uniform_log_density(d as f64),
+    );
+    let m = a.max(b);
+    m + ((a - m).exp() + (b - m).exp()).ln()
+}
+
 /// What a compiled flow program computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -148,6 +186,8 @@ pub struct Flow {
     /// The system coordinates the layers' output is read in (None: the state itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     coordinates: Option<Coordinates>,
+    #[serde(default)]
+    base: Base,
     #[serde(skip)]
     cache: Cache,
     #[serde(skip)]
@@ -165,8 +205,20 @@ impl Flow {
             conditioning,
             layers,
             coordinates: None,
+            base: Base::Normal,
             cache: Cache::default(),
             version: 0,
+        };
+        f.validate()?;
+        Ok(f)
+    }
+
+    /// A flow on angles: uniform base on [−π, π)ᵈ ([`Base::Angles`]), layers that map the
+    /// torus to itself (e.g. [`super::GaugeCoupling`]).
+    pub fn on_angles(dim: usize, conditioning: Conditioning, layers: Vec<Layer>) -> Result<Flow> {
+        let f = Flow {
+            base: Base::Angles,
+            ..Flow::new(dim, conditioning, layers)?
         };
         f.validate()?;
         Ok(f)
@@ -185,6 +237,7 @@ impl Flow {
             conditioning,
             layers,
             coordinates: Some(coordinates),
+            base: Base::Normal,
             cache: Cache::default(),
             version: 0,
         };
@@ -208,6 +261,9 @@ impl Flow {
             }
             if !matches!(self.conditioning, Conditioning::Temperature { .. }) {
                 return input_err("system coordinates need a temperature-conditioned flow");
+            }
+            if self.base != Base::Normal {
+                return input_err("system coordinates need the normal base");
             }
         }
         if let Conditioning::Temperature { t_min, t_max } = self.conditioning {
@@ -263,6 +319,19 @@ impl Flow {
     /// The conditioning.
     pub fn conditioning(&self) -> Conditioning {
         self.conditioning
+    }
+    /// The base distribution.
+    pub fn base(&self) -> Base {
+        self.base
+    }
+    /// Fill `z` with draws from the base distribution.
+    pub fn draw_base(&self, z: &mut [f32], rng: &mut impl Rng) {
+        match self.base {
+            Base::Normal => z
+                .iter_mut()
+                .for_each(|v| *v = rng.sample::<f32, _>(StandardNormal)),
+            Base::Angles => z.iter_mut().for_each(|v| *v = draw_angle(rng) as f32),
+        }
     }
     /// The layers.
     pub fn layers(&self) -> &[Layer] {
@@ -342,7 +411,9 @@ impl Flow {
             ld = Some(ld.map_or(d, |a| a + d));
         }
         let mut ld = ld.unwrap_or_else(|| super::bijection::zero_log_det(z));
-        if let (Conditioning::Temperature { .. }, Some(t)) = (self.conditioning, c) {
+        if let (Conditioning::Temperature { .. }, Some(t), Base::Normal) =
+            (self.conditioning, c, self.base)
+        {
             x = x * t.sqrt();
             ld = ld + t.ln().sum(1).mul_scalar(0.5 * self.flow_dim() as f64);
         }
@@ -359,9 +430,13 @@ impl Flow {
         let feats = self.features(c);
         let mut z = x;
         let mut ld = super::bijection::zero_log_det(x);
-        if let (Conditioning::Temperature { .. }, Some(t)) = (self.conditioning, c) {
-            z = z / t.sqrt();
-            ld = ld - t.ln().sum(1).mul_scalar(0.5 * self.flow_dim() as f64);
+        match (self.conditioning, c, self.base) {
+            (Conditioning::Temperature { .. }, Some(t), Base::Normal) => {
+                z = z / t.sqrt();
+                ld = ld - t.ln().sum(1).mul_scalar(0.5 * self.flow_dim() as f64);
+            }
+            (_, _, Base::Angles) => z = super::gauge_coupling::wrap_angle(z),
+            _ => {}
         }
         for (i, l) in self.layers.iter().enumerate().rev() {
             let (y, d) = l.inverse_and_log_det(&s.child(&format!("layers.{i}")), z, feats);
@@ -371,10 +446,16 @@ impl Flow {
         (z, ld)
     }
 
-    /// log N(z; 0, I) per sample.
+    /// log q₀(z) per sample: log N(z; 0, I), or −d log 2π for angles.
     pub fn base_log_prob<'g>(&self, z: Var<'g>) -> Var<'g> {
-        let c = -0.5 * self.flow_dim() as f64 * (2.0 * std::f64::consts::PI).ln();
-        z.square().sum(1).mul_scalar(-0.5).add_scalar(c)
+        let d = self.flow_dim() as f64;
+        match self.base {
+            Base::Normal => {
+                let c = -0.5 * d * (2.0 * std::f64::consts::PI).ln();
+                z.square().sum(1).mul_scalar(-0.5).add_scalar(c)
+            }
+            Base::Angles => super::bijection::zero_log_det(z).add_scalar(uniform_log_density(d)),
+        }
     }
 
     /// Graph: (x, log q(x|c)) from base samples z.
@@ -495,7 +576,9 @@ impl Flow {
     ///
     /// at no extra cost (Hesterberg 1995). Where the flow's tails are lighter than the
     /// target's, the weights p/q_mix stay bounded by p/(ε q_s) instead of growing without
-    /// limit. `width` s ≥ 1, `fraction` ε ∈ [0, 1).
+    /// limit. `width` s ≥ 1, `fraction` ε ∈ [0, 1). On angles ([`Base::Angles`]) the second
+    /// component is the uniform density u on the torus itself, q_mix = (1 − ε) q + ε u (its
+    /// draws cost one density pass), which bounds the weights by p/(ε u); `width` is unused.
     pub fn sample_mixture(
         &self,
         n: usize,
@@ -518,6 +601,11 @@ impl Flow {
             z.clear();
             z2.clear();
             for _ in 0..m {
+                if self.base == Base::Angles {
+                    z.extend((0..fd).map(|_| draw_angle(rng) as f32));
+                    z2.push(0.0);
+                    continue;
+                }
                 let scale = if fraction > 0.0 && rng.random::<f64>() < fraction {
                     width as f32
                 } else {
@@ -539,7 +627,10 @@ impl Flow {
             for (i, (&l, &sq)) in lq.iter().zip(&z2).enumerate() {
                 let row = start + i;
                 let y = &ys[i * fd..(i + 1) * fd];
-                let mut lq = l as f64 + mixture_log_factor(fd, sq, width, fraction);
+                let mut lq = l as f64;
+                if self.base == Base::Normal {
+                    lq += mixture_log_factor(fd, sq, width, fraction);
+                }
                 match &self.coordinates {
                     None => {
                         for (j, v) in y.iter().enumerate() {
@@ -556,6 +647,27 @@ impl Flow {
                 log_q.push(lq);
             }
             start += m;
+        }
+        if self.base == Base::Angles && fraction > 0.0 {
+            // The uniform component: a fraction ε of the rows drawn afresh from it, their log q
+            // from the density program; then log q_mix for every row.
+            let swap: Vec<usize> = (0..n).filter(|_| rng.random::<f64>() < fraction).collect();
+            for &i in &swap {
+                x.row_mut(i).iter_mut().for_each(|v| *v = draw_angle(rng));
+            }
+            if !swap.is_empty() {
+                let rows = x.select(ndarray::Axis(0), &swap);
+                let cs: Vec<f64> = swap
+                    .iter()
+                    .flat_map(|&i| cond[i * c..(i + 1) * c].iter().copied())
+                    .collect();
+                for (&i, l) in swap.iter().zip(self.log_prob(rows.view(), &cs)?) {
+                    log_q[i] = l;
+                }
+            }
+            log_q
+                .iter_mut()
+                .for_each(|l| *l = angles_mixture(*l, d, fraction));
         }
         Ok(Samples { x, log_q })
     }
@@ -615,10 +727,17 @@ impl Flow {
         let mut start = 0;
         while start < n {
             let m = MAX_BATCH.min(n - start);
+            let angles = self.base == Base::Angles;
             let ys: Vec<f32> = y
                 .slice(ndarray::s![start..start + m, ..])
                 .iter()
-                .map(|&v| v as f32)
+                .map(|&v| {
+                    if angles {
+                        crate::systems::u1::wrap(v) as f32
+                    } else {
+                        v as f32
+                    }
+                })
                 .collect();
             let cf: Vec<f32> = cond[start * c..(start + m) * c]
                 .iter()
@@ -626,6 +745,9 @@ impl Flow {
                 .collect();
             let (z, lq) = self.run_cached(Mode::Density, &ys, &cf)?;
             out.extend(lq.iter().enumerate().map(|(i, &l)| {
+                if angles {
+                    return angles_mixture(l as f64, d, fraction);
+                }
                 let sq: f64 = z[i * d..(i + 1) * d]
                     .iter()
                     .map(|&v| (v as f64) * (v as f64))

@@ -173,7 +173,7 @@ fn stencil_table(l: usize, ci: usize) -> Vec<usize> {
 
 /// Periodic 3×3 convolution of `h` (`[batch, V, C_in]`) with stencil weights `w`
 /// (`[9·C_in, C_out]`): one gather by [`stencil_table`] (im2col) and one gemm.
-fn periodic_conv3x3<'g>(h: Var<'g>, w: Var<'g>, l: usize, ci: usize) -> Var<'g> {
+pub(super) fn periodic_conv3x3<'g>(h: Var<'g>, w: Var<'g>, l: usize, ci: usize) -> Var<'g> {
     h.take(1, &stencil_table(l, ci), &[l * l, 9 * ci]).matmul(w)
 }
 

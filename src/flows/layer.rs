@@ -11,7 +11,8 @@ use super::mlp::Mlp;
 use super::params::{ParamSet, Scope};
 use super::transformer::{Transformer, AFFINE_SCALE_BOUND};
 use super::{
-    ActNorm, Coupling, LatticeCoupling, LinearFlow, LuLinear, Permutation, Radial, SumRatio,
+    ActNorm, Coupling, GaugeCoupling, LatticeCoupling, LinearFlow, LuLinear, Permutation, Radial,
+    SumRatio,
 };
 use crate::engine::Var;
 use crate::error::{input_err, Result};
@@ -24,6 +25,7 @@ pub enum Layer {
     Coupling(Coupling),
     Radial(Radial),
     LatticeCoupling(LatticeCoupling),
+    GaugeCoupling(GaugeCoupling),
     Linear(LinearFlow),
     LuLinear(LuLinear),
     Permutation(Permutation),
@@ -37,6 +39,7 @@ macro_rules! dispatch {
             Layer::Coupling($l) => $e,
             Layer::Radial($l) => $e,
             Layer::LatticeCoupling($l) => $e,
+            Layer::GaugeCoupling($l) => $e,
             Layer::Linear($l) => $e,
             Layer::LuLinear($l) => $e,
             Layer::Permutation($l) => $e,
@@ -54,6 +57,7 @@ impl Layer {
             Layer::Coupling(l) => Layer::Coupling(l.template()?),
             Layer::Radial(l) => Layer::Radial(l.template()?),
             Layer::LatticeCoupling(l) => Layer::LatticeCoupling(l.template()?),
+            Layer::GaugeCoupling(l) => Layer::GaugeCoupling(l.template()?),
             Layer::Linear(l) => Layer::Linear(l.template()?),
             Layer::LuLinear(l) => Layer::LuLinear(l.template()?),
             Layer::Permutation(l) => Layer::Permutation(l.template()?),
@@ -117,6 +121,7 @@ enum LayerFile {
     SplineCoupling(OldCoupling),
     Radial(Radial),
     LatticeCoupling(LatticeCoupling),
+    GaugeCoupling(GaugeCoupling),
     Linear(LinearFlow),
     LuLinear(LuLinear),
     Permutation(Permutation),
@@ -168,6 +173,7 @@ impl TryFrom<LayerFile> for Layer {
             LayerFile::SplineCoupling(l) => Layer::Coupling(l.into_coupling(true)?),
             LayerFile::Radial(l) => Layer::Radial(l),
             LayerFile::LatticeCoupling(l) => Layer::LatticeCoupling(l),
+            LayerFile::GaugeCoupling(l) => Layer::GaugeCoupling(l),
             LayerFile::Linear(l) => Layer::Linear(l),
             LayerFile::LuLinear(l) => Layer::LuLinear(l),
             LayerFile::Permutation(l) => Layer::Permutation(l),

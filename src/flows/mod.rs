@@ -7,8 +7,9 @@
 //! Transforms, one file each: [`Coupling`] over a [`Transformer`] (affine: RealNVP; rational-
 //! quadratic splines: Neural Spline Flows), [`Radial`], [`LinearFlow`] (lower-triangular),
 //! [`LuLinear`], [`Permutation`] (incl. reverse), [`ActNorm`], [`LatticeCoupling`] (checkerboard
-//! coupling with a periodic convolutional conditioner), and [`SumRatio`] (the seed's
-//! worked example). [`Flow`] is a standard-normal base plus a chain, optionally read in a
+//! coupling with a periodic convolutional conditioner), [`GaugeCoupling`] (gauge-equivariant
+//! coupling of U(1) links with a circular spline) and [`SumRatio`] (the seed's
+//! worked example). [`Flow`] is a base (standard normal, or uniform angles) plus a chain, optionally read in a
 //! system's [`Coordinates`] (internal coordinates of a chain, centre-of-mass-free modes of a
 //! cluster: a fixed f64 map on the host); [`builders`] has the
 //! factory functions and [`default_flow`], the one recipe every command trains.
@@ -18,6 +19,7 @@ pub mod bijection;
 pub mod builders;
 pub mod coupling;
 pub mod flow;
+pub mod gauge_coupling;
 pub mod io;
 pub mod lattice_coupling;
 pub mod layer;
@@ -38,7 +40,8 @@ pub use builders::{
     coupling_flow, default_flow, linear_flow, radial_flow, system_coupling_flow, CouplingConfig,
 };
 pub use coupling::Coupling;
-pub use flow::{Conditioning, Flow, Samples};
+pub use flow::{Base, Conditioning, Flow, Samples};
+pub use gauge_coupling::GaugeCoupling;
 pub use lattice_coupling::LatticeCoupling;
 pub use layer::Layer;
 pub use linear::LinearFlow;
