@@ -21,6 +21,7 @@ pub mod error;
 pub mod estimators;
 pub mod exact;
 pub mod flows;
+pub mod gauge;
 pub mod lab;
 pub mod lattice;
 pub mod linalg;

@@ -383,11 +383,22 @@ fn malformed_input_to_every_command_is_a_one_line_error() {
         ),
         (vec!["mcmc", "--json", "/no/such/dir/x.json"], "no folder"),
         (
-            vec!["mcmc", "--system", "u1", "--sampler", "flow"],
-            "circle",
+            vec![
+                "mcmc",
+                "--system",
+                "u1",
+                "--param",
+                "L=5",
+                "--sampler",
+                "flow",
+            ],
+            "mod 4",
         ),
-        (vec!["sweep", "--system", "u1"], "circle"),
-        (vec!["rare", "--system", "u1", "--event", "x0>0"], "circle"),
+        (vec!["sweep", "--system", "u1"], "gauge-equivariant flow"),
+        (
+            vec!["rare", "--system", "u1", "--event", "x0>0"],
+            "gauge-equivariant flow",
+        ),
         (vec!["mcmc", "--param", "L=100000"], "memory"),
         (
             vec![

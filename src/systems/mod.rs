@@ -65,18 +65,19 @@ pub enum Structure<'a> {
     Chain(&'a BeadChain),
     /// Identical atoms in a trap: flows on centre-of-mass-free modes, centre of mass exact.
     Cluster(&'a LennardJones),
-    /// Gauge links (angles on the circle): no flow yet ([`flows_apply`] refuses it); samplers
-    /// that move the angles (HMC, random-walk Metropolis) sample it.
+    /// Gauge links (angles on the circle): the gauge-equivariant flow
+    /// ([`crate::flows::GaugeCoupling`], `mcmc --sampler flow`); the coupling flows on real
+    /// coordinates do not apply ([`flows_apply`]).
     Gauge(&'a U1),
 }
 
-/// Whether the flows (coupling flows on real coordinates, the lattice flow) model this
+/// Whether the flows on real coordinates (coupling flows, the lattice flow) model this
 /// system: an error naming what does where they do not (gauge links, whose density on ℝⁿ is
-/// not normalisable).
+/// not normalisable; the gauge flow samples them through `thermoflow mcmc`).
 pub fn flows_apply(energy: &dyn Energy) -> Result<()> {
     match energy.structure() {
         Structure::Gauge(_) => input_err(format!(
-            "{}: the flows do not model gauge links yet (they need a flow on the circle); `thermoflow mcmc --system {} --sampler hmc` samples it",
+            "{}: gauge links need the gauge-equivariant flow, which `thermoflow mcmc --system {} --sampler flow` (or hmc, rwm) uses; the sweep and rare-event estimates do not take it yet",
             energy.name(),
             energy.name()
         )),

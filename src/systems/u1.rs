@@ -14,9 +14,10 @@
 //! and so E and Q, unchanged.
 //!
 //! The angles are coordinates on a circle: E is periodic in each, so p is not normalisable on
-//! ℝ^{2L²} and the coupling flows for real coordinates do not apply: until the flow on the
-//! circle exists, commands that train a flow refuse it ([`super::flows_apply`]); samplers that
-//! only move the angles (HMC, local Metropolis) sample it as it is. Exact finite-L references: [`crate::exact::u1`].
+//! ℝ^{2L²} and the coupling flows for real coordinates do not apply ([`super::flows_apply`]);
+//! the gauge-equivariant flow on the circle ([`crate::flows::GaugeCoupling`],
+//! [`crate::gauge`]) does, through `thermoflow mcmc --sampler flow`; HMC and local Metropolis
+//! move the angles as they are. Exact finite-L references: [`crate::exact::u1`].
 
 use std::f64::consts::PI;
 
@@ -32,7 +33,7 @@ const SPECS: &[ParamSpec] = &[ParamSpec {
 
 pub(super) const INFO: SystemInfo = SystemInfo {
     name: "u1",
-    doc: "E = −Σ_P cos θ_P, U(1) gauge links on an L×L torus (samplers only: hmc, rwm)",
+    doc: "E = −Σ_P cos θ_P, U(1) gauge links on an L×L torus (mcmc: flow, hmc, rwm)",
     params: SPECS,
 };
 

@@ -19,7 +19,6 @@ use std::time::Instant;
 
 use ndarray::Array2;
 use rand::Rng;
-use rand_distr::StandardNormal;
 use serde::Serialize;
 
 use super::losses::combined_program;
@@ -433,9 +432,7 @@ pub fn train_with_data(
             event = Some("warm start done; reverse KL + forward KL".into());
         }
         // Reverse KL: sample x = f(z; T), evaluate U and ∇U on the host.
-        for v in z.iter_mut() {
-            *v = rng.sample::<f32, _>(StandardNormal);
-        }
+        flow.draw_base(&mut z, &mut rng);
         // Temperatures in groups of GROUP samples sharing one T (log-uniform), so that the
         // mass-covering term can normalise its weights within a temperature.
         let mut temps: Vec<f64> = Vec::with_capacity(b);
