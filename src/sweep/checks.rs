@@ -19,8 +19,9 @@
 //!   correction term is added to the error as an allowance for the rule's own error.
 //!
 //! Where flow-MCMC replaced importance sampling (see [`super::flow_mcmc`]), `ess`, `pareto_k`
-//! and `pareto_k_cv` give way to `mcmc_acceptance` (≥ 0.2) and `mcmc_stuck_chains` (≤ 1 % of
-//! the chains accept under 10 % of their proposals).
+//! and `pareto_k_cv` give way to `mcmc_acceptance` (≥ 0.2), `mcmc_stuck_chains` (≤ 1 % of
+//! the chains accept under 10 % of their proposals) and `mcmc_split` (the chains' ⟨U⟩ over the
+//! first and the second half of their kept steps agree within [`Z_LIMIT`]).
 //!
 //! Where sequential Monte Carlo replaced importance sampling (see [`crate::mcmc::smc`]), the
 //! local checks are `finite` and `smc_hysteresis` (the cooling and heating passes' ⟨U⟩ agree
@@ -183,6 +184,7 @@ pub fn local_chains(th: &Thermo, ch: &super::flow_mcmc::ChainEstimate) -> Checks
         MCMC_MAX_STUCK,
         ch.stuck_fraction <= MCMC_MAX_STUCK,
     );
+    put(&mut c, "mcmc_split", ch.split, Z_LIMIT, ch.split <= Z_LIMIT);
     c
 }
 
