@@ -32,8 +32,8 @@ use std::f64::consts::PI;
 
 use serde::{Deserialize, Serialize};
 
-use super::lattice_coupling::periodic_conv3x3;
-use super::params::{glorot, init_rng, ParamSet, Scope};
+use super::lattice_coupling::{conv_stack, conv_stack_count, conv_stack_params};
+use super::params::{ParamSet, Scope};
 use super::Bijection;
 use crate::engine::rqs::Rqs;
 use crate::engine::{Dim, Var};
@@ -115,19 +115,7 @@ impl GaugeCoupling {
         channels: Vec<usize>,
         seed: u64,
     ) -> Self {
-        let mut rng = init_rng(seed);
-        let mut params = ParamSet::default();
-        let nl = channels.len().saturating_sub(1);
-        for k in 0..nl {
-            let (ci, co) = (channels[k], channels[k + 1]);
-            let w = if k + 1 == nl {
-                vec![0.0; 9 * ci * co]
-            } else {
-                glorot(&mut rng, 9 * ci, co)
-            };
-            params.push(&format!("w{k}"), &[9 * ci, co], w);
-            params.push(&format!("b{k}"), &[co], vec![0.0; co]);
-        }
+        let params = conv_stack_params(&channels, seed);
         GaugeCoupling {
             l,
             cond_dim,
@@ -168,11 +156,7 @@ impl GaugeCoupling {
                 self.mu, self.offset, self.l
             ));
         }
-        let declared = ch.windows(2).try_fold(0usize, |acc, w| {
-            acc.checked_add(w[0].checked_mul(w[1])?.checked_mul(9)?)?
-                .checked_add(w[1])
-        });
-        super::params::check_count(declared, &[&self.params])?;
+        super::params::check_count(conv_stack_count(ch), &[&self.params])?;
         Ok(Self::with_channels(
             self.l,
             self.cond_dim,
@@ -229,16 +213,7 @@ impl GaugeCoupling {
         if let Some(c) = c {
             h = h.concat(c.expand(1, Dim::Fixed(v)), 2);
         }
-        let nl = self.channels.len() - 1;
-        for k in 0..nl {
-            let w = s.param(&self.params, &format!("w{k}"));
-            let b = s.param(&self.params, &format!("b{k}"));
-            h = periodic_conv3x3(h, w, self.l, self.channels[k]) + b;
-            if k + 1 < nl {
-                h = h.tanh();
-            }
-        }
-        h
+        conv_stack(s, &self.params, h, self.l, &self.channels)
     }
 
     /// The links moved by s·(new − old) of each active plaquette, wrapped; and Σ_active of

@@ -60,19 +60,7 @@ impl LatticeCoupling {
         channels: Vec<usize>,
         seed: u64,
     ) -> Self {
-        let mut rng = init_rng(seed);
-        let mut params = ParamSet::default();
-        let nl = channels.len() - 1;
-        for k in 0..nl {
-            let (ci, co) = (channels[k], channels[k + 1]);
-            let w = if k + 1 == nl {
-                vec![0.0; 9 * ci * co]
-            } else {
-                glorot(&mut rng, 9 * ci, co)
-            };
-            params.push(&format!("w{k}"), &[9 * ci, co], w);
-            params.push(&format!("b{k}"), &[co], vec![0.0; co]);
-        }
+        let params = conv_stack_params(&channels, seed);
         LatticeCoupling {
             l,
             cond_dim,
@@ -95,11 +83,7 @@ impl LatticeCoupling {
         if self.parity > 1 || !(self.scale_bound.is_finite() && self.scale_bound > 0.0) {
             return crate::error::input_err("parity must be 0 or 1 and the scale bound positive");
         }
-        let declared = ch.windows(2).try_fold(0usize, |acc, w| {
-            acc.checked_add(w[0].checked_mul(w[1])?.checked_mul(9)?)?
-                .checked_add(w[1])
-        });
-        super::params::check_count(declared, &[&self.params])?;
+        super::params::check_count(conv_stack_count(ch), &[&self.params])?;
         Ok(LatticeCoupling {
             scale_bound: self.scale_bound,
             ..Self::with_channels(self.l, self.cond_dim, self.parity, ch.clone(), 0)
@@ -135,17 +119,7 @@ impl LatticeCoupling {
         if let Some(c) = c {
             h = h.concat(c.expand(1, Dim::Fixed(v)), 2);
         }
-        let l = self.l;
-        let nl = self.channels.len() - 1;
-        for k in 0..nl {
-            let ci = self.channels[k];
-            let w = s.param(&self.params, &format!("w{k}"));
-            let b = s.param(&self.params, &format!("b{k}"));
-            h = periodic_conv3x3(h, w, l, ci) + b;
-            if k + 1 < nl {
-                h = h.tanh();
-            }
-        }
+        let h = conv_stack(s, &self.params, h, self.l, &self.channels);
         let raw = h.slice(2, 0, 1).sum(2);
         let t = h.slice(2, 1, 2).sum(2) * active;
         let bound = self.scale_bound;
@@ -171,9 +145,58 @@ fn stencil_table(l: usize, ci: usize) -> Vec<usize> {
     t
 }
 
+/// Parameters of a stack of periodic 3×3 convolutions with these channel counts: weights
+/// `w{k}` (9·C_in × C_out, Glorot) and biases `b{k}` (zero); the last convolution's weights are
+/// zero, so the stack's output starts at zero.
+pub(super) fn conv_stack_params(channels: &[usize], seed: u64) -> ParamSet {
+    let mut rng = init_rng(seed);
+    let mut params = ParamSet::default();
+    let nl = channels.len().saturating_sub(1);
+    for k in 0..nl {
+        let (ci, co) = (channels[k], channels[k + 1]);
+        let w = if k + 1 == nl {
+            vec![0.0; 9 * ci * co]
+        } else {
+            glorot(&mut rng, 9 * ci, co)
+        };
+        params.push(&format!("w{k}"), &[9 * ci, co], w);
+        params.push(&format!("b{k}"), &[co], vec![0.0; co]);
+    }
+    params
+}
+
+/// The number of parameters of [`conv_stack_params`] (None on overflow).
+pub(super) fn conv_stack_count(channels: &[usize]) -> Option<usize> {
+    channels.windows(2).try_fold(0usize, |acc, w| {
+        acc.checked_add(w[0].checked_mul(w[1])?.checked_mul(9)?)?
+            .checked_add(w[1])
+    })
+}
+
+/// `h` (`[batch, V, C_0]`) through the stack of [`conv_stack_params`] on an L×L lattice, tanh
+/// between convolutions: `[batch, V, C_last]`.
+pub(super) fn conv_stack<'g>(
+    s: &Scope<'g>,
+    params: &ParamSet,
+    mut h: Var<'g>,
+    l: usize,
+    channels: &[usize],
+) -> Var<'g> {
+    let nl = channels.len() - 1;
+    for (k, &ci) in channels[..nl].iter().enumerate() {
+        let w = s.param(params, &format!("w{k}"));
+        let b = s.param(params, &format!("b{k}"));
+        h = periodic_conv3x3(h, w, l, ci) + b;
+        if k + 1 < nl {
+            h = h.tanh();
+        }
+    }
+    h
+}
+
 /// Periodic 3×3 convolution of `h` (`[batch, V, C_in]`) with stencil weights `w`
 /// (`[9·C_in, C_out]`): one gather by [`stencil_table`] (im2col) and one gemm.
-pub(super) fn periodic_conv3x3<'g>(h: Var<'g>, w: Var<'g>, l: usize, ci: usize) -> Var<'g> {
+fn periodic_conv3x3<'g>(h: Var<'g>, w: Var<'g>, l: usize, ci: usize) -> Var<'g> {
     h.take(1, &stencil_table(l, ci), &[l * l, 9 * ci]).matmul(w)
 }
 
