@@ -216,12 +216,10 @@ impl Flow {
     /// A flow on angles: uniform base on [−π, π)ᵈ ([`Base::Angles`]), layers that map the
     /// torus to itself (e.g. [`super::GaugeCoupling`]).
     pub fn on_angles(dim: usize, conditioning: Conditioning, layers: Vec<Layer>) -> Result<Flow> {
-        let f = Flow {
+        Ok(Flow {
             base: Base::Angles,
             ..Flow::new(dim, conditioning, layers)?
-        };
-        f.validate()?;
-        Ok(f)
+        })
     }
 
     /// A flow whose layers model the flow coordinates y of `coordinates` (their output is
@@ -727,17 +725,10 @@ impl Flow {
         let mut start = 0;
         while start < n {
             let m = MAX_BATCH.min(n - start);
-            let angles = self.base == Base::Angles;
             let ys: Vec<f32> = y
                 .slice(ndarray::s![start..start + m, ..])
                 .iter()
-                .map(|&v| {
-                    if angles {
-                        crate::systems::u1::wrap(v) as f32
-                    } else {
-                        v as f32
-                    }
-                })
+                .map(|&v| v as f32)
                 .collect();
             let cf: Vec<f32> = cond[start * c..(start + m) * c]
                 .iter()
@@ -745,7 +736,7 @@ impl Flow {
                 .collect();
             let (z, lq) = self.run_cached(Mode::Density, &ys, &cf)?;
             out.extend(lq.iter().enumerate().map(|(i, &l)| {
-                if angles {
+                if self.base == Base::Angles {
                     return angles_mixture(l as f64, d, fraction);
                 }
                 let sq: f64 = z[i * d..(i + 1) * d]

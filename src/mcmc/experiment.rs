@@ -240,7 +240,7 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         "energy_evaluations": run.energy_evaluations,
         "seconds": run.seconds,
     });
-    if gauge.is_some() {
+    if let Some(u) = &gauge {
         // Batches at least 10 τ_int long (of the slowest of plaquette, Q and E), at most 20 per
         // chain: a flow proposal accepted 1 % of the time makes τ_int(Q) ≈ 250 steps, and
         // 100-step batches then understated the errors (⟨Q²⟩ 8 "standard errors" off at β = 5).
@@ -269,10 +269,8 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         v["U_se"] = json!(th.u.se);
         v["Cv"] = json!(th.cv.value);
         v["Cv_se"] = json!(th.cv.se);
-        if let Some(u) = &gauge {
-            v["exact"] =
-                serde_json::to_value(crate::exact::u1_exact(u.l, 1.0 / cfg.t)?).unwrap_or_default();
-        }
+        v["exact"] =
+            serde_json::to_value(crate::exact::u1_exact(u.l, 1.0 / cfg.t)?).unwrap_or_default();
     } else if lattice.is_some() {
         let s = serde_json::to_value(summarize_phi4(&run)?).unwrap_or_default();
         if let (Some(obj), Some(fields)) = (v.as_object_mut(), s.as_object()) {

@@ -207,22 +207,6 @@ fn split_halves(chains: &[Vec<f64>]) -> f64 {
     (m / (var / d.len() as f64).sqrt()).abs()
 }
 
-/// `chains` chains for `burn_in` + `steps` steps at temperature `t` ([`Chains`]), estimated
-/// after the burn-in MSER chooses (at least `burn_in`).
-pub fn flow_mcmc_at(
-    flow: &Flow,
-    energy: &dyn Energy,
-    t: f64,
-    chains: usize,
-    steps: usize,
-    burn_in: usize,
-    seed: u64,
-) -> Result<ChainEstimate> {
-    let mut c = Chains::start(flow, energy, t, chains, seed)?;
-    c.run(energy, burn_in + steps)?;
-    c.estimate(burn_in)
-}
-
 /// The temperatures flow-MCMC takes: those where only the weights' tail checks (k̂) fail, and
 /// those nothing has estimated yet.
 pub(in crate::sweep) fn tail_only(st: &State) -> Vec<usize> {
