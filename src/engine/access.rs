@@ -27,6 +27,9 @@ pub trait Read<T: Copy> {
     fn at(&self, i: usize) -> T;
     /// Elements `[lo, hi)`, or None out of bounds.
     fn get_run(&self, lo: usize, hi: usize) -> Option<&[T]>;
+    /// The first element's address, for kernels that prove their bounds once and then read
+    /// through it (only the elements they read, under the module's invariant).
+    fn base_ptr(&self) -> *const T;
     /// Elements `[lo, hi)` (panics out of bounds, like indexing).
     fn run(&self, lo: usize, hi: usize) -> &[T] {
         match self.get_run(lo, hi) {
@@ -56,6 +59,10 @@ impl<T: Copy> Read<T> for [T] {
     #[inline]
     fn at(&self, i: usize) -> T {
         self[i]
+    }
+    #[inline]
+    fn base_ptr(&self) -> *const T {
+        self.as_ptr()
     }
     #[inline]
     fn get_run(&self, lo: usize, hi: usize) -> Option<&[T]> {
@@ -127,6 +134,10 @@ impl<T: Copy> Read<T> for Shared<'_, T> {
         assert!(i < self.len, "element {i} of a buffer of {}", self.len);
         // SAFETY: in bounds of a live allocation; no worker writes element i now (invariant).
         unsafe { self.ptr.add(i).read() }
+    }
+    #[inline]
+    fn base_ptr(&self) -> *const T {
+        self.ptr
     }
     #[inline]
     fn get_run(&self, lo: usize, hi: usize) -> Option<&[T]> {
