@@ -210,7 +210,7 @@ fn exec_with<T: Scalar, I: Isa>(
             let mut done = 0;
             while done < dst.len() {
                 let m = CHUNK.min(dst.len() - done);
-                eval(kernel, b, &mut w.regs, lo + done, &mut dst[done..done + m]);
+                eval::<T, I>(kernel, b, &mut w.regs, lo + done, &mut dst[done..done + m]);
                 done += m;
             }
         }
@@ -235,7 +235,7 @@ fn exec_with<T: Scalar, I: Isa>(
                 let mut p = 0;
                 while p < cnt * k {
                     let m = CHUNK.min(cnt * k - p);
-                    eval(kernel, b, &mut w.regs, row0 + p, &mut s[p..p + m]);
+                    eval::<T, I>(kernel, b, &mut w.regs, row0 + p, &mut s[p..p + m]);
                     p += m;
                 }
                 for (d, seg) in dst[o..o + cnt].iter_mut().zip(s.chunks_exact(k)) {
@@ -373,10 +373,11 @@ fn matmul<T: Scalar, I: Isa>(
             })?),
             None => None,
         };
-    let finish = Finishing {
+    let finish = Finishing::<T, I> {
         bias,
         act: epilogue.and_then(|e| e.act),
         n,
+        isa: std::marker::PhantomData,
     };
     let mut u = lo;
     while u < hi {
@@ -431,13 +432,14 @@ fn matmul<T: Scalar, I: Isa>(
 }
 
 /// The gemm's epilogue on finished rows: c = act(c + bias).
-struct Finishing<'a, T> {
+struct Finishing<'a, T, I> {
     bias: Option<&'a [T]>,
     act: Option<UnOp>,
     n: usize,
+    isa: std::marker::PhantomData<I>,
 }
 
-impl<T: Scalar> Finish<T> for Finishing<'_, T> {
+impl<T: Scalar, I: Isa> Finish<T> for Finishing<'_, T, I> {
     #[inline(always)]
     fn rows(&self, rows: &mut [T]) {
         if let Some(bias) = self.bias {
@@ -448,7 +450,7 @@ impl<T: Scalar> Finish<T> for Finishing<'_, T> {
             }
         }
         if let Some(u) = self.act {
-            unary_in_place(u, rows);
+            unary_in_place::<T, I>(u, rows);
         }
     }
 }
@@ -464,7 +466,13 @@ fn fill_consts<T: Scalar>(kernel: &Kernel, regs: &mut [T]) {
 
 /// Evaluate elements `[start, start + m)` of a kernel into `dst` (length m ≤ CHUNK).
 #[inline(always)]
-fn eval<T: Scalar>(kernel: &Kernel, b: &Bufs<T>, regs: &mut [T], start: usize, dst: &mut [T]) {
+fn eval<T: Scalar, I: Isa>(
+    kernel: &Kernel,
+    b: &Bufs<T>,
+    regs: &mut [T],
+    start: usize,
+    dst: &mut [T],
+) {
     let m = dst.len();
     let last = kernel.code.len() - 1;
     for (r, ins) in kernel.code.iter().enumerate() {
@@ -498,7 +506,7 @@ fn eval<T: Scalar>(kernel: &Kernel, b: &Bufs<T>, regs: &mut [T], start: usize, d
                     d.fill(T::from_f64(v));
                 }
             }
-            Instr::Un(u, a) => unary(u, operand(a), d),
+            Instr::Un(u, a) => unary::<T, I>(u, operand(a), d),
             Instr::Bin(op, a, c) => binary(op, operand(a), operand(c), d),
         }
     }
@@ -530,7 +538,7 @@ fn reduce<T: Scalar>(op: RedOp, seg: &[T]) -> T {
 // optimiser leaves out of line is compiled at the baseline instruction set, outside the
 // executor's per-level copies (measured: `tanh` in the gemm epilogue at 9 % of the time).
 #[inline(always)]
-fn unary_in_place<T: Scalar>(u: UnOp, d: &mut [T]) {
+fn unary_in_place<T: Scalar, I: Isa>(u: UnOp, d: &mut [T]) {
     match u {
         UnOp::Log2 => {
             for d in d {
@@ -557,6 +565,11 @@ fn unary_in_place<T: Scalar>(u: UnOp, d: &mut [T]) {
                 *d = d.recip();
             }
         }
+        UnOp::Tanh if I::FMA => {
+            for d in d {
+                *d = d.tanh_fused();
+            }
+        }
         UnOp::Tanh => {
             for d in d {
                 *d = d.tanh();
@@ -566,7 +579,7 @@ fn unary_in_place<T: Scalar>(u: UnOp, d: &mut [T]) {
 }
 
 #[inline(always)]
-fn unary<T: Scalar>(u: UnOp, a: &[T], d: &mut [T]) {
+fn unary<T: Scalar, I: Isa>(u: UnOp, a: &[T], d: &mut [T]) {
     let it = d.iter_mut().zip(a);
     match u {
         UnOp::Log2 => {
@@ -592,6 +605,11 @@ fn unary<T: Scalar>(u: UnOp, a: &[T], d: &mut [T]) {
         UnOp::Recip => {
             for (d, &a) in it {
                 *d = a.recip();
+            }
+        }
+        UnOp::Tanh if I::FMA => {
+            for (d, &a) in it {
+                *d = a.tanh_fused();
             }
         }
         UnOp::Tanh => {

@@ -10,8 +10,14 @@
 //! negative or NaN inputs give NaN, +∞ gives +∞, as IEEE log2 would; subnormals are treated
 //! as zero.
 //!
-//! tanh(x) = sign(x) (1 − 2/(e^{2|x|} + 1)) through that exp2, |x| clamped at 10 (beyond, tanh
-//! rounds to ±1 in f32): absolute error below 2·10⁻⁷.
+//! tanh(x) = x P(x²)/Q(x²), P of degree 6 and Q of degree 3 in x² (a rational fit to tanh on
+//! [0, 9.5] made for this file: error 1·10⁻⁸ in exact arithmetic), x clamped to [−9.5, 9.5]
+//! first (there R = ±1 in f32, and tanh rounds to ±1 beyond) and the result to [−1, 1]:
+//! absolute error below 4·10⁻⁷ in f32 (the roundings of the two polynomials, about 6 ulp of
+//! 1). One division and ten multiply-adds: a third of the time of 1 − 2/(e^{2x} + 1) through
+//! [`exp2`] (measured 0.25 against 0.80 ns per element with AVX2 and FMA). [`tanh_with`]
+//! fuses the multiply-adds where the caller's instruction set has FMA (without it `mul_add`
+//! is a library call).
 //!
 //! All three are checked against the standard library over their whole range in the tests below.
 
@@ -69,13 +75,44 @@ pub fn log2(x: f32) -> f32 {
     }
 }
 
-/// tanh x for f32.
+/// Numerator coefficients of [`tanh`] in x², constant first.
+const TANH_P: [f32; 7] = [
+    0.999_999_94,
+    0.130_566_57,
+    3.073_621_8e-3,
+    1.084_312_9e-5,
+    -1.900_061_3e-8,
+    4.709_675_4e-11,
+    -7.086_362_3e-14,
+];
+/// Denominator coefficients of [`tanh`] in x², constant first.
+const TANH_Q: [f32; 4] = [1.0, 0.463_899_67, 2.437_377_5e-2, 2.502_329_6e-4];
+/// Where [`tanh`] clamps its argument (the fit's end; R(±9.5) = ±1 in f32).
+const TANH_CLAMP: f32 = 9.5;
+
+/// tanh x for f32 (multiply and add, for any instruction set).
 #[inline(always)]
 pub fn tanh(x: f32) -> f32 {
-    let a = x.abs();
-    let a = if a > 10.0 { 10.0 } else { a }; // keeps NaN (f32::min would not)
-    let e = exp2(a * (2.0 * std::f32::consts::LOG2_E));
-    (1.0 - 2.0 / (e + 1.0)).copysign(x)
+    tanh_with::<false>(x)
+}
+
+/// tanh x for f32 with the multiply-adds fused when `FMA` (only where the CPU has FMA).
+#[inline(always)]
+pub fn tanh_with<const FMA: bool>(x: f32) -> f32 {
+    let madd = |a: f32, b: f32, c: f32| if FMA { a.mul_add(b, c) } else { a * b + c };
+    // f32::clamp keeps NaN.
+    let x = x.clamp(-TANH_CLAMP, TANH_CLAMP);
+    let s = x * x;
+    let mut p = TANH_P[6];
+    for &c in TANH_P[..6].iter().rev() {
+        p = madd(p, s, c);
+    }
+    let mut q = TANH_Q[3];
+    for &c in TANH_Q[..3].iter().rev() {
+        q = madd(q, s, c);
+    }
+    // Near the clamp the roundings can reach 1 + 1 ulp.
+    (x * p / q).clamp(-1.0, 1.0)
 }
 
 #[cfg(test)]
@@ -101,17 +138,27 @@ mod tests {
 
     #[test]
     fn tanh_matches_std() {
-        let mut worst = 0.0f64;
-        let mut x = -12.0f32;
-        while x < 12.0 {
-            worst = worst.max((tanh(x) as f64 - (x as f64).tanh()).abs());
-            x += 0.000731;
+        for (fused, tanh) in [(false, tanh as fn(f32) -> f32), (true, tanh_with::<true>)] {
+            let mut worst = 0.0f64;
+            let mut x = -12.0f32;
+            while x < 12.0 {
+                worst = worst.max((tanh(x) as f64 - (x as f64).tanh()).abs());
+                assert!(tanh(x).abs() <= 1.0, "fused {fused}: |tanh({x})| > 1");
+                x += 0.000731;
+            }
+            assert!(worst < 4e-7, "fused {fused}: absolute error {worst}");
+            // Odd, bounded by 1 and exactly ±1 far out.
+            for x in [1e-30f32, 1e-6, 0.3, 2.0, 7.7, 9.4, 9.6, 50.0] {
+                assert_eq!(tanh(-x), -tanh(x));
+                assert!(tanh(x).abs() <= 1.0, "{x}");
+            }
+            assert!(tanh(f32::NAN).is_nan());
+            assert_eq!(tanh(f32::INFINITY), 1.0);
+            assert_eq!(tanh(f32::NEG_INFINITY), -1.0);
+            assert_eq!(tanh(20.0), 1.0);
+            assert_eq!(tanh(0.0), 0.0);
+            assert!((tanh(1e-6) - 1e-6).abs() < 1e-12);
         }
-        assert!(worst < 2e-7, "absolute error {worst}");
-        assert!(tanh(f32::NAN).is_nan());
-        assert_eq!(tanh(f32::INFINITY), 1.0);
-        assert_eq!(tanh(f32::NEG_INFINITY), -1.0);
-        assert_eq!(tanh(0.0), 0.0);
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub trait Scalar:
     fn recip(self) -> Self;
     /// tanh x
     fn tanh(self) -> Self;
+    /// tanh x with its multiply-adds fused (call only where the CPU has FMA: elsewhere
+    /// `mul_add` is a library call).
+    fn tanh_fused(self) -> Self;
     /// self · a + b, fused (one rounding; an FMA instruction where the CPU has one)
     fn mul_add(self, a: Self, b: Self) -> Self;
     /// fmod
@@ -64,7 +67,7 @@ pub trait Scalar:
 }
 
 macro_rules! impl_scalar {
-    ($t:ty, $gemm:path, $exp2:expr, $log2:expr, $tanh:expr) => {
+    ($t:ty, $gemm:path, $exp2:expr, $log2:expr, $tanh:expr, $tanh_fused:expr) => {
         impl Scalar for $t {
             #[inline(always)]
             fn from_f64(v: f64) -> Self {
@@ -97,6 +100,10 @@ macro_rules! impl_scalar {
             #[inline(always)]
             fn tanh(self) -> Self {
                 $tanh(self)
+            }
+            #[inline(always)]
+            fn tanh_fused(self) -> Self {
+                $tanh_fused(self)
             }
             #[inline(always)]
             fn mul_add(self, a: Self, b: Self) -> Self {
@@ -139,6 +146,14 @@ impl_scalar!(
     matrixmultiply::sgemm,
     super::fastmath::exp2,
     super::fastmath::log2,
-    super::fastmath::tanh
+    super::fastmath::tanh,
+    super::fastmath::tanh_with::<true>
 );
-impl_scalar!(f64, matrixmultiply::dgemm, f64::exp2, f64::log2, f64::tanh);
+impl_scalar!(
+    f64,
+    matrixmultiply::dgemm,
+    f64::exp2,
+    f64::log2,
+    f64::tanh,
+    f64::tanh
+);

@@ -127,6 +127,8 @@ pub fn check(level: Level) -> Result<Level> {
 /// What differs between the compiled copies of the executor: the gemm microkernel's register
 /// block and whether it fuses multiply and add.
 pub trait Isa {
+    /// Whether the level has fused multiply-add (elementwise math may use `mul_add`).
+    const FMA: bool;
     /// `C = A·B` rows with this level's block ([`gemm_rows`]'s arguments).
     #[allow(clippy::too_many_arguments)]
     fn gemm_rows<T: Scalar>(
@@ -148,6 +150,7 @@ macro_rules! isa {
         #[doc = $doc]
         pub struct $name;
         impl Isa for $name {
+            const FMA: bool = $fma;
             #[inline(always)]
             fn gemm_rows<T: Scalar>(
                 m: usize,
