@@ -188,6 +188,7 @@ mod tests {
         check::<4, 8, false>();
         check::<6, 16, true>();
         check::<4, 64, true>();
+        check::<6, 32, true>();
     }
 
     fn check<const MR: usize, const NB: usize, const FMA: bool>() {

@@ -11,7 +11,9 @@
 //!
 //! The gemm microkernel's register block is the one part that differs between levels (MR rows
 //! × NB columns of C in registers, chosen so the accumulators fit: 4 × 64 f32 in 16 of
-//! AVX-512's 32 registers, 6 × 16 in 12 of AVX2's 16, 4 × 8 in 8 of SSE2's 16).
+//! AVX-512's 32 registers (6 × 32 in 12 where C has at most 32 columns), 6 × 16 in 12 of
+//! AVX2's 16, 4 × 8 in 8 of SSE2's 16). Elementwise math fuses its multiply-adds where the
+//! level has FMA ([`Isa::FMA`]).
 //!
 //! The default is the best level the CPU has; `THERMOFLOW_SIMD=baseline|avx2|avx512` lowers it
 //! (`scalar` is taken for `baseline`), and [`super::program::Program::set_simd`] sets it per
@@ -178,7 +180,32 @@ isa!(
     "The baseline copy: 4 × 8 blocks, a·b + c."
 );
 isa!(Avx2, 6, 16, true, "The AVX2 copy: 6 × 16 blocks, FMA.");
-isa!(Avx512, 4, 64, true, "The AVX-512 copy: 4 × 64 blocks, FMA.");
+/// The AVX-512 copy: 4 × 64 blocks, FMA; 6 × 32 where C has at most 32 columns (a 64-wide
+/// block would compute twice the columns there: the conditioners' output layers).
+pub struct Avx512;
+
+impl Isa for Avx512 {
+    const FMA: bool = true;
+    #[inline(always)]
+    fn gemm_rows<T: Scalar>(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &(impl super::access::Read<T> + ?Sized),
+        sa: Strided,
+        b: &(impl super::access::Read<T> + ?Sized),
+        b_offset: usize,
+        rsb: usize,
+        c: &mut [T],
+        finish: &impl Finish<T>,
+    ) {
+        if n <= 32 {
+            gemm_rows::<T, 6, 32, true>(m, k, n, a, sa, b, b_offset, rsb, c, finish)
+        } else {
+            gemm_rows::<T, 4, 64, true>(m, k, n, a, sa, b, b_offset, rsb, c, finish)
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
