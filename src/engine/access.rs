@@ -49,6 +49,9 @@ pub trait Write<T: Copy + AddAssign> {
     }
     /// `self[i] += v` (panics out of bounds, like indexing).
     fn add_at(&mut self, i: usize, v: T);
+    /// `self[lo + t] += vals[t]` for every t: one bounds check, a loop the compiler vectorises
+    /// (panics out of bounds, like indexing).
+    fn add_run(&mut self, lo: usize, vals: &[T]);
 }
 
 impl<T: Copy> Read<T> for [T] {
@@ -78,6 +81,12 @@ impl<T: Copy + AddAssign> Write<T> for [T] {
     #[inline]
     fn add_at(&mut self, i: usize, v: T) {
         self[i] += v;
+    }
+    #[inline]
+    fn add_run(&mut self, lo: usize, vals: &[T]) {
+        for (d, &v) in self[lo..lo + vals.len()].iter_mut().zip(vals) {
+            *d += v;
+        }
     }
 }
 
@@ -157,6 +166,17 @@ impl<T: Copy + AddAssign> Write<T> for Shared<'_, T> {
         // (invariant: a scatter's workers own disjoint positions).
         unsafe { *self.ptr.add(i) += v }
     }
+    #[inline]
+    fn add_run(&mut self, lo: usize, vals: &[T]) {
+        let hi = lo + vals.len();
+        assert!(hi <= self.len, "run {lo}..{hi} of a buffer of {}", self.len);
+        // SAFETY: in bounds of a live allocation; the slice covers exactly the elements this
+        // worker adds into, which no other worker reads or writes now (invariant).
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(lo), vals.len()) };
+        for (d, &v) in dst.iter_mut().zip(vals) {
+            *d += v;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -175,7 +195,20 @@ mod tests {
         assert!(s.get_run(3, 5).is_none() && plain.get_run(3, 5).is_none());
         assert!(s.get_run(2, 1).is_none());
         s.add_at(0, 5.0);
-        assert_eq!(v[0], 6.0);
+        s.add_run(2, &[1.0, 2.0]);
+        assert_eq!(v, [6.0, 2.0, 4.0, 6.0]);
+        let mut p = plain.clone();
+        p.add_run(1, &[1.0]);
+        assert_eq!(p, [1.0, 3.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    #[should_panic]
+    fn shared_runs_are_bounds_checked() {
+        let mut v = vec![1.0f32; 3];
+        // SAFETY: v outlives s and nothing else touches it.
+        let mut s = unsafe { Shared::new(v.as_mut_ptr(), v.len()) };
+        s.add_run(2, &[1.0, 1.0]);
     }
 
     #[test]

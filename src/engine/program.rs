@@ -568,6 +568,9 @@ impl<T: Scalar> Program<T> {
                     super::plan::Step::MatMul {
                         epilogue: Some(e), ..
                     } => format!("{head}, epilogue {e:?}"),
+                    super::plan::Step::Scatter { g, target, .. } => {
+                        format!("{head}: from {g:?} into {target:?}")
+                    }
                     _ => head,
                 }
             })
