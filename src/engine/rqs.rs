@@ -120,10 +120,13 @@ impl Rqs {
             }
             self.values(&mut w);
             self.adjoints(&mut w);
+            let gt = &w.gt[..p];
             for (l, o) in o.chunks_exact_mut(p + 1).enumerate() {
                 o[0] = w.gx[l];
-                for (j, t) in o[1..].iter_mut().enumerate() {
-                    *t = w.gt[j][l];
+                // Zipped rather than indexed: no bounds check per parameter (the transpose
+                // was 5 % of a d = 16 training step).
+                for (t, row) in o[1..].iter_mut().zip(gt) {
+                    *t = row[l];
                 }
             }
         }
@@ -420,9 +423,10 @@ impl<T: Scalar> Lanes<T> {
         for row in &mut self.th[..p] {
             *row = [T::default(); L];
         }
+        let th = &mut self.th[..p];
         for (l, t) in theta.chunks_exact(p).enumerate() {
-            for (j, &v) in t.iter().enumerate() {
-                self.th[j][l] = v;
+            for (row, &v) in th.iter_mut().zip(t) {
+                row[l] = v;
             }
         }
     }
