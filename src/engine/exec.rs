@@ -256,11 +256,17 @@ fn exec_with<T: Scalar, I: Isa>(
             if hi > xs.len() || th.len() != p * xs.len() {
                 return Err(Error::Engine("spline: buffer sizes changed".into()));
             }
-            rqs.apply(
+            let (xs, th, dst) = (
                 xs.run(lo, hi),
                 th.run(lo * p, hi * p),
                 b.out(*out, 2 * lo, 2 * hi)?,
             );
+            // Both arms are compiled into each level's copy; the constant I::FMA keeps one.
+            if I::FMA {
+                rqs.apply_with::<T, true>(xs, th, dst);
+            } else {
+                rqs.apply_with::<T, false>(xs, th, dst);
+            }
         }
         Step::SplineAdjoint {
             out,
@@ -275,12 +281,16 @@ fn exec_with<T: Scalar, I: Isa>(
                 return Err(Error::Engine("spline adjoint: buffer sizes changed".into()));
             }
             let dst = b.out(*out, (p + 1) * lo, (p + 1) * hi)?;
-            rqs.adjoint(
+            let (xs, th, gs) = (
                 xs.run(lo, hi),
                 th.run(lo * p, hi * p),
                 gs.run(2 * lo, 2 * hi),
-                dst,
             );
+            if I::FMA {
+                rqs.adjoint_with::<T, true>(xs, th, gs, dst);
+            } else {
+                rqs.adjoint_with::<T, false>(xs, th, gs, dst);
+            }
         }
         Step::Take {
             out,
@@ -540,9 +550,19 @@ fn reduce<T: Scalar>(op: RedOp, seg: &[T]) -> T {
 #[inline(always)]
 fn unary_in_place<T: Scalar, I: Isa>(u: UnOp, d: &mut [T]) {
     match u {
+        UnOp::Log2 if I::FMA => {
+            for d in d {
+                *d = d.log2_fused();
+            }
+        }
         UnOp::Log2 => {
             for d in d {
                 *d = d.log2();
+            }
+        }
+        UnOp::Exp2 if I::FMA => {
+            for d in d {
+                *d = d.exp2_fused();
             }
         }
         UnOp::Exp2 => {
@@ -582,9 +602,19 @@ fn unary_in_place<T: Scalar, I: Isa>(u: UnOp, d: &mut [T]) {
 fn unary<T: Scalar, I: Isa>(u: UnOp, a: &[T], d: &mut [T]) {
     let it = d.iter_mut().zip(a);
     match u {
+        UnOp::Log2 if I::FMA => {
+            for (d, &a) in it {
+                *d = a.log2_fused();
+            }
+        }
         UnOp::Log2 => {
             for (d, &a) in it {
                 *d = a.log2();
+            }
+        }
+        UnOp::Exp2 if I::FMA => {
+            for (d, &a) in it {
+                *d = a.exp2_fused();
             }
         }
         UnOp::Exp2 => {

@@ -90,11 +90,18 @@ impl Rqs {
     /// and `out[2i + 1]` the log-derivative.
     #[inline(always)]
     pub fn apply<T: Scalar>(&self, v: &[T], theta: &[T], out: &mut [T]) {
+        self.apply_with::<T, false>(v, theta, out)
+    }
+
+    /// [`Rqs::apply`] with the exponentials' and logarithms' multiply-adds fused when `FMA`
+    /// (only where the CPU has FMA).
+    #[inline(always)]
+    pub fn apply_with<T: Scalar, const FMA: bool>(&self, v: &[T], theta: &[T], out: &mut [T]) {
         let p = self.n_params();
         let mut w = Lanes::new(self.bins);
         for (c, (xs, o)) in v.chunks(L).zip(out.chunks_mut(2 * L)).enumerate() {
             w.load(xs, &theta[c * L * p..(c * L + xs.len()) * p], p);
-            self.values(&mut w);
+            self.values::<T, FMA>(&mut w);
             for (l, o) in o.chunks_exact_mut(2).enumerate() {
                 o[0] = w.y[l];
                 o[1] = w.ld[l];
@@ -106,6 +113,19 @@ impl Rqs {
     /// write `out[i·(P+1)]` = ∂L/∂v_i and `out[i·(P+1) + 1 + j]` = ∂L/∂θ_ij.
     #[inline(always)]
     pub fn adjoint<T: Scalar>(&self, v: &[T], theta: &[T], g: &[T], out: &mut [T]) {
+        self.adjoint_with::<T, false>(v, theta, g, out)
+    }
+
+    /// [`Rqs::adjoint`] with fused multiply-adds in its exponentials and logarithms when
+    /// `FMA` (only where the CPU has FMA).
+    #[inline(always)]
+    pub fn adjoint_with<T: Scalar, const FMA: bool>(
+        &self,
+        v: &[T],
+        theta: &[T],
+        g: &[T],
+        out: &mut [T],
+    ) {
         let p = self.n_params();
         let mut w = Lanes::new(self.bins);
         for (c, (xs, o)) in v.chunks(L).zip(out.chunks_mut((p + 1) * L)).enumerate() {
@@ -118,7 +138,7 @@ impl Rqs {
                 w.gy[l] = gi[0];
                 w.gl[l] = gi[1];
             }
-            self.values(&mut w);
+            self.values::<T, FMA>(&mut w);
             self.adjoints(&mut w);
             let gt = &w.gt[..p];
             for (l, o) in o.chunks_exact_mut(p + 1).enumerate() {
@@ -137,7 +157,7 @@ impl Rqs {
     /// Rows are copied into local arrays before each lane loop: the compiler then knows they
     /// do not alias and vectorises the loop.
     #[inline(always)]
-    fn values<T: Scalar>(&self, w: &mut Lanes<T>) {
+    fn values<T: Scalar, const FMA: bool>(&self, w: &mut Lanes<T>) {
         let k = self.bins;
         let (zero, one, two, four) = (T::default(), one::<T>(), c::<T>(2.0), c::<T>(4.0));
         let b = c::<T>(self.bound);
@@ -165,7 +185,7 @@ impl Rqs {
             let mut sum = [zero; L];
             for j in 0..k {
                 let t = w.th[at + j];
-                let e: V<T> = lanes!(|l| exp(t[l] - mx[l]));
+                let e: V<T> = lanes!(|l| exp::<T, FMA>(t[l] - mx[l]));
                 sum = lanes!(|l| sum[l] + e[l]);
                 w.p[axis][j] = e;
             }
@@ -208,8 +228,8 @@ impl Rqs {
         }
         let c0 = c::<T>(((1.0 - MIN_DERIVATIVE).exp() - 1.0).ln());
         let (md, last) = (c::<T>(MIN_DERIVATIVE), c::<T>(k as f64 - 1.0));
-        let sp0: [(T, T); L] = lanes!(|l| softplus(u0[l] + c0));
-        let sp1: [(T, T); L] = lanes!(|l| softplus(u1[l] + c0));
+        let sp0: [(T, T); L] = lanes!(|l| softplus::<T, FMA>(u0[l] + c0));
+        let sp1: [(T, T); L] = lanes!(|l| softplus::<T, FMA>(u1[l] + c0));
         let d0: V<T> = lanes!(|l| if kf[l] > zero { md + sp0[l].0 } else { one });
         let d1: V<T> = lanes!(|l| if kf[l] < last { md + sp1[l].0 } else { one });
         w.sig0 = lanes!(|l| if kf[l] > zero { sp0[l].1 } else { zero });
@@ -249,7 +269,7 @@ impl Rqs {
             let t = xl * om;
             let den = s[l] + delta[l] * t;
             let pp = d1[l] * xl * xl + two * s[l] * t + d0[l] * om * om;
-            let lg = ln(s[l] * s[l] * pp) - two * ln(den);
+            let lg = ln::<T, FMA>(s[l] * s[l] * pp) - two * ln::<T, FMA>(den);
             let val = if self.inverse {
                 cx[l] + xl * cw[l]
             } else {
@@ -510,13 +530,13 @@ impl<T: Scalar> CellVals<T> {
 
 /// softplus(u) = max(u, 0) + ln(1 + e^{−|u|}) and σ(u) from the same e^{−|u|}.
 #[inline(always)]
-fn softplus<T: Scalar>(u: T) -> (T, T) {
+fn softplus<T: Scalar, const FMA: bool>(u: T) -> (T, T) {
     let (zero, one) = (T::default(), one::<T>());
     let pos = u > zero;
-    let e = exp(if pos { zero - u } else { u });
+    let e = exp::<T, FMA>(if pos { zero - u } else { u });
     let relu = if pos { u } else { zero };
     let sig = if pos { one / (one + e) } else { e / (one + e) };
-    (relu + ln(one + e), sig)
+    (relu + ln::<T, FMA>(one + e), sig)
 }
 
 #[inline(always)]
@@ -530,13 +550,19 @@ fn one<T: Scalar>() -> T {
 }
 
 #[inline(always)]
-fn ln<T: Scalar>(v: T) -> T {
-    v.log2() * T::from_f64(std::f64::consts::LN_2)
+fn ln<T: Scalar, const FMA: bool>(v: T) -> T {
+    let l = if FMA { v.log2_fused() } else { v.log2() };
+    l * T::from_f64(std::f64::consts::LN_2)
 }
 
 #[inline(always)]
-fn exp<T: Scalar>(v: T) -> T {
-    (v * T::from_f64(std::f64::consts::LOG2_E)).exp2()
+fn exp<T: Scalar, const FMA: bool>(v: T) -> T {
+    let a = v * T::from_f64(std::f64::consts::LOG2_E);
+    if FMA {
+        a.exp2_fused()
+    } else {
+        a.exp2()
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,10 @@ pub trait Scalar:
     fn recip(self) -> Self;
     /// tanh x
     fn tanh(self) -> Self;
+    /// 2ˣ with its multiply-adds fused (call only where the CPU has FMA).
+    fn exp2_fused(self) -> Self;
+    /// log₂ x with its multiply-adds fused (call only where the CPU has FMA).
+    fn log2_fused(self) -> Self;
     /// tanh x with its multiply-adds fused (call only where the CPU has FMA: elsewhere
     /// `mul_add` is a library call).
     fn tanh_fused(self) -> Self;
@@ -67,7 +71,7 @@ pub trait Scalar:
 }
 
 macro_rules! impl_scalar {
-    ($t:ty, $gemm:path, $exp2:expr, $log2:expr, $tanh:expr, $tanh_fused:expr) => {
+    ($t:ty, $gemm:path, [$exp2:expr, $log2:expr, $tanh:expr], [$exp2f:expr, $log2f:expr, $tanhf:expr]) => {
         impl Scalar for $t {
             #[inline(always)]
             fn from_f64(v: f64) -> Self {
@@ -102,8 +106,16 @@ macro_rules! impl_scalar {
                 $tanh(self)
             }
             #[inline(always)]
+            fn exp2_fused(self) -> Self {
+                $exp2f(self)
+            }
+            #[inline(always)]
+            fn log2_fused(self) -> Self {
+                $log2f(self)
+            }
+            #[inline(always)]
             fn tanh_fused(self) -> Self {
-                $tanh_fused(self)
+                $tanhf(self)
             }
             #[inline(always)]
             fn mul_add(self, a: Self, b: Self) -> Self {
@@ -144,16 +156,20 @@ macro_rules! impl_scalar {
 impl_scalar!(
     f32,
     matrixmultiply::sgemm,
-    super::fastmath::exp2,
-    super::fastmath::log2,
-    super::fastmath::tanh,
-    super::fastmath::tanh_with::<true>
+    [
+        super::fastmath::exp2,
+        super::fastmath::log2,
+        super::fastmath::tanh
+    ],
+    [
+        super::fastmath::exp2_with::<true>,
+        super::fastmath::log2_with::<true>,
+        super::fastmath::tanh_with::<true>
+    ]
 );
 impl_scalar!(
     f64,
     matrixmultiply::dgemm,
-    f64::exp2,
-    f64::log2,
-    f64::tanh,
-    f64::tanh
+    [f64::exp2, f64::log2, f64::tanh],
+    [f64::exp2, f64::log2, f64::tanh]
 );
