@@ -8,8 +8,9 @@
 //!
 //! No packing: B's rows are read in place (a narrow last block is zero-padded once per call; a
 //! weight matrix of this size sits in L1/L2), A's elements are broadcast one at a time, so a
-//! tile of a few hundred rows costs nothing to set up. A general gemm (`matrixmultiply`) packs both operands on every call, which dominates
-//! for these sizes. Shapes this kernel does not take (long K, B with strided rows) go there.
+//! tile of a few hundred rows costs nothing to set up. A general gemm (`matrixmultiply`) packs
+//! both operands on every call, which dominates for these sizes. Shapes this kernel does not
+//! take (long K, B with strided rows) go there.
 
 use super::access::Read;
 use super::scalar::Scalar;

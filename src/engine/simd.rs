@@ -147,8 +147,11 @@ pub trait Isa {
     );
 }
 
+/// An instruction-set copy: its FMA flag and its gemm block, MR × NB, with a narrower block
+/// (NMR × NNB) for C of at most NNB columns where that is narrower than NB (a wide block would
+/// compute columns that are thrown away: the conditioners' 23-column output layers).
 macro_rules! isa {
-    ($name:ident, $mr:expr, $nb:expr, $fma:expr, $doc:expr) => {
+    ($name:ident, ($mr:expr, $nb:expr), ($nmr:expr, $nnb:expr), $fma:expr, $doc:expr) => {
         #[doc = $doc]
         pub struct $name;
         impl Isa for $name {
@@ -166,7 +169,11 @@ macro_rules! isa {
                 c: &mut [T],
                 finish: &impl Finish<T>,
             ) {
-                gemm_rows::<T, $mr, $nb, $fma>(m, k, n, a, sa, b, b_offset, rsb, c, finish)
+                if $nnb < $nb && n <= $nnb {
+                    gemm_rows::<T, $nmr, $nnb, $fma>(m, k, n, a, sa, b, b_offset, rsb, c, finish)
+                } else {
+                    gemm_rows::<T, $mr, $nb, $fma>(m, k, n, a, sa, b, b_offset, rsb, c, finish)
+                }
             }
         }
     };
@@ -174,38 +181,25 @@ macro_rules! isa {
 
 isa!(
     Baseline,
-    4,
-    8,
+    (4, 8),
+    (4, 8),
     false,
     "The baseline copy: 4 × 8 blocks, a·b + c."
 );
-isa!(Avx2, 6, 16, true, "The AVX2 copy: 6 × 16 blocks, FMA.");
-/// The AVX-512 copy: 4 × 64 blocks, FMA; 6 × 32 where C has at most 32 columns (a 64-wide
-/// block would compute twice the columns there: the conditioners' output layers).
-pub struct Avx512;
-
-impl Isa for Avx512 {
-    const FMA: bool = true;
-    #[inline(always)]
-    fn gemm_rows<T: Scalar>(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &(impl super::access::Read<T> + ?Sized),
-        sa: Strided,
-        b: &(impl super::access::Read<T> + ?Sized),
-        b_offset: usize,
-        rsb: usize,
-        c: &mut [T],
-        finish: &impl Finish<T>,
-    ) {
-        if n <= 32 {
-            gemm_rows::<T, 6, 32, true>(m, k, n, a, sa, b, b_offset, rsb, c, finish)
-        } else {
-            gemm_rows::<T, 4, 64, true>(m, k, n, a, sa, b, b_offset, rsb, c, finish)
-        }
-    }
-}
+isa!(
+    Avx2,
+    (6, 16),
+    (6, 16),
+    true,
+    "The AVX2 copy: 6 × 16 blocks, FMA."
+);
+isa!(
+    Avx512,
+    (4, 64),
+    (6, 32),
+    true,
+    "The AVX-512 copy: 4 × 64 blocks, FMA; 6 × 32 where C has at most 32 columns."
+);
 
 #[cfg(test)]
 mod tests {

@@ -275,6 +275,14 @@ impl View {
         })
     }
 
+    /// The part `[a, b)` (a ≤ b, as offsets into the run) of the last-axis indices
+    /// `[j0, j0 + run)` that lies inside the axis's valid range `[lo, hi)`.
+    #[inline(always)]
+    fn valid_part(last: &Axis, j0: usize, run: usize) -> (usize, usize) {
+        let (a, b) = (last.lo.clamp(j0, j0 + run), last.hi.clamp(j0, j0 + run));
+        (a - j0, b.max(a) - j0)
+    }
+
     /// Read logical elements `[start, start + out.len())` (row-major order) into `out`;
     /// padding reads as zero.
     #[inline(always)]
@@ -289,34 +297,25 @@ impl View {
             let dst = &mut out[k..k + run];
             if !valid {
                 dst.fill(T::default());
-            } else if last.lo == 0 && last.hi == last.len {
-                let p0 = base + j0 as i64 * last.stride as i64;
-                match last.stride {
-                    1 => {
-                        let p0 = p0 as usize;
-                        dst.copy_from_slice(src.run(p0, p0 + run));
-                    }
-                    0 => dst.fill(src.at(p0 as usize)),
-                    s => {
-                        for (t, d) in dst.iter_mut().enumerate() {
-                            *d = src.at(p0 as usize + t * s);
-                        }
-                    }
-                }
-            } else {
-                // Padding before and after the last axis's valid range [lo, hi), which this
-                // run's part [a, b) reads.
-                let (a, b) = (last.lo.clamp(j0, j0 + run), last.hi.clamp(j0, j0 + run));
-                let (a, b) = (a - j0, b.max(a) - j0);
-                dst[..a].fill(T::default());
-                dst[b..].fill(T::default());
-                let p0 = base + (j0 + a) as i64 * last.stride as i64;
-                if last.stride == 1 && b > a {
-                    let p0 = p0 as usize;
-                    dst[a..b].copy_from_slice(src.run(p0, p0 + b - a));
-                } else {
-                    for (t, d) in dst[a..b].iter_mut().enumerate() {
-                        *d = src.at((p0 + (t * last.stride) as i64) as usize);
+                return;
+            }
+            // Padding before and after the run's valid part reads as zero.
+            let (a, b) = Self::valid_part(&last, j0, run);
+            dst[..a].fill(T::default());
+            dst[b..].fill(T::default());
+            if b == a {
+                return;
+            }
+            let (dst, p0) = (
+                &mut dst[a..b],
+                (base + (j0 + a) as i64 * last.stride as i64) as usize,
+            );
+            match last.stride {
+                1 => dst.copy_from_slice(src.run(p0, p0 + dst.len())),
+                0 => dst.fill(src.at(p0)),
+                s => {
+                    for (t, d) in dst.iter_mut().enumerate() {
+                        *d = src.at(p0 + t * s);
                     }
                 }
             }
@@ -337,14 +336,13 @@ impl View {
             if !valid {
                 return;
             }
-            // The part of this run inside the last axis's valid range [lo, hi) (padding
-            // positions are dropped).
-            let (a, b) = (last.lo.clamp(j0, j0 + run), last.hi.clamp(j0, j0 + run));
-            if b <= a {
+            // Only the run's valid part is added (padding positions are dropped).
+            let (a, b) = Self::valid_part(&last, j0, run);
+            if b == a {
                 return;
             }
-            let src = &vals[k + a - j0..k + b - j0];
-            let p0 = (base + a as i64 * last.stride as i64) as usize;
+            let src = &vals[k + a..k + b];
+            let p0 = (base + (j0 + a) as i64 * last.stride as i64) as usize;
             match last.stride {
                 0 => {
                     for &v in src {
