@@ -57,9 +57,10 @@ fn tiled_and_untiled_execution_agree_on_every_flow_program() {
         }
         let mut p: Program<f32> = reverse_kl_quadratic_program(&flow).unwrap();
         let (steps, tiled, _) = p.tiling(batch, true).unwrap();
-        // Untiled: constants and the parameter gradients (sums and gemms over the batch).
+        // Untiled: constants, the weights transposed once for the input gradients' gemms, and
+        // the parameter gradients (sums and gemms over the batch): 225 of 377 steps tiled.
         assert!(
-            tiled * 10 >= steps * 6,
+            tiled * 20 >= steps * 11,
             "training: {steps} steps, {tiled} tiled"
         );
         training_agrees(&mut p, dim, batch);

@@ -74,6 +74,37 @@ impl Tape<'_> {
         }
         self.ir.push(Op::Scatter(g, target.view.clone()), tlen)
     }
+    /// The right operand `[.., N, K]` of a matmul as the gemm reads it fastest, with B's
+    /// rows (k fixed, n running) contiguous. A weight matrix read transposed (Wᵀ in
+    /// x̄ = ȳ·Wᵀ), broadcast over the leading axes, is copied once into those rows (a few
+    /// thousand elements, against the executor transposing it for every tile of batch rows);
+    /// any other view is kept.
+    fn rows_of(&mut self, b: Src) -> Src {
+        let r = b.view.axes.len();
+        if r < 2 || b.view.axes[r - 2].stride == 1 {
+            return b;
+        }
+        let broadcast = b.view.axes[..r - 2]
+            .iter()
+            .all(|a| a.stride == 0 && a.lo == 0 && a.hi == a.len);
+        if !broadcast {
+            return b;
+        }
+        let (n, k) = (b.view.axes[r - 2].len, b.view.axes[r - 1].len);
+        let rows = Src {
+            node: b.node,
+            view: View {
+                offset: b.view.offset,
+                axes: vec![b.view.axes[r - 1], b.view.axes[r - 2]],
+            },
+        };
+        let copy = self.ir.push(Op::Copy(rows), k * n);
+        let mut view = View::contiguous(&[k, n]).permute(&[1, 0]);
+        for a in b.view.axes[..r - 2].iter().rev() {
+            view = view.expand(0, a.len);
+        }
+        Src { node: copy, view }
+    }
 }
 
 /// Append gradient nodes of the scalar `loss` with respect to every node in `wrt`.
@@ -276,10 +307,10 @@ pub fn differentiate(ir: &mut Ir, loss: usize, wrt: &[usize]) -> Result<Vec<Opti
                 swap.swap(r - 1, r - 2);
                 // Ā[.., M, K] = Σ_n Ḡ[.., M, N] B[.., N, K]: lhs Ḡ, rhs Bᵀ as [.., K, N].
                 let da_len = a.view.numel();
-                let bt = Src {
+                let bt = t.rows_of(Src {
                     node: b.node,
                     view: b.view.permute(&swap),
-                };
+                });
                 let da = t.ir.push(
                     Op::MatMul(
                         Src {

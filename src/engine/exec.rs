@@ -15,7 +15,7 @@
 //! worker's level picks the copy.
 
 use super::access::{Read, Shared};
-use super::gemm::{Finish, Strided, MAX_K};
+use super::gemm::{Finish, Strided};
 use super::ir::{BinOp, RedOp, UnOp};
 use super::plan::{Epilogue, Instr, Kernel, Step};
 use super::scalar::Scalar;
@@ -405,37 +405,30 @@ fn matmul<T: Scalar, I: Isa>(
         ao += (m0 * av.axes[r - 2].stride) as i64;
         let c = &mut dst[(u - lo) * n..(u - lo + m1 - m0) * n];
         let (rsb, csb) = (bv.axes[r - 1].stride, bv.axes[r - 2].stride);
-        if let (true, Ok(ao), Ok(bo)) = (csb == 1 && k <= MAX_K, ao.try_into(), bo.try_into()) {
-            // B's rows contiguous and short K: the unpacked microkernel (safe indexing).
-            let sa = Strided {
-                offset: ao,
-                rs: av.axes[r - 2].stride,
-                cs: av.axes[r - 1].stride,
-            };
+        let (Ok(ao), Ok(bo)) = (usize::try_from(ao), usize::try_from(bo)) else {
+            return Err(Error::Engine(
+                "gemm: a view starts before its buffer".into(),
+            ));
+        };
+        let sa = Strided {
+            offset: ao,
+            rs: av.axes[r - 2].stride,
+            cs: av.axes[r - 1].stride,
+        };
+        if csb == 1 {
+            // B's rows contiguous: the microkernel reads them in place.
             I::gemm_rows(m1 - m0, k, n, &abuf, sa, &bbuf, bo, rsb, c, &finish);
-            u += m1 - m0;
-            continue;
+        } else {
+            // B read across its rows (the autograd copies the transposed weights of x̄ = ȳ·Wᵀ
+            // into rows; other such views are rare): its k × n elements copied into rows.
+            let mut rows = vec![T::default(); k * n];
+            for j in 0..n {
+                for kk in 0..k {
+                    rows[kk * n + j] = bbuf.at(bo + kk * rsb + j * csb);
+                }
+            }
+            I::gemm_rows(m1 - m0, k, n, &abuf, sa, rows.as_slice(), 0, n, c, &finish);
         }
-        // SAFETY: check_bounds above proves that every element the two views address lies
-        // inside its buffer (m·n·k > 0, so the extents are real); rows m0..m1 of batch item
-        // bi are a subset of them, and `c` holds exactly (m1 − m0)·n elements.
-        unsafe {
-            T::gemm(
-                m1 - m0,
-                k,
-                n,
-                abuf.as_ptr().offset(ao as isize),
-                av.axes[r - 2].stride as isize,
-                av.axes[r - 1].stride as isize,
-                bbuf.as_ptr().offset(bo as isize),
-                bv.axes[r - 1].stride as isize,
-                bv.axes[r - 2].stride as isize,
-                c.as_mut_ptr(),
-                n as isize,
-                1,
-            );
-        }
-        finish.rows(c);
         u += m1 - m0;
     }
     Ok(())

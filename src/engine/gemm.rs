@@ -6,19 +6,21 @@
 //!           for each k: one row segment of B, broadcast A[i, k], MR·NB multiply-adds
 //! ```
 //!
-//! No packing: B's rows are read in place (a narrow last block is zero-padded once per call; a
-//! weight matrix of this size sits in L1/L2), A's elements are broadcast one at a time, so a
-//! tile of a few hundred rows costs nothing to set up. A general gemm (`matrixmultiply`) packs
-//! both operands on every call, which dominates for these sizes. Shapes this kernel does not
-//! take (long K, B with strided rows) go there.
+//! For K ≤ KC no packing: B's rows are read in place (a narrow last block is zero-padded once
+//! per call; a weight matrix of this size sits in L1/L2), A's elements are broadcast one at a
+//! time, so a tile of a few hundred rows costs nothing to set up (a general gemm packs both
+//! operands on every call, which dominates for these sizes). Longer K (the weight gradients,
+//! summed over a batch of 1024) runs in chunks of KC over packed panels ([`packed`]): every
+//! gemm of a plan is this file's, in the instruction-set copy the executor runs
+//! (`THERMOFLOW_SIMD` holds for all of them).
 
 use super::access::Read;
 use super::scalar::Scalar;
 
-/// Longest K the kernel takes (beyond, cache blocking matters and `matrixmultiply` wins:
-/// with no limit, the weight gradients over a batch of 1024 made the d = 16 training step of
-/// `bench flows` 8 % slower).
-pub const MAX_K: usize = 256;
+/// Longest K read in place; longer K runs in chunks of KC over packed panels. Unpacked over
+/// k = 1024, the weight gradients of the d = 16 training step of `bench flows` ran at 75 GFLOP/s
+/// (AVX2, one thread) against 86–91 packed.
+const KC: usize = 256;
 
 /// Operand A of `C = A·B`: element (i, k) at `offset + i·rs + k·cs`.
 #[derive(Clone, Copy, Debug)]
@@ -124,6 +126,9 @@ pub fn gemm_rows<T: Scalar, const MR: usize, const NB: usize, const FMA: bool>(
     let b_last = b_offset + (k - 1) * rsb + n - 1;
     assert!(a_last < a.len(), "gemm: A reads {a_last} of {}", a.len());
     assert!(b_last < b.len(), "gemm: B reads {b_last} of {}", b.len());
+    if k > KC {
+        return packed::<T, MR, NB, FMA>(m, k, n, a, sa, b, b_offset, rsb, c, finish);
+    }
     // B's column blocks of NB; only the last can be narrower, and it reads a zero-padded copy
     // of its rows (k × NB).
     let tail = n % NB;
@@ -181,12 +186,106 @@ pub fn gemm_rows<T: Scalar, const MR: usize, const NB: usize, const FMA: bool>(
     }
 }
 
+/// Long k (the weight gradients, summed over a batch): k in chunks of KC; each chunk of B
+/// packed into NB-wide panels (KC × NB contiguous, zero beyond n), each MR-row block of A into
+/// KC × MR (zero beyond m), so the block reads both sequentially; C stored from the first
+/// chunk and added from the others, `finish` on all rows at the end.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn packed<T: Scalar, const MR: usize, const NB: usize, const FMA: bool>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &(impl Read<T> + ?Sized),
+    sa: Strided,
+    b: &(impl Read<T> + ?Sized),
+    b_offset: usize,
+    rsb: usize,
+    c: &mut [T],
+    finish: &impl Finish<T>,
+) {
+    let panels = n.div_ceil(NB);
+    let blocks = m.div_ceil(MR);
+    let mut bp = vec![T::default(); panels * KC * NB];
+    let mut ap = vec![T::default(); blocks * KC * MR];
+    for k0 in (0..k).step_by(KC) {
+        let kn = KC.min(k - k0);
+        for (p, panel) in bp.chunks_exact_mut(KC * NB).enumerate() {
+            let (j0, w) = (p * NB, NB.min(n - p * NB));
+            for (kk, row) in panel.chunks_exact_mut(NB).take(kn).enumerate() {
+                let at = b_offset + (k0 + kk) * rsb + j0;
+                copy::<T, NB>(&mut row[..w], b.run(at, at + w));
+            }
+        }
+        for (ib, ablock) in ap.chunks_exact_mut(KC * MR).enumerate() {
+            let (i, mr) = (ib * MR, MR.min(m - ib * MR));
+            for (kk, col) in ablock.chunks_exact_mut(MR).take(kn).enumerate() {
+                let at = sa.offset + i * sa.rs + (k0 + kk) * sa.cs;
+                if sa.rs == 1 {
+                    copy::<T, MR>(&mut col[..mr], a.run(at, at + mr));
+                } else {
+                    for (ii, v) in col[..mr].iter_mut().enumerate() {
+                        *v = a.at(at + ii * sa.rs);
+                    }
+                }
+            }
+        }
+        // Each B panel stays in L1 while every block of A passes it.
+        for (p, panel) in bp.chunks_exact(KC * NB).enumerate() {
+            let (j0, w) = (p * NB, NB.min(n - p * NB));
+            for (ib, ablock) in ap.chunks_exact(KC * MR).enumerate() {
+                let (i, mr) = (ib * MR, MR.min(m - ib * MR));
+                // SAFETY: both packed panels hold kn ≤ KC rows of MR and NB elements.
+                let acc = unsafe {
+                    block::<T, MR, NB, FMA>(kn, ablock.as_ptr(), 1, MR, panel.as_ptr(), NB)
+                };
+                for (ii, acc) in acc.iter().take(mr).enumerate() {
+                    let row = &mut c[(i + ii) * n + j0..];
+                    if w == NB {
+                        store::<T, NB>(&mut row[..NB], acc, k0 > 0);
+                    } else {
+                        store::<T, NB>(&mut row[..w], acc, k0 > 0);
+                    }
+                }
+            }
+        }
+    }
+    finish.rows(&mut c[..m * n]);
+}
+
+/// `dst.copy_from_slice(src)` for at most W elements, with the width a constant when it is W
+/// (a copy of a runtime length is a library call, which for runs of 6 or 16 elements was a
+/// fifth of the packed gemm's time).
+#[inline(always)]
+fn copy<T: Scalar, const W: usize>(dst: &mut [T], src: &[T]) {
+    if dst.len() == W {
+        dst[..W].copy_from_slice(&src[..W]);
+    } else {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = s;
+        }
+    }
+}
+
+/// `row = acc[..row.len()]`, or `row += acc[..]` for a later chunk of k.
+#[inline(always)]
+fn store<T: Scalar, const NB: usize>(row: &mut [T], acc: &[T; NB], add: bool) {
+    let acc = &acc[..row.len()];
+    if add {
+        for (r, &a) in row.iter_mut().zip(acc) {
+            *r += a;
+        }
+    } else {
+        row.copy_from_slice(acc);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Every level's block shape (`super::super::simd`), on shapes that leave partial row and
-    /// column blocks.
+    /// column blocks, in place and packed (K > KC, with a partial last chunk).
     #[test]
     fn matches_a_direct_product_on_odd_shapes_and_strides() {
         check::<4, 8, false>();
@@ -203,6 +302,8 @@ mod tests {
             (4, 2, 130),
             (7, 17, 64),
             (3, 0, 5),
+            (13, 600, 23),
+            (7, 257, 64),
         ] {
             let a: Vec<f64> = (0..m * k * 2).map(|v| (v as f64 * 0.37).sin()).collect();
             let b: Vec<f64> = (0..k * (n + 3) + 5)

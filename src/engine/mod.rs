@@ -11,8 +11,8 @@
 //! 3. **autograd** ([`autograd`]): reverse-mode gradients of a scalar loss, covering every
 //!    primitive and every view (pulled back as the exact adjoint of the read);
 //! 4. **fused CPU kernels** ([`fuse`], [`plan`]): elementwise DAGs fused into chunked
-//!    loops, gemm with its bias-and-activation epilogue ([`gemm`]; `matrixmultiply` for long
-//!    K), direct reductions and scatters, the rational-quadratic spline as one kernel with its
+//!    loops, gemm with its bias-and-activation epilogue ([`gemm`], packed for long K), direct
+//!    reductions and scatters, the rational-quadratic spline as one kernel with its
 //!    adjoint ([`rqs`]); generic over f32 and f64;
 //! 5. **row tiling** ([`tile`], [`exec`]): the steps whose batch rows are independent run tile
 //!    by tile in one parallel region, the parameter gradients after them.

@@ -49,29 +49,10 @@ pub trait Scalar:
     fn neg_infinity() -> Self;
     /// Not a number?
     fn is_nan(self) -> bool;
-    /// `C (m×n) = A (m×k) · B (k×n)` with arbitrary element strides (gemm, β = 0).
-    ///
-    /// # Safety
-    /// Every addressed element must lie inside the allocations behind the pointers.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    );
 }
 
 macro_rules! impl_scalar {
-    ($t:ty, $gemm:path, [$exp2:expr, $log2:expr, $tanh:expr], [$exp2f:expr, $log2f:expr, $tanhf:expr]) => {
+    ($t:ty, [$exp2:expr, $log2:expr, $tanh:expr], [$exp2f:expr, $log2f:expr, $tanhf:expr]) => {
         impl Scalar for $t {
             #[inline(always)]
             fn from_f64(v: f64) -> Self {
@@ -132,22 +113,6 @@ macro_rules! impl_scalar {
             fn neg_infinity() -> Self {
                 <$t>::NEG_INFINITY
             }
-            unsafe fn gemm(
-                m: usize,
-                k: usize,
-                n: usize,
-                a: *const Self,
-                rsa: isize,
-                csa: isize,
-                b: *const Self,
-                rsb: isize,
-                csb: isize,
-                c: *mut Self,
-                rsc: isize,
-                csc: isize,
-            ) {
-                $gemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc)
-            }
         }
     };
 }
@@ -155,7 +120,6 @@ macro_rules! impl_scalar {
 // f32: our vectorisable exp2/log2 (hot path); f64: the standard library (sharp checks).
 impl_scalar!(
     f32,
-    matrixmultiply::sgemm,
     [
         super::fastmath::exp2,
         super::fastmath::log2,
@@ -169,7 +133,6 @@ impl_scalar!(
 );
 impl_scalar!(
     f64,
-    matrixmultiply::dgemm,
     [f64::exp2, f64::log2, f64::tanh],
     [f64::exp2, f64::log2, f64::tanh]
 );
