@@ -20,8 +20,10 @@
 //!
 //! Where flow-MCMC replaced importance sampling (see [`super::flow_mcmc`]), `ess`, `pareto_k`
 //! and `pareto_k_cv` give way to `mcmc_acceptance` (≥ 0.2), `mcmc_stuck_chains` (≤ 1 % of
-//! the chains accept under 10 % of their proposals) and `mcmc_split` (the chains' ⟨U⟩ over the
-//! first and the second half of their kept steps agree within [`Z_LIMIT`]).
+//! the chains accept under 10 % of their proposals), `mcmc_split` (the chains' ⟨U⟩ over the
+//! first and the second half of their kept steps agree within [`Z_LIMIT`]) and `mcmc_starts`
+//! (the chains started from the flow's draws and those started from the witness's
+//! configurations agree on ⟨U⟩ and C_V within [`Z_LIMIT`]; fails without a witness).
 //!
 //! Where sequential Monte Carlo replaced importance sampling (see [`crate::mcmc::smc`]), the
 //! local checks are `finite` and `smc_hysteresis` (the cooling and heating passes' ⟨U⟩ agree
@@ -185,6 +187,13 @@ pub fn local_chains(th: &Thermo, ch: &super::flow_mcmc::ChainEstimate) -> Checks
         ch.stuck_fraction <= MCMC_MAX_STUCK,
     );
     put(&mut c, "mcmc_split", ch.split, Z_LIMIT, ch.split <= Z_LIMIT);
+    put(
+        &mut c,
+        "mcmc_starts",
+        ch.starts,
+        Z_LIMIT,
+        ch.starts <= Z_LIMIT,
+    );
     c
 }
 
