@@ -246,17 +246,9 @@ pub fn kernel(step: &Step, out_len: usize, name: &str) -> Source {
         } => {
             let ps = g.input(*src);
             let m = table.len();
-            // The columns each output position receives, ascending (the CPU's order).
-            let mut lists: Vec<Vec<u32>> = vec![Vec::new(); *in_row];
-            for (c, &k) in table.iter().enumerate() {
-                lists[k as usize].push(c as u32);
-            }
-            let mut start = vec![0u32];
-            for l in &lists {
-                start.push(start[start.len() - 1] + l.len() as u32);
-            }
+            let (start, cols) = put_lists(table, *in_row);
             g.table("start", start.into_iter());
-            g.table("cols", lists.into_iter().flatten());
+            g.table("cols", cols.into_iter());
             g.body(&format!(
                 "    const unsigned long long r = i / {in_row}ULL, kk = i % {in_row}ULL;\n    T acc = (T)0;\n    for (unsigned int q = {name}_start[kk]; q < {name}_start[kk + 1]; q++) acc += in_{ps}[r * {m}ULL + {name}_cols[q]];\n    out[i] = acc;"
             ));
@@ -466,12 +458,10 @@ fn index(view: &View, e: &str) -> (String, Option<String>) {
 /// slopes `sig0 sig1`, `s`, `delta`, `xi` (clamped to [0, 1]; `clamped` says it was), the
 /// value `val` and the log-derivative `lg` (both before the tails), `inside`.
 fn spline_values(rqs: &super::rqs::Rqs, px: usize, pt: usize) -> String {
-    use super::rqs::{MIN_BIN, MIN_DERIVATIVE};
+    use super::rqs::MIN_DERIVATIVE;
     let (k, b) = (rqs.bins, rqs.bound);
     let p = rqs.n_params();
-    let scale = 2.0 * b * (1.0 - MIN_BIN * k as f64);
-    let floor = 2.0 * b * MIN_BIN;
-    let c0 = ((1.0 - MIN_DERIVATIVE).exp() - 1.0).ln();
+    let SplineConsts { scale, floor, c0 } = SplineConsts::of(rqs);
     let located = usize::from(rqs.inverse);
     let lit = |v: f64| literal(v);
     let mut c = String::new();
@@ -524,9 +514,8 @@ fn spline(rqs: &super::rqs::Rqs, px: usize, pt: usize) -> String {
 /// through the cell (the implicit function ξ(y) for the inverse), the knots' cumulative sums,
 /// the affine floor, the softmax and the softplus, as [`super::rqs`] does.
 fn spline_adjoint(rqs: &super::rqs::Rqs, px: usize, pt: usize, pg: usize) -> String {
-    use super::rqs::MIN_BIN;
     let (k, p) = (rqs.bins, rqs.n_params());
-    let scale = 2.0 * rqs.bound * (1.0 - MIN_BIN * k as f64);
+    let scale = SplineConsts::of(rqs).scale;
     let mut c = spline_values(rqs, px, pt);
     let _ = writeln!(
         c,
@@ -545,6 +534,40 @@ fn spline_adjoint(rqs: &super::rqs::Rqs, px: usize, pt: usize, pg: usize) -> Str
         k2 = 2 * k,
     );
     c
+}
+
+/// A table scatter's columns by output position: position kk of a row receives the source
+/// columns `cols[start[kk] .. start[kk + 1]]`, ascending (the CPU's order).
+pub(crate) fn put_lists(table: &[u32], in_row: usize) -> (Vec<u32>, Vec<u32>) {
+    let mut lists: Vec<Vec<u32>> = vec![Vec::new(); in_row];
+    for (c, &k) in table.iter().enumerate() {
+        lists[k as usize].push(c as u32);
+    }
+    let mut start = vec![0u32];
+    for l in &lists {
+        start.push(start[start.len() - 1] + l.len() as u32);
+    }
+    (start, lists.into_iter().flatten().collect())
+}
+
+/// The spline's constants ([`super::rqs`]): the knots' spacing `scale` · softmax + `floor`,
+/// and the softplus shift c₀ that makes zero parameters the identity.
+pub(crate) struct SplineConsts {
+    pub scale: f64,
+    pub floor: f64,
+    pub c0: f64,
+}
+
+impl SplineConsts {
+    pub(crate) fn of(rqs: &super::rqs::Rqs) -> SplineConsts {
+        use super::rqs::{MIN_BIN, MIN_DERIVATIVE};
+        let (k, b) = (rqs.bins as f64, rqs.bound);
+        SplineConsts {
+            scale: 2.0 * b * (1.0 - MIN_BIN * k),
+            floor: 2.0 * b * MIN_BIN,
+            c0: ((1.0 - MIN_DERIVATIVE).exp() - 1.0).ln(),
+        }
+    }
 }
 
 /// A constant as a C literal of type T (infinities and NaN included).

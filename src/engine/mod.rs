@@ -17,9 +17,10 @@
 //! 5. **row tiling** ([`tile`], [`exec`]): the steps whose batch rows are independent run tile
 //!    by tile in one parallel region, the parameter gradients after them.
 //!
-//! 6. **code generation** ([`codegen`]): the fused and reduction kernels printed as CUDA C
-//!    (which a host C compiler also compiles, so they are tested without a GPU), the first
-//!    part of the GPU backends; gemm, scatters, table gathers and the spline are next.
+//! 6. **code generation**: every kind of step printed as CUDA C ([`codegen`]; a host C
+//!    compiler also compiles it, so it is tested without a GPU; run by `cuda` with the
+//!    feature of that name) and as WGSL ([`wgsl`]; run by `webgpu` through wgpu with the
+//!    feature `wgpu`, tested on Mesa's lavapipe where there is no GPU).
 
 pub mod access;
 pub mod autograd;
@@ -40,6 +41,9 @@ pub mod scalar;
 pub mod simd;
 pub mod tile;
 pub mod view;
+#[cfg(feature = "wgpu")]
+pub mod webgpu;
+pub mod wgsl;
 
 pub use builder::{Dim, GraphBuilder, InputKind, Shape, Var};
 pub use optim::{Adam, Optimizer, Sgd};

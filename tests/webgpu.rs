@@ -1,0 +1,150 @@
+//! The generated WGSL kernels through wgpu (feature `wgpu`: `cargo test --release --features
+//! wgpu --test webgpu`; without a GPU, Mesa's lavapipe runs them on the CPU): every step of
+//! real flows' sampling, density and training plans, run on the CPU backend's inputs, gives
+//! the CPU's results. Without the feature this file is empty; with it and no adapter, the test
+//! fails with the reason.
+#![cfg(feature = "wgpu")]
+
+use rand::{Rng, SeedableRng};
+use thermoflow::engine::codegen;
+use thermoflow::engine::webgpu::WebGpu;
+use thermoflow::engine::wgsl;
+use thermoflow::engine::Program;
+use thermoflow::flows::builders::{coupling_flow, default_flow, lattice_flow, radial_flow};
+use thermoflow::flows::flow::Mode;
+use thermoflow::flows::Conditioning;
+
+/// Every step's kernel of `p`'s plan (with gradients where `train`) on inputs `x`, `cond`:
+/// run through wgpu on the buffers the CPU's run read, its output against the CPU's within
+/// `rel` ([`codegen::agrees`]); `kinds` collects the kinds of step checked. Returns
+/// (kernels, largest difference).
+#[allow(clippy::too_many_arguments)]
+fn check(
+    gpu: &WebGpu,
+    p: &mut Program<f32>,
+    input: &str,
+    x: &[f32],
+    t: &[f32],
+    train: bool,
+    rel: f64,
+    what: &str,
+    kinds: &mut std::collections::BTreeSet<&'static str>,
+) -> (usize, f64) {
+    p.inspect(&[(input, x), ("cond", t)], train, |plan, store, _| {
+        let mut worst = 0.0f64;
+        let shaders = wgsl::shaders(plan);
+        for (step, sh) in plan.steps.iter().zip(&shaders) {
+            kinds.insert(step.kind());
+            let ins: Vec<&[f32]> = sh.inputs.iter().map(|&n| plan.buffer(store, n)).collect();
+            let want = plan.buffer(store, sh.out);
+            let got = gpu
+                .run(sh, &ins, want.len())
+                .unwrap_or_else(|e| panic!("{what}: {}: {e}\n{}", step.kind(), sh.code));
+            for (j, (&g, &c)) in got.iter().zip(want).enumerate() {
+                let (g, c) = (g as f64, c as f64);
+                assert!(
+                    codegen::agrees(g, c, rel),
+                    "{what}: {} kernel {} element {j}: wgpu {g}, CPU {c}\n{}",
+                    step.kind(),
+                    sh.name,
+                    sh.code
+                );
+                worst = worst.max(codegen::difference(g, c));
+            }
+        }
+        (shaders.len(), worst)
+    })
+    .unwrap()
+}
+
+#[test]
+fn every_generated_kernel_through_wgpu_matches_the_cpu_backend() {
+    let gpu = WebGpu::new().unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("[wgpu] adapter: {}", gpu.name());
+    let cond = Conditioning::Temperature {
+        t_min: 0.5,
+        t_max: 2.0,
+    };
+    let flows = [
+        ("coupling", coupling_flow(3, cond, &default_flow()).unwrap()),
+        ("radial", radial_flow(2, cond, 2, 1).unwrap()),
+        ("lattice", lattice_flow(4, cond, 2, 2, 1, 0).unwrap()),
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut uniform = |n: usize, lo: f32, hi: f32| -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(lo..hi)).collect()
+    };
+    let mut kernels = 0;
+    let mut kinds = std::collections::BTreeSet::new();
+    for (name, flow) in &flows {
+        for mode in [Mode::Sample, Mode::Density] {
+            let mut p: Program<f32> = flow.compile(mode).unwrap();
+            for param in p.param_names() {
+                let n = p.param(&param).unwrap().len();
+                let v: Vec<f64> = uniform(n, -0.5, 0.5).into_iter().map(f64::from).collect();
+                p.set_param(&param, &v).unwrap();
+            }
+            let batch = 37; // leaves a partial workgroup
+            let x = uniform(batch * flow.dim(), -2.0, 2.0);
+            let t = uniform(batch, 0.5, 2.0);
+            let input = if mode == Mode::Sample { "z" } else { "x" };
+            let what = format!("{name} {mode:?}");
+            // The CPU's f32 exp2/log2/tanh are polynomials, the device's its own: a few ulp.
+            let (n, worst) = check(&gpu, &mut p, input, &x, &t, false, 1e-4, &what, &mut kinds);
+            eprintln!("[wgpu] {what}: {n} kernels agree (largest difference {worst:.1e})");
+            kernels += n;
+        }
+    }
+    // Training plans: forward, loss, every parameter's gradient, the spline's adjoint, the
+    // view adjoints' atomic adds, the periodic gathers' adjoints (sums in another order: 1e-3).
+    for (name, flow) in [
+        ("rqs coupling", thermoflow::bench::bench_flow(4).unwrap()),
+        ("lattice", lattice_flow(4, cond, 2, 2, 1, 0).unwrap()),
+    ] {
+        let mut p = thermoflow::bench::reverse_kl_quadratic_program::<f32>(&flow).unwrap();
+        let batch = 300;
+        let z = uniform(batch * flow.dim(), -2.0, 2.0);
+        let t = uniform(batch, 0.5, 2.0);
+        let what = format!("{name} training");
+        let (n, worst) = check(&gpu, &mut p, "z", &z, &t, true, 1e-3, &what, &mut kinds);
+        eprintln!("[wgpu] {what}: {n} kernels agree (largest difference {worst:.1e})");
+        kernels += n;
+    }
+    assert!(kernels >= 100, "only {kernels} kernels generated");
+    eprintln!("[wgpu] kinds of step checked: {kinds:?}");
+    let all = [
+        "fused",
+        "reduce",
+        "matmul",
+        "scatter",
+        "spline",
+        "spline_adjoint",
+    ];
+    for k in all.into_iter().chain(["const", "take", "put"]) {
+        assert!(kinds.contains(k), "no {k} step among {kinds:?}");
+    }
+}
+
+/// Every level of the launch grid: a kernel over more invocations than one row of 65 535
+/// workgroups holds runs its last elements too.
+#[test]
+fn a_kernel_wider_than_one_grid_row_covers_every_element() {
+    let gpu = WebGpu::new().unwrap_or_else(|e| panic!("{e}"));
+    let g = thermoflow::engine::GraphBuilder::new();
+    let n = 65_535 * 256 + 1000;
+    let x = g.input("x", &[n]);
+    let outs = [(x * x).output("y")];
+    let mut p: Program<f32> = Program::compile(g, &outs, None).unwrap();
+    let v: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 * 0.001).collect();
+    p.inspect(&[("x", &v)], false, |plan, store, _| {
+        let shaders = wgsl::shaders(plan);
+        let sh = shaders.last().unwrap();
+        let ins: Vec<&[f32]> = sh.inputs.iter().map(|&k| plan.buffer(store, k)).collect();
+        let got = gpu.run(sh, &ins, n).unwrap();
+        assert_eq!(wgsl::grid(n).1, 2);
+        for j in [0, n / 2, n - 1] {
+            assert_eq!(got[j], v[j] * v[j], "element {j}");
+        }
+    })
+    .unwrap();
+}
