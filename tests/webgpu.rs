@@ -148,3 +148,68 @@ fn a_kernel_wider_than_one_grid_row_covers_every_element() {
     })
     .unwrap();
 }
+
+/// Whole plans on the device (a buffer per node, every step a generated kernel reading what
+/// the steps before it wrote, one submission): every node a step writes equals the CPU
+/// backend's, for the sampling plans of an RQS coupling flow and the φ⁴ lattice flow and for
+/// the reverse-KL training step of `bench flows` (forward, loss, every parameter's gradient).
+#[test]
+fn whole_plans_through_wgpu_match_the_cpu_backend() {
+    use thermoflow::engine::webgpu::WgpuPlan;
+    let gpu = WebGpu::new().unwrap_or_else(|e| panic!("{e}"));
+    let cond = Conditioning::Temperature {
+        t_min: 0.8,
+        t_max: 1.25,
+    };
+    let sampling = [
+        (
+            "coupling d=4",
+            coupling_flow(4, cond, &default_flow()).unwrap(),
+        ),
+        ("lattice L=8", lattice_flow(8, cond, 4, 8, 1, 0).unwrap()),
+    ];
+    let whole = |p: &mut Program<f32>, z: &[f32], t: &[f32], train: bool, name: &str| {
+        p.inspect(&[("z", z), ("cond", t)], train, |plan, store, _| {
+            let gp: WgpuPlan = gpu.compile_plan(plan).unwrap();
+            gpu.run_plan(&gp, store).unwrap();
+            let mut worst = 0.0f64;
+            for s in &plan.steps {
+                let got = gpu.read(&gp, s.out()).unwrap();
+                for (j, (&g, &c)) in got.iter().zip(plan.buffer(store, s.out())).enumerate() {
+                    let (g, c) = (g as f64, c as f64);
+                    assert!(
+                        codegen::agrees(g, c, 1e-3),
+                        "{name}: {} step writing node {} element {j}: wgpu {g}, CPU {c}",
+                        s.kind(),
+                        s.out()
+                    );
+                    worst = worst.max(codegen::difference(g, c));
+                }
+            }
+            eprintln!(
+                "[wgpu] {name}: the whole plan ({} steps) agrees, largest difference {worst:.1e}",
+                plan.steps.len()
+            );
+        })
+        .unwrap()
+    };
+    for (name, flow) in &sampling {
+        let mut p: Program<f32> = flow.compile(Mode::Sample).unwrap();
+        let batch = 1000;
+        let z: Vec<f32> = (0..batch * flow.dim())
+            .map(|i| ((i as f32) * 0.618).sin() * 2.0)
+            .collect();
+        let t: Vec<f32> = (0..batch)
+            .map(|i| 0.8 + 0.45 * (i as f32) / 1000.0)
+            .collect();
+        whole(&mut p, &z, &t, false, name);
+    }
+    let flow = thermoflow::bench::bench_flow(4).unwrap();
+    let mut p = thermoflow::bench::reverse_kl_quadratic_program::<f32>(&flow).unwrap();
+    let batch = 512;
+    let z: Vec<f32> = (0..batch * 4)
+        .map(|i| ((i as f32) * 0.37).sin() * 2.0)
+        .collect();
+    let t: Vec<f32> = (0..batch).map(|i| 0.5 + 2.5 * (i as f32) / 512.0).collect();
+    whole(&mut p, &z, &t, true, "training plan");
+}

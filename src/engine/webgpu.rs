@@ -2,13 +2,20 @@
 //! macOS, Vulkan on Linux (Mesa's lavapipe runs them on the CPU where no GPU is present, which
 //! is how CI tests them), DX12 on Windows.
 //!
-//! [`WebGpu::run`] runs one kernel on given inputs (a storage buffer per input and table, the
-//! output read back): every kernel of a plan is checked this way against the CPU backend
-//! (`tests/webgpu.rs`). Whole plans resident on the device are the next step, as for CUDA.
+//! Two uses, as for CUDA: [`WebGpu::run`] runs one kernel on given inputs (a storage buffer per
+//! input and table, the output read back), which is how every kernel of a plan is checked
+//! against the CPU backend; [`WgpuPlan`] runs a whole plan on the device (a buffer per node,
+//! the declared inputs uploaded once per run, every step one dispatch in one submission, only
+//! the nodes asked for read back), which is how sampling, density and training programs run
+//! there (`tests/webgpu.rs`).
+
+use std::time::Instant;
 
 use ::wgpu::util::DeviceExt;
 
-use super::wgsl::{grid, Shader};
+use super::ir::Op;
+use super::plan::Plan;
+use super::wgsl::{grid, shaders, Shader};
 use crate::error::{Error, Result};
 
 fn gpu_err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -89,22 +96,7 @@ impl WebGpu {
         let scope = self
             .device
             .push_error_scope(::wgpu::ErrorFilter::Validation);
-        let module = self
-            .device
-            .create_shader_module(::wgpu::ShaderModuleDescriptor {
-                label: Some(&shader.name),
-                source: ::wgpu::ShaderSource::Wgsl(shader.code.as_str().into()),
-            });
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&::wgpu::ComputePipelineDescriptor {
-                label: Some(&shader.name),
-                layout: None,
-                module: &module,
-                entry_point: Some("main"),
-                compilation_options: Default::default(),
-                cache: None,
-            });
+        let pipeline = self.pipeline(shader);
         let bytes = 4 * out_len as u64;
         let out = self.storage(
             bytemuck::cast_slice(&vec![0f32; out_len]),
@@ -120,38 +112,69 @@ impl WebGpu {
                     .map(|t| self.storage(bytemuck::cast_slice(t), ::wgpu::BufferUsages::empty())),
             )
             .collect();
-        let entries: Vec<::wgpu::BindGroupEntry> = std::iter::once(&out)
-            .chain(&ins)
+        let bind = self.bind(&pipeline, std::iter::once(&out).chain(&ins));
+        let read = self.readable(bytes);
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        dispatch(&mut enc, &pipeline, &bind, shader.threads);
+        enc.copy_buffer_to_buffer(&out, 0, &read, 0, bytes);
+        self.queue.submit([enc.finish()]);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(gpu_err(&format!("kernel {}", shader.name), e));
+        }
+        self.read_back(&read)
+    }
+
+    /// The compute pipeline of `shader` (its bind group layout deduced from the module).
+    fn pipeline(&self, shader: &Shader) -> ::wgpu::ComputePipeline {
+        let module = self
+            .device
+            .create_shader_module(::wgpu::ShaderModuleDescriptor {
+                label: Some(&shader.name),
+                source: ::wgpu::ShaderSource::Wgsl(shader.code.as_str().into()),
+            });
+        self.device
+            .create_compute_pipeline(&::wgpu::ComputePipelineDescriptor {
+                label: Some(&shader.name),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+    }
+
+    /// A bind group of `buffers` at bindings 0, 1, … (output, inputs, tables).
+    fn bind<'a>(
+        &self,
+        pipeline: &::wgpu::ComputePipeline,
+        buffers: impl Iterator<Item = &'a ::wgpu::Buffer>,
+    ) -> ::wgpu::BindGroup {
+        let entries: Vec<::wgpu::BindGroupEntry> = buffers
             .enumerate()
             .map(|(b, buf)| ::wgpu::BindGroupEntry {
                 binding: b as u32,
                 resource: buf.as_entire_binding(),
             })
             .collect();
-        let bind = self.device.create_bind_group(&::wgpu::BindGroupDescriptor {
+        self.device.create_bind_group(&::wgpu::BindGroupDescriptor {
             label: None,
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
-        });
-        let read = self.device.create_buffer(&::wgpu::BufferDescriptor {
+        })
+    }
+
+    /// A buffer of `bytes` the host can map for reading.
+    fn readable(&self, bytes: u64) -> ::wgpu::Buffer {
+        self.device.create_buffer(&::wgpu::BufferDescriptor {
             label: None,
             size: bytes,
             usage: ::wgpu::BufferUsages::MAP_READ | ::wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        });
-        let mut enc = self.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind, &[]);
-            let (x, y) = grid(shader.threads);
-            pass.dispatch_workgroups(x, y, 1);
-        }
-        enc.copy_buffer_to_buffer(&out, 0, &read, 0, bytes);
-        self.queue.submit([enc.finish()]);
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(gpu_err(&format!("kernel {}", shader.name), e));
-        }
+        })
+    }
+
+    /// Map `read` (a buffer the last submission copied into) and return its floats.
+    fn read_back(&self, read: &::wgpu::Buffer) -> Result<Vec<f32>> {
         let (tx, rx) = std::sync::mpsc::channel();
         read.map_async(::wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
@@ -167,4 +190,160 @@ impl WebGpu {
             .map_err(|e| gpu_err("reading back", e))?;
         Ok(bytemuck::cast_slice(&view).to_vec())
     }
+
+    /// Compile every step of `plan` (f32) for this device: a pipeline and a bind group per
+    /// step over a buffer for every node its steps write and every declared input they read.
+    pub fn compile_plan(&self, plan: &Plan<f32>) -> Result<WgpuPlan> {
+        let t0 = Instant::now();
+        let scope = self
+            .device
+            .push_error_scope(::wgpu::ErrorFilter::Validation);
+        let nodes = &plan.ir.nodes;
+        let mut bufs: Vec<Option<::wgpu::Buffer>> = (0..nodes.len()).map(|_| None).collect();
+        let mut inputs = Vec::new();
+        let all = shaders(plan);
+        let alloc = |len: usize| {
+            self.device.create_buffer(&::wgpu::BufferDescriptor {
+                label: None,
+                size: 4 * len.max(1) as u64,
+                usage: ::wgpu::BufferUsages::STORAGE
+                    | ::wgpu::BufferUsages::COPY_SRC
+                    | ::wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        for s in &all {
+            if bufs[s.out].is_none() {
+                bufs[s.out] = Some(alloc(nodes[s.out].len));
+            }
+            for &n in &s.inputs {
+                if let (Op::Input(i), None) = (&nodes[n].op, &bufs[n]) {
+                    bufs[n] = Some(alloc(nodes[n].len));
+                    inputs.push((n, *i));
+                }
+            }
+        }
+        let mut steps = Vec::with_capacity(all.len());
+        for s in all {
+            let pipeline = self.pipeline(&s);
+            let tables: Vec<::wgpu::Buffer> = s
+                .tables
+                .iter()
+                .map(|t| self.storage(bytemuck::cast_slice(t), ::wgpu::BufferUsages::empty()))
+                .collect();
+            let mut bound = Vec::with_capacity(1 + s.inputs.len());
+            for &n in std::iter::once(&s.out).chain(&s.inputs) {
+                bound.push(bufs[n].as_ref().ok_or_else(|| {
+                    Error::Engine(format!(
+                        "wgpu: kernel {} reads node {n}, which no step writes",
+                        s.name
+                    ))
+                })?);
+            }
+            let bind = self.bind(&pipeline, bound.into_iter().chain(&tables));
+            steps.push(PlanStep {
+                shader: s,
+                pipeline,
+                bind,
+                _tables: tables,
+            });
+        }
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(gpu_err("compiling the plan's kernels", e));
+        }
+        Ok(WgpuPlan {
+            steps,
+            bufs,
+            inputs,
+            compile_s: t0.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Run a compiled plan on the declared inputs' buffers `store` (as [`Plan::run`] takes
+    /// them): the uploads and every step in one submission. Returns the seconds from the
+    /// upload to the last kernel's end.
+    pub fn run_plan(&self, gp: &WgpuPlan, store: &[Vec<f32>]) -> Result<f64> {
+        let t0 = Instant::now();
+        for &(node, i) in &gp.inputs {
+            let dst = gp.bufs[node].as_ref().expect("allocated by compile_plan");
+            if 4 * store[i].len().max(1) as u64 != dst.size() {
+                return Err(Error::Engine(format!(
+                    "wgpu: input {i} has {} values, the compiled plan {}",
+                    store[i].len(),
+                    dst.size() / 4
+                )));
+            }
+            if !store[i].is_empty() {
+                self.queue
+                    .write_buffer(dst, 0, bytemuck::cast_slice(&store[i]));
+            }
+        }
+        let scope = self
+            .device
+            .push_error_scope(::wgpu::ErrorFilter::Validation);
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        for s in &gp.steps {
+            if s.shader.zero_out {
+                let out = gp.bufs[s.shader.out].as_ref().expect("allocated");
+                enc.clear_buffer(out, 0, None);
+            }
+            dispatch(&mut enc, &s.pipeline, &s.bind, s.shader.threads);
+        }
+        self.queue.submit([enc.finish()]);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(gpu_err("running the plan", e));
+        }
+        self.device
+            .poll(::wgpu::PollType::wait_indefinitely())
+            .map_err(|e| gpu_err("waiting for the device", e))?;
+        Ok(t0.elapsed().as_secs_f64())
+    }
+
+    /// A node's buffer after [`WebGpu::run_plan`].
+    pub fn read(&self, gp: &WgpuPlan, node: usize) -> Result<Vec<f32>> {
+        let b = gp
+            .bufs
+            .get(node)
+            .and_then(|b| b.as_ref())
+            .ok_or_else(|| Error::Engine(format!("wgpu: node {node} has no device buffer")))?;
+        let read = self.readable(b.size());
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(b, 0, &read, 0, b.size());
+        self.queue.submit([enc.finish()]);
+        self.read_back(&read)
+    }
+}
+
+/// One compute pass dispatching `threads` invocations of `pipeline` with `bind`.
+fn dispatch(
+    enc: &mut ::wgpu::CommandEncoder,
+    pipeline: &::wgpu::ComputePipeline,
+    bind: &::wgpu::BindGroup,
+    threads: usize,
+) {
+    let mut pass = enc.begin_compute_pass(&Default::default());
+    pass.set_pipeline(pipeline);
+    pass.set_bind_group(0, bind, &[]);
+    let (x, y) = grid(threads);
+    pass.dispatch_workgroups(x, y, 1);
+}
+
+/// A compiled step: its kernel, pipeline and bind group (and the tables it binds).
+struct PlanStep {
+    shader: Shader,
+    pipeline: ::wgpu::ComputePipeline,
+    bind: ::wgpu::BindGroup,
+    _tables: Vec<::wgpu::Buffer>,
+}
+
+/// A plan's kernels compiled for a wgpu device (f32), with a device buffer for every node its
+/// steps write and every declared input they read.
+pub struct WgpuPlan {
+    steps: Vec<PlanStep>,
+    /// Device buffer by node.
+    bufs: Vec<Option<::wgpu::Buffer>>,
+    /// (node, declared input) pairs uploaded at each run.
+    inputs: Vec<(usize, usize)>,
+    /// Shader compilation and pipeline creation, seconds.
+    pub compile_s: f64,
 }
