@@ -2,7 +2,9 @@
 //! made of, the compiled output equals a direct f64 computation, and the compiled gradient
 //! equals a central finite difference of that f64 reference. Every fused and reduction kernel
 //! of those programs (forward and gradient) is also generated as CUDA C, compiled as C by the
-//! host compiler and run on the CPU's inputs: it must give the CPU's results.
+//! host compiler and run on the CPU's inputs: it must give the CPU's results; with the feature
+//! `wgpu`, every f32 kernel also as WGSL through wgpu (`cargo test --release --features wgpu
+//! --test engine`; CI runs it on Mesa's lavapipe).
 
 mod common;
 
@@ -54,6 +56,15 @@ fn compiled<T: thermoflow::engine::Scalar>(case: &Case, r: &[f64]) -> (Vec<f64>,
         (Precision::F32, 1e-5)
     };
     common::kernels::check(&cases, precision, rel, case.name);
+    // And as WGSL through wgpu (f32 only: WGSL has no f64), with the feature.
+    #[cfg(feature = "wgpu")]
+    if precision == Precision::F32 {
+        let mut kinds = std::collections::BTreeSet::new();
+        p.inspect(&[], true, |plan, store, _| {
+            common::kernels::check_wgpu(plan, store, rel, case.name, &mut kinds)
+        })
+        .expect(case.name);
+    }
     (y, grads)
 }
 

@@ -7,20 +7,18 @@
 
 use rand::{Rng, SeedableRng};
 use thermoflow::engine::codegen;
-use thermoflow::engine::webgpu::WebGpu;
 use thermoflow::engine::wgsl;
 use thermoflow::engine::Program;
 use thermoflow::flows::builders::{coupling_flow, default_flow, lattice_flow, radial_flow};
 use thermoflow::flows::flow::Mode;
 use thermoflow::flows::Conditioning;
 
-/// Every step's kernel of `p`'s plan (with gradients where `train`) on inputs `x`, `cond`:
-/// run through wgpu on the buffers the CPU's run read, its output against the CPU's within
-/// `rel` ([`codegen::agrees`]); `kinds` collects the kinds of step checked. Returns
-/// (kernels, largest difference).
+mod common;
+
+/// Every step's kernel of `p`'s plan (with gradients where `train`) on inputs `x`, `cond`,
+/// through wgpu against the CPU ([`common::kernels::check_wgpu`]).
 #[allow(clippy::too_many_arguments)]
 fn check(
-    gpu: &WebGpu,
     p: &mut Program<f32>,
     input: &str,
     x: &[f32],
@@ -31,36 +29,13 @@ fn check(
     kinds: &mut std::collections::BTreeSet<&'static str>,
 ) -> (usize, f64) {
     p.inspect(&[(input, x), ("cond", t)], train, |plan, store, _| {
-        let mut worst = 0.0f64;
-        let shaders = wgsl::shaders(plan);
-        for (step, sh) in plan.steps.iter().zip(&shaders) {
-            kinds.insert(step.kind());
-            let ins: Vec<&[f32]> = sh.inputs.iter().map(|&n| plan.buffer(store, n)).collect();
-            let want = plan.buffer(store, sh.out);
-            let got = gpu
-                .run(sh, &ins, want.len())
-                .unwrap_or_else(|e| panic!("{what}: {}: {e}\n{}", step.kind(), sh.code));
-            for (j, (&g, &c)) in got.iter().zip(want).enumerate() {
-                let (g, c) = (g as f64, c as f64);
-                assert!(
-                    codegen::agrees(g, c, rel),
-                    "{what}: {} kernel {} element {j}: wgpu {g}, CPU {c}\n{}",
-                    step.kind(),
-                    sh.name,
-                    sh.code
-                );
-                worst = worst.max(codegen::difference(g, c));
-            }
-        }
-        (shaders.len(), worst)
+        common::kernels::check_wgpu(plan, store, rel, what, kinds)
     })
     .unwrap()
 }
 
 #[test]
 fn every_generated_kernel_through_wgpu_matches_the_cpu_backend() {
-    let gpu = WebGpu::new().unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("[wgpu] adapter: {}", gpu.name());
     let cond = Conditioning::Temperature {
         t_min: 0.5,
         t_max: 2.0,
@@ -90,7 +65,7 @@ fn every_generated_kernel_through_wgpu_matches_the_cpu_backend() {
             let input = if mode == Mode::Sample { "z" } else { "x" };
             let what = format!("{name} {mode:?}");
             // The CPU's f32 exp2/log2/tanh are polynomials, the device's its own: a few ulp.
-            let (n, worst) = check(&gpu, &mut p, input, &x, &t, false, 1e-4, &what, &mut kinds);
+            let (n, worst) = check(&mut p, input, &x, &t, false, 1e-4, &what, &mut kinds);
             eprintln!("[wgpu] {what}: {n} kernels agree (largest difference {worst:.1e})");
             kernels += n;
         }
@@ -106,7 +81,7 @@ fn every_generated_kernel_through_wgpu_matches_the_cpu_backend() {
         let z = uniform(batch * flow.dim(), -2.0, 2.0);
         let t = uniform(batch, 0.5, 2.0);
         let what = format!("{name} training");
-        let (n, worst) = check(&gpu, &mut p, "z", &z, &t, true, 1e-3, &what, &mut kinds);
+        let (n, worst) = check(&mut p, "z", &z, &t, true, 1e-3, &what, &mut kinds);
         eprintln!("[wgpu] {what}: {n} kernels agree (largest difference {worst:.1e})");
         kernels += n;
     }
@@ -129,7 +104,7 @@ fn every_generated_kernel_through_wgpu_matches_the_cpu_backend() {
 /// workgroups holds runs its last elements too.
 #[test]
 fn a_kernel_wider_than_one_grid_row_covers_every_element() {
-    let gpu = WebGpu::new().unwrap_or_else(|e| panic!("{e}"));
+    let gpu = common::kernels::webgpu();
     let g = thermoflow::engine::GraphBuilder::new();
     let n = 65_535 * 256 + 1000;
     let x = g.input("x", &[n]);
@@ -156,7 +131,7 @@ fn a_kernel_wider_than_one_grid_row_covers_every_element() {
 #[test]
 fn whole_plans_through_wgpu_match_the_cpu_backend() {
     use thermoflow::engine::webgpu::WgpuPlan;
-    let gpu = WebGpu::new().unwrap_or_else(|e| panic!("{e}"));
+    let gpu = common::kernels::webgpu();
     let cond = Conditioning::Temperature {
         t_min: 0.8,
         t_max: 1.25,

@@ -285,6 +285,25 @@ impl Cuda {
     }
 }
 
+impl super::backend::Backend for Cuda {
+    type Plan = GpuPlan;
+    fn name(&self) -> String {
+        Cuda::name(self)
+    }
+    fn compile_plan(&self, plan: &Plan<f32>) -> Result<GpuPlan> {
+        Cuda::compile_plan(self, plan)
+    }
+    fn compile_seconds(plan: &GpuPlan) -> f64 {
+        plan.compile_s
+    }
+    fn run_plan(&self, plan: &mut GpuPlan, store: &[Vec<f32>]) -> Result<f64> {
+        Cuda::run_plan(self, plan, store)
+    }
+    fn read(&self, plan: &GpuPlan, node: usize) -> Result<Vec<f32>> {
+        Cuda::read(self, plan, node)
+    }
+}
+
 fn launch_config(threads: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: ((threads as u32).div_ceil(BLOCK).max(1), 1, 1),

@@ -24,6 +24,7 @@
 
 pub mod access;
 pub mod autograd;
+pub mod backend;
 pub mod builder;
 pub mod codegen;
 #[cfg(feature = "cuda")]

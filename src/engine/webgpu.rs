@@ -212,6 +212,20 @@ impl WebGpu {
                 mapped_at_creation: false,
             })
         };
+        // A node larger than one binding can hold is refused before anything is created.
+        let most = self.device.limits().max_storage_buffer_binding_size;
+        for s in &all {
+            for &n in std::iter::once(&s.out).chain(&s.inputs) {
+                let bytes = 4 * nodes[n].len as u64;
+                if bytes > most {
+                    return Err(Error::Engine(format!(
+                        "wgpu: node {n} of the plan holds {} MiB, more than this adapter binds in one buffer ({} MiB): use a smaller batch",
+                        bytes >> 20,
+                        most >> 20
+                    )));
+                }
+            }
+        }
         for s in &all {
             if bufs[s.out].is_none() {
                 bufs[s.out] = Some(alloc(nodes[s.out].len));
@@ -311,6 +325,25 @@ impl WebGpu {
         enc.copy_buffer_to_buffer(b, 0, &read, 0, b.size());
         self.queue.submit([enc.finish()]);
         self.read_back(&read)
+    }
+}
+
+impl super::backend::Backend for WebGpu {
+    type Plan = WgpuPlan;
+    fn name(&self) -> String {
+        WebGpu::name(self)
+    }
+    fn compile_plan(&self, plan: &Plan<f32>) -> Result<WgpuPlan> {
+        WebGpu::compile_plan(self, plan)
+    }
+    fn compile_seconds(plan: &WgpuPlan) -> f64 {
+        plan.compile_s
+    }
+    fn run_plan(&self, plan: &mut WgpuPlan, store: &[Vec<f32>]) -> Result<f64> {
+        WebGpu::run_plan(self, plan, store)
+    }
+    fn read(&self, plan: &WgpuPlan, node: usize) -> Result<Vec<f32>> {
+        WebGpu::read(self, plan, node)
     }
 }
 

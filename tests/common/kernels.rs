@@ -272,3 +272,60 @@ pub fn run_plan<T: Scalar>(
     let _ = std::fs::remove_dir_all(&dir);
     outs
 }
+
+/// The wgpu adapter every test of this binary shares (opened on first use).
+#[cfg(feature = "wgpu")]
+pub fn webgpu() -> &'static thermoflow::engine::webgpu::WebGpu {
+    static GPU: std::sync::OnceLock<thermoflow::engine::webgpu::WebGpu> =
+        std::sync::OnceLock::new();
+    GPU.get_or_init(|| {
+        let gpu = thermoflow::engine::webgpu::WebGpu::new().unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("[wgpu] adapter: {}", gpu.name());
+        gpu
+    })
+}
+
+/// Every step of a plan that has run ([`Program::inspect`]) as a WGSL kernel through wgpu, on
+/// the buffers the CPU's run read, against the CPU's output within `rel`
+/// ([`codegen::agrees`]); `kinds` collects the kinds of step checked. Returns (kernels,
+/// largest [`codegen::difference`]).
+#[cfg(feature = "wgpu")]
+pub fn check_wgpu<T: Scalar>(
+    plan: &thermoflow::engine::plan::Plan<T>,
+    store: &[Vec<T>],
+    rel: f64,
+    what: &str,
+    kinds: &mut std::collections::BTreeSet<&'static str>,
+) -> (usize, f64) {
+    use thermoflow::engine::wgsl;
+    let f32s = |n: usize| -> Vec<f32> {
+        plan.buffer(store, n)
+            .iter()
+            .map(|v| v.to_f64() as f32)
+            .collect()
+    };
+    let gpu = webgpu();
+    let mut worst = 0.0f64;
+    let shaders = wgsl::shaders(plan);
+    for (step, sh) in plan.steps.iter().zip(&shaders) {
+        kinds.insert(step.kind());
+        let ins: Vec<Vec<f32>> = sh.inputs.iter().map(|&n| f32s(n)).collect();
+        let ins: Vec<&[f32]> = ins.iter().map(|v| v.as_slice()).collect();
+        let want = f32s(sh.out);
+        let got = gpu
+            .run(sh, &ins, want.len())
+            .unwrap_or_else(|e| panic!("{what}: {}: {e}\n{}", step.kind(), sh.code));
+        for (j, (&g, &c)) in got.iter().zip(&want).enumerate() {
+            let (g, c) = (g as f64, c as f64);
+            assert!(
+                codegen::agrees(g, c, rel),
+                "{what}: {} kernel {} element {j}: wgpu {g}, CPU {c}\n{}",
+                step.kind(),
+                sh.name,
+                sh.code
+            );
+            worst = worst.max(codegen::difference(g, c));
+        }
+    }
+    (shaders.len(), worst)
+}

@@ -1,0 +1,25 @@
+//! What a device backend gives the plan executor beside the CPU: a plan compiled for the
+//! device (a buffer per node, every step a generated kernel), run on the declared inputs'
+//! buffers, any node read back. Implemented by [`super::cuda::Cuda`] (feature `cuda`) and
+//! [`super::webgpu::WebGpu`] (feature `wgpu`); the benchmarks and the tests that compare a
+//! device with the CPU are written once against it.
+
+use super::plan::Plan;
+use crate::error::Result;
+
+/// A device that runs whole f32 plans.
+pub trait Backend {
+    /// A plan compiled for the device, with its buffers.
+    type Plan;
+    /// The device's name.
+    fn name(&self) -> String;
+    /// Compile every step of `plan` and allocate its buffers.
+    fn compile_plan(&self, plan: &Plan<f32>) -> Result<Self::Plan>;
+    /// Seconds the compilation took.
+    fn compile_seconds(plan: &Self::Plan) -> f64;
+    /// Run a compiled plan on the declared inputs' buffers `store` (as [`Plan::run`] takes
+    /// them); returns the seconds from the upload to the last kernel's end.
+    fn run_plan(&self, plan: &mut Self::Plan, store: &[Vec<f32>]) -> Result<f64>;
+    /// Node `node`'s buffer after a run.
+    fn read(&self, plan: &Self::Plan, node: usize) -> Result<Vec<f32>>;
+}
