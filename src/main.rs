@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     let result = match Cli::try_parse() {
         Ok(cli) => {
             thermoflow::observe::stop_on_interrupt();
-            cli.command.run()
+            cli.run()
         }
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             cli::out(&e.to_string());

@@ -20,17 +20,6 @@ pub enum Which {
     Mcmc,
 }
 
-/// Where the flows benchmark runs: the fused CPU kernels, or generated kernels on a device
-/// beside the CPU on the same programs (CUDA on GPU 0, or WGSL through wgpu on the default
-/// adapter).
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Device {
-    // (No doc comments on the values: clap then lists them inline, with the default.)
-    Cpu,
-    Cuda,
-    Wgpu,
-}
-
 /// Arguments of `bench`.
 #[derive(Args)]
 pub struct BenchArgs {
@@ -52,10 +41,6 @@ pub struct BenchArgs {
     /// Target relative standard error of C_V (sweep)
     #[arg(long, default_value_t = 0.005, value_parser = positive)]
     cv_tol: f64,
-    /// Where flows run (flows): `cpu`, the CPU backend; `cuda`, an NVIDIA GPU beside it (needs
-    /// a build with `--features cuda`); `wgpu`, Metal/Vulkan/DX12 beside it (`--features wgpu`)
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
-    device: Device,
     /// Also write the results as JSON to FILE [default: not written]
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -65,22 +50,23 @@ impl BenchArgs {
     /// Run the benchmark and print its JSON.
     pub fn run(self) -> Result<(), Failure> {
         check_writable(&[self.json.as_ref()])?;
-        if self.device != Device::Cpu && !matches!(self.which, Which::Flows) {
+        // `--device` (global): `bench flows` then runs the flows on the device beside the CPU.
+        let device = thermoflow::engine::device::selected();
+        if device.is_some() && !matches!(self.which, Which::Flows) {
             return Err(Failure::Usage(
                 "--device cuda|wgpu applies to `bench flows` only".into(),
             ));
         }
-        let report = match self.which {
-            Which::Engine => thermoflow::bench::engine_bench(self.reps)?,
-            Which::Flows if self.device == Device::Cuda => flows_on_cuda(self.reps.min(30))?,
-            Which::Flows if self.device == Device::Wgpu => flows_on_wgpu(self.reps.min(30))?,
-            Which::Flows => thermoflow::bench::flows_bench(self.reps.min(30))?,
-            Which::Sweep => thermoflow::bench::sweep_time_to_accuracy(
+        let report = match (self.which, &device) {
+            (Which::Engine, _) => thermoflow::bench::engine_bench(self.reps)?,
+            (Which::Flows, Some(d)) => thermoflow::bench::flows_bench_gpu(d, self.reps.min(30))?,
+            (Which::Flows, None) => thermoflow::bench::flows_bench(self.reps.min(30))?,
+            (Which::Sweep, _) => thermoflow::bench::sweep_time_to_accuracy(
                 &self.systems,
                 self.cv_tol,
                 self.train_seconds,
             )?,
-            Which::Mcmc => {
+            (Which::Mcmc, _) => {
                 if self.steps < 40 {
                     return Err(Failure::Usage("--steps must be ≥ 40".into()));
                 }
@@ -95,30 +81,4 @@ impl BenchArgs {
         }
         Ok(())
     }
-}
-
-#[cfg(feature = "cuda")]
-fn flows_on_cuda(reps: usize) -> Result<serde_json::Value, Failure> {
-    let gpu = thermoflow::engine::cuda::Cuda::new(0)?;
-    Ok(thermoflow::bench::flows_bench_gpu(&gpu, "cuda", reps)?)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn flows_on_cuda(_reps: usize) -> Result<serde_json::Value, Failure> {
-    Err(Failure::Usage(
-        "--device cuda: this thermoflow was built without the GPU backend; rebuild with `cargo build --release --features cuda`".into(),
-    ))
-}
-
-#[cfg(feature = "wgpu")]
-fn flows_on_wgpu(reps: usize) -> Result<serde_json::Value, Failure> {
-    let gpu = thermoflow::engine::webgpu::WebGpu::new()?;
-    Ok(thermoflow::bench::flows_bench_gpu(&gpu, "wgpu", reps)?)
-}
-
-#[cfg(not(feature = "wgpu"))]
-fn flows_on_wgpu(_reps: usize) -> Result<serde_json::Value, Failure> {
-    Err(Failure::Usage(
-        "--device wgpu: this thermoflow was built without the wgpu backend; rebuild with `cargo build --release --features wgpu`".into(),
-    ))
 }

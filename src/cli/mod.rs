@@ -27,6 +27,20 @@ pub struct Cli {
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
+    /// Where flows sample and evaluate densities: `cpu`, `cuda` (an NVIDIA GPU; a build with
+    /// `--features cuda`) or `wgpu` (Metal, Vulkan, DX12; `--features wgpu`); training runs on
+    /// the CPU
+    #[arg(long, global = true, default_value = "cpu", value_parser = clap::builder::PossibleValuesParser::new(["cpu", "cuda", "wgpu"]))]
+    pub device: String,
+}
+
+impl Cli {
+    /// Select the device, then run the command.
+    pub fn run(self) -> Result<(), Failure> {
+        thermoflow::engine::device::select(&self.device)
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+        self.command.run()
+    }
 }
 
 /// The commands.

@@ -1,8 +1,9 @@
 //! What a device backend gives the plan executor beside the CPU: a plan compiled for the
 //! device (a buffer per node, every step a generated kernel), run on the declared inputs'
 //! buffers, any node read back. Implemented by [`super::cuda::Cuda`] (feature `cuda`) and
-//! [`super::webgpu::WebGpu`] (feature `wgpu`); the benchmarks and the tests that compare a
-//! device with the CPU are written once against it.
+//! [`super::webgpu::WebGpu`] (feature `wgpu`); [`super::device`] runs programs through it
+//! (`--device`), and the benchmark that compares a device with the CPU is written once
+//! against that.
 
 use super::plan::Plan;
 use crate::error::Result;
@@ -15,8 +16,6 @@ pub trait Backend {
     fn name(&self) -> String;
     /// Compile every step of `plan` and allocate its buffers.
     fn compile_plan(&self, plan: &Plan<f32>) -> Result<Self::Plan>;
-    /// Seconds the compilation took.
-    fn compile_seconds(plan: &Self::Plan) -> f64;
     /// Run a compiled plan on the declared inputs' buffers `store` (as [`Plan::run`] takes
     /// them); returns the seconds from the upload to the last kernel's end.
     fn run_plan(&self, plan: &mut Self::Plan, store: &[Vec<f32>]) -> Result<f64>;

@@ -293,9 +293,6 @@ impl super::backend::Backend for Cuda {
     fn compile_plan(&self, plan: &Plan<f32>) -> Result<GpuPlan> {
         Cuda::compile_plan(self, plan)
     }
-    fn compile_seconds(plan: &GpuPlan) -> f64 {
-        plan.compile_s
-    }
     fn run_plan(&self, plan: &mut GpuPlan, store: &[Vec<f32>]) -> Result<f64> {
         Cuda::run_plan(self, plan, store)
     }

@@ -29,6 +29,7 @@ pub mod builder;
 pub mod codegen;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod device;
 pub mod exec;
 pub mod fastmath;
 pub mod fuse;

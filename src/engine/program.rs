@@ -106,6 +106,8 @@ pub struct Program<T: Scalar = f32> {
     tiled: bool,
     /// The instruction-set level of its kernels.
     simd: super::simd::Level,
+    /// Where [`Program::run`] runs its plans (None: the CPU backend).
+    device: Option<Box<dyn super::device::Session>>,
 }
 
 const MAX_PLANS: usize = 6;
@@ -146,6 +148,7 @@ impl<T: Scalar> Program<T> {
             pending: None,
             tiled: true,
             simd: super::simd::default_level(),
+            device: None,
         };
         // Compile once now so that structural errors surface at compile time.
         p.plan_index(1, p.loss.is_some())?;
@@ -352,12 +355,59 @@ impl<T: Scalar> Program<T> {
         }
     }
 
-    /// Evaluate the outputs (no gradients).
+    /// Evaluate the outputs (no gradients), on the device where one is set
+    /// ([`Program::set_device`]).
     pub fn run(&mut self, inputs: &[(&str, &[T])]) -> Result<Outputs<T>> {
         let batch = self.load_inputs(inputs)?;
         let ci = self.plan_index(batch, false)?;
+        if self.device.is_some() {
+            return self.run_on_device(ci);
+        }
         self.compiled[ci].plan.run(&self.store)?;
         Ok(self.collect(ci))
+    }
+
+    /// Run [`Program::run`] and later runs on `device` (None: the CPU backend). Devices run
+    /// f32 programs only.
+    pub fn set_device(&mut self, device: Option<&super::device::Device>) -> Result<()> {
+        if device.is_some() && std::any::TypeId::of::<T>() != std::any::TypeId::of::<f32>() {
+            return Err(Error::Input(
+                "devices run f32 programs; this one is f64".into(),
+            ));
+        }
+        self.device = device.map(|d| d.session());
+        Ok(())
+    }
+
+    /// Plan `ci` on the device, its outputs read back.
+    fn run_on_device(&mut self, ci: usize) -> Result<Outputs<T>> {
+        let c = &self.compiled[ci];
+        let any_plan: &dyn std::any::Any = &c.plan;
+        let any_store: &dyn std::any::Any = &self.store;
+        let (Some(plan), Some(store)) = (
+            any_plan.downcast_ref::<super::plan::Plan<f32>>(),
+            any_store.downcast_ref::<Vec<Vec<f32>>>(),
+        ) else {
+            return Err(Error::Engine("devices run f32 programs".into()));
+        };
+        let session = self.device.as_mut().expect("checked by the caller");
+        let read = session.run((c.batch, c.train), plan, store, &c.outputs)?;
+        Ok(Outputs {
+            names: self.outputs.iter().map(|o| o.name.clone()).collect(),
+            data: read
+                .into_iter()
+                .zip(&c.outputs)
+                .map(|(v, &n)| {
+                    let len = c.plan.ir.nodes[n].len;
+                    v[..len].iter().map(|&x| T::from_f64(x as f64)).collect()
+                })
+                .collect(),
+            shapes: self
+                .outputs
+                .iter()
+                .map(|o| o.shape.resolve(c.batch))
+                .collect(),
+        })
     }
 
     /// Evaluate outputs, loss and parameter gradients; returns (loss, outputs, gradients by

@@ -336,9 +336,6 @@ impl super::backend::Backend for WebGpu {
     fn compile_plan(&self, plan: &Plan<f32>) -> Result<WgpuPlan> {
         WebGpu::compile_plan(self, plan)
     }
-    fn compile_seconds(plan: &WgpuPlan) -> f64 {
-        plan.compile_s
-    }
     fn run_plan(&self, plan: &mut WgpuPlan, store: &[Vec<f32>]) -> Result<f64> {
         WebGpu::run_plan(self, plan, store)
     }

@@ -17,7 +17,8 @@
 //!
 //! Every sample may carry its own condition. Compiled f32 programs for sampling and density
 //! evaluation are cached and refreshed when the parameters change; clones start with an empty
-//! cache.
+//! cache. They run on the device selected for the process ([`crate::engine::device`]) when
+//! they are compiled, the CPU by default.
 
 use std::cell::RefCell;
 
@@ -534,7 +535,10 @@ impl Flow {
         let idx = match progs.iter().position(|(m, _, _)| *m == mode) {
             Some(i) => i,
             None => {
-                progs.push((mode, u64::MAX, self.compile::<f32>(mode)?));
+                // On the device selected for the process, if any (crate::engine::device).
+                let mut prog = self.compile::<f32>(mode)?;
+                prog.set_device(crate::engine::device::selected().as_ref())?;
+                progs.push((mode, u64::MAX, prog));
                 progs.len() - 1
             }
         };

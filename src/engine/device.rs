@@ -1,0 +1,154 @@
+//! Where the flows' sampling and density programs run: the CPU (the default), or a device
+//! beside it through a [`super::backend::Backend`] (`cuda`: an NVIDIA GPU, feature `cuda`;
+//! `wgpu`: Metal, Vulkan or DX12, feature `wgpu`).
+//!
+//! A [`Device`] makes one [`Session`] per program: the plans that program runs, compiled for
+//! the device on first use (one per batch size), run on its declared inputs (data and
+//! parameters, uploaded at each run), with the outputs read back. The process-wide choice
+//! ([`select`], the command line's `--device`, or `thermoflow::engine::device::select` in a
+//! notebook) applies to every flow program compiled after it; training runs on the CPU.
+
+use std::sync::{Arc, RwLock};
+
+use super::plan::Plan;
+use crate::error::{Error, Result};
+
+/// A program's plans on a device.
+pub trait Session: Send {
+    /// Run the plan for `key` (compiling `plan` for the device on first use) on the declared
+    /// inputs' buffers `store`, returning the buffers of the nodes `read`.
+    fn run(
+        &mut self,
+        key: (usize, bool),
+        plan: &Plan<f32>,
+        store: &[Vec<f32>],
+        read: &[usize],
+    ) -> Result<Vec<Vec<f32>>>;
+}
+
+/// A device: its name and a maker of sessions.
+#[derive(Clone)]
+pub struct Device {
+    name: String,
+    make: Arc<dyn Fn() -> Box<dyn Session> + Send + Sync>,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Device({})", self.name)
+    }
+}
+
+impl Device {
+    /// A device over `backend`, shared by every session it makes.
+    pub fn new<B>(backend: B) -> Device
+    where
+        B: super::backend::Backend + Send + Sync + 'static,
+        B::Plan: Send,
+    {
+        let name = backend.name();
+        let backend = Arc::new(backend);
+        Device {
+            name,
+            make: Arc::new(move || {
+                Box::new(OnDevice {
+                    backend: backend.clone(),
+                    plans: Vec::new(),
+                })
+            }),
+        }
+    }
+
+    /// The device's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A fresh session (no plans compiled yet).
+    pub fn session(&self) -> Box<dyn Session> {
+        (self.make)()
+    }
+}
+
+/// Plans compiled for a backend, by key.
+struct OnDevice<B: super::backend::Backend> {
+    backend: Arc<B>,
+    plans: Vec<((usize, bool), B::Plan)>,
+}
+
+impl<B> Session for OnDevice<B>
+where
+    B: super::backend::Backend + Send + Sync,
+    B::Plan: Send,
+{
+    fn run(
+        &mut self,
+        key: (usize, bool),
+        plan: &Plan<f32>,
+        store: &[Vec<f32>],
+        read: &[usize],
+    ) -> Result<Vec<Vec<f32>>> {
+        let i = match self.plans.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                self.plans.push((key, self.backend.compile_plan(plan)?));
+                self.plans.len() - 1
+            }
+        };
+        let gp = &mut self.plans[i].1;
+        self.backend.run_plan(gp, store)?;
+        read.iter().map(|&n| self.backend.read(gp, n)).collect()
+    }
+}
+
+static SELECTED: RwLock<Option<Device>> = RwLock::new(None);
+
+/// Choose where flow programs compiled from now on run: `cpu`, `cuda` (GPU 0) or `wgpu` (the
+/// default adapter). An error says what is missing: a build without the feature, or a machine
+/// without the driver or device.
+pub fn select(name: &str) -> Result<()> {
+    let device = open(name)?;
+    *SELECTED.write().unwrap_or_else(|e| e.into_inner()) = device;
+    Ok(())
+}
+
+/// The device [`select`]ed (None: the CPU).
+pub fn selected() -> Option<Device> {
+    SELECTED.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// The device named `name` (None for `cpu`).
+pub fn open(name: &str) -> Result<Option<Device>> {
+    match name {
+        "cpu" => Ok(None),
+        "cuda" => cuda(),
+        "wgpu" => wgpu(),
+        other => Err(Error::Input(format!(
+            "unknown device {other:?}: cpu, cuda or wgpu"
+        ))),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda() -> Result<Option<Device>> {
+    Ok(Some(Device::new(super::cuda::Cuda::new(0)?)))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda() -> Result<Option<Device>> {
+    Err(Error::Input(
+        "device cuda: this thermoflow was built without the CUDA backend; rebuild with `cargo build --release --features cuda`".into(),
+    ))
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu() -> Result<Option<Device>> {
+    Ok(Some(Device::new(super::webgpu::WebGpu::new()?)))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu() -> Result<Option<Device>> {
+    Err(Error::Input(
+        "device wgpu: this thermoflow was built without the wgpu backend; rebuild with `cargo build --release --features wgpu`".into(),
+    ))
+}
