@@ -146,7 +146,7 @@ fn whole_plans_through_wgpu_match_the_cpu_backend() {
     let whole = |p: &mut Program<f32>, z: &[f32], t: &[f32], train: bool, name: &str| {
         p.inspect(&[("z", z), ("cond", t)], train, |plan, store, _| {
             let gp: WgpuPlan = gpu.compile_plan(plan).unwrap();
-            gpu.run_plan(&gp, store).unwrap();
+            gpu.run_plan(&gp, store, &[]).unwrap();
             let mut worst = 0.0f64;
             for s in &plan.steps {
                 let got = gpu.read(&gp, s.out()).unwrap();
@@ -199,40 +199,52 @@ fn a_flow_on_the_selected_device_samples_as_on_the_cpu() {
         t_min: 0.5,
         t_max: 2.0,
     };
-    let mut flow = coupling_flow(3, cond, &default_flow()).unwrap();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    for l in flow.layers_mut() {
-        for (_, set) in thermoflow::flows::Bijection::param_sets_mut(l) {
-            for t in &mut set.tensors {
-                for v in &mut t.values {
-                    *v += rng.random_range(-0.1..0.1);
+    let perturb = |f: &mut thermoflow::flows::Flow, seed: u64| {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        for l in f.layers_mut() {
+            for (_, set) in thermoflow::flows::Bijection::param_sets_mut(l) {
+                for t in &mut set.tensors {
+                    for v in &mut t.values {
+                        *v += rng.random_range(-0.1..0.1);
+                    }
                 }
             }
         }
-    }
+    };
     let draw = |f: &thermoflow::flows::Flow| {
         let mut r = thermoflow::rng::seeded(5);
         let s = f.sample_and_log_prob(777, &[0.9], &mut r).unwrap();
         let d = f.log_prob(s.x.view(), &[0.9]).unwrap();
         (s, d)
     };
-    let (cpu, cpu_d) = draw(&flow);
-    device::select("wgpu").unwrap();
-    let on_gpu = flow.clone(); // a clone compiles its programs afresh, on the device
-    let (gpu, gpu_d) = draw(&on_gpu);
-    device::select("cpu").unwrap();
-    let pairs = cpu
-        .x
-        .iter()
-        .zip(gpu.x.iter())
-        .chain(cpu.log_q.iter().zip(&gpu.log_q))
-        .chain(cpu_d.iter().zip(&gpu_d));
     // Each kernel agrees to a few 1e-7; through 8 perturbed spline layers the flow's large
     // derivatives amplify that (measured: median 6e-7, largest 1.4e-3 of 3885 values at
     // ±0.3 perturbations): 1e-3, as for whole plans.
-    for (&c, &g) in pairs {
-        assert!(codegen::agrees(g, c, 1e-3), "wgpu {g}, CPU {c}");
-    }
+    let agree = |f: &thermoflow::flows::Flow, g: &thermoflow::flows::Flow, what: &str| {
+        let ((cpu, cpu_d), (gpu, gpu_d)) = (draw(f), draw(g));
+        let pairs = cpu
+            .x
+            .iter()
+            .zip(gpu.x.iter())
+            .chain(cpu.log_q.iter().zip(&gpu.log_q))
+            .chain(cpu_d.iter().zip(&gpu_d));
+        for (&c, &g) in pairs {
+            assert!(codegen::agrees(g, c, 1e-3), "{what}: wgpu {g}, CPU {c}");
+        }
+    };
+    let mut flow = coupling_flow(3, cond, &default_flow()).unwrap();
+    perturb(&mut flow, 11);
+    flow.log_prob(ndarray::Array2::zeros((1, 3)).view(), &[0.9])
+        .unwrap(); // compiled on the CPU
+    device::select("wgpu").unwrap();
+    let mut on_gpu = flow.clone(); // a clone compiles its programs afresh, on the device
+    agree(&flow, &on_gpu, "first draws");
+    device::select("cpu").unwrap();
+    // New parameters (as after training steps): the device's programs stay, their parameters
+    // go up again because they changed; stale ones would not agree.
+    perturb(&mut flow, 12);
+    perturb(&mut on_gpu, 12);
+    agree(&flow, &on_gpu, "after the parameters changed");
     let out = common::run_ok(common::bin().args([
         "--device",
         "wgpu",

@@ -17,8 +17,10 @@ pub trait Backend {
     /// Compile every step of `plan` and allocate its buffers.
     fn compile_plan(&self, plan: &Plan<f32>) -> Result<Self::Plan>;
     /// Run a compiled plan on the declared inputs' buffers `store` (as [`Plan::run`] takes
-    /// them); returns the seconds from the upload to the last kernel's end.
-    fn run_plan(&self, plan: &mut Self::Plan, store: &[Vec<f32>]) -> Result<f64>;
+    /// them), uploading declared input i only where `fresh[i]` (the device keeps the others
+    /// from the run before: parameters stay resident); returns the seconds from the upload to
+    /// the last kernel's end.
+    fn run_plan(&self, plan: &mut Self::Plan, store: &[Vec<f32>], fresh: &[bool]) -> Result<f64>;
     /// Node `node`'s buffer after a run.
     fn read(&self, plan: &Self::Plan, node: usize) -> Result<Vec<f32>>;
 }

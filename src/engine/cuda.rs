@@ -232,10 +232,14 @@ impl Cuda {
     }
 
     /// Run a compiled plan on the declared inputs' buffers `store` (as [`Plan::run`] takes
-    /// them); returns the seconds from the upload to the last kernel's end.
-    pub fn run_plan(&self, gp: &mut GpuPlan, store: &[Vec<f32>]) -> Result<f64> {
+    /// them), uploading the inputs marked `fresh` (all of them: `&[]`); returns the seconds
+    /// from the upload to the last kernel's end.
+    pub fn run_plan(&self, gp: &mut GpuPlan, store: &[Vec<f32>], fresh: &[bool]) -> Result<f64> {
         let t0 = Instant::now();
         for &(node, i) in &gp.inputs {
+            if !fresh.is_empty() && !fresh[i] {
+                continue;
+            }
             let dst = gp.bufs[node].as_mut().expect("allocated by compile_plan");
             if store[i].len() != dst.len() {
                 return Err(Error::Engine(format!(
@@ -293,8 +297,8 @@ impl super::backend::Backend for Cuda {
     fn compile_plan(&self, plan: &Plan<f32>) -> Result<GpuPlan> {
         Cuda::compile_plan(self, plan)
     }
-    fn run_plan(&self, plan: &mut GpuPlan, store: &[Vec<f32>]) -> Result<f64> {
-        Cuda::run_plan(self, plan, store)
+    fn run_plan(&self, plan: &mut GpuPlan, store: &[Vec<f32>], fresh: &[bool]) -> Result<f64> {
+        Cuda::run_plan(self, plan, store, fresh)
     }
     fn read(&self, plan: &GpuPlan, node: usize) -> Result<Vec<f32>> {
         Cuda::read(self, plan, node)

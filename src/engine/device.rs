@@ -3,8 +3,9 @@
 //! `wgpu`: Metal, Vulkan or DX12, feature `wgpu`).
 //!
 //! A [`Device`] makes one [`Session`] per program: the plans that program runs, compiled for
-//! the device on first use (one per batch size), run on its declared inputs (data and
-//! parameters, uploaded at each run), with the outputs read back. The process-wide choice
+//! the device on first use (one per batch size), run on its declared inputs (each uploaded
+//! only when its values changed since that plan's last run: parameters stay resident between
+//! updates), with the outputs read back. The process-wide choice
 //! ([`select`], the command line's `--device`, or `thermoflow::engine::device::select` in a
 //! notebook) applies to every flow program compiled after it; training runs on the CPU.
 
@@ -70,10 +71,10 @@ impl Device {
     }
 }
 
-/// Plans compiled for a backend, by key.
+/// Plans compiled for a backend, by key, each with the declared inputs it last uploaded.
 struct OnDevice<B: super::backend::Backend> {
     backend: Arc<B>,
-    plans: Vec<((usize, bool), B::Plan)>,
+    plans: Vec<((usize, bool), B::Plan, Vec<Option<Vec<f32>>>)>,
 }
 
 impl<B> Session for OnDevice<B>
@@ -88,15 +89,29 @@ where
         store: &[Vec<f32>],
         read: &[usize],
     ) -> Result<Vec<Vec<f32>>> {
-        let i = match self.plans.iter().position(|(k, _)| *k == key) {
+        let i = match self.plans.iter().position(|(k, _, _)| *k == key) {
             Some(i) => i,
             None => {
-                self.plans.push((key, self.backend.compile_plan(plan)?));
+                let gp = self.backend.compile_plan(plan)?;
+                self.plans.push((key, gp, vec![None; store.len()]));
                 self.plans.len() - 1
             }
         };
-        let gp = &mut self.plans[i].1;
-        self.backend.run_plan(gp, store)?;
+        let (_, gp, last) = &mut self.plans[i];
+        // Only what changed since this plan's last run goes up (the parameters, between
+        // training steps; the data at every run): compared by value, so no change is missed.
+        let fresh: Vec<bool> = store
+            .iter()
+            .zip(last.iter_mut())
+            .map(|(now, was)| {
+                let changed = was.as_deref() != Some(now.as_slice());
+                if changed {
+                    *was = Some(now.clone());
+                }
+                changed
+            })
+            .collect();
+        self.backend.run_plan(gp, store, &fresh)?;
         read.iter().map(|&n| self.backend.read(gp, n)).collect()
     }
 }

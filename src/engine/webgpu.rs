@@ -274,11 +274,14 @@ impl WebGpu {
     }
 
     /// Run a compiled plan on the declared inputs' buffers `store` (as [`Plan::run`] takes
-    /// them): the uploads and every step in one submission. Returns the seconds from the
-    /// upload to the last kernel's end.
-    pub fn run_plan(&self, gp: &WgpuPlan, store: &[Vec<f32>]) -> Result<f64> {
+    /// them): the uploads of the inputs marked `fresh` (all of them: `&[]`) and every step in
+    /// one submission. Returns the seconds from the upload to the last kernel's end.
+    pub fn run_plan(&self, gp: &WgpuPlan, store: &[Vec<f32>], fresh: &[bool]) -> Result<f64> {
         let t0 = Instant::now();
         for &(node, i) in &gp.inputs {
+            if !fresh.is_empty() && !fresh[i] {
+                continue;
+            }
             let dst = gp.bufs[node].as_ref().expect("allocated by compile_plan");
             if 4 * store[i].len().max(1) as u64 != dst.size() {
                 return Err(Error::Engine(format!(
@@ -336,8 +339,8 @@ impl super::backend::Backend for WebGpu {
     fn compile_plan(&self, plan: &Plan<f32>) -> Result<WgpuPlan> {
         WebGpu::compile_plan(self, plan)
     }
-    fn run_plan(&self, plan: &mut WgpuPlan, store: &[Vec<f32>]) -> Result<f64> {
-        WebGpu::run_plan(self, plan, store)
+    fn run_plan(&self, plan: &mut WgpuPlan, store: &[Vec<f32>], fresh: &[bool]) -> Result<f64> {
+        WebGpu::run_plan(self, plan, store, fresh)
     }
     fn read(&self, plan: &WgpuPlan, node: usize) -> Result<Vec<f32>> {
         WebGpu::read(self, plan, node)
