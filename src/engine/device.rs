@@ -71,10 +71,17 @@ impl Device {
     }
 }
 
-/// Plans compiled for a backend, by key, each with the declared inputs it last uploaded.
+/// Plans compiled for a backend, by key.
 struct OnDevice<B: super::backend::Backend> {
     backend: Arc<B>,
-    plans: Vec<((usize, bool), B::Plan, Vec<Option<Vec<f32>>>)>,
+    plans: Vec<OnePlan<B::Plan>>,
+}
+
+/// A plan on the device, its key, and the declared inputs' values it last uploaded.
+struct OnePlan<P> {
+    key: (usize, bool),
+    plan: P,
+    last: Vec<Option<Vec<f32>>>,
 }
 
 impl<B> Session for OnDevice<B>
@@ -89,15 +96,18 @@ where
         store: &[Vec<f32>],
         read: &[usize],
     ) -> Result<Vec<Vec<f32>>> {
-        let i = match self.plans.iter().position(|(k, _, _)| *k == key) {
+        let i = match self.plans.iter().position(|p| p.key == key) {
             Some(i) => i,
             None => {
-                let gp = self.backend.compile_plan(plan)?;
-                self.plans.push((key, gp, vec![None; store.len()]));
+                self.plans.push(OnePlan {
+                    key,
+                    plan: self.backend.compile_plan(plan)?,
+                    last: vec![None; store.len()],
+                });
                 self.plans.len() - 1
             }
         };
-        let (_, gp, last) = &mut self.plans[i];
+        let OnePlan { plan: gp, last, .. } = &mut self.plans[i];
         // Only what changed since this plan's last run goes up (the parameters, between
         // training steps; the data at every run): compared by value, so no change is missed.
         let fresh: Vec<bool> = store
