@@ -11,7 +11,8 @@
 //! ```
 //!
 //! then runs the instructions in order, as the CUDA kernels do (see there for every kind of
-//! step). What differs from C: integers are 32-bit (u32 element numbers, i32 buffer
+//! step), except the gemm, which is tiled: a workgroup computes a 16 × 16 block of C from
+//! 16 × 16 tiles of A and B staged in workgroup memory ([`TILE`]). What differs from C: integers are 32-bit (u32 element numbers, i32 buffer
 //! positions, so a buffer holds at most 2³¹ elements); a view adjoint adds into its output
 //! through a compare-and-swap loop on the f32's bits (WGSL has no float atomics); the tables
 //! of a gather or a table scatter are storage buffers bound after the inputs; infinities and
@@ -149,24 +150,22 @@ pub fn shader(step: &Step, out_len: usize, name: &str) -> Shader {
             if m * n * k == 0 {
                 // Nothing to read: zeros, as on the CPU (no epilogue).
                 g.body("    out[i] = 0.0;");
+                (*out, out_len, false)
             } else {
                 let (ra, rb) = (read(&a.1, pa, "ea"), read(&b.1, pb, "eb"));
-                let mut c = format!(
-                    "    let u = i / {n}u; let nn = i % {n}u; let bi = u / {m}u;\n    var acc: f32 = 0.0;\n    for (var kk = 0u; kk < {k}u; kk++) {{\n        let ea = u * {k}u + kk; let eb = (bi * {n}u + nn) * {k}u + kk;\n        acc += ({ra}) * ({rb});\n    }}\n"
-                );
+                let mut epi = String::new();
                 if let Some(e) = epilogue {
                     if let Some((node, off)) = e.bias {
                         let pc = g.input(node);
-                        let _ = writeln!(c, "    acc += in_{pc}[{off}u + nn];");
+                        let _ = writeln!(epi, "        acc += in_{pc}[{off}u + nn];");
                     }
                     if let Some(u) = e.act {
-                        let _ = writeln!(c, "    acc = {};", unary(u, "acc"));
+                        let _ = writeln!(epi, "        acc = {};", unary(u, "acc"));
                     }
                 }
-                c.push_str("    out[i] = acc;");
-                g.body(&c);
+                let groups = tiled_matmul(&mut g, (m, k, n), out_len / (m * n), &ra, &rb, &epi);
+                (*out, groups * WORKGROUP, false)
             }
-            (*out, out_len, false)
         }
         Step::Scatter {
             out,
@@ -245,6 +244,8 @@ struct Gen {
     before: String,
     body: String,
     atomic: bool,
+    /// A whole entry point of its own (the tiled gemm), instead of one invocation per element.
+    main: Option<String>,
 }
 
 impl Gen {
@@ -256,6 +257,7 @@ impl Gen {
             before: String::new(),
             body: String::new(),
             atomic: false,
+            main: None,
         }
     }
 
@@ -334,12 +336,16 @@ impl Gen {
             code.push_str("fn tf_add_out(j: u32, v: f32) {\n    var old = atomicLoad(&out[j]);\n    loop {\n        let r = atomicCompareExchangeWeak(&out[j], old, bitcast<u32>(bitcast<f32>(old) + v));\n        if (r.exchanged) { break; }\n        old = r.old_value;\n    }\n}\n");
         }
         code.push_str(&self.before);
-        let _ = writeln!(
-            code,
-            "@compute @workgroup_size({WORKGROUP})\nfn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {{\n    let i = gid.x + gid.y * groups.x * {WORKGROUP}u;\n    if (i >= {threads}u) {{ return; }}"
-        );
-        code.push_str(&self.body);
-        code.push_str("}\n");
+        if let Some(main) = &self.main {
+            code.push_str(main);
+        } else {
+            let _ = writeln!(
+                code,
+                "@compute @workgroup_size({WORKGROUP})\nfn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {{\n    let i = gid.x + gid.y * groups.x * {WORKGROUP}u;\n    if (i >= {threads}u) {{ return; }}"
+            );
+            code.push_str(&self.body);
+            code.push_str("}\n");
+        }
         Shader {
             name: self.name,
             code,
@@ -350,6 +356,58 @@ impl Gen {
             zero_out,
         }
     }
+}
+
+/// Side of the gemm's tiles: a workgroup of TILE × TILE = [`WORKGROUP`] invocations computes a
+/// TILE × TILE block of C.
+const TILE: usize = 16;
+
+/// The gemm as a tiled kernel: workgroup w computes the TILE × TILE block (row tile, column
+/// tile) of batch item `bi` of C (`batch` items of m × n); every pass over k loads a TILE × TILE
+/// tile of A and of B through their views into workgroup memory (zero outside the matrices),
+/// and each invocation adds its row of the one times its column of the other, in increasing k
+/// as the one-invocation-per-element form did. `ra`, `rb` read A's element `ea` and B's `eb`;
+/// `epi` finishes `acc` for column `nn`. Returns the workgroups to launch.
+fn tiled_matmul(
+    g: &mut Gen,
+    (m, k, n): (usize, usize, usize),
+    batch: usize,
+    ra: &str,
+    rb: &str,
+    epi: &str,
+) -> usize {
+    let (rt, ct) = (m.div_ceil(TILE), n.div_ceil(TILE));
+    let groups = batch * rt * ct;
+    g.main = Some(format!(
+        "var<workgroup> ta: array<array<f32, {TILE}>, {TILE}>;
+var<workgroup> tb: array<array<f32, {TILE}>, {TILE}>;
+@compute @workgroup_size({WORKGROUP})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>, @builtin(local_invocation_index) l: u32) {{
+    let w = wid.x + wid.y * groups.x;
+    if (w >= {groups}u) {{ return; }}
+    let ct = w % {ct}u; let bi = (w / {ct}u) / {rt}u; let rt = (w / {ct}u) % {rt}u;
+    let ly = l / {TILE}u; let lx = l % {TILE}u;
+    let row = rt * {TILE}u + ly; let nn = ct * {TILE}u + lx;
+    var acc: f32 = 0.0;
+    for (var k0 = 0u; k0 < {k}u; k0 += {TILE}u) {{
+        var av: f32 = 0.0;
+        if (row < {m}u && k0 + lx < {k}u) {{ let ea = (bi * {m}u + row) * {k}u + k0 + lx; av = {ra}; }}
+        ta[ly][lx] = av;
+        var bv: f32 = 0.0;
+        let bn = ct * {TILE}u + lx;
+        if (bn < {n}u && k0 + ly < {k}u) {{ let eb = (bi * {n}u + bn) * {k}u + k0 + ly; bv = {rb}; }}
+        tb[ly][lx] = bv;
+        workgroupBarrier();
+        for (var kk = 0u; kk < {TILE}u; kk++) {{ acc += ta[ly][kk] * tb[kk][lx]; }}
+        workgroupBarrier();
+    }}
+    if (row < {m}u && nn < {n}u) {{
+{epi}        out[(bi * {m}u + row) * {n}u + nn] = acc;
+    }}
+}}
+"
+    ));
+    groups
 }
 
 /// A unary primitive applied to the WGSL expression `a`.
