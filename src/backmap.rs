@@ -1,20 +1,29 @@
 //! Conditional backmapping: a flow q(x_fine | x_cg) that generates fine-grained structures
 //! consistent with a coarse-grained one (MATH.md §6, the seed's backmapping loss).
 //!
-//! The coarse structure is a fixed linear map of the fine coordinates, x_cg = M x: here the
-//! centres of mass of consecutive groups of beads of the `bead-chain`. The flow is conditioned on
-//! x_cg and trained with
+//! The coarse structure is a fixed linear map of the fine coordinates, X = M x: here the
+//! centres of mass of consecutive groups of beads of the `bead-chain`. The coarse constraint
+//! holds **by construction**: the flow generates internal coordinates r (d − c of them) and
 //!
 //! ```text
-//! L = λ_data·(−E_data[log q(x | M x)]) + λ_E·E_{x~q(·|c)}[log q(x|c) + U(x)/T]
-//!     + λ_c·E_{x~q(·|c)}[‖M x − c‖²]
+//! x = L X + Q r,    M L = I,  M Q = 0,  QᵀQ = I
 //! ```
 //!
-//! (maximum likelihood on fine samples from parallel tempering, the energy with the entropy
-//! term, and coarse consistency; c runs over the coarse structures of the data). The energy
+//! (L copies each bead's group centre to it; Q's columns, per group and axis, are the Helmert
+//! basis of the within-group displacements that sum to zero), so M x = X exactly and the map
+//! r → x is an isometry onto the fibre {x : M x = X}: log q(x | X) = log q(r | X), and the
+//! conditional Boltzmann density on the fibre is e^{−U(L X + Q r)/T} up to Z(X). The flow is
+//! trained with
+//!
+//! ```text
+//! L = λ_data·(−E_data[log q(r | X)]) + λ_E·E_{r~q(·|X)}[log q(r|X) + U(L X + Q r)/T]
+//! ```
+//!
+//! (maximum likelihood on fine samples from parallel tempering, r = Qᵀ(x − L X), and the
+//! reverse KL on the fibre; X runs over the coarse structures of the data). The energy
 //! gradient enters the graph as an input, as in reverse-KL training. Quality is measured on
-//! held-out structures by the consistency error ‖M x − c‖ (against the bond length) and the
-//! two-sample Kolmogorov–Smirnov distance between generated and reference energies.
+//! held-out structures by the consistency error ‖M x − X‖ (rounding only) and the two-sample
+//! Kolmogorov–Smirnov distance between generated and reference energies.
 
 use std::sync::Arc;
 
@@ -48,6 +57,34 @@ pub fn cg_matrix(n: usize, group: usize) -> Result<Array2<f64>> {
     Ok(a)
 }
 
+/// The lift L (d × c) and the fibre basis Q (d × (d − c)) of the coarse map of [`cg_matrix`]:
+/// x = L X + Q r has M x = X for every r, and Q has orthonormal columns spanning the
+/// displacements within groups that keep every centre (Helmert's: column j of a group and axis
+/// is (1, …, 1, −j, 0, …)/√(j(j + 1)) over its beads).
+pub fn fibre(n: usize, group: usize) -> Result<(Array2<f64>, Array2<f64>)> {
+    let m = cg_matrix(n, group)?;
+    let (c, d) = (m.nrows(), m.ncols());
+    let mut lift = Array2::zeros((d, c));
+    let mut q = Array2::zeros((d, d - c));
+    let mut col = 0;
+    for g in 0..n / group {
+        for axis in 0..2 {
+            for k in 0..group {
+                lift[[2 * (g * group + k) + axis, 2 * g + axis]] = 1.0;
+            }
+            for j in 1..group {
+                let norm = ((j * (j + 1)) as f64).sqrt();
+                for k in 0..j {
+                    q[[2 * (g * group + k) + axis, col]] = 1.0 / norm;
+                }
+                q[[2 * (g * group + j) + axis, col]] = -(j as f64) / norm;
+                col += 1;
+            }
+        }
+    }
+    Ok((lift, q))
+}
+
 /// Settings of a backmapping run.
 #[derive(Clone, Debug, Serialize)]
 pub struct BackmapConfig {
@@ -63,8 +100,6 @@ pub struct BackmapConfig {
     pub lambda_data: f64,
     /// λ_E (0 trains without the energy term).
     pub lambda_energy: f64,
-    /// λ_c.
-    pub lambda_consistency: f64,
     /// Parallel-tempering sweeps for the fine data.
     pub pt_sweeps: usize,
     /// Seed.
@@ -80,7 +115,6 @@ impl Default for BackmapConfig {
             batch: 256,
             lambda_data: 1.0,
             lambda_energy: 1.0,
-            lambda_consistency: 50.0,
             pt_sweeps: 20_000,
             seed: 0,
         }
@@ -148,7 +182,8 @@ pub fn train_backmap(
     let d = energy.dim();
     crate::systems::check_batch(d, &data)?;
     let m = cg_matrix(d / 2, cfg.group)?;
-    let c = m.nrows();
+    let (lift, q) = fibre(d / 2, cfg.group)?;
+    let (c, f) = (m.nrows(), q.ncols());
     let fc = CouplingConfig {
         layers: 8,
         hidden: 64,
@@ -156,34 +191,35 @@ pub fn train_backmap(
         seed: cfg.seed,
         ..Default::default()
     };
-    let mut flow = builders::coupling_flow(d, Conditioning::Features(c), &fc)?;
+    let mut flow = builders::coupling_flow(f, Conditioning::Features(c), &fc)?;
     let g = GraphBuilder::new();
     let (outs, loss) = {
         let declared = Declared::default();
         let s = Scope::root(&g, &declared, true);
-        let xd = g.batch_input("x_data", &[d]);
+        let rd = g.batch_input("r_data", &[f]);
         let cd = g.batch_input("c_data", &[c]);
-        let z = g.batch_input("z", &[d]);
+        let z = g.batch_input("z", &[f]);
         let gu = g.batch_input("grad_u", &[d]);
         let w = g.batch_input("w", &[]);
-        let mt = g.constant_tensor(&[d, c], m.t().iter().copied().collect());
-        let (_, lqd) = flow.build_log_prob(&s, xd, Some(cd));
-        let (x, lq) = flow.build_sample(&s, z, Some(cd));
-        let cons = (x.matmul(mt) - cd).square().sum(1);
+        let lt = g.constant_tensor(&[c, d], lift.t().iter().copied().collect());
+        let qt = g.constant_tensor(&[f, d], q.t().iter().copied().collect());
+        let (_, lqd) = flow.build_log_prob(&s, rd, Some(cd));
+        let (r, lq) = flow.build_sample(&s, z, Some(cd));
+        // x = L X + Q r: on the fibre of X by construction.
+        let x = cd.matmul(lt) + r.matmul(qt);
         let reverse = (lq + (x * gu).sum(1).mul_scalar(1.0 / cfg.t)) * w;
-        let loss = lqd.mean(0).mul_scalar(-cfg.lambda_data)
-            + reverse.sum(0).mul_scalar(cfg.lambda_energy)
-            + cons.mean(0).mul_scalar(cfg.lambda_consistency);
+        let loss =
+            lqd.mean(0).mul_scalar(-cfg.lambda_data) + reverse.sum(0).mul_scalar(cfg.lambda_energy);
         ([x.output("x")], loss.output("loss"))
     };
     let mut prog: Program<f32> = Program::compile(g, &outs, Some(loss))?;
     let mut opt = Adam::new(1e-3).with_clip(10.0);
     let mut rng = crate::rng::seeded(cfg.seed);
     let (b, n) = (cfg.batch, data.nrows());
-    let (mut xd, mut cd, mut z, mut gu, mut w) = (
-        vec![0f32; b * d],
+    let (mut rd, mut cd, mut z, mut gu, mut w) = (
+        vec![0f32; b * f],
         vec![0f32; b * c],
-        vec![0f32; b * d],
+        vec![0f32; b * f],
         vec![0f32; b * d],
         vec![0f32; b],
     );
@@ -191,12 +227,15 @@ pub fn train_backmap(
     let mut xr = vec![0.0; d];
     for _ in 0..cfg.steps {
         for i in 0..b {
-            let r = rng.random_range(0..n);
-            for k in 0..d {
-                xd[i * d + k] = data[[r, k]] as f32;
+            let row = data.row(rng.random_range(0..n));
+            let cg = m.dot(&row);
+            // r = Qᵀ (x − L X): the data's internal coordinates.
+            let r = q.t().dot(&(&row - &lift.dot(&cg)));
+            for (dst, v) in cd[i * c..(i + 1) * c].iter_mut().zip(&cg) {
+                *dst = *v as f32;
             }
-            for j in 0..c {
-                cd[i * c + j] = (0..d).map(|k| m[[j, k]] * data[[r, k]]).sum::<f64>() as f32;
+            for (dst, v) in rd[i * f..(i + 1) * f].iter_mut().zip(&r) {
+                *dst = *v as f32;
             }
         }
         for v in z.iter_mut() {
@@ -204,7 +243,7 @@ pub fn train_backmap(
         }
         if cfg.lambda_energy > 0.0 {
             let fwd = prog.run(&[
-                ("x_data", &xd),
+                ("r_data", &rd),
                 ("c_data", &cd),
                 ("z", &z),
                 ("grad_u", &gu),
@@ -231,7 +270,7 @@ pub fn train_backmap(
         if prog
             .step(
                 &[
-                    ("x_data", &xd),
+                    ("r_data", &rd),
                     ("c_data", &cd),
                     ("z", &z),
                     ("grad_u", &gu),
@@ -280,10 +319,12 @@ pub fn evaluate(
 ) -> Result<BackmapReport> {
     let d = energy.dim();
     let m = cg_matrix(d / 2, group)?;
+    let (lift, q) = fibre(d / 2, group)?;
     let cg = test.dot(&m.t());
     let conds: Vec<f64> = cg.iter().copied().collect();
     let mut rng = crate::rng::seeded(seed);
-    let gen = flow.sample(test.nrows(), &conds, &mut rng)?;
+    let r = flow.sample(test.nrows(), &conds, &mut rng)?;
+    let gen = cg.dot(&lift.t()) + r.dot(&q.t());
     let back = gen.dot(&m.t());
     let n_cg = (m.nrows() / 2) as f64;
     let sq: f64 = (&back - &cg).iter().map(|v| v * v).sum::<f64>() / (test.nrows() as f64 * n_cg);
