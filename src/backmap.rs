@@ -141,7 +141,27 @@ pub struct BackmapReport {
     pub energy_median_reference: f64,
     /// Generated structures with a non-finite energy.
     pub bad: usize,
+    /// KS distance between the reference energies and the generated ones reweighted to the
+    /// conditional Boltzmann distribution (per structure X, [`PER_STRUCTURE`] proposals with
+    /// self-normalised weights e^{−U/T}/q(r|X)): exact where the weights are healthy.
+    pub ks_energy_reweighted: f64,
+    /// Mean over structures of the Kish effective sample size of their weights, as a fraction
+    /// of the proposals.
+    pub ess_fraction_mean: f64,
+    /// The smallest of them.
+    pub ess_fraction_min: f64,
+    /// Median over structures of the PSIS k̂ of their weights.
+    pub pareto_k_median: f64,
+    /// Fraction of structures whose k̂ exceeds 0.7 (their reweighted estimates unreliable).
+    pub pareto_k_over_0_7: f64,
+    /// Structures reweighted.
+    pub structures_reweighted: usize,
 }
+
+/// Proposals per coarse structure for the reweighted comparison.
+pub const PER_STRUCTURE: usize = 64;
+/// Held-out structures reweighted (at most).
+pub const REWEIGHTED_STRUCTURES: usize = 1000;
 
 /// Fine samples at temperature `t` from parallel tempering (ladder t..3t).
 pub fn reference_data(
@@ -308,13 +328,43 @@ pub fn ks_distance(a: &[f64], b: &[f64]) -> f64 {
     d
 }
 
-/// Generate one fine structure per held-out structure's coarse image and compare.
+/// Two-sample Kolmogorov–Smirnov distance between `a` with weights `wa` (summing to 1; a
+/// weighted empirical distribution) and `b` (equal weights). Non-finite values of `a` count
+/// with their weight (at +∞); of `b` they are dropped.
+pub fn ks_weighted(a: &[f64], wa: &[f64], b: &[f64]) -> f64 {
+    let mut a: Vec<(f64, f64)> = a
+        .iter()
+        .zip(wa)
+        .map(|(&v, &w)| (if v.is_nan() { f64::INFINITY } else { v }, w))
+        .collect();
+    let mut b: Vec<f64> = b.iter().copied().filter(|v| v.is_finite()).collect();
+    a.sort_by(|x, y| x.0.total_cmp(&y.0));
+    b.sort_by(f64::total_cmp);
+    let (mut i, mut j, mut fa, mut d) = (0, 0, 0.0f64, 0.0f64);
+    while i < a.len() && j < b.len() {
+        let v = a[i].0.min(b[j]);
+        while i < a.len() && a[i].0 <= v {
+            fa += a[i].1;
+            i += 1;
+        }
+        while j < b.len() && b[j] <= v {
+            j += 1;
+        }
+        d = d.max((fa - j as f64 / b.len() as f64).abs());
+    }
+    d
+}
+
+/// Generate one fine structure per held-out structure's coarse image and compare; then
+/// [`PER_STRUCTURE`] per structure (the first [`REWEIGHTED_STRUCTURES`]), reweighted to the
+/// conditional Boltzmann distribution at temperature `t`, and compare again.
 pub fn evaluate(
     flow: &Flow,
     energy: &dyn Energy,
     test: ArrayView2<f64>,
     group: usize,
     bond_length: f64,
+    t: f64,
     seed: u64,
 ) -> Result<BackmapReport> {
     let d = energy.dim();
@@ -347,7 +397,55 @@ pub fn evaluate(
         f.sort_by(f64::total_cmp);
         f.get(f.len() / 2).copied().unwrap_or(f64::NAN)
     };
+    // Reweighted: per structure, proposals with weights e^{−U/T}/q(r|X), normalised per X.
+    let nw = test.nrows().min(REWEIGHTED_STRUCTURES);
+    let k = PER_STRUCTURE;
+    let rep: Vec<usize> = (0..nw * k).map(|j| j / k).collect();
+    let cg_rep = cg.select(ndarray::Axis(0), &rep);
+    let conds_rep: Vec<f64> = cg_rep.iter().copied().collect();
+    let s = flow.sample_and_log_prob(nw * k, &conds_rep, &mut rng)?;
+    let xs = cg_rep.dot(&lift.t()) + s.x.dot(&q.t());
+    let flat: Vec<f64> = xs.iter().copied().collect();
+    let u = crate::systems::parallel_energies(energy, &flat, d);
+    let mut weights = vec![0.0; nw * k];
+    let (mut ess, mut khat) = (Vec::with_capacity(nw), Vec::with_capacity(nw));
+    for i in 0..nw {
+        let lw: Vec<f64> = (i * k..(i + 1) * k)
+            .map(|j| {
+                let l = -u[j] / t - s.log_q[j];
+                if l.is_finite() {
+                    l
+                } else {
+                    f64::NEG_INFINITY
+                }
+            })
+            .collect();
+        let top = lw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if !top.is_finite() {
+            ess.push(0.0);
+            khat.push(f64::INFINITY);
+            continue;
+        }
+        let w: Vec<f64> = lw.iter().map(|l| (l - top).exp()).collect();
+        let (sum, sq) = (w.iter().sum::<f64>(), w.iter().map(|v| v * v).sum::<f64>());
+        ess.push(sum * sum / sq / k as f64);
+        khat.push(crate::estimators::psis::pareto_k(&w));
+        for (dst, v) in weights[i * k..(i + 1) * k].iter_mut().zip(&w) {
+            *dst = v / sum / nw as f64;
+        }
+    }
+    let mut sorted_k: Vec<f64> = khat.iter().copied().filter(|v| !v.is_nan()).collect();
+    sorted_k.sort_by(f64::total_cmp);
     Ok(BackmapReport {
+        ks_energy_reweighted: ks_weighted(&u, &weights, &er[..nw]),
+        ess_fraction_mean: ess.iter().sum::<f64>() / nw.max(1) as f64,
+        ess_fraction_min: ess.iter().copied().fold(f64::INFINITY, f64::min),
+        pareto_k_median: sorted_k
+            .get(sorted_k.len() / 2)
+            .copied()
+            .unwrap_or(f64::NAN),
+        pareto_k_over_0_7: khat.iter().filter(|&&v| v > 0.7).count() as f64 / nw.max(1) as f64,
+        structures_reweighted: nw,
         consistency_rms: sq.sqrt(),
         bond_length,
         ks_energy: ks_distance(&eg, &er),
@@ -405,6 +503,7 @@ pub fn compare(
             test,
             cfg.group,
             bond_length,
+            cfg.t,
             cfg.seed + 1,
         )
     };
