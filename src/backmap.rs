@@ -92,11 +92,15 @@ pub struct BackmapConfig {
     pub t: f64,
     /// Beads per coarse bead.
     pub group: usize,
-    /// Training steps.
+    /// Training steps (12 000: about 70 s for both flows of the comparison on 2 cores; the
+    /// energy KS falls with training, 0.39 at 3000 steps to 0.19 at 12 000, seed 4).
     pub steps: usize,
     /// Batch size.
     pub batch: usize,
-    /// λ_data.
+    /// λ_data. Both terms aim at the same conditional distribution; the data term's weight
+    /// sets how broad the flow stays while it learns (measured at seeds 0 and 4, 3000 steps:
+    /// energy KS 0.30–0.33 at 0.2 against 0.37–0.39 at 1; 0 would leave the comparison
+    /// without the energy term nothing to train on).
     pub lambda_data: f64,
     /// λ_E (0 trains without the energy term).
     pub lambda_energy: f64,
@@ -111,9 +115,9 @@ impl Default for BackmapConfig {
         BackmapConfig {
             t: 1.0,
             group: 2,
-            steps: 3000,
+            steps: 12_000,
             batch: 256,
-            lambda_data: 1.0,
+            lambda_data: 0.2,
             lambda_energy: 1.0,
             pt_sweeps: 20_000,
             seed: 0,
