@@ -160,6 +160,62 @@ pub struct BackmapReport {
     pub pareto_k_over_0_7: f64,
     /// Structures reweighted.
     pub structures_reweighted: usize,
+    /// KS distance of the bond angles (between consecutive bonds, 0 = straight), generated
+    /// against reference.
+    pub ks_bond_angle: f64,
+    /// The same, reweighted.
+    pub ks_bond_angle_reweighted: f64,
+    /// KS distance of the fine beads' distances to their group's centre.
+    pub ks_centre_distance: f64,
+    /// The same, reweighted.
+    pub ks_centre_distance_reweighted: f64,
+}
+
+/// The bond angles of a 2-D chain (n beads, x row-major): the angle between bonds i−1→i and
+/// i→i+1 at every interior bead, in [0, π] (0: straight).
+pub fn bond_angles(x: &[f64]) -> Vec<f64> {
+    let n = x.len() / 2;
+    (1..n.saturating_sub(1))
+        .map(|i| {
+            let (ax, ay) = (x[2 * i] - x[2 * i - 2], x[2 * i + 1] - x[2 * i - 1]);
+            let (bx, by) = (x[2 * i + 2] - x[2 * i], x[2 * i + 3] - x[2 * i + 1]);
+            (ax * by - ay * bx).atan2(ax * bx + ay * by).abs()
+        })
+        .collect()
+}
+
+/// Every bead's distance to the centre of its group of `group` consecutive beads.
+pub fn centre_distances(x: &[f64], group: usize) -> Vec<f64> {
+    let n = x.len() / 2;
+    (0..n)
+        .map(|b| {
+            let g0 = b / group * group;
+            let (mut cx, mut cy) = (0.0, 0.0);
+            for k in g0..g0 + group {
+                cx += x[2 * k];
+                cy += x[2 * k + 1];
+            }
+            let (cx, cy) = (cx / group as f64, cy / group as f64);
+            (x[2 * b] - cx).hypot(x[2 * b + 1] - cy)
+        })
+        .collect()
+}
+
+/// A per-configuration measure of the rows of `xs` flattened, with each configuration's weight
+/// (`None`: equal) shared by its values.
+fn measure(
+    xs: &Array2<f64>,
+    weights: Option<&[f64]>,
+    f: &dyn Fn(&[f64]) -> Vec<f64>,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut v, mut w) = (Vec::new(), Vec::new());
+    for (j, row) in xs.rows().into_iter().enumerate() {
+        let m = f(&row.to_vec());
+        let share = weights.map_or(1.0 / xs.nrows() as f64, |w| w[j]) / m.len().max(1) as f64;
+        w.extend(std::iter::repeat_n(share, m.len()));
+        v.extend(m);
+    }
+    (v, w)
 }
 
 /// Proposals per coarse structure for the reweighted comparison.
@@ -440,7 +496,25 @@ pub fn evaluate(
     }
     let mut sorted_k: Vec<f64> = khat.iter().copied().filter(|v| !v.is_nan()).collect();
     sorted_k.sort_by(f64::total_cmp);
+    // Bond angles and distances to the centre: generated (one per structure, and reweighted)
+    // against the reference structures.
+    let reference = test.to_owned();
+    let first = test.slice(ndarray::s![..nw, ..]).to_owned();
+    let centre = move |x: &[f64]| centre_distances(x, group);
+    let ks_of = |f: &dyn Fn(&[f64]) -> Vec<f64>| {
+        let (r, _) = measure(&reference, None, f);
+        let (r_first, _) = measure(&first, None, f);
+        let (g, _) = measure(&gen, None, f);
+        let (gw, ww) = measure(&xs, Some(&weights), f);
+        (ks_distance(&g, &r), ks_weighted(&gw, &ww, &r_first))
+    };
+    let (ks_angle, ks_angle_w) = ks_of(&bond_angles);
+    let (ks_centre, ks_centre_w) = ks_of(&centre);
     Ok(BackmapReport {
+        ks_bond_angle: ks_angle,
+        ks_bond_angle_reweighted: ks_angle_w,
+        ks_centre_distance: ks_centre,
+        ks_centre_distance_reweighted: ks_centre_w,
         ks_energy_reweighted: ks_weighted(&u, &weights, &er[..nw]),
         ess_fraction_mean: ess.iter().sum::<f64>() / nw.max(1) as f64,
         ess_fraction_min: ess.iter().copied().fold(f64::INFINITY, f64::min),
