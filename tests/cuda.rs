@@ -6,7 +6,7 @@
 
 mod common;
 
-use thermoflow::engine::codegen::{self, Precision};
+use thermoflow::engine::codegen::Precision;
 use thermoflow::engine::cuda::Cuda;
 
 #[test]
@@ -64,7 +64,7 @@ fn whole_sampling_plans_on_the_gpu_match_the_cpu_backend() {
         let t: Vec<f32> = (0..batch)
             .map(|i| 0.8 + 0.45 * (i as f32) / 1000.0)
             .collect();
-        let (steps, worst) = whole_plan_on_gpu(&gpu, &mut p, &z, &t, false, name);
+        let (steps, worst) = common::kernels::whole_plan_on(&gpu, &mut p, &z, &t, false, name);
         eprintln!("[cuda] {name}: the whole plan ({steps} steps) on the GPU agrees with the CPU, largest difference {worst:.1e} relative");
     }
 }
@@ -83,39 +83,7 @@ fn a_whole_training_plan_on_the_gpu_matches_the_cpu_backend() {
         .collect();
     let t: Vec<f32> = (0..batch).map(|i| 0.5 + 2.5 * (i as f32) / 512.0).collect();
     // Gradients sum over the batch in another order (atomics): 1e-3, as for the samples.
-    let (steps, worst) = whole_plan_on_gpu(&gpu, &mut p, &z, &t, true, "training plan");
+    let (steps, worst) =
+        common::kernels::whole_plan_on(&gpu, &mut p, &z, &t, true, "training plan");
     eprintln!("[cuda] training plan ({steps} steps, spline adjoints included) on the GPU agrees with the CPU, largest difference {worst:.1e} relative");
-}
-
-/// Run `p`'s plan (with gradients where `train`) on the CPU and on the GPU on inputs `z`,
-/// `cond`, and require every node a step writes to agree within 1e-3 ([`codegen::agrees`]);
-/// returns the plan's steps and the largest difference.
-fn whole_plan_on_gpu(
-    gpu: &Cuda,
-    p: &mut thermoflow::engine::Program<f32>,
-    z: &[f32],
-    t: &[f32],
-    train: bool,
-    name: &str,
-) -> (usize, f64) {
-    p.inspect(&[("z", z), ("cond", t)], train, |plan, store, _| {
-        let mut gp = gpu.compile_plan(plan).unwrap();
-        gpu.run_plan(&mut gp, store, &[]).unwrap();
-        let mut worst = 0.0f64;
-        for s in &plan.steps {
-            let got = gpu.read(&gp, s.out()).unwrap();
-            for (j, (&g, &c)) in got.iter().zip(plan.buffer(store, s.out())).enumerate() {
-                let (g, c) = (g as f64, c as f64);
-                assert!(
-                    codegen::agrees(g, c, 1e-3),
-                    "{name}: {} step writing node {} element {j}: GPU {g}, CPU {c}",
-                    s.kind(),
-                    s.out()
-                );
-                worst = worst.max(codegen::difference(g, c));
-            }
-        }
-        (plan.steps.len(), worst)
-    })
-    .unwrap()
 }

@@ -130,7 +130,6 @@ fn a_kernel_wider_than_one_grid_row_covers_every_element() {
 /// the reverse-KL training step of `bench flows` (forward, loss, every parameter's gradient).
 #[test]
 fn whole_plans_through_wgpu_match_the_cpu_backend() {
-    use thermoflow::engine::webgpu::WgpuPlan;
     let gpu = common::kernels::webgpu();
     let cond = Conditioning::Temperature {
         t_min: 0.8,
@@ -144,29 +143,10 @@ fn whole_plans_through_wgpu_match_the_cpu_backend() {
         ("lattice L=8", lattice_flow(8, cond, 4, 8, 1, 0).unwrap()),
     ];
     let whole = |p: &mut Program<f32>, z: &[f32], t: &[f32], train: bool, name: &str| {
-        p.inspect(&[("z", z), ("cond", t)], train, |plan, store, _| {
-            let gp: WgpuPlan = gpu.compile_plan(plan).unwrap();
-            gpu.run_plan(&gp, store, &[]).unwrap();
-            let mut worst = 0.0f64;
-            for s in &plan.steps {
-                let got = gpu.read(&gp, s.out()).unwrap();
-                for (j, (&g, &c)) in got.iter().zip(plan.buffer(store, s.out())).enumerate() {
-                    let (g, c) = (g as f64, c as f64);
-                    assert!(
-                        codegen::agrees(g, c, 1e-3),
-                        "{name}: {} step writing node {} element {j}: wgpu {g}, CPU {c}",
-                        s.kind(),
-                        s.out()
-                    );
-                    worst = worst.max(codegen::difference(g, c));
-                }
-            }
-            eprintln!(
-                "[wgpu] {name}: the whole plan ({} steps) agrees, largest difference {worst:.1e}",
-                plan.steps.len()
-            );
-        })
-        .unwrap()
+        let (steps, worst) = common::kernels::whole_plan_on(gpu, p, z, t, train, name);
+        eprintln!(
+            "[wgpu] {name}: the whole plan ({steps} steps) agrees, largest difference {worst:.1e}"
+        );
     };
     for (name, flow) in &sampling {
         let mut p: Program<f32> = flow.compile(Mode::Sample).unwrap();

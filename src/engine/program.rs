@@ -340,17 +340,23 @@ impl<T: Scalar> Program<T> {
 
     fn collect(&self, ci: usize) -> Outputs<T> {
         let c = &self.compiled[ci];
+        let data = c
+            .outputs
+            .iter()
+            .map(|&n| c.plan.buffer(&self.store, n).to_vec())
+            .collect();
+        self.outputs_of(ci, data)
+    }
+
+    /// The declared outputs of plan `ci` with their values `data` (in declared order).
+    fn outputs_of(&self, ci: usize, data: Vec<Vec<T>>) -> Outputs<T> {
         Outputs {
             names: self.outputs.iter().map(|o| o.name.clone()).collect(),
-            data: c
-                .outputs
-                .iter()
-                .map(|&n| c.plan.buffer(&self.store, n).to_vec())
-                .collect(),
+            data,
             shapes: self
                 .outputs
                 .iter()
-                .map(|o| o.shape.resolve(c.batch))
+                .map(|o| o.shape.resolve(self.compiled[ci].batch))
                 .collect(),
         }
     }
@@ -392,22 +398,15 @@ impl<T: Scalar> Program<T> {
         };
         let session = self.device.as_mut().expect("checked by the caller");
         let read = session.run((c.batch, c.train), plan, store, &c.outputs)?;
-        Ok(Outputs {
-            names: self.outputs.iter().map(|o| o.name.clone()).collect(),
-            data: read
-                .into_iter()
-                .zip(&c.outputs)
-                .map(|(v, &n)| {
-                    let len = c.plan.ir.nodes[n].len;
-                    v[..len].iter().map(|&x| T::from_f64(x as f64)).collect()
-                })
-                .collect(),
-            shapes: self
-                .outputs
-                .iter()
-                .map(|o| o.shape.resolve(c.batch))
-                .collect(),
-        })
+        let data = read
+            .into_iter()
+            .zip(&c.outputs)
+            .map(|(v, &n)| {
+                let len = c.plan.ir.nodes[n].len;
+                v[..len].iter().map(|&x| T::from_f64(x as f64)).collect()
+            })
+            .collect();
+        Ok(self.outputs_of(ci, data))
     }
 
     /// Evaluate outputs, loss and parameter gradients; returns (loss, outputs, gradients by

@@ -329,3 +329,37 @@ pub fn check_wgpu<T: Scalar>(
     }
     (shaders.len(), worst)
 }
+
+/// Run `p`'s plan (with gradients where `train`) on the CPU and on device `gpu` (any
+/// [`thermoflow::engine::backend::Backend`]) on inputs `z`, `cond`, and require every node a
+/// step writes to agree within 1e-3 ([`codegen::agrees`]); returns the plan's steps and the
+/// largest difference.
+pub fn whole_plan_on<B: thermoflow::engine::backend::Backend>(
+    gpu: &B,
+    p: &mut Program<f32>,
+    z: &[f32],
+    t: &[f32],
+    train: bool,
+    name: &str,
+) -> (usize, f64) {
+    p.inspect(&[("z", z), ("cond", t)], train, |plan, store, _| {
+        let mut gp = gpu.compile_plan(plan).unwrap();
+        gpu.run_plan(&mut gp, store, &[]).unwrap();
+        let mut worst = 0.0f64;
+        for s in &plan.steps {
+            let got = gpu.read(&gp, s.out()).unwrap();
+            for (j, (&g, &c)) in got.iter().zip(plan.buffer(store, s.out())).enumerate() {
+                let (g, c) = (g as f64, c as f64);
+                assert!(
+                    codegen::agrees(g, c, 1e-3),
+                    "{name}: {} step writing node {} element {j}: device {g}, CPU {c}",
+                    s.kind(),
+                    s.out()
+                );
+                worst = worst.max(codegen::difference(g, c));
+            }
+        }
+        (plan.steps.len(), worst)
+    })
+    .unwrap()
+}
