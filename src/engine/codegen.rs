@@ -412,9 +412,35 @@ fn read(view: &View, p: usize, e: &str) -> String {
     }
 }
 
-/// The buffer position of logical element `e` of `view`, and the condition that it is not
-/// padding (None: never padding).
+/// How a generated language writes [`index_with`]'s integer arithmetic.
+pub(crate) struct IntSyntax {
+    /// An unsigned literal (element numbers and axis lengths).
+    pub unsigned: fn(u64) -> String,
+    /// A signed literal (buffer positions, strides, padding bounds).
+    pub signed: fn(i64) -> String,
+    /// An unsigned expression converted to signed.
+    pub to_signed: fn(&str) -> String,
+    /// A condition that is never true.
+    pub never: &'static str,
+}
+
+/// C's: 64-bit element numbers and positions.
+const C_INTS: IntSyntax = IntSyntax {
+    unsigned: |v| format!("{v}ULL"),
+    signed: |v| format!("{v}LL"),
+    to_signed: |x| format!("(long long)({x})"),
+    never: "0",
+};
+
+/// The buffer position of logical element `e` (a C expression) of `view`, and the condition
+/// that it is not padding (None: never padding).
 fn index(view: &View, e: &str) -> (String, Option<String>) {
+    index_with(view, e, &C_INTS)
+}
+
+/// The buffer position of logical element `e` of `view` written in syntax `s`, and the
+/// condition that it is not padding (None: never padding): both generators' index math.
+pub(crate) fn index_with(view: &View, e: &str, s: &IntSyntax) -> (String, Option<String>) {
     let mut terms: Vec<String> = Vec::new();
     let mut conds: Vec<String> = Vec::new();
     // Logical index j_a = (e / Π_{b>a} len_b) mod len_a (the outermost axis needs no mod).
@@ -426,26 +452,27 @@ fn index(view: &View, e: &str) -> (String, Option<String>) {
             let div = if inner == 1 {
                 format!("({e})")
             } else {
-                format!("(({e}) / {inner}ULL)")
+                format!("(({e}) / {})", (s.unsigned)(inner))
             };
             let j = if a == 0 {
-                format!("(long long){div}")
+                (s.to_signed)(&div)
             } else {
-                format!("(long long)({div} % {len}ULL)")
+                (s.to_signed)(&format!("{div} % {}", (s.unsigned)(len)))
             };
             if axis.stride != 0 {
-                terms.push(format!("{j} * {}LL", axis.stride));
+                terms.push(format!("{j} * {}", (s.signed)(axis.stride as i64)));
             }
             if masked {
-                conds.push(format!("({j} >= {}LL && {j} < {}LL)", axis.lo, axis.hi));
+                let (lo, hi) = ((s.signed)(axis.lo as i64), (s.signed)(axis.hi as i64));
+                conds.push(format!("({j} >= {lo} && {j} < {hi})"));
             }
         } else if masked && !(axis.lo == 0 && axis.hi >= 1) {
             // A length-1 axis whose only index is padding.
-            conds.push("0".into());
+            conds.push(s.never.into());
         }
         inner *= len.max(1);
     }
-    let mut index = format!("{}LL", view.offset);
+    let mut index = (s.signed)(view.offset);
     for t in terms {
         index = format!("{index} + {t}");
     }

@@ -25,6 +25,7 @@
 
 use std::fmt::Write;
 
+use super::codegen::{index_with, IntSyntax};
 use super::ir::{BinOp, RedOp, UnOp};
 use super::plan::{Instr, Kernel, Step};
 use super::view::View;
@@ -431,43 +432,18 @@ fn read(view: &View, p: usize, e: &str) -> String {
     }
 }
 
-/// The buffer position (an i32 expression) of logical element `e` of `view`, and the
-/// condition that it is not padding (None: never padding).
+/// WGSL's: u32 element numbers, i32 buffer positions.
+const WGSL_INTS: IntSyntax = IntSyntax {
+    unsigned: |v| format!("{v}u"),
+    signed: |v| format!("({v})"),
+    to_signed: |x| format!("i32({x})"),
+    never: "false",
+};
+
+/// The buffer position (an i32 expression) of logical element `e` (u32) of `view`, and the
+/// condition that it is not padding ([`super::codegen::index_with`]).
 fn index(view: &View, e: &str) -> (String, Option<String>) {
-    let mut terms: Vec<String> = Vec::new();
-    let mut conds: Vec<String> = Vec::new();
-    let mut inner = 1u64;
-    for (a, axis) in view.axes.iter().enumerate().rev() {
-        let len = axis.len as u64;
-        let masked = axis.lo > 0 || axis.hi < axis.len;
-        if len > 1 && (axis.stride != 0 || masked) {
-            let div = if inner == 1 {
-                format!("({e})")
-            } else {
-                format!("(({e}) / {inner}u)")
-            };
-            let j = if a == 0 {
-                format!("i32{div}")
-            } else {
-                format!("i32({div} % {len}u)")
-            };
-            if axis.stride != 0 {
-                terms.push(format!("{j} * {}", axis.stride));
-            }
-            if masked {
-                conds.push(format!("({j} >= {} && {j} < {})", axis.lo, axis.hi));
-            }
-        } else if masked && !(axis.lo == 0 && axis.hi >= 1) {
-            // A length-1 axis whose only index is padding.
-            conds.push("false".into());
-        }
-        inner *= len.max(1);
-    }
-    let mut index = format!("({})", view.offset);
-    for t in terms {
-        index = format!("{index} + {t}");
-    }
-    (index, (!conds.is_empty()).then(|| conds.join(" && ")))
+    index_with(view, e, &WGSL_INTS)
 }
 
 /// The spline's forward pass for coordinate i of `in_{px}` with parameters
