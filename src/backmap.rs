@@ -292,7 +292,7 @@ pub fn train_backmap(
             lqd.mean(0).mul_scalar(-cfg.lambda_data) + reverse.sum(0).mul_scalar(cfg.lambda_energy);
         ([x.output("x")], loss.output("loss"))
     };
-    let mut prog: Program<f32> = Program::compile(g, &outs, Some(loss))?;
+    let mut prog: Program<f32> = Program::compile(g, &outs, Some(loss))?.on_selected_device()?;
     let mut opt = Adam::new(1e-3).with_clip(10.0);
     let mut rng = crate::rng::seeded(cfg.seed);
     let (b, n) = (cfg.batch, data.nrows());

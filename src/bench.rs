@@ -10,6 +10,7 @@ use ndarray::{Array1, Array2, Axis};
 use rand::Rng;
 use serde_json::json;
 
+use crate::engine::plan::Part;
 use crate::engine::{Adam, GraphBuilder, Optimizer, Program};
 use crate::error::Result;
 use crate::flows::flow::Mode;
@@ -740,11 +741,11 @@ fn gpu_beside_cpu(
         let mut session = device.session();
         let key = (0, train);
         let t0 = std::time::Instant::now();
-        let got = session.run(key, plan, store, read)?;
+        let got = session.run(key, plan, store, read, Part::All)?;
         let first_s = t0.elapsed().as_secs_f64();
         let mut failed = None;
         let gpu_us = median_us(0, reps.max(3), || {
-            if let Err(e) = session.run(key, plan, store, read) {
+            if let Err(e) = session.run(key, plan, store, read, Part::All) {
                 failed = Some(e);
             }
         });

@@ -234,7 +234,7 @@ fn a_flow_on_the_selected_device_samples_as_on_the_cpu() {
         "--sampler",
         "flow",
         "--train-steps",
-        "100",
+        "20",
         "--steps",
         "60",
         "--chains",
@@ -244,4 +244,95 @@ fn a_flow_on_the_selected_device_samples_as_on_the_cpu() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let acc = report["acceptance"].as_f64().unwrap();
     assert!(acc > 0.0 && acc <= 1.0, "acceptance {acc}");
+}
+
+#[test]
+fn training_steps_on_wgpu_match_the_cpu() {
+    use thermoflow::engine::{device, Sgd};
+    let dev = device::open("wgpu").unwrap().expect("a wgpu device");
+    let cond = Conditioning::Temperature {
+        t_min: 0.5,
+        t_max: 2.0,
+    };
+    let (d, b) = (3, 64);
+    let mut flow = coupling_flow(d, cond, &default_flow()).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    for l in flow.layers_mut() {
+        for (_, set) in thermoflow::flows::Bijection::param_sets_mut(l) {
+            for t in &mut set.tensors {
+                for v in &mut t.values {
+                    *v += rng.random_range(-0.1..0.1);
+                }
+            }
+        }
+    }
+    let program = || {
+        let mut p = thermoflow::train::losses::combined_program(&flow, true, 0.5).unwrap();
+        flow.write_params(&mut p).unwrap();
+        p
+    };
+    let (mut cpu, mut gpu) = (program(), program());
+    gpu.set_device(Some(&dev)).unwrap();
+    let mut uniform = |n: usize, lo: f32, hi: f32| -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(lo..hi)).collect()
+    };
+    let close = |a: f64, c: f64, what: &str| {
+        assert!(codegen::agrees(a, c, 1e-3), "{what}: wgpu {a}, CPU {c}")
+    };
+    let names = cpu.param_names();
+    let mut opts = (
+        Sgd {
+            lr: 0.05,
+            clip: None,
+        },
+        Sgd {
+            lr: 0.05,
+            clip: None,
+        },
+    );
+    for step in 0..4 {
+        let (z, t) = (uniform(b * d, -1.5, 1.5), uniform(b, 0.6, 1.8));
+        let (xd, td) = (uniform(b * d, -1.0, 1.0), uniform(b, 0.6, 1.8));
+        let w = vec![1.0 / b as f32; b];
+        let zero = vec![0f32; b * d];
+        let inputs: [(&str, &[f32]); 6] = [
+            ("z", &z),
+            ("cond", &t),
+            ("grad_u", &zero),
+            ("w", &w),
+            ("x_data", &xd),
+            ("cond_data", &td),
+        ];
+        if step == 0 {
+            // One whole forward and backward pass: loss and every gradient.
+            let (lc, _, gc) = cpu.run_with_grads(&inputs).unwrap();
+            let (lg, _, gg) = gpu.run_with_grads(&inputs).unwrap();
+            close(lg, lc, "loss");
+            for (g, c) in gg.iter().flatten().zip(gc.iter().flatten()) {
+                close(*g, *c, "gradient");
+            }
+        }
+        // The two halves of a reverse-KL step, ∇U = x (a unit harmonic energy) from the host.
+        let finish = |p: &mut Program<f32>, opt: &mut Sgd| {
+            let out = p.step_begin(&inputs, &["grad_u", "w"]).unwrap();
+            let x = out.get("x").unwrap().to_vec();
+            let lq = out.get("log_q").unwrap().to_vec();
+            let loss = p.step_finish(&[("grad_u", &x), ("w", &w)], opt).unwrap();
+            (x, lq, loss)
+        };
+        let (xc, lqc, lc) = finish(&mut cpu, &mut opts.0);
+        let (xg, lqg, lg) = finish(&mut gpu, &mut opts.1);
+        for (g, c) in xg.iter().zip(&xc).chain(lqg.iter().zip(&lqc)) {
+            close(*g as f64, *c as f64, &format!("step {step} sample"));
+        }
+        close(lg, lc, &format!("step {step} loss"));
+        // The updates (on the host, from gradients read back) leave equal parameters, which
+        // the device's next step must use: a stale copy there fails the next comparison.
+        for n in &names {
+            let (pg, pc) = (gpu.param(n).unwrap(), cpu.param(n).unwrap());
+            for (g, c) in pg.iter().zip(&pc) {
+                close(*g, *c, &format!("step {step} parameter {n}"));
+            }
+        }
+    }
 }

@@ -160,7 +160,7 @@ impl CausalFlow {
                 .add_scalar(0.5 * self.n() as f64 * (2.0 * std::f64::consts::PI).ln())
                 .output("loss")
         };
-        let mut prog: Program<f32> = Program::compile(g, &[], Some(loss))?;
+        let mut prog: Program<f32> = Program::compile(g, &[], Some(loss))?.on_selected_device()?;
         let mut opt = Adam::new(lr).with_clip(10.0);
         let last = minibatch_steps(&mut prog, x, &[], steps, batch, &mut opt, seed)?;
         for (j, m) in self.mechanisms.iter_mut().enumerate() {

@@ -24,7 +24,7 @@ use cudarc::driver::CudaSlice;
 
 use super::codegen::{kernels, prelude, Case, Precision, Source};
 use super::ir::Op;
-use super::plan::Plan;
+use super::plan::{Part, Plan};
 use crate::error::{Error, Result};
 
 /// Threads per block.
@@ -232,9 +232,15 @@ impl Cuda {
     }
 
     /// Run a compiled plan on the declared inputs' buffers `store` (as [`Plan::run`] takes
-    /// them), uploading the inputs marked `fresh` (all of them: `&[]`); returns the seconds
-    /// from the upload to the last kernel's end.
-    pub fn run_plan(&self, gp: &mut GpuPlan, store: &[Vec<f32>], fresh: &[bool]) -> Result<f64> {
+    /// them), uploading the inputs marked `fresh` (all of them: `&[]`), and its steps of
+    /// `part`; returns the seconds from the upload to the last kernel's end.
+    pub fn run_plan(
+        &self,
+        gp: &mut GpuPlan,
+        store: &[Vec<f32>],
+        fresh: &[bool],
+        part: Part,
+    ) -> Result<f64> {
         let t0 = Instant::now();
         for &(node, i) in &gp.inputs {
             if !fresh.is_empty() && !fresh[i] {
@@ -252,7 +258,7 @@ impl Cuda {
                 .memcpy_htod(&store[i], dst)
                 .map_err(|e| cuda_err("copying inputs", e))?;
         }
-        for (s, f) in &gp.steps {
+        for (s, f) in gp.steps.iter().filter(|(s, _)| part.runs(s.out)) {
             let mut out = gp.bufs[s.out].take().expect("allocated by compile_plan");
             if s.zero_out {
                 self.stream
@@ -297,8 +303,14 @@ impl super::backend::Backend for Cuda {
     fn compile_plan(&self, plan: &Plan<f32>) -> Result<GpuPlan> {
         Cuda::compile_plan(self, plan)
     }
-    fn run_plan(&self, plan: &mut GpuPlan, store: &[Vec<f32>], fresh: &[bool]) -> Result<f64> {
-        Cuda::run_plan(self, plan, store, fresh)
+    fn run_plan(
+        &self,
+        plan: &mut GpuPlan,
+        store: &[Vec<f32>],
+        fresh: &[bool],
+        part: Part,
+    ) -> Result<f64> {
+        Cuda::run_plan(self, plan, store, fresh, part)
     }
     fn read(&self, plan: &GpuPlan, node: usize) -> Result<Vec<f32>> {
         Cuda::read(self, plan, node)

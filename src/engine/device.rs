@@ -1,4 +1,4 @@
-//! Where the flows' sampling and density programs run: the CPU (the default), or a device
+//! Where the flows' programs (sampling, density, training) run: the CPU (the default), or a device
 //! beside it through a [`super::backend::Backend`] (`cuda`: an NVIDIA GPU, feature `cuda`;
 //! `wgpu`: Metal, Vulkan or DX12, feature `wgpu`).
 //!
@@ -7,23 +7,28 @@
 //! only when its values changed since that plan's last run: parameters stay resident between
 //! updates), with the outputs read back. The process-wide choice
 //! ([`select`], the command line's `--device`, or `thermoflow::engine::device::select` in a
-//! notebook) applies to every flow program compiled after it; training runs on the CPU.
+//! notebook) applies to every flow program compiled after it, the training programs too:
+//! their forward and backward passes run on the device, the energies and ∇U on the host
+//! (between the two halves of a step, [`super::Program::step_begin`]), and the optimiser on
+//! the host from the gradients read back, the updated parameters going up before the next
+//! step.
 
 use std::sync::{Arc, RwLock};
 
-use super::plan::Plan;
+use super::plan::{Part, Plan};
 use crate::error::{Error, Result};
 
 /// A program's plans on a device.
 pub trait Session: Send {
-    /// Run the plan for `key` (compiling `plan` for the device on first use) on the declared
-    /// inputs' buffers `store`, returning the buffers of the nodes `read`.
+    /// Run `part` of the plan for `key` (compiling `plan` for the device on first use) on the
+    /// declared inputs' buffers `store`, returning the buffers of the nodes `read`.
     fn run(
         &mut self,
         key: (usize, bool),
         plan: &Plan<f32>,
         store: &[Vec<f32>],
         read: &[usize],
+        part: Part,
     ) -> Result<Vec<Vec<f32>>>;
 }
 
@@ -95,6 +100,7 @@ where
         plan: &Plan<f32>,
         store: &[Vec<f32>],
         read: &[usize],
+        part: Part,
     ) -> Result<Vec<Vec<f32>>> {
         let i = match self.plans.iter().position(|p| p.key == key) {
             Some(i) => i,
@@ -109,7 +115,8 @@ where
         };
         let OnePlan { plan: gp, last, .. } = &mut self.plans[i];
         // Only what changed since this plan's last run goes up (the parameters, between
-        // training steps; the data at every run): compared by value, so no change is missed.
+        // training steps; the data at every run; ∇U between a training step's halves):
+        // compared by value, so no change is missed.
         let fresh: Vec<bool> = store
             .iter()
             .zip(last.iter_mut())
@@ -121,7 +128,7 @@ where
                 changed
             })
             .collect();
-        self.backend.run_plan(gp, store, &fresh)?;
+        self.backend.run_plan(gp, store, &fresh, part)?;
         read.iter().map(|&n| self.backend.read(gp, n)).collect()
     }
 }

@@ -400,12 +400,12 @@ impl<T: Scalar> Plan<T> {
         dep
     }
 
-    /// Run the kernels whose output node has `dep[out] == late`. Running the `late == false`
-    /// half and then the `late == true` half equals [`Plan::run`]: an independent kernel never
-    /// reads a dependent one.
-    pub fn run_part(&mut self, store: &[Vec<T>], dep: &[bool], late: bool) -> Result<()> {
-        let part: Vec<bool> = self.steps.iter().map(|s| dep[s.out()] == late).collect();
-        self.run_steps(store, &part)
+    /// Run the kernels of `part` (see [`Part`]). Running the `late == false` half and then the
+    /// `late == true` half equals [`Plan::run`]: an independent kernel never reads a dependent
+    /// one.
+    pub fn run_part(&mut self, store: &[Vec<T>], part: Part) -> Result<()> {
+        let steps: Vec<bool> = self.steps.iter().map(|s| part.runs(s.out())).collect();
+        self.run_steps(store, &steps)
     }
 
     /// Run every kernel. `store` holds the declared inputs' buffers.
@@ -436,6 +436,32 @@ impl<T: Scalar> Plan<T> {
         self.schedules[si]
             .1
             .run(&self.steps, &mut self.workers, &bufs)
+    }
+}
+
+/// Which kernels of a plan a run covers, by the node each writes: all of them, or one half of
+/// a training step whose late inputs (∇U at the sampled x) arrive from the host between the
+/// halves: the kernels whose output's `dep` (from [`Plan::depends_on`]) equals `late`.
+#[derive(Clone, Copy, Debug)]
+pub enum Part<'a> {
+    /// Every kernel.
+    All,
+    /// The kernels with `dep[out] == late`.
+    Half {
+        /// Which nodes depend on the late inputs.
+        dep: &'a [bool],
+        /// Which half.
+        late: bool,
+    },
+}
+
+impl Part<'_> {
+    /// Whether the kernel writing node `out` runs.
+    pub fn runs(&self, out: usize) -> bool {
+        match self {
+            Part::All => true,
+            Part::Half { dep, late } => dep[out] == *late,
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use super::autograd::differentiate;
 use super::builder::{Dim, GraphBuilder, InputDecl, InputKind, Shape, Var};
 use super::ir::Ir;
 use super::optim::Optimizer;
-use super::plan::Plan;
+use super::plan::{Part, Plan};
 use super::scalar::Scalar;
 use super::tile::InputRows;
 use crate::error::{Error, Result};
@@ -338,16 +338,6 @@ impl<T: Scalar> Program<T> {
         Ok(batch)
     }
 
-    fn collect(&self, ci: usize) -> Outputs<T> {
-        let c = &self.compiled[ci];
-        let data = c
-            .outputs
-            .iter()
-            .map(|&n| c.plan.buffer(&self.store, n).to_vec())
-            .collect();
-        self.outputs_of(ci, data)
-    }
-
     /// The declared outputs of plan `ci` with their values `data` (in declared order).
     fn outputs_of(&self, ci: usize, data: Vec<Vec<T>>) -> Outputs<T> {
         Outputs {
@@ -361,33 +351,17 @@ impl<T: Scalar> Program<T> {
         }
     }
 
-    /// Evaluate the outputs (no gradients), on the device where one is set
-    /// ([`Program::set_device`]).
-    pub fn run(&mut self, inputs: &[(&str, &[T])]) -> Result<Outputs<T>> {
-        let batch = self.load_inputs(inputs)?;
-        let ci = self.plan_index(batch, false)?;
-        if self.device.is_some() {
-            return self.run_on_device(ci);
-        }
-        self.compiled[ci].plan.run(&self.store)?;
-        Ok(self.collect(ci))
-    }
-
-    /// Run [`Program::run`] and later runs on `device` (None: the CPU backend). Devices run
-    /// f32 programs only.
-    pub fn set_device(&mut self, device: Option<&super::device::Device>) -> Result<()> {
-        if device.is_some() && std::any::TypeId::of::<T>() != std::any::TypeId::of::<f32>() {
-            return Err(Error::Input(
-                "devices run f32 programs; this one is f64".into(),
-            ));
-        }
-        self.device = device.map(|d| d.session());
-        Ok(())
-    }
-
-    /// Plan `ci` on the device, its outputs read back.
-    fn run_on_device(&mut self, ci: usize) -> Result<Outputs<T>> {
-        let c = &self.compiled[ci];
+    /// Run `part` of plan `ci` where this program runs (the CPU backend, or its device) on the
+    /// store, and return the buffers of the nodes `read`.
+    fn exec(&mut self, ci: usize, part: Part, read: &[usize]) -> Result<Vec<Vec<T>>> {
+        let c = &mut self.compiled[ci];
+        let Some(session) = self.device.as_mut() else {
+            c.plan.run_part(&self.store, part)?;
+            return Ok(read
+                .iter()
+                .map(|&n| c.plan.buffer(&self.store, n).to_vec())
+                .collect());
+        };
         let any_plan: &dyn std::any::Any = &c.plan;
         let any_store: &dyn std::any::Any = &self.store;
         let (Some(plan), Some(store)) = (
@@ -396,17 +370,87 @@ impl<T: Scalar> Program<T> {
         ) else {
             return Err(Error::Engine("devices run f32 programs".into()));
         };
-        let session = self.device.as_mut().expect("checked by the caller");
-        let read = session.run((c.batch, c.train), plan, store, &c.outputs)?;
-        let data = read
+        let got = session.run((c.batch, c.train), plan, store, read, part)?;
+        Ok(got
             .into_iter()
-            .zip(&c.outputs)
+            .zip(read)
             .map(|(v, &n)| {
                 let len = c.plan.ir.nodes[n].len;
                 v[..len].iter().map(|&x| T::from_f64(x as f64)).collect()
             })
+            .collect())
+    }
+
+    /// The nodes a training plan's caller reads after its backward pass: the loss, then each
+    /// parameter's gradient (where it has one).
+    fn loss_and_grads(&self, ci: usize) -> Vec<usize> {
+        let c = &self.compiled[ci];
+        std::iter::once(c.loss.expect("a training plan"))
+            .chain(c.grads.iter().flatten().copied())
+            .collect()
+    }
+
+    /// The loss and every parameter's gradient (zeros where it has none) from the buffers
+    /// read as [`Program::loss_and_grads`] lists them.
+    fn split_loss_and_grads(&self, ci: usize, read: &mut Vec<Vec<T>>) -> (f64, Vec<Vec<T>>) {
+        let mut read = read.drain(..);
+        let loss = read.next().expect("the loss")[0].to_f64();
+        let grads = self
+            .params
+            .iter()
+            .zip(&self.compiled[ci].grads)
+            .map(|(&p, g)| match g {
+                Some(_) => read.next().expect("one buffer per gradient"),
+                None => vec![T::default(); self.store[p].len()],
+            })
             .collect();
+        (loss, grads)
+    }
+
+    /// Evaluate the outputs (no gradients), on the device where one is set
+    /// ([`Program::set_device`]).
+    pub fn run(&mut self, inputs: &[(&str, &[T])]) -> Result<Outputs<T>> {
+        let batch = self.load_inputs(inputs)?;
+        let ci = self.plan_index(batch, false)?;
+        let read = self.compiled[ci].outputs.clone();
+        let data = self.exec(ci, Part::All, &read)?;
         Ok(self.outputs_of(ci, data))
+    }
+
+    /// Run this program's plans, and the training steps' forward and backward passes, on
+    /// `device` from now on (None: the CPU backend). Devices run f32 programs only.
+    pub fn set_device(&mut self, device: Option<&super::device::Device>) -> Result<()> {
+        if device.is_some() && std::any::TypeId::of::<T>() != std::any::TypeId::of::<f32>() {
+            return Err(Error::Input(
+                "devices run f32 programs; this one is f64".into(),
+            ));
+        }
+        self.pending = None;
+        self.device = device.map(|d| d.session());
+        Ok(())
+    }
+
+    /// This program, to run on the device selected for the process
+    /// ([`super::device::select`], `--device`), if any; f32 programs only.
+    pub fn on_selected_device(mut self) -> Result<Self> {
+        self.set_device(super::device::selected().as_ref())?;
+        Ok(self)
+    }
+
+    /// Run the outputs, the loss and its gradients of plan `ci` (all of it): (outputs, loss,
+    /// gradients by parameter).
+    fn forward_backward(&mut self, ci: usize) -> Result<(Outputs<T>, f64, Vec<Vec<T>>)> {
+        let n_out = self.compiled[ci].outputs.len();
+        let read: Vec<usize> = self.compiled[ci]
+            .outputs
+            .iter()
+            .copied()
+            .chain(self.loss_and_grads(ci))
+            .collect();
+        let mut data = self.exec(ci, Part::All, &read)?;
+        let mut rest = data.split_off(n_out);
+        let (loss, grads) = self.split_loss_and_grads(ci, &mut rest);
+        Ok((self.outputs_of(ci, data), loss, grads))
     }
 
     /// Evaluate outputs, loss and parameter gradients; returns (loss, outputs, gradients by
@@ -417,24 +461,12 @@ impl<T: Scalar> Program<T> {
     ) -> Result<(f64, Outputs<T>, Vec<Vec<f64>>)> {
         let batch = self.load_inputs(inputs)?;
         let ci = self.plan_index(batch, true)?;
-        self.compiled[ci].plan.run(&self.store)?;
-        let c = &self.compiled[ci];
-        let loss = c.plan.buffer(&self.store, c.loss.unwrap())[0].to_f64();
-        let grads = self
-            .params
-            .iter()
-            .zip(&c.grads)
-            .map(|(&p, g)| match g {
-                Some(g) => c
-                    .plan
-                    .buffer(&self.store, *g)
-                    .iter()
-                    .map(|v| v.to_f64())
-                    .collect(),
-                None => vec![0.0; self.store[p].len()],
-            })
+        let (outputs, loss, grads) = self.forward_backward(ci)?;
+        let grads = grads
+            .into_iter()
+            .map(|g| g.iter().map(|v| v.to_f64()).collect())
             .collect();
-        Ok((loss, self.collect(ci), grads))
+        Ok((loss, outputs, grads))
     }
 
     /// One optimisation step: forward, backward, optimiser update. Returns the loss and the
@@ -447,9 +479,8 @@ impl<T: Scalar> Program<T> {
     ) -> Result<(f64, Outputs<T>)> {
         let batch = self.load_inputs(inputs)?;
         let ci = self.plan_index(batch, true)?;
-        self.compiled[ci].plan.run(&self.store)?;
-        let outputs = self.collect(ci);
-        Ok((self.update(ci, opt)?, outputs))
+        let (outputs, loss, grads) = self.forward_backward(ci)?;
+        Ok((self.update(loss, grads, opt)?, outputs))
     }
 
     /// First half of a training step whose `late` inputs are known only after the host has
@@ -468,10 +499,17 @@ impl<T: Scalar> Program<T> {
                 self.outputs[o].name
             )));
         }
-        self.compiled[ci].plan.run_part(&self.store, &dep, false)?;
-        let outputs = self.collect(ci);
+        let read = self.compiled[ci].outputs.clone();
+        let data = self.exec(
+            ci,
+            Part::Half {
+                dep: &dep,
+                late: false,
+            },
+            &read,
+        )?;
         self.pending = Some((ci, late, dep));
-        Ok(outputs)
+        Ok(self.outputs_of(ci, data))
     }
 
     /// Second half of [`Program::step_begin`]: set the late inputs (same sizes as before), run
@@ -498,23 +536,23 @@ impl<T: Scalar> Program<T> {
             }
             self.store[i].copy_from_slice(data);
         }
-        self.compiled[ci].plan.run_part(&self.store, &dep, true)?;
-        self.update(ci, opt)
+        let read = self.loss_and_grads(ci);
+        let mut got = self.exec(
+            ci,
+            Part::Half {
+                dep: &dep,
+                late: true,
+            },
+            &read,
+        )?;
+        let (loss, grads) = self.split_loss_and_grads(ci, &mut got);
+        self.update(loss, grads, opt)
     }
 
-    /// Read the loss and gradients of plan `ci` and apply the optimiser.
-    fn update<O: Optimizer>(&mut self, ci: usize, opt: &mut O) -> Result<f64> {
-        let c = &self.compiled[ci];
-        let loss = c.plan.buffer(&self.store, c.loss.unwrap())[0].to_f64();
+    /// Apply the optimiser to the gradients of a finite loss.
+    fn update<O: Optimizer>(&mut self, loss: f64, grads: Vec<Vec<T>>, opt: &mut O) -> Result<f64> {
         if !loss.is_finite() {
             return Err(Error::Engine(format!("non-finite loss {loss}")));
-        }
-        let mut grads: Vec<Vec<T>> = Vec::with_capacity(self.params.len());
-        for (&p, g) in self.params.iter().zip(&c.grads) {
-            grads.push(match g {
-                Some(g) => c.plan.buffer(&self.store, *g).to_vec(),
-                None => vec![T::default(); self.store[p].len()],
-            });
         }
         if grads.iter().flatten().any(|g| !g.to_f64().is_finite()) {
             return Err(Error::Engine("non-finite gradient".into()));

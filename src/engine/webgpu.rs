@@ -14,7 +14,7 @@ use std::time::Instant;
 use ::wgpu::util::DeviceExt;
 
 use super::ir::Op;
-use super::plan::Plan;
+use super::plan::{Part, Plan};
 use super::wgsl::{grid, shaders, Shader};
 use crate::error::{Error, Result};
 
@@ -274,9 +274,15 @@ impl WebGpu {
     }
 
     /// Run a compiled plan on the declared inputs' buffers `store` (as [`Plan::run`] takes
-    /// them): the uploads of the inputs marked `fresh` (all of them: `&[]`) and every step in
-    /// one submission. Returns the seconds from the upload to the last kernel's end.
-    pub fn run_plan(&self, gp: &WgpuPlan, store: &[Vec<f32>], fresh: &[bool]) -> Result<f64> {
+    /// them): the uploads of the inputs marked `fresh` (all of them: `&[]`) and the steps of
+    /// `part` in one submission. Returns the seconds from the upload to the last kernel's end.
+    pub fn run_plan(
+        &self,
+        gp: &WgpuPlan,
+        store: &[Vec<f32>],
+        fresh: &[bool],
+        part: Part,
+    ) -> Result<f64> {
         let t0 = Instant::now();
         for &(node, i) in &gp.inputs {
             if !fresh.is_empty() && !fresh[i] {
@@ -299,7 +305,7 @@ impl WebGpu {
             .device
             .push_error_scope(::wgpu::ErrorFilter::Validation);
         let mut enc = self.device.create_command_encoder(&Default::default());
-        for s in &gp.steps {
+        for s in gp.steps.iter().filter(|s| part.runs(s.shader.out)) {
             if s.shader.zero_out {
                 let out = gp.bufs[s.shader.out].as_ref().expect("allocated");
                 enc.clear_buffer(out, 0, None);
@@ -339,8 +345,14 @@ impl super::backend::Backend for WebGpu {
     fn compile_plan(&self, plan: &Plan<f32>) -> Result<WgpuPlan> {
         WebGpu::compile_plan(self, plan)
     }
-    fn run_plan(&self, plan: &mut WgpuPlan, store: &[Vec<f32>], fresh: &[bool]) -> Result<f64> {
-        WebGpu::run_plan(self, plan, store, fresh)
+    fn run_plan(
+        &self,
+        plan: &mut WgpuPlan,
+        store: &[Vec<f32>],
+        fresh: &[bool],
+        part: Part,
+    ) -> Result<f64> {
+        WebGpu::run_plan(self, plan, store, fresh, part)
     }
     fn read(&self, plan: &WgpuPlan, node: usize) -> Result<Vec<f32>> {
         WebGpu::read(self, plan, node)

@@ -81,12 +81,12 @@ fn tf_cell_slope(w: f32, h: f32, d0: f32, d1: f32, xi: f32) -> f32 {
     let s = h / w; let om = 1.0 - xi; let t = xi * om; let den = s + (d1 + d0 - 2.0 * s) * t;
     return s * s * (d1 * xi * xi + 2.0 * s * t + d0 * om * om) / (den * den);
 }
-fn tf_cell_adjoint(w: f32, h: f32, d0: f32, d1: f32, xi: f32, gy: f32, gl: f32) -> array<f32, 5> {
+fn tf_cell_adjoint(w: f32, h: f32, d0: f32, d1: f32, xi: f32, gy: f32, glq: f32) -> array<f32, 5> {
     let s = h / w; let om = 1.0 - xi; let t = xi * om; let den = s + (d1 + d0 - 2.0 * s) * t;
     let q = s * xi * xi + d0 * t; let r = h * q / den; let p = d1 * xi * xi + 2.0 * s * t + d0 * om * om;
-    let num_bar = gy / den; let den_bar = 0.0 - gy * r / den - 2.0 * gl / den;
-    var s_bar = 2.0 * gl / s;
-    let p_bar = gl / p;
+    let num_bar = gy / den; let den_bar = 0.0 - gy * r / den - 2.0 * glq / den;
+    var s_bar = 2.0 * glq / s;
+    let p_bar = glq / p;
     var b_d1 = p_bar * xi * xi; var b_xi = p_bar * (2.0 * d1 * xi - 2.0 * d0 * om); var b_d0 = p_bar * om * om;
     s_bar += p_bar * 2.0 * t;
     var t_bar = p_bar * 2.0 * s; var b_h = num_bar * q;
@@ -505,12 +505,12 @@ fn spline_adjoint(rqs: &super::rqs::Rqs, px: usize, pt: usize, pg: usize) -> Str
     let mut c = spline_values(rqs, px, pt);
     let _ = writeln!(
         c,
-        "    let gv = in_{pg}[2u * i]; let gl = in_{pg}[2u * i + 1u];\n    var gx: f32;\n    var adj: array<f32, 6>;"
+        "    let gv = in_{pg}[2u * i]; let glq = in_{pg}[2u * i + 1u];\n    var gx: f32;\n    var adj: array<f32, 6>;"
     );
     if rqs.inverse {
-        c.push_str("    {\n        let first = tf_cell_adjoint(cw, ch, d0, d1, xi, 0.0, -gl);\n        let lambda = (first[0] + gv * cw) / (cw * tf_cell_slope(cw, ch, d0, d1, xi));\n        let second = tf_cell_adjoint(cw, ch, d0, d1, xi, -lambda, 0.0);\n        gx = lambda;\n        adj = array<f32, 6>(gv, gv * xi + first[1] + second[1], -lambda, first[2] + second[2], first[3] + second[3], first[4] + second[4]);\n    }\n");
+        c.push_str("    {\n        let first = tf_cell_adjoint(cw, ch, d0, d1, xi, 0.0, -glq);\n        let lambda = (first[0] + gv * cw) / (cw * tf_cell_slope(cw, ch, d0, d1, xi));\n        let second = tf_cell_adjoint(cw, ch, d0, d1, xi, -lambda, 0.0);\n        gx = lambda;\n        adj = array<f32, 6>(gv, gv * xi + first[1] + second[1], -lambda, first[2] + second[2], first[3] + second[3], first[4] + second[4]);\n    }\n");
     } else {
-        c.push_str("    {\n        let r = tf_cell_adjoint(cw, ch, d0, d1, xi, gv, gl);\n        gx = select(r[0] / cw, 0.0, clamped);\n        let w_from_xi = select(r[0] * xi / cw, 0.0, clamped);\n        adj = array<f32, 6>(-gx, r[1] - w_from_xi, gv, r[2], r[3], r[4]);\n    }\n");
+        c.push_str("    {\n        let r = tf_cell_adjoint(cw, ch, d0, d1, xi, gv, glq);\n        gx = select(r[0] / cw, 0.0, clamped);\n        let w_from_xi = select(r[0] * xi / cw, 0.0, clamped);\n        adj = array<f32, 6>(-gx, r[1] - w_from_xi, gv, r[2], r[3], r[4]);\n    }\n");
     }
     let _ = writeln!(
         c,

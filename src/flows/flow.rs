@@ -536,8 +536,7 @@ impl Flow {
             Some(i) => i,
             None => {
                 // On the device selected for the process, if any (crate::engine::device).
-                let mut prog = self.compile::<f32>(mode)?;
-                prog.set_device(crate::engine::device::selected().as_ref())?;
+                let prog = self.compile::<f32>(mode)?.on_selected_device()?;
                 progs.push((mode, u64::MAX, prog));
                 progs.len() - 1
             }

@@ -24,7 +24,7 @@ pub fn max_likelihood_program(flow: &Flow) -> Result<Program<f32>> {
         let (_, lq) = flow.build_log_prob(&s, x, c);
         lq.mean(0).neg().output("loss")
     };
-    Program::compile(g, &[], Some(loss))
+    Program::compile(g, &[], Some(loss))?.on_selected_device()
 }
 
 /// Fit `flow` by maximum likelihood on rows of `x` (with per-row raw conditions `cond`, empty
@@ -128,5 +128,5 @@ pub fn combined_program(flow: &Flow, with_data: bool, lambda: f64) -> Result<Pro
         }
         ([x.output("x"), lq.output("log_q")], loss.output("loss"))
     };
-    Program::compile(g, &outs, Some(loss))
+    Program::compile(g, &outs, Some(loss))?.on_selected_device()
 }

@@ -344,7 +344,8 @@ pub fn whole_plan_on<B: thermoflow::engine::backend::Backend>(
 ) -> (usize, f64) {
     p.inspect(&[("z", z), ("cond", t)], train, |plan, store, _| {
         let mut gp = gpu.compile_plan(plan).unwrap();
-        gpu.run_plan(&mut gp, store, &[]).unwrap();
+        gpu.run_plan(&mut gp, store, &[], thermoflow::engine::plan::Part::All)
+            .unwrap();
         let mut worst = 0.0f64;
         for s in &plan.steps {
             let got = gpu.read(&gp, s.out()).unwrap();
