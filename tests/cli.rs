@@ -394,7 +394,7 @@ fn malformed_input_to_every_command_is_a_one_line_error() {
             ],
             "mod 4",
         ),
-        (vec!["sweep", "--system", "u1"], "gauge-equivariant flow"),
+        (vec!["sweep", "--system", "u1", "--param", "L=5"], "mod 4"),
         (
             vec!["rare", "--system", "u1", "--event", "x0>0"],
             "gauge-equivariant flow",

@@ -43,6 +43,9 @@ pub struct U1Exact {
     pub q2: f64,
     /// χ_Q = ⟨Q²⟩ / V.
     pub chi: f64,
+    /// log Z = 2V log 2π + log Σ_n I_n(β)^V: Z over the links' Lebesgue measure on
+    /// [−π, π)^{2V} (the character expansion's Σ_n I_n^V is Z over the normalised Haar measure).
+    pub log_z: f64,
 }
 
 /// (1/2π) ∫_{−π}^{π} e^{β (cos φ − 1)} f(φ) dφ by composite Simpson's rule.
@@ -118,6 +121,7 @@ pub fn u1_exact(l: usize, beta: f64) -> Result<U1Exact> {
         plaquette: -u / v,
         q2: q,
         chi: q / v,
+        log_z: 2.0 * v * (2.0 * PI).ln() + v * (at(0).ln() + beta) + norm.ln(),
     })
 }
 
@@ -162,6 +166,8 @@ mod tests {
         let u_fd = -(lp - lm) / (2.0 * h);
         let cv_fd = beta * beta * (lp - 2.0 * l0 + lm) / (h * h);
         assert!((small.u - u_fd).abs() < 1e-6, "{} vs {u_fd}", small.u);
+        let haar = small.log_z - 2.0 * 16.0 * (2.0 * PI).ln();
+        assert!((haar - l0).abs() < 1e-10, "log Z {haar} vs {l0}");
         assert!(
             (small.cv - cv_fd).abs() < 1e-4 * cv_fd,
             "{} vs {cv_fd}",

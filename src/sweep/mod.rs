@@ -456,13 +456,18 @@ pub fn run_energy(
 /// machine): for coupling flows 5000 steps up to 2 modelled coordinates and 250 more per further
 /// coordinate, at most 20 000 (5000 for 2-D systems, about 10 s on two cores; 7750 for the bead
 /// chain's 13 bond lengths and angles; 12 750 for a 13-atom cluster's 33 modes); 10 000 for
-/// lattice flows (a lattice coupling step costs ~30 times more; about 2 min on φ⁴, L = 8). These
+/// lattice flows (a lattice coupling step costs ~30 times more; about 2 min on φ⁴, L = 8); the
+/// gauge flow's 5000 for `u1` (its reverse-KL recipe, [`crate::gauge::U1FlowConfig`]). These
 /// match what the former defaults of 5 s per coordinate (10–300 s) and 120 s for lattices
 /// bought on two cores. Where the flow falls short the repair continues training on the
 /// failing range.
 pub fn default_train_steps(energy: &dyn Energy) -> usize {
     match energy.structure() {
         systems::Structure::Lattice(_) => 10_000,
+        systems::Structure::Gauge(_) => crate::gauge::U1FlowConfig::new(1.0)
+            .train
+            .steps
+            .unwrap_or(5000),
         _ => {
             let d = crate::coordinates::Coordinates::for_system(energy)
                 .map_or(energy.dim(), |c| c.flow_dim());
@@ -475,7 +480,6 @@ fn run_on(
     cfg: &SweepConfig,
     energy: Arc<dyn Energy>,
 ) -> Result<(SweepResult, Flow, Arc<dyn Energy>)> {
-    systems::flows_apply(energy.as_ref())?;
     // Neither budget given: the system's default.
     let cfg = &SweepConfig {
         train_steps: match (cfg.train_seconds, cfg.train_steps) {

@@ -4,6 +4,7 @@
 use super::{SweepConfig, TrainSummary};
 use crate::error::Result;
 use crate::flows::{io, Conditioning, Flow};
+use crate::gauge::{train_u1_flow, U1FlowConfig, GAUGE_BATCH};
 use crate::lattice::{train_phi4_flow, Phi4FlowConfig, LATTICE_BATCH};
 use crate::systems::{Energy, Structure};
 use crate::train::{
@@ -19,8 +20,18 @@ pub(super) fn train_flow(
     let tc = budgeted(cfg);
     let (flow, report) = observed(history, cfg.progress, |obs| match energy.structure() {
         // Coupling flows, on the system's coordinates where it has them.
-        Structure::Generic | Structure::Chain(_) | Structure::Cluster(_) | Structure::Gauge(_) => {
+        Structure::Generic | Structure::Chain(_) | Structure::Cluster(_) => {
             train_new(energy, &cfg.flow, &tc, obs)
+        }
+        // Gauge links: the gauge-equivariant flow over the whole range, by reverse KL.
+        Structure::Gauge(u1) => {
+            let mut fc = U1FlowConfig::new(cfg.t_min);
+            fc.train.t_min = tc.t_min;
+            fc.train.t_max = tc.t_max;
+            fc.train.seconds = tc.seconds;
+            fc.train.steps = tc.steps;
+            fc.train.seed = tc.seed;
+            train_u1_flow(u1, &fc, obs)
         }
         // Fields: the translation-equivariant lattice flow, conditioned over the whole range,
         // on its own recipe (symmetry-augmented HMC data, then reverse KL) with this budget.
@@ -56,6 +67,7 @@ pub(super) fn continue_training(
 pub(super) fn recipe_batch(energy: &dyn Energy, tc: &TrainConfig) -> usize {
     match energy.structure() {
         Structure::Lattice(_) => LATTICE_BATCH,
+        Structure::Gauge(_) => GAUGE_BATCH,
         _ => tc.batch,
     }
 }

@@ -77,7 +77,8 @@ pub enum Structure<'a> {
 pub fn flows_apply(energy: &dyn Energy) -> Result<()> {
     match energy.structure() {
         Structure::Gauge(_) => input_err(format!(
-            "{}: gauge links need the gauge-equivariant flow, which `thermoflow mcmc --system {} --sampler flow` (or hmc, rwm) uses; the sweep and rare-event estimates do not take it yet",
+            "{}: gauge links need the gauge-equivariant flow, which `thermoflow mcmc --system {} --sampler flow` (or hmc, rwm) and `thermoflow sweep --system {}` use; the rare-event estimates do not take it yet",
+            energy.name(),
             energy.name(),
             energy.name()
         )),
