@@ -27,9 +27,9 @@ pub struct Cli {
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
-    /// Where flows sample and evaluate densities: `cpu`, `cuda` (an NVIDIA GPU; a build with
-    /// `--features cuda`) or `wgpu` (Metal, Vulkan, DX12; `--features wgpu`); training runs on
-    /// the CPU
+    /// Where flows sample, evaluate densities and train: `cpu`, `cuda` (an NVIDIA GPU; a build
+    /// with `--features cuda`) or `wgpu` (Metal, Vulkan, DX12; `--features wgpu`); energies and
+    /// the optimiser run on the host
     #[arg(long, global = true, default_value = "cpu", value_parser = clap::builder::PossibleValuesParser::new(["cpu", "cuda", "wgpu"]))]
     pub device: String,
 }
