@@ -827,3 +827,39 @@ fn gauge_flow_density_is_gauge_invariant() {
         assert!((v - uniform).abs() < 1e-3, "{v} vs {uniform}");
     }
 }
+
+/// Batches whose buffers would exceed [`thermoflow::flows::flow::RUN_BYTES`] run in chunks
+/// (the L = 8 gauge flow materialises about 0.93 MB per row, so ≈ 290 rows per run): 700 rows
+/// at their own temperatures score as one unchunked run of the density program scores them.
+#[test]
+fn large_batches_run_in_chunks_with_the_same_results() {
+    use thermoflow::flows::flow::Mode;
+    let cond = Conditioning::Temperature {
+        t_min: 0.2,
+        t_max: 1.0,
+    };
+    let mut flow = builders::gauge_flow(8, cond, 16, 8, 2, 8, 1).unwrap();
+    for (i, layer) in flow.layers_mut().iter_mut().enumerate() {
+        randomise(layer, 70 + i as u64, 0.05);
+    }
+    let n = 700;
+    let mut rng = thermoflow::rng::seeded(common::seed(5));
+    let temps: Vec<f64> = (0..n).map(|_| rng.random_range(0.2..1.0)).collect();
+    let smp = flow.sample_and_log_prob(n, &temps, &mut rng).unwrap();
+    let chunked = flow.log_prob(smp.x.view(), &temps).unwrap();
+    let mut whole: Program<f32> = flow.compile(Mode::Density).unwrap();
+    let x: Vec<f32> = smp.x.iter().map(|&v| v as f32).collect();
+    let t: Vec<f32> = temps.iter().map(|&v| v as f32).collect();
+    let out = whole.run(&[("x", &x), ("cond", &t)]).unwrap();
+    let lq = out.get("log_q").unwrap();
+    assert_eq!(lq.len(), n);
+    for i in 0..n {
+        assert!(
+            (chunked[i] - lq[i] as f64).abs() < 1e-3,
+            "row {i}: chunked {} vs one run {}",
+            chunked[i],
+            lq[i]
+        );
+        assert!((chunked[i] - smp.log_q[i]).abs() < 1e-3, "row {i}");
+    }
+}
