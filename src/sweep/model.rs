@@ -26,22 +26,14 @@ pub(super) fn train_flow(
         // Gauge links: the gauge-equivariant flow over the whole range, by reverse KL.
         Structure::Gauge(u1) => {
             let mut fc = U1FlowConfig::new(cfg.t_min);
-            fc.train.t_min = tc.t_min;
-            fc.train.t_max = tc.t_max;
-            fc.train.seconds = tc.seconds;
-            fc.train.steps = tc.steps;
-            fc.train.seed = tc.seed;
+            take_budget(&mut fc.train, &tc);
             train_u1_flow(u1, &fc, obs)
         }
         // Fields: the translation-equivariant lattice flow, conditioned over the whole range,
         // on its own recipe (symmetry-augmented HMC data, then reverse KL) with this budget.
         Structure::Lattice(phi) => {
             let mut fc = Phi4FlowConfig::new(cfg.t_min);
-            fc.train.t_min = tc.t_min;
-            fc.train.t_max = tc.t_max;
-            fc.train.seconds = tc.seconds;
-            fc.train.steps = tc.steps;
-            fc.train.seed = tc.seed;
+            take_budget(&mut fc.train, &tc);
             train_phi4_flow(phi, &fc, obs)
         }
     })?;
@@ -70,6 +62,15 @@ pub(super) fn recipe_batch(energy: &dyn Energy, tc: &TrainConfig) -> usize {
         Structure::Gauge(_) => GAUGE_BATCH,
         _ => tc.batch,
     }
+}
+
+/// A flow's own recipe `own` with the sweep's range, budget and seed from `tc`.
+fn take_budget(own: &mut TrainConfig, tc: &TrainConfig) {
+    own.t_min = tc.t_min;
+    own.t_max = tc.t_max;
+    own.seconds = tc.seconds;
+    own.steps = tc.steps;
+    own.seed = tc.seed;
 }
 
 /// The sweep's recipe over [T_min, T_max] with the config's budget and seed.
