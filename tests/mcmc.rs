@@ -156,6 +156,28 @@ fn hmc_matches_the_exact_u1_gauge_theory() {
     }
 }
 
+/// At β = 10 (L = 3) HMC from the cold start never leaves the Q = 0 sector in 200
+/// trajectories: the `mcmc` report must say the charge froze instead of a τ_int(Q) of 0.5 and a
+/// zero error on ⟨Q²⟩ (what a constant series gives); at β = 1 it moves and both are measured.
+#[test]
+fn a_frozen_topological_charge_is_reported_not_measured() {
+    use thermoflow::mcmc::{run_mcmc, McmcConfig, Sampler};
+    for (t, frozen) in [(0.1, true), (1.0, false)] {
+        let mut cfg = McmcConfig::new("u1", Sampler::Hmc);
+        cfg.params = vec!["L=3".into()];
+        cfg.t = t;
+        cfg.steps = 200;
+        cfg.chains = 2;
+        cfg.progress = false;
+        cfg.seed = common::seed(5);
+        let (v, _) = run_mcmc(&cfg).unwrap();
+        assert_eq!(v["q_frozen"].as_bool(), Some(frozen), "T = {t}: {v}");
+        for key in ["tau_int_q", "q2_se"] {
+            assert_eq!(v[key].is_null(), frozen, "T = {t}: {key} in {v}");
+        }
+    }
+}
+
 /// A symmetric double well at T = 0.5 (barrier ≈ 18 kT): flow-MCMC chains hop between the
 /// wells and give the exact occupation ½; random-walk Metropolis started in one well does not
 /// leave it in the same number of energy evaluations.

@@ -133,8 +133,9 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
     let observe = move |x: &[f64]| -> Vec<f64> {
         match (&lat, &gauge_obs) {
             (Some(l), _) => phi4_observables(l, x),
-            // Gauge links: the plaquette, Q and E.
-            (_, Some(u)) => vec![u.mean_plaquette(x), u.charge(x), e.energy(x)],
+            // Gauge links: the plaquette, Q (rounded: an integer up to 1e-15 on the torus, so a
+            // chain that never changes sector records a constant) and E.
+            (_, Some(u)) => vec![u.mean_plaquette(x), u.charge(x).round(), e.energy(x)],
             _ => vec![x[0], e.energy(x)],
         }
     };
@@ -263,8 +264,15 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         v["plaquette"] = json!(plaquette.value);
         v["plaquette_se"] = json!(plaquette.se);
         v["q2"] = json!(q2.value);
-        v["q2_se"] = json!(q2.se);
-        v["tau_int_q"] = json!(tau_int(&run.series[1]));
+        // Where no chain ever changed Q, neither τ_int(Q) nor the error of ⟨Q²⟩ was measured
+        // (a constant series would say τ_int = 0.5 and SE = 0): both null, `q_frozen` true.
+        let frozen = run.series[1]
+            .iter()
+            .all(|c| c.windows(2).all(|w| w[0] == w[1]));
+        let unless_frozen = |x: f64| if frozen { Value::Null } else { json!(x) };
+        v["q_frozen"] = json!(frozen);
+        v["q2_se"] = unless_frozen(q2.se);
+        v["tau_int_q"] = unless_frozen(tau_int(&run.series[1]));
         v["U"] = json!(th.u.value);
         v["U_se"] = json!(th.u.se);
         v["Cv"] = json!(th.cv.value);
