@@ -39,11 +39,20 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
     port, token = free_port(), secrets.token_hex(16)
     log = open(os.path.join(out_dir, "jupyterlab.log"), "w")
+    # JupyterLab 4 virtualises long notebooks ("windowing"): cells scrolled out of view leave the
+    # page, so a count of drawn plots would depend on the scroll position. This Lab keeps every
+    # cell in the page; the user's own settings are not read or touched.
+    settings = os.path.join(out_dir, "settings")
+    tracker = os.path.join(settings, "@jupyterlab", "notebook-extension")
+    os.makedirs(tracker, exist_ok=True)
+    with open(os.path.join(tracker, "tracker.jupyterlab-settings"), "w") as f:
+        json.dump({"windowingMode": "none"}, f)
     server = subprocess.Popen(
         [os.path.join(REPO, "kernels", "lab"), nb_dir, "--no-browser", f"--port={port}",
          "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}"]
         + (["--allow-root"] if os.geteuid() == 0 else []),
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "JUPYTERLAB_SETTINGS_DIR": settings},
     )
     base = f"http://127.0.0.1:{port}"
     failed = False
