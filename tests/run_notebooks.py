@@ -5,8 +5,8 @@ A notebook fails if a cell errors, or prints a Rust panic (evcxr reports a panic
 status ok), or shows no plot. Each executed notebook is exported to HTML with plotly.js
 inlined and its plotly outputs rendered with Plotly.newPlot; headless Chromium must then
 find every plot rendered (offline). With THERMOFLOW_NOTEBOOK_CACHE_CHECK=1 the first notebook
-is run twice at the end, to show that the second run reuses evcxr's build cache (CI skips it:
-it checks nothing the first runs do not).
+is run twice at the end, to show that the second run reuses the kernel's build directory (CI
+skips it: it checks nothing the first runs do not).
 
 usage: run_notebooks.py NOTEBOOK_DIR OUT_DIR PLOTLY_JS
 """
