@@ -1,8 +1,9 @@
-//! Your own potential, end to end: a Rust closure on dual numbers and a CLI `--energy`
-//! expression, each swept over 16 temperatures against quadrature (C_V within 2 %, every
-//! temperature trusted); exact gradients; the expression language and its errors;
-//! non-normalisable potentials refused; the CSV read back by Python's csv module; samples
-//! written as CSV and `.npy`.
+//! Your own potential, end to end: a Rust closure on dual numbers swept over 16 temperatures
+//! against quadrature (C_V within 2 %, every temperature trusted) and a CLI `--energy`
+//! expression swept the same way to a looser C_V tolerance (within its error bars, every
+//! temperature trusted: the CLI's plumbing, not the estimator's accuracy again); exact
+//! gradients; the expression language and its errors; non-normalisable potentials refused;
+//! the CSV read back by Python's csv module; samples written as CSV and `.npy`.
 
 mod common;
 
@@ -79,7 +80,7 @@ fn an_expression_sweeps_from_the_command_line_and_its_csv_reads_back() {
                 "--train-steps",
                 "3000",
                 "--cv-tol",
-                "0.005",
+                "0.02",
                 "--seed",
                 &seed,
             ])
@@ -102,9 +103,11 @@ fn an_expression_sweeps_from_the_command_line_and_its_csv_reads_back() {
             v["exact"]["Cv"][i].as_f64().unwrap(),
         );
         let t = v["temperatures"][i].as_f64().unwrap();
-        // Measured largest |z| over THERMOFLOW_TEST_SEED = 1–6 (tests/zspread.sh): 1.4–3.2.
+        // At --cv-tol 0.02 (C_V's standard error ≈ 2 %; the closure test above holds the 2 %
+        // accuracy at 0.005), measured largest |z| at --seed 1–4 (1 is the default test seed):
+        // 1.8, 2.5, 3.0, 1.3, every temperature trusted (45–88 s a run; 125–160 s at 0.005).
         assert!(
-            ((cv - ex) / ex).abs() < 0.02 && common::within("Cv", cv, se, ex, 4.5, 0.002 * ex),
+            common::within("Cv", cv, se, ex, 4.5, 0.002 * ex),
             "T = {t}: C_V {cv} ± {se} vs quadrature {ex}"
         );
         assert_eq!(v["trusted"][i], true, "T = {t}: {}", v["verdict"]);
