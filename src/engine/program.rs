@@ -15,6 +15,7 @@ use super::plan::{Part, Plan};
 use super::scalar::Scalar;
 use super::tile::InputRows;
 use crate::error::{Error, Result};
+use std::any::Any;
 
 impl OutputSpec {
     /// An output named by a raw luminal node (for graphs built with luminal's typed API).
@@ -111,6 +112,26 @@ pub struct Program<T: Scalar = f32> {
 }
 
 const MAX_PLANS: usize = 6;
+
+// Release builds do not share generic instances between crates, so every crate that ran a
+// program (each test binary) compiled the kernels again (≈ 100 s of CPU a crate). Compiling a
+// plan and running it on the CPU therefore go through one non-generic instance per element
+// type, compiled in this crate: `Program::plan_index` and `Program::run_on_cpu` dispatch here.
+fn plan_index_f32(p: &mut Program<f32>, batch: usize, train: bool) -> Result<usize> {
+    p.plan_index_of(batch, train)
+}
+
+fn plan_index_f64(p: &mut Program<f64>, batch: usize, train: bool) -> Result<usize> {
+    p.plan_index_of(batch, train)
+}
+
+fn run_on_cpu_f32(p: &mut Program<f32>, ci: usize, part: Part) -> Result<()> {
+    p.compiled[ci].plan.run_part(&p.store, part)
+}
+
+fn run_on_cpu_f64(p: &mut Program<f64>, ci: usize, part: Part) -> Result<()> {
+    p.compiled[ci].plan.run_part(&p.store, part)
+}
 
 impl<T: Scalar> Program<T> {
     /// Compile the builder's graph. `loss`, if given, must be a scalar: parameters then get
@@ -211,7 +232,19 @@ impl<T: Scalar> Program<T> {
             .ok_or_else(|| Error::Input(format!("no input or parameter named {name:?}")))
     }
 
+    /// The index of the plan for (batch, train), compiled now if it is not yet.
     fn plan_index(&mut self, batch: usize, train: bool) -> Result<usize> {
+        let any: &mut dyn Any = self;
+        if let Some(p) = any.downcast_mut::<Program<f32>>() {
+            return plan_index_f32(p, batch, train);
+        }
+        if let Some(p) = any.downcast_mut::<Program<f64>>() {
+            return plan_index_f64(p, batch, train);
+        }
+        self.plan_index_of(batch, train)
+    }
+
+    fn plan_index_of(&mut self, batch: usize, train: bool) -> Result<usize> {
         if let Some(i) = self
             .compiled
             .iter()
@@ -353,15 +386,32 @@ impl<T: Scalar> Program<T> {
 
     /// Run `part` of plan `ci` where this program runs (the CPU backend, or its device) on the
     /// store, and return the buffers of the nodes `read`.
+    /// Run `part` of plan `ci` on the CPU backend.
+    fn run_on_cpu(&mut self, ci: usize, part: Part) -> Result<()> {
+        let any: &mut dyn Any = self;
+        if let Some(p) = any.downcast_mut::<Program<f32>>() {
+            return run_on_cpu_f32(p, ci, part);
+        }
+        if let Some(p) = any.downcast_mut::<Program<f64>>() {
+            return run_on_cpu_f64(p, ci, part);
+        }
+        self.compiled[ci].plan.run_part(&self.store, part)
+    }
+
     fn exec(&mut self, ci: usize, part: Part, read: &[usize]) -> Result<Vec<Vec<T>>> {
-        let c = &mut self.compiled[ci];
-        let Some(session) = self.device.as_mut() else {
-            c.plan.run_part(&self.store, part)?;
+        if self.device.is_none() {
+            self.run_on_cpu(ci, part)?;
+            let plan = &self.compiled[ci].plan;
             return Ok(read
                 .iter()
-                .map(|&n| c.plan.buffer(&self.store, n).to_vec())
+                .map(|&n| plan.buffer(&self.store, n).to_vec())
                 .collect());
-        };
+        }
+        let c = &mut self.compiled[ci];
+        let session = self
+            .device
+            .as_mut()
+            .expect("a device: the CPU returned above");
         let any_plan: &dyn std::any::Any = &c.plan;
         let any_store: &dyn std::any::Any = &self.store;
         let (Some(plan), Some(store)) = (
@@ -591,7 +641,7 @@ impl<T: Scalar> Program<T> {
     ) -> Result<R> {
         let batch = self.load_inputs(inputs)?;
         let ci = self.plan_index(batch, train)?;
-        self.compiled[ci].plan.run(&self.store)?;
+        self.run_on_cpu(ci, Part::All)?;
         let c = &self.compiled[ci];
         let mut read = c.outputs.clone();
         if train {
