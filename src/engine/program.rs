@@ -384,8 +384,6 @@ impl<T: Scalar> Program<T> {
         }
     }
 
-    /// Run `part` of plan `ci` where this program runs (the CPU backend, or its device) on the
-    /// store, and return the buffers of the nodes `read`.
     /// Run `part` of plan `ci` on the CPU backend.
     fn run_on_cpu(&mut self, ci: usize, part: Part) -> Result<()> {
         let any: &mut dyn Any = self;
@@ -398,6 +396,8 @@ impl<T: Scalar> Program<T> {
         self.compiled[ci].plan.run_part(&self.store, part)
     }
 
+    /// Run `part` of plan `ci` where this program runs (the CPU backend, or its device) on the
+    /// store, and return the buffers of the nodes `read`.
     fn exec(&mut self, ci: usize, part: Part, read: &[usize]) -> Result<Vec<Vec<T>>> {
         if self.device.is_none() {
             self.run_on_cpu(ci, part)?;
