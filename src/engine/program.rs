@@ -241,7 +241,7 @@ impl<T: Scalar> Program<T> {
         if let Some(p) = any.downcast_mut::<Program<f64>>() {
             return plan_index_f64(p, batch, train);
         }
-        self.plan_index_of(batch, train)
+        Err(Error::Engine("programs run in f32 or f64".into()))
     }
 
     fn plan_index_of(&mut self, batch: usize, train: bool) -> Result<usize> {
@@ -393,25 +393,21 @@ impl<T: Scalar> Program<T> {
         if let Some(p) = any.downcast_mut::<Program<f64>>() {
             return run_on_cpu_f64(p, ci, part);
         }
-        self.compiled[ci].plan.run_part(&self.store, part)
+        Err(Error::Engine("programs run in f32 or f64".into()))
     }
 
     /// Run `part` of plan `ci` where this program runs (the CPU backend, or its device) on the
     /// store, and return the buffers of the nodes `read`.
     fn exec(&mut self, ci: usize, part: Part, read: &[usize]) -> Result<Vec<Vec<T>>> {
-        if self.device.is_none() {
+        let Some(session) = self.device.as_mut() else {
             self.run_on_cpu(ci, part)?;
             let plan = &self.compiled[ci].plan;
             return Ok(read
                 .iter()
                 .map(|&n| plan.buffer(&self.store, n).to_vec())
                 .collect());
-        }
+        };
         let c = &mut self.compiled[ci];
-        let session = self
-            .device
-            .as_mut()
-            .expect("a device: the CPU returned above");
         let any_plan: &dyn std::any::Any = &c.plan;
         let any_store: &dyn std::any::Any = &self.store;
         let (Some(plan), Some(store)) = (
