@@ -21,9 +21,10 @@ pub struct BackmapArgs {
     /// A bead-chain parameter, repeatable [default: the system's own]
     #[arg(long = "param", value_name = "KEY=VALUE")]
     params: Vec<String>,
-    /// Temperature
-    #[arg(long, default_value_t = d().t, allow_negative_numbers = true)]
-    temp: f64,
+    /// Temperatures, comma-separated: one model is trained over their span (conditioned on
+    /// T) and compared at each
+    #[arg(long, value_delimiter = ',', default_values_t = d().temps, allow_negative_numbers = true)]
+    temp: Vec<f64>,
     /// Fine beads per coarse bead
     #[arg(long, default_value_t = d().group)]
     group: usize,
@@ -43,14 +44,15 @@ impl BackmapArgs {
     pub fn run(self) -> Result<(), Failure> {
         check_writable(&[self.json.as_ref()])?;
         let cfg = BackmapConfig {
-            t: self.temp,
+            temps: self.temp,
             group: self.group,
             steps: self.steps,
             seed: self.seed,
             ..d()
         };
-        let (with, without) = compare_bead_chain(&self.params, &cfg)?;
-        let v = serde_json::json!({"system": self.system, "config": cfg, "with_energy_term": with, "without_energy_term": without});
+        let temperatures = compare_bead_chain(&self.params, &cfg)?;
+        let v =
+            serde_json::json!({"system": self.system, "config": cfg, "temperatures": temperatures});
         let text = json_text(&v)?;
         out(&format!("{text}\n"));
         if let Some(path) = &self.json {
