@@ -17,8 +17,8 @@ use thermoflow::systems;
 /// least half of what the reference's does (a flow blind to T generates the same energies at
 /// both). Measured at THERMOFLOW_TEST_SEED 1–3 (2500 steps; the `[backmap]` lines): raw energy
 /// KS 0.31–0.40 with the energy term against 0.44–0.57 without; reweighted 0.08–0.13 with 64
-/// proposals per structure, 0.059 and 0.095 with 256 (seed 2; the self-normalised weights'
-/// bias shrinks with their number); angles ≤ 0.07 and centres ≤ 0.09 reweighted; the
+/// proposals per structure over the first 1000 structures, 0.044–0.077 with 256 over all 3200
+/// (seeds 1, 2); angles ≤ 0.05 and centres ≤ 0.07 reweighted; the
 /// generated median energy rises 5.7–6.4 from T = 0.7 to 1.3 where the reference's rises
 /// 4.0–4.1.
 #[test]
