@@ -213,17 +213,8 @@ pub type NamedSample<'a> = (&'a str, &'a [f64], Option<&'a [f64]>);
 /// squeeze everything into one bin); values outside count in the normalisation but are not
 /// drawn.
 pub fn distributions(title: &str, x_label: &str, sets: &[NamedSample], bins: usize) -> Plot {
-    let mut all: Vec<f64> = sets
-        .iter()
-        .flat_map(|(_, v, _)| v.iter().copied().filter(|x| x.is_finite()))
-        .collect();
-    all.sort_by(f64::total_cmp);
-    let q = |f: f64| {
-        all.get((f * (all.len().max(1) - 1) as f64) as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
-    let (lo, hi) = (q(0.001), q(0.999));
+    let all = sets.iter().flat_map(|(_, v, _)| v.iter().copied());
+    let (lo, hi) = central_range(all, 0.001);
     let bins = bins.max(1);
     let width = if hi > lo {
         (hi - lo) / bins as f64
@@ -252,6 +243,18 @@ pub fn distributions(title: &str, x_label: &str, sets: &[NamedSample], bins: usi
     p
 }
 
+/// The empirical `tail` and 1 − `tail` quantiles of the finite `values` ((0, 0) when none is).
+fn central_range(values: impl Iterator<Item = f64>, tail: f64) -> (f64, f64) {
+    let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    let q = |f: f64| {
+        v.get((f * (v.len().max(1) - 1) as f64) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    (q(tail), q(1.0 - tail))
+}
+
 /// The box a density is drawn on: the system's hint, else the central 99 % of flow samples at
 /// `t` per coordinate, widened by a quarter on each side.
 fn plot_box(flow: &Flow, energy: &dyn Energy, t: f64) -> Result<Vec<(f64, f64)>> {
@@ -262,14 +265,7 @@ fn plot_box(flow: &Flow, energy: &dyn Energy, t: f64) -> Result<Vec<(f64, f64)>>
     Ok(s.columns()
         .into_iter()
         .map(|c| {
-            let mut v: Vec<f64> = c.iter().copied().filter(|v| v.is_finite()).collect();
-            v.sort_by(f64::total_cmp);
-            let q = |f: f64| {
-                v.get((f * (v.len().max(1) - 1) as f64) as usize)
-                    .copied()
-                    .unwrap_or(0.0)
-            };
-            let (lo, hi) = (q(0.005), q(0.995));
+            let (lo, hi) = central_range(c.iter().copied(), 0.005);
             let pad = 0.25 * (hi - lo).max(1e-3);
             (lo - pad, hi + pad)
         })
