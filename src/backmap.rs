@@ -491,20 +491,23 @@ pub fn train_backmap(
     );
     let mut grad = vec![0.0; d];
     let mut xr = vec![0.0; d];
+    // Every data row's conditions, internal coordinates r = Qᵀ (x − L X) and 1/T, once: the
+    // batches below only copy them.
+    let (mut conds, mut rs, mut betas) = (Vec::new(), Vec::new(), Vec::new());
+    for (t, row) in &rows {
+        let cg = model.m.dot(row);
+        let r = model.q.t().dot(&(row - &model.lift.dot(&cg)));
+        let cond = model.conditions(cg.view().insert_axis(ndarray::Axis(0)), *t)?;
+        conds.extend(cond.iter().map(|&v| v as f32));
+        rs.extend(r.iter().map(|&v| v as f32));
+        betas.push((1.0 / t) as f32);
+    }
     for _ in 0..cfg.steps {
         for i in 0..b {
-            let (t, row) = rows[rng.random_range(0..n)];
-            let cg = model.m.dot(&row);
-            // r = Qᵀ (x − L X): the data's internal coordinates.
-            let r = model.q.t().dot(&(&row - &model.lift.dot(&cg)));
-            let cond = model.conditions(cg.view().insert_axis(ndarray::Axis(0)), t)?;
-            for (dst, v) in cd[i * k..(i + 1) * k].iter_mut().zip(&cond) {
-                *dst = *v as f32;
-            }
-            for (dst, v) in rd[i * f..(i + 1) * f].iter_mut().zip(&r) {
-                *dst = *v as f32;
-            }
-            beta[i] = (1.0 / t) as f32;
+            let j = rng.random_range(0..n);
+            cd[i * k..(i + 1) * k].copy_from_slice(&conds[j * k..(j + 1) * k]);
+            rd[i * f..(i + 1) * f].copy_from_slice(&rs[j * f..(j + 1) * f]);
+            beta[i] = betas[j];
         }
         for v in z.iter_mut() {
             *v = rng.sample::<f32, _>(StandardNormal);
