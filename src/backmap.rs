@@ -97,8 +97,12 @@ pub struct BackmapConfig {
     pub temps: Vec<f64>,
     /// Beads per coarse bead.
     pub group: usize,
-    /// Training steps (12 000: about 70 s for both flows of the comparison on 2 cores; the
-    /// energy KS falls with training, 0.39 at 3000 steps to 0.19 at 12 000, seed 4).
+    /// Training steps (20 000: ≈ 320 s for one flow on 2 cores shared with another job). The raw
+    /// energy KS falls with training: 0.39 at 3000 steps to 0.19 at 12 000 (seed 4); at seed 2,
+    /// group 2, 0.38 / 0.235 / 0.192 at 3000 / 12 000 / 20 000, where neither a spline
+    /// transformer (0.237, twice the time a step), axis-major internal coordinates (0.229) nor
+    /// λ_data = 0.05 (0.222) did as much at 12 000. The excess is in the stiff bonds (their
+    /// energy 1.7× the reference's at 20 000 steps).
     pub steps: usize,
     /// Batch size.
     pub batch: usize,
@@ -120,7 +124,7 @@ impl Default for BackmapConfig {
         BackmapConfig {
             temps: vec![1.0],
             group: 2,
-            steps: 12_000,
+            steps: 20_000,
             batch: 256,
             lambda_data: 0.2,
             lambda_energy: 1.0,
