@@ -30,6 +30,7 @@
 //! importance weights e^{−U/T}/q per structure).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use ndarray::{Array2, ArrayView1, ArrayView2};
 use rand::Rng;
@@ -41,6 +42,7 @@ use crate::error::{input_err, Result};
 use crate::flows::params::{Declared, Scope};
 use crate::flows::{builders, Conditioning, CouplingConfig, Flow, Samples, Transformer};
 use crate::mcmc::{parallel_tempering, PtConfig};
+use crate::observe::{Observer, Progress, StepMetrics};
 use crate::systems::Energy;
 
 /// The coarse-graining matrix of a 2-D chain of `n` beads grouped `group` at a time
@@ -117,6 +119,8 @@ pub struct BackmapConfig {
     pub pt_sweeps: usize,
     /// Seed.
     pub seed: u64,
+    /// Print progress to stderr (each phase, and a training bar).
+    pub progress: bool,
 }
 
 impl Default for BackmapConfig {
@@ -130,6 +134,7 @@ impl Default for BackmapConfig {
             lambda_energy: 1.0,
             pt_sweeps: 20_000,
             seed: 0,
+            progress: true,
         }
     }
 }
@@ -495,6 +500,8 @@ pub fn train_backmap(
     );
     let mut grad = vec![0.0; d];
     let mut xr = vec![0.0; d];
+    let mut bar = Progress::new(2.0);
+    let t0 = Instant::now();
     // Every data row's conditions, internal coordinates r = Qᵀ (x − L X) and 1/T, once: the
     // batches below only copy them.
     let (mut conds, mut rs, mut betas) = (Vec::new(), Vec::new(), Vec::new());
@@ -506,7 +513,10 @@ pub fn train_backmap(
         rs.extend(r.iter().map(|&v| v as f32));
         betas.push((1.0 / t) as f32);
     }
-    for _ in 0..cfg.steps {
+    for step in 1..=cfg.steps {
+        if crate::observe::interrupted() {
+            break;
+        }
         for i in 0..b {
             let j = rng.random_range(0..n);
             cd[i * k..(i + 1) * k].copy_from_slice(&conds[j * k..(j + 1) * k]);
@@ -516,15 +526,18 @@ pub fn train_backmap(
         for v in z.iter_mut() {
             *v = rng.sample::<f32, _>(StandardNormal);
         }
-        if cfg.lambda_energy > 0.0 {
-            let fwd = prog.run(&[
-                ("r_data", &rd),
-                ("c_data", &cd),
-                ("z", &z),
-                ("grad_u", &gu),
-                ("w", &w),
-                ("beta", &beta),
-            ])?;
+        let inputs = [
+            ("r_data", &rd[..]),
+            ("c_data", &cd[..]),
+            ("z", &z[..]),
+            ("grad_u", &gu[..]),
+            ("w", &w[..]),
+            ("beta", &beta[..]),
+        ];
+        let loss = if cfg.lambda_energy > 0.0 {
+            // The flow's forward half first; ∇U and the weights are late inputs, set once the
+            // host has evaluated the energy at the sampled x.
+            let fwd = prog.step_begin(&inputs, &["grad_u", "w"])?;
             let xs = fwd.get("x")?;
             let mut good = 0;
             for i in 0..b {
@@ -542,22 +555,32 @@ pub fn train_backmap(
             for v in w.iter_mut() {
                 *v /= good.max(1) as f32;
             }
-        }
-        if prog
-            .step(
-                &[
-                    ("r_data", &rd),
-                    ("c_data", &cd),
-                    ("z", &z),
-                    ("grad_u", &gu),
-                    ("w", &w),
-                    ("beta", &beta),
-                ],
-                &mut opt,
-            )
-            .is_err()
-        {
-            opt.set_lr(opt.lr() * 0.5);
+            prog.step_finish(&[("grad_u", &gu), ("w", &w)], &mut opt)
+        } else {
+            prog.step(&inputs, &mut opt).map(|(loss, _)| loss)
+        };
+        let event = match &loss {
+            Ok(_) => None,
+            Err(e) => {
+                opt.set_lr(opt.lr() * 0.5);
+                Some(format!("step discarded ({e}); learning rate halved"))
+            }
+        };
+        if cfg.progress {
+            let seconds = t0.elapsed().as_secs_f64();
+            bar.observe(&StepMetrics {
+                step,
+                seconds,
+                progress: step as f64 / cfg.steps as f64,
+                loss: *loss.as_ref().unwrap_or(&f64::NAN),
+                warm_start: false,
+                lr: opt.lr(),
+                ess_by_bin: Vec::new(),
+                samples_per_s: (step * b) as f64 / seconds.max(1e-9),
+                bad_samples: 0,
+                event,
+                acceptance: None,
+            });
         }
     }
     model.flow.read_params(&prog)?;
@@ -825,8 +848,22 @@ pub fn compare(
     cfg: &BackmapConfig,
     bond_length: f64,
 ) -> Result<Vec<BackmapAt>> {
+    let say = |what: String| {
+        if cfg.progress {
+            eprintln!("[backmap] {what}");
+        }
+    };
+    say(format!(
+        "reference data: parallel tempering over {} rungs, {} sweeps",
+        ladder(&cfg.temps).len(),
+        cfg.pt_sweeps
+    ));
     let data = reference_data(energy.as_ref(), &cfg.temps, cfg.pt_sweeps, cfg.seed)?;
     let (train, test) = hold_out(&data);
+    say(format!(
+        "training with the energy term ({} steps), then on data alone",
+        cfg.steps
+    ));
     let with = train_backmap(energy.as_ref(), &train, cfg)?;
     let without = train_backmap(
         energy.as_ref(),
@@ -842,6 +879,10 @@ pub fn compare(
             let Some((_, held)) = test.iter().find(|(r, _)| (r - t).abs() <= 1e-9 * t) else {
                 return input_err(format!("no reference data at T = {t}"));
             };
+            say(format!(
+                "comparing at T = {t} on {} held-out structures ({PER_STRUCTURE} proposals each for up to {REWEIGHTED_STRUCTURES})",
+                held.nrows()
+            ));
             let eval = |model| {
                 evaluate(
                     model,
