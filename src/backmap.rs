@@ -142,16 +142,26 @@ impl Default for BackmapConfig {
 impl BackmapConfig {
     /// The trained range [t_min, t_max]: the span of [`BackmapConfig::temps`], each checked.
     pub fn range(&self) -> Result<(f64, f64)> {
-        if self.temps.is_empty() {
-            return input_err("backmapping needs at least one temperature");
-        }
-        for &t in &self.temps {
-            crate::systems::check_temperature(t)?;
-        }
-        let lo = self.temps.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = self.temps.iter().copied().fold(0.0, f64::max);
-        Ok((lo, hi))
+        span(&self.temps)
     }
+}
+
+/// The span [min, max] of temperatures, each checked.
+fn span(temps: &[f64]) -> Result<(f64, f64)> {
+    if temps.is_empty() {
+        return input_err("backmapping needs at least one temperature");
+    }
+    for &t in temps {
+        crate::systems::check_temperature(t)?;
+    }
+    let lo = temps.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = temps.iter().copied().fold(0.0, f64::max);
+    Ok((lo, hi))
+}
+
+/// Whether `t` lies in [lo, hi] up to rounding (a relative 10⁻⁹).
+fn inside((lo, hi): (f64, f64), t: f64) -> bool {
+    t >= lo * (1.0 - 1e-9) && t <= hi * (1.0 + 1e-9)
 }
 
 /// Quality of a backmapping flow on held-out structures.
@@ -282,11 +292,7 @@ pub fn reference_data(
     sweeps: usize,
     seed: u64,
 ) -> Result<Rungs> {
-    let cfg = BackmapConfig {
-        temps: temps.to_vec(),
-        ..Default::default()
-    };
-    let (lo, hi) = cfg.range()?;
+    let (lo, hi) = span(temps)?;
     let mut pt = PtConfig::geometric(lo, 3.0 * hi, 2);
     pt.temps = ladder(temps);
     pt.n_sweeps = sweeps;
@@ -313,7 +319,7 @@ pub fn reference_data(
         .temps
         .into_iter()
         .zip(run.samples)
-        .filter(|(t, _)| *t <= hi * (1.0 + 1e-9))
+        .filter(|(t, _)| inside((lo, hi), *t))
         .collect())
 }
 
@@ -366,7 +372,7 @@ impl Backmapper {
     fn t_feature(&self, t: f64) -> Result<Option<f64>> {
         crate::systems::check_temperature(t)?;
         let (lo, hi) = self.range;
-        if t < lo * (1.0 - 1e-9) || t > hi * (1.0 + 1e-9) {
+        if !inside((lo, hi), t) {
             return input_err(format!(
                 "the backmapping model was trained over T ∈ [{lo}, {hi}], not at T = {t}"
             ));
@@ -433,7 +439,7 @@ pub fn train_backmap(
     let range = cfg.range()?;
     for (t, rows) in data {
         crate::systems::check_batch(d, &rows.view())?;
-        if *t < range.0 * (1.0 - 1e-9) || *t > range.1 * (1.0 + 1e-9) {
+        if !inside(range, *t) {
             return input_err(format!(
                 "data at T = {t} lies outside the trained range [{}, {}]",
                 range.0, range.1
