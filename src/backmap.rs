@@ -425,6 +425,20 @@ impl Backmapper {
     }
 }
 
+/// Adam's learning rate in backmap training (before [`late_decay`]).
+const LEARNING_RATE: f64 = 1e-3;
+
+/// The learning rate's factor at `step` of `steps`: 1, then falling linearly to a tenth over
+/// the last 30 % of the steps. Group 2, seed 2, 20 000 steps: raw energy KS 0.192 → 0.171 and
+/// ESS 18 → 26 % against a constant rate (the parameters settle instead of jittering at the
+/// rate's noise; a cosine schedule over all the steps had done worse than a constant rate at
+/// 12 000, 0.274 against 0.233, by learning less early).
+fn late_decay(step: usize, steps: usize) -> f64 {
+    let start = 0.7 * steps as f64;
+    let x = ((step as f64 - start) / (0.3 * steps as f64)).clamp(0.0, 1.0);
+    1.0 - 0.9 * x
+}
+
 /// Train a backmapping flow on fine structures `data`: per temperature of the data (rungs of
 /// [`reference_data`]) its rows. Every batch row draws a structure x of the data at its
 /// temperature T: the data term fits q(r(x) | X(x), T), and the energy term draws r ~ q(· | X, T)
@@ -493,7 +507,8 @@ pub fn train_backmap(
         ([x.output("x")], loss.output("loss"))
     };
     let mut prog: Program<f32> = Program::compile(g, &outs, Some(loss))?.on_selected_device()?;
-    let mut opt = Adam::new(1e-3).with_clip(10.0);
+    let mut lr = LEARNING_RATE;
+    let mut opt = Adam::new(lr).with_clip(10.0);
     let mut rng = crate::rng::seeded(cfg.seed);
     let (b, n) = (cfg.batch, rows.len());
     let (mut rd, mut cd, mut z, mut gu, mut w, mut beta) = (
@@ -523,6 +538,7 @@ pub fn train_backmap(
         if crate::observe::interrupted() {
             break;
         }
+        opt.set_lr(lr * late_decay(step, cfg.steps));
         for i in 0..b {
             let j = rng.random_range(0..n);
             cd[i * k..(i + 1) * k].copy_from_slice(&conds[j * k..(j + 1) * k]);
@@ -568,7 +584,7 @@ pub fn train_backmap(
         let event = match &loss {
             Ok(_) => None,
             Err(e) => {
-                opt.set_lr(opt.lr() * 0.5);
+                lr *= 0.5;
                 Some(format!("step discarded ({e}); learning rate halved"))
             }
         };
