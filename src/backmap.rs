@@ -870,6 +870,9 @@ pub fn compare(
     cfg: &BackmapConfig,
     bond_length: f64,
 ) -> Result<Vec<BackmapAt>> {
+    // Settings first: a wrong group or temperature is an error before minutes of sampling.
+    cfg.range()?;
+    cg_matrix(energy.dim() / 2, cfg.group)?;
     let say = |what: String| {
         if cfg.progress {
             eprintln!("[backmap] {what}");
