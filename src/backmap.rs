@@ -99,7 +99,7 @@ pub struct BackmapConfig {
     pub temps: Vec<f64>,
     /// Beads per coarse bead.
     pub group: usize,
-    /// Training steps (20 000: ≈ 320 s for one flow on 2 cores shared with another job). The raw
+    /// Training steps (20 000: 4–5 min a flow on two cores shared with another job). The raw
     /// energy KS falls with training: 0.39 at 3000 steps to 0.19 at 12 000 (seed 4); at seed 2,
     /// group 2, 0.38 / 0.235 / 0.192 at 3000 / 12 000 / 20 000, where neither a spline
     /// transformer (0.237, twice the time a step), axis-major internal coordinates (0.229) nor
