@@ -159,7 +159,8 @@ fn span(temps: &[f64]) -> Result<(f64, f64)> {
     Ok((lo, hi))
 }
 
-/// Whether `t` lies in [lo, hi] up to rounding (a relative 10⁻⁹).
+/// Whether `t` lies in [lo, hi] up to rounding (a relative 10⁻⁹); with lo = hi, whether it is
+/// that temperature.
 fn inside((lo, hi): (f64, f64), t: f64) -> bool {
     t >= lo * (1.0 - 1e-9) && t <= hi * (1.0 + 1e-9)
 }
@@ -273,7 +274,7 @@ pub fn ladder(temps: &[f64]) -> Vec<f64> {
     let steps = ((hi / lo).ln() / (3f64.ln() / 5.0) - 1e-9).ceil().max(1.0) as usize;
     let mut rungs = PtConfig::geometric(lo, hi, steps + 1).temps;
     for &t in temps {
-        if !rungs.iter().any(|r| (r - t).abs() <= 1e-9 * t) {
+        if !rungs.iter().any(|&r| inside((t, t), r)) {
             rungs.push(t);
         }
     }
@@ -901,7 +902,7 @@ pub fn compare(
     cfg.temps
         .iter()
         .map(|&t| {
-            let Some((_, held)) = test.iter().find(|(r, _)| (r - t).abs() <= 1e-9 * t) else {
+            let Some((_, held)) = test.iter().find(|(r, _)| inside((t, t), *r)) else {
                 return input_err(format!("no reference data at T = {t}"));
             };
             say(format!(
