@@ -149,6 +149,68 @@ impl Observer for Progress {
     }
 }
 
+/// A count of units done out of a total, on stderr with the rate and the time left: redrawn in
+/// place on a terminal at most every second, one line at most every `seconds` otherwise.
+pub struct Counter {
+    label: String,
+    unit: &'static str,
+    total: usize,
+    done: usize,
+    start: Instant,
+    progress: Progress,
+}
+
+impl Counter {
+    /// `total` units of `unit` (plural) under `label` (as `[sweep] round 2`), lines at most
+    /// every `seconds` where stderr is not a terminal.
+    pub fn new(label: String, unit: &'static str, total: usize, seconds: f64) -> Counter {
+        let mut progress = Progress::new(seconds);
+        if progress.tty {
+            progress.every = Duration::from_secs(1);
+        }
+        progress.last = Some(Instant::now());
+        Counter {
+            label,
+            unit,
+            total,
+            done: 0,
+            start: Instant::now(),
+            progress,
+        }
+    }
+
+    /// `n` more units done; `at` says where (as `T = 0.45`).
+    pub fn add(&mut self, n: usize, at: &str) {
+        self.done += n;
+        let p = &mut self.progress;
+        let finished = self.done >= self.total;
+        if !(finished || p.last.is_none_or(|l| l.elapsed() >= p.every)) {
+            return;
+        }
+        p.last = Some(Instant::now());
+        let secs = self.start.elapsed().as_secs_f64();
+        let rate = self.done as f64 / secs.max(1e-9);
+        let left = self.total.saturating_sub(self.done) as f64 / rate.max(1e-9);
+        let line = format!(
+            "{}: {}/{} {} ({:.0} %), {at}, {rate:.0} {}/s, about {left:.0} s left",
+            self.label,
+            self.done,
+            self.total,
+            self.unit,
+            100.0 * self.done as f64 / self.total.max(1) as f64,
+            self.unit
+        );
+        if p.tty {
+            eprint!("\r{line}\x1b[K");
+            if finished {
+                eprintln!();
+            }
+        } else if !finished {
+            eprintln!("{line}");
+        }
+    }
+}
+
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Whether the user asked long work to stop (see [`stop_on_interrupt`]).

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::estimators::{thermo, Estimate, Thermo};
 use crate::flows::Flow;
 use crate::mcmc::SmcPoint;
+use crate::observe::Counter;
 use crate::sweep::{State, SweepConfig, Sweeper, DEFENSIVE_FRACTION, DEFENSIVE_WIDTH};
 use crate::systems::Energy;
 
@@ -31,17 +32,21 @@ impl Draws {
     }
 }
 
+/// Samples per call to the flow within a round (a multiple of [`crate::flows::flow::MAX_BATCH`],
+/// so a normal base draws the same stream in chunks as in one call): progress is shown and
+/// Ctrl-C looked at between them.
+const DRAW_CHUNK: usize = 12 * crate::flows::flow::MAX_BATCH;
+
 /// Draw `n` flow samples at `t` and their energies (evaluated in parallel) into `d`.
-pub(in crate::sweep) fn draw(
+fn draw(
     flow: &Flow,
     energy: &dyn Energy,
     t: f64,
     n: usize,
-    seed: u64,
+    rng: &mut crate::rng::SeededRng,
     d: &mut Draws,
 ) -> Result<()> {
-    let mut rng = crate::rng::seeded(seed);
-    let s = flow.sample_mixture(n, &[t], DEFENSIVE_WIDTH, DEFENSIVE_FRACTION, &mut rng)?;
+    let s = flow.sample_mixture(n, &[t], DEFENSIVE_WIDTH, DEFENSIVE_FRACTION, rng)?;
     let dim = energy.dim();
     let x = s.x.as_standard_layout();
     let flat = x
@@ -65,7 +70,8 @@ pub fn estimate(
         .enumerate()
         .map(|(i, &t)| {
             let mut d = Draws::default();
-            draw(flow, energy, t, samples, seed ^ (i as u64) << 20, &mut d)?;
+            let mut rng = crate::rng::seeded(seed ^ (i as u64) << 20);
+            draw(flow, energy, t, samples, &mut rng, &mut d)?;
             thermo(&d.u, &d.log_q, t)
         })
         .collect()
@@ -166,10 +172,24 @@ pub(in crate::sweep) fn estimate_rounds(
     let mut th: Vec<Option<Thermo>> = vec![None; n_t];
     let mut reached = vec![false; n_t];
     for round in 0u64.. {
+        let mut bar = cfg.progress.then(|| {
+            let label = format!("[sweep] round {}", round + 1);
+            Counter::new(label, "samples", want.iter().sum(), 30.0)
+        });
         for i in 0..n_t {
-            if want[i] > 0 {
-                let s = seed ^ (round << 40) ^ ((i as u64) << 20);
-                draw(flow, energy, temps[i], want[i], s, &mut draws[i])?;
+            let mut rng = crate::rng::seeded(seed ^ (round << 40) ^ ((i as u64) << 20));
+            let mut left = want[i];
+            // The first round draws everywhere (every temperature needs an estimate); later
+            // ones stop at Ctrl-C between chunks.
+            while left > 0 && !(round > 0 && crate::observe::interrupted()) {
+                let m = left.min(DRAW_CHUNK);
+                draw(flow, energy, temps[i], m, &mut rng, &mut draws[i])?;
+                left -= m;
+                if let Some(bar) = &mut bar {
+                    bar.add(m, &format!("T = {:.4}", temps[i]));
+                }
+            }
+            if left < want[i] {
                 th[i] = Some(thermo(&draws[i].u, &draws[i].log_q, temps[i])?);
             }
         }
