@@ -157,50 +157,46 @@ pub struct Counter {
     total: usize,
     done: usize,
     start: Instant,
-    progress: Progress,
+    last: Instant,
+    every: Duration,
+    tty: bool,
 }
 
 impl Counter {
     /// `total` units of `unit` (plural) under `label` (as `[sweep] round 2`), lines at most
     /// every `seconds` where stderr is not a terminal.
     pub fn new(label: String, unit: &'static str, total: usize, seconds: f64) -> Counter {
-        let mut progress = Progress::new(seconds);
-        if progress.tty {
-            progress.every = Duration::from_secs(1);
-        }
-        progress.last = Some(Instant::now());
+        let tty = std::io::stderr().is_terminal();
         Counter {
             label,
             unit,
             total,
             done: 0,
             start: Instant::now(),
-            progress,
+            last: Instant::now(),
+            every: Duration::from_secs_f64(if tty { 1.0 } else { seconds }),
+            tty,
         }
     }
 
     /// `n` more units done; `at` says where (as `T = 0.45`).
     pub fn add(&mut self, n: usize, at: &str) {
         self.done += n;
-        let p = &mut self.progress;
         let finished = self.done >= self.total;
-        if !(finished || p.last.is_none_or(|l| l.elapsed() >= p.every)) {
+        if !finished && self.last.elapsed() < self.every {
             return;
         }
-        p.last = Some(Instant::now());
-        let secs = self.start.elapsed().as_secs_f64();
-        let rate = self.done as f64 / secs.max(1e-9);
+        self.last = Instant::now();
+        let rate = self.done as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
         let left = self.total.saturating_sub(self.done) as f64 / rate.max(1e-9);
+        let (label, unit) = (&self.label, self.unit);
         let line = format!(
-            "{}: {}/{} {} ({:.0} %), {at}, {rate:.0} {}/s, about {left:.0} s left",
-            self.label,
+            "{label}: {}/{} {unit} ({:.0} %), {at}, {rate:.0} {unit}/s, about {left:.0} s left",
             self.done,
             self.total,
-            self.unit,
             100.0 * self.done as f64 / self.total.max(1) as f64,
-            self.unit
         );
-        if p.tty {
+        if self.tty {
             eprint!("\r{line}\x1b[K");
             if finished {
                 eprintln!();
