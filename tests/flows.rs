@@ -829,8 +829,9 @@ fn gauge_flow_density_is_gauge_invariant() {
 }
 
 /// Batches whose buffers would exceed [`thermoflow::flows::flow::RUN_BYTES`] run in chunks
-/// (the L = 8 gauge flow materialises about 0.93 MB per row, so ≈ 290 rows per run): 700 rows
-/// at their own temperatures score as one unchunked run of the density program scores them.
+/// (the L = 8 gauge flow materialises most of a megabyte per row, so a few hundred rows per
+/// run): 700 rows at their own temperatures score as one unchunked run of the density program
+/// scores them.
 #[test]
 fn large_batches_run_in_chunks_with_the_same_results() {
     use thermoflow::flows::flow::Mode;

@@ -177,8 +177,8 @@ struct Cached {
 
 /// The most memory one run of a flow program may hold in its buffers: larger batches run in
 /// chunks of as many rows as fit. The buffers grow with the rows (a sample of the U(1) gauge
-/// flow at L = 8 materialises 0.93 MB across its 552 kernels: 20 000 rows in one run would
-/// hold 19 GB), and a program keeps a plan per batch size it has run.
+/// flow at L = 8 materialises most of a megabyte across its kernels: 20 000 rows in one run
+/// would hold over 10 GB), and a program keeps a plan per batch size it has run.
 pub const RUN_BYTES: usize = 256 << 20;
 
 impl Clone for Cache {

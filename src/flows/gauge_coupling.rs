@@ -15,7 +15,8 @@
 //! inverse:  P' = wrap(θ'_P(x)),  P = h⁻¹(P'),  θ_μ(x) = wrap(θ'_μ(x) − s (P' − P))
 //! ```
 //!
-//! with wrap(φ) ∈ [−π, π) (exact in floating point, see [`wrap_angle`]). The link's new active plaquette is P + (P' − P) = P' up to 2π, which
+//! with wrap(φ) ∈ [−π, π) (exact in floating point, see [`wrap_angle`]). The CNN's last
+//! convolution and the spline run at the active sites only (a quarter of them). The link's new active plaquette is P + (P' − P) = P' up to 2π, which
 //! the inverse reads back. h is the rational-quadratic spline on [−π, π] with boundary
 //! derivatives 1 ([`crate::engine::rqs`]): it fixes ±π and its derivative matches across the
 //! seam, so it is a diffeomorphism of the circle (Rezende et al. 2020).
@@ -185,39 +186,58 @@ impl GaugeCoupling {
         }
     }
 
-    /// Masks over sites: (active, frozen).
-    fn masks(&self) -> (Vec<f64>, Vec<f64>) {
+    /// The active sites (plaquettes on the updated stripes), in increasing order.
+    fn active(&self) -> Vec<usize> {
+        (0..self.l * self.l)
+            .filter(|&k| self.stripe(k) % 4 == self.offset)
+            .collect()
+    }
+
+    /// The frozen sites' mask (neither on an updated stripe nor on the one after it).
+    fn frozen(&self) -> Vec<f64> {
         let l = self.l;
         let on = |s: usize| s % 4 == self.offset;
-        let active: Vec<f64> = (0..l * l)
-            .map(|k| f64::from(u8::from(on(self.stripe(k)))))
-            .collect();
-        let frozen = (0..l * l)
+        (0..l * l)
             .map(|k| {
                 let s = self.stripe(k);
                 f64::from(u8::from(!on(s) && !on((s + 1) % l)))
             })
-            .collect();
-        (active, frozen)
+            .collect()
     }
 
-    /// The spline parameters at every site, `[batch, V, 3K − 1]`, from the frozen plaquettes
-    /// (wrapped, `[batch, V]`) and the condition features.
+    /// The spline parameters at the active sites, `[batch, A, 3K − 1]`, from the frozen
+    /// plaquettes (wrapped, `[batch, V]`) and the condition features.
     fn conditioner<'g>(&self, s: &Scope<'g>, p: Var<'g>, c: Option<Var<'g>>) -> Var<'g> {
         let g = p.builder();
         let v = self.l * self.l;
-        let frozen = g.constant_tensor(&[v], self.masks().1);
+        let frozen = g.constant_tensor(&[v], self.frozen());
         let cos = (p.cos() * frozen).expand(2, Dim::Fixed(1));
         let sin = (p.sin() * frozen).expand(2, Dim::Fixed(1));
         let mut h = cos.concat(sin, 2);
         if let Some(c) = c {
             h = h.concat(c.expand(1, Dim::Fixed(v)), 2);
         }
-        conv_stack(s, &self.params, h, self.l, &self.channels)
+        conv_stack(s, &self.params, h, self.l, &self.channels, &self.active())
     }
 
-    /// The links moved by s·(new − old) of each active plaquette, wrapped; and Σ_active of
-    /// the log-derivatives `ld` (`[batch, V]`).
+    /// `h` applied to the active plaquettes of `p` (`[batch, V]`): (old, new, log-derivatives),
+    /// each `[batch, A]`.
+    fn transform<'g>(
+        &self,
+        s: &Scope<'g>,
+        p: Var<'g>,
+        c: Option<Var<'g>>,
+        inverse: bool,
+    ) -> (Var<'g>, Var<'g>, Var<'g>) {
+        let active = self.active();
+        let theta = self.conditioner(s, p, c);
+        let old = p.take(1, &active, &[active.len()]);
+        let (new, ld) = old.rqs(theta, self.spline(inverse));
+        (old, new, ld)
+    }
+
+    /// The links moved by s·(new − old) of each active plaquette (`[batch, A]`), wrapped; and
+    /// Σ_active of the log-derivatives `ld`.
     fn moved<'g>(
         &self,
         links: Var<'g>,
@@ -225,17 +245,17 @@ impl GaugeCoupling {
         new: Var<'g>,
         ld: Var<'g>,
     ) -> (Var<'g>, Var<'g>) {
-        let g = links.builder();
         let v = self.l * self.l;
+        let active = self.active();
         let sign = if self.mu == 0 { 1.0 } else { -1.0 };
-        let active = g.constant_tensor(&[v], self.masks().0);
-        let delta = ((new - old) * active).mul_scalar(sign);
-        let delta = if self.mu == 0 {
-            delta.pad(1, 0, v)
-        } else {
-            delta.pad(1, v, 0)
-        };
-        (wrap_angle(links + delta), (ld * active).sum(1))
+        // Link μ·V + k moves by the delta of active site k; the others read the zero appended.
+        let mut slot = vec![active.len(); 2 * v];
+        for (a, &k) in active.iter().enumerate() {
+            slot[self.mu * v + k] = a;
+        }
+        let delta = (new - old).mul_scalar(sign).pad(1, 0, 1);
+        let delta = delta.take(1, &slot, &[2 * v]);
+        (wrap_angle(links + delta), ld.sum(1))
     }
 }
 
@@ -253,9 +273,8 @@ impl Bijection for GaugeCoupling {
         c: Option<Var<'g>>,
     ) -> (Var<'g>, Var<'g>) {
         let p = wrap_angle(plaquettes(z, self.l));
-        let theta = self.conditioner(s, p, c);
-        let (p_new, ld) = p.rqs(theta, self.spline(false));
-        self.moved(z, p, p_new, ld)
+        let (old, new, ld) = self.transform(s, p, c, false);
+        self.moved(z, old, new, ld)
     }
     fn inverse_and_log_det<'g>(
         &self,
@@ -264,10 +283,9 @@ impl Bijection for GaugeCoupling {
         c: Option<Var<'g>>,
     ) -> (Var<'g>, Var<'g>) {
         let p_new = wrap_angle(plaquettes(x, self.l));
-        let theta = self.conditioner(s, p_new, c);
-        let (p, ld) = p_new.rqs(theta, self.spline(true));
         // The inverse spline returns −log h'.
-        self.moved(x, p_new, p, ld)
+        let (now, before, ld) = self.transform(s, p_new, c, true);
+        self.moved(x, now, before, ld)
     }
     fn param_sets(&self) -> Vec<(String, &ParamSet)> {
         vec![(String::new(), &self.params)]

@@ -119,7 +119,8 @@ impl LatticeCoupling {
         if let Some(c) = c {
             h = h.concat(c.expand(1, Dim::Fixed(v)), 2);
         }
-        let h = conv_stack(s, &self.params, h, self.l, &self.channels);
+        let all: Vec<usize> = (0..v).collect();
+        let h = conv_stack(s, &self.params, h, self.l, &self.channels, &all);
         let raw = h.slice(2, 0, 1).sum(2);
         let t = h.slice(2, 1, 2).sum(2) * active;
         let bound = self.scale_bound;
@@ -128,18 +129,17 @@ impl LatticeCoupling {
     }
 }
 
-/// The im2col table of the periodic 3×3 stencil on an L×L lattice with `ci` channels: output
-/// row element (v, s, c), at (v·9 + s)·ci + c, reads input element (site, c) with site = v
-/// moved by −(a, b) (mod L), s = 3(a + 1) + (b + 1).
-fn stencil_table(l: usize, ci: usize) -> Vec<usize> {
-    let mut t = Vec::with_capacity(l * l * 9 * ci);
-    for i in 0..l {
-        for j in 0..l {
-            for s in 0..9 {
-                let (a, b) = (s / 3, s % 3);
-                let site = ((i + l + 1 - a) % l) * l + (j + l + 1 - b) % l;
-                t.extend((0..ci).map(|c| site * ci + c));
-            }
+/// The im2col table of the periodic 3×3 stencil on an L×L lattice with `ci` channels, one row
+/// per output site of `sites`: row element (r, s, c), at (r·9 + s)·ci + c, reads input element
+/// (site, c) with site = sites[r] moved by −(a, b) (mod L), s = 3(a + 1) + (b + 1).
+fn stencil_table(l: usize, ci: usize, sites: &[usize]) -> Vec<usize> {
+    let mut t = Vec::with_capacity(sites.len() * 9 * ci);
+    for &v in sites {
+        let (i, j) = (v / l, v % l);
+        for s in 0..9 {
+            let (a, b) = (s / 3, s % 3);
+            let site = ((i + l + 1 - a) % l) * l + (j + l + 1 - b) % l;
+            t.extend((0..ci).map(|c| site * ci + c));
         }
     }
     t
@@ -174,19 +174,24 @@ pub(super) fn conv_stack_count(channels: &[usize]) -> Option<usize> {
 }
 
 /// `h` (`[batch, V, C_0]`) through the stack of [`conv_stack_params`] on an L×L lattice, tanh
-/// between convolutions: `[batch, V, C_last]`.
+/// between convolutions: `[batch, S, C_last]`, the last convolution taken only at the S sites
+/// `out` (a coupling reads its output at the sites it updates; the hidden layers need every
+/// site, as the stencils of those sites reach all of them).
 pub(super) fn conv_stack<'g>(
     s: &Scope<'g>,
     params: &ParamSet,
     mut h: Var<'g>,
     l: usize,
     channels: &[usize],
+    out: &[usize],
 ) -> Var<'g> {
     let nl = channels.len() - 1;
+    let all: Vec<usize> = (0..l * l).collect();
     for (k, &ci) in channels[..nl].iter().enumerate() {
         let w = s.param(params, &format!("w{k}"));
         let b = s.param(params, &format!("b{k}"));
-        h = periodic_conv3x3(h, w, l, ci) + b;
+        let sites = if k + 1 < nl { &all[..] } else { out };
+        h = periodic_conv3x3(h, w, l, ci, sites) + b;
         if k + 1 < nl {
             h = h.tanh();
         }
@@ -195,9 +200,11 @@ pub(super) fn conv_stack<'g>(
 }
 
 /// Periodic 3×3 convolution of `h` (`[batch, V, C_in]`) with stencil weights `w`
-/// (`[9·C_in, C_out]`): one gather by [`stencil_table`] (im2col) and one gemm.
-fn periodic_conv3x3<'g>(h: Var<'g>, w: Var<'g>, l: usize, ci: usize) -> Var<'g> {
-    h.take(1, &stencil_table(l, ci), &[l * l, 9 * ci]).matmul(w)
+/// (`[9·C_in, C_out]`) at the output `sites`: one gather by [`stencil_table`] (im2col) and one
+/// gemm, `[batch, sites, C_out]`.
+fn periodic_conv3x3<'g>(h: Var<'g>, w: Var<'g>, l: usize, ci: usize, sites: &[usize]) -> Var<'g> {
+    h.take(1, &stencil_table(l, ci, sites), &[sites.len(), 9 * ci])
+        .matmul(w)
 }
 
 impl Bijection for LatticeCoupling {
