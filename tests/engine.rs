@@ -489,6 +489,41 @@ fn composite_graphs_pass_gradient_checks() {
         }),
         grad: true,
     });
+    // Runs of consecutive positions of every length the executor copies differently (1–3
+    // element by element, 4–7 and 8+ in overlapping blocks), backwards and wrapping too.
+    let runs: Vec<usize> = [
+        (0, 1),
+        (5, 3),
+        (1, 4),
+        (30, 7),
+        (2, 8),
+        (12, 9),
+        (20, 16),
+        (9, 17),
+    ]
+    .iter()
+    .flat_map(|&(first, len)| first..first + len)
+    .chain([40, 39, 38, 0, 41, 41])
+    .collect();
+    let b = rand_vec(&mut rng, 2 * 42, -3.0, 3.0);
+    check(Case {
+        name: "take by runs of 1 to 17 consecutive positions",
+        inputs: vec![(vec![2, 42], b)],
+        build: Box::new({
+            let t = runs.clone();
+            move |_, v| v[0].take(1, &t, &[t.len()]).square()
+        }),
+        reference: Box::new({
+            let t = runs.clone();
+            move |v| {
+                (0..2)
+                    .flat_map(|r| t.iter().map(move |&k| r * 42 + k))
+                    .map(|i| v[0][i] * v[0][i])
+                    .collect()
+            }
+        }),
+        grad: true,
+    });
     check(Case {
         name: "take of a permuted view into a 2-D row",
         inputs: vec![(vec![3, 4], a.clone())],

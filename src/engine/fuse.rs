@@ -264,6 +264,7 @@ pub fn steps(ir: &Ir, required_nodes: &[usize]) -> Vec<Step> {
                 out: i,
                 src: *src,
                 table: table.clone(),
+                runs: super::plan::runs(table).into(),
                 in_row: *in_row,
             },
             Op::Put { src, table, in_row } => Step::Put {

@@ -137,6 +137,9 @@ pub enum Step {
         src: usize,
         /// The table.
         table: std::sync::Arc<[u32]>,
+        /// The table as runs of consecutive source positions, (first, length), which the CPU
+        /// executor copies a run at a time ([`runs`]).
+        runs: std::sync::Arc<[(u32, u32)]>,
         /// Source row length.
         in_row: usize,
     },
@@ -470,4 +473,17 @@ fn arithmetic(code: &[Instr]) -> f64 {
     code.iter()
         .filter(|i| matches!(i, Instr::Un(..) | Instr::Bin(..)))
         .count() as f64
+}
+
+/// `table` as runs of consecutive source positions, (first, length): an im2col table is one run
+/// per stencil point and site, `C_in` long.
+pub fn runs(table: &[u32]) -> Vec<(u32, u32)> {
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for &k in table {
+        match runs.last_mut() {
+            Some((first, len)) if first.checked_add(*len) == Some(k) => *len += 1,
+            _ => runs.push((k, 1)),
+        }
+    }
+    runs
 }
