@@ -15,11 +15,12 @@
 //! inverse:  P' = wrap(θ'_P(x)),  P = h⁻¹(P'),  θ_μ(x) = wrap(θ'_μ(x) − s (P' − P))
 //! ```
 //!
-//! with wrap(φ) ∈ [−π, π) (exact in floating point, see [`wrap_angle`]). The CNN's last
-//! convolution and the spline run at the active sites only (a quarter of them). The link's new active plaquette is P + (P' − P) = P' up to 2π, which
-//! the inverse reads back. h is the rational-quadratic spline on [−π, π] with boundary
-//! derivatives 1 ([`crate::engine::rqs`]): it fixes ±π and its derivative matches across the
-//! seam, so it is a diffeomorphism of the circle (Rezende et al. 2020).
+//! with wrap(φ) ∈ [−π, π) (exact in floating point, see [`wrap_angle`]). The link's new active
+//! plaquette is P + (P' − P) = P' up to 2π, which the inverse reads back. h is the
+//! rational-quadratic spline on [−π, π] with boundary derivatives 1 ([`crate::engine::rqs`]): it
+//! fixes ±π and its derivative matches across the seam, so it is a diffeomorphism of the circle
+//! (Rezende et al. 2020). The CNN's last convolution and the spline run at the active sites
+//! only (a quarter of the plaquettes).
 //!
 //! **Gauge equivariance.** A gauge transformation θ_μ(x) → θ_μ(x) + α(x) − α(x + μ̂) leaves
 //! every plaquette unchanged, so the context, P, P' and the log-determinant are unchanged and
