@@ -415,8 +415,19 @@ impl Sweeper<'_> {
         Ok(Some(w))
     }
 
-    /// Recompute every check from the state's estimates, witness and flow.
+    /// Recompute every check from the state's estimates, witness and flow; with progress on,
+    /// say what is scored (the flow's density at the witness's configurations: minutes for
+    /// the L = 8 gauge field) and the verdict.
     fn check(&self, st: &mut State) -> Result<()> {
+        let t0 = std::time::Instant::now();
+        let progress = self.cfg.progress;
+        if let (true, Some(w)) = (progress, &st.witness) {
+            let n: usize = (w.grid_index.iter().zip(&w.samples))
+                .filter(|(g, _)| g.is_some())
+                .map(|(_, x)| x.nrows())
+                .sum();
+            eprintln!("[sweep] checks: the flow's density at the witness's {n} configurations");
+        }
         (st.checks, st.points) = all_checks(
             &st.rounds,
             st.witness.as_ref(),
@@ -424,6 +435,13 @@ impl Sweeper<'_> {
             &st.flow,
             self.energy,
         )?;
+        if progress {
+            eprintln!(
+                "[sweep] checks: {} ({:.1} s)",
+                checks::verdict(&self.temps, &st.checks),
+                t0.elapsed().as_secs_f64()
+            );
+        }
         Ok(())
     }
 }
