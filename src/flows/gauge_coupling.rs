@@ -218,7 +218,14 @@ impl GaugeCoupling {
         if let Some(c) = c {
             h = h.concat(c.expand(1, Dim::Fixed(v)), 2);
         }
-        conv_stack(s, &self.params, h, self.l, &self.channels, &self.active())
+        conv_stack(
+            s,
+            &self.params,
+            h,
+            self.l,
+            &self.channels,
+            Some(&self.active()),
+        )
     }
 
     /// `h` applied to the active plaquettes of `p` (`[batch, V]`): (old, new, log-derivatives),

@@ -119,8 +119,7 @@ impl LatticeCoupling {
         if let Some(c) = c {
             h = h.concat(c.expand(1, Dim::Fixed(v)), 2);
         }
-        let all: Vec<usize> = (0..v).collect();
-        let h = conv_stack(s, &self.params, h, self.l, &self.channels, &all);
+        let h = conv_stack(s, &self.params, h, self.l, &self.channels, None);
         let raw = h.slice(2, 0, 1).sum(2);
         let t = h.slice(2, 1, 2).sum(2) * active;
         let bound = self.scale_bound;
@@ -175,22 +174,25 @@ pub(super) fn conv_stack_count(channels: &[usize]) -> Option<usize> {
 
 /// `h` (`[batch, V, C_0]`) through the stack of [`conv_stack_params`] on an L×L lattice, tanh
 /// between convolutions: `[batch, S, C_last]`, the last convolution taken only at the S sites
-/// `out` (a coupling reads its output at the sites it updates; the hidden layers need every
-/// site, as the stencils of those sites reach all of them).
+/// `out` when given (a coupling reads its output at the sites it updates; the hidden layers
+/// need every site, as the stencils of those sites reach all of them), else at all V.
 pub(super) fn conv_stack<'g>(
     s: &Scope<'g>,
     params: &ParamSet,
     mut h: Var<'g>,
     l: usize,
     channels: &[usize],
-    out: &[usize],
+    out: Option<&[usize]>,
 ) -> Var<'g> {
     let nl = channels.len() - 1;
     let all: Vec<usize> = (0..l * l).collect();
     for (k, &ci) in channels[..nl].iter().enumerate() {
         let w = s.param(params, &format!("w{k}"));
         let b = s.param(params, &format!("b{k}"));
-        let sites = if k + 1 < nl { &all[..] } else { out };
+        let sites = match out {
+            Some(out) if k + 1 == nl => out,
+            _ => &all[..],
+        };
         h = periodic_conv3x3(h, w, l, ci, sites) + b;
         if k + 1 < nl {
             h = h.tanh();
