@@ -209,6 +209,13 @@ fn validate(cfg: &SweepConfig) -> Result<()> {
     Ok(())
 }
 
+/// Whether the checks of a point estimated by `m` score the flow at the witness's
+/// configurations (the missed mass: the flow's own estimates only; tempering's and the
+/// anneal's points drop those checks, and an unestimated point fails, the unknown mass with it).
+fn scores_flow(m: &Estimator) -> bool {
+    matches!(m, Estimator::Importance | Estimator::FlowMcmc(_))
+}
+
 /// Every check at every temperature: tempered points against the anneal `smc` (when run),
 /// every other point against the parallel-tempering witness `w` (see [`checks`]).
 fn all_checks(
@@ -252,7 +259,8 @@ fn all_checks(
         Some(w) => {
             let missed = (0..w.rungs.len())
                 .map(|k| match w.grid_index[k] {
-                    Some(i) => {
+                    // Scoring the flow is the checks' cost (a minute at the L = 8 gauge field).
+                    Some(i) if scores_flow(&rounds.method[i]) => {
                         // The largest weight the flow's samples there reached: importance
                         // sampling's, and flow-MCMC's proposals where it ran.
                         let mut max_log_w = rounds.draws[i].max_log_w(th[i].t);
@@ -261,7 +269,7 @@ fn all_checks(
                         }
                         w.missed(k, flow, energy, max_log_w, &th[i])
                     }
-                    None => Ok(witness::Missed::UNKNOWN),
+                    _ => Ok(witness::Missed::UNKNOWN),
                 })
                 .collect::<Result<Vec<_>>>()?;
             checks::witness(th, w, &missed)
@@ -420,13 +428,17 @@ impl Sweeper<'_> {
     /// the L = 8 gauge field) and the verdict.
     fn check(&self, st: &mut State) -> Result<()> {
         let t0 = std::time::Instant::now();
-        let progress = self.cfg.progress;
+        // Before any estimate every point fails for want of one: nothing to say.
+        let progress = self.cfg.progress
+            && (st.rounds.method.iter()).any(|m| !matches!(m, Estimator::Unestimated));
         if let (true, Some(w)) = (progress, &st.witness) {
             let n: usize = (w.grid_index.iter().zip(&w.samples))
-                .filter(|(g, _)| g.is_some())
+                .filter(|(g, _)| g.is_some_and(|i| scores_flow(&st.rounds.method[i])))
                 .map(|(_, x)| x.nrows())
                 .sum();
-            eprintln!("[sweep] checks: the flow's density at the witness's {n} configurations");
+            if n > 0 {
+                eprintln!("[sweep] checks: the flow's density at the witness's {n} configurations");
+            }
         }
         (st.checks, st.points) = all_checks(
             &st.rounds,
