@@ -128,17 +128,40 @@ impl LatticeCoupling {
     }
 }
 
-/// The im2col table of the periodic 3×3 stencil on an L×L lattice with `ci` channels, one row
-/// per output site of `sites`: row element (r, s, c), at (r·9 + s)·ci + c, reads input element
-/// (site, c) with site = sites[r] moved by −(a, b) (mod L), s = 3(a + 1) + (b + 1).
-fn stencil_table(l: usize, ci: usize, sites: &[usize]) -> Vec<usize> {
+/// Site s ∈ 0..9 of the periodic 3×3 stencil at site v of an L×L lattice: v moved by −(a, b)
+/// (mod L), s = 3(a + 1) + (b + 1).
+fn stencil_site(l: usize, v: usize, s: usize) -> usize {
+    let (i, j) = (v / l, v % l);
+    let (a, b) = (s / 3, s % 3);
+    ((i + l + 1 - a) % l) * l + (j + l + 1 - b) % l
+}
+
+/// The sites the stencils at `sites` read, in increasing order.
+fn stencil_reach(l: usize, sites: &[usize]) -> Vec<usize> {
+    let mut hit = vec![false; l * l];
+    for &v in sites {
+        for s in 0..9 {
+            hit[stencil_site(l, v, s)] = true;
+        }
+    }
+    (0..l * l).filter(|&k| hit[k]).collect()
+}
+
+/// The im2col table of the periodic 3×3 stencil on an L×L lattice with `ci` channels, input
+/// rows at the sites `input` (increasing, holding every site the stencils read), one output
+/// row per site of `sites`: row element (r, s, c), at (r·9 + s)·ci + c, reads input element
+/// (row of [`stencil_site`] (sites[r], s), c).
+fn stencil_table(l: usize, ci: usize, input: &[usize], sites: &[usize]) -> Vec<usize> {
+    let mut row = vec![usize::MAX; l * l];
+    for (r, &k) in input.iter().enumerate() {
+        row[k] = r;
+    }
     let mut t = Vec::with_capacity(sites.len() * 9 * ci);
     for &v in sites {
-        let (i, j) = (v / l, v % l);
         for s in 0..9 {
-            let (a, b) = (s / 3, s % 3);
-            let site = ((i + l + 1 - a) % l) * l + (j + l + 1 - b) % l;
-            t.extend((0..ci).map(|c| site * ci + c));
+            let r = row[stencil_site(l, v, s)];
+            assert!(r != usize::MAX, "a stencil reads a site its input lacks");
+            t.extend((0..ci).map(|c| r * ci + c));
         }
     }
     t
@@ -174,8 +197,9 @@ pub(super) fn conv_stack_count(channels: &[usize]) -> Option<usize> {
 
 /// `h` (`[batch, V, C_0]`) through the stack of [`conv_stack_params`] on an L×L lattice, tanh
 /// between convolutions: `[batch, S, C_last]`, the last convolution taken only at the S sites
-/// `out` when given (a coupling reads its output at the sites it updates; the hidden layers
-/// need every site, as the stencils of those sites reach all of them), else at all V.
+/// `out` when given (a coupling reads its output at the sites it updates), else at all V.
+/// Each earlier convolution is taken only at the sites the next one's stencils reach (for a
+/// gauge coupling's stripes, 3 of 4 rows before the last; for a checkerboard, every site).
 pub(super) fn conv_stack<'g>(
     s: &Scope<'g>,
     params: &ParamSet,
@@ -186,27 +210,43 @@ pub(super) fn conv_stack<'g>(
 ) -> Var<'g> {
     let nl = channels.len() - 1;
     let all: Vec<usize> = (0..l * l).collect();
-    for (k, &ci) in channels[..nl].iter().enumerate() {
+    // Each convolution's output sites, the last's first.
+    let mut sites = vec![out.map_or_else(|| all.clone(), <[usize]>::to_vec)];
+    while sites.len() < nl {
+        let reach = stencil_reach(l, &sites[sites.len() - 1]);
+        sites.push(reach);
+    }
+    sites.reverse();
+    let mut input = all;
+    for (k, (&ci, at)) in channels[..nl].iter().zip(sites).enumerate() {
         let w = s.param(params, &format!("w{k}"));
         let b = s.param(params, &format!("b{k}"));
-        let sites = match out {
-            Some(out) if k + 1 == nl => out,
-            _ => &all[..],
-        };
-        h = periodic_conv3x3(h, w, l, ci, sites) + b;
+        h = periodic_conv3x3(h, w, l, ci, &input, &at) + b;
         if k + 1 < nl {
             h = h.tanh();
         }
+        input = at;
     }
     h
 }
 
-/// Periodic 3×3 convolution of `h` (`[batch, V, C_in]`) with stencil weights `w`
-/// (`[9·C_in, C_out]`) at the output `sites`: one gather by [`stencil_table`] (im2col) and one
-/// gemm, `[batch, sites, C_out]`.
-fn periodic_conv3x3<'g>(h: Var<'g>, w: Var<'g>, l: usize, ci: usize, sites: &[usize]) -> Var<'g> {
-    h.take(1, &stencil_table(l, ci, sites), &[sites.len(), 9 * ci])
-        .matmul(w)
+/// Periodic 3×3 convolution of `h` (`[batch, I, C_in]`, rows at the sites `input`) with
+/// stencil weights `w` (`[9·C_in, C_out]`) at the output `sites`: one gather by
+/// [`stencil_table`] (im2col) and one gemm, `[batch, sites, C_out]`.
+fn periodic_conv3x3<'g>(
+    h: Var<'g>,
+    w: Var<'g>,
+    l: usize,
+    ci: usize,
+    input: &[usize],
+    sites: &[usize],
+) -> Var<'g> {
+    h.take(
+        1,
+        &stencil_table(l, ci, input, sites),
+        &[sites.len(), 9 * ci],
+    )
+    .matmul(w)
 }
 
 impl Bijection for LatticeCoupling {
@@ -245,5 +285,81 @@ impl Bijection for LatticeCoupling {
             "LatticeCoupling(L={}, cond={}, parity={}, channels={:?})",
             self.l, self.cond_dim, self.parity, self.channels
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{GraphBuilder, Program};
+    use crate::flows::params::Declared;
+
+    /// The stack taken only at some sites (each earlier convolution only where the next reads)
+    /// equals the stack at every site read there, for stripes, a checkerboard and scattered
+    /// sites, three and four convolutions deep.
+    #[test]
+    fn the_stack_at_some_sites_is_the_stack_at_every_site_read_there() {
+        let l = 8;
+        let v = l * l;
+        let stripe: Vec<usize> = (0..v).filter(|k| (k / l) % 4 == 1).collect();
+        let board: Vec<usize> = (0..v).filter(|k| (k / l + k % l) % 2 == 0).collect();
+        let scattered = vec![0, 9, 30, 31, 63];
+        for channels in [vec![3, 5, 4, 6], vec![3, 4, 4, 4, 2]] {
+            let mut rng = init_rng(7);
+            let mut params = ParamSet::default();
+            for (k, w) in channels.windows(2).enumerate() {
+                params.push(
+                    &format!("w{k}"),
+                    &[9 * w[0], w[1]],
+                    glorot(&mut rng, 9 * w[0], w[1]),
+                );
+                let b = (0..w[1]).map(|c| 0.1 * c as f64 - 0.2).collect();
+                params.push(&format!("b{k}"), &[w[1]], b);
+            }
+            for out in [&stripe, &board, &scattered] {
+                let g = GraphBuilder::new();
+                let outs = {
+                    let declared = Declared::default();
+                    let s = Scope::root(&g, &declared, false);
+                    let p = g.batch_input("p", &[v]);
+                    let h = (p.expand(2, Dim::Fixed(1)))
+                        .concat(p.cos().expand(2, Dim::Fixed(1)), 2)
+                        .concat(p.sin().expand(2, Dim::Fixed(1)), 2);
+                    let full = conv_stack(&s, &params, h, l, &channels, None);
+                    let some = conv_stack(&s, &params, h, l, &channels, Some(out));
+                    [full.output("full"), some.output("some")]
+                };
+                let mut prog = Program::<f64>::compile(g, &outs, None).unwrap();
+                let batch = 2;
+                let p: Vec<f64> = (0..batch * v)
+                    .map(|i| (i as f64 * 0.37).sin() * 3.0)
+                    .collect();
+                let r = prog.run(&[("p", &p)]).unwrap();
+                let (full, some) = (r.get("full").unwrap(), r.get("some").unwrap());
+                let co = *channels.last().unwrap();
+                assert_eq!(some.len(), batch * out.len() * co);
+                for b in 0..batch {
+                    for (r, &k) in out.iter().enumerate() {
+                        for c in 0..co {
+                            let a = full[(b * v + k) * co + c];
+                            let e = some[(b * out.len() + r) * co + c];
+                            assert!((a - e).abs() < 1e-12, "site {k} channel {c}: {a} vs {e}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A stripe's stencils reach the stripes beside it; the checkerboard's reach every site.
+    #[test]
+    fn stencils_reach_their_neighbours() {
+        let l = 8;
+        let stripe: Vec<usize> = (0..l * l).filter(|k| (k / l) % 4 == 1).collect();
+        let reach = stencil_reach(l, &stripe);
+        assert!(reach.iter().all(|k| (k / l) % 4 != 3));
+        assert_eq!(reach.len(), 3 * l * l / 4);
+        let board: Vec<usize> = (0..l * l).filter(|k| (k / l + k % l) % 2 == 0).collect();
+        assert_eq!(stencil_reach(l, &board).len(), l * l);
     }
 }
