@@ -68,7 +68,13 @@ pub struct PtConfig {
     /// temperature every this many sweeps (0: none); from halfway through burn-in on only at the
     /// rungs whose proposals' weights so far have k̂ < ½ (so a run without burn-in makes none).
     pub flow_every: usize,
+    /// A line on stderr under this label about every [`PROGRESS_SECONDS`]: sweeps done and
+    /// round trips so far (None: silent).
+    pub progress: Option<String>,
 }
+
+/// Seconds between two progress lines of a run ([`PtConfig::progress`]).
+pub const PROGRESS_SECONDS: f64 = 15.0;
 
 /// The random-walk moves of a replica (Gaussian steps of the adapted size s).
 #[derive(Clone, Debug, Default)]
@@ -186,6 +192,7 @@ impl PtConfig {
             n_batches: 16,
             moves: Moves::Joint,
             flow_every: 0,
+            progress: None,
         }
     }
 }
@@ -421,7 +428,20 @@ pub fn parallel_tempering_with(
     let mut flow_rng = crate::rng::seeded(cfg.seed ^ 0xf10f);
     let (mut flow_acc, mut flow_tries, mut moves) = (0usize, 0usize, 0usize);
     let mut rungs = FlowRungs::new(k, flow.is_some() && cfg.flow_every > 0);
-    for sweep in 0..cfg.burn_in + cfg.n_sweeps {
+    let total = cfg.burn_in + cfg.n_sweeps;
+    let (t0, mut shown) = (std::time::Instant::now(), std::time::Instant::now());
+    for sweep in 0..total {
+        if let Some(label) = &cfg.progress {
+            if shown.elapsed().as_secs_f64() >= PROGRESS_SECONDS {
+                shown = std::time::Instant::now();
+                eprintln!(
+                    "[{label}] parallel tempering: sweep {sweep}/{total} ({:.0} %{}), {round_trips} round trips, {:.0} s",
+                    100.0 * sweep as f64 / total as f64,
+                    if sweep < cfg.burn_in { ", burn-in" } else { "" },
+                    t0.elapsed().as_secs_f64()
+                );
+            }
+        }
         // Halfway through burn-in, so that the rest of it relaxes under the kernel that stays.
         if sweep == cfg.burn_in / 2 {
             rungs.decide();

@@ -111,6 +111,7 @@ pub fn run_witness(energy: &dyn Energy, grid: &[f64], cfg: &WitnessConfig) -> Re
         seed: cfg.seed ^ 0x7e57,
         n_batches: 16,
         flow_every: 0,
+        progress: None,
     };
     let run = parallel_tempering(energy, &pt)?;
     Ok(Witness {

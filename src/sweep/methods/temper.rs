@@ -207,6 +207,7 @@ fn run_once(
         n_batches: 16,
         moves: Moves::for_system(sw.energy),
         flow_every,
+        progress: sw.cfg.progress.then(|| "sweep".into()),
     };
     let run = parallel_tempering_with(sw.energy, &pt, settings.flow_proposals.then_some(flow))?;
     let on_grid: Vec<usize> = (0..sw.temps.len())
