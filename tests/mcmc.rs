@@ -178,6 +178,27 @@ fn a_frozen_topological_charge_is_reported_not_measured() {
     }
 }
 
+/// A gauge run whose chains are short against τ_int says that its errors do not hold; a long
+/// one does not.
+#[test]
+fn short_chains_against_tau_int_are_reported() {
+    use thermoflow::mcmc::{run_mcmc, McmcConfig, Sampler, MIN_CHAIN_TAUS};
+    for (steps, short) in [(40, true), (20_000, false)] {
+        let mut cfg = McmcConfig::new("u1", Sampler::Rwm);
+        cfg.params = vec!["L=3".into()];
+        cfg.t = 0.5;
+        cfg.steps = steps;
+        cfg.chains = 4;
+        cfg.progress = false;
+        cfg.seed = common::seed(6);
+        let (v, _) = run_mcmc(&cfg).unwrap();
+        let taus = v["chain_length_in_tau"].as_f64().unwrap();
+        eprintln!("[u1 rwm] {steps} steps: {taus:.1} τ_int long");
+        assert_eq!(taus < MIN_CHAIN_TAUS, short, "{steps} steps: {v}");
+        assert_eq!(v["warning"].is_string(), short, "{steps} steps: {v}");
+    }
+}
+
 /// A symmetric double well at T = 0.5 (barrier ≈ 18 kT): flow-MCMC chains hop between the
 /// wells and give the exact occupation ½; random-walk Metropolis started in one well does not
 /// leave it in the same number of energy evaluations.

@@ -14,7 +14,7 @@ pub mod smc;
 pub mod stats;
 pub mod tempering;
 
-pub use experiment::{run_mcmc, McmcConfig, Sampler};
+pub use experiment::{run_mcmc, McmcConfig, Sampler, MIN_CHAIN_TAUS};
 pub use flow_mcmc::{flow_mcmc, FlowMcmcConfig};
 pub use hmc::{hmc, hmc_samples, ChainRun, HmcConfig};
 pub use independence::{Independence, Walkers};
