@@ -330,7 +330,8 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
 }
 
 /// The flow sampler's proposal: the lattice flow on φ⁴, the gauge flow on `u1`, the default
-/// coupling flow elsewhere, trained over [T/1.25, 1.25 T].
+/// coupling flow elsewhere, trained over [T/1.25, 1.25 T] (the gauge flow up to T = 1 as
+/// well: [`crate::gauge::U1FlowConfig::new`]).
 fn train_flow(
     cfg: &McmcConfig,
     energy: &dyn Energy,
