@@ -178,6 +178,35 @@ fn a_frozen_topological_charge_is_reported_not_measured() {
     }
 }
 
+/// Flow-MCMC reports the PSIS k̂ of its proposals' weights and warns exactly where it is ½ or
+/// more: a gauge flow after one training step has heavy-tailed weights, a flow fitted to
+/// springs lighter ones.
+#[test]
+fn heavy_tailed_flow_proposals_are_reported() {
+    use thermoflow::mcmc::{run_mcmc, McmcConfig, Sampler};
+    let mut k = Vec::new();
+    for (system, params, t, train) in [
+        ("u1", vec!["L=4".to_string()], 0.25, 1),
+        ("harmonic", Vec::new(), 0.5, 2000),
+    ] {
+        let mut cfg = McmcConfig::new(system, Sampler::Flow);
+        cfg.params = params;
+        cfg.t = t;
+        cfg.steps = 400;
+        cfg.chains = 16;
+        cfg.train_steps = train;
+        cfg.progress = false;
+        cfg.seed = common::seed(8);
+        let (v, _) = run_mcmc(&cfg).unwrap();
+        let kk = v["proposal_pareto_k"].as_f64().unwrap();
+        eprintln!("[flow-mcmc] {system}, {train} training steps: k̂ = {kk:.2}");
+        let warned = v["warning"].as_str().is_some_and(|w| w.contains("k̂"));
+        assert_eq!(warned, kk >= 0.5, "{system}: {v}");
+        k.push(kk);
+    }
+    assert!(k[0] >= 0.5 && k[1] < k[0], "k̂ {k:?}");
+}
+
 /// A gauge run whose chains are short against τ_int says that its errors do not hold; a long
 /// one does not.
 #[test]

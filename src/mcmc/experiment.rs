@@ -190,6 +190,7 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
                 acceptance: r.acceptance,
                 energy_evaluations: r.energy_evaluations,
                 seconds: 0.0,
+                proposal_pareto_k: None,
             }
         }
         Sampler::Flow => {
@@ -237,6 +238,7 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
             run
         }
     };
+    let mut warnings: Vec<String> = Vec::new();
     let mut v = json!({
         "system": cfg.system,
         "sampler": cfg.sampler.name(),
@@ -265,13 +267,9 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         let taus = len as f64 / slowest;
         v["chain_length_in_tau"] = json!(taus);
         if taus < MIN_CHAIN_TAUS {
-            let w = format!(
+            warnings.push(format!(
                 "the chains are {taus:.1} τ_int long (τ_int = {slowest:.0} steps, the slowest of plaquette, Q and E); below {MIN_CHAIN_TAUS} their start is not forgotten and the errors do not hold: run longer (--steps)"
-            );
-            if cfg.progress {
-                eprintln!("[mcmc] warning: {w}");
-            }
-            v["warning"] = json!(w);
+            ));
         }
         let plaquette = mean(&run.series[0]);
         let q2: Vec<Vec<f64>> = run.series[1]
@@ -322,6 +320,22 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         v["Cv"] = json!(cv.value);
         v["Cv_se"] = json!(cv.se);
         v["tau_int_x0"] = json!(tau_int(&run.series[0]));
+    }
+    if let Some(k) = run.proposal_pareto_k {
+        v["proposal_pareto_k"] = json!(k);
+        if k.is_nan() || k >= 0.5 {
+            warnings.push(format!(
+                "the flow proposals' weights have k̂ = {k:.2} (≥ ½: infinite variance): the chains seldom reach where the flow is too thin, and the estimates may miss it"
+            ));
+        }
+    }
+    if !warnings.is_empty() {
+        if cfg.progress {
+            for w in &warnings {
+                eprintln!("[mcmc] warning: {w}");
+            }
+        }
+        v["warning"] = json!(warnings.join("; "));
     }
     if !training.is_null() {
         v["training"] = training;

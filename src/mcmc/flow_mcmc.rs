@@ -80,6 +80,7 @@ pub fn flow_mcmc(
     let n_obs = observe(w.row(0)).len();
     let mut series = vec![vec![Vec::with_capacity(cfg.n_steps); nc]; n_obs];
     let (mut acc, mut tried, mut evals) = (0usize, 0usize, nc);
+    let mut proposal_log_w = Vec::new();
     let mut prop = vec![0.0; d];
     let total = cfg.burn_in + cfg.n_steps;
     for it in 0..total {
@@ -109,6 +110,7 @@ pub fn flow_mcmc(
             if it >= cfg.burn_in {
                 tried += nc;
                 acc += step.moved();
+                proposal_log_w.extend(step.proposal_log_w);
             }
         }
         if it >= cfg.burn_in {
@@ -139,10 +141,13 @@ pub fn flow_mcmc(
             }
         }
     }
+    let max = (proposal_log_w.iter().copied()).fold(f64::NEG_INFINITY, f64::max);
+    let weights: Vec<f64> = proposal_log_w.iter().map(|l| (l - max).exp()).collect();
     Ok(ChainRun {
         series,
         acceptance: acc as f64 / tried.max(1) as f64,
         energy_evaluations: evals,
         seconds: start.elapsed().as_secs_f64(),
+        proposal_pareto_k: Some(crate::estimators::psis::pareto_k(&weights)),
     })
 }

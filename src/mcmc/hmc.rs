@@ -53,6 +53,10 @@ pub struct ChainRun {
     pub energy_evaluations: usize,
     /// Wall-clock seconds.
     pub seconds: f64,
+    /// Flow-MCMC: the PSIS k̂ of its proposals' weights after burn-in (above ½ their variance is
+    /// infinite: the chains seldom reach where the flow is too thin, and finite runs miss it);
+    /// None for the other samplers.
+    pub proposal_pareto_k: Option<f64>,
 }
 
 /// Run HMC at temperature `t` from `x0` (one row per chain), recording `observe(x)`.
@@ -130,6 +134,7 @@ pub fn hmc(
         acceptance: acc as f64 / (cfg.n_trajectories * nc).max(1) as f64,
         energy_evaluations: evals,
         seconds: start.elapsed().as_secs_f64(),
+        proposal_pareto_k: None,
     })
 }
 
