@@ -141,13 +141,11 @@ pub fn flow_mcmc(
             }
         }
     }
-    let max = (proposal_log_w.iter().copied()).fold(f64::NEG_INFINITY, f64::max);
-    let weights: Vec<f64> = proposal_log_w.iter().map(|l| (l - max).exp()).collect();
     Ok(ChainRun {
         series,
         acceptance: acc as f64 / tried.max(1) as f64,
         energy_evaluations: evals,
         seconds: start.elapsed().as_secs_f64(),
-        proposal_pareto_k: Some(crate::estimators::psis::pareto_k(&weights)),
+        proposal_pareto_k: Some(crate::estimators::psis::pareto_k_of_log(&proposal_log_w)),
     })
 }

@@ -345,13 +345,8 @@ fn flow_move(
 /// against quadrature had rms 1.27 over 6 seeds with flow proposals everywhere, 0.85 with
 /// none).
 fn honest_proposals(log_w: &[f64]) -> bool {
-    let max = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !max.is_finite() {
-        return false;
-    }
-    let w: Vec<f64> = log_w.iter().map(|l| (l - max).exp()).collect();
-    // NaN (too few proposals to fit a tail): not shown to be honest.
-    crate::estimators::psis::pareto_k(&w) < 0.5
+    // NaN (no finite weight, or too few proposals to fit a tail): not shown to be honest.
+    crate::estimators::psis::pareto_k_of_log(log_w) < 0.5
 }
 
 /// Run parallel tempering, with independence proposals from a temperature-conditioned `flow`
