@@ -19,8 +19,8 @@ use crate::observe::{Observer, Progress};
 use crate::systems::{self, check_temperature, Energy, Params, Phi4};
 use crate::train::{train_new, TrainConfig};
 
-/// Chain length, in units of the slowest observable's τ_int, below which a gauge run's report
-/// carries a `warning` that its errors do not hold.
+/// Chain length, in units of the slowest observable's τ_int, below which the report of a run on
+/// gauge links or a system without a lattice carries a `warning` that its errors do not hold.
 pub const MIN_CHAIN_TAUS: f64 = 20.0;
 
 /// Which sampler.
@@ -264,13 +264,12 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         // configuration) and average over too few independent stretches for the errors to
         // hold: said, never hidden (flow-MCMC at β = 5, L = 8, 2000 steps of τ_int(Q) ≈ 290:
         // ⟨Q²⟩ 3.8 "standard errors" off).
-        let taus = len as f64 / slowest;
-        v["chain_length_in_tau"] = json!(taus);
-        if taus < MIN_CHAIN_TAUS {
-            warnings.push(format!(
-                "the chains are {taus:.1} τ_int long (τ_int = {slowest:.0} steps, the slowest of plaquette, Q and E); below {MIN_CHAIN_TAUS} their start is not forgotten and the errors do not hold: run longer (--steps)"
-            ));
-        }
+        v["chain_length_in_tau"] = json!(chain_length(
+            len,
+            slowest,
+            "plaquette, Q and E",
+            &mut warnings
+        ));
         let plaquette = mean(&run.series[0]);
         let q2: Vec<Vec<f64>> = run.series[1]
             .iter()
@@ -319,7 +318,11 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         v["U_se"] = json!(u.se);
         v["Cv"] = json!(cv.value);
         v["Cv_se"] = json!(cv.se);
-        v["tau_int_x0"] = json!(tau_int(&run.series[0]));
+        let tau_x0 = tau_int(&run.series[0]);
+        v["tau_int_x0"] = json!(tau_x0);
+        let len = run.series[0].first().map_or(0, Vec::len);
+        let slowest = tau_x0.max(tau_int(&run.series[1]));
+        v["chain_length_in_tau"] = json!(chain_length(len, slowest, "x0 and U", &mut warnings));
     }
     if let Some(k) = run.proposal_pareto_k {
         v["proposal_pareto_k"] = json!(k);
@@ -341,6 +344,18 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         v["training"] = training;
     }
     Ok((v, flow_out))
+}
+
+/// Chains `len` steps long over the slowest observable's τ_int (of `what`), with a warning in
+/// `warnings` below [`MIN_CHAIN_TAUS`].
+fn chain_length(len: usize, slowest: f64, what: &str, warnings: &mut Vec<String>) -> f64 {
+    let taus = len as f64 / slowest;
+    if taus.is_nan() || taus < MIN_CHAIN_TAUS {
+        warnings.push(format!(
+            "the chains are {taus:.1} τ_int long (τ_int = {slowest:.0} steps, the slowest of {what}); below {MIN_CHAIN_TAUS} their start is not forgotten and the errors do not hold: run longer (--steps)"
+        ));
+    }
+    taus
 }
 
 /// The flow sampler's proposal: the lattice flow on φ⁴, the gauge flow on `u1`, the default
