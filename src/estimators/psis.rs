@@ -117,14 +117,10 @@ pub fn pareto_k(values: &[f64]) -> f64 {
     fit_tail(values).map_or(f64::NAN, |(_, _, k, _)| k)
 }
 
-/// [`pareto_k`] of the weights e^{log_w − max log_w} (NaN without a finite log-weight).
+/// [`pareto_k`] of the weights of unnormalised log-weights ([`super::Weights::from_log`]);
+/// NaN without a finite log-weight.
 pub fn pareto_k_of_log(log_w: &[f64]) -> f64 {
-    let max = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !max.is_finite() {
-        return f64::NAN;
-    }
-    let w: Vec<f64> = log_w.iter().map(|l| (l - max).exp()).collect();
-    pareto_k(&w)
+    super::Weights::from_log(log_w).map_or(f64::NAN, |w| pareto_k(w.raw()))
 }
 
 /// Smooth the largest weights in place (see the module docs); returns k̂ (as [`pareto_k`]).

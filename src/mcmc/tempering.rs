@@ -424,7 +424,8 @@ pub fn parallel_tempering_with(
     let (mut flow_acc, mut flow_tries, mut moves) = (0usize, 0usize, 0usize);
     let mut rungs = FlowRungs::new(k, flow.is_some() && cfg.flow_every > 0);
     let total = cfg.burn_in + cfg.n_sweeps;
-    let (t0, mut shown) = (std::time::Instant::now(), std::time::Instant::now());
+    let t0 = std::time::Instant::now();
+    let mut shown = t0;
     for sweep in 0..total {
         if let Some(label) = &cfg.progress {
             if shown.elapsed().as_secs_f64() >= PROGRESS_SECONDS {
