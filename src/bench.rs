@@ -674,6 +674,7 @@ pub fn mcmc_bench(train_seconds: f64, flow_steps: usize) -> Result<serde_json::V
     let (flow, report) = train_phi4_flow(&phi, &fc, &mut [&mut bar])?;
     let mc = FlowMcmcConfig {
         n_steps: flow_steps,
+        max_steps: None,
         burn_in: 50,
         n_chains: 64,
         local_every: 0,

@@ -374,6 +374,22 @@ fn malformed_input_to_every_command_is_a_one_line_error() {
             "--sampler flow",
         ),
         (
+            vec!["mcmc", "--sampler", "rwm", "--max-steps", "9000"],
+            "--sampler flow or hmc",
+        ),
+        (
+            vec![
+                "mcmc",
+                "--sampler",
+                "flow",
+                "--steps",
+                "100",
+                "--max-steps",
+                "50",
+            ],
+            "--max-steps 50 is below",
+        ),
+        (
             vec!["mcmc", "--sampler", "flow", "--load-model", &g],
             "model file",
         ),

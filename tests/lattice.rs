@@ -31,6 +31,7 @@ fn phi4_flow_mcmc_reproduces_chi2_and_decorrelates_faster_than_hmc_per_evaluatio
     let (flow, report) = train_phi4_flow(&phi, &fc, &mut []).unwrap();
     let mc = FlowMcmcConfig {
         n_steps: 8000,
+        max_steps: None,
         burn_in: 50,
         n_chains: 128,
         local_every: 0,

@@ -32,6 +32,7 @@ fn flow_mcmc_is_exact_with_an_imperfect_flow() {
     let t = 1.3;
     let cfg = FlowMcmcConfig {
         n_steps: 3000,
+        max_steps: None,
         burn_in: 100,
         n_chains: 64,
         local_every: 4,
@@ -53,11 +54,60 @@ fn flow_mcmc_is_exact_with_an_imperfect_flow() {
     assert!(tau_int(&run.series[0]) >= 0.5);
 }
 
+/// With `max_steps`, flow-MCMC runs the same chains on (its first steps are the fixed-length
+/// run's), doubling their length until they are `MIN_CHAIN_TAUS` τ_int long, and stops at the
+/// first length that is (or at the cap).
+#[test]
+fn flow_mcmc_runs_on_until_the_chains_are_long_against_tau_int() {
+    use thermoflow::mcmc::MIN_CHAIN_TAUS;
+    let h = Harmonic::chain(2, 1.0, 200.0).unwrap();
+    let cond = Conditioning::Temperature {
+        t_min: 0.5,
+        t_max: 3.0,
+    };
+    let flow = builders::coupling_flow(2, cond, &Default::default()).unwrap();
+    // Stiff springs: the untrained flow is a poor proposal, τ_int ≫ 1.
+    let t = 1.0;
+    let run = |max_steps| {
+        let cfg = FlowMcmcConfig {
+            n_steps: 40,
+            max_steps,
+            burn_in: 10,
+            n_chains: 16,
+            local_every: 0,
+            local_step: 0.1,
+            seed: common::seed(9),
+        };
+        flow_mcmc(&flow, &[t], &h, t, &cfg, &|x| vec![h.energy(x)], &mut []).unwrap()
+    };
+    let taus = |series: &[Vec<f64>], n: usize| {
+        let head: Vec<Vec<f64>> = series.iter().map(|c| c[..n].to_vec()).collect();
+        n as f64 / tau_int(&head)
+    };
+    let fixed = run(None);
+    assert_eq!(fixed.series[0][0].len(), 40);
+    let long = run(Some(40_000));
+    let len = long.series[0][0].len();
+    eprintln!(
+        "[run on] 40 steps: {:.1} τ_int; ran on to {len}: {:.1} τ_int",
+        taus(&long.series[0], 40),
+        taus(&long.series[0], len)
+    );
+    assert!(len > 40 && len < 40_000, "{len} steps");
+    assert!(taus(&long.series[0], len) >= MIN_CHAIN_TAUS);
+    assert!(taus(&long.series[0], len / 2) < MIN_CHAIN_TAUS);
+    for (a, b) in fixed.series[0].iter().zip(&long.series[0]) {
+        assert_eq!(a[..], b[..40]);
+    }
+    assert_eq!(run(Some(60)).series[0][0].len(), 60);
+}
+
 #[test]
 fn hmc_reproduces_equipartition() {
     let h = Harmonic::chain(3, 1.0, 2.0).unwrap();
     let cfg = HmcConfig {
         n_trajectories: 4000,
+        max_trajectories: None,
         burn_in: 300,
         n_leapfrog: 8,
         step: 0.2,
@@ -91,6 +141,7 @@ fn hmc_gives_the_published_phi4_susceptibility() {
     };
     let cfg = HmcConfig {
         n_trajectories: 6000,
+        max_trajectories: None,
         burn_in: 500,
         n_leapfrog: 10,
         step: 0.1,
@@ -121,6 +172,7 @@ fn hmc_matches_the_exact_u1_gauge_theory() {
         let u1 = U1::new(l).unwrap();
         let cfg = HmcConfig {
             n_trajectories: 4000,
+            max_trajectories: None,
             burn_in: 300,
             n_leapfrog: 10,
             step: 0.1,
@@ -194,6 +246,7 @@ fn heavy_tailed_flow_proposals_are_reported() {
         cfg.t = t;
         cfg.steps = 400;
         cfg.chains = 16;
+        cfg.max_steps = None;
         cfg.train_steps = train;
         cfg.progress = false;
         cfg.seed = common::seed(8);
@@ -259,6 +312,7 @@ fn flow_mcmc_hops_between_wells_where_rwm_does_not() {
     let right = |x: &[f64]| vec![if x[0] > 0.0 { 1.0 } else { 0.0 }];
     let fc = FlowMcmcConfig {
         n_steps: 1000,
+        max_steps: None,
         burn_in: 50,
         n_chains: 64,
         local_every: 0,
@@ -315,6 +369,7 @@ fn flow_mcmc_with_the_gauge_flow_matches_the_exact_u1_gauge_theory() {
         let (flow, _) = train_u1_flow(&u1, &fc, &mut []).unwrap();
         let cfg = FlowMcmcConfig {
             n_steps: 600,
+            max_steps: None,
             burn_in: 50,
             n_chains: 64,
             local_every: 0,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::builder::PossibleValuesParser;
 use clap::Args;
+use thermoflow::mcmc::experiment::RUN_ON;
 use thermoflow::mcmc::{run_mcmc, McmcConfig, Sampler};
 
 use super::{check_writable, json_text, out, positive, write_file, Failure};
@@ -27,6 +28,9 @@ pub struct McmcArgs {
     /// Steps per chain after burn-in [default: 2000 for flow, 5000 otherwise]
     #[arg(long)]
     steps: Option<usize>,
+    /// Flow and HMC samplers: run the same chains on, doubling their length, up to this many steps while they are shorter than 20 τ_int (the errors need it) [default: 8 × --steps; equal to --steps: exactly --steps]
+    #[arg(long)]
+    max_steps: Option<usize>,
     /// Parallel chains [default: 64 for flow, 8 otherwise]
     #[arg(long)]
     chains: Option<usize>,
@@ -73,6 +77,9 @@ impl McmcArgs {
             params: self.params,
             t: self.temp,
             steps: self.steps.unwrap_or(d.steps),
+            max_steps: self
+                .max_steps
+                .or(d.max_steps.map(|_| RUN_ON * self.steps.unwrap_or(d.steps))),
             chains: self.chains.unwrap_or(d.chains),
             train_steps: self.train_steps.unwrap_or(d.train_steps),
             train_seconds: self.train_seconds,

@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use serde_json::{json, Value};
 
+use super::stats::MIN_CHAIN_TAUS;
 use super::RwmConfig;
 use super::{batch_means, flow_mcmc, hmc, rwm, tau_int, ChainRun, FlowMcmcConfig, HmcConfig};
 use crate::error::{input_err, Error, Result};
@@ -19,9 +20,8 @@ use crate::observe::{Observer, Progress};
 use crate::systems::{self, check_temperature, Energy, Params, Phi4};
 use crate::train::{train_new, TrainConfig};
 
-/// Chain length, in units of the slowest observable's τ_int, below which the report of a run on
-/// gauge links or a system without a lattice carries a `warning` that its errors do not hold.
-pub const MIN_CHAIN_TAUS: f64 = 20.0;
+/// The flow sampler's chains run on up to this many times their `steps` by default.
+pub const RUN_ON: usize = 8;
 
 /// Which sampler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +70,9 @@ pub struct McmcConfig {
     pub t: f64,
     /// Steps per chain after burn-in (burn-in is a tenth more).
     pub steps: usize,
+    /// Flow and HMC samplers: the same chains run on, their length doubling, up to this many
+    /// steps until they are [`MIN_CHAIN_TAUS`] τ_int long (`None`: exactly `steps`).
+    pub max_steps: Option<usize>,
     /// Parallel chains.
     pub chains: usize,
     /// Training budget of the flow sampler, in steps.
@@ -87,16 +90,20 @@ pub struct McmcConfig {
 }
 
 impl McmcConfig {
-    /// Defaults for a sampler on a system at T = 1: 2000 steps × 64 chains for the flow,
-    /// 5000 × 8 otherwise; 10 000 training steps on φ⁴ (the lattice flow), 5000 otherwise.
+    /// Defaults for a sampler on a system at T = 1: 2000 steps × 64 chains for the flow, 5000 × 8
+    /// otherwise, the flow's and HMC's chains running on up to [`RUN_ON`] times that while
+    /// shorter than [`MIN_CHAIN_TAUS`] τ_int; 10 000
+    /// training steps on φ⁴ (the lattice flow), 5000 otherwise.
     pub fn new(system: &str, sampler: Sampler) -> McmcConfig {
         let flow = sampler == Sampler::Flow;
+        let steps = if flow { 2000 } else { 5000 };
         McmcConfig {
             system: system.into(),
             params: Vec::new(),
             sampler,
             t: 1.0,
-            steps: if flow { 2000 } else { 5000 },
+            steps,
+            max_steps: (sampler != Sampler::Rwm).then_some(RUN_ON * steps),
             chains: if flow { 64 } else { 8 },
             train_steps: if system == "phi4" { 10_000 } else { 5000 },
             train_seconds: None,
@@ -113,6 +120,14 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
     check_temperature(cfg.t)?;
     if cfg.steps < 40 || cfg.chains == 0 {
         return input_err("--steps must be ≥ 40 and --chains ≥ 1");
+    }
+    if let Some(m) = cfg.max_steps {
+        if cfg.sampler == Sampler::Rwm {
+            return input_err("--max-steps needs --sampler flow or hmc");
+        }
+        if m < cfg.steps {
+            return input_err(format!("--max-steps {m} is below --steps {}", cfg.steps));
+        }
     }
     if cfg.train_steps == 0 {
         return input_err("--train-steps must be at least 1");
@@ -160,6 +175,7 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         Sampler::Hmc => {
             let hc = HmcConfig {
                 n_trajectories: cfg.steps,
+                max_trajectories: cfg.max_steps,
                 burn_in,
                 n_chains: cfg.chains,
                 seed,
@@ -214,6 +230,7 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
             };
             let fc = FlowMcmcConfig {
                 n_steps: cfg.steps,
+                max_steps: cfg.max_steps,
                 burn_in,
                 n_chains: cfg.chains,
                 // Lattices: the flow alone (its τ_int is the figure of merit).
@@ -246,6 +263,7 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         "acceptance": run.acceptance,
         "energy_evaluations": run.energy_evaluations,
         "seconds": run.seconds,
+        "steps": run.series.first().and_then(|s| s.first()).map_or(0, Vec::len),
     });
     if let Some(u) = &gauge {
         // Batches at least 10 τ_int long (of the slowest of plaquette, Q and E), at most 20 per
@@ -352,7 +370,7 @@ fn chain_length(len: usize, slowest: f64, what: &str, warnings: &mut Vec<String>
     let taus = len as f64 / slowest;
     if taus.is_nan() || taus < MIN_CHAIN_TAUS {
         warnings.push(format!(
-            "the chains are {taus:.1} τ_int long (τ_int = {slowest:.0} steps, the slowest of {what}); below {MIN_CHAIN_TAUS} their start is not forgotten and the errors do not hold: run longer (--steps)"
+            "the chains are {taus:.1} τ_int long (τ_int = {slowest:.0} steps, the slowest of {what}); below {MIN_CHAIN_TAUS} their start is not forgotten and the errors do not hold: run longer (--steps, --max-steps)"
         ));
     }
     taus

@@ -8,12 +8,23 @@
 //! and the autocorrelation. Every `local_every`-th step (if > 0) is instead a random-walk
 //! Metropolis move of size `local_step` for all chains (the flow density of the moved states is
 //! then evaluated in one batch). Proposals for all chains are drawn in one batch per step.
+//!
+//! **Starts.** Each chain starts from a draw resampled by weight from [`START_POOL`] proposals
+//! per chain (sampling-importance-resampling): closer to p than the proposal itself, so less of
+//! the run is spent forgetting a too broad flow's draws.
+//!
+//! **Length.** With `max_steps` set, the same chains run on past `n_steps` until they are
+//! [`super::stats::MIN_CHAIN_TAUS`] times the slowest observable's τ_int long (their length doubling each
+//! time, up to `max_steps`): batch-means errors hold only for chains many τ_int long, and τ_int
+//! is known only once the chains have run (flow-MCMC at β = 5 on 8 × 8 gauge links: τ_int(Q)
+//! ≈ 250 steps). The budget stays in steps: a seed fixes the result on any machine.
 
 use rand::Rng;
 use rand_distr::StandardNormal;
 
 use super::hmc::ChainRun;
-use super::independence::Independence;
+use super::independence::{Independence, START_POOL};
+use super::stats::run_on;
 use crate::error::{input_err, Result};
 use crate::flows::Flow;
 use crate::observe::{Observer, StepMetrics};
@@ -24,6 +35,9 @@ use crate::systems::{check_temperature, Energy};
 pub struct FlowMcmcConfig {
     /// Steps per chain after burn-in.
     pub n_steps: usize,
+    /// Run on past `n_steps`, up to this many steps after burn-in, until the chains are
+    /// [`super::stats::MIN_CHAIN_TAUS`] τ_int long (`None`: exactly `n_steps`).
+    pub max_steps: Option<usize>,
     /// Steps discarded first.
     pub burn_in: usize,
     /// Parallel chains (one batched flow call per step).
@@ -40,6 +54,7 @@ impl Default for FlowMcmcConfig {
     fn default() -> Self {
         FlowMcmcConfig {
             n_steps: 2000,
+            max_steps: None,
             burn_in: 100,
             n_chains: 64,
             local_every: 0,
@@ -76,14 +91,17 @@ pub fn flow_mcmc(
     let (nc, d) = (cfg.n_chains, e.dim());
     let mut rng = crate::rng::seeded(cfg.seed);
     let kernel = Independence::plain(flow);
-    let mut w = kernel.start(e, nc, &[t], cond, &mut rng)?;
+    let mut w = kernel
+        .start(e, START_POOL * nc, &[t], cond, &mut rng)?
+        .resampled(nc, &mut rng)?;
     let n_obs = observe(w.row(0)).len();
     let mut series = vec![vec![Vec::with_capacity(cfg.n_steps); nc]; n_obs];
     let (mut acc, mut tried, mut evals) = (0usize, 0usize, nc);
     let mut proposal_log_w = Vec::new();
     let mut prop = vec![0.0; d];
-    let total = cfg.burn_in + cfg.n_steps;
-    for it in 0..total {
+    let mut total = cfg.burn_in + cfg.n_steps;
+    let (mut it, mut event) = (0, None);
+    while it < total {
         let local = cfg.local_every > 0 && it % cfg.local_every == cfg.local_every - 1;
         if local {
             let mut moved = false;
@@ -132,12 +150,21 @@ pub fn flow_mcmc(
                 ess_by_bin: Vec::new(),
                 samples_per_s: ((it + 1) * nc) as f64 / secs.max(1e-9),
                 bad_samples: 0,
-                event: (it == 0 && cfg.burn_in > 0)
-                    .then(|| format!("{} burn-in steps of {nc} chains", cfg.burn_in)),
+                event: event.take().or_else(|| {
+                    (it == 0 && cfg.burn_in > 0)
+                        .then(|| format!("{} burn-in steps of {nc} chains", cfg.burn_in))
+                }),
                 acceptance: Some(acc as f64 / tried.max(1) as f64),
             };
             for o in observers.iter_mut() {
                 o.observe(&m);
+            }
+        }
+        it += 1;
+        if it == total {
+            if let Some((len, why)) = run_on(&series, cfg.max_steps) {
+                total = cfg.burn_in + len;
+                event = Some(why);
             }
         }
     }

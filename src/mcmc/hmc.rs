@@ -3,7 +3,10 @@
 //! With momenta p ~ N(0, I) and H(x, p) = U(x)/T + ½|p|², a trajectory of `n_leapfrog` steps
 //! of size ε (p ← p − ε/2 ∇U/T, x ← x + ε p, p ← p − ε/2 ∇U/T) is accepted with probability
 //! min(1, e^{−ΔH}). During burn-in ε adapts (Robbins–Monro on log ε) towards the target
-//! acceptance 0.8, then is frozen. Observables are recorded after every trajectory.
+//! acceptance 0.8, then is frozen. Observables are recorded after every trajectory. With
+//! `max_trajectories` set, the chains run on, their length doubling, until they are
+//! [`super::stats::MIN_CHAIN_TAUS`] times the slowest observable's τ_int long
+//! ([`super::stats::run_on`]).
 
 use ndarray::Array2;
 use rand::Rng;
@@ -17,6 +20,9 @@ use crate::systems::{check_temperature, Energy};
 pub struct HmcConfig {
     /// Trajectories after burn-in.
     pub n_trajectories: usize,
+    /// Run on past `n_trajectories`, up to this many, until the chains are
+    /// [`super::stats::MIN_CHAIN_TAUS`] τ_int long (`None`: exactly `n_trajectories`).
+    pub max_trajectories: Option<usize>,
     /// Adaptation trajectories discarded first.
     pub burn_in: usize,
     /// Leapfrog steps per trajectory.
@@ -33,6 +39,7 @@ impl Default for HmcConfig {
     fn default() -> Self {
         HmcConfig {
             n_trajectories: 5000,
+            max_trajectories: None,
             burn_in: 500,
             n_leapfrog: 10,
             step: 0.1,
@@ -89,7 +96,8 @@ pub fn hmc(
     let mut series = vec![vec![Vec::with_capacity(cfg.n_trajectories); nc]; n_obs];
     let (mut acc, mut evals) = (0usize, 0usize);
     let (mut xn, mut p) = (vec![0.0; d], vec![0.0; d]);
-    for it in 0..cfg.burn_in + cfg.n_trajectories {
+    let (mut it, mut total) = (0, cfg.burn_in + cfg.n_trajectories);
+    while it < total {
         let eps = log_eps.exp();
         let mut acc_now = 0usize;
         for c in 0..nc {
@@ -128,10 +136,16 @@ pub fn hmc(
         } else {
             acc += acc_now;
         }
+        it += 1;
+        if it == total {
+            if let Some((len, _)) = super::stats::run_on(&series, cfg.max_trajectories) {
+                total = cfg.burn_in + len;
+            }
+        }
     }
     Ok(ChainRun {
         series,
-        acceptance: acc as f64 / (cfg.n_trajectories * nc).max(1) as f64,
+        acceptance: acc as f64 / ((total - cfg.burn_in) * nc).max(1) as f64,
         energy_evaluations: evals,
         seconds: start.elapsed().as_secs_f64(),
         proposal_pareto_k: None,
@@ -139,7 +153,8 @@ pub fn hmc(
 }
 
 /// HMC states at temperature `t`: every chain's state after each post-burn-in trajectory,
-/// chain-major (`n_chains · n_trajectories` rows), with the energy evaluations spent.
+/// chain-major (`n_chains` × the trajectories run after burn-in rows), with the energy
+/// evaluations spent.
 pub fn hmc_samples(
     e: &dyn Energy,
     t: f64,
@@ -147,7 +162,12 @@ pub fn hmc_samples(
     cfg: &HmcConfig,
 ) -> Result<(Array2<f64>, usize)> {
     let run = hmc(e, t, x0, cfg, &|x: &[f64]| x.to_vec())?;
-    let (nc, d, n) = (x0.nrows(), e.dim(), cfg.n_trajectories);
+    let n = run
+        .series
+        .first()
+        .and_then(|s| s.first())
+        .map_or(0, Vec::len);
+    let (nc, d) = (x0.nrows(), e.dim());
     let mut out = Array2::zeros((nc * n, d));
     for (k, series) in run.series.iter().enumerate() {
         for (c, chain) in series.iter().enumerate() {

@@ -28,6 +28,9 @@ use crate::systems::{parallel_energies, Energy};
 pub const DEFENSIVE_WIDTH: f64 = 1.2;
 /// Its share ε of the proposals.
 pub const DEFENSIVE_FRACTION: f64 = 0.1;
+/// Proposals per walker in the pool that chains' starts are resampled from
+/// ([`Walkers::resampled`]).
+pub const START_POOL: usize = 8;
 
 /// The kernel: a flow and its defensive mixture.
 #[derive(Clone, Copy)]

@@ -14,13 +14,13 @@ pub mod smc;
 pub mod stats;
 pub mod tempering;
 
-pub use experiment::{run_mcmc, McmcConfig, Sampler, MIN_CHAIN_TAUS};
+pub use experiment::{run_mcmc, McmcConfig, Sampler};
 pub use flow_mcmc::{flow_mcmc, FlowMcmcConfig};
 pub use hmc::{hmc, hmc_samples, ChainRun, HmcConfig};
 pub use independence::{Independence, Walkers};
 pub use rwm::{rwm, RwmConfig, RwmRun};
 pub use smc::{smc, SmcConfig, SmcPoint, SmcRun};
-pub use stats::{batch_means, paired_t, tau_int};
+pub use stats::{batch_means, paired_t, tau_int, MIN_CHAIN_TAUS};
 pub use tempering::{
     chain_starts, dispersed_starts, parallel_tempering, parallel_tempering_with, McThermo, Moves,
     PtConfig, PtRun,

@@ -20,6 +20,11 @@
 
 use crate::estimators::Estimate;
 
+/// Chain length, in units of the slowest observable's τ_int, that batch-means errors need: below
+/// it a chain has not forgotten its start and averages over too few independent stretches
+/// (the `mcmc` report warns; flow-MCMC with `max_steps` runs on).
+pub const MIN_CHAIN_TAUS: f64 = 20.0;
+
 /// Integrated autocorrelation time of one observable from several chains.
 pub fn tau_int(chains: &[Vec<f64>]) -> f64 {
     let n = chains.iter().map(|c| c.len()).min().unwrap_or(0);
@@ -49,6 +54,25 @@ pub fn tau_int(chains: &[Vec<f64>]) -> f64 {
         }
     }
     tau.max(0.5)
+}
+
+/// Where chains (`series[k][chain]`, every observable equally long) are shorter than
+/// [`MIN_CHAIN_TAUS`] times the slowest observable's τ_int and `max_steps` allows, the length to
+/// run them on to (twice theirs, at most `max_steps`) and why; `None` where they are long
+/// enough or at the cap.
+pub fn run_on(series: &[Vec<Vec<f64>>], max_steps: Option<usize>) -> Option<(usize, String)> {
+    let len = series.first().and_then(|s| s.first()).map_or(0, Vec::len);
+    let most = max_steps.filter(|&m| m > len)?;
+    let slowest = series.iter().map(|s| tau_int(s)).fold(0.5, f64::max);
+    if len as f64 >= MIN_CHAIN_TAUS * slowest {
+        return None;
+    }
+    let next = (2 * len).max(1).min(most);
+    let why = format!(
+        "the chains are {:.1} τ_int long (τ_int = {slowest:.0} steps): running on to {next} steps (at most {most})",
+        len as f64 / slowest
+    );
+    Some((next, why))
 }
 
 /// Batch-means estimate of `stat` over chains cut into `n_batches` batches each. The value is

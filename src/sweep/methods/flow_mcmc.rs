@@ -22,6 +22,7 @@ use super::importance::{Estimator, Rounds};
 use crate::error::Result;
 use crate::estimators::{thermo_chains, Estimate, Thermo};
 use crate::flows::Flow;
+use crate::mcmc::independence::START_POOL;
 use crate::mcmc::stats::mser;
 use crate::mcmc::Independence;
 use crate::sweep::{State, Sweeper};
@@ -59,9 +60,6 @@ pub struct ChainEstimate {
     /// witness's configurations beyond it were never proposed (`missed_mass`).
     pub max_log_weight: f64,
 }
-
-/// Proposals per chain in the pool the chains' starts are resampled from.
-pub const START_POOL: usize = 8;
 
 /// Chains of the flow's independence kernel at one temperature, half started from draws
 /// resampled by weight from [`START_POOL`] proposals per chain (closer to p than the proposal
