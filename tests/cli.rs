@@ -374,6 +374,10 @@ fn malformed_input_to_every_command_is_a_one_line_error() {
             "--sampler flow",
         ),
         (
+            vec!["mcmc", "--sampler", "hmc", "--local-every", "2"],
+            "--sampler flow",
+        ),
+        (
             vec!["mcmc", "--sampler", "rwm", "--max-steps", "9000"],
             "--sampler flow or hmc",
         ),

@@ -41,7 +41,7 @@ fn flow_mcmc_is_exact_with_an_imperfect_flow() {
     };
     let run = flow_mcmc(&flow, &[t], &h, t, &cfg, &|x| vec![h.energy(x)], &mut []).unwrap();
     let (u, se) = mean_se(&run.series[0]);
-    // Measured largest |z| over THERMOFLOW_TEST_SEED = 1–6 (tests/zspread.sh): 0.3–1.5.
+    // Measured |z| over THERMOFLOW_TEST_SEED = 1–6 (local HMC moves): 0.05–0.94.
     assert!(
         common::within("U", u, se, t, 4.0, 0.0),
         "⟨U⟩ = {u} ± {se}, exact {t}"
@@ -416,6 +416,58 @@ fn flow_mcmc_with_the_gauge_flow_matches_the_exact_u1_gauge_theory() {
             run.acceptance > 0.1,
             "L={l} β={beta}: acceptance {}",
             run.acceptance
+        );
+    }
+}
+
+/// Flow-MCMC with local HMC trajectories every second step stays exact where the flow alone
+/// is useless: an untrained gauge flow (the uniform base: its proposals at L = 4, β = 2.5 are
+/// all but never accepted) with the local moves gives the plaquette, ⟨E⟩ and ⟨Q²⟩ of the
+/// character expansion within 4 standard errors (largest |z| 0.04–1.92 over THERMOFLOW_TEST_SEED
+/// = 1–6).
+#[test]
+fn flow_mcmc_with_local_hmc_is_exact_where_the_flow_alone_sticks() {
+    use thermoflow::flows::builders::gauge_flow;
+    let (l, beta) = (4usize, 2.5);
+    let u1 = U1::new(l).unwrap();
+    let t = 1.0 / beta;
+    let cond = Conditioning::Temperature {
+        t_min: 0.3,
+        t_max: 0.5,
+    };
+    let flow = gauge_flow(l, cond, 4, 4, 1, 4, common::seed(13)).unwrap();
+    let cfg = FlowMcmcConfig {
+        n_steps: 2000,
+        max_steps: None,
+        burn_in: 200,
+        n_chains: 16,
+        local_every: 2,
+        local_step: 0.1,
+        seed: common::seed(14),
+    };
+    let observe = |x: &[f64]| {
+        vec![
+            u1.mean_plaquette(x),
+            u1.energy(x),
+            u1.charge(x).round().powi(2),
+        ]
+    };
+    let run = flow_mcmc(&flow, &[t], &u1, t, &cfg, &observe, &mut []).unwrap();
+    eprintln!(
+        "[u1 flow + hmc] untrained flow accepted {:.4}",
+        run.acceptance
+    );
+    assert!(run.acceptance < 0.01, "{}", run.acceptance);
+    let x = u1_exact(l, beta).unwrap();
+    for (k, name, want) in [
+        (0, "plaquette", x.plaquette),
+        (1, "E", x.u),
+        (2, "Q²", x.q2),
+    ] {
+        let (v, se) = mean_se(&run.series[k]);
+        assert!(
+            common::within(name, v, se, want, 4.0, 0.0),
+            "{name} {v} ± {se} vs exact {want}"
         );
     }
 }

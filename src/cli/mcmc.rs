@@ -31,6 +31,9 @@ pub struct McmcArgs {
     /// Flow and HMC samplers: run the same chains on, doubling their length, up to this many steps while they are shorter than 20 τ_int (the errors need it) [default: 8 × --steps; equal to --steps: exactly --steps]
     #[arg(long)]
     max_steps: Option<usize>,
+    /// Flow sampler: every N-th step an HMC trajectory instead of a flow proposal; 0: the flow alone [default: 2 on u1, 0 on phi4, 5 otherwise]
+    #[arg(long, value_name = "N")]
+    local_every: Option<usize>,
     /// Parallel chains [default: 64 for flow, 8 otherwise]
     #[arg(long)]
     chains: Option<usize>,
@@ -67,9 +70,13 @@ impl McmcArgs {
     pub fn run(self) -> Result<(), Failure> {
         check_writable(&[self.json.as_ref(), self.save_model.as_ref()])?;
         let sampler: Sampler = self.sampler.parse()?;
-        if sampler != Sampler::Flow && (self.save_model.is_some() || self.load_model.is_some()) {
+        if sampler != Sampler::Flow
+            && (self.save_model.is_some()
+                || self.load_model.is_some()
+                || self.local_every.is_some())
+        {
             return Err(Failure::Usage(
-                "--save-model and --load-model need --sampler flow".into(),
+                "--save-model, --load-model and --local-every need --sampler flow".into(),
             ));
         }
         let d = McmcConfig::new(&self.system, sampler);
@@ -81,6 +88,7 @@ impl McmcArgs {
                 .max_steps
                 .or(d.max_steps.map(|_| RUN_ON * self.steps.unwrap_or(d.steps))),
             chains: self.chains.unwrap_or(d.chains),
+            local_every: self.local_every,
             train_steps: self.train_steps.unwrap_or(d.train_steps),
             train_seconds: self.train_seconds,
             seed: self.seed,

@@ -75,6 +75,9 @@ pub struct McmcConfig {
     pub max_steps: Option<usize>,
     /// Parallel chains.
     pub chains: usize,
+    /// Flow sampler: every this many steps a local HMC trajectory instead of a flow proposal
+    /// (0: the flow alone; `None`: [`default_local_every`]).
+    pub local_every: Option<usize>,
     /// Training budget of the flow sampler, in steps.
     pub train_steps: usize,
     /// A wall-time limit on that training instead (the result then depends on the machine).
@@ -105,6 +108,7 @@ impl McmcConfig {
             steps,
             max_steps: (sampler != Sampler::Rwm).then_some(RUN_ON * steps),
             chains: if flow { 64 } else { 8 },
+            local_every: None,
             train_steps: if system == "phi4" { 10_000 } else { 5000 },
             train_seconds: None,
             seed: 0,
@@ -233,12 +237,9 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
                 max_steps: cfg.max_steps,
                 burn_in,
                 n_chains: cfg.chains,
-                // Lattices: the flow alone (its τ_int is the figure of merit).
-                local_every: if lattice.is_some() || gauge.is_some() {
-                    0
-                } else {
-                    5
-                },
+                local_every: cfg
+                    .local_every
+                    .unwrap_or(default_local_every(lattice.is_some(), gauge.is_some())),
                 local_step: 0.1,
                 seed,
             };
@@ -362,6 +363,18 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         v["training"] = training;
     }
     Ok((v, flow_out))
+}
+
+/// The flow sampler's local moves by default: none on φ⁴ (the flow alone: its τ_int is the
+/// figure of merit, and its proposals are accepted often), every second step on gauge links
+/// (where the flow's weights are heavy-tailed at large β and it alone sticks), every fifth step
+/// elsewhere.
+pub fn default_local_every(lattice: bool, gauge: bool) -> usize {
+    match (lattice, gauge) {
+        (true, _) => 0,
+        (_, true) => 2,
+        _ => 5,
+    }
 }
 
 /// Chains `len` steps long over the slowest observable's τ_int (of `what`), with a warning in

@@ -83,7 +83,6 @@ pub fn hmc(
     let (nc, d) = x0.dim();
     let mut rng = crate::rng::seeded(cfg.seed);
     let mut x: Vec<Vec<f64>> = x0.rows().into_iter().map(|r| r.to_vec()).collect();
-    let mut g = vec![0.0; d];
     let mut u: Vec<f64> = x.iter().map(|xi| e.energy(xi)).collect();
     if let Some(k) = u.iter().position(|v| !v.is_finite()) {
         return input_err(format!(
@@ -95,36 +94,16 @@ pub fn hmc(
     let n_obs = observe(&x[0]).len();
     let mut series = vec![vec![Vec::with_capacity(cfg.n_trajectories); nc]; n_obs];
     let (mut acc, mut evals) = (0usize, 0usize);
-    let (mut xn, mut p) = (vec![0.0; d], vec![0.0; d]);
+    let mut leapfrog = Leapfrog::new(d, cfg.n_leapfrog);
     let (mut it, mut total) = (0, cfg.burn_in + cfg.n_trajectories);
     while it < total {
         let eps = log_eps.exp();
         let mut acc_now = 0usize;
         for c in 0..nc {
-            for v in p.iter_mut() {
-                *v = rng.sample(StandardNormal);
-            }
-            let h0 = u[c] / t + 0.5 * p.iter().map(|v| v * v).sum::<f64>();
-            xn.copy_from_slice(&x[c]);
-            e.energy_grad(&xn, &mut g);
-            for _ in 0..cfg.n_leapfrog {
-                for k in 0..d {
-                    p[k] -= 0.5 * eps * g[k] / t;
-                    xn[k] += eps * p[k];
-                }
-                e.energy_grad(&xn, &mut g);
-                for k in 0..d {
-                    p[k] -= 0.5 * eps * g[k] / t;
-                }
-            }
-            evals += cfg.n_leapfrog + 1;
-            let un = e.energy(&xn);
-            let h1 = un / t + 0.5 * p.iter().map(|v| v * v).sum::<f64>();
-            if h1.is_finite() && rng.random::<f64>().ln() < h0 - h1 {
-                x[c].copy_from_slice(&xn);
-                u[c] = un;
+            if leapfrog.trajectory(e, t, &mut x[c], &mut u[c], eps, &mut rng) {
                 acc_now += 1;
             }
+            evals += leapfrog.evaluations();
             if it >= cfg.burn_in {
                 for (k, o) in observe(&x[c]).into_iter().enumerate() {
                     series[k][c].push(o);
@@ -132,7 +111,7 @@ pub fn hmc(
             }
         }
         if it < cfg.burn_in {
-            log_eps += (acc_now as f64 / nc as f64 - 0.8) / ((it + 10) as f64).sqrt();
+            log_eps = adapt_step(log_eps, acc_now as f64 / nc as f64, it);
         } else {
             acc += acc_now;
         }
@@ -150,6 +129,78 @@ pub fn hmc(
         seconds: start.elapsed().as_secs_f64(),
         proposal_pareto_k: None,
     })
+}
+
+/// Robbins–Monro on log ε towards the acceptance [`TARGET_ACCEPTANCE`], after the `it`-th
+/// adaptation step with acceptance `acc`.
+pub(crate) fn adapt_step(log_eps: f64, acc: f64, it: usize) -> f64 {
+    log_eps + (acc - TARGET_ACCEPTANCE) / ((it + 10) as f64).sqrt()
+}
+
+/// The acceptance the step size adapts to.
+pub const TARGET_ACCEPTANCE: f64 = 0.8;
+
+/// HMC trajectories of `n` leapfrog steps, with their scratch space (the moved state, the
+/// momenta and the gradient).
+pub(crate) struct Leapfrog {
+    n: usize,
+    xn: Vec<f64>,
+    p: Vec<f64>,
+    g: Vec<f64>,
+}
+
+impl Leapfrog {
+    pub(crate) fn new(dim: usize, n: usize) -> Self {
+        Leapfrog {
+            n,
+            xn: vec![0.0; dim],
+            p: vec![0.0; dim],
+            g: vec![0.0; dim],
+        }
+    }
+
+    /// Energy and gradient evaluations per trajectory: `n` + 1 gradients and one energy.
+    pub(crate) fn evaluations(&self) -> usize {
+        self.n + 1
+    }
+
+    /// One trajectory of leapfrog steps of size `eps` from `x` (energy `u`) with fresh momenta,
+    /// accepted with probability min(1, e^{−ΔH}): `x` and `u` move when it is.
+    pub(crate) fn trajectory(
+        &mut self,
+        e: &dyn Energy,
+        t: f64,
+        x: &mut [f64],
+        u: &mut f64,
+        eps: f64,
+        rng: &mut impl Rng,
+    ) -> bool {
+        let (xn, p, g) = (&mut self.xn, &mut self.p, &mut self.g);
+        for v in p.iter_mut() {
+            *v = rng.sample(StandardNormal);
+        }
+        let h0 = *u / t + 0.5 * p.iter().map(|v| v * v).sum::<f64>();
+        xn.copy_from_slice(x);
+        e.energy_grad(xn, g);
+        for _ in 0..self.n {
+            for k in 0..xn.len() {
+                p[k] -= 0.5 * eps * g[k] / t;
+                xn[k] += eps * p[k];
+            }
+            e.energy_grad(xn, g);
+            for k in 0..xn.len() {
+                p[k] -= 0.5 * eps * g[k] / t;
+            }
+        }
+        let un = e.energy(xn);
+        let h1 = un / t + 0.5 * p.iter().map(|v| v * v).sum::<f64>();
+        let accept = h1.is_finite() && rng.random::<f64>().ln() < h0 - h1;
+        if accept {
+            x.copy_from_slice(xn);
+            *u = un;
+        }
+        accept
+    }
 }
 
 /// HMC states at temperature `t`: every chain's state after each post-burn-in trajectory,
