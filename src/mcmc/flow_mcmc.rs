@@ -21,10 +21,10 @@
 //! the run is spent forgetting a too broad flow's draws.
 //!
 //! **Length.** With `max_steps` set, the same chains run on past `n_steps` until they are
-//! [`super::stats::MIN_CHAIN_TAUS`] times the slowest observable's τ_int long (their length doubling each
-//! time, up to `max_steps`): batch-means errors hold only for chains many τ_int long, and τ_int
-//! is known only once the chains have run (flow-MCMC at β = 5 on 8 × 8 gauge links: τ_int(Q)
-//! ≈ 250 steps). The budget stays in steps: a seed fixes the result on any machine.
+//! [`super::stats::MIN_CHAIN_TAUS`] times the slowest observable's τ_int long (their length
+//! doubling each time, up to `max_steps`; [`super::stats::run_on`]): batch-means errors hold
+//! only for chains many τ_int long, and τ_int is known only once the chains have run. The
+//! budget stays in steps: a seed fixes the result on any machine.
 
 use super::hmc::{adapt_step, ChainRun, Leapfrog};
 use super::independence::{Independence, START_POOL};
@@ -119,14 +119,12 @@ pub fn flow_mcmc(
     while it < total {
         let local = cfg.local_every > 0 && it % cfg.local_every == cfg.local_every - 1;
         if local {
-            let mut moved = false;
             let mut accepted = 0usize;
             let eps = log_eps.exp();
             for c in 0..nc {
                 let x = &mut w.x[c * d..(c + 1) * d];
                 if leapfrog.trajectory(e, t, x, &mut w.u[c], eps, &mut rng) {
                     accepted += 1;
-                    moved = true;
                 }
             }
             evals += nc * leapfrog.evaluations();
@@ -135,7 +133,7 @@ pub fn flow_mcmc(
             }
             local_steps += 1;
             // The flow weights of the new states, for the next independence step (one batch).
-            if moved {
+            if accepted > 0 {
                 kernel.refresh(&mut w, &[t], cond)?;
             }
         } else {
