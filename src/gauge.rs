@@ -28,6 +28,9 @@ pub struct U1FlowConfig {
     pub depth: usize,
     /// Bins of each circular spline.
     pub bins: usize,
+    /// Circular splines per updated plaquette, composed half a turn apart
+    /// ([`crate::flows::GaugeCoupling`]).
+    pub splines: usize,
     /// Training budget and optimiser (its `t_min`, `t_max` set the range of T = 1/β).
     pub train: TrainConfig,
 }
@@ -37,8 +40,10 @@ pub const GAUGE_BATCH: usize = 64;
 
 impl U1FlowConfig {
     /// Defaults around temperature `t`: T ∈ [t/1.25, max(1.25 t, 1)], 16 layers (each link
-    /// updated twice), 8 hidden channels in 2 hidden convolutions, 8 bins (Kanwar et al. 2020
-    /// use 2 × 8 channels), batch 64, 5000 steps of reverse KL. A cold T trains up to β = 1 as
+    /// updated twice), 8 hidden channels in 2 hidden convolutions, two 8-bin splines (Kanwar et
+    /// al. 2020 use 2 × 8 channels), batch 64, 5000 steps of reverse KL. Two splines half a turn
+    /// apart, against one: flow-MCMC at β = 5, L = 8 (the flow alone, 2000 steps) accepted 2.8 %
+    /// of the proposals against 0.85 %, for 30 % more training time. A cold T trains up to β = 1 as
     /// well, where the flow learns easily, and the hot end teaches the cold: at β = 5, L = 8,
     /// flow-MCMC with a flow trained over T ∈ [0.2, 1] was accepted 1.5 % of the time (τ_int(Q)
     /// 186 steps), over [0.16, 0.25] 0.76 % (287).
@@ -54,6 +59,7 @@ impl U1FlowConfig {
             hidden: 8,
             depth: 2,
             bins: 8,
+            splines: 2,
             train,
         }
     }
@@ -68,9 +74,9 @@ pub fn train_u1_flow(
     let tc = &cfg.train;
     crate::systems::check_temperature(tc.t_min)?;
     crate::systems::check_temperature(tc.t_max)?;
-    if cfg.layers == 0 || cfg.hidden == 0 || cfg.bins == 0 {
+    if cfg.layers == 0 || cfg.hidden == 0 || cfg.bins == 0 || cfg.splines == 0 {
         return crate::error::input_err(
-            "a gauge flow needs ≥ 1 layer, ≥ 1 hidden channel and ≥ 1 bin",
+            "a gauge flow needs ≥ 1 layer, ≥ 1 hidden channel, ≥ 1 spline and ≥ 1 bin",
         );
     }
     let cond = Conditioning::Temperature {
@@ -78,7 +84,14 @@ pub fn train_u1_flow(
         t_max: tc.t_max,
     };
     let mut flow = gauge_flow(
-        u1.l, cond, cfg.layers, cfg.hidden, cfg.depth, cfg.bins, tc.seed,
+        u1.l,
+        cond,
+        cfg.layers,
+        cfg.hidden,
+        cfg.depth,
+        cfg.bins,
+        cfg.splines,
+        tc.seed,
     )?;
     let report = train_with_data(&mut flow, u1, tc, None, observers)?;
     Ok((flow, report))

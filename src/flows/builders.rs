@@ -139,9 +139,11 @@ pub fn lattice_flow(
 
 /// A gauge-equivariant flow for U(1) links on an L × L torus ([`super::GaugeCoupling`]):
 /// `n` couplings cycling through the link directions and the four stripe offsets (μ = i mod 2,
-/// offset = ⌊i/2⌋ mod 4; offsets beyond L − 1 skipped), each with a K-bin circular spline and a
-/// periodic CNN conditioner (`hidden` channels, `depth` hidden convolutions), on the uniform
-/// base of [`Flow::on_angles`]. Refused for L ≡ 1 (mod 4), where the stripes would touch.
+/// offset = ⌊i/2⌋ mod 4; offsets beyond L − 1 skipped), each with `splines` composed K-bin
+/// circular splines and a periodic CNN conditioner (`hidden` channels, `depth` hidden
+/// convolutions), on the uniform base of [`Flow::on_angles`]. Refused for L ≡ 1 (mod 4), where
+/// the stripes would touch, and without a spline.
+#[allow(clippy::too_many_arguments)]
 pub fn gauge_flow(
     l: usize,
     conditioning: Conditioning,
@@ -149,8 +151,12 @@ pub fn gauge_flow(
     hidden: usize,
     depth: usize,
     bins: usize,
+    splines: usize,
     seed: u64,
 ) -> Result<Flow> {
+    if splines == 0 {
+        return crate::error::input_err("a gauge coupling needs at least one spline");
+    }
     if !super::GaugeCoupling::lattice_fits(l) {
         return crate::error::input_err(format!(
             "the gauge flow's stripes need L ≥ 2 and L ≢ 1 (mod 4); got L = {l}"
@@ -170,6 +176,7 @@ pub fn gauge_flow(
                 mu,
                 offset,
                 bins,
+                splines,
                 hidden,
                 depth,
                 seed.wrapping_mul(1000).wrapping_add(i as u64),

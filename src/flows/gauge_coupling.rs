@@ -19,8 +19,11 @@
 //! plaquette is P + (P' − P) = P' up to 2π, which the inverse reads back. h is the
 //! rational-quadratic spline on [−π, π] with boundary derivatives 1 ([`crate::engine::rqs`]): it
 //! fixes ±π and its derivative matches across the seam, so it is a diffeomorphism of the circle
-//! (Rezende et al. 2020). The CNN's last convolution and the spline run at the active sites
-//! only (a quarter of the plaquettes).
+//! (Rezende et al. 2020). A spline alone leaves the density of its plaquette at ±π as it was
+//! (slope 1 there), where the target's is e^{−2β} of its peak; so h composes `splines` of them
+//! half a turn apart, h = R^{n−1} ∘ h_n ∘ R ∘ ⋯ ∘ R ∘ h_1 with R(P) = wrap(P + π) (R² = 1),
+//! log h' = Σ log h_i' (each h_i with its own 3K − 1 parameters from the CNN). The CNN's last
+//! convolution and the splines run at the active sites only (a quarter of the plaquettes).
 //!
 //! **Gauge equivariance.** A gauge transformation θ_μ(x) → θ_μ(x) + α(x) − α(x + μ̂) leaves
 //! every plaquette unchanged, so the context, P, P' and the log-determinant are unchanged and
@@ -51,7 +54,11 @@ pub struct GaugeCoupling {
     offset: usize,
     /// Spline bins K.
     pub bins: usize,
-    /// Channels: input (2 + condition features), hidden…, output 3K − 1.
+    /// Splines per active plaquette, composed with half turns between them (saved models from
+    /// before this field have 1).
+    #[serde(default = "one_spline")]
+    pub splines: usize,
+    /// Channels: input (2 + condition features), hidden…, output `splines` × (3K − 1).
     pub channels: Vec<usize>,
     /// Convolution weights `w{k}` (9 × C_in·C_out) and biases `b{k}`.
     pub params: ParamSet,
@@ -88,9 +95,18 @@ pub(crate) fn plaquettes(links: Var<'_>, l: usize) -> Var<'_> {
     (links.take(1, &table, &[v, 4]) * signs).sum(2)
 }
 
+fn one_spline() -> usize {
+    1
+}
+
+/// The half turn P ↦ wrap(P + π) (its own inverse), between composed splines.
+fn half_turn(p: Var<'_>) -> Var<'_> {
+    wrap_angle(p.add_scalar(PI))
+}
+
 impl GaugeCoupling {
     /// A layer updating the μ links on stripes ≡ `offset` (mod 4), with `hidden` channels in
-    /// each of `depth` hidden convolutions and a K-bin spline.
+    /// each of `depth` hidden convolutions and `splines` K-bin splines.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         l: usize,
@@ -98,22 +114,25 @@ impl GaugeCoupling {
         mu: usize,
         offset: usize,
         bins: usize,
+        splines: usize,
         hidden: usize,
         depth: usize,
         seed: u64,
     ) -> Self {
         let mut channels = vec![2 + cond_dim];
         channels.extend(std::iter::repeat_n(hidden, depth));
-        channels.push(3 * bins - 1);
-        Self::with_channels(l, cond_dim, mu, offset, bins, channels, seed)
+        channels.push(splines * (3 * bins - 1));
+        Self::with_channels(l, cond_dim, mu, offset, bins, splines, channels, seed)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn with_channels(
         l: usize,
         cond_dim: usize,
         mu: usize,
         offset: usize,
         bins: usize,
+        splines: usize,
         channels: Vec<usize>,
         seed: u64,
     ) -> Self {
@@ -124,6 +143,7 @@ impl GaugeCoupling {
             mu,
             offset,
             bins,
+            splines,
             channels,
             params,
         }
@@ -141,15 +161,15 @@ impl GaugeCoupling {
         if let Err(e) = spline.validate() {
             return crate::error::input_err(e);
         }
+        let outputs = self.splines * spline.n_params();
         if ch.len() < 2
             || ch[0] != 2 + self.cond_dim
-            || ch.last() != Some(&spline.n_params())
+            || ch.last() != Some(&outputs)
             || ch.contains(&0)
         {
             return crate::error::input_err(format!(
-                "channels {ch:?} do not fit: 2 + {} inputs, {} outputs needed",
+                "channels {ch:?} do not fit: 2 + {} inputs, {outputs} outputs needed",
                 self.cond_dim,
-                spline.n_params()
             ));
         }
         if self.mu > 1 || self.offset > 3 || !Self::lattice_fits(self.l) {
@@ -165,6 +185,7 @@ impl GaugeCoupling {
             self.mu,
             self.offset,
             self.bins,
+            self.splines,
             ch.clone(),
             0,
         ))
@@ -229,7 +250,10 @@ impl GaugeCoupling {
     }
 
     /// `h` applied to the active plaquettes of `p` (`[batch, V]`): (old, new, log-derivatives),
-    /// each `[batch, A]`.
+    /// each `[batch, A]`. With n splines h = R^{n−1} ∘ h_n ∘ R ∘ ⋯ ∘ R ∘ h_1, R the half turn:
+    /// each spline fixes ±π with derivative 1, but the next one, half a turn on, moves and
+    /// stretches there, so the composition can thin the plaquettes' density at ±π (the
+    /// target's is e^{−2β} of its peak there).
     fn transform<'g>(
         &self,
         s: &Scope<'g>,
@@ -240,8 +264,36 @@ impl GaugeCoupling {
         let active = self.active();
         let theta = self.conditioner(s, p, c);
         let old = p.take(1, &active, &[active.len()]);
-        let (new, ld) = old.rqs(theta, self.spline(inverse));
-        (old, new, ld)
+        let spline = self.spline(inverse);
+        let np = spline.n_params();
+        let part = |i: usize| theta.slice(2, i * np, (i + 1) * np);
+        let odd_turns = self.splines.is_multiple_of(2);
+        let mut y = if inverse && odd_turns {
+            half_turn(old)
+        } else {
+            old
+        };
+        let mut ld_sum = None;
+        for k in 0..self.splines {
+            // Forward: spline i = k after its half turn; inverse: i = n − 1 − k, then its half
+            // turn back.
+            let i = if inverse { self.splines - 1 - k } else { k };
+            if !inverse && i > 0 {
+                y = half_turn(y);
+            }
+            let (next, ld) = y.rqs(part(i), spline);
+            y = if inverse && i > 0 {
+                half_turn(next)
+            } else {
+                next
+            };
+            ld_sum = Some(ld_sum.map_or(ld, |acc| acc + ld));
+        }
+        if !inverse && odd_turns {
+            y = half_turn(y);
+        }
+        let ld = ld_sum.expect("a gauge coupling has at least one spline");
+        (old, y, ld)
     }
 
     /// The links moved by s·(new − old) of each active plaquette (`[batch, A]`), wrapped; and
@@ -303,8 +355,8 @@ impl Bijection for GaugeCoupling {
     }
     fn describe(&self) -> String {
         format!(
-            "GaugeCoupling(L={}, cond={}, μ={}, offset={}, bins={}, channels={:?})",
-            self.l, self.cond_dim, self.mu, self.offset, self.bins, self.channels
+            "GaugeCoupling(L={}, cond={}, μ={}, offset={}, bins={}, splines={}, channels={:?})",
+            self.l, self.cond_dim, self.mu, self.offset, self.bins, self.splines, self.channels
         )
     }
 }

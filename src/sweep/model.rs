@@ -26,6 +26,9 @@ pub(super) fn train_flow(
         // Gauge links: the gauge-equivariant flow over the whole range, by reverse KL.
         Structure::Gauge(u1) => {
             let mut fc = U1FlowConfig::new(cfg.t_min);
+            // One spline per plaquette: the L = 8 sweep (1 h 30 min) was verified with it;
+            // two (the mcmc command's) are to be verified there.
+            fc.splines = 1;
             take_budget(&mut fc.train, &tc);
             train_u1_flow(u1, &fc, obs)
         }
