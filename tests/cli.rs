@@ -59,6 +59,7 @@ fn mcmc_on_u1_writes_the_gauge_observables_and_matches_the_exact_values() {
         "q2",
         "q2_se",
         "tau_int_q",
+        "tau_int_q2",
         "acceptance",
     ] {
         assert!(v[key].as_f64().is_some_and(f64::is_finite), "{key}: {v}");

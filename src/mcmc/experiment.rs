@@ -157,8 +157,13 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         match (&lat, &gauge_obs) {
             (Some(l), _) => phi4_observables(l, x),
             // Gauge links: the plaquette, Q (rounded: an integer up to 1e-15 on the torus, so a
-            // chain that never changes sector records a constant) and E.
-            (_, Some(u)) => vec![u.mean_plaquette(x), u.charge(x).round(), e.energy(x)],
+            // chain that never changes sector records a constant), E and Q² (its own series:
+            // flow proposals flip the sign of Q freely, so τ_int(Q²) can exceed τ_int(Q), and
+            // the batches must be long against both).
+            (_, Some(u)) => {
+                let q = u.charge(x).round();
+                vec![u.mean_plaquette(x), q, e.energy(x), q * q]
+            }
             _ => vec![x[0], e.energy(x)],
         }
     };
@@ -267,7 +272,7 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         "steps": run.series.first().and_then(|s| s.first()).map_or(0, Vec::len),
     });
     if let Some(u) = &gauge {
-        // Batches at least 10 τ_int long (of the slowest of plaquette, Q and E), at most 20 per
+        // Batches at least 10 τ_int long (of the slowest of plaquette, Q, E and Q²), at most 20 per
         // chain: a flow proposal accepted 1 % of the time makes τ_int(Q) ≈ 250 steps, and
         // 100-step batches then understated the errors (⟨Q²⟩ 8 "standard errors" off at β = 5).
         let len = run.series[0].first().map_or(0, Vec::len);
@@ -286,15 +291,11 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         v["chain_length_in_tau"] = json!(chain_length(
             len,
             slowest,
-            "plaquette, Q and E",
+            "plaquette, Q, E and Q²",
             &mut warnings
         ));
         let plaquette = mean(&run.series[0]);
-        let q2: Vec<Vec<f64>> = run.series[1]
-            .iter()
-            .map(|c| c.iter().map(|q| q * q).collect())
-            .collect();
-        let q2 = mean(&q2);
+        let q2 = mean(&run.series[3]);
         let th = crate::estimators::thermo_chains(&run.series[2], cfg.t)?;
         v["plaquette"] = json!(plaquette.value);
         v["plaquette_se"] = json!(plaquette.se);
@@ -308,6 +309,7 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         v["q_frozen"] = json!(frozen);
         v["q2_se"] = unless_frozen(q2.se);
         v["tau_int_q"] = unless_frozen(tau_int(&run.series[1]));
+        v["tau_int_q2"] = unless_frozen(tau_int(&run.series[3]));
         v["U"] = json!(th.u.value);
         v["U_se"] = json!(th.u.se);
         v["Cv"] = json!(th.cv.value);
