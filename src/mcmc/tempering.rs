@@ -73,6 +73,9 @@ pub struct PtConfig {
     pub progress: Option<String>,
 }
 
+/// The error of a run stopped by Ctrl-C.
+pub const INTERRUPTED: &str = "parallel tempering interrupted";
+
 /// Seconds between two progress lines of a run ([`PtConfig::progress`]).
 pub const PROGRESS_SECONDS: f64 = 15.0;
 
@@ -427,6 +430,11 @@ pub fn parallel_tempering_with(
     let t0 = std::time::Instant::now();
     let mut shown = t0;
     for sweep in 0..total {
+        // Ctrl-C ([`crate::observe::interrupted`]): an error its callers turn into "not run"
+        // (the sweep's tempering and witness) or into training without its data.
+        if crate::observe::interrupted() {
+            return input_err(INTERRUPTED);
+        }
         if let Some(label) = &cfg.progress {
             if shown.elapsed().as_secs_f64() >= PROGRESS_SECONDS {
                 shown = std::time::Instant::now();

@@ -393,7 +393,8 @@ fn at(temps: &[f64], idx: &[usize]) -> String {
 }
 
 impl Sweeper<'_> {
-    /// A witness run (none when `witness_sweeps` is 0); `repair` varies its seed.
+    /// A witness run (none when `witness_sweeps` is 0 or Ctrl-C stopped it); `repair` varies
+    /// its seed.
     fn witness(&self, repair: u64) -> Result<Option<Witness>> {
         let cfg = self.cfg;
         if cfg.witness_sweeps == 0 {
@@ -410,7 +411,13 @@ impl Sweeper<'_> {
             ladders: 16,
             seed: cfg.seed.wrapping_add(0x5111 + repair),
         };
-        let w = run_witness(self.energy, &self.temps, &wc)?;
+        let w = match run_witness(self.energy, &self.temps, &wc) {
+            Ok(w) => w,
+            // Ctrl-C: no witness, so no point is trusted on its evidence; the sweep then
+            // assembles and saves what it has.
+            Err(_) if crate::observe::interrupted() => return Ok(None),
+            Err(e) => return Err(e),
+        };
         if cfg.progress {
             eprintln!(
                 "[sweep] witness: {} rungs, {} round trips (needs {}) in {:.1} s",

@@ -273,7 +273,12 @@ pub fn train(
 ) -> Result<TrainReport> {
     check_setup(flow, energy, cfg)?;
     let data = if cfg.pt_sweeps > 0 && (cfg.forward_weight > 0.0 || cfg.warm_fraction > 0.0) {
-        Some(tempering_data(energy, cfg)?)
+        match tempering_data(energy, cfg) {
+            Ok(d) => Some(d),
+            // Ctrl-C during the data: training stops at its first step, without them.
+            Err(_) if crate::observe::interrupted() => None,
+            Err(e) => return Err(e),
+        }
     } else {
         None
     };
