@@ -20,7 +20,7 @@ use crate::observe::{Observer, Progress};
 use crate::systems::{self, check_temperature, Energy, Params, Phi4};
 use crate::train::{train_new, TrainConfig};
 
-/// The flow sampler's chains run on up to this many times their `steps` by default.
+/// The flow's and HMC's chains run on up to this many times their `steps` by default.
 pub const RUN_ON: usize = 8;
 
 /// Which sampler.
@@ -95,8 +95,8 @@ pub struct McmcConfig {
 impl McmcConfig {
     /// Defaults for a sampler on a system at T = 1: 2000 steps × 64 chains for the flow, 5000 × 8
     /// otherwise, the flow's and HMC's chains running on up to [`RUN_ON`] times that while
-    /// shorter than [`MIN_CHAIN_TAUS`] τ_int; 10 000
-    /// training steps on φ⁴ (the lattice flow), 5000 otherwise.
+    /// shorter than [`MIN_CHAIN_TAUS`] τ_int; 10 000 training steps on φ⁴ (the lattice flow),
+    /// 5000 otherwise.
     pub fn new(system: &str, sampler: Sampler) -> McmcConfig {
         let flow = sampler == Sampler::Flow;
         let steps = if flow { 2000 } else { 5000 };
@@ -272,8 +272,8 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         "steps": run.series.first().and_then(|s| s.first()).map_or(0, Vec::len),
     });
     if let Some(u) = &gauge {
-        // Batches at least 10 τ_int long (of the slowest of plaquette, Q, E and Q²), at most 20 per
-        // chain: a flow proposal accepted 1 % of the time makes τ_int(Q) ≈ 250 steps, and
+        // Batches at least 10 τ_int long (of the slowest of plaquette, Q, E and Q²), at most 20
+        // per chain: a flow proposal accepted 1 % of the time makes τ_int(Q) ≈ 250 steps, and
         // 100-step batches then understated the errors (⟨Q²⟩ 8 "standard errors" off at β = 5).
         let len = run.series[0].first().map_or(0, Vec::len);
         let slowest = run.series.iter().map(|s| tau_int(s)).fold(0.5, f64::max);
