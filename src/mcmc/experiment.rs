@@ -216,6 +216,7 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
                 energy_evaluations: r.energy_evaluations,
                 seconds: 0.0,
                 proposal_pareto_k: None,
+                local_acceptance: None,
             }
         }
         Sampler::Flow => {
@@ -344,6 +345,9 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         let len = run.series[0].first().map_or(0, Vec::len);
         let slowest = tau_x0.max(tau_int(&run.series[1]));
         v["chain_length_in_tau"] = json!(chain_length(len, slowest, "x0 and U", &mut warnings));
+    }
+    if let Some(a) = run.local_acceptance {
+        v["local_acceptance"] = json!(a);
     }
     if let Some(k) = run.proposal_pareto_k {
         v["proposal_pareto_k"] = json!(k);

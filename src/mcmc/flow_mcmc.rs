@@ -114,6 +114,7 @@ pub fn flow_mcmc(
     let mut proposal_log_w = Vec::new();
     let mut leapfrog = Leapfrog::new(d, LOCAL_LEAPFROG);
     let (mut log_eps, mut local_steps) = (cfg.local_step.ln(), 0);
+    let (mut local_acc, mut local_tried) = (0usize, 0usize);
     let mut total = cfg.burn_in + cfg.n_steps;
     let (mut it, mut event) = (0, None);
     while it < total {
@@ -130,6 +131,8 @@ pub fn flow_mcmc(
             evals += nc * leapfrog.evaluations();
             if it < cfg.burn_in {
                 log_eps = adapt_step(log_eps, accepted as f64 / nc as f64, local_steps);
+            } else {
+                (local_tried, local_acc) = (local_tried + nc, local_acc + accepted);
             }
             local_steps += 1;
             // The flow weights of the new states, for the next independence step (one batch).
@@ -188,5 +191,6 @@ pub fn flow_mcmc(
         energy_evaluations: evals,
         seconds: start.elapsed().as_secs_f64(),
         proposal_pareto_k: Some(crate::estimators::psis::pareto_k_of_log(&proposal_log_w)),
+        local_acceptance: (local_tried > 0).then(|| local_acc as f64 / local_tried as f64),
     })
 }

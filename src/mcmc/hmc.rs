@@ -64,6 +64,8 @@ pub struct ChainRun {
     /// infinite: the chains seldom reach where the flow is too thin, and finite runs miss it);
     /// None for the other samplers.
     pub proposal_pareto_k: Option<f64>,
+    /// Flow-MCMC with local HMC moves: their acceptance after burn-in (None without them).
+    pub local_acceptance: Option<f64>,
 }
 
 /// Run HMC at temperature `t` from `x0` (one row per chain), recording `observe(x)`.
@@ -128,6 +130,7 @@ pub fn hmc(
         energy_evaluations: evals,
         seconds: start.elapsed().as_secs_f64(),
         proposal_pareto_k: None,
+        local_acceptance: None,
     })
 }
 
