@@ -267,7 +267,7 @@ fn heavy_tailed_flow_proposals_are_reported() {
         cfg.t = t;
         cfg.steps = 400;
         cfg.chains = 16;
-        cfg.max_steps = None;
+        cfg.max_steps = Some(cfg.steps);
         cfg.train_steps = train;
         cfg.progress = false;
         cfg.seed = common::seed(8);

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use clap::builder::PossibleValuesParser;
 use clap::Args;
-use thermoflow::mcmc::experiment::RUN_ON;
 use thermoflow::mcmc::{run_mcmc, McmcConfig, Sampler};
 
 use super::{check_writable, json_text, out, positive, write_file, Failure};
@@ -84,9 +83,7 @@ impl McmcArgs {
             params: self.params,
             t: self.temp,
             steps: self.steps.unwrap_or(d.steps),
-            max_steps: self
-                .max_steps
-                .or(d.max_steps.map(|_| RUN_ON * self.steps.unwrap_or(d.steps))),
+            max_steps: self.max_steps,
             chains: self.chains.unwrap_or(d.chains),
             local_every: self.local_every,
             train_steps: self.train_steps.unwrap_or(d.train_steps),

@@ -267,29 +267,26 @@ impl GaugeCoupling {
         let spline = self.spline(inverse);
         let np = spline.n_params();
         let part = |i: usize| theta.slice(2, i * np, (i + 1) * np);
-        let odd_turns = self.splines.is_multiple_of(2);
-        let mut y = if inverse && odd_turns {
+        // An even number of splines has an odd number of half turns between them: one more
+        // closes the circle (last forward, first inverse).
+        let closing_turn = self.splines.is_multiple_of(2);
+        let mut y = if inverse && closing_turn {
             half_turn(old)
         } else {
             old
         };
         let mut ld_sum = None;
         for k in 0..self.splines {
-            // Forward: spline i = k after its half turn; inverse: i = n − 1 − k, then its half
-            // turn back.
+            // The inverse takes the splines in reverse order; a half turn between any two.
             let i = if inverse { self.splines - 1 - k } else { k };
-            if !inverse && i > 0 {
+            if k > 0 {
                 y = half_turn(y);
             }
             let (next, ld) = y.rqs(part(i), spline);
-            y = if inverse && i > 0 {
-                half_turn(next)
-            } else {
-                next
-            };
+            y = next;
             ld_sum = Some(ld_sum.map_or(ld, |acc| acc + ld));
         }
-        if !inverse && odd_turns {
+        if !inverse && closing_turn {
             y = half_turn(y);
         }
         let ld = ld_sum.expect("a gauge coupling has at least one spline");

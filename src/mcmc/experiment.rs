@@ -71,7 +71,8 @@ pub struct McmcConfig {
     /// Steps per chain after burn-in (burn-in is a tenth more).
     pub steps: usize,
     /// Flow and HMC samplers: the same chains run on, their length doubling, up to this many
-    /// steps until they are [`MIN_CHAIN_TAUS`] τ_int long (`None`: exactly `steps`).
+    /// steps until they are [`MIN_CHAIN_TAUS`] τ_int long (`None`: [`RUN_ON`] × `steps`;
+    /// `Some(steps)`: exactly `steps`). Random-walk Metropolis runs exactly `steps`.
     pub max_steps: Option<usize>,
     /// Parallel chains.
     pub chains: usize,
@@ -106,7 +107,7 @@ impl McmcConfig {
             sampler,
             t: 1.0,
             steps,
-            max_steps: (sampler != Sampler::Rwm).then_some(RUN_ON * steps),
+            max_steps: None,
             chains: if flow { 64 } else { 8 },
             local_every: None,
             train_steps: if system == "phi4" { 10_000 } else { 5000 },
@@ -125,14 +126,14 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
     if cfg.steps < 40 || cfg.chains == 0 {
         return input_err("--steps must be ≥ 40 and --chains ≥ 1");
     }
-    if let Some(m) = cfg.max_steps {
-        if cfg.sampler == Sampler::Rwm {
-            return input_err("--max-steps needs --sampler flow or hmc");
+    let max_steps = match (cfg.max_steps, cfg.sampler) {
+        (Some(_), Sampler::Rwm) => return input_err("--max-steps needs --sampler flow or hmc"),
+        (Some(m), _) if m < cfg.steps => {
+            return input_err(format!("--max-steps {m} is below --steps {}", cfg.steps))
         }
-        if m < cfg.steps {
-            return input_err(format!("--max-steps {m} is below --steps {}", cfg.steps));
-        }
-    }
+        (None, Sampler::Rwm) => None,
+        (m, _) => Some(m.unwrap_or(RUN_ON * cfg.steps)),
+    };
     if cfg.train_steps == 0 {
         return input_err("--train-steps must be at least 1");
     }
@@ -184,7 +185,7 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         Sampler::Hmc => {
             let hc = HmcConfig {
                 n_trajectories: cfg.steps,
-                max_trajectories: cfg.max_steps,
+                max_trajectories: max_steps,
                 burn_in,
                 n_chains: cfg.chains,
                 seed,
@@ -240,7 +241,7 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
             };
             let fc = FlowMcmcConfig {
                 n_steps: cfg.steps,
-                max_steps: cfg.max_steps,
+                max_steps,
                 burn_in,
                 n_chains: cfg.chains,
                 local_every: cfg

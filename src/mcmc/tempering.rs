@@ -74,7 +74,7 @@ pub struct PtConfig {
 }
 
 /// The error of a run stopped by Ctrl-C.
-pub const INTERRUPTED: &str = "parallel tempering interrupted";
+const INTERRUPTED: &str = "parallel tempering interrupted";
 
 /// Seconds between two progress lines of a run ([`PtConfig::progress`]).
 pub const PROGRESS_SECONDS: f64 = 15.0;
