@@ -26,8 +26,9 @@ pub(super) fn train_flow(
         // Gauge links: the gauge-equivariant flow over the whole range, by reverse KL.
         Structure::Gauge(u1) => {
             let mut fc = U1FlowConfig::new(cfg.t_min);
-            // One spline per plaquette: the L = 8 sweep (1 h 30 min) was verified with it;
-            // two (the mcmc command's) are to be verified there.
+            // One spline per plaquette, not the mcmc command's two: the sweep's L = 8 result was
+            // verified with one, and with two its importance-sampling C_V error bars came out
+            // too small at L = 4 (docs/sweep.md, "Gauge links").
             fc.splines = 1;
             take_budget(&mut fc.train, &tc);
             train_u1_flow(u1, &fc, obs)
