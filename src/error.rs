@@ -11,6 +11,9 @@ pub enum Error {
     Engine(String),
     /// Reading or writing a file failed, or its content is corrupt.
     Io(String),
+    /// The user stopped the work (Ctrl-C, [`crate::observe::interrupted`]) before it had
+    /// anything to give.
+    Interrupted(String),
 }
 
 impl fmt::Display for Error {
@@ -19,6 +22,7 @@ impl fmt::Display for Error {
             Error::Input(m) => write!(f, "invalid input: {m}"),
             Error::Engine(m) => write!(f, "engine error: {m}"),
             Error::Io(m) => write!(f, "i/o error: {m}"),
+            Error::Interrupted(m) => write!(f, "interrupted: {m}"),
         }
     }
 }
@@ -32,6 +36,7 @@ impl Error {
             Error::Input(m) => Error::Input(format!("{context}: {m}")),
             Error::Engine(m) => Error::Engine(format!("{context}: {m}")),
             Error::Io(m) => Error::Io(format!("{context}: {m}")),
+            Error::Interrupted(m) => Error::Interrupted(format!("{context}: {m}")),
         }
     }
 }

@@ -34,5 +34,10 @@ fn main() -> ExitCode {
             eprintln!("thermoflow: {m}");
             ExitCode::from(1)
         }
+        // As a shell reports a process ended by SIGINT.
+        Err(Failure::Interrupted(m)) => {
+            eprintln!("thermoflow: {m}");
+            ExitCode::from(130)
+        }
     }
 }

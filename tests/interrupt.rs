@@ -29,8 +29,11 @@ fn a_stop_request_ends_parallel_tempering_and_the_training_it_feeds() {
     let stopped = parallel_tempering(e.as_ref(), &pt);
     let (_, report) = train_new(e.as_ref(), &default_flow(), &tc, &mut []).unwrap();
     clear_stop();
-    let err = stopped.unwrap_err().to_string();
-    assert!(err.contains("interrupted"), "{err}");
+    let err = stopped.unwrap_err();
+    assert!(
+        matches!(err, thermoflow::Error::Interrupted(_)),
+        "an interruption, not a failure: {err}"
+    );
     assert_eq!(report.steps, 0);
     assert_eq!(report.data_seconds, 0.0);
 }

@@ -84,11 +84,16 @@ pub enum Failure {
     Usage(String),
     /// The work failed.
     Run(String),
+    /// Ctrl-C stopped the work before it had anything to give.
+    Interrupted(String),
 }
 
 impl From<thermoflow::Error> for Failure {
     fn from(e: thermoflow::Error) -> Failure {
-        Failure::Run(e.to_string())
+        match e {
+            thermoflow::Error::Interrupted(_) => Failure::Interrupted(e.to_string()),
+            e => Failure::Run(e.to_string()),
+        }
     }
 }
 

@@ -693,7 +693,9 @@ pub fn smc(energy: &dyn Energy, flow: &Flow, cfg: &SmcConfig) -> Result<SmcRun> 
                     ));
                 }
                 if crate::observe::interrupted() {
-                    return input_err("sequential Monte Carlo interrupted");
+                    return Err(crate::Error::Interrupted(
+                        "sequential Monte Carlo stopped by Ctrl-C".into(),
+                    ));
                 }
             }
             records[pass][k] = Record::of(&pop, acc, rho);

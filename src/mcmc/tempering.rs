@@ -74,7 +74,7 @@ pub struct PtConfig {
 }
 
 /// The error of a run stopped by Ctrl-C.
-const INTERRUPTED: &str = "parallel tempering interrupted";
+const INTERRUPTED: &str = "parallel tempering stopped by Ctrl-C before its samples were complete";
 
 /// Seconds between two progress lines of a run ([`PtConfig::progress`]).
 pub const PROGRESS_SECONDS: f64 = 15.0;
@@ -433,7 +433,7 @@ pub fn parallel_tempering_with(
         // Ctrl-C ([`crate::observe::interrupted`]): an error its callers turn into "not run"
         // (the sweep's tempering and witness) or into training without its data.
         if crate::observe::interrupted() {
-            return input_err(INTERRUPTED);
+            return Err(crate::Error::Interrupted(INTERRUPTED.into()));
         }
         if let Some(label) = &cfg.progress {
             if shown.elapsed().as_secs_f64() >= PROGRESS_SECONDS {

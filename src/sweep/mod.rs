@@ -415,7 +415,7 @@ impl Sweeper<'_> {
             Ok(w) => w,
             // Ctrl-C: no witness, so no point is trusted on its evidence; the sweep then
             // assembles and saves what it has.
-            Err(_) if crate::observe::interrupted() => return Ok(None),
+            Err(crate::Error::Interrupted(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
         if cfg.progress {

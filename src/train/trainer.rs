@@ -276,7 +276,7 @@ pub fn train(
         match tempering_data(energy, cfg) {
             Ok(d) => Some(d),
             // Ctrl-C during the data: training stops at its first step, without them.
-            Err(_) if crate::observe::interrupted() => None,
+            Err(crate::Error::Interrupted(_)) => None,
             Err(e) => return Err(e),
         }
     } else {

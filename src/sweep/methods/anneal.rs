@@ -63,7 +63,7 @@ pub(in crate::sweep) fn rounds(
     let (mut run, mut first_run, mut start) = (None::<SmcRun>, None, start);
     let go = |sc: &SmcConfig| match smc(sw.energy, flow, sc) {
         Ok(next) => Ok(Some(next)),
-        Err(_) if crate::observe::interrupted() => Ok(None),
+        Err(crate::Error::Interrupted(_)) => Ok(None),
         Err(e) => Err(e),
     };
     for round in 0u64.. {

@@ -257,7 +257,7 @@ fn temper_rounds(
         let seed = sw.seed ^ 0x7e39 ^ (round << 32);
         let next = match run_once(sw, flow, settings, sweeps, seed) {
             Ok(next) => next,
-            Err(_) if crate::observe::interrupted() => return Ok(None),
+            Err(crate::Error::Interrupted(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
         let pooled = match pool.take() {
