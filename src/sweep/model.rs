@@ -27,8 +27,8 @@ pub(super) fn train_flow(
         Structure::Gauge(u1) => {
             let mut fc = U1FlowConfig::new(cfg.t_min);
             // One spline per plaquette, not the mcmc command's two: the sweep's L = 8 result was
-            // verified with one, and with two its importance-sampling C_V error bars came out
-            // too small at L = 4 (docs/sweep.md, "Gauge links").
+            // verified with one, and with two after a short training budget its importance-
+            // sampling C_V error bars came out too small at L = 4 (docs/sweep.md, "Gauge links").
             fc.splines = 1;
             take_budget(&mut fc.train, &tc);
             train_u1_flow(u1, &fc, obs)
