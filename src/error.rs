@@ -44,6 +44,16 @@ impl Error {
 /// Result alias used throughout the crate.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Work that Ctrl-C may stop: `Ok(Some(value))`, `Ok(None)` where it was stopped
+/// ([`Error::Interrupted`]: its callers go on as if it had not run), any other error as it is.
+pub fn unless_interrupted<T>(r: Result<T>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(Error::Interrupted(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Shorthand for an [`Error::Input`].
 pub fn input_err<T>(msg: impl Into<String>) -> Result<T> {
     Err(Error::Input(msg.into()))

@@ -132,7 +132,8 @@ pub fn flow_mcmc(
             if it < cfg.burn_in {
                 log_eps = adapt_step(log_eps, accepted as f64 / nc as f64, local_steps);
             } else {
-                (local_tried, local_acc) = (local_tried + nc, local_acc + accepted);
+                local_tried += nc;
+                local_acc += accepted;
             }
             local_steps += 1;
             // The flow weights of the new states, for the next independence step (one batch).

@@ -411,12 +411,11 @@ impl Sweeper<'_> {
             ladders: 16,
             seed: cfg.seed.wrapping_add(0x5111 + repair),
         };
-        let w = match run_witness(self.energy, &self.temps, &wc) {
-            Ok(w) => w,
-            // Ctrl-C: no witness, so no point is trusted on its evidence; the sweep then
-            // assembles and saves what it has.
-            Err(crate::Error::Interrupted(_)) => return Ok(None),
-            Err(e) => return Err(e),
+        // Ctrl-C: no witness, so no point is trusted on its evidence; the sweep then assembles
+        // and saves what it has.
+        let Some(w) = crate::error::unless_interrupted(run_witness(self.energy, &self.temps, &wc))?
+        else {
+            return Ok(None);
         };
         if cfg.progress {
             eprintln!(

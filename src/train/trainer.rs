@@ -273,12 +273,8 @@ pub fn train(
 ) -> Result<TrainReport> {
     check_setup(flow, energy, cfg)?;
     let data = if cfg.pt_sweeps > 0 && (cfg.forward_weight > 0.0 || cfg.warm_fraction > 0.0) {
-        match tempering_data(energy, cfg) {
-            Ok(d) => Some(d),
-            // Ctrl-C during the data: training stops at its first step, without them.
-            Err(crate::Error::Interrupted(_)) => None,
-            Err(e) => return Err(e),
-        }
+        // Ctrl-C during the data: training stops at its first step, without them.
+        crate::error::unless_interrupted(tempering_data(energy, cfg))?
     } else {
         None
     };

@@ -61,11 +61,7 @@ pub(in crate::sweep) fn rounds(
         be_patient(&mut sc);
     }
     let (mut run, mut first_run, mut start) = (None::<SmcRun>, None, start);
-    let go = |sc: &SmcConfig| match smc(sw.energy, flow, sc) {
-        Ok(next) => Ok(Some(next)),
-        Err(crate::Error::Interrupted(_)) => Ok(None),
-        Err(e) => Err(e),
-    };
+    let go = |sc: &SmcConfig| crate::error::unless_interrupted(smc(sw.energy, flow, sc));
     for round in 0u64.. {
         sc.seed = sw.seed ^ 0x53c0 ^ (round << 32);
         let mut next = match start.take() {

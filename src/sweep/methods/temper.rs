@@ -255,10 +255,10 @@ fn temper_rounds(
     let mut first_run: Option<usize> = None;
     for round in 0u64.. {
         let seed = sw.seed ^ 0x7e39 ^ (round << 32);
-        let next = match run_once(sw, flow, settings, sweeps, seed) {
-            Ok(next) => next,
-            Err(crate::Error::Interrupted(_)) => return Ok(None),
-            Err(e) => return Err(e),
+        let Some(next) =
+            crate::error::unless_interrupted(run_once(sw, flow, settings, sweeps, seed))?
+        else {
+            return Ok(None);
         };
         let pooled = match pool.take() {
             None => next,
