@@ -884,7 +884,12 @@ pub fn compare(
         ladder(&cfg.temps).len(),
         cfg.pt_sweeps
     ));
-    let data = reference_data(energy.as_ref(), &cfg.temps, cfg.pt_sweeps, cfg.seed)?;
+    let data = reference_data(
+        energy.as_ref(),
+        &cfg.temps,
+        cfg.pt_sweeps,
+        crate::rng::derive(cfg.seed, "backmap/reference", 0),
+    )?;
     let (train, test) = hold_out(&data);
     say(format!(
         "training with the energy term ({} steps), then on data alone",
@@ -916,7 +921,7 @@ pub fn compare(
                     held.view(),
                     bond_length,
                     t,
-                    cfg.seed + 1,
+                    crate::rng::derive(cfg.seed, "backmap/evaluate", 0),
                 )
             };
             Ok(BackmapAt {

@@ -79,7 +79,7 @@ pub fn train_phi4_flow(
     };
     let mut flow = lattice_flow(phi.l, cond, cfg.layers, cfg.hidden, cfg.depth, tc.seed)?;
     let mut data = hmc_data(phi, tc, 8, cfg.hmc_per_chain)?;
-    let mut rng = crate::rng::seeded(tc.seed ^ 0x5eed);
+    let mut rng = crate::rng::stream(tc.seed, "phi4/data-symmetry", 0);
     for mut row in data.x.rows_mut() {
         let r = row.as_slice_mut().expect("rows of a standard-layout array");
         phi.random_symmetry(r, &mut rng);

@@ -253,7 +253,7 @@ pub fn estimate_with(
         }
         let mut tc = TrainConfig::around(t);
         tc.set_budget(cfg.train_steps, cfg.train_seconds);
-        tc.seed = seed + k as u64;
+        tc.seed = crate::rng::derive(seed, "rare/training", k as u64);
         let mut bar = Progress::new(2.0);
         let mut obs: Vec<&mut dyn Observer> = Vec::new();
         if progress {
@@ -267,7 +267,7 @@ pub fn estimate_with(
         flows.push(flow);
     }
     let train_seconds = t0.elapsed().as_secs_f64();
-    let mut rng = crate::rng::seeded(seed ^ 0xabc);
+    let mut rng = crate::rng::stream(seed, "rare/estimate", 0);
     let mut logs = Vec::new();
     let mut inside = 0usize;
     for (k, flow) in flows.iter().enumerate() {

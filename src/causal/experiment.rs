@@ -144,8 +144,20 @@ pub fn run_causal(cfg: &CausalConfig) -> Result<CausalReport> {
     let nll = flow.fit(data.view(), cfg.steps, 1024, 2e-3, cfg.seed)?;
     let mut results = Vec::new();
     for &a in &cfg.values {
-        let d: Estimate = flow.interventional_mean(tg, tr, a, 40_000, cfg.seed + 1)?;
-        let c: Estimate = flow.conditional_mean(tg, tr, a, 40_000, cfg.seed + 2)?;
+        let d: Estimate = flow.interventional_mean(
+            tg,
+            tr,
+            a,
+            40_000,
+            crate::rng::derive(cfg.seed, "causal/do", 0),
+        )?;
+        let c: Estimate = flow.conditional_mean(
+            tg,
+            tr,
+            a,
+            40_000,
+            crate::rng::derive(cfg.seed, "causal/see", 0),
+        )?;
         results.push(CausalRow {
             value: a,
             do_mean: d.value,

@@ -121,7 +121,7 @@ impl CausalFlow {
                     1,
                     2,
                     Activation::Tanh,
-                    seed.wrapping_add(j as u64),
+                    crate::rng::derive(seed, "causal/mechanism", j as u64),
                 )
             })
             .collect();

@@ -62,7 +62,7 @@ pub fn coupling_flow(dim: usize, conditioning: Conditioning, cfg: &CouplingConfi
     let layers = (0..cfg.layers)
         .map(|i| {
             let flip = i % 2 == 1;
-            let seed = cfg.seed.wrapping_mul(1000).wrapping_add(i as u64);
+            let seed = crate::rng::derive(cfg.seed, "flow/layer", i as u64);
             Layer::Coupling(Coupling::new(
                 dim,
                 c,
@@ -100,7 +100,14 @@ pub fn system_coupling_flow(
 pub fn radial_flow(dim: usize, conditioning: Conditioning, n: usize, seed: u64) -> Result<Flow> {
     let c = conditioning.feature_dim();
     let layers = (0..n)
-        .map(|i| Layer::Radial(Radial::new(dim, c, 16, seed + i as u64)))
+        .map(|i| {
+            Layer::Radial(Radial::new(
+                dim,
+                c,
+                16,
+                crate::rng::derive(seed, "flow/layer", i as u64),
+            ))
+        })
         .collect();
     Flow::new(dim, conditioning, layers)
 }
@@ -130,7 +137,7 @@ pub fn lattice_flow(
                 i % 2,
                 hidden,
                 depth,
-                seed.wrapping_mul(1000) + i as u64,
+                crate::rng::derive(seed, "flow/layer", i as u64),
             ))
         })
         .collect();
@@ -179,7 +186,7 @@ pub fn gauge_flow(
                 splines,
                 hidden,
                 depth,
-                seed.wrapping_mul(1000).wrapping_add(i as u64),
+                crate::rng::derive(seed, "flow/layer", i as u64),
             ))
         })
         .collect();

@@ -171,14 +171,18 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
     let x0 = crate::mcmc::chain_starts(
         energy.as_ref(),
         cfg.chains,
-        &mut crate::rng::seeded(cfg.seed ^ 0x57a7),
+        &mut crate::rng::stream(cfg.seed, "mcmc/starts", 0),
     )?;
     let mut bar = Progress::new(2.0);
     let mut obs: Vec<&mut dyn Observer> = Vec::new();
     if cfg.progress {
         obs.push(&mut bar);
     }
-    let (burn_in, seed) = (cfg.steps / 10, cfg.seed);
+    // The sampler draws on its own stream, apart from the flow's training (seeded by cfg.seed).
+    let (burn_in, seed) = (
+        cfg.steps / 10,
+        crate::rng::derive(cfg.seed, "mcmc/sampler", 0),
+    );
     let mut training = Value::Null;
     let mut flow_out = None;
     let run = match cfg.sampler {

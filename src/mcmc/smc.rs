@@ -398,8 +398,7 @@ impl Population {
             .zip(self.u.par_iter_mut())
             .enumerate()
             .map(|(i, (x, u))| {
-                let mut rng =
-                    crate::rng::seeded(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                let mut rng = crate::rng::stream(seed, "smc/particle", i as u64);
                 let mut prop = vec![0.0; d];
                 (0..sweeps)
                     .map(|_| moves.sweep(energy, x, u, t, steps[i / n], &mut rng, &mut prop))
@@ -525,7 +524,7 @@ impl Kernel<'_> {
             &self.cfg.moves,
             t,
             sweeps,
-            self.cfg.seed ^ (self.stream << 40),
+            crate::rng::derive(self.cfg.seed, "smc/moves", self.stream),
         ))
     }
 
@@ -658,7 +657,7 @@ pub fn smc(energy: &dyn Energy, flow: &Flow, cfg: &SmcConfig) -> Result<SmcRun> 
             // mean −0.65; as now, 3.3 and −0.05, as without a dwell).
             let (mut dwelt, mut aside) = (pop.clone(), kernel.clone());
             aside.stream += 1 << 20;
-            let mut dwell_rng = crate::rng::seeded(cfg.seed ^ 0xd3e1);
+            let mut dwell_rng = crate::rng::stream(cfg.seed, "smc/dwell", 0);
             let (done, acc) = equilibrate(&mut aside, &mut dwelt, temps[0], &mut dwell_rng)?;
             kernel.evaluations = aside.evaluations;
             records[1][0] = Record::of(&dwelt, acc, f64::NAN);

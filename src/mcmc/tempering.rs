@@ -423,7 +423,7 @@ pub fn parallel_tempering_with(
     // Moves per replica and sweep.
     let blocks = cfg.moves.blocks(d);
     // Flow proposals accepted and made, and rounds of them, on their own stream.
-    let mut flow_rng = crate::rng::seeded(cfg.seed ^ 0xf10f);
+    let mut flow_rng = crate::rng::stream(cfg.seed, "tempering/flow", 0);
     let (mut flow_acc, mut flow_tries, mut moves) = (0usize, 0usize, 0usize);
     let mut rungs = FlowRungs::new(k, flow.is_some() && cfg.flow_every > 0);
     let total = cfg.burn_in + cfg.n_sweeps;

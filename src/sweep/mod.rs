@@ -409,7 +409,7 @@ impl Sweeper<'_> {
         let wc = WitnessConfig {
             sweeps: cfg.witness_sweeps,
             ladders: 16,
-            seed: cfg.seed.wrapping_add(0x5111 + repair),
+            seed: crate::rng::derive(cfg.seed, "sweep/witness", repair),
         };
         // Ctrl-C: no witness, so no point is trusted on its evidence; the sweep then assembles
         // and saves what it has.
@@ -548,7 +548,7 @@ fn run_on(
         cfg,
         energy: energy.as_ref(),
         temps: temperature_grid(cfg.t_min, cfg.t_max, cfg.temps),
-        seed: cfg.seed.wrapping_add(1),
+        seed: crate::rng::derive(cfg.seed, "sweep", 0),
     };
     let witness = sw.witness(0)?;
     let mut st = State {

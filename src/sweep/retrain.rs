@@ -87,7 +87,12 @@ pub(super) fn retrain(sw: &Sweeper, st: &mut State, r: usize) -> Result<bool> {
         .filter(|&i| !trusted[i])
         .map(|i| temps[i])
         .collect();
-    let sir = resampled(&st.flow, sw.energy, &failing, sw.seed ^ 0x51e)?;
+    let sir = resampled(
+        &st.flow,
+        sw.energy,
+        &failing,
+        crate::rng::derive(sw.seed, "repair/resample", r as u64),
+    )?;
     let n_sir = sir.temps.len();
     data.x = ndarray::concatenate(ndarray::Axis(0), &[data.x.view(), sir.x.view()])
         .map_err(|e| Error::Engine(e.to_string()))?;
@@ -105,7 +110,7 @@ pub(super) fn retrain(sw: &Sweeper, st: &mut State, r: usize) -> Result<bool> {
     tc.forward_weight = 2.0;
     // Continued training: start where the first schedule's learning rate had come down to.
     tc.lr = 5e-4;
-    tc.seed = cfg.seed.wrapping_add(100 + r as u64);
+    tc.seed = crate::rng::derive(cfg.seed, "repair/training", r as u64);
     if cfg.progress {
         eprintln!(
             "[sweep] repair {}: {} of {} temperatures fail; training on T ∈ [{lo:.3}, {hi:.3}] with the witness's configurations",
@@ -133,7 +138,7 @@ pub(super) fn retrain(sw: &Sweeper, st: &mut State, r: usize) -> Result<bool> {
         sw.energy,
         temps,
         cfg,
-        sw.seed.wrapping_add(1000 * (r as u64 + 1)),
+        crate::rng::derive(sw.seed, "repair/estimates", r as u64),
     )?;
     st.estimate_seconds += st.rounds.seconds;
     let what = format!(

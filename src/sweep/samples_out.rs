@@ -34,7 +34,7 @@ pub fn write_samples(
     let mut rows: Vec<Vec<f64>> = Vec::with_capacity(n * temps.len());
     for (k, &t) in temps.iter().enumerate() {
         check_temperature(t)?;
-        let mut rng = crate::rng::seeded(seed ^ (k as u64) << 32);
+        let mut rng = crate::rng::stream(seed, "sweep/samples-out", k as u64);
         let s = flow.sample_mixture(n, &[t], DEFENSIVE_WIDTH, DEFENSIVE_FRACTION, &mut rng)?;
         let u = energy.energies(s.x.view())?.to_vec();
         let weight = Weights::boltzmann(&u, &s.log_q, t)?.normalised();

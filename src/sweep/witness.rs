@@ -96,7 +96,7 @@ pub(super) fn ladder(grid: &[f64], dim: usize, hottest: f64) -> (Vec<f64>, Vec<O
 pub fn run_witness(energy: &dyn Energy, grid: &[f64], cfg: &WitnessConfig) -> Result<Witness> {
     let t0 = Instant::now();
     let (rungs, grid_index) = ladder(grid, energy.dim(), 2.0);
-    let mut rng = crate::rng::seeded(cfg.seed ^ 0x3a7);
+    let mut rng = crate::rng::stream(cfg.seed, "witness/starts", 0);
     let burn_in = (cfg.sweeps / 5).max(100);
     let pt = PtConfig {
         temps: rungs.clone(),
@@ -108,7 +108,7 @@ pub fn run_witness(energy: &dyn Energy, grid: &[f64], cfg: &WitnessConfig) -> Re
         init: None,
         starts: dispersed_starts(energy, cfg.ladders, &mut rng)?,
         moves: crate::mcmc::Moves::for_system(energy),
-        seed: cfg.seed ^ 0x7e57,
+        seed: crate::rng::derive(cfg.seed, "witness/tempering", 0),
         n_batches: 16,
         flow_every: 0,
         progress: None,

@@ -171,13 +171,13 @@ fn check_setup(flow: &Flow, energy: &dyn Energy, cfg: &TrainConfig) -> Result<()
 /// `cfg.pt_sweeps` sweeps), the default forward-KL data.
 pub fn tempering_data(energy: &dyn Energy, cfg: &TrainConfig) -> Result<TrainingData> {
     let t_data = Instant::now();
-    let mut rng = crate::rng::seeded(cfg.seed ^ 0x51);
+    let mut rng = crate::rng::stream(cfg.seed, "train/tempering-starts", 0);
     let mut pt = PtConfig::geometric(cfg.t_min, cfg.t_max, 10);
     pt.n_sweeps = cfg.pt_sweeps;
     pt.burn_in = cfg.pt_sweeps / 4;
     pt.thin = 5;
     pt.n_ladders = 8;
-    pt.seed = cfg.seed ^ 0x9e37;
+    pt.seed = crate::rng::derive(cfg.seed, "train/tempering", 0);
     pt.starts = crate::mcmc::dispersed_starts(energy, pt.n_ladders, &mut rng)?;
     pt.moves = crate::mcmc::Moves::for_system(energy);
     let run = parallel_tempering(energy, &pt)?;
@@ -222,7 +222,7 @@ pub fn hmc_data(
             n_trajectories: per_chain,
             burn_in: 200,
             n_chains: 8,
-            seed: cfg.seed.wrapping_add(k as u64),
+            seed: crate::rng::derive(cfg.seed, "train/hmc", k as u64),
             ..Default::default()
         };
         let starts = crate::mcmc::chain_starts(energy, 8, &mut crate::rng::seeded(hc.seed))?;

@@ -63,7 +63,7 @@ pub(in crate::sweep) fn rounds(
     let (mut run, mut first_run, mut start) = (None::<SmcRun>, None, start);
     let go = |sc: &SmcConfig| crate::error::unless_interrupted(smc(sw.energy, flow, sc));
     for round in 0u64.. {
-        sc.seed = sw.seed ^ 0x53c0 ^ (round << 32);
+        sc.seed = crate::rng::derive(sw.seed, "sweep/annealing", round);
         let mut next = match start.take() {
             Some(r) => r,
             None => match go(&sc)? {

@@ -309,7 +309,7 @@ pub(in crate::sweep) fn run(sw: &Sweeper, st: &mut State) -> Result<()> {
             sw.energy,
             t,
             MCMC_CHAINS,
-            sw.seed ^ 0xf10 ^ ((i as u64) << 32),
+            crate::rng::derive(sw.seed, "sweep/flow-mcmc", i as u64),
             witness,
         )?;
         let ce = loop {

@@ -70,7 +70,7 @@ pub fn estimate(
         .enumerate()
         .map(|(i, &t)| {
             let mut d = Draws::default();
-            let mut rng = crate::rng::seeded(seed ^ (i as u64) << 20);
+            let mut rng = crate::rng::stream(seed, "estimates", i as u64);
             draw(flow, energy, t, samples, &mut rng, &mut d)?;
             thermo(&d.u, &d.log_q, t)
         })
@@ -177,7 +177,7 @@ pub(in crate::sweep) fn estimate_rounds(
             Counter::new(label, "samples", want.iter().sum(), 30.0)
         });
         for i in 0..n_t {
-            let mut rng = crate::rng::seeded(seed ^ (round << 40) ^ ((i as u64) << 20));
+            let mut rng = crate::rng::stream(seed, "estimates", (round << 32) | i as u64);
             let mut left = want[i];
             // The first round draws everywhere (every temperature needs an estimate); later
             // ones stop at Ctrl-C between chunks.

@@ -184,7 +184,7 @@ fn run_once(
 ) -> Result<Pool> {
     let t0 = Instant::now();
     let (rungs, grid_index) = ladder(&sw.temps, sw.energy.dim(), settings.hottest);
-    let mut rng = crate::rng::seeded(seed ^ 0x7e3);
+    let mut rng = crate::rng::stream(seed, "tempering/starts", 0);
     let flow_every = match sw.energy.structure() {
         crate::systems::Structure::Lattice(_) => FLOW_EVERY_LATTICE,
         _ => FLOW_EVERY,
@@ -254,7 +254,7 @@ fn temper_rounds(
     let mut pool: Option<Pool> = None;
     let mut first_run: Option<usize> = None;
     for round in 0u64.. {
-        let seed = sw.seed ^ 0x7e39 ^ (round << 32);
+        let seed = crate::rng::derive(sw.seed, "sweep/tempering", round);
         let Some(next) =
             crate::error::unless_interrupted(run_once(sw, flow, settings, sweeps, seed))?
         else {
