@@ -292,6 +292,7 @@ mod tests {
         check::<6, 16, true>();
         check::<4, 64, true>();
         check::<6, 32, true>();
+        check::<12, 8, true>();
     }
 
     fn check<const MR: usize, const NB: usize, const FMA: bool>() {
