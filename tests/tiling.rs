@@ -132,7 +132,7 @@ fn the_lattice_flows_narrow_gemms_give_the_baselines_numbers_at_every_level() {
         t_max: 3.0,
     };
     let l = 4;
-    let phi4 = lattice_flow(l, cond.clone(), 4, 8, 2, 3).unwrap();
+    let phi4 = lattice_flow(l, cond, 4, 8, 2, 3).unwrap();
     let gauge = gauge_flow(l, cond, 4, 8, 2, 8, 2, 5).unwrap();
     for (name, mut flow) in [("phi4", phi4), ("u1", gauge)] {
         let mut rng = thermoflow::rng::seeded(11);
