@@ -14,7 +14,7 @@
 //! kernel it calls are inlined into a function with that level's target features, and the
 //! worker's level picks the copy.
 
-use super::access::{Read, Shared};
+use super::access::{copy_short, Read, Shared};
 use super::gemm::{Finish, Strided};
 use super::ir::{BinOp, RedOp, UnOp};
 use super::plan::{Epilogue, Instr, Kernel, Step};
@@ -701,40 +701,4 @@ pub fn on_workers<T: Scalar>(
     err.into_inner()
         .unwrap_or_else(|p| p.into_inner())
         .map_or(Ok(()), Err)
-}
-
-/// `dst = src` for the short runs of a gather (a few to a few dozen elements): blocks of 8 or 4
-/// elements of fixed size, the last block overlapping the one before, which compile to vector
-/// moves, where `copy_from_slice` of a run's length calls `memcpy` (copied an element at a time,
-/// the im2col of the gauge flow's convolutions was a quarter of its sampling time).
-#[inline(always)]
-fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
-    let n = dst.len().min(src.len());
-    let (dst, src) = (&mut dst[..n], &src[..n]);
-    if n >= 8 {
-        copy_blocks::<T, 8>(dst, src);
-    } else if n >= 4 {
-        copy_blocks::<T, 4>(dst, src);
-    } else {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = *s;
-        }
-    }
-}
-
-/// `dst = src` (equal lengths n ≥ B) in blocks of B.
-#[inline(always)]
-fn copy_blocks<T: Copy, const B: usize>(dst: &mut [T], src: &[T]) {
-    let n = dst.len();
-    let block = |dst: &mut [T], src: &[T]| {
-        if let (Ok(d), Ok(s)) = (<&mut [T; B]>::try_from(dst), <&[T; B]>::try_from(src)) {
-            *d = *s;
-        }
-    };
-    let mut i = 0;
-    while i + B < n {
-        block(&mut dst[i..i + B], &src[i..i + B]);
-        i += B;
-    }
-    block(&mut dst[n - B..], &src[n - B..]);
 }

@@ -19,7 +19,7 @@
 use luminal::prelude::ShapeTracker;
 use rustc_hash::FxHashMap;
 
-use super::access::{Read, Write};
+use super::access::{copy_short, fill_short, Read, Write};
 use crate::error::{Error, Result};
 
 /// One logical axis of a [`View`].
@@ -199,71 +199,36 @@ impl View {
         Some(p as usize)
     }
 
-    /// Visit logical elements `[start, start + n)` as runs along the last axis. For each run
-    /// `f(k, base, j0, len, valid)` gets the run's offset `k` in the visited range, the buffer
-    /// position `base` of last-axis index 0 in that row, the first last-axis index `j0`, the
-    /// run length and whether the outer axes are valid (not padding).
-    #[allow(clippy::needless_range_loop)]
+    /// Logical elements `[start, start + n)` as runs along the last axis ([`Runs`]). An
+    /// iterator, not a visitor taking a closure: the closure's body was compiled out of line, at
+    /// the baseline instruction set, and called once per run (per element for the
+    /// concatenation of one-channel features), with `memcpy` and `memset` calls inside.
     #[inline(always)]
-    fn for_each_run(
-        &self,
-        start: usize,
-        n: usize,
-        mut f: impl FnMut(usize, i64, usize, usize, bool),
-    ) {
+    fn runs(&self, start: usize, n: usize) -> Runs<'_> {
         let r = self.axes.len();
-        if r == 0 {
-            for k in 0..n {
-                f(k, self.offset, 0, 1, true);
-            }
-            return;
-        }
-        let last_len = self.axes[r - 1].len;
-        let masked = self.is_masked();
         let mut idx = [0usize; 8];
         let mut rem = start;
         for a in (0..r).rev() {
             idx[a] = rem % self.axes[a].len;
             rem /= self.axes[a].len;
         }
-        let outer_base = |idx: &[usize; 8]| -> i64 {
-            let mut base = self.offset;
-            for a in 0..r - 1 {
-                base += idx[a] as i64 * self.axes[a].stride as i64;
-            }
-            base
+        let mut runs = Runs {
+            view: self,
+            idx,
+            base: self.offset,
+            valid: true,
+            k: 0,
+            n,
+            last_len: if r == 0 { 1 } else { self.axes[r - 1].len },
+            masked: self.is_masked(),
         };
-        let outer_valid = |idx: &[usize; 8]| -> bool {
-            (0..r - 1).all(|a| idx[a] >= self.axes[a].lo && idx[a] < self.axes[a].hi)
-        };
-        let mut base = outer_base(&idx);
-        let mut valid = !masked || outer_valid(&idx);
-        let mut k = 0;
-        while k < n {
-            let run = (last_len - idx[r - 1]).min(n - k);
-            f(k, base, idx[r - 1], run, valid);
-            k += run;
-            idx[r - 1] += run;
-            if idx[r - 1] < last_len {
-                continue;
+        if r > 0 {
+            for (&i, ax) in idx.iter().zip(&self.axes[..r - 1]) {
+                runs.base += i as i64 * ax.stride as i64;
             }
-            // Carry into the outer axes, updating the base position incrementally.
-            idx[r - 1] = 0;
-            let mut a = r - 1;
-            while a > 0 {
-                a -= 1;
-                idx[a] += 1;
-                base += self.axes[a].stride as i64;
-                if idx[a] < self.axes[a].len {
-                    break;
-                }
-                base -= (self.axes[a].len * self.axes[a].stride) as i64;
-                idx[a] = 0;
-            }
-            if masked {
-                valid = outer_valid(&idx);
-            }
+            runs.valid = !runs.masked || runs.outer_valid();
         }
+        runs
     }
 
     fn last_axis(&self) -> Axis {
@@ -293,33 +258,40 @@ impl View {
         out: &mut [T],
     ) {
         let last = self.last_axis();
-        self.for_each_run(start, out.len(), |k, base, j0, run, valid| {
+        for Run {
+            k,
+            base,
+            j0,
+            len: run,
+            valid,
+        } in self.runs(start, out.len())
+        {
             let dst = &mut out[k..k + run];
             if !valid {
-                dst.fill(T::default());
-                return;
+                fill_short(dst, T::default());
+                continue;
             }
             // Padding before and after the run's valid part reads as zero.
             let (a, b) = Self::valid_part(&last, j0, run);
-            dst[..a].fill(T::default());
-            dst[b..].fill(T::default());
+            fill_short(&mut dst[..a], T::default());
+            fill_short(&mut dst[b..], T::default());
             if b == a {
-                return;
+                continue;
             }
             let (dst, p0) = (
                 &mut dst[a..b],
                 (base + (j0 + a) as i64 * last.stride as i64) as usize,
             );
             match last.stride {
-                1 => dst.copy_from_slice(src.run(p0, p0 + dst.len())),
-                0 => dst.fill(src.at(p0)),
+                1 => copy_short(dst, src.run(p0, p0 + dst.len())),
+                0 => fill_short(dst, src.at(p0)),
                 s => {
                     for (t, d) in dst.iter_mut().enumerate() {
                         *d = src.at(p0 + t * s);
                     }
                 }
             }
-        });
+        }
     }
 
     /// Adjoint of [`View::gather`]: add `vals` (logical elements `[start, start + len)`) into
@@ -332,14 +304,21 @@ impl View {
         dst: &mut D,
     ) {
         let last = self.last_axis();
-        self.for_each_run(start, vals.len(), |k, base, j0, run, valid| {
+        for Run {
+            k,
+            base,
+            j0,
+            len: run,
+            valid,
+        } in self.runs(start, vals.len())
+        {
             if !valid {
-                return;
+                continue;
             }
             // Only the run's valid part is added (padding positions are dropped).
             let (a, b) = Self::valid_part(&last, j0, run);
             if b == a {
-                return;
+                continue;
             }
             let src = &vals[k + a..k + b];
             let p0 = (base + (j0 + a) as i64 * last.stride as i64) as usize;
@@ -358,7 +337,7 @@ impl View {
                     }
                 }
             }
-        });
+        }
     }
 
     /// Build the concrete view of a luminal tracker, resolving dynamic dimensions.
@@ -410,6 +389,90 @@ impl View {
             });
         }
         Ok(View { offset, axes })
+    }
+}
+
+/// One run of [`View::runs`]: logical elements `[k, k + len)` of the visited range lie along
+/// the last axis from index `j0` of the row whose last-axis index 0 is at buffer position
+/// `base`; `valid` is false where an outer axis is padding.
+struct Run {
+    k: usize,
+    base: i64,
+    j0: usize,
+    len: usize,
+    valid: bool,
+}
+
+/// The runs of a range of a view's logical elements, outer axes carried incrementally.
+struct Runs<'v> {
+    view: &'v View,
+    idx: [usize; 8],
+    base: i64,
+    valid: bool,
+    k: usize,
+    n: usize,
+    last_len: usize,
+    masked: bool,
+}
+
+impl Runs<'_> {
+    #[inline(always)]
+    fn outer_valid(&self) -> bool {
+        let axes = &self.view.axes;
+        (0..axes.len() - 1).all(|a| self.idx[a] >= axes[a].lo && self.idx[a] < axes[a].hi)
+    }
+}
+
+impl Iterator for Runs<'_> {
+    type Item = Run;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Run> {
+        if self.k >= self.n {
+            return None;
+        }
+        let axes = &self.view.axes;
+        let r = axes.len();
+        if r == 0 {
+            self.k += 1;
+            return Some(Run {
+                k: self.k - 1,
+                base: self.base,
+                j0: 0,
+                len: 1,
+                valid: true,
+            });
+        }
+        let j0 = self.idx[r - 1];
+        let len = (self.last_len - j0).min(self.n - self.k);
+        let run = Run {
+            k: self.k,
+            base: self.base,
+            j0,
+            len,
+            valid: self.valid,
+        };
+        self.k += len;
+        self.idx[r - 1] += len;
+        if self.idx[r - 1] >= self.last_len {
+            // Carry into the outer axes, updating the base position incrementally.
+            self.idx[r - 1] = 0;
+            let mut a = r - 1;
+            while a > 0 {
+                a -= 1;
+                self.idx[a] += 1;
+                self.base += axes[a].stride as i64;
+                if self.idx[a] < axes[a].len {
+                    break;
+                }
+                self.base -= (axes[a].len * axes[a].stride) as i64;
+                self.idx[a] = 0;
+            }
+            if self.masked {
+                self.valid = self.outer_valid();
+            }
+        }
+        Some(run)
     }
 }
 
