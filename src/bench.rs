@@ -396,12 +396,7 @@ pub fn flows_bench(reps: usize) -> Result<serde_json::Value> {
         let mut rng = crate::rng::seeded(5);
         let temps: Vec<f64> = (0..4096).map(|_| rng.random_range(0.5..3.0)).collect();
         let mut err = None;
-        flow.sample_and_log_prob(16, &temps[..16], &mut rng)?;
-        let sample_us = median_us(2, reps.max(3), || {
-            if let Err(e) = flow.sample_and_log_prob(4096, &temps, &mut rng) {
-                err = Some(e);
-            }
-        });
+        let sample_us = sampling_us(&flow, &temps, reps)?;
         let mut prog = reverse_kl_quadratic_program(&flow)?;
         let mut adam = Adam::new(1e-4).with_clip(10.0);
         let z: Vec<f32> = (0..1024 * dim)
@@ -440,7 +435,58 @@ pub fn flows_bench(reps: usize) -> Result<serde_json::Value> {
             }),
         );
     }
+    // The lattice flows' sampling (the sweep's and flow-MCMC's cost on lattices): the φ⁴ flow
+    // of `bench flows --device` and the sweep's gauge flow, random parameters.
+    for (name, flow) in lattice_bench_flows()? {
+        let mut rng = crate::rng::seeded(5);
+        let temps: Vec<f64> = (0..4096).map(|_| rng.random_range(0.8..1.2)).collect();
+        let sample_us = sampling_us(&flow, &temps, reps)?;
+        let sample_flops = flow.compile::<f32>(Mode::Sample)?.flops(4096, false)? / 4096.0;
+        let samples_per_s = 4096.0 / (sample_us * 1e-6);
+        let g_sample = sample_flops * samples_per_s / 1e9;
+        report.insert(
+            name.into(),
+            json!({
+                "sample_log_prob_per_s": samples_per_s,
+                "sample_batch": 4096,
+                "n_params": flow.n_params(),
+                "sample_flops_per_sample": sample_flops,
+                "sample_gflops": g_sample,
+                "sample_fraction_of_fma_peak": g_sample / peak,
+            }),
+        );
+    }
     Ok(serde_json::Value::Object(report))
+}
+
+/// Median microseconds of `flow.sample_and_log_prob` of `temps.len()` samples, one per
+/// temperature (after a small warm-up run that compiles the program).
+fn sampling_us(flow: &crate::flows::Flow, temps: &[f64], reps: usize) -> Result<f64> {
+    let mut rng = crate::rng::seeded(5);
+    let mut err = None;
+    flow.sample_and_log_prob(16, &temps[..16], &mut rng)?;
+    let us = median_us(2, reps.max(3), || {
+        if let Err(e) = flow.sample_and_log_prob(temps.len(), temps, &mut rng) {
+            err = Some(e);
+        }
+    });
+    err.map_or(Ok(us), Err)
+}
+
+/// The lattice flows the benchmarks time, with random parameters ([`perturb`]): the φ⁴ flow
+/// (L = 8, 12 checkerboard couplings, 8 channels) and the sweep's U(1) gauge flow (L = 8, 16
+/// couplings, 8 channels in 2 hidden convolutions, one 8-bin spline per plaquette).
+fn lattice_bench_flows() -> Result<Vec<(&'static str, crate::flows::Flow)>> {
+    use crate::flows::{builders, Conditioning};
+    let cond = Conditioning::Temperature {
+        t_min: 0.8,
+        t_max: 1.25,
+    };
+    let mut phi4 = builders::lattice_flow(8, cond, 12, 8, 1, 0)?;
+    perturb(&mut phi4);
+    let mut u1 = builders::gauge_flow(8, cond, 16, 8, 2, 8, 1, 0)?;
+    perturb(&mut u1);
+    Ok(vec![("phi4_lattice_L8", phi4), ("u1_gauge_L8", u1)])
 }
 
 /// Sweeps of the long tempering run that serves as the reference where no exact one exists
@@ -783,7 +829,6 @@ pub fn flows_bench_gpu(
     gpu: &crate::engine::device::Device,
     reps: usize,
 ) -> Result<serde_json::Value> {
-    use crate::flows::{builders, Conditioning};
     let mut report = serde_json::Map::new();
     report.insert(
         "machine".into(),
@@ -794,12 +839,7 @@ pub fn flows_bench_gpu(
             "command": "thermoflow bench flows --device cuda|wgpu",
         }),
     );
-    let cond = Conditioning::Temperature {
-        t_min: 0.8,
-        t_max: 1.25,
-    };
-    let mut lattice = builders::lattice_flow(8, cond, 12, 8, 1, 0)?;
-    perturb(&mut lattice);
+    let lattice = lattice_bench_flows()?.swap_remove(0).1;
     let flows = [
         ("rqs_d2", bench_flow(2)?),
         ("rqs_d16", bench_flow(16)?),
