@@ -143,21 +143,11 @@ pub fn run_causal(cfg: &CausalConfig) -> Result<CausalReport> {
     let mut flow = CausalFlow::new(dag.clone(), 16, cfg.seed);
     let nll = flow.fit(data.view(), cfg.steps, 1024, 2e-3, cfg.seed)?;
     let mut results = Vec::new();
+    // One stream per estimator, the same at every value (common random numbers across values).
+    let seed_for = |what| crate::rng::derive(cfg.seed, what, 0);
     for &a in &cfg.values {
-        let d: Estimate = flow.interventional_mean(
-            tg,
-            tr,
-            a,
-            40_000,
-            crate::rng::derive(cfg.seed, "causal/do", 0),
-        )?;
-        let c: Estimate = flow.conditional_mean(
-            tg,
-            tr,
-            a,
-            40_000,
-            crate::rng::derive(cfg.seed, "causal/see", 0),
-        )?;
+        let d: Estimate = flow.interventional_mean(tg, tr, a, 40_000, seed_for("causal/do"))?;
+        let c: Estimate = flow.conditional_mean(tg, tr, a, 40_000, seed_for("causal/see"))?;
         results.push(CausalRow {
             value: a,
             do_mean: d.value,
