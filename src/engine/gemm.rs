@@ -293,6 +293,7 @@ mod tests {
         check::<4, 64, true>();
         check::<6, 32, true>();
         check::<12, 8, true>();
+        check::<12, 4, true>();
     }
 
     fn check<const MR: usize, const NB: usize, const FMA: bool>() {

@@ -12,8 +12,8 @@
 //! The gemm microkernel's register block is the one part that differs between levels (MR rows
 //! × NB columns of C in registers, chosen so the accumulators fit: 4 × 64 f32 in 16 of
 //! AVX-512's 32 registers (6 × 32 in 12 where C has at most 32 columns), 6 × 16 in 12 of
-//! AVX2's 16, 4 × 8 in 8 of SSE2's 16; on both AVX levels 12 × 8 in 12 where C has 5 to 8
-//! columns). Elementwise math fuses its multiply-adds where the
+//! AVX2's 16, 4 × 8 in 8 of SSE2's 16; on both AVX levels 12 × 4 and 12 × 8 where C has at
+//! most 4 or 8 columns). Elementwise math fuses its multiply-adds where the
 //! level has FMA ([`Isa::FMA`]).
 //!
 //! The default is the best level the CPU has; `THERMOFLOW_SIMD=baseline|avx2|avx512` lowers it
@@ -148,16 +148,16 @@ pub trait Isa {
     );
 }
 
-/// An instruction-set copy: its FMA flag and its gemm blocks, MR × NB, with narrower blocks for
-/// C of few columns (a wide block computes columns that are thrown away): NMR × NNB for at most
-/// NNB columns (the conditioners' 23-column output layers), and TMR × TNB for more than TNB/2
-/// and at most TNB (the lattice and gauge flows' 8-channel convolutions, where a 32-wide block
-/// used a quarter of its multiply-adds: the gauge flow at L = 8 samples 16 % faster with the
-/// narrow block on AVX-512, 10 % on AVX2). Narrower C (the input gradients of a d = 2
-/// coupling's 2–4 inputs) stays on the wider block: the 12-row one made `bench flows`'s d = 2
-/// training 17 % slower (its broadcasts of A, one per row and term, are then the cost).
+/// An instruction-set copy: its FMA flag, its gemm block MR × NB, and narrower blocks for C of
+/// few columns, `(at most n columns, MR, NB)` tried in order (a wide block computes columns
+/// that are thrown away). On the AVX levels: 12 × 4 up to 4 columns (the φ⁴ flow's 2-channel
+/// output convolution: it samples 13 % faster than with 6 × 32 on AVX-512, 4 % than with 6 × 16
+/// on AVX2; the input gradients of a d = 2 coupling, whose training 12 × 8 had slowed by 17 %),
+/// 12 × 8 up to 8 (the lattice and gauge flows' 8-channel convolutions: the gauge flow at L = 8
+/// samples 16 % faster on AVX-512, 10 % on AVX2), and on AVX-512 6 × 32 up to 32 (the
+/// conditioners' 23-column output layers).
 macro_rules! isa {
-    ($name:ident, ($mr:expr, $nb:expr), ($nmr:expr, $nnb:expr), ($tmr:expr, $tnb:expr), $fma:expr, $doc:expr) => {
+    ($name:ident, $fma:expr, [$(($max_n:expr, $tmr:expr, $tnb:expr)),*], ($mr:expr, $nb:expr), $doc:expr) => {
         #[doc = $doc]
         pub struct $name;
         impl Isa for $name {
@@ -175,13 +175,14 @@ macro_rules! isa {
                 c: &mut [T],
                 finish: &impl Finish<T>,
             ) {
-                if $tnb < $nnb && n <= $tnb && 2 * n > $tnb {
-                    gemm_rows::<T, $tmr, $tnb, $fma>(m, k, n, a, sa, b, b_offset, rsb, c, finish)
-                } else if $nnb < $nb && n <= $nnb {
-                    gemm_rows::<T, $nmr, $nnb, $fma>(m, k, n, a, sa, b, b_offset, rsb, c, finish)
-                } else {
-                    gemm_rows::<T, $mr, $nb, $fma>(m, k, n, a, sa, b, b_offset, rsb, c, finish)
-                }
+                $(
+                    if n <= $max_n {
+                        return gemm_rows::<T, $tmr, $tnb, $fma>(
+                            m, k, n, a, sa, b, b_offset, rsb, c, finish,
+                        );
+                    }
+                )*
+                gemm_rows::<T, $mr, $nb, $fma>(m, k, n, a, sa, b, b_offset, rsb, c, finish)
             }
         }
     };
@@ -189,28 +190,25 @@ macro_rules! isa {
 
 isa!(
     Baseline,
-    (4, 8),
-    (4, 8),
-    (4, 8),
     false,
+    [],
+    (4, 8),
     "The baseline copy: 4 × 8 blocks, a·b + c."
 );
 isa!(
     Avx2,
-    (6, 16),
-    (6, 16),
-    (12, 8),
     true,
-    "The AVX2 copy: 6 × 16 blocks, FMA; 12 × 8 where C has 5 to 8 columns."
+    [(4, 12, 4), (8, 12, 8)],
+    (6, 16),
+    "The AVX2 copy: 6 × 16 blocks, FMA; 12 × 4 and 12 × 8 for C of at most 4 and 8 columns."
 );
 isa!(
     Avx512,
-    (4, 64),
-    (6, 32),
-    (12, 8),
     true,
-    "The AVX-512 copy: 4 × 64 blocks, FMA; 6 × 32 where C has at most 32 columns, 12 × 8 where \
-     it has 5 to 8."
+    [(4, 12, 4), (8, 12, 8), (32, 6, 32)],
+    (4, 64),
+    "The AVX-512 copy: 4 × 64 blocks, FMA; 12 × 4, 12 × 8 and 6 × 32 for C of at most 4, 8 \
+     and 32 columns."
 );
 
 #[cfg(test)]
