@@ -395,14 +395,14 @@ pub fn flows_bench(reps: usize) -> Result<serde_json::Value> {
         let flow = bench_flow(dim)?;
         let mut rng = crate::rng::seeded(5);
         let temps: Vec<f64> = (0..4096).map(|_| rng.random_range(0.5..3.0)).collect();
-        let mut err = None;
-        let sample_us = sampling_us(&flow, &temps, reps)?;
+        let mut entry = sampling_report(&flow, &temps, reps, peak)?;
         let mut prog = reverse_kl_quadratic_program(&flow)?;
         let mut adam = Adam::new(1e-4).with_clip(10.0);
         let z: Vec<f32> = (0..1024 * dim)
             .map(|_| rng.random_range(-2.0..2.0))
             .collect();
         let t: Vec<f32> = temps[..1024].iter().map(|&v| v as f32).collect();
+        let mut err = None;
         let step_us = median_us(2, reps.max(3), || {
             if let Err(e) = prog.step(&[("z", &z), ("cond", &t)], &mut adam) {
                 err = Some(e);
@@ -411,57 +411,39 @@ pub fn flows_bench(reps: usize) -> Result<serde_json::Value> {
         if let Some(e) = err {
             return Err(e);
         }
-        let sample_flops = flow.compile::<f32>(Mode::Sample)?.flops(4096, false)? / 4096.0;
         let step_flops = prog.flops(1024, true)?;
-        let (samples_per_s, steps_per_s) = (4096.0 / (sample_us * 1e-6), 1.0 / (step_us * 1e-6));
-        let (g_sample, g_step) = (
-            sample_flops * samples_per_s / 1e9,
-            step_flops * steps_per_s / 1e9,
-        );
-        report.insert(
-            format!("rqs_d{dim}"),
-            json!({
-                "sample_log_prob_per_s": samples_per_s,
-                "train_steps_per_s": steps_per_s,
-                "sample_batch": 4096,
-                "train_batch": 1024,
-                "n_params": flow.n_params(),
-                "sample_flops_per_sample": sample_flops,
-                "sample_gflops": g_sample,
-                "sample_fraction_of_fma_peak": g_sample / peak,
-                "train_flops_per_step": step_flops,
-                "train_gflops": g_step,
-                "train_fraction_of_fma_peak": g_step / peak,
-            }),
-        );
+        let steps_per_s = 1.0 / (step_us * 1e-6);
+        let g_step = step_flops * steps_per_s / 1e9;
+        entry.extend(fields([
+            ("train_steps_per_s", json!(steps_per_s)),
+            ("train_batch", json!(1024)),
+            ("train_flops_per_step", json!(step_flops)),
+            ("train_gflops", json!(g_step)),
+            ("train_fraction_of_fma_peak", json!(g_step / peak)),
+        ]));
+        report.insert(format!("rqs_d{dim}"), serde_json::Value::Object(entry));
     }
     // The lattice flows' sampling (the sweep's and flow-MCMC's cost on lattices): the φ⁴ flow
     // of `bench flows --device` and the sweep's gauge flow, random parameters.
     for (name, flow) in lattice_bench_flows()? {
         let mut rng = crate::rng::seeded(5);
         let temps: Vec<f64> = (0..4096).map(|_| rng.random_range(0.8..1.2)).collect();
-        let sample_us = sampling_us(&flow, &temps, reps)?;
-        let sample_flops = flow.compile::<f32>(Mode::Sample)?.flops(4096, false)? / 4096.0;
-        let samples_per_s = 4096.0 / (sample_us * 1e-6);
-        let g_sample = sample_flops * samples_per_s / 1e9;
-        report.insert(
-            name.into(),
-            json!({
-                "sample_log_prob_per_s": samples_per_s,
-                "sample_batch": 4096,
-                "n_params": flow.n_params(),
-                "sample_flops_per_sample": sample_flops,
-                "sample_gflops": g_sample,
-                "sample_fraction_of_fma_peak": g_sample / peak,
-            }),
-        );
+        let entry = sampling_report(&flow, &temps, reps, peak)?;
+        report.insert(name.into(), serde_json::Value::Object(entry));
     }
     Ok(serde_json::Value::Object(report))
 }
 
-/// Median microseconds of `flow.sample_and_log_prob` of `temps.len()` samples, one per
-/// temperature (after a small warm-up run that compiles the program).
-fn sampling_us(flow: &crate::flows::Flow, temps: &[f64], reps: usize) -> Result<f64> {
+/// Sampling with log-density of `temps.len()` samples, one per temperature (median of `reps`
+/// after a small warm-up run that compiles the program): samples per second, the batch, the
+/// flow's parameters, flops per sample from the compiled plan, GFLOP/s and the fraction of the
+/// FMA `peak`.
+fn sampling_report(
+    flow: &crate::flows::Flow,
+    temps: &[f64],
+    reps: usize,
+    peak: f64,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
     let mut rng = crate::rng::seeded(5);
     let mut err = None;
     flow.sample_and_log_prob(16, &temps[..16], &mut rng)?;
@@ -470,7 +452,28 @@ fn sampling_us(flow: &crate::flows::Flow, temps: &[f64], reps: usize) -> Result<
             err = Some(e);
         }
     });
-    err.map_or(Ok(us), Err)
+    if let Some(e) = err {
+        return Err(e);
+    }
+    let n = temps.len();
+    let flops = flow.compile::<f32>(Mode::Sample)?.flops(n, false)? / n as f64;
+    let per_s = n as f64 / (us * 1e-6);
+    let gflops = flops * per_s / 1e9;
+    Ok(fields([
+        ("sample_log_prob_per_s", json!(per_s)),
+        ("sample_batch", json!(n)),
+        ("n_params", json!(flow.n_params())),
+        ("sample_flops_per_sample", json!(flops)),
+        ("sample_gflops", json!(gflops)),
+        ("sample_fraction_of_fma_peak", json!(gflops / peak)),
+    ]))
+}
+
+/// A JSON object's fields from (name, value) pairs.
+fn fields<const N: usize>(
+    pairs: [(&str, serde_json::Value); N],
+) -> serde_json::Map<String, serde_json::Value> {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 /// The lattice flows the benchmarks time, with random parameters ([`perturb`]): the φ⁴ flow
