@@ -479,7 +479,7 @@ fn fields<const N: usize>(
 /// The lattice flows the benchmarks time, with random parameters ([`perturb`]): the φ⁴ flow
 /// (L = 8, 12 checkerboard couplings, 8 channels) and the sweep's U(1) gauge flow (L = 8, 16
 /// couplings, 8 channels in 2 hidden convolutions, one 8-bin spline per plaquette).
-fn lattice_bench_flows() -> Result<Vec<(&'static str, crate::flows::Flow)>> {
+pub fn lattice_bench_flows() -> Result<Vec<(&'static str, crate::flows::Flow)>> {
     use crate::flows::{builders, Conditioning};
     let cond = Conditioning::Temperature {
         t_min: 0.8,
