@@ -32,7 +32,7 @@ pub fn seeded(seed: u64) -> SeededRng {
 }
 
 /// The seed of item `index` of `purpose` within the run seeded by `seed` (see the module
-/// docs); `purpose` names what draws from it ("sweep/witness", "train/layers", ...).
+/// docs); `purpose` names what draws from it ("sweep/witness", "flow/layer", ...).
 pub fn derive(seed: u64, purpose: &str, index: u64) -> u64 {
     let mut rng = seeded(seed);
     rng.set_stream(fnv1a(purpose));

@@ -225,7 +225,9 @@ pub fn hmc_data(
             seed: crate::rng::derive(cfg.seed, "train/hmc", k as u64),
             ..Default::default()
         };
-        let starts = crate::mcmc::chain_starts(energy, 8, &mut crate::rng::seeded(hc.seed))?;
+        // The starts on a stream of their own: seeded(hc.seed) is the chains' momenta.
+        let mut starts_rng = crate::rng::stream(cfg.seed, "train/hmc-starts", k as u64);
+        let starts = crate::mcmc::chain_starts(energy, 8, &mut starts_rng)?;
         let (x, evals) = hmc_samples(energy, t, &starts, &hc)?;
         evaluations += evals;
         temps.extend(std::iter::repeat_n(t, x.nrows()));
