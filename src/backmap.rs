@@ -606,7 +606,7 @@ pub fn train_backmap(
             });
         }
     }
-    model.flow.read_params(&prog)?;
+    model.flow.read_params(&mut prog)?;
     Ok(model)
 }
 

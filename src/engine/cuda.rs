@@ -192,6 +192,8 @@ pub struct GpuPlan {
     bufs: Vec<Option<CudaSlice<f32>>>,
     /// (node, declared input) pairs uploaded at each run.
     inputs: Vec<(usize, usize)>,
+    /// The plan's [`Plan::write_back`] pairs.
+    write_back: Vec<(usize, usize)>,
     /// NVRTC and module load, seconds.
     pub compile_s: f64,
 }
@@ -227,6 +229,7 @@ impl Cuda {
             steps,
             bufs,
             inputs,
+            write_back: plan.write_back.clone(),
             compile_s,
         })
     }
@@ -277,6 +280,23 @@ impl Cuda {
             let launched = unsafe { b.launch(launch_config(s.threads)) };
             gp.bufs[s.out] = Some(out);
             launched.map_err(|e| cuda_err("launching", e))?;
+        }
+        // An update that ran replaces the inputs it read (parameters, moments).
+        for &(from, to) in gp.write_back.iter().filter(|(from, _)| part.runs(*from)) {
+            let mut dst = gp.bufs[to]
+                .take()
+                .ok_or_else(|| Error::Engine(format!("CUDA: node {to} has no device buffer")))?;
+            let copied = match gp.bufs[from].as_ref() {
+                Some(src) => self
+                    .stream
+                    .memcpy_dtod(src, &mut dst)
+                    .map_err(|e| cuda_err("writing the update back", e)),
+                None => Err(Error::Engine(format!(
+                    "CUDA: node {from} has no device buffer"
+                ))),
+            };
+            gp.bufs[to] = Some(dst);
+            copied?;
         }
         self.stream
             .synchronize()

@@ -9,9 +9,10 @@
 //! ([`select`], the command line's `--device`, or `thermoflow::engine::device::select` in a
 //! notebook) applies to every flow program compiled after it, the training programs too:
 //! their forward and backward passes run on the device, the energies and ∇U on the host
-//! (between the two halves of a step, [`super::Program::step_begin`]), and the optimiser on
-//! the host from the gradients read back, the updated parameters going up before the next
-//! step.
+//! (between the two halves of a step, [`super::Program::step_begin`]), and the optimiser's
+//! update on the device too ([`super::optim::append_update`]): parameters, gradients and
+//! moments stay there; only the loss and Σ g² come back and the step's eight coefficients go
+//! up, besides the samples and ∇U.
 
 use std::sync::{Arc, RwLock};
 
@@ -30,6 +31,16 @@ pub trait Session: Send {
         read: &[usize],
         part: Part,
     ) -> Result<Vec<Vec<f32>>>;
+    /// Read into `store[i]`, for each pair (i, node), the buffer of input node `node` of the
+    /// plan for `key` (written there by its update), which that plan then need not upload.
+    fn pull(
+        &mut self,
+        key: (usize, bool),
+        pulls: &[(usize, usize)],
+        store: &mut [Vec<f32>],
+    ) -> Result<()>;
+    /// Floats uploaded and read back so far.
+    fn traffic(&self) -> (usize, usize);
 }
 
 /// A device: its name and a maker of sessions.
@@ -60,6 +71,7 @@ impl Device {
                 Box::new(OnDevice {
                     backend: backend.clone(),
                     plans: Vec::new(),
+                    traffic: (0, 0),
                 })
             }),
         }
@@ -80,6 +92,14 @@ impl Device {
 struct OnDevice<B: super::backend::Backend> {
     backend: Arc<B>,
     plans: Vec<OnePlan<B::Plan>>,
+    /// Floats (uploaded, read back).
+    traffic: (usize, usize),
+}
+
+impl<B: super::backend::Backend> OnDevice<B> {
+    fn find(&self, key: (usize, bool)) -> Option<usize> {
+        self.plans.iter().position(|p| p.key == key)
+    }
 }
 
 /// A plan on the device, its key, and the declared inputs' values it last uploaded.
@@ -102,7 +122,7 @@ where
         read: &[usize],
         part: Part,
     ) -> Result<Vec<Vec<f32>>> {
-        let i = match self.plans.iter().position(|p| p.key == key) {
+        let i = match self.find(key) {
             Some(i) => i,
             None => {
                 self.plans.push(OnePlan {
@@ -128,8 +148,43 @@ where
                 changed
             })
             .collect();
+        self.traffic.0 += store
+            .iter()
+            .zip(&fresh)
+            .filter(|(_, &f)| f)
+            .map(|(v, _)| v.len())
+            .sum::<usize>();
         self.backend.run_plan(gp, store, &fresh, part)?;
-        read.iter().map(|&n| self.backend.read(gp, n)).collect()
+        let got: Vec<Vec<f32>> = read
+            .iter()
+            .map(|&n| self.backend.read(gp, n))
+            .collect::<Result<_>>()?;
+        self.traffic.1 += got.iter().map(Vec::len).sum::<usize>();
+        Ok(got)
+    }
+
+    fn pull(
+        &mut self,
+        key: (usize, bool),
+        pulls: &[(usize, usize)],
+        store: &mut [Vec<f32>],
+    ) -> Result<()> {
+        let i = self
+            .find(key)
+            .ok_or_else(|| Error::Engine(format!("no plan for {key:?} on the device")))?;
+        let OnePlan { plan: gp, last, .. } = &mut self.plans[i];
+        for &(input, node) in pulls {
+            let mut v = self.backend.read(gp, node)?;
+            v.truncate(store[input].len());
+            self.traffic.1 += v.len();
+            last[input] = Some(v.clone());
+            store[input] = v;
+        }
+        Ok(())
+    }
+
+    fn traffic(&self) -> (usize, usize) {
+        self.traffic
     }
 }
 

@@ -49,6 +49,6 @@ pub mod wgsl;
 
 pub use builder::{Dim, GraphBuilder, InputKind, Shape, Var};
 pub use optim::{Adam, Optimizer, Sgd};
-pub use program::{OutputSpec, Outputs, Program};
+pub use program::{OutputSpec, Outputs, Program, Snapshot};
 pub use scalar::Scalar;
 pub use view::View;

@@ -228,6 +228,12 @@ pub struct Plan<T: Scalar> {
     /// Schedules by the set of steps they run (the whole plan, or a part of it).
     schedules: Vec<(Vec<bool>, Schedule)>,
     tiled: bool,
+    /// (node, input node) pairs: after a run on a device, each node that ran replaces the input
+    /// node's buffer there (how an optimiser's update kept on a device overwrites the
+    /// parameters and moments it read, [`super::optim::append_update`]). The CPU backend
+    /// reads inputs from the host's store and ignores them; only device training plans have
+    /// any.
+    pub write_back: Vec<(usize, usize)>,
 }
 
 impl<T: Scalar> Plan<T> {
@@ -269,6 +275,7 @@ impl<T: Scalar> Plan<T> {
             workers: vec![worker; rayon::current_num_threads().max(1)],
             schedules: Vec::new(),
             tiled: true,
+            write_back: Vec::new(),
         })
     }
 
@@ -403,9 +410,9 @@ impl<T: Scalar> Plan<T> {
         dep
     }
 
-    /// Run the kernels of `part` (see [`Part`]). Running the `late == false` half and then the
-    /// `late == true` half equals [`Plan::run`]: an independent kernel never reads a dependent
-    /// one.
+    /// Run the kernels of `part` (see [`Part`]). Running the kernels independent of some
+    /// inputs and then the dependent ones equals [`Plan::run`]: an independent kernel never
+    /// reads a dependent one.
     pub fn run_part(&mut self, store: &[Vec<T>], part: Part) -> Result<()> {
         let steps: Vec<bool> = self.steps.iter().map(|s| part.runs(s.out())).collect();
         self.run_steps(store, &steps)
@@ -442,20 +449,17 @@ impl<T: Scalar> Plan<T> {
     }
 }
 
-/// Which kernels of a plan a run covers, by the node each writes: all of them, or one half of
-/// a training step whose late inputs (∇U at the sampled x) arrive from the host between the
-/// halves: the kernels whose output's `dep` (from [`Plan::depends_on`]) equals `late`.
+/// Which kernels of a plan a run covers, by the node each writes: all of them, or those whose
+/// output is marked (a phase of a training step: the kernels before the late inputs, ∇U at the
+/// sampled x, arrive from the host; those after; the optimiser's update on a device). A phase
+/// must be closed under reading: none of its kernels reads a node a later phase writes, which
+/// holds for masks made from [`Plan::depends_on`].
 #[derive(Clone, Copy, Debug)]
 pub enum Part<'a> {
     /// Every kernel.
     All,
-    /// The kernels with `dep[out] == late`.
-    Half {
-        /// Which nodes depend on the late inputs.
-        dep: &'a [bool],
-        /// Which half.
-        late: bool,
-    },
+    /// The kernels whose output node is marked.
+    Only(&'a [bool]),
 }
 
 impl Part<'_> {
@@ -463,7 +467,7 @@ impl Part<'_> {
     pub fn runs(&self, out: usize) -> bool {
         match self {
             Part::All => true,
-            Part::Half { dep, late } => dep[out] == *late,
+            Part::Only(marked) => marked[out],
         }
     }
 }

@@ -10,7 +10,8 @@ use luminal::prelude::{Graph, NodeIndex};
 use super::autograd::differentiate;
 use super::builder::{Dim, GraphBuilder, InputDecl, InputKind, Shape, Var};
 use super::ir::Ir;
-use super::optim::Optimizer;
+use super::ir::Op;
+use super::optim::{append_update, Optimizer, Slot};
 use super::plan::{Part, Plan};
 use super::scalar::Scalar;
 use super::tile::InputRows;
@@ -90,6 +91,39 @@ struct Compiled<T: Scalar> {
     outputs: Vec<usize>,
     loss: Option<usize>,
     grads: Vec<Option<usize>>,
+    /// The optimiser's update appended to a training plan on a device.
+    update: Option<Update>,
+}
+
+/// The optimiser's update in a device training plan: the squared gradient norm's node, and
+/// which nodes depend on the step's coefficients (the update's kernels, run after the host
+/// has seen the loss and the norm).
+struct Update {
+    norm2: usize,
+    dep: Vec<bool>,
+}
+
+/// A training program's optimiser state on a device: the store holds, after the declared
+/// inputs, each trained parameter's two moments and the step's coefficients
+/// ([`super::optim::Coefficients`]). The update runs on the device, which then holds newer
+/// parameters and moments than the store: `resident` names that plan, and any read of the
+/// store, or a run of another plan, first pulls them back ([`Program::settle`]).
+struct OnDevice {
+    /// Store entries (m, v) by parameter (in `params` order).
+    moments: Vec<(usize, usize)>,
+    /// Store entry of the coefficients.
+    coeffs: usize,
+    /// Key (batch, train) of the plan whose device buffers are newer than the store.
+    resident: Option<(usize, bool)>,
+}
+
+/// Parameters (and, for a program training on a device, its optimiser's moments there) by
+/// name, as [`Program::snapshot`] took them and [`Program::restore`] puts them back; it moves
+/// between programs with the same parameter names (a warm start's to the main training's).
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    params: Vec<(String, Vec<f64>)>,
+    moments: Option<Vec<(Vec<f64>, Vec<f64>)>>,
 }
 
 /// A compiled graph with resident parameters.
@@ -109,6 +143,8 @@ pub struct Program<T: Scalar = f32> {
     simd: super::simd::Level,
     /// Where [`Program::run`] runs its plans (None: the CPU backend).
     device: Option<Box<dyn super::device::Session>>,
+    /// The optimiser's state there, for a training program.
+    on_device: Option<OnDevice>,
 }
 
 const MAX_PLANS: usize = 6;
@@ -170,6 +206,7 @@ impl<T: Scalar> Program<T> {
             tiled: true,
             simd: super::simd::default_level(),
             device: None,
+            on_device: None,
         };
         // Compile once now so that structural errors surface at compile time.
         p.plan_index(1, p.loss.is_some())?;
@@ -194,8 +231,10 @@ impl<T: Scalar> Program<T> {
         self.params.iter().map(|&i| self.store[i].len()).sum()
     }
 
-    /// Current values of a parameter (or constant tensor).
-    pub fn param(&self, name: &str) -> Result<Vec<f64>> {
+    /// Current values of a parameter (or constant tensor); from the device where it trains
+    /// there.
+    pub fn param(&mut self, name: &str) -> Result<Vec<f64>> {
+        self.settle(None)?;
         let i = self.decl(name)?;
         if self.decls[i].kind == InputKind::Data {
             return Err(Error::Input(format!(
@@ -208,6 +247,7 @@ impl<T: Scalar> Program<T> {
     /// Overwrite a parameter's values.
     pub fn set_param(&mut self, name: &str, values: &[f64]) -> Result<()> {
         self.pending = None;
+        self.settle(None)?;
         let i = self.decl(name)?;
         if self.decls[i].kind == InputKind::Data {
             return Err(Error::Input(format!(
@@ -276,11 +316,34 @@ impl<T: Scalar> Program<T> {
                 let grads = differentiate(&mut ir, l, &wrt)?;
                 required.push(l);
                 required.extend(grads.iter().flatten());
-                (Some(l), grads)
+                (Some(l), (grads, wrt))
             }
             (true, None) => return Err(Error::Engine("this program has no loss to train".into())),
-            (false, _) => (None, Vec::new()),
+            (false, _) => (None, (Vec::new(), Vec::new())),
         };
+        let (grads, wrt) = grads;
+        // On a device, a training plan ends with the optimiser's update.
+        let mut write_back = Vec::new();
+        let norm2 = match (&self.on_device, train) {
+            (Some(od), true) => {
+                let coeffs = ir.push(Op::Input(od.coeffs), 8);
+                let mut slots = Vec::new();
+                for ((&param, grad), &(m, v)) in wrt.iter().zip(&grads).zip(&od.moments) {
+                    if let Some(grad) = *grad {
+                        let n = ir.nodes[param].len;
+                        let (m, v) = (ir.push(Op::Input(m), n), ir.push(Op::Input(v), n));
+                        slots.push(Slot { param, grad, m, v });
+                    }
+                }
+                let (norm2, new) = append_update(&mut ir, coeffs, &slots, &mut required);
+                for (s, [theta, m, v]) in slots.iter().zip(new) {
+                    write_back.extend([(theta, s.param), (m, s.m), (v, s.v)]);
+                }
+                Some((norm2, od.coeffs))
+            }
+            _ => None,
+        };
+        // Declared inputs, then the optimiser's moments and coefficients (not batched).
         let rows: Vec<InputRows> = self
             .decls
             .iter()
@@ -293,12 +356,20 @@ impl<T: Scalar> Program<T> {
                     _ => InputRows::Batch,
                 }
             })
+            .chain(std::iter::repeat(InputRows::Invariant))
+            .take(self.store.len())
             .collect();
         let mut plan = Plan::new(ir, &required, batch, &rows)?;
         plan.set_tiled(self.tiled);
         plan.set_simd(self.simd)?;
+        plan.write_back = write_back;
+        let update = norm2.map(|(norm2, coeffs)| Update {
+            norm2,
+            dep: plan.depends_on(&[coeffs]),
+        });
         if self.compiled.len() >= MAX_PLANS {
             self.pending = None;
+            self.settle(None)?;
             self.compiled.remove(0);
         }
         self.compiled.push(Compiled {
@@ -308,6 +379,7 @@ impl<T: Scalar> Program<T> {
             outputs,
             loss,
             grads,
+            update,
         });
         Ok(self.compiled.len() - 1)
     }
@@ -399,24 +471,33 @@ impl<T: Scalar> Program<T> {
     /// Run `part` of plan `ci` where this program runs (the CPU backend, or its device) on the
     /// store, and return the buffers of the nodes `read`.
     fn exec(&mut self, ci: usize, part: Part, read: &[usize]) -> Result<Vec<Vec<T>>> {
-        let Some(session) = self.device.as_mut() else {
+        if self.device.is_none() {
             self.run_on_cpu(ci, part)?;
             let plan = &self.compiled[ci].plan;
             return Ok(read
                 .iter()
                 .map(|&n| plan.buffer(&self.store, n).to_vec())
                 .collect());
-        };
-        let c = &mut self.compiled[ci];
+        }
+        let key = (self.compiled[ci].batch, self.compiled[ci].train);
+        self.settle(Some(key))?;
+        let c = &self.compiled[ci];
         let any_plan: &dyn std::any::Any = &c.plan;
         let any_store: &dyn std::any::Any = &self.store;
-        let (Some(plan), Some(store)) = (
+        let (Some(plan), Some(store), Some(session)) = (
             any_plan.downcast_ref::<super::plan::Plan<f32>>(),
             any_store.downcast_ref::<Vec<Vec<f32>>>(),
+            self.device.as_mut(),
         ) else {
             return Err(Error::Engine("devices run f32 programs".into()));
         };
-        let got = session.run((c.batch, c.train), plan, store, read, part)?;
+        let got = session.run(key, plan, store, read, part)?;
+        // The update ran: the device now holds newer parameters and moments than the store.
+        if let Some(od) = self.on_device.as_mut() {
+            if c.plan.write_back.iter().any(|&(from, _)| part.runs(from)) {
+                od.resident = Some(key);
+            }
+        }
         Ok(got
             .into_iter()
             .zip(read)
@@ -427,19 +508,76 @@ impl<T: Scalar> Program<T> {
             .collect())
     }
 
-    /// The nodes a training plan's caller reads after its backward pass: the loss, then each
-    /// parameter's gradient (where it has one).
-    fn loss_and_grads(&self, ci: usize) -> Vec<usize> {
+    /// Pull back into the store the parameters and moments that the optimiser's update left
+    /// newer on the device, unless the plan `keep` is about to run (it holds them already).
+    fn settle(&mut self, keep: Option<(usize, bool)>) -> Result<()> {
+        let Some(od) = self.on_device.as_mut() else {
+            return Ok(());
+        };
+        let Some(key) = od.resident.filter(|&k| Some(k) != keep) else {
+            return Ok(());
+        };
+        let c = self
+            .compiled
+            .iter()
+            .find(|c| (c.batch, c.train) == key)
+            .ok_or_else(|| {
+                Error::Engine("the plan holding the trained parameters is gone".into())
+            })?;
+        let pulls = c
+            .plan
+            .write_back
+            .iter()
+            .map(|&(_, node)| match c.plan.ir.nodes[node].op {
+                Op::Input(i) => Ok((i, node)),
+                _ => Err(Error::Engine(
+                    "an update writes back into a non-input".into(),
+                )),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let any_store: &mut dyn Any = &mut self.store;
+        let (Some(store), Some(session)) = (
+            any_store.downcast_mut::<Vec<Vec<f32>>>(),
+            self.device.as_mut(),
+        ) else {
+            return Err(Error::Engine("devices run f32 programs".into()));
+        };
+        session.pull(key, &pulls, store)?;
+        od.resident = None;
+        Ok(())
+    }
+
+    /// The kernels of plan `ci` a phase runs, by output node: those before the optimiser's
+    /// update (on the CPU, where there is none, all of them), narrowed, where `late` is given,
+    /// to the nodes whose dependence on the late inputs is the one asked.
+    fn phase(&self, ci: usize, late: Option<(&[bool], bool)>) -> Vec<bool> {
         let c = &self.compiled[ci];
-        std::iter::once(c.loss.expect("a training plan"))
-            .chain(c.grads.iter().flatten().copied())
+        (0..c.plan.ir.nodes.len())
+            .map(|n| {
+                !c.update.as_ref().is_some_and(|u| u.dep[n])
+                    && late.is_none_or(|(dep, want)| dep[n] == want)
+            })
             .collect()
     }
 
+    /// The nodes a training step reads after its backward pass: the loss, then each
+    /// parameter's gradient (where it has one) for the host's optimiser, or Σ g² where the
+    /// update runs on the device.
+    fn loss_and_grads(&self, ci: usize, for_update: bool) -> Vec<usize> {
+        let c = &self.compiled[ci];
+        let loss = c.loss.expect("a training plan");
+        match (&c.update, for_update) {
+            (Some(u), true) => vec![loss, u.norm2],
+            _ => std::iter::once(loss)
+                .chain(c.grads.iter().flatten().copied())
+                .collect(),
+        }
+    }
+
     /// The loss and every parameter's gradient (zeros where it has none) from the buffers
-    /// read as [`Program::loss_and_grads`] lists them.
-    fn split_loss_and_grads(&self, ci: usize, read: &mut Vec<Vec<T>>) -> (f64, Vec<Vec<T>>) {
-        let mut read = read.drain(..);
+    /// read as [`Program::loss_and_grads`] lists them (not for the update).
+    fn split_loss_and_grads(&self, ci: usize, read: Vec<Vec<T>>) -> (f64, Vec<Vec<T>>) {
+        let mut read = read.into_iter();
         let loss = read.next().expect("the loss")[0].to_f64();
         let grads = self
             .params
@@ -463,16 +601,37 @@ impl<T: Scalar> Program<T> {
         Ok(self.outputs_of(ci, data))
     }
 
-    /// Run this program's plans, and the training steps' forward and backward passes, on
-    /// `device` from now on (None: the CPU backend). Devices run f32 programs only.
+    /// Run this program's plans, and its training steps (the forward and backward passes, and
+    /// the optimiser's update: parameters, gradients and moments stay there), on `device` from
+    /// now on (None: the CPU backend). Devices run f32 programs only. Moving a training
+    /// program between the CPU and a device restarts the optimiser's moments where it goes.
     pub fn set_device(&mut self, device: Option<&super::device::Device>) -> Result<()> {
         if device.is_some() && std::any::TypeId::of::<T>() != std::any::TypeId::of::<f32>() {
             return Err(Error::Input(
                 "devices run f32 programs; this one is f64".into(),
             ));
         }
+        self.settle(None)?;
         self.pending = None;
+        // Training plans differ between the CPU (no update) and a device (the update appended).
+        self.compiled.retain(|c| !c.train);
+        self.store.truncate(self.decls.len());
+        self.on_device = None;
         self.device = device.map(|d| d.session());
+        if self.device.is_some() && self.loss.is_some() {
+            let mut moments = Vec::with_capacity(self.params.len());
+            for &p in &self.params {
+                let zeros = vec![T::default(); self.store[p].len()];
+                self.store.extend([zeros.clone(), zeros]);
+                moments.push((self.store.len() - 2, self.store.len() - 1));
+            }
+            self.store.push(vec![T::default(); 8]);
+            self.on_device = Some(OnDevice {
+                moments,
+                coeffs: self.store.len() - 1,
+                resident: None,
+            });
+        }
         Ok(())
     }
 
@@ -483,36 +642,36 @@ impl<T: Scalar> Program<T> {
         Ok(self)
     }
 
-    /// Run the outputs, the loss and its gradients of plan `ci` (all of it): (outputs, loss,
-    /// gradients by parameter).
-    fn forward_backward(&mut self, ci: usize) -> Result<(Outputs<T>, f64, Vec<Vec<T>>)> {
-        let n_out = self.compiled[ci].outputs.len();
-        let read: Vec<usize> = self.compiled[ci]
-            .outputs
-            .iter()
-            .copied()
-            .chain(self.loss_and_grads(ci))
-            .collect();
-        let mut data = self.exec(ci, Part::All, &read)?;
-        let mut rest = data.split_off(n_out);
-        let (loss, grads) = self.split_loss_and_grads(ci, &mut rest);
-        Ok((self.outputs_of(ci, data), loss, grads))
+    /// Floats uploaded to and read back from the device since the program was put there (None
+    /// on the CPU): what crosses the bus.
+    pub fn device_traffic(&self) -> Option<(usize, usize)> {
+        self.device.as_ref().map(|s| s.traffic())
     }
 
     /// Evaluate outputs, loss and parameter gradients; returns (loss, outputs, gradients by
-    /// parameter in [`Program::param_names`] order).
+    /// parameter in [`Program::param_names`] order). Parameters are not changed.
     pub fn run_with_grads(
         &mut self,
         inputs: &[(&str, &[T])],
     ) -> Result<(f64, Outputs<T>, Vec<Vec<f64>>)> {
         let batch = self.load_inputs(inputs)?;
         let ci = self.plan_index(batch, true)?;
-        let (outputs, loss, grads) = self.forward_backward(ci)?;
+        let n_out = self.compiled[ci].outputs.len();
+        let read: Vec<usize> = self.compiled[ci]
+            .outputs
+            .iter()
+            .copied()
+            .chain(self.loss_and_grads(ci, false))
+            .collect();
+        let before_update = self.phase(ci, None);
+        let mut data = self.exec(ci, Part::Only(&before_update), &read)?;
+        let rest = data.split_off(n_out);
+        let (loss, grads) = self.split_loss_and_grads(ci, rest);
         let grads = grads
             .into_iter()
             .map(|g| g.iter().map(|v| v.to_f64()).collect())
             .collect();
-        Ok((loss, outputs, grads))
+        Ok((loss, self.outputs_of(ci, data), grads))
     }
 
     /// One optimisation step: forward, backward, optimiser update. Returns the loss and the
@@ -525,8 +684,18 @@ impl<T: Scalar> Program<T> {
     ) -> Result<(f64, Outputs<T>)> {
         let batch = self.load_inputs(inputs)?;
         let ci = self.plan_index(batch, true)?;
-        let (outputs, loss, grads) = self.forward_backward(ci)?;
-        Ok((self.update(loss, grads, opt)?, outputs))
+        let n_out = self.compiled[ci].outputs.len();
+        let read: Vec<usize> = self.compiled[ci]
+            .outputs
+            .iter()
+            .copied()
+            .chain(self.loss_and_grads(ci, true))
+            .collect();
+        let before_update = self.phase(ci, None);
+        let mut data = self.exec(ci, Part::Only(&before_update), &read)?;
+        let rest = data.split_off(n_out);
+        let loss = self.update(ci, rest, opt)?;
+        Ok((loss, self.outputs_of(ci, data)))
     }
 
     /// First half of a training step whose `late` inputs are known only after the host has
@@ -535,9 +704,18 @@ impl<T: Scalar> Program<T> {
     /// inputs and completes the step. `inputs` must still give every input (the late ones with
     /// their final sizes; their values are ignored). Outputs must not depend on late inputs.
     pub fn step_begin(&mut self, inputs: &[(&str, &[T])], late: &[&str]) -> Result<Outputs<T>> {
-        let batch = self.load_inputs(inputs)?;
-        let ci = self.plan_index(batch, true)?;
         let late: Vec<usize> = late.iter().map(|n| self.decl(n)).collect::<Result<_>>()?;
+        // The late inputs keep their values from before (no kernel of this half reads them),
+        // so that a device does not upload placeholders now and the values again in the
+        // second half.
+        let kept: Vec<Vec<T>> = late.iter().map(|&i| self.store[i].clone()).collect();
+        let batch = self.load_inputs(inputs)?;
+        for (&i, old) in late.iter().zip(kept) {
+            if old.len() == self.store[i].len() {
+                self.store[i] = old;
+            }
+        }
+        let ci = self.plan_index(batch, true)?;
         let dep = self.compiled[ci].plan.depends_on(&late);
         if let Some(o) = self.compiled[ci].outputs.iter().position(|&n| dep[n]) {
             return Err(Error::Input(format!(
@@ -546,14 +724,8 @@ impl<T: Scalar> Program<T> {
             )));
         }
         let read = self.compiled[ci].outputs.clone();
-        let data = self.exec(
-            ci,
-            Part::Half {
-                dep: &dep,
-                late: false,
-            },
-            &read,
-        )?;
+        let early = self.phase(ci, Some((&dep, false)));
+        let data = self.exec(ci, Part::Only(&early), &read)?;
         self.pending = Some((ci, late, dep));
         Ok(self.outputs_of(ci, data))
     }
@@ -582,35 +754,90 @@ impl<T: Scalar> Program<T> {
             }
             self.store[i].copy_from_slice(data);
         }
-        let read = self.loss_and_grads(ci);
-        let mut got = self.exec(
-            ci,
-            Part::Half {
-                dep: &dep,
-                late: true,
-            },
-            &read,
-        )?;
-        let (loss, grads) = self.split_loss_and_grads(ci, &mut got);
-        self.update(loss, grads, opt)
+        let read = self.loss_and_grads(ci, true);
+        let backward = self.phase(ci, Some((&dep, true)));
+        let got = self.exec(ci, Part::Only(&backward), &read)?;
+        self.update(ci, got, opt)
     }
 
-    /// Apply the optimiser to the gradients of a finite loss.
-    fn update<O: Optimizer>(&mut self, loss: f64, grads: Vec<Vec<T>>, opt: &mut O) -> Result<f64> {
+    /// Apply the optimiser to the gradients of a finite loss: on the host from `read` (the
+    /// loss, then the gradients), or, where the update runs on the device (`read`: the loss,
+    /// then Σ g²), there with this step's coefficients. A non-finite loss or gradient changes
+    /// nothing (on the device, a Σ g² that overflows f32 counts as non-finite).
+    fn update<O: Optimizer>(&mut self, ci: usize, read: Vec<Vec<T>>, opt: &mut O) -> Result<f64> {
+        let loss = read[0][0].to_f64();
         if !loss.is_finite() {
             return Err(Error::Engine(format!("non-finite loss {loss}")));
         }
+        if let (Some(u), Some(od)) = (&self.compiled[ci].update, &self.on_device) {
+            let norm2 = read[1][0].to_f64();
+            if !norm2.is_finite() {
+                return Err(Error::Engine("non-finite gradient".into()));
+            }
+            let dep = u.dep.clone();
+            let coeffs = opt.coefficients(norm2);
+            self.store[od.coeffs] = coeffs.iter().map(|&c| T::from_f64(c)).collect();
+            self.exec(ci, Part::Only(&dep), &[])?;
+            return Ok(loss);
+        }
+        let (_, grads) = self.split_loss_and_grads(ci, read);
         if grads.iter().flatten().any(|g| !g.to_f64().is_finite()) {
             return Err(Error::Engine("non-finite gradient".into()));
         }
         let mut params: Vec<&mut Vec<T>> = Vec::with_capacity(self.params.len());
-        for (i, s) in self.store.iter_mut().enumerate() {
-            if self.decls[i].kind == InputKind::Param {
+        for (s, d) in self.store.iter_mut().zip(&self.decls) {
+            if d.kind == InputKind::Param {
                 params.push(s);
             }
         }
         opt.update(&mut params, &grads);
         Ok(loss)
+    }
+
+    /// The parameters (and, training on a device, the optimiser's moments there), to be put
+    /// back by [`Program::restore`] (after a diverging step) or handed to another program
+    /// with the same parameters.
+    pub fn snapshot(&mut self) -> Result<Snapshot> {
+        self.settle(None)?;
+        let f64s = |v: &[T]| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
+        Ok(Snapshot {
+            params: self
+                .params
+                .iter()
+                .map(|&i| (self.decls[i].name.clone(), f64s(&self.store[i])))
+                .collect(),
+            moments: self.on_device.as_ref().map(|od| {
+                od.moments
+                    .iter()
+                    .map(|&(m, v)| (f64s(&self.store[m]), f64s(&self.store[v])))
+                    .collect()
+            }),
+        })
+    }
+
+    /// Put back what [`Program::snapshot`] took, here or from a program with the same
+    /// parameters on the same kind of backend (the moments of an update on a device have no
+    /// place on the CPU, whose optimiser keeps its own).
+    pub fn restore(&mut self, snapshot: &Snapshot) -> Result<()> {
+        if snapshot.moments.is_some() != self.on_device.is_some() {
+            return Err(Error::Input(
+                "a snapshot of a program training on a device restores one training on a device, and one from the CPU one on the CPU".into(),
+            ));
+        }
+        for (k, (name, values)) in snapshot.params.iter().enumerate() {
+            self.set_param(name, values)?;
+            if let (Some(moments), Some(od)) = (&snapshot.moments, &self.on_device) {
+                let j = self
+                    .params
+                    .iter()
+                    .position(|&p| self.decls[p].name == *name)
+                    .ok_or_else(|| Error::Input(format!("{name:?} is not a parameter")))?;
+                let (m, v) = od.moments[j];
+                self.store[m] = moments[k].0.iter().map(|&x| T::from_f64(x)).collect();
+                self.store[v] = moments[k].1.iter().map(|&x| T::from_f64(x)).collect();
+            }
+        }
+        Ok(())
     }
 
     /// Run once with per-kernel-kind timing: (kind, kernels, output elements, microseconds).
@@ -619,6 +846,7 @@ impl<T: Scalar> Program<T> {
         inputs: &[(&str, &[T])],
         train: bool,
     ) -> Result<Vec<(String, usize, usize, f64)>> {
+        self.settle(None)?;
         let batch = self.load_inputs(inputs)?;
         let ci = self.plan_index(batch, train)?;
         self.compiled[ci].plan.run_profiled(&self.store)
@@ -635,6 +863,7 @@ impl<T: Scalar> Program<T> {
         train: bool,
         f: impl FnOnce(&Plan<T>, &[Vec<T>], &[usize]) -> R,
     ) -> Result<R> {
+        self.settle(None)?;
         let batch = self.load_inputs(inputs)?;
         let ci = self.plan_index(batch, train)?;
         self.run_on_cpu(ci, Part::All)?;

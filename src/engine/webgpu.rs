@@ -269,6 +269,7 @@ impl WebGpu {
             steps,
             bufs,
             inputs,
+            write_back: plan.write_back.clone(),
             compile_s: t0.elapsed().as_secs_f64(),
         })
     }
@@ -312,6 +313,11 @@ impl WebGpu {
             }
             dispatch(&mut enc, &s.pipeline, &s.bind, s.shader.threads);
         }
+        // An update that ran replaces the inputs it read (parameters, moments).
+        for &(from, to) in gp.write_back.iter().filter(|(from, _)| part.runs(*from)) {
+            let (src, dst) = (gp.buffer(from)?, gp.buffer(to)?);
+            enc.copy_buffer_to_buffer(src, 0, dst, 0, src.size().min(dst.size()));
+        }
         self.queue.submit([enc.finish()]);
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(gpu_err("running the plan", e));
@@ -324,11 +330,7 @@ impl WebGpu {
 
     /// A node's buffer after [`WebGpu::run_plan`].
     pub fn read(&self, gp: &WgpuPlan, node: usize) -> Result<Vec<f32>> {
-        let b = gp
-            .bufs
-            .get(node)
-            .and_then(|b| b.as_ref())
-            .ok_or_else(|| Error::Engine(format!("wgpu: node {node} has no device buffer")))?;
+        let b = gp.buffer(node)?;
         let read = self.readable(b.size());
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(b, 0, &read, 0, b.size());
@@ -389,6 +391,18 @@ pub struct WgpuPlan {
     bufs: Vec<Option<::wgpu::Buffer>>,
     /// (node, declared input) pairs uploaded at each run.
     inputs: Vec<(usize, usize)>,
+    /// The plan's [`Plan::write_back`] pairs.
+    write_back: Vec<(usize, usize)>,
     /// Shader compilation and pipeline creation, seconds.
     pub compile_s: f64,
+}
+
+impl WgpuPlan {
+    /// Node `node`'s buffer.
+    fn buffer(&self, node: usize) -> Result<&::wgpu::Buffer> {
+        self.bufs
+            .get(node)
+            .and_then(|b| b.as_ref())
+            .ok_or_else(|| Error::Engine(format!("wgpu: node {node} has no device buffer")))
+    }
 }

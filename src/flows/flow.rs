@@ -386,7 +386,7 @@ impl Flow {
     }
 
     /// Read trained parameters back from a program.
-    pub fn read_params<T: Scalar>(&mut self, p: &Program<T>) -> Result<()> {
+    pub fn read_params<T: Scalar>(&mut self, p: &mut Program<T>) -> Result<()> {
         self.version += 1;
         for (i, l) in self.layers.iter_mut().enumerate() {
             for (set, ps) in l.param_sets_mut() {

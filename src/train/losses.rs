@@ -52,7 +52,7 @@ pub fn fit_max_likelihood(
     flow.write_params(&mut prog)?;
     let mut opt = Adam::new(lr).with_clip(100.0);
     let last = minibatch_steps(&mut prog, y.view(), cond, steps, batch, &mut opt, seed)?;
-    flow.read_params(&prog)?;
+    flow.read_params(&mut prog)?;
     Ok(last)
 }
 

@@ -343,8 +343,7 @@ pub fn train_with_data(
     };
     flow.write_params(&mut prog)?;
     let mut opt = Adam::new(cfg.lr).with_clip(cfg.clip);
-    let names = prog.param_names();
-    let mut snapshot: Vec<Vec<f64>> = names.iter().map(|n| prog.param(n)).collect::<Result<_>>()?;
+    let mut snapshot = prog.snapshot()?;
     let mut opt_snapshot = opt.clone();
     // Halved on every non-finite step; multiplies the schedule for the rest of training.
     let mut lr_scale = 1.0;
@@ -425,11 +424,9 @@ pub fn train_with_data(
                 continue;
             }
             // Hand the warm parameters to the combined program.
-            let wp = warm_prog.take().unwrap();
-            for n in &names {
-                prog.set_param(n, &wp.param(n)?)?;
-            }
-            snapshot = names.iter().map(|n| prog.param(n)).collect::<Result<_>>()?;
+            let mut wp = warm_prog.take().unwrap();
+            snapshot = wp.snapshot()?;
+            prog.restore(&snapshot)?;
             opt_snapshot = opt.clone();
             warm_done = true;
             event = Some("warm start done; reverse KL + forward KL".into());
@@ -519,7 +516,7 @@ pub fn train_with_data(
             Ok(_) if loss_host.is_finite() => {
                 last_loss = loss_host;
                 if step % 25 == 0 {
-                    snapshot = names.iter().map(|n| prog.param(n)).collect::<Result<_>>()?;
+                    snapshot = prog.snapshot()?;
                     opt_snapshot = opt.clone();
                 }
             }
@@ -530,9 +527,7 @@ pub fn train_with_data(
                         "training diverged: more than 20 non-finite steps".into(),
                     ));
                 }
-                for (n, v) in names.iter().zip(&snapshot) {
-                    prog.set_param(n, v)?;
-                }
+                prog.restore(&snapshot)?;
                 opt = opt_snapshot.clone();
                 let why = match other {
                     Err(e) => e.to_string(),
@@ -563,7 +558,7 @@ pub fn train_with_data(
             o.observe(&m);
         }
     }
-    flow.read_params(&prog)?;
+    flow.read_params(&mut prog)?;
     let secs = start.elapsed().as_secs_f64();
     let done = StepMetrics {
         step,
