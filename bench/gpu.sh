@@ -2,8 +2,9 @@
 # The GPU check, on a machine with an NVIDIA GPU (its driver, and NVRTC from a CUDA toolkit or
 # the nvidia-cuda-nvrtc wheel): every generated kernel of real flows' programs, compiled by
 # NVRTC and run on the GPU, against the CPU backend (tests/cuda.rs), with each program's
-# largest difference, NVRTC time and kernel time printed; whole sampling plans on the device
-# against the CPU, node by node.
+# largest difference, NVRTC time and kernel time printed; whole sampling and training plans on
+# the device against the CPU, node by node; training steps with the optimiser's update on the
+# device against the CPU's (tests/common/training.rs, shared with the wgpu tests).
 #
 #   bench/gpu.sh           build with `--features cuda` here and run
 #   bench/gpu.sh TEST BIN  run binaries built elsewhere, for a machine without the crate

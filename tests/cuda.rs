@@ -87,3 +87,24 @@ fn a_whole_training_plan_on_the_gpu_matches_the_cpu_backend() {
         common::kernels::whole_plan_on(&gpu, &mut p, &z, &t, true, "training plan");
     eprintln!("[cuda] training plan ({steps} steps, spline adjoints included) on the GPU agrees with the CPU, largest difference {worst:.1e} relative");
 }
+
+#[test]
+fn training_steps_on_the_gpu_match_the_cpu() {
+    common::training::training_steps_match_the_cpu(&cuda());
+}
+
+#[test]
+fn a_training_step_on_the_gpu_moves_only_samples_and_scalars() {
+    common::training::a_training_step_moves_only_samples_and_scalars(&cuda());
+}
+
+#[test]
+fn a_failed_step_on_the_gpu_leaves_parameters_and_snapshots_restore_them() {
+    common::training::a_failed_step_leaves_parameters_and_snapshots_restore_them(&cuda());
+}
+
+fn cuda() -> thermoflow::engine::device::Device {
+    thermoflow::engine::device::open("cuda")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .expect("a CUDA device")
+}

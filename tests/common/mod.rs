@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test file uses what it needs
 
 pub mod kernels;
+pub mod training;
 
 use std::path::Path;
 use std::process::{Command, Output};
