@@ -14,7 +14,8 @@
 #                          any recent x86-64, not only on the CPU that built them)
 #
 # Then `thermoflow bench flows --device cuda`: sampling throughput of the same flow programs on
-# the GPU and on the CPU backend (JSON on stdout).
+# the GPU and on the CPU backend (JSON on stdout), with the gemms through cuBLAS and again
+# through the generated kernel (THERMOFLOW_CUBLAS=0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! ldconfig -p 2>/dev/null | grep -q libnvrtc; then
@@ -27,7 +28,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader ||
 if [ $# -ge 2 ]; then
     "$1" --nocapture --test-threads 1
     "$2" bench flows --device cuda
+    THERMOFLOW_CUBLAS=0 "$2" bench flows --device cuda
 else
     cargo test --release --features cuda --test cuda -- --nocapture --test-threads 1
     cargo run --release --features cuda -- bench flows --device cuda
+    THERMOFLOW_CUBLAS=0 cargo run --release --features cuda -- bench flows --device cuda
 fi

@@ -1102,3 +1102,98 @@ fn whole_plans_of_generated_kernels_match_the_cpu_backend() {
     let mut train32 = thermoflow::bench::reverse_kl_quadratic_program::<f32>(&bench).unwrap();
     check::<f32>("reverse-KL training", &mut train32, 3, true);
 }
+
+/// Every gemm of real flows' plans (sampling, density, the reverse-KL training plan with its
+/// transposed backward products, the lattice flow's convolutions) is one strided-batched BLAS
+/// call (how the CUDA backend hands it to cuBLAS): the call by BLAS's definition on the CPU
+/// run's buffers, then the generated epilogue kernel (host-compiled) where the step has one,
+/// gives the CPU backend's output.
+#[test]
+fn gemms_as_blas_calls_with_generated_epilogues_match_the_cpu_backend() {
+    use thermoflow::engine::codegen::Case;
+    use thermoflow::engine::plan::Step;
+    use thermoflow::engine::{blas, Scalar};
+    use thermoflow::flows::builders::{coupling_flow, default_flow, lattice_flow};
+    use thermoflow::flows::flow::Mode;
+    use thermoflow::flows::Conditioning;
+    let cond = Conditioning::Temperature {
+        t_min: 0.8,
+        t_max: 1.25,
+    };
+    let coupling = coupling_flow(3, cond, &default_flow()).unwrap();
+    let lattice = lattice_flow(4, cond, 2, 4, 1, 0).unwrap();
+    let bench = thermoflow::bench::bench_flow(3).unwrap();
+    let programs: Vec<(&str, Program<f64>, usize, bool)> = vec![
+        (
+            "coupling sample",
+            coupling.compile(Mode::Sample).unwrap(),
+            3,
+            false,
+        ),
+        (
+            "lattice sample",
+            lattice.compile(Mode::Sample).unwrap(),
+            16,
+            false,
+        ),
+        (
+            "reverse-KL training",
+            thermoflow::bench::reverse_kl_quadratic_program(&bench).unwrap(),
+            3,
+            true,
+        ),
+    ];
+    let (mut gemms, mut epilogues) = (0, Vec::<Case>::new());
+    for (name, mut p, dim, train) in programs {
+        let batch = 33;
+        let z: Vec<f64> = (0..batch * dim)
+            .map(|i| ((i as f64) * 0.618).sin() * 2.0)
+            .collect();
+        let t: Vec<f64> = (0..batch)
+            .map(|i| 0.8 + 0.45 * i as f64 / batch as f64)
+            .collect();
+        p.inspect(&[("z", &z), ("cond", &t)], train, |plan, store, _| {
+            let f64s = |n: usize| -> Vec<f64> {
+                plan.buffer(store, n).iter().map(|v| v.to_f64()).collect()
+            };
+            for (i, step) in plan.steps.iter().enumerate() {
+                let Step::MatMul { out, a, b, .. } = step else {
+                    continue;
+                };
+                gemms += 1;
+                let call = blas::call(&a.1, &b.1)
+                    .unwrap_or_else(|| panic!("{name}: gemm {i} ({:?} · {:?}) refused", a.1, b.1));
+                let product = call.reference(&f64s(b.0), &f64s(a.0));
+                let want = f64s(*out);
+                match codegen::epilogue(step, &format!("e{}_{i}", epilogues.len())) {
+                    None => {
+                        for (j, (g, w)) in product.iter().zip(&want).enumerate() {
+                            assert!(
+                                codegen::agrees(*g, *w, 1e-12),
+                                "{name}: gemm {i} element {j}: BLAS {g}, CPU {w}"
+                            );
+                        }
+                    }
+                    Some(source) => {
+                        // The kernel's first input is the product; the others are nodes.
+                        let inputs = std::iter::once(product)
+                            .chain(source.inputs[1..].iter().map(|&n| f64s(n)))
+                            .collect();
+                        epilogues.push(Case {
+                            source,
+                            inputs,
+                            expected: want,
+                        });
+                    }
+                }
+            }
+        })
+        .unwrap();
+    }
+    let checked = common::kernels::check(&epilogues, Precision::F64, 1e-12, "gemm epilogues");
+    eprintln!("{gemms} gemms as BLAS calls, {checked} with a generated epilogue");
+    assert!(
+        gemms >= 20 && checked >= 5,
+        "{gemms} gemms, {checked} epilogues"
+    );
+}

@@ -275,6 +275,39 @@ pub fn kernel(step: &Step, out_len: usize, name: &str) -> Source {
     g.finish(out, threads, zero_out)
 }
 
+/// The epilogue of a gemm step whose product a library computed ([`super::blas`], cuBLAS) into
+/// a buffer of its own: `out[i] = act(in_0[i] + bias[i mod N])`, one thread per element, as
+/// the generated gemm kernel ends. `in_0` is that product: [`Source::inputs`]`[0]` names the
+/// step's output node in its place, and the caller binds the product's buffer there. None for
+/// a step without an epilogue (the library writes the output itself).
+pub fn epilogue(step: &Step, name: &str) -> Option<Source> {
+    let Step::MatMul {
+        out,
+        a,
+        b,
+        epilogue: Some(e),
+    } = step
+    else {
+        return None;
+    };
+    let r = b.1.axes.len();
+    let (k, n) = (b.1.axes[r - 1].len, b.1.axes[r - 2].len);
+    let threads = a.1.numel() / k.max(1) * n;
+    let mut g = Gen::new(name);
+    let product = g.input(*out);
+    let mut c = format!("    T acc = in_{product}[i];\n");
+    if let Some((node, off)) = e.bias {
+        let pc = g.input(node);
+        let _ = writeln!(c, "    acc += in_{pc}[{off}ULL + i % {n}ULL];");
+    }
+    if let Some(u) = e.act {
+        let _ = writeln!(c, "    acc = {};", unary(u, "acc"));
+    }
+    c.push_str("    out[i] = acc;");
+    g.body(&c);
+    Some(g.finish(*out, threads, false))
+}
+
 /// A kernel being printed: its inputs, helper functions and tables, and its body.
 struct Gen {
     name: String,

@@ -7,9 +7,13 @@
 //! generated kernel is checked against the CPU backend on a GPU; [`GpuPlan`] runs a whole
 //! plan on the device (a buffer per node, inputs up once per run, only the outputs asked for
 //! back), which is how sampling and density programs run there (`tests/cuda.rs`,
-//! `bench/gpu.sh`). Training plans have every kernel too (the spline's adjoint included);
-//! training on the GPU needs the optimiser there; gemm through cuBLAS instead of the
-//! generated one is a later speed-up.
+//! `bench/gpu.sh`). Training plans have every kernel too (the spline's adjoint included), and
+//! the optimiser's update ([`super::optim::append_update`]).
+//!
+//! A plan's gemms go to cuBLAS (one strided-batched call each, [`super::blas`], then the
+//! generated epilogue kernel where the step has a bias or an activation) when its library
+//! (libcublas) loads; otherwise, or with `THERMOFLOW_CUBLAS=0`, and for operand layouts BLAS
+//! cannot take, the generated gemm kernel runs (a thread per output element).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,9 +26,13 @@ use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 
 use cudarc::driver::CudaSlice;
 
-use super::codegen::{kernels, prelude, Case, Precision, Source};
+use cudarc::cublas::sys::cublasOperation_t;
+use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, StridedBatchedConfig};
+
+use super::blas;
+use super::codegen::{epilogue, kernel, prelude, Case, Precision, Source};
 use super::ir::Op;
-use super::plan::{Part, Plan};
+use super::plan::{Part, Plan, Step};
 use crate::error::{Error, Result};
 
 /// Threads per block.
@@ -38,6 +46,8 @@ fn cuda_err(what: &str, e: impl std::fmt::Debug) -> Error {
 pub struct Cuda {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
+    /// cuBLAS on that stream, or why the generated gemm runs instead.
+    blas: std::result::Result<CudaBlas, String>,
 }
 
 /// What running the kernels took.
@@ -67,7 +77,23 @@ impl Cuda {
         }
         let ctx = CudaContext::new(ordinal).map_err(|e| cuda_err("opening the device", e))?;
         let stream = ctx.default_stream();
-        Ok(Cuda { ctx, stream })
+        let blas = if std::env::var("THERMOFLOW_CUBLAS").is_ok_and(|v| v == "0") {
+            Err("THERMOFLOW_CUBLAS=0".to_string())
+        // SAFETY: only loads the library (dlopen) and reports whether that worked.
+        } else if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+            Err("libcublas was not found".to_string())
+        } else {
+            CudaBlas::new(stream.clone()).map_err(|e| format!("cuBLAS: {e:?}"))
+        };
+        Ok(Cuda { ctx, stream, blas })
+    }
+
+    /// How the plans' gemms run: "cuBLAS", or the generated kernel and why.
+    pub fn gemm(&self) -> String {
+        match &self.blas {
+            Ok(_) => "cuBLAS".into(),
+            Err(why) => format!("generated kernel ({why})"),
+        }
     }
 
     /// Compile kernels into one module with NVRTC and load it; returns it with the seconds
@@ -184,10 +210,34 @@ impl Cuda {
     }
 }
 
+/// A step of a plan on the GPU.
+enum GpuStep {
+    /// A generated kernel.
+    Kernel(Source, CudaFunction),
+    /// A gemm through cuBLAS into `out`, or, where the step has an epilogue, into `product`
+    /// and then the epilogue kernel (reading `product` as its first input) into `out`.
+    Blas {
+        out: usize,
+        a: usize,
+        b: usize,
+        call: blas::Call,
+        epilogue: Option<(Source, CudaFunction, CudaSlice<f32>)>,
+    },
+}
+
+impl GpuStep {
+    fn out(&self) -> usize {
+        match self {
+            GpuStep::Kernel(s, _) => s.out,
+            GpuStep::Blas { out, .. } => *out,
+        }
+    }
+}
+
 /// A plan's kernels compiled for the GPU (f32), with a device buffer for every node its steps
 /// write and every declared input they read.
 pub struct GpuPlan {
-    steps: Vec<(Source, CudaFunction)>,
+    steps: Vec<GpuStep>,
     /// Device buffer by node.
     bufs: Vec<Option<CudaSlice<f32>>>,
     /// (node, declared input) pairs uploaded at each run.
@@ -199,31 +249,86 @@ pub struct GpuPlan {
 }
 
 impl Cuda {
-    /// Compile every step of `plan` for this GPU and allocate its buffers.
+    /// Compile every step of `plan` for this GPU (its gemms as cuBLAS calls where it can) and
+    /// allocate its buffers.
     pub fn compile_plan(&self, plan: &Plan<f32>) -> Result<GpuPlan> {
-        let sources = kernels(plan);
-        let (module, compile_s) = self.module(sources.iter(), Precision::F32)?;
+        // Each step: a generated kernel, or a cuBLAS call with its epilogue kernel, if any.
+        let plans: Vec<(Option<blas::Call>, Source)> = plan
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                let name = format!("k{i}");
+                let call = match (step, &self.blas) {
+                    (Step::MatMul { a, b, .. }, Ok(_)) => blas::call(&a.1, &b.1),
+                    _ => None,
+                };
+                let out_len = plan.ir.nodes[step.out()].len;
+                match call {
+                    Some(c) => (
+                        Some(c),
+                        epilogue(step, &name).unwrap_or_else(|| kernel(step, out_len, &name)),
+                    ),
+                    None => (None, kernel(step, out_len, &name)),
+                }
+            })
+            .collect();
+        let (module, compile_s) = self.module(plans.iter().map(|(_, s)| s), Precision::F32)?;
         let nodes = &plan.ir.nodes;
+        let alloc = |len: usize| {
+            self.stream
+                .alloc_zeros::<f32>(len.max(1))
+                .map_err(|e| cuda_err("allocating", e))
+        };
         let mut bufs: Vec<Option<CudaSlice<f32>>> = (0..nodes.len()).map(|_| None).collect();
         let mut inputs = Vec::new();
-        let mut steps = Vec::with_capacity(sources.len());
-        for s in sources {
-            let alloc = |len: usize| {
-                self.stream
-                    .alloc_zeros::<f32>(len.max(1))
-                    .map_err(|e| cuda_err("allocating", e))
-            };
-            bufs[s.out] = Some(alloc(nodes[s.out].len)?);
-            for &n in &s.inputs {
+        let mut steps = Vec::with_capacity(plans.len());
+        for ((call, s), step) in plans.into_iter().zip(&plan.steps) {
+            if bufs[s.out].is_none() {
+                bufs[s.out] = Some(alloc(nodes[s.out].len)?);
+            }
+            let mut reads: Vec<usize> = s.inputs.clone();
+            if let Step::MatMul { a, b, .. } = step {
+                reads.extend([a.0, b.0]);
+            }
+            for n in reads {
                 if let (Op::Input(i), None) = (&nodes[n].op, &bufs[n]) {
                     bufs[n] = Some(alloc(nodes[n].len)?);
                     inputs.push((n, *i));
                 }
             }
-            let f = module
-                .load_function(&s.name)
-                .map_err(|e| cuda_err("a generated kernel is missing", e))?;
-            steps.push((s, f));
+            let load = |name: &str| {
+                module
+                    .load_function(name)
+                    .map_err(|e| cuda_err("a generated kernel is missing", e))
+            };
+            steps.push(match (call, step) {
+                (
+                    Some(call),
+                    Step::MatMul {
+                        out,
+                        a,
+                        b,
+                        epilogue,
+                    },
+                ) => GpuStep::Blas {
+                    out: *out,
+                    a: a.0,
+                    b: b.0,
+                    call,
+                    epilogue: match epilogue {
+                        Some(_) => {
+                            let f = load(&s.name)?;
+                            Some((s, f, alloc(nodes[*out].len)?))
+                        }
+                        None => None,
+                    },
+                },
+                _ => {
+                    let f = load(&s.name)?;
+                    GpuStep::Kernel(s, f)
+                }
+            });
         }
         Ok(GpuPlan {
             steps,
@@ -261,25 +366,32 @@ impl Cuda {
                 .memcpy_htod(&store[i], dst)
                 .map_err(|e| cuda_err("copying inputs", e))?;
         }
-        for (s, f) in gp.steps.iter().filter(|(s, _)| part.runs(s.out)) {
-            let mut out = gp.bufs[s.out].take().expect("allocated by compile_plan");
-            if s.zero_out {
-                self.stream
-                    .memset_zeros(&mut out)
-                    .map_err(|e| cuda_err("zeroing", e))?;
+        for step in gp.steps.iter_mut().filter(|s| part.runs(s.out())) {
+            match step {
+                GpuStep::Kernel(s, f) => self.launch(&mut gp.bufs, s, f, None)?,
+                GpuStep::Blas {
+                    out,
+                    a,
+                    b,
+                    call,
+                    epilogue: None,
+                } => {
+                    let mut c = gp.bufs[*out].take().expect("allocated by compile_plan");
+                    let done = self.gemm_call(&gp.bufs, (*a, *b), call, &mut c);
+                    gp.bufs[*out] = Some(c);
+                    done?;
+                }
+                GpuStep::Blas {
+                    a,
+                    b,
+                    call,
+                    epilogue: Some((s, f, product)),
+                    ..
+                } => {
+                    self.gemm_call(&gp.bufs, (*a, *b), call, product)?;
+                    self.launch(&mut gp.bufs, s, f, Some(product))?;
+                }
             }
-            let threads = s.threads as u64;
-            let mut b = self.stream.launch_builder(f);
-            b.arg(&mut out);
-            for &n in &s.inputs {
-                b.arg(gp.bufs[n].as_ref().expect("allocated by compile_plan"));
-            }
-            b.arg(&threads);
-            // SAFETY: the arguments match the generated signature and every buffer has its
-            // node's length, which the kernel's index math was generated for.
-            let launched = unsafe { b.launch(launch_config(s.threads)) };
-            gp.bufs[s.out] = Some(out);
-            launched.map_err(|e| cuda_err("launching", e))?;
         }
         // An update that ran replaces the inputs it read (parameters, moments).
         for &(from, to) in gp.write_back.iter().filter(|(from, _)| part.runs(*from)) {
@@ -304,6 +416,89 @@ impl Cuda {
         Ok(t0.elapsed().as_secs_f64())
     }
 
+    /// Launch generated kernel `f` of `s` on the plan's buffers (its first input `first`
+    /// instead of a node's buffer where given: an epilogue's product).
+    fn launch(
+        &self,
+        bufs: &mut [Option<CudaSlice<f32>>],
+        s: &Source,
+        f: &CudaFunction,
+        first: Option<&CudaSlice<f32>>,
+    ) -> Result<()> {
+        let mut out = bufs[s.out].take().expect("allocated by compile_plan");
+        if s.zero_out {
+            if let Err(e) = self.stream.memset_zeros(&mut out) {
+                bufs[s.out] = Some(out);
+                return Err(cuda_err("zeroing", e));
+            }
+        }
+        let threads = s.threads as u64;
+        let mut b = self.stream.launch_builder(f);
+        b.arg(&mut out);
+        for (k, &n) in s.inputs.iter().enumerate() {
+            match (k, first) {
+                (0, Some(p)) => b.arg(p),
+                _ => b.arg(bufs[n].as_ref().expect("allocated by compile_plan")),
+            };
+        }
+        b.arg(&threads);
+        // SAFETY: the arguments match the generated signature and every buffer has its
+        // node's length, which the kernel's index math was generated for.
+        let launched = unsafe { b.launch(launch_config(s.threads)) };
+        bufs[s.out] = Some(out);
+        launched.map(|_| ()).map_err(|e| cuda_err("launching", e))
+    }
+
+    /// The gemm step with operands `(a, b)` (nodes) as the cuBLAS call `call`, into `c`.
+    fn gemm_call(
+        &self,
+        bufs: &[Option<CudaSlice<f32>>],
+        (a, b): (usize, usize),
+        call: &blas::Call,
+        c: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let cublas = self
+            .blas
+            .as_ref()
+            .map_err(|why| Error::Engine(format!("CUDA: a cuBLAS step without cuBLAS: {why}")))?;
+        let int = |v: usize| {
+            i32::try_from(v).map_err(|_| Error::Engine(format!("CUDA: {v} exceeds cuBLAS's int")))
+        };
+        let op = |t: bool| {
+            if t {
+                cublasOperation_t::CUBLAS_OP_T
+            } else {
+                cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        // BLAS's first operand is the step's B, its second the step's A.
+        let buf = |n: usize| bufs[n].as_ref().expect("allocated by compile_plan");
+        let (first, second) = (buf(b).slice(call.a.offset..), buf(a).slice(call.b.offset..));
+        let cfg = StridedBatchedConfig {
+            gemm: GemmConfig {
+                transa: op(call.a.trans),
+                transb: op(call.b.trans),
+                m: int(call.m)?,
+                n: int(call.n)?,
+                k: int(call.k)?,
+                alpha: 1.0f32,
+                lda: int(call.a.ld)?,
+                ldb: int(call.b.ld)?,
+                beta: 0.0f32,
+                ldc: int(call.m)?,
+            },
+            batch_size: int(call.batch)?,
+            stride_a: call.a.stride as i64,
+            stride_b: call.b.stride as i64,
+            stride_c: (call.m * call.n) as i64,
+        };
+        // SAFETY: `blas::call` checked the layout: every element the call reads lies inside
+        // the operands' buffers (the CPU plan reads the same ones), and `c` holds the batch's
+        // m·n outputs.
+        unsafe { cublas.gemm_strided_batched(cfg, &first, &second, c) }
+            .map_err(|e| cuda_err("cuBLAS gemm", e))
+    }
+
     /// A node's buffer after [`Cuda::run_plan`].
     pub fn read(&self, gp: &GpuPlan, node: usize) -> Result<Vec<f32>> {
         let b = gp.bufs[node]
@@ -318,7 +513,7 @@ impl Cuda {
 impl super::backend::Backend for Cuda {
     type Plan = GpuPlan;
     fn name(&self) -> String {
-        Cuda::name(self)
+        format!("{} (gemm: {})", Cuda::name(self), self.gemm())
     }
     fn compile_plan(&self, plan: &Plan<f32>) -> Result<GpuPlan> {
         Cuda::compile_plan(self, plan)

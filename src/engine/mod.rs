@@ -25,6 +25,7 @@
 pub mod access;
 pub mod autograd;
 pub mod backend;
+pub mod blas;
 pub mod builder;
 pub mod codegen;
 #[cfg(feature = "cuda")]
