@@ -1047,9 +1047,7 @@ fn generated_kernels_of_flows_match_the_cpu_backend() {
 #[test]
 fn whole_plans_of_generated_kernels_match_the_cpu_backend() {
     use thermoflow::engine::Scalar;
-    use thermoflow::flows::builders::{coupling_flow, default_flow, lattice_flow};
     use thermoflow::flows::flow::Mode;
-    use thermoflow::flows::Conditioning;
     fn check<T: Scalar>(name: &str, p: &mut Program<T>, dim: usize, train: bool) {
         let batch = 33;
         let z: Vec<T> = (0..batch * dim)
@@ -1078,13 +1076,7 @@ fn whole_plans_of_generated_kernels_match_the_cpu_backend() {
         })
         .unwrap();
     }
-    let cond = Conditioning::Temperature {
-        t_min: 0.8,
-        t_max: 1.25,
-    };
-    let coupling = coupling_flow(3, cond, &default_flow()).unwrap();
-    let lattice = lattice_flow(4, cond, 2, 4, 1, 0).unwrap();
-    let bench = thermoflow::bench::bench_flow(3).unwrap();
+    let (coupling, lattice, bench) = plan_flows();
     check::<f64>(
         "coupling sample",
         &mut coupling.compile(Mode::Sample).unwrap(),
@@ -1113,16 +1105,8 @@ fn gemms_as_blas_calls_with_generated_epilogues_match_the_cpu_backend() {
     use thermoflow::engine::codegen::Case;
     use thermoflow::engine::plan::Step;
     use thermoflow::engine::{blas, Scalar};
-    use thermoflow::flows::builders::{coupling_flow, default_flow, lattice_flow};
     use thermoflow::flows::flow::Mode;
-    use thermoflow::flows::Conditioning;
-    let cond = Conditioning::Temperature {
-        t_min: 0.8,
-        t_max: 1.25,
-    };
-    let coupling = coupling_flow(3, cond, &default_flow()).unwrap();
-    let lattice = lattice_flow(4, cond, 2, 4, 1, 0).unwrap();
-    let bench = thermoflow::bench::bench_flow(3).unwrap();
+    let (coupling, lattice, bench) = plan_flows();
     let programs: Vec<(&str, Program<f64>, usize, bool)> = vec![
         (
             "coupling sample",
@@ -1196,4 +1180,23 @@ fn gemms_as_blas_calls_with_generated_epilogues_match_the_cpu_backend() {
         gemms >= 20 && checked >= 5,
         "{gemms} gemms, {checked} epilogues"
     );
+}
+
+/// The flows whose whole plans the generated-kernel and BLAS checks run: a coupling flow
+/// (d = 3), the lattice flow (L = 4) and `bench flows`' training flow (d = 3).
+fn plan_flows() -> (
+    thermoflow::flows::Flow,
+    thermoflow::flows::Flow,
+    thermoflow::flows::Flow,
+) {
+    use thermoflow::flows::builders::{coupling_flow, default_flow, lattice_flow};
+    let cond = thermoflow::flows::Conditioning::Temperature {
+        t_min: 0.8,
+        t_max: 1.25,
+    };
+    (
+        coupling_flow(3, cond, &default_flow()).unwrap(),
+        lattice_flow(4, cond, 2, 4, 1, 0).unwrap(),
+        thermoflow::bench::bench_flow(3).unwrap(),
+    )
 }

@@ -149,6 +149,9 @@ pub struct Program<T: Scalar = f32> {
 
 const MAX_PLANS: usize = 6;
 
+/// Node buffers read back from a run, in the order asked.
+type Buffers<T> = Vec<Vec<T>>;
+
 // Release builds do not share generic instances between crates, so every crate that ran a
 // program (each test binary) compiled the kernels again (≈ 100 s of CPU a crate). Compiling a
 // plan and running it on the CPU therefore go through one non-generic instance per element
@@ -654,18 +657,7 @@ impl<T: Scalar> Program<T> {
         &mut self,
         inputs: &[(&str, &[T])],
     ) -> Result<(f64, Outputs<T>, Vec<Vec<f64>>)> {
-        let batch = self.load_inputs(inputs)?;
-        let ci = self.plan_index(batch, true)?;
-        let n_out = self.compiled[ci].outputs.len();
-        let read: Vec<usize> = self.compiled[ci]
-            .outputs
-            .iter()
-            .copied()
-            .chain(self.loss_and_grads(ci, false))
-            .collect();
-        let before_update = self.phase(ci, None);
-        let mut data = self.exec(ci, Part::Only(&before_update), &read)?;
-        let rest = data.split_off(n_out);
+        let (ci, data, rest) = self.forward_backward(inputs, false)?;
         let (loss, grads) = self.split_loss_and_grads(ci, rest);
         let grads = grads
             .into_iter()
@@ -682,6 +674,19 @@ impl<T: Scalar> Program<T> {
         inputs: &[(&str, &[T])],
         opt: &mut O,
     ) -> Result<(f64, Outputs<T>)> {
+        let (ci, data, rest) = self.forward_backward(inputs, true)?;
+        let loss = self.update(ci, rest, opt)?;
+        Ok((loss, self.outputs_of(ci, data)))
+    }
+
+    /// The forward and backward passes of the training plan for `inputs` (not the update):
+    /// (plan, the outputs' buffers, the loss and what [`Program::loss_and_grads`] lists after
+    /// it).
+    fn forward_backward(
+        &mut self,
+        inputs: &[(&str, &[T])],
+        for_update: bool,
+    ) -> Result<(usize, Buffers<T>, Buffers<T>)> {
         let batch = self.load_inputs(inputs)?;
         let ci = self.plan_index(batch, true)?;
         let n_out = self.compiled[ci].outputs.len();
@@ -689,13 +694,12 @@ impl<T: Scalar> Program<T> {
             .outputs
             .iter()
             .copied()
-            .chain(self.loss_and_grads(ci, true))
+            .chain(self.loss_and_grads(ci, for_update))
             .collect();
         let before_update = self.phase(ci, None);
         let mut data = self.exec(ci, Part::Only(&before_update), &read)?;
         let rest = data.split_off(n_out);
-        let loss = self.update(ci, rest, opt)?;
-        Ok((loss, self.outputs_of(ci, data)))
+        Ok((ci, data, rest))
     }
 
     /// First half of a training step whose `late` inputs are known only after the host has
