@@ -266,3 +266,40 @@ fn wgpu() -> thermoflow::engine::device::Device {
         .unwrap()
         .expect("a wgpu device")
 }
+
+/// A program run at more batch sizes than it keeps plans for holds no more on the device
+/// either (a plan it drops releases the device's buffers), and a dropped size compiles again
+/// and gives the CPU's values.
+#[test]
+fn a_program_on_wgpu_holds_as_many_plans_as_it_keeps() {
+    let cond = Conditioning::Temperature {
+        t_min: 0.5,
+        t_max: 2.0,
+    };
+    let flow = coupling_flow(2, cond, &default_flow()).unwrap();
+    let mut cpu: Program<f32> = flow.compile(Mode::Sample).unwrap();
+    let mut gpu: Program<f32> = flow.compile(Mode::Sample).unwrap();
+    gpu.set_device(Some(&wgpu())).unwrap();
+    let run = |p: &mut Program<f32>, b: usize| {
+        let z: Vec<f32> = (0..2 * b).map(|i| (i as f32 * 0.37).sin()).collect();
+        let t = vec![1.0f32; b];
+        p.run(&[("z", &z), ("cond", &t)])
+            .unwrap()
+            .take("x")
+            .unwrap()
+    };
+    for b in 1..=9 {
+        run(&mut gpu, b);
+        assert!(
+            gpu.device_plans().unwrap() <= 6,
+            "batch {b}: {:?} plans",
+            gpu.device_plans()
+        );
+    }
+    for (g, c) in run(&mut gpu, 1).iter().zip(run(&mut cpu, 1)) {
+        assert!(
+            codegen::agrees(*g as f64, c as f64, 1e-5),
+            "wgpu {g}, CPU {c}"
+        );
+    }
+}

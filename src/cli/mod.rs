@@ -28,8 +28,8 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Where flows sample, evaluate densities and train: `cpu`, `cuda` (an NVIDIA GPU; a build
-    /// with `--features cuda`) or `wgpu` (Metal, Vulkan, DX12; `--features wgpu`); energies and
-    /// the optimiser run on the host
+    /// with `--features cuda`) or `wgpu` (Metal, Vulkan, DX12; `--features wgpu`); energies are
+    /// evaluated on the host
     #[arg(long, global = true, default_value = "cpu", value_parser = clap::builder::PossibleValuesParser::new(["cpu", "cuda", "wgpu"]))]
     pub device: String,
 }

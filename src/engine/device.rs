@@ -41,6 +41,10 @@ pub trait Session: Send {
     ) -> Result<()>;
     /// Floats uploaded and read back so far.
     fn traffic(&self) -> (usize, usize);
+    /// Release the plan for `key` (its program dropped it) and its device buffers.
+    fn forget(&mut self, key: (usize, bool));
+    /// Plans held on the device.
+    fn plans(&self) -> usize;
 }
 
 /// A device: its name and a maker of sessions.
@@ -185,6 +189,14 @@ where
 
     fn traffic(&self) -> (usize, usize) {
         self.traffic
+    }
+
+    fn forget(&mut self, key: (usize, bool)) {
+        self.plans.retain(|p| p.key != key);
+    }
+
+    fn plans(&self) -> usize {
+        self.plans.len()
     }
 }
 

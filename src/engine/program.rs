@@ -373,7 +373,10 @@ impl<T: Scalar> Program<T> {
         if self.compiled.len() >= MAX_PLANS {
             self.pending = None;
             self.settle(None)?;
-            self.compiled.remove(0);
+            let old = self.compiled.remove(0);
+            if let Some(session) = self.device.as_mut() {
+                session.forget((old.batch, old.train));
+            }
         }
         self.compiled.push(Compiled {
             batch,
@@ -649,6 +652,12 @@ impl<T: Scalar> Program<T> {
     /// on the CPU): what crosses the bus.
     pub fn device_traffic(&self) -> Option<(usize, usize)> {
         self.device.as_ref().map(|s| s.traffic())
+    }
+
+    /// Plans compiled on the device (None on the CPU): at most as many as the program keeps,
+    /// one per batch size and kind, the oldest released first.
+    pub fn device_plans(&self) -> Option<usize> {
+        self.device.as_ref().map(|s| s.plans())
     }
 
     /// Evaluate outputs, loss and parameter gradients; returns (loss, outputs, gradients by
