@@ -175,6 +175,7 @@ pub fn kernel(step: &Step, out_len: usize, name: &str) -> Source {
             a,
             b,
             epilogue,
+            ..
         } => {
             let (pa, pb) = (g.input(a.0), g.input(b.0));
             let r = a.1.axes.len();
@@ -286,6 +287,7 @@ pub fn epilogue(step: &Step, name: &str) -> Option<Source> {
         a,
         b,
         epilogue: Some(e),
+        ..
     } = step
     else {
         return None;

@@ -310,6 +310,7 @@ impl Cuda {
                         a,
                         b,
                         epilogue,
+                        ..
                     },
                 ) => GpuStep::Blas {
                     out: *out,

@@ -249,7 +249,17 @@ fn exec_with<T: Scalar, I: Isa>(
             a,
             b: bm,
             epilogue,
-        } => matmul::<T, I>(*out, a, bm, epilogue.as_ref(), lo, hi, b)?,
+            stencil,
+        } => matmul::<T, I>(
+            *out,
+            a,
+            bm,
+            epilogue.as_ref(),
+            stencil.as_deref(),
+            lo,
+            hi,
+            b,
+        )?,
         Step::Spline { out, x, theta, rqs } => {
             let (xs, th) = (b.src(*x), b.src(*theta));
             let p = rqs.n_params();
@@ -358,17 +368,19 @@ fn exec_with<T: Scalar, I: Isa>(
 
 /// Rows `[lo, hi)` (over the merged batch × M) of a batched gemm.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn matmul<T: Scalar, I: Isa>(
     out: usize,
     a: &(usize, super::view::View),
     bm: &(usize, super::view::View),
     epilogue: Option<&Epilogue>,
+    stencil: Option<&super::stencil::StencilA>,
     lo: usize,
     hi: usize,
     b: &Bufs<T>,
 ) -> Result<()> {
     let (av, bv) = (&a.1, &bm.1);
-    let (abuf, bbuf) = (b.src(a.0), b.src(bm.0));
+    let bbuf = b.src(bm.0);
     let r = av.axes.len();
     let (m, k, n) = (av.axes[r - 2].len, av.axes[r - 1].len, bv.axes[r - 2].len);
     let dst = b.out(out, lo * n, hi * n)?;
@@ -377,7 +389,6 @@ fn matmul<T: Scalar, I: Isa>(
         dst.fill(T::default());
         return Ok(());
     }
-    av.check_bounds(abuf.len())?;
     bv.check_bounds(bbuf.len())?;
     // The epilogue on finished rows: c = act(c + bias).
     let bias: Option<&[T]> =
@@ -393,6 +404,49 @@ fn matmul<T: Scalar, I: Isa>(
         n,
         isa: std::marker::PhantomData,
     };
+    let (rsb, csb) = (bv.axes[r - 1].stride, bv.axes[r - 2].stride);
+    // B's k × n elements as rows (n contiguous): in place, or copied where B is read across its
+    // rows (the autograd copies the transposed weights of x̄ = ȳ·Wᵀ into rows; other such
+    // views are rare).
+    let b_rows = |bo: usize| -> Option<Vec<T>> {
+        (csb != 1).then(|| {
+            let mut rows = vec![T::default(); k * n];
+            for j in 0..n {
+                for kk in 0..k {
+                    rows[kk * n + j] = bbuf.at(bo + kk * rsb + j * csb);
+                }
+            }
+            rows
+        })
+    };
+    if let Some(st) = stencil {
+        // A through the take's source (the analysis checked: A is the take's output read as
+        // is, B shared by every batch entry).
+        let src = b.src(st.src);
+        let sten = super::gemm::Stencil {
+            p: st.p,
+            in_row: st.in_row,
+            s: st.s,
+            offsets: &st.offsets,
+            row0: lo,
+        };
+        let bo = usize::try_from(bv.offset)
+            .map_err(|_| Error::Engine("gemm: a view starts before its buffer".into()))?;
+        if src.len() < hi.div_ceil(st.p) * st.in_row {
+            return Err(Error::Engine(
+                "gemm: the stencil's source is too short".into(),
+            ));
+        }
+        match b_rows(bo) {
+            None => I::gemm_stencil(hi - lo, n, &src, &sten, &bbuf, bo, rsb, dst, &finish),
+            Some(rows) => {
+                I::gemm_stencil(hi - lo, n, &src, &sten, rows.as_slice(), 0, n, dst, &finish)
+            }
+        }
+        return Ok(());
+    }
+    let abuf = b.src(a.0);
+    av.check_bounds(abuf.len())?;
     let mut u = lo;
     while u < hi {
         let (bi, m0) = (u / m, u % m);
@@ -408,7 +462,6 @@ fn matmul<T: Scalar, I: Isa>(
         }
         ao += (m0 * av.axes[r - 2].stride) as i64;
         let c = &mut dst[(u - lo) * n..(u - lo + m1 - m0) * n];
-        let (rsb, csb) = (bv.axes[r - 1].stride, bv.axes[r - 2].stride);
         let (Ok(ao), Ok(bo)) = (usize::try_from(ao), usize::try_from(bo)) else {
             return Err(Error::Engine(
                 "gemm: a view starts before its buffer".into(),
@@ -419,19 +472,9 @@ fn matmul<T: Scalar, I: Isa>(
             rs: av.axes[r - 2].stride,
             cs: av.axes[r - 1].stride,
         };
-        if csb == 1 {
-            // B's rows contiguous: the microkernel reads them in place.
-            I::gemm_rows(m1 - m0, k, n, &abuf, sa, &bbuf, bo, rsb, c, &finish);
-        } else {
-            // B read across its rows (the autograd copies the transposed weights of x̄ = ȳ·Wᵀ
-            // into rows; other such views are rare): its k × n elements copied into rows.
-            let mut rows = vec![T::default(); k * n];
-            for j in 0..n {
-                for kk in 0..k {
-                    rows[kk * n + j] = bbuf.at(bo + kk * rsb + j * csb);
-                }
-            }
-            I::gemm_rows(m1 - m0, k, n, &abuf, sa, rows.as_slice(), 0, n, c, &finish);
+        match b_rows(bo) {
+            None => I::gemm_rows(m1 - m0, k, n, &abuf, sa, &bbuf, bo, rsb, c, &finish),
+            Some(rows) => I::gemm_rows(m1 - m0, k, n, &abuf, sa, rows.as_slice(), 0, n, c, &finish),
         }
         u += m1 - m0;
     }

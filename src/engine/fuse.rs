@@ -253,6 +253,7 @@ pub fn steps(ir: &Ir, required_nodes: &[usize]) -> Vec<Step> {
                     a: (ir.nodes[i].op.sources()[0], a),
                     b: (ir.nodes[i].op.sources()[1], b),
                     epilogue: None,
+                    stencil: None,
                 }
             }
             Op::Scatter(g, target) => Step::Scatter {

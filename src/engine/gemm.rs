@@ -20,7 +20,7 @@ use super::scalar::Scalar;
 /// Longest K read in place; longer K runs in chunks of KC over packed panels. Unpacked over
 /// k = 1024, the weight gradients of the d = 16 training step of `bench flows` ran at 75 GFLOP/s
 /// (AVX2, one thread) against 86–91 packed.
-const KC: usize = 256;
+pub const KC: usize = 256;
 
 /// Operand A of `C = A·B`: element (i, k) at `offset + i·rs + k·cs`.
 #[derive(Clone, Copy, Debug)]
@@ -31,6 +31,37 @@ pub struct Strided {
     pub rs: usize,
     /// Step between columns.
     pub cs: usize,
+}
+
+/// Operand A of `C = A·B` read through a stencil (an implicit im2col, the periodic
+/// convolutions' input): row i is row `i / p` of the source (rows of `in_row`) at site
+/// `i % p`, and its k = segments · s columns are `segments` runs of s consecutive source
+/// elements, segment q of site j starting at `offsets[j · segments + q]` in the source row.
+#[derive(Clone, Copy, Debug)]
+pub struct Stencil<'a> {
+    /// Sites per source row (A's rows per source row).
+    pub p: usize,
+    /// Source row length.
+    pub in_row: usize,
+    /// Run length s.
+    pub s: usize,
+    /// First source position of each (site, segment), site-major.
+    pub offsets: &'a [u32],
+    /// A's row 0 is A's row `row0` (the first of a range of rows).
+    pub row0: usize,
+}
+
+impl Stencil<'_> {
+    /// Segments per row.
+    pub fn segments(&self) -> usize {
+        self.offsets.len() / self.p.max(1)
+    }
+    /// Source position of row i's segment q.
+    #[cfg(test)]
+    fn at(&self, i: usize, q: usize) -> usize {
+        let (r, j) = ((self.row0 + i) / self.p, (self.row0 + i) % self.p);
+        r * self.in_row + self.offsets[j * self.segments() + q] as usize
+    }
 }
 
 /// a·b + c, fused where the level has FMA (without it `mul_add` is a library call).
@@ -91,6 +122,166 @@ unsafe fn block<T: Scalar, const MR: usize, const NB: usize, const FMA: bool>(
     acc
 }
 
+/// [`block`] with A's MR rows at pointers of their own (columns `cs` apart), adding to `acc`:
+/// one segment of a [`Stencil`] operand.
+///
+/// # Safety
+/// As [`block`], for every `rows[ii] + kk·cs`.
+#[inline(always)]
+unsafe fn block_from<T: Scalar, const MR: usize, const NB: usize, const FMA: bool>(
+    k: usize,
+    rows: [*const T; MR],
+    cs: usize,
+    b: *const T,
+    rsb: usize,
+    mut acc: [[T; NB]; MR],
+) -> [[T; NB]; MR] {
+    let mut b = b;
+    for kk in 0..k {
+        // SAFETY: the caller's contract covers row kk of B and element kk of each A row.
+        let r: [T; NB] = unsafe { std::ptr::read_unaligned(b as *const [T; NB]) };
+        for (ii, acc) in acc.iter_mut().enumerate() {
+            let av = unsafe { rows[ii].wrapping_add(kk * cs).read() };
+            for j in 0..NB {
+                acc[j] = madd::<T, FMA>(av, r[j], acc[j]);
+            }
+        }
+        b = b.wrapping_add(rsb);
+    }
+    acc
+}
+
+/// B's column blocks of NB for a gemm whose K ≤ KC: full blocks read in place, a narrower last
+/// block from a zero-padded copy of its rows (k × NB).
+struct BBlocks<T> {
+    base: *const T,
+    rsb: usize,
+    n: usize,
+    tail: usize,
+    padded: Vec<T>,
+}
+
+impl<T: Scalar> BBlocks<T> {
+    fn new<const NB: usize>(
+        k: usize,
+        n: usize,
+        b: &(impl Read<T> + ?Sized),
+        b_offset: usize,
+        rsb: usize,
+    ) -> Self {
+        let tail = n % NB;
+        let padded = if tail == 0 {
+            Vec::new()
+        } else {
+            let j0 = n - tail;
+            let mut rows = vec![T::default(); k * NB];
+            for (kk, r) in rows.chunks_exact_mut(NB).enumerate() {
+                let at = b_offset + kk * rsb + j0;
+                r[..tail].copy_from_slice(b.run(at, at + tail));
+            }
+            rows
+        };
+        BBlocks {
+            base: b.base_ptr().wrapping_add(b_offset),
+            rsb,
+            n,
+            tail,
+            padded,
+        }
+    }
+    /// Column block j0's rows: (pointer, row stride, width).
+    #[inline(always)]
+    fn at<const NB: usize>(&self, j0: usize) -> (*const T, usize, usize) {
+        if j0 + NB <= self.n {
+            (self.base.wrapping_add(j0), self.rsb, NB)
+        } else {
+            (self.padded.as_ptr(), NB, self.tail)
+        }
+    }
+}
+
+/// `c` (m × n) = A · B as [`gemm_rows`], A read through a [`Stencil`] (k = segments · s ≤ KC:
+/// longer k takes the materialised operand). Each element of C sums its k terms in the same
+/// order as [`gemm_rows`] would over the gathered A, so the results are the same bits.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn gemm_stencil<T: Scalar, const MR: usize, const NB: usize, const FMA: bool>(
+    m: usize,
+    n: usize,
+    a: &(impl Read<T> + ?Sized),
+    st: &Stencil,
+    b: &(impl Read<T> + ?Sized),
+    b_offset: usize,
+    rsb: usize,
+    c: &mut [T],
+    finish: &impl Finish<T>,
+) {
+    let (segments, s) = (st.segments(), st.s);
+    let k = segments * s;
+    assert!(k <= KC, "gemm_stencil: k = {k} beyond {KC}");
+    assert!(c.len() >= m * n, "gemm: C holds {} of {m} × {n}", c.len());
+    if m == 0 || n == 0 {
+        return;
+    }
+    // Every run inside its source row, and the last row's source row inside A's buffer, B's
+    // rows inside its own: checked once.
+    let run_end = st
+        .offsets
+        .iter()
+        .map(|&o| o as usize + s)
+        .max()
+        .unwrap_or(0);
+    let rows_end = (st.row0 + m).div_ceil(st.p) * st.in_row;
+    assert!(
+        k == 0 || (run_end <= st.in_row && rows_end <= a.len()),
+        "gemm: A's runs end at {run_end} of rows of {}, its rows at {rows_end} of {}",
+        st.in_row,
+        a.len()
+    );
+    if k == 0 {
+        c[..m * n].fill(T::default());
+        finish.rows(&mut c[..m * n]);
+        return;
+    }
+    let b_last = b_offset + (k - 1) * rsb + n - 1;
+    assert!(b_last < b.len(), "gemm: B reads {b_last} of {}", b.len());
+    let bb = BBlocks::<T>::new::<NB>(k, n, b, b_offset, rsb);
+    let base = a.base_ptr();
+    let mut i = 0;
+    while i < m {
+        let mr = MR.min(m - i);
+        // Each row's source row and site, once per block (rows beyond m, in a partial last
+        // block, repeat the last row: computed, not stored).
+        let row = |ii: usize| st.row0 + i + ii.min(mr - 1);
+        let starts: [usize; MR] = std::array::from_fn(|ii| row(ii) / st.p * st.in_row);
+        let sites: [usize; MR] = std::array::from_fn(|ii| row(ii) % st.p * segments);
+        for j0 in (0..n).step_by(NB) {
+            let (bp, bs, w) = bb.at::<NB>(j0);
+            let mut acc = [[T::default(); NB]; MR];
+            for q in 0..segments {
+                let rows: [*const T; MR] = std::array::from_fn(|ii| {
+                    base.wrapping_add(starts[ii] + st.offsets[sites[ii] + q] as usize)
+                });
+                // SAFETY: every run lies within its source row, the rows within A (run_end,
+                // rows_end), B's rows within b_last or the padded copy (k × NB), checked above.
+                acc = unsafe {
+                    block_from::<T, MR, NB, FMA>(s, rows, 1, bp.wrapping_add(q * s * bs), bs, acc)
+                };
+            }
+            for (ii, acc) in acc.iter().take(mr).enumerate() {
+                let row = &mut c[(i + ii) * n + j0..];
+                if w == NB {
+                    row[..NB].copy_from_slice(acc);
+                } else {
+                    row[..w].copy_from_slice(&acc[..w]);
+                }
+            }
+        }
+        finish.rows(&mut c[i * n..(i + mr) * n]);
+        i += mr;
+    }
+}
+
 /// `c` (m × n, row-major, contiguous) = A (m × k) · B (k × n, row kk at
 /// `b[b_offset + kk·rsb ..][..n]`), then `finish` on every group of finished rows (while they
 /// are in L1: the gemm's epilogue), with MR × NB blocks of C in registers (the level's choice,
@@ -131,26 +322,8 @@ pub fn gemm_rows<T: Scalar, const MR: usize, const NB: usize, const FMA: bool>(
     }
     // B's column blocks of NB; only the last can be narrower, and it reads a zero-padded copy
     // of its rows (k × NB).
-    let tail = n % NB;
-    let padded: Vec<T> = if tail == 0 {
-        Vec::new()
-    } else {
-        let j0 = n - tail;
-        let mut rows = vec![T::default(); k * NB];
-        for (kk, r) in rows.chunks_exact_mut(NB).enumerate() {
-            let at = b_offset + kk * rsb + j0;
-            r[..tail].copy_from_slice(b.run(at, at + tail));
-        }
-        rows
-    };
-    // Column block j0's rows: (pointer, row stride, width).
-    let b_rows = |j0: usize| -> (*const T, usize, usize) {
-        if j0 + NB <= n {
-            (b.base_ptr().wrapping_add(b_offset + j0), rsb, NB)
-        } else {
-            (padded.as_ptr(), NB, tail)
-        }
-    };
+    let bb = BBlocks::<T>::new::<NB>(k, n, b, b_offset, rsb);
+    let b_rows = |j0: usize| bb.at::<NB>(j0);
     let a_rows = |i: usize| a.base_ptr().wrapping_add(sa.offset + i * sa.rs);
     let mut i = 0;
     // MR rows × NB accumulators in registers, one multiply-add per element.
@@ -294,6 +467,79 @@ mod tests {
         check::<6, 32, true>();
         check::<12, 8, true>();
         check::<12, 4, true>();
+    }
+
+    /// Through a stencil, every level's block gives the same bits as over the gathered A (odd
+    /// row counts, a narrow last column block, rows starting mid-source-row).
+    #[test]
+    fn a_stencil_operand_gives_the_gathered_operands_bits() {
+        stencil::<4, 8, false>();
+        stencil::<6, 16, true>();
+        stencil::<4, 64, true>();
+        stencil::<12, 8, true>();
+        stencil::<12, 4, true>();
+    }
+
+    fn stencil<const MR: usize, const NB: usize, const FMA: bool>() {
+        // 3 sites of a periodic ring of 3 with 2 channels; segments: left, self, right.
+        let (p, ch, rows) = (3usize, 2usize, 5usize);
+        let in_row = p * ch;
+        let offsets: Vec<u32> = (0..p)
+            .flat_map(|j| [(j + p - 1) % p, j, (j + 1) % p])
+            .map(|site| (site * ch) as u32)
+            .collect();
+        let src: Vec<f64> = (0..rows * in_row)
+            .map(|v| (v as f64 * 0.37).sin())
+            .collect();
+        for (n, row0, m) in [(5, 0, 15), (8, 1, 13), (3, 4, 7), (70, 2, 11)] {
+            let st = Stencil {
+                p,
+                in_row,
+                s: ch,
+                offsets: &offsets,
+                row0,
+            };
+            let k = st.segments() * ch;
+            let b: Vec<f64> = (0..k * n + 3).map(|v| (v as f64 * 0.11).cos()).collect();
+            let gathered: Vec<f64> = (0..m)
+                .flat_map(|i| (0..st.segments()).map(move |q| (i, q)))
+                .flat_map(|(i, q)| {
+                    let at = st.at(i, q);
+                    src[at..at + ch].to_vec()
+                })
+                .collect();
+            let (mut want, mut got) = (vec![0.0; m * n], vec![0.0; m * n]);
+            let sa = Strided {
+                offset: 0,
+                rs: k,
+                cs: 1,
+            };
+            let id = |_: &mut [f64]| {};
+            gemm_rows::<f64, MR, NB, FMA>(
+                m,
+                k,
+                n,
+                gathered.as_slice(),
+                sa,
+                b.as_slice(),
+                3,
+                n,
+                &mut want,
+                &id,
+            );
+            gemm_stencil::<f64, MR, NB, FMA>(
+                m,
+                n,
+                src.as_slice(),
+                &st,
+                b.as_slice(),
+                3,
+                n,
+                &mut got,
+                &id,
+            );
+            assert_eq!(got, want, "{MR}x{NB}: n {n}, rows {row0}.., m {m}");
+        }
     }
 
     fn check<const MR: usize, const NB: usize, const FMA: bool>() {

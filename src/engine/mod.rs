@@ -42,6 +42,7 @@ pub mod program;
 pub mod rqs;
 pub mod scalar;
 pub mod simd;
+pub mod stencil;
 pub mod tile;
 pub mod view;
 #[cfg(feature = "wgpu")]

@@ -112,6 +112,9 @@ pub enum Step {
         b: (usize, View),
         /// Bias and activation applied to the product before it is stored.
         epilogue: Option<Epilogue>,
+        /// On the CPU, A read through the source of the take that gathers it, the take
+        /// skipped ([`super::stencil`]; the GPU generators run the take and ignore this).
+        stencil: Option<std::sync::Arc<super::stencil::StencilA>>,
     },
     /// View adjoint: `out[target(j)] += g[gv(j)]`.
     Scatter {
@@ -234,6 +237,8 @@ pub struct Plan<T: Scalar> {
     /// reads inputs from the host's store and ignores them; only device training plans have
     /// any.
     pub write_back: Vec<(usize, usize)>,
+    /// Steps the CPU skips: takes whose gemm reads their source in place ([`super::stencil`]).
+    elided: Vec<bool>,
 }
 
 impl<T: Scalar> Plan<T> {
@@ -245,7 +250,8 @@ impl<T: Scalar> Plan<T> {
         batch: usize,
         inputs: &[InputRows],
     ) -> Result<Plan<T>> {
-        let steps = super::fuse::steps(&ir, required_nodes);
+        let mut steps = super::fuse::steps(&ir, required_nodes);
+        let elided = super::stencil::elide(&ir, &mut steps, required_nodes, super::gemm::KC);
         let rows = analyse(&ir, &steps, batch, inputs);
         let mut bufs: Vec<Vec<T>> = vec![Vec::new(); ir.nodes.len()];
         let mut n_regs = 1;
@@ -276,7 +282,22 @@ impl<T: Scalar> Plan<T> {
             schedules: Vec::new(),
             tiled: true,
             write_back: Vec::new(),
+            elided,
         })
+    }
+
+    /// Run the takes the CPU skips ([`super::stencil`]) on the buffers of the last run, so that
+    /// every step's output can be read ([`Plan::buffer`]): for comparisons with other backends.
+    pub fn fill_elided(&mut self, store: &[Vec<T>]) -> Result<()> {
+        if !self.elided.contains(&true) {
+            return Ok(());
+        }
+        let skipped: Vec<bool> = self.elided.clone();
+        let si = self.schedule(&skipped);
+        let bufs = Bufs::new(&self.ir.nodes, &mut self.bufs, store);
+        self.schedules[si]
+            .1
+            .run(&self.steps, &mut self.workers, &bufs)
     }
 
     /// Run the kernels compiled for `level` (refused where the CPU lacks it).
@@ -348,14 +369,27 @@ impl<T: Scalar> Plan<T> {
         f
     }
 
+    /// Takes the CPU skips, their gemms reading the source in place ([`super::stencil`]).
+    pub fn n_elided(&self) -> usize {
+        self.elided.iter().filter(|&&e| e).count()
+    }
+
     /// Number of kernels (for inspection).
     pub fn n_kernels(&self) -> usize {
         self.steps.len()
     }
 
+    /// The steps of `part` the CPU runs (not the skipped takes).
+    fn runnable(&self, part: &[bool]) -> Vec<bool> {
+        part.iter()
+            .zip(&self.elided)
+            .map(|(&p, &e)| p && !e)
+            .collect()
+    }
+
     /// Steps that run tiled, and tiled segments, in the schedule of a full run.
     pub fn tiling(&mut self) -> (usize, usize) {
-        let all = vec![true; self.steps.len()];
+        let all = self.runnable(&vec![true; self.steps.len()]);
         let s = self.schedule(&all);
         let mut n = (0, 0);
         for p in &self.schedules[s].1.phases {
@@ -380,7 +414,7 @@ impl<T: Scalar> Plan<T> {
     pub fn run_profiled(&mut self, store: &[Vec<T>]) -> Result<Vec<(String, usize, usize, f64)>> {
         let mut acc: Vec<(String, usize, usize, f64)> = Vec::new();
         let bufs = Bufs::new(&self.ir.nodes, &mut self.bufs, store);
-        for step in &self.steps {
+        for (step, _) in self.steps.iter().zip(&self.elided).filter(|(_, &e)| !e) {
             let kind = step.kind();
             let n = self.ir.nodes[step.out()].len;
             let t0 = std::time::Instant::now();
@@ -441,7 +475,7 @@ impl<T: Scalar> Plan<T> {
     }
 
     fn run_steps(&mut self, store: &[Vec<T>], part: &[bool]) -> Result<()> {
-        let si = self.schedule(part);
+        let si = self.schedule(&self.runnable(part));
         let bufs = Bufs::new(&self.ir.nodes, &mut self.bufs, store);
         self.schedules[si]
             .1

@@ -24,7 +24,7 @@ use std::sync::OnceLock;
 
 use serde::Serialize;
 
-use super::gemm::{gemm_rows, Finish, Strided};
+use super::gemm::{gemm_rows, gemm_stencil, Finish, Stencil, Strided};
 use super::scalar::Scalar;
 use crate::error::{Error, Result};
 
@@ -146,6 +146,20 @@ pub trait Isa {
         c: &mut [T],
         finish: &impl Finish<T>,
     );
+    /// `C = A·B` rows, A through a stencil ([`gemm_stencil`]'s arguments), with the block
+    /// [`Isa::gemm_rows`] would take.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_stencil<T: Scalar>(
+        m: usize,
+        n: usize,
+        a: &(impl super::access::Read<T> + ?Sized),
+        st: &Stencil,
+        b: &(impl super::access::Read<T> + ?Sized),
+        b_offset: usize,
+        rsb: usize,
+        c: &mut [T],
+        finish: &impl Finish<T>,
+    );
 }
 
 /// An instruction-set copy: its FMA flag, its gemm block MR × NB, and narrower blocks for C of
@@ -156,6 +170,18 @@ pub trait Isa {
 /// 12 × 8 up to 8 (the lattice and gauge flows' 8-channel convolutions: the gauge flow at L = 8
 /// samples 16 % faster on AVX-512, 10 % on AVX2), and on AVX-512 6 × 32 up to 32 (the
 /// conditioners' 23-column output layers).
+/// Rows of a stencil gemm's block for the level's MR × NB: A's rows come through a pointer each,
+/// held in general registers beside B's pointer and the counters, and more than 8 of them
+/// spill (12 × 8 ran 6× slower than the gathered operand's 12 × 8, 8 × 8 as fast, on the gauge
+/// flow's K = 54, n = 6); 12 × 4 keeps its 12 (as fast as the gathered operand).
+const fn stencil_mr(mr: usize, nb: usize) -> usize {
+    if nb > 4 && mr > 8 {
+        8
+    } else {
+        mr
+    }
+}
+
 macro_rules! isa {
     ($name:ident, $fma:expr, [$(($max_n:expr, $tmr:expr, $tnb:expr)),*], ($mr:expr, $nb:expr), $doc:expr) => {
         #[doc = $doc]
@@ -183,6 +209,29 @@ macro_rules! isa {
                     }
                 )*
                 gemm_rows::<T, $mr, $nb, $fma>(m, k, n, a, sa, b, b_offset, rsb, c, finish)
+            }
+            #[inline(always)]
+            fn gemm_stencil<T: Scalar>(
+                m: usize,
+                n: usize,
+                a: &(impl super::access::Read<T> + ?Sized),
+                st: &Stencil,
+                b: &(impl super::access::Read<T> + ?Sized),
+                b_offset: usize,
+                rsb: usize,
+                c: &mut [T],
+                finish: &impl Finish<T>,
+            ) {
+                $(
+                    if n <= $max_n {
+                        return gemm_stencil::<T, { stencil_mr($tmr, $tnb) }, $tnb, $fma>(
+                            m, n, a, st, b, b_offset, rsb, c, finish,
+                        );
+                    }
+                )*
+                gemm_stencil::<T, { stencil_mr($mr, $nb) }, $nb, $fma>(
+                    m, n, a, st, b, b_offset, rsb, c, finish,
+                )
             }
         }
     };

@@ -103,9 +103,17 @@ pub fn sources(step: &Step) -> Vec<usize> {
         Step::Fused { kernel, .. } | Step::Reduce { kernel, .. } => {
             kernel.leaves.iter().map(|l| l.0).collect()
         }
-        Step::MatMul { a, b, epilogue, .. } => {
+        Step::MatMul {
+            a,
+            b,
+            epilogue,
+            stencil,
+            ..
+        } => {
             let mut v = vec![a.0, b.0];
             v.extend(epilogue.as_ref().and_then(|e| e.bias).map(|b| b.0));
+            // A read through the skipped take's source.
+            v.extend(stencil.as_ref().map(|st| st.src));
             v
         }
         Step::Scatter { g, .. } => vec![g.0],
@@ -140,7 +148,7 @@ fn tileable(
             .iter()
             .all(|(nd, v)| local(*nd, v, r_out * k))
             .then_some(r_out)?,
-        Step::MatMul { a, b, .. } => {
+        Step::MatMul { a, b, stencil, .. } => {
             let r = a.1.axes.len();
             let (m, k, n) = (
                 a.1.axes[r - 2].len,
@@ -148,7 +156,12 @@ fn tileable(
                 b.1.axes[r - 2].len,
             );
             let ok = r == 2 && !dep[b.0] && dep[a.0] && m % batch == 0 && n > 0;
-            (ok && local(a.0, &a.1, m / batch * k)).then_some(m / batch)?
+            let per = m / batch;
+            // Read through a stencil, A's rows of a batch row come from that row of the source.
+            let source_ok = stencil
+                .as_ref()
+                .is_none_or(|st| per.is_multiple_of(st.p) && plain(st.src, per / st.p * st.in_row));
+            (ok && source_ok && local(a.0, &a.1, per * k)).then_some(per)?
         }
         Step::Spline { x, theta, rqs, .. } => {
             let m = r_out / 2;

@@ -140,6 +140,7 @@ pub fn shader(step: &Step, out_len: usize, name: &str) -> Shader {
             a,
             b,
             epilogue,
+            ..
         } => {
             let (pa, pb) = (g.input(a.0), g.input(b.0));
             let r = a.1.axes.len();
