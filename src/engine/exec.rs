@@ -19,7 +19,7 @@ use super::gemm::{Finish, Strided};
 use super::ir::{BinOp, RedOp, UnOp};
 use super::plan::{Epilogue, Instr, Kernel, Step};
 use super::scalar::Scalar;
-use super::simd::{self, Isa, Level};
+use super::simd::{self, ARead, Isa, Level};
 use crate::error::{Error, Result};
 
 /// Elements processed per pass of a fused kernel.
@@ -437,11 +437,10 @@ fn matmul<T: Scalar, I: Isa>(
                 "gemm: the stencil's source is too short".into(),
             ));
         }
+        let sa = ARead::Stencil(&sten);
         match b_rows(bo) {
-            None => I::gemm_stencil(hi - lo, n, &src, &sten, &bbuf, bo, rsb, dst, &finish),
-            Some(rows) => {
-                I::gemm_stencil(hi - lo, n, &src, &sten, rows.as_slice(), 0, n, dst, &finish)
-            }
+            None => I::gemm(hi - lo, k, n, &src, sa, &bbuf, bo, rsb, dst, &finish),
+            Some(rows) => I::gemm(hi - lo, k, n, &src, sa, rows.as_slice(), 0, n, dst, &finish),
         }
         return Ok(());
     }
@@ -467,14 +466,14 @@ fn matmul<T: Scalar, I: Isa>(
                 "gemm: a view starts before its buffer".into(),
             ));
         };
-        let sa = Strided {
+        let sa = ARead::Strided(Strided {
             offset: ao,
             rs: av.axes[r - 2].stride,
             cs: av.axes[r - 1].stride,
-        };
+        });
         match b_rows(bo) {
-            None => I::gemm_rows(m1 - m0, k, n, &abuf, sa, &bbuf, bo, rsb, c, &finish),
-            Some(rows) => I::gemm_rows(m1 - m0, k, n, &abuf, sa, rows.as_slice(), 0, n, c, &finish),
+            None => I::gemm(m1 - m0, k, n, &abuf, sa, &bbuf, bo, rsb, c, &finish),
+            Some(rows) => I::gemm(m1 - m0, k, n, &abuf, sa, rows.as_slice(), 0, n, c, &finish),
         }
         u += m1 - m0;
     }

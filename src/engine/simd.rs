@@ -132,34 +132,30 @@ pub fn check(level: Level) -> Result<Level> {
 pub trait Isa {
     /// Whether the level has fused multiply-add (elementwise math may use `mul_add`).
     const FMA: bool;
-    /// `C = A·B` rows with this level's block ([`gemm_rows`]'s arguments).
+    /// `C = A·B` rows with this level's block: [`gemm_rows`] for a strided A, [`gemm_stencil`]
+    /// for one read through a stencil (k then comes from the stencil).
     #[allow(clippy::too_many_arguments)]
-    fn gemm_rows<T: Scalar>(
+    fn gemm<T: Scalar>(
         m: usize,
         k: usize,
         n: usize,
         a: &(impl super::access::Read<T> + ?Sized),
-        sa: Strided,
+        sa: ARead,
         b: &(impl super::access::Read<T> + ?Sized),
         b_offset: usize,
         rsb: usize,
         c: &mut [T],
         finish: &impl Finish<T>,
     );
-    /// `C = A·B` rows, A through a stencil ([`gemm_stencil`]'s arguments), with the block
-    /// [`Isa::gemm_rows`] would take.
-    #[allow(clippy::too_many_arguments)]
-    fn gemm_stencil<T: Scalar>(
-        m: usize,
-        n: usize,
-        a: &(impl super::access::Read<T> + ?Sized),
-        st: &Stencil,
-        b: &(impl super::access::Read<T> + ?Sized),
-        b_offset: usize,
-        rsb: usize,
-        c: &mut [T],
-        finish: &impl Finish<T>,
-    );
+}
+
+/// How a gemm reads its operand A.
+#[derive(Clone, Copy, Debug)]
+pub enum ARead<'a> {
+    /// Element (i, k) at `offset + i·rs + k·cs`.
+    Strided(Strided),
+    /// Runs of a stencil's source ([`super::stencil`]).
+    Stencil(&'a Stencil<'a>),
 }
 
 /// An instruction-set copy: its FMA flag, its gemm block MR × NB, and narrower blocks for C of
@@ -189,12 +185,12 @@ macro_rules! isa {
         impl Isa for $name {
             const FMA: bool = $fma;
             #[inline(always)]
-            fn gemm_rows<T: Scalar>(
+            fn gemm<T: Scalar>(
                 m: usize,
                 k: usize,
                 n: usize,
                 a: &(impl super::access::Read<T> + ?Sized),
-                sa: Strided,
+                sa: ARead,
                 b: &(impl super::access::Read<T> + ?Sized),
                 b_offset: usize,
                 rsb: usize,
@@ -203,35 +199,26 @@ macro_rules! isa {
             ) {
                 $(
                     if n <= $max_n {
-                        return gemm_rows::<T, $tmr, $tnb, $fma>(
-                            m, k, n, a, sa, b, b_offset, rsb, c, finish,
-                        );
+                        return match sa {
+                            ARead::Strided(sa) => gemm_rows::<T, $tmr, $tnb, $fma>(
+                                m, k, n, a, sa, b, b_offset, rsb, c, finish,
+                            ),
+                            ARead::Stencil(st) => {
+                                gemm_stencil::<T, { stencil_mr($tmr, $tnb) }, $tnb, $fma>(
+                                    m, n, a, st, b, b_offset, rsb, c, finish,
+                                )
+                            }
+                        };
                     }
                 )*
-                gemm_rows::<T, $mr, $nb, $fma>(m, k, n, a, sa, b, b_offset, rsb, c, finish)
-            }
-            #[inline(always)]
-            fn gemm_stencil<T: Scalar>(
-                m: usize,
-                n: usize,
-                a: &(impl super::access::Read<T> + ?Sized),
-                st: &Stencil,
-                b: &(impl super::access::Read<T> + ?Sized),
-                b_offset: usize,
-                rsb: usize,
-                c: &mut [T],
-                finish: &impl Finish<T>,
-            ) {
-                $(
-                    if n <= $max_n {
-                        return gemm_stencil::<T, { stencil_mr($tmr, $tnb) }, $tnb, $fma>(
-                            m, n, a, st, b, b_offset, rsb, c, finish,
-                        );
-                    }
-                )*
-                gemm_stencil::<T, { stencil_mr($mr, $nb) }, $nb, $fma>(
-                    m, n, a, st, b, b_offset, rsb, c, finish,
-                )
+                match sa {
+                    ARead::Strided(sa) => gemm_rows::<T, $mr, $nb, $fma>(
+                        m, k, n, a, sa, b, b_offset, rsb, c, finish,
+                    ),
+                    ARead::Stencil(st) => gemm_stencil::<T, { stencil_mr($mr, $nb) }, $nb, $fma>(
+                        m, n, a, st, b, b_offset, rsb, c, finish,
+                    ),
+                }
             }
         }
     };
