@@ -100,7 +100,9 @@ struct Compiled<T: Scalar> {
 /// has seen the loss and the norm).
 struct Update {
     norm2: usize,
-    dep: Vec<bool>,
+    dep: std::sync::Arc<[bool]>,
+    /// The kernels before it: `!dep`.
+    before: std::sync::Arc<[bool]>,
 }
 
 /// A training program's optimiser state on a device: the store holds, after the declared
@@ -366,9 +368,13 @@ impl<T: Scalar> Program<T> {
         plan.set_tiled(self.tiled);
         plan.set_simd(self.simd)?;
         plan.write_back = write_back;
-        let update = norm2.map(|(norm2, coeffs)| Update {
-            norm2,
-            dep: plan.depends_on(&[coeffs]),
+        let update = norm2.map(|(norm2, coeffs)| {
+            let dep = plan.depends_on(&[coeffs]);
+            Update {
+                norm2,
+                before: dep.iter().map(|d| !d).collect(),
+                dep: dep.into(),
+            }
         });
         if self.compiled.len() >= MAX_PLANS {
             self.pending = None;
@@ -566,16 +572,13 @@ impl<T: Scalar> Program<T> {
         Ok(())
     }
 
-    /// The kernels of plan `ci` a phase runs, by output node: those before the optimiser's
-    /// update (on the CPU, where there is none, all of them), narrowed, where `late` is given,
-    /// to the nodes whose dependence on the late inputs is the one asked.
-    fn phase(&self, ci: usize, late: Option<(&[bool], bool)>) -> Vec<bool> {
+    /// The kernels of plan `ci` a half of a training step runs, by output node: those before
+    /// the optimiser's update (on the CPU, where there is none, all of them) whose dependence
+    /// on the late inputs is the one asked.
+    fn phase(&self, ci: usize, (late, want): (&[bool], bool)) -> Vec<bool> {
         let c = &self.compiled[ci];
         (0..c.plan.ir.nodes.len())
-            .map(|n| {
-                !c.update.as_ref().is_some_and(|u| u.dep[n])
-                    && late.is_none_or(|(dep, want)| dep[n] == want)
-            })
+            .map(|n| !c.update.as_ref().is_some_and(|u| u.dep[n]) && late[n] == want)
             .collect()
     }
 
@@ -718,8 +721,10 @@ impl<T: Scalar> Program<T> {
             .copied()
             .chain(self.loss_and_grads(ci, for_update))
             .collect();
-        let before_update = self.phase(ci, None);
-        let mut data = self.exec(ci, Part::Only(&before_update), &read)?;
+        // Everything but the update (on the CPU, which has none: everything).
+        let before = self.compiled[ci].update.as_ref().map(|u| u.before.clone());
+        let part = before.as_deref().map_or(Part::All, Part::Only);
+        let mut data = self.exec(ci, part, &read)?;
         let rest = data.split_off(n_out);
         Ok((ci, data, rest))
     }
@@ -750,7 +755,7 @@ impl<T: Scalar> Program<T> {
             )));
         }
         let read = self.compiled[ci].outputs.clone();
-        let early = self.phase(ci, Some((&dep, false)));
+        let early = self.phase(ci, (&dep, false));
         let data = self.exec(ci, Part::Only(&early), &read)?;
         self.pending = Some((ci, late, dep));
         Ok(self.outputs_of(ci, data))
@@ -781,7 +786,7 @@ impl<T: Scalar> Program<T> {
             self.store[i].copy_from_slice(data);
         }
         let read = self.loss_and_grads(ci, true);
-        let backward = self.phase(ci, Some((&dep, true)));
+        let backward = self.phase(ci, (&dep, true));
         let got = self.exec(ci, Part::Only(&backward), &read)?;
         self.update(ci, got, opt)
     }
