@@ -739,7 +739,10 @@ impl<T: Scalar> Program<T> {
         // The late inputs keep their values from before (no kernel of this half reads them),
         // so that a device does not upload placeholders now and the values again in the
         // second half.
-        let kept: Vec<Vec<T>> = late.iter().map(|&i| self.store[i].clone()).collect();
+        let kept: Vec<Vec<T>> = late
+            .iter()
+            .map(|&i| std::mem::take(&mut self.store[i]))
+            .collect();
         let batch = self.load_inputs(inputs)?;
         for (&i, old) in late.iter().zip(kept) {
             if old.len() == self.store[i].len() {
