@@ -243,19 +243,21 @@ pub fn bench_flow(dim: usize) -> Result<crate::flows::Flow> {
         },
         &cfg,
     )?;
-    perturb(&mut flow);
+    perturb(&mut flow, 3, 0.05);
     Ok(flow)
 }
 
-/// Non-trivial parameters, so that every spline bin and every conditioner unit is exercised:
-/// each parameter moved by a uniform draw from [−0.05, 0.05) (seed 3).
-fn perturb(flow: &mut crate::flows::Flow) {
-    let mut rng = crate::rng::seeded(3);
+/// Non-trivial parameters, so that every spline bin and every conditioner unit is exercised
+/// (a new flow's last layers are zero: it is the identity, and every gradient that passes
+/// through those layers is zero): each parameter moved by a uniform draw from
+/// [−`amplitude`, `amplitude`) (`seed`). The benchmarks use seed 3 and 0.05.
+pub fn perturb(flow: &mut crate::flows::Flow, seed: u64, amplitude: f64) {
+    let mut rng = crate::rng::seeded(seed);
     for l in flow.layers_mut() {
         for (_, set) in crate::flows::Bijection::param_sets_mut(l) {
             for t in &mut set.tensors {
                 for v in &mut t.values {
-                    *v += rng.random_range(-0.05..0.05);
+                    *v += rng.random_range(-amplitude..amplitude);
                 }
             }
         }
@@ -396,42 +398,61 @@ pub fn flows_bench(reps: usize) -> Result<serde_json::Value> {
         let mut rng = crate::rng::seeded(5);
         let temps: Vec<f64> = (0..4096).map(|_| rng.random_range(0.5..3.0)).collect();
         let mut entry = sampling_report(&flow, &temps, reps, peak)?;
-        let mut prog = reverse_kl_quadratic_program(&flow)?;
-        let mut adam = Adam::new(1e-4).with_clip(10.0);
-        let z: Vec<f32> = (0..1024 * dim)
-            .map(|_| rng.random_range(-2.0..2.0))
-            .collect();
-        let t: Vec<f32> = temps[..1024].iter().map(|&v| v as f32).collect();
-        let mut err = None;
-        let step_us = median_us(2, reps.max(3), || {
-            if let Err(e) = prog.step(&[("z", &z), ("cond", &t)], &mut adam) {
-                err = Some(e);
-            }
-        });
-        if let Some(e) = err {
-            return Err(e);
-        }
-        let step_flops = prog.flops(1024, true)?;
-        let steps_per_s = 1.0 / (step_us * 1e-6);
-        let g_step = step_flops * steps_per_s / 1e9;
-        entry.extend(fields([
-            ("train_steps_per_s", json!(steps_per_s)),
-            ("train_batch", json!(1024)),
-            ("train_flops_per_step", json!(step_flops)),
-            ("train_gflops", json!(g_step)),
-            ("train_fraction_of_fma_peak", json!(g_step / peak)),
-        ]));
+        entry.extend(training_report(&flow, &temps[..1024], 2.0, reps, peak)?);
         report.insert(format!("rqs_d{dim}"), serde_json::Value::Object(entry));
     }
-    // The lattice flows' sampling (the sweep's and flow-MCMC's cost on lattices): the φ⁴ flow
-    // of `bench flows --device` and the sweep's gauge flow, random parameters.
+    // The lattice flows' sampling (the sweep's and flow-MCMC's cost on lattices) and training
+    // (at their training batch): the φ⁴ flow of `bench flows --device` and the sweep's gauge
+    // flow, random parameters.
     for (name, flow) in lattice_bench_flows()? {
         let mut rng = crate::rng::seeded(5);
         let temps: Vec<f64> = (0..4096).map(|_| rng.random_range(0.8..1.2)).collect();
-        let entry = sampling_report(&flow, &temps, reps, peak)?;
+        let mut entry = sampling_report(&flow, &temps, reps, peak)?;
+        let batch = crate::lattice::LATTICE_BATCH.max(crate::gauge::GAUGE_BATCH);
+        entry.extend(training_report(&flow, &temps[..batch], 1.0, reps, peak)?);
         report.insert(name.into(), serde_json::Value::Object(entry));
     }
     Ok(serde_json::Value::Object(report))
+}
+
+/// Reverse-KL training steps (Adam, [`reverse_kl_quadratic_program`]) at a batch of
+/// `temps.len()`, base draws uniform in [−`z_max`, `z_max`): steps per second (median of
+/// `reps`), the batch, flops per step from the compiled plan, GFLOP/s and the fraction of the
+/// FMA `peak`.
+fn training_report(
+    flow: &crate::flows::Flow,
+    temps: &[f64],
+    z_max: f64,
+    reps: usize,
+    peak: f64,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let mut rng = crate::rng::seeded(5);
+    let batch = temps.len();
+    let mut prog = reverse_kl_quadratic_program(flow)?;
+    let mut adam = Adam::new(1e-4).with_clip(10.0);
+    let z: Vec<f32> = (0..batch * flow.flow_dim())
+        .map(|_| rng.random_range(-z_max..z_max) as f32)
+        .collect();
+    let t: Vec<f32> = temps.iter().map(|&v| v as f32).collect();
+    let mut err = None;
+    let step_us = median_us(2, reps.max(3), || {
+        if let Err(e) = prog.step(&[("z", &z), ("cond", &t)], &mut adam) {
+            err = Some(e);
+        }
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    let step_flops = prog.flops(batch, true)?;
+    let steps_per_s = 1.0 / (step_us * 1e-6);
+    let g_step = step_flops * steps_per_s / 1e9;
+    Ok(fields([
+        ("train_steps_per_s", json!(steps_per_s)),
+        ("train_batch", json!(batch)),
+        ("train_flops_per_step", json!(step_flops)),
+        ("train_gflops", json!(g_step)),
+        ("train_fraction_of_fma_peak", json!(g_step / peak)),
+    ]))
 }
 
 /// Sampling with log-density of `temps.len()` samples, one per temperature (median of `reps`
@@ -486,9 +507,9 @@ pub fn lattice_bench_flows() -> Result<Vec<(&'static str, crate::flows::Flow)>> 
         t_max: 1.25,
     };
     let mut phi4 = builders::lattice_flow(8, cond, 12, 8, 1, 0)?;
-    perturb(&mut phi4);
+    perturb(&mut phi4, 3, 0.05);
     let mut u1 = builders::gauge_flow(8, cond, 16, 8, 2, 8, 1, 0)?;
-    perturb(&mut u1);
+    perturb(&mut u1, 3, 0.05);
     Ok(vec![("phi4_lattice_L8", phi4), ("u1_gauge_L8", u1)])
 }
 

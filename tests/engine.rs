@@ -1107,6 +1107,67 @@ fn whole_plans_of_generated_kernels_match_the_cpu_backend() {
     check::<f64>("reverse-KL training", &mut train64, 3, true);
     let mut train32 = thermoflow::bench::reverse_kl_quadratic_program::<f32>(&bench).unwrap();
     check::<f32>("reverse-KL training", &mut train32, 3, true);
+    // Training the lattice flow: on the CPU the im2col's adjoints compute their gemm's rows
+    // themselves (the gemms skipped); the generated kernels run gemm then put.
+    let mut train = thermoflow::bench::reverse_kl_quadratic_program::<f64>(&lattice).unwrap();
+    let skipped = check::<f64>("lattice training", &mut train, 16, true);
+    assert!(skipped > 0, "no put computed its gemm's rows");
+    let mut train = thermoflow::bench::reverse_kl_quadratic_program::<f32>(&lattice).unwrap();
+    check::<f32>("lattice training", &mut train, 16, true);
+}
+
+/// Where a put (the im2col's adjoint) computes the rows of the gemm that produces its source
+/// itself, a few output rows at a time, its output has the bits of the put over that gemm's
+/// whole output (which `inspect` runs for comparison): each site adds its terms in the same
+/// order. The lattice flow's reverse-KL training plan, f32, an odd batch (partial tiles).
+#[test]
+fn a_put_computing_its_gemms_rows_gives_the_bits_of_the_put_of_the_product() {
+    use thermoflow::engine::plan::Step;
+    let (_, lattice, _) = plan_flows();
+    let mut p = thermoflow::bench::reverse_kl_quadratic_program::<f32>(&lattice).unwrap();
+    let batch = 33;
+    let z: Vec<f32> = (0..batch * 16)
+        .map(|i| ((i as f32) * 0.618).sin() * 2.0)
+        .collect();
+    let t: Vec<f32> = (0..batch)
+        .map(|i| 0.8 + 0.45 * i as f32 / batch as f32)
+        .collect();
+    let fused = p
+        .inspect(&[("z", &z), ("cond", &t)], true, |plan, store, _| {
+            let mut fused = 0;
+            for step in &plan.steps {
+                let Step::Put {
+                    out,
+                    src,
+                    table,
+                    in_row,
+                    gemm: Some(_),
+                } = step
+                else {
+                    continue;
+                };
+                let g = plan.buffer(store, *src);
+                let mut want = vec![0f32; plan.buffer(store, *out).len()];
+                for (row, g_row) in want.chunks_mut(*in_row).zip(g.chunks(table.len())) {
+                    for (&v, &k) in g_row.iter().zip(table.iter()) {
+                        row[k as usize] += v;
+                    }
+                }
+                let got = plan.buffer(store, *out);
+                assert!(got.iter().any(|&v| v != 0.0), "node {out}: a zero gradient");
+                for (j, (w, g)) in want.iter().zip(got).enumerate() {
+                    assert_eq!(
+                        w.to_bits(),
+                        g.to_bits(),
+                        "node {out} element {j}: {w} vs {g}"
+                    );
+                }
+                fused += 1;
+            }
+            fused
+        })
+        .unwrap();
+    assert!(fused > 0, "no put computed its gemm's rows");
 }
 
 /// Every gemm of real flows' plans (sampling, density, the reverse-KL training plan with its
@@ -1208,9 +1269,13 @@ fn plan_flows() -> (
         t_min: 0.8,
         t_max: 1.25,
     };
+    // Perturbed: the lattice flow's zero output layers would leave every gradient through its
+    // convolutions zero.
+    let mut lattice = lattice_flow(4, cond, 2, 4, 1, 0).unwrap();
+    thermoflow::bench::perturb(&mut lattice, 7, 0.1);
     (
         coupling_flow(3, cond, &default_flow()).unwrap(),
-        lattice_flow(4, cond, 2, 4, 1, 0).unwrap(),
+        lattice,
         thermoflow::bench::bench_flow(3).unwrap(),
     )
 }

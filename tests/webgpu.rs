@@ -179,18 +179,8 @@ fn a_flow_on_the_selected_device_samples_as_on_the_cpu() {
         t_min: 0.5,
         t_max: 2.0,
     };
-    let perturb = |f: &mut thermoflow::flows::Flow, seed: u64| {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        for l in f.layers_mut() {
-            for (_, set) in thermoflow::flows::Bijection::param_sets_mut(l) {
-                for t in &mut set.tensors {
-                    for v in &mut t.values {
-                        *v += rng.random_range(-0.1..0.1);
-                    }
-                }
-            }
-        }
-    };
+    let perturb =
+        |f: &mut thermoflow::flows::Flow, seed: u64| thermoflow::bench::perturb(f, seed, 0.1);
     let draw = |f: &thermoflow::flows::Flow| {
         let mut r = thermoflow::rng::seeded(5);
         let s = f.sample_and_log_prob(777, &[0.9], &mut r).unwrap();

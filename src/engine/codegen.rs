@@ -245,6 +245,7 @@ pub fn kernel(step: &Step, out_len: usize, name: &str) -> Source {
             src,
             table,
             in_row,
+            ..
         } => {
             let ps = g.input(*src);
             let m = table.len();

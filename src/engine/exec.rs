@@ -30,6 +30,8 @@ pub const CHUNK: usize = 256;
 pub struct Worker<T> {
     pub(super) regs: Vec<T>,
     pub(super) scratch: Vec<T>,
+    /// Rows of a gemm a put adds up ([`super::stencil::PUT_CHUNK`] elements at most).
+    pub(super) product: Vec<T>,
     /// The instruction-set level its steps run with (one the CPU has).
     pub(super) simd: Level,
 }
@@ -137,7 +139,18 @@ pub fn work_per_unit(step: &Step) -> usize {
         }
         Step::Spline { rqs, .. } | Step::SplineAdjoint { rqs, .. } => 8 * rqs.n_params(),
         Step::Take { table, .. } => table.len(),
-        Step::Put { in_row, .. } => *in_row,
+        Step::Put {
+            in_row,
+            table,
+            gemm,
+            ..
+        } => {
+            // With its gemm: 2·K multiply-adds an element of the source too.
+            let k = gemm
+                .as_ref()
+                .map_or(0, |g| g.a.1.axes[g.a.1.axes.len() - 1].len);
+            *in_row + 2 * k * table.len()
+        }
         Step::Scatter { .. } | Step::Const { .. } => 1,
     }
 }
@@ -250,16 +263,11 @@ fn exec_with<T: Scalar, I: Isa>(
             b: bm,
             epilogue,
             stencil,
-        } => matmul::<T, I>(
-            *out,
-            a,
-            bm,
-            epilogue.as_ref(),
-            stencil.as_deref(),
-            lo,
-            hi,
-            b,
-        )?,
+        } => {
+            let n = bm.1.axes[bm.1.axes.len() - 2].len;
+            let dst = b.out(*out, lo * n, hi * n)?;
+            matmul::<T, I>(a, bm, epilogue.as_ref(), stencil.as_deref(), lo, hi, b, dst)?
+        }
         Step::Spline { out, x, theta, rqs } => {
             let (xs, th) = (b.src(*x), b.src(*theta));
             let p = rqs.n_params();
@@ -329,17 +337,33 @@ fn exec_with<T: Scalar, I: Isa>(
             src,
             table,
             in_row,
+            gemm,
         } => {
-            let (g, m, in_row) = (b.src(*src), table.len(), *in_row);
-            if g.len() < hi * m {
-                return Err(Error::Engine("put: source length changed".into()));
-            }
+            let (m, in_row) = (table.len(), *in_row);
             let dst = b.out(*out, lo * in_row, hi * in_row)?;
-            for (row, g_row) in dst.chunks_mut(in_row).zip(g.run(lo * m, hi * m).chunks(m)) {
-                row.fill(T::default());
-                for (&v, &k) in g_row.iter().zip(table.iter()) {
-                    row[k as usize] += v;
+            let Some(gm) = gemm else {
+                let g = b.src(*src);
+                if g.len() < hi * m {
+                    return Err(Error::Engine("put: source length changed".into()));
                 }
+                put_rows(dst, g.run(lo * m, hi * m), table, in_row);
+                return Ok(());
+            };
+            // The source's rows, q per output row, computed a few output rows at a time.
+            let q = m / gm.n;
+            let per_call = (super::stencil::PUT_CHUNK / m).max(1);
+            let mut r0 = lo;
+            while r0 < hi {
+                let r1 = hi.min(r0 + per_call);
+                let g = &mut w.product[..(r1 - r0) * m];
+                matmul::<T, I>(&gm.a, &gm.b, None, None, r0 * q, r1 * q, b, g)?;
+                put_rows(
+                    &mut dst[(r0 - lo) * in_row..(r1 - lo) * in_row],
+                    g,
+                    table,
+                    in_row,
+                );
+                r0 = r1;
             }
         }
         Step::Scatter { out, g, target } => {
@@ -366,11 +390,11 @@ fn exec_with<T: Scalar, I: Isa>(
     Ok(())
 }
 
-/// Rows `[lo, hi)` (over the merged batch × M) of a batched gemm.
+/// Rows `[lo, hi)` (over the merged batch × M) of a batched gemm, into `dst` (their n
+/// columns each).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn matmul<T: Scalar, I: Isa>(
-    out: usize,
     a: &(usize, super::view::View),
     bm: &(usize, super::view::View),
     epilogue: Option<&Epilogue>,
@@ -378,12 +402,12 @@ fn matmul<T: Scalar, I: Isa>(
     lo: usize,
     hi: usize,
     b: &Bufs<T>,
+    dst: &mut [T],
 ) -> Result<()> {
     let (av, bv) = (&a.1, &bm.1);
     let bbuf = b.src(bm.0);
     let r = av.axes.len();
     let (m, k, n) = (av.axes[r - 2].len, av.axes[r - 1].len, bv.axes[r - 2].len);
-    let dst = b.out(out, lo * n, hi * n)?;
     if m * n * k == 0 {
         // Nothing to read (an empty axis): check_bounds would prove nothing.
         dst.fill(T::default());
@@ -478,6 +502,18 @@ fn matmul<T: Scalar, I: Isa>(
         u += m1 - m0;
     }
     Ok(())
+}
+
+/// Rows of a put (`in_row` each) = the sums of their `g` rows (`table.len()` each) scattered
+/// by the table, in order.
+#[inline(always)]
+fn put_rows<T: Scalar>(dst: &mut [T], g: &[T], table: &[u32], in_row: usize) {
+    for (row, g_row) in dst.chunks_mut(in_row).zip(g.chunks(table.len())) {
+        row.fill(T::default());
+        for (&v, &k) in g_row.iter().zip(table.iter()) {
+            row[k as usize] += v;
+        }
+    }
 }
 
 /// The gemm's epilogue on finished rows: c = act(c + bias).

@@ -273,6 +273,7 @@ pub fn steps(ir: &Ir, required_nodes: &[usize]) -> Vec<Step> {
                 src: *src,
                 table: table.clone(),
                 in_row: *in_row,
+                gemm: None,
             },
             Op::Spline { x, theta, rqs } => Step::Spline {
                 out: i,

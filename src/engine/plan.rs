@@ -180,6 +180,10 @@ pub enum Step {
         table: std::sync::Arc<[u32]>,
         /// Output row length.
         in_row: usize,
+        /// On the CPU, the source's rows computed here by the gemm that produces them, a few
+        /// output rows at a time, that gemm skipped ([`super::stencil`]; the GPU generators run
+        /// the gemm and ignore this).
+        gemm: Option<std::sync::Arc<super::stencil::PutGemm>>,
     },
 }
 
@@ -237,7 +241,8 @@ pub struct Plan<T: Scalar> {
     /// reads inputs from the host's store and ignores them; only device training plans have
     /// any.
     pub write_back: Vec<(usize, usize)>,
-    /// Steps the CPU skips: takes whose gemm reads their source in place ([`super::stencil`]).
+    /// Steps the CPU skips ([`super::stencil`]): takes whose gemm reads their source in place,
+    /// gemms whose rows the put reading them computes itself.
     elided: Vec<bool>,
 }
 
@@ -256,12 +261,21 @@ impl<T: Scalar> Plan<T> {
         let mut bufs: Vec<Vec<T>> = vec![Vec::new(); ir.nodes.len()];
         let mut n_regs = 1;
         let mut max_k = 0;
+        let mut product = 0;
         for s in &steps {
             match s {
                 Step::Fused { kernel, .. } => n_regs = n_regs.max(kernel.code.len()),
                 Step::Reduce { kernel, k, .. } => {
                     n_regs = n_regs.max(kernel.code.len());
                     max_k = max_k.max(*k);
+                }
+                Step::Put {
+                    table,
+                    gemm: Some(_),
+                    ..
+                } => {
+                    let m = table.len();
+                    product = product.max((super::stencil::PUT_CHUNK / m).max(1) * m);
                 }
                 _ => {}
             }
@@ -270,6 +284,7 @@ impl<T: Scalar> Plan<T> {
         let worker = Worker {
             regs: vec![T::default(); n_regs * CHUNK],
             scratch: vec![T::default(); CHUNK.max(max_k)],
+            product: vec![T::default(); product],
             simd: super::simd::default_level(),
         };
         Ok(Plan {
@@ -286,7 +301,7 @@ impl<T: Scalar> Plan<T> {
         })
     }
 
-    /// Run the takes the CPU skips ([`super::stencil`]) on the buffers of the last run, so that
+    /// Run the steps the CPU skips ([`super::stencil`]) on the buffers of the last run, so that
     /// every step's output can be read ([`Plan::buffer`]): for comparisons with other backends.
     pub fn fill_elided(&mut self, store: &[Vec<T>]) -> Result<()> {
         if !self.elided.contains(&true) {
@@ -369,7 +384,8 @@ impl<T: Scalar> Plan<T> {
         f
     }
 
-    /// Takes the CPU skips, their gemms reading the source in place ([`super::stencil`]).
+    /// Steps the CPU skips ([`super::stencil`]): takes whose gemm reads their source in place,
+    /// gemms whose rows the put reading them computes itself.
     pub fn n_elided(&self) -> usize {
         self.elided.iter().filter(|&&e| e).count()
     }
@@ -379,7 +395,7 @@ impl<T: Scalar> Plan<T> {
         self.steps.len()
     }
 
-    /// The steps of `part` the CPU runs (not the skipped takes).
+    /// The steps of `part` the CPU runs (not the skipped ones).
     fn runnable(&self, part: &[bool]) -> Vec<bool> {
         part.iter()
             .zip(&self.elided)

@@ -1,7 +1,9 @@
-//! The im2col of a periodic convolution read in place: a gemm whose A is gathered by a `take`
-//! (row i of A = the stencil of site i mod P of source row i / P) reads A through the take's
-//! source instead, and the CPU executor skips the take, which copied every input value nine
-//! times (a quarter of the gauge flow's sampling time).
+//! The im2col of a periodic convolution and its adjoint, kept out of memory on the CPU.
+//!
+//! **Read in place.** A gemm whose A is gathered by a `take` (row i of A = the stencil of site
+//! i mod P of source row i / P) reads A through the take's source instead, and the CPU
+//! executor skips the take, which copied every input value nine times (a quarter of the gauge
+//! flow's sampling time).
 //!
 //! ```text
 //! A[i, q·s + c] = src[(i / P) · in_row + offsets[(i mod P) · segments + q] + c],   c < s
@@ -10,14 +12,29 @@
 //! The take's table, row by row of K = segments · s, must consist of runs of s ≥ 4 consecutive
 //! source positions (a stencil point's channels); A must be the take's output read as is, and
 //! the gemm its only reader. The gemm then sums each element's terms in the same order as over
-//! the gathered A ([`super::gemm::gemm_stencil`]): the same bits. The GPU generators ignore
-//! this (they run the take); [`super::plan::Plan::fill_elided`] runs the skipped takes where
-//! their outputs are wanted (the node-by-node comparisons).
+//! the gathered A ([`super::gemm::gemm_stencil`]): the same bits.
+//!
+//! **Added up where computed.** The input gradient of the convolution is a gemm
+//! Ḡ = ȳ · Wᵀ (9·C columns a site) followed by a `put` adding each site's columns onto its
+//! neighbours (the im2col's adjoint):
+//!
+//! ```text
+//! x̄[r, table[j]] = Σ_{i < q} Σ_{j ∈ row}  Ḡ[r·q + i, ·]   in the order (i, j),   q = |table| / N
+//! ```
+//!
+//! Where the put is the gemm's only reader, the put computes Ḡ's q rows of each output row
+//! itself, a few output rows at a time into a worker's scratch, and adds them up in the same
+//! order: Ḡ (as large as the take's output) never goes to memory, the gemm is skipped, and the
+//! bits are the same (each element of Ḡ is the same sum whichever rows a gemm call covers).
+//!
+//! The GPU generators ignore both (they run every step); [`super::plan::Plan::fill_elided`]
+//! runs the skipped steps where their outputs are wanted (the node-by-node comparisons).
 
 use std::sync::Arc;
 
 use super::ir::Ir;
 use super::plan::Step;
+use super::view::View;
 
 /// Shortest run worth reading in place (shorter ones: the take's copy is as cheap).
 const MIN_RUN: usize = 4;
@@ -37,9 +54,27 @@ pub struct StencilA {
     pub offsets: Arc<[u32]>,
 }
 
+/// The gemm whose output rows a put computes itself (the gemm skipped): C = A · Bᵀ through
+/// the views of its [`Step::MatMul`], N columns.
+#[derive(Clone, Debug)]
+pub struct PutGemm {
+    /// lhs node and view `[M, K]`.
+    pub a: (usize, View),
+    /// rhs node and view `[N, K]`.
+    pub b: (usize, View),
+    /// Columns of C.
+    pub n: usize,
+}
+
+/// Elements of Ḡ a put computes per gemm call (64 KiB in f32: the rows stay in L2 until they
+/// are added up); at least one output row's worth.
+pub const PUT_CHUNK: usize = 16 * 1024;
+
 /// Mark the gemms of `steps` that can read their A through a take's source (setting their
-/// `stencil`), and return which steps (those takes) the CPU then skips. `required` nodes (read
-/// back by the caller) are never skipped; neither is a take read by anything else.
+/// `stencil`) and the puts that can compute their source's rows themselves (setting their
+/// `gemm`), and return which steps (those takes and gemms) the CPU then skips. `required`
+/// nodes (read back by the caller) are never skipped; neither is a step whose output is read
+/// by anything else.
 pub fn elide(ir: &Ir, steps: &mut [Step], required: &[usize], max_k: usize) -> Vec<bool> {
     let mut readers = vec![0usize; ir.nodes.len()];
     for s in steps.iter() {
@@ -94,6 +129,42 @@ pub fn elide(ir: &Ir, steps: &mut [Step], required: &[usize], max_k: usize) -> V
         if let Step::MatMul { stencil: st, .. } = &mut steps[j] {
             *st = Some(Arc::new(stencil));
             elided[t] = true;
+        }
+    }
+    for j in 0..steps.len() {
+        let Step::Put { src, table, .. } = &steps[j] else {
+            continue;
+        };
+        let Some(g) = producer[*src] else { continue };
+        let Step::MatMul {
+            a,
+            b,
+            epilogue: None,
+            stencil: None,
+            ..
+        } = &steps[g]
+        else {
+            continue;
+        };
+        let r = b.1.axes.len();
+        let n = b.1.axes[r - 2].len;
+        if readers[*src] != 1
+            || required.contains(src)
+            || elided[g]
+            || n == 0
+            || table.is_empty()
+            || !table.len().is_multiple_of(n)
+        {
+            continue;
+        }
+        let gemm = PutGemm {
+            a: a.clone(),
+            b: b.clone(),
+            n,
+        };
+        if let Step::Put { gemm: gm, .. } = &mut steps[j] {
+            *gm = Some(Arc::new(gemm));
+            elided[g] = true;
         }
     }
     elided

@@ -118,6 +118,8 @@ pub fn sources(step: &Step) -> Vec<usize> {
         }
         Step::Scatter { g, .. } => vec![g.0],
         Step::Const { .. } => vec![],
+        // A put computing its source's rows reads the skipped gemm's operands instead.
+        Step::Put { gemm: Some(gm), .. } => vec![gm.a.0, gm.b.0],
         Step::Take { src, .. } | Step::Put { src, .. } => vec![*src],
         Step::Spline { x, theta, .. } => vec![*x, *theta],
         Step::SplineAdjoint { x, theta, g, .. } => vec![*x, *theta, *g],
@@ -181,10 +183,24 @@ fn tileable(
             (table.len() * t == r_out && plain(*src, t * in_row)).then_some(t)?
         }
         Step::Put {
-            src, table, in_row, ..
+            src,
+            table,
+            in_row,
+            gemm,
+            ..
         } => {
             let t = r_out / (*in_row).max(1);
-            (in_row * t == r_out && plain(*src, t * table.len())).then_some(t)?
+            // Computing its source's rows: the gemm's rows of a batch row read that row of A.
+            let source_ok = match gemm {
+                None => plain(*src, t * table.len()),
+                Some(gm) => {
+                    let (a, b) = (&gm.a, &gm.b);
+                    let k = a.1.axes[a.1.axes.len() - 1].len;
+                    let per = t * table.len() / gm.n;
+                    a.1.axes.len() == 2 && !dep[b.0] && local(a.0, &a.1, per * k)
+                }
+            };
+            (in_row * t == r_out && source_ok).then_some(t)?
         }
         Step::Scatter { g, target, .. } => {
             let it = target.numel();

@@ -209,6 +209,7 @@ pub fn shader(step: &Step, out_len: usize, name: &str) -> Shader {
             src,
             table,
             in_row,
+            ..
         } => {
             let ps = g.input(*src);
             let m = table.len();
