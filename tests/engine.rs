@@ -1116,58 +1116,85 @@ fn whole_plans_of_generated_kernels_match_the_cpu_backend() {
     check::<f32>("lattice training", &mut train, 16, true);
 }
 
-/// Where a put (the im2col's adjoint) computes the rows of the gemm that produces its source
-/// itself, a few output rows at a time, its output has the bits of the put over that gemm's
-/// whole output (which `inspect` runs for comparison): each site adds its terms in the same
-/// order. The lattice flow's reverse-KL training plan, f32, an odd batch (partial tiles).
+/// The CPU's shortcuts around the periodic convolutions' im2col ([`thermoflow::engine::stencil`]:
+/// a gemm reading A through the take's source, a gemm gathering B a configuration at a time,
+/// a put computing its gemm's rows itself, the take or gemm skipped) give the same bits as the
+/// steps they skip: the sampling and reverse-KL training programs of a φ⁴ and a U(1) flow
+/// (perturbed), f32, an odd batch (partial tiles), with shortcuts and without.
 #[test]
-fn a_put_computing_its_gemms_rows_gives_the_bits_of_the_put_of_the_product() {
+fn the_cpus_shortcuts_give_the_bits_of_the_steps_they_skip() {
     use thermoflow::engine::plan::Step;
-    let (_, lattice, _) = plan_flows();
-    let mut p = thermoflow::bench::reverse_kl_quadratic_program::<f32>(&lattice).unwrap();
+    use thermoflow::flows::flow::Mode;
+    let (_, phi4, _) = plan_flows();
+    let cond = thermoflow::flows::Conditioning::Temperature {
+        t_min: 0.8,
+        t_max: 1.25,
+    };
+    let mut u1 = thermoflow::flows::builders::gauge_flow(4, cond, 2, 4, 1, 4, 1, 0).unwrap();
+    thermoflow::bench::perturb(&mut u1, 8, 0.1);
     let batch = 33;
-    let z: Vec<f32> = (0..batch * 16)
-        .map(|i| ((i as f32) * 0.618).sin() * 2.0)
-        .collect();
-    let t: Vec<f32> = (0..batch)
-        .map(|i| 0.8 + 0.45 * i as f32 / batch as f32)
-        .collect();
-    let fused = p
-        .inspect(&[("z", &z), ("cond", &t)], true, |plan, store, _| {
-            let mut fused = 0;
-            for step in &plan.steps {
-                let Step::Put {
-                    out,
-                    src,
-                    table,
-                    in_row,
-                    gemm: Some(_),
-                } = step
-                else {
-                    continue;
-                };
-                let g = plan.buffer(store, *src);
-                let mut want = vec![0f32; plan.buffer(store, *out).len()];
-                for (row, g_row) in want.chunks_mut(*in_row).zip(g.chunks(table.len())) {
-                    for (&v, &k) in g_row.iter().zip(table.iter()) {
-                        row[k as usize] += v;
+    let mut kinds = [0usize; 3];
+    for (name, flow) in [("phi4", &phi4), ("u1", &u1)] {
+        let dim = flow.flow_dim();
+        let z: Vec<f32> = (0..batch * dim)
+            .map(|i| ((i as f32) * 0.618).sin() * 2.0)
+            .collect();
+        let t: Vec<f32> = (0..batch)
+            .map(|i| 0.8 + 0.45 * i as f32 / batch as f32)
+            .collect();
+        let inputs = [("z", &z[..]), ("cond", &t[..])];
+        // Every output of the sampling program, the loss and every gradient of training.
+        let mut sample = flow.compile::<f32>(Mode::Sample).unwrap();
+        let mut train = thermoflow::bench::reverse_kl_quadratic_program::<f32>(flow).unwrap();
+        let mut results = Vec::new();
+        for on in [true, false] {
+            sample.set_shortcuts(on);
+            train.set_shortcuts(on);
+            let out = sample.run(&inputs).unwrap();
+            let mut bits: Vec<u32> = ["x", "log_q"]
+                .iter()
+                .flat_map(|o| out.get(o).unwrap().iter().map(|v| v.to_bits()))
+                .collect();
+            let (loss, _, grads) = train.run_with_grads(&inputs).unwrap();
+            bits.push((loss as f32).to_bits());
+            bits.extend(grads.iter().flatten().map(|&g| (g as f32).to_bits()));
+            assert!(bits.iter().any(|&b| b != 0), "{name}: all zero");
+            results.push(bits);
+            // Which shortcuts the plans took.
+            for (p, train) in [(&mut sample, false), (&mut train, true)] {
+                p.inspect(&inputs, train, |plan, _, _| {
+                    assert_eq!(plan.n_elided() > 0, on, "{name}: steps skipped");
+                    for step in &plan.steps {
+                        match step {
+                            Step::MatMul {
+                                stencil: Some(_), ..
+                            } => kinds[0] += 1,
+                            Step::MatMul {
+                                gather: Some(_), ..
+                            } => kinds[1] += 1,
+                            Step::Put { gemm: Some(_), .. } => kinds[2] += 1,
+                            _ => {}
+                        }
                     }
-                }
-                let got = plan.buffer(store, *out);
-                assert!(got.iter().any(|&v| v != 0.0), "node {out}: a zero gradient");
-                for (j, (w, g)) in want.iter().zip(got).enumerate() {
-                    assert_eq!(
-                        w.to_bits(),
-                        g.to_bits(),
-                        "node {out} element {j}: {w} vs {g}"
-                    );
-                }
-                fused += 1;
+                })
+                .unwrap();
             }
-            fused
-        })
-        .unwrap();
-    assert!(fused > 0, "no put computed its gemm's rows");
+        }
+        assert_eq!(results[0].len(), results[1].len());
+        for (j, (a, b)) in results[0].iter().zip(&results[1]).enumerate() {
+            assert_eq!(
+                a,
+                b,
+                "{name}: value {j}: {} against {}",
+                f32::from_bits(*a),
+                f32::from_bits(*b)
+            );
+        }
+    }
+    assert!(
+        kinds.iter().all(|&k| k > 0),
+        "shortcuts taken (stencil, gather, put): {kinds:?}"
+    );
 }
 
 /// Every gemm of real flows' plans (sampling, density, the reverse-KL training plan with its

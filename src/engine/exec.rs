@@ -30,8 +30,9 @@ pub const CHUNK: usize = 256;
 pub struct Worker<T> {
     pub(super) regs: Vec<T>,
     pub(super) scratch: Vec<T>,
-    /// Rows of a gemm a put adds up ([`super::stencil::PUT_CHUNK`] elements at most).
-    pub(super) product: Vec<T>,
+    /// Rows a step computes instead of reading them from a step the CPU skips
+    /// ([`super::stencil`]): a gemm's product that a put adds up, a take's row a gemm reads.
+    pub(super) rows: Vec<T>,
     /// The instruction-set level its steps run with (one the CPU has).
     pub(super) simd: Level,
 }
@@ -263,10 +264,18 @@ fn exec_with<T: Scalar, I: Isa>(
             b: bm,
             epilogue,
             stencil,
+            gather,
         } => {
             let n = bm.1.axes[bm.1.axes.len() - 2].len;
             let dst = b.out(*out, lo * n, hi * n)?;
-            matmul::<T, I>(a, bm, epilogue.as_ref(), stencil.as_deref(), lo, hi, b, dst)?
+            let gemm = Gemm {
+                a,
+                b: bm,
+                epilogue: epilogue.as_ref(),
+                stencil: stencil.as_deref(),
+                gather: gather.as_deref(),
+            };
+            matmul::<T, I>(&gemm, lo, hi, b, dst, &mut w.rows)?
         }
         Step::Spline { out, x, theta, rqs } => {
             let (xs, th) = (b.src(*x), b.src(*theta));
@@ -323,13 +332,7 @@ fn exec_with<T: Scalar, I: Isa>(
             }
             let dst = b.out(*out, lo * m, hi * m)?;
             for (r, row) in (lo..hi).zip(dst.chunks_mut(m)) {
-                let src_row = s.run(r * in_row, (r + 1) * in_row);
-                let mut at = 0;
-                for &(first, len) in runs.iter() {
-                    let (first, len) = (first as usize, len as usize);
-                    copy_short(&mut row[at..at + len], &src_row[first..first + len]);
-                    at += len;
-                }
+                take_row(row, s.run(r * in_row, (r + 1) * in_row), runs);
             }
         }
         Step::Put {
@@ -355,8 +358,15 @@ fn exec_with<T: Scalar, I: Isa>(
             let mut r0 = lo;
             while r0 < hi {
                 let r1 = hi.min(r0 + per_call);
-                let g = &mut w.product[..(r1 - r0) * m];
-                matmul::<T, I>(&gm.a, &gm.b, None, None, r0 * q, r1 * q, b, g)?;
+                let g = &mut w.rows[..(r1 - r0) * m];
+                let gemm = Gemm {
+                    a: &gm.a,
+                    b: &gm.b,
+                    epilogue: None,
+                    stencil: None,
+                    gather: None,
+                };
+                matmul::<T, I>(&gemm, r0 * q, r1 * q, b, g, &mut [])?;
                 put_rows(
                     &mut dst[(r0 - lo) * in_row..(r1 - lo) * in_row],
                     g,
@@ -390,20 +400,34 @@ fn exec_with<T: Scalar, I: Isa>(
     Ok(())
 }
 
+/// A gemm as the executor runs it: a [`Step::MatMul`]'s parts (or those of the gemm a put
+/// computes itself).
+struct Gemm<'s> {
+    a: &'s (usize, super::view::View),
+    b: &'s (usize, super::view::View),
+    epilogue: Option<&'s Epilogue>,
+    stencil: Option<&'s super::stencil::StencilA>,
+    gather: Option<&'s super::stencil::TakeRows>,
+}
+
 /// Rows `[lo, hi)` (over the merged batch × M) of a batched gemm, into `dst` (their n
-/// columns each).
+/// columns each); `rows` holds a gathered B ([`super::stencil::TakeRows`]).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn matmul<T: Scalar, I: Isa>(
-    a: &(usize, super::view::View),
-    bm: &(usize, super::view::View),
-    epilogue: Option<&Epilogue>,
-    stencil: Option<&super::stencil::StencilA>,
+    gemm: &Gemm,
     lo: usize,
     hi: usize,
     b: &Bufs<T>,
     dst: &mut [T],
+    rows: &mut [T],
 ) -> Result<()> {
+    let Gemm {
+        a,
+        b: bm,
+        epilogue,
+        stencil,
+        gather,
+    } = *gemm;
     let (av, bv) = (&a.1, &bm.1);
     let bbuf = b.src(bm.0);
     let r = av.axes.len();
@@ -495,6 +519,22 @@ fn matmul<T: Scalar, I: Isa>(
             rs: av.axes[r - 2].stride,
             cs: av.axes[r - 1].stride,
         });
+        if let Some(g) = gather {
+            // B within take row bo / row (the analysis checked), gathered once per entry from
+            // the take's source (B's rows are read in place: csb = 1).
+            let (row, inner) = (bo / g.row, bo % g.row);
+            let src = b.src(g.src);
+            if src.len() < (row + 1) * g.in_row || rows.len() < g.row {
+                return Err(Error::Engine(
+                    "gemm: a gathered B outside its source".into(),
+                ));
+            }
+            let rows = &mut rows[..g.row];
+            take_row(rows, src.run(row * g.in_row, (row + 1) * g.in_row), &g.runs);
+            I::gemm(m1 - m0, k, n, &abuf, sa, &*rows, inner, rsb, c, &finish);
+            u += m1 - m0;
+            continue;
+        }
         match b_rows(bo) {
             None => I::gemm(m1 - m0, k, n, &abuf, sa, &bbuf, bo, rsb, c, &finish),
             Some(rows) => I::gemm(m1 - m0, k, n, &abuf, sa, rows.as_slice(), 0, n, c, &finish),
@@ -502,6 +542,17 @@ fn matmul<T: Scalar, I: Isa>(
         u += m1 - m0;
     }
     Ok(())
+}
+
+/// One row of a take: the table's runs (first, length) of `src_row`, one after another.
+#[inline(always)]
+fn take_row<T: Scalar>(row: &mut [T], src_row: &[T], runs: &[(u32, u32)]) {
+    let mut at = 0;
+    for &(first, len) in runs {
+        let (first, len) = (first as usize, len as usize);
+        copy_short(&mut row[at..at + len], &src_row[first..first + len]);
+        at += len;
+    }
 }
 
 /// Rows of a put (`in_row` each) = the sums of their `g` rows (`table.len()` each) scattered

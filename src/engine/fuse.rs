@@ -254,6 +254,7 @@ pub fn steps(ir: &Ir, required_nodes: &[usize]) -> Vec<Step> {
                     b: (ir.nodes[i].op.sources()[1], b),
                     epilogue: None,
                     stencil: None,
+                    gather: None,
                 }
             }
             Op::Scatter(g, target) => Step::Scatter {

@@ -115,6 +115,9 @@ pub enum Step {
         /// On the CPU, A read through the source of the take that gathers it, the take
         /// skipped ([`super::stencil`]; the GPU generators run the take and ignore this).
         stencil: Option<std::sync::Arc<super::stencil::StencilA>>,
+        /// On the CPU, B gathered a batch entry at a time from the source of the take that
+        /// gathers it, the take skipped ([`super::stencil`]; ignored by the GPU generators).
+        gather: Option<std::sync::Arc<super::stencil::TakeRows>>,
     },
     /// View adjoint: `out[target(j)] += g[gv(j)]`.
     Scatter {
@@ -244,6 +247,30 @@ pub struct Plan<T: Scalar> {
     /// Steps the CPU skips ([`super::stencil`]): takes whose gemm reads their source in place,
     /// gemms whose rows the put reading them computes itself.
     elided: Vec<bool>,
+    /// Whether the CPU takes those shortcuts (the default); the nodes read back and the
+    /// inputs' relation to the batch, to rebuild the steps when switched.
+    shortcuts: bool,
+    required: Vec<usize>,
+    inputs: Vec<InputRows>,
+}
+
+/// The steps computing `required` of `ir`, which of them the CPU skips (none without
+/// `shortcuts`), and each step's batch rows where it can run tiled.
+fn build_steps(
+    ir: &Ir,
+    required: &[usize],
+    batch: usize,
+    inputs: &[InputRows],
+    shortcuts: bool,
+) -> (Vec<Step>, Vec<bool>, Vec<Option<Rows>>) {
+    let mut steps = super::fuse::steps(ir, required);
+    let elided = if shortcuts {
+        super::stencil::elide(ir, &mut steps, required, super::gemm::KC)
+    } else {
+        vec![false; steps.len()]
+    };
+    let rows = analyse(ir, &steps, batch, inputs);
+    (steps, elided, rows)
 }
 
 impl<T: Scalar> Plan<T> {
@@ -255,13 +282,12 @@ impl<T: Scalar> Plan<T> {
         batch: usize,
         inputs: &[InputRows],
     ) -> Result<Plan<T>> {
-        let mut steps = super::fuse::steps(&ir, required_nodes);
-        let elided = super::stencil::elide(&ir, &mut steps, required_nodes, super::gemm::KC);
-        let rows = analyse(&ir, &steps, batch, inputs);
+        let (steps, elided, rows) = build_steps(&ir, required_nodes, batch, inputs, true);
         let mut bufs: Vec<Vec<T>> = vec![Vec::new(); ir.nodes.len()];
         let mut n_regs = 1;
         let mut max_k = 0;
-        let mut product = 0;
+        // Rows computed instead of read from a skipped step ([`super::stencil`]).
+        let mut computed = 0;
         for s in &steps {
             match s {
                 Step::Fused { kernel, .. } => n_regs = n_regs.max(kernel.code.len()),
@@ -275,8 +301,11 @@ impl<T: Scalar> Plan<T> {
                     ..
                 } => {
                     let m = table.len();
-                    product = product.max((super::stencil::PUT_CHUNK / m).max(1) * m);
+                    computed = computed.max((super::stencil::PUT_CHUNK / m).max(1) * m);
                 }
+                Step::MatMul {
+                    gather: Some(g), ..
+                } => computed = computed.max(g.row),
                 _ => {}
             }
             bufs[s.out()] = vec![T::default(); ir.nodes[s.out()].len];
@@ -284,7 +313,7 @@ impl<T: Scalar> Plan<T> {
         let worker = Worker {
             regs: vec![T::default(); n_regs * CHUNK],
             scratch: vec![T::default(); CHUNK.max(max_k)],
-            product: vec![T::default(); product],
+            rows: vec![T::default(); computed],
             simd: super::simd::default_level(),
         };
         Ok(Plan {
@@ -298,7 +327,22 @@ impl<T: Scalar> Plan<T> {
             tiled: true,
             write_back: Vec::new(),
             elided,
+            shortcuts: true,
+            required: required_nodes.to_vec(),
+            inputs: inputs.to_vec(),
         })
+    }
+
+    /// Take the CPU's shortcuts around steps ([`super::stencil`]; `true`, the default) or run
+    /// every step as the IR has it (`false`): the outputs are the same bits; the switch is for
+    /// comparisons and tests. The steps keep their indices.
+    pub fn set_shortcuts(&mut self, on: bool) {
+        if on != self.shortcuts {
+            (self.steps, self.elided, self.rows) =
+                build_steps(&self.ir, &self.required, self.batch, &self.inputs, on);
+            self.shortcuts = on;
+            self.schedules.clear();
+        }
     }
 
     /// Run the steps the CPU skips ([`super::stencil`]) on the buffers of the last run, so that

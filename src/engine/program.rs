@@ -141,6 +141,8 @@ pub struct Program<T: Scalar = f32> {
     pending: Option<(usize, Vec<usize>, Vec<bool>)>,
     /// Run row-independent steps tile by tile (the default).
     tiled: bool,
+    /// Take the CPU's shortcuts around steps (the default; [`Plan::set_shortcuts`]).
+    shortcuts: bool,
     /// The instruction-set level of its kernels.
     simd: super::simd::Level,
     /// Where [`Program::run`] runs its plans (None: the CPU backend).
@@ -209,6 +211,7 @@ impl<T: Scalar> Program<T> {
             compiled: Vec::new(),
             pending: None,
             tiled: true,
+            shortcuts: true,
             simd: super::simd::default_level(),
             device: None,
             on_device: None,
@@ -366,6 +369,7 @@ impl<T: Scalar> Program<T> {
             .collect();
         let mut plan = Plan::new(ir, &required, batch, &rows)?;
         plan.set_tiled(self.tiled);
+        plan.set_shortcuts(self.shortcuts);
         plan.set_simd(self.simd)?;
         plan.write_back = write_back;
         let update = norm2.map(|(norm2, coeffs)| {
@@ -935,6 +939,16 @@ impl<T: Scalar> Program<T> {
         self.tiled = tiled;
         for c in &mut self.compiled {
             c.plan.set_tiled(tiled);
+        }
+    }
+
+    /// Take the CPU's shortcuts around steps (`true`, the default: the im2col read in place
+    /// and its adjoint's product never stored, [`super::stencil`]) or run every step: the
+    /// outputs are the same bits; the switch is for comparisons and tests.
+    pub fn set_shortcuts(&mut self, on: bool) {
+        self.shortcuts = on;
+        for c in &mut self.compiled {
+            c.plan.set_shortcuts(on);
         }
     }
 

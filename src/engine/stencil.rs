@@ -14,6 +14,12 @@
 //! the gemm its only reader. The gemm then sums each element's terms in the same order as over
 //! the gathered A ([`super::gemm::gemm_stencil`]): the same bits.
 //!
+//! **Gathered where read.** Training reads the im2col a second time, as B of the weight
+//! gradient's gemm per configuration (`W̄_b = ȳ_bᵀ · A_b`, summed over b afterwards): that gemm
+//! gathers configuration b's take row into a worker's scratch (L1) just before computing entry
+//! b, the take's own row copy. A take is skipped only where every reader reads it one of these
+//! two ways.
+//!
 //! **Added up where computed.** The input gradient of the convolution is a gemm
 //! Ḡ = ȳ · Wᵀ (9·C columns a site) followed by a `put` adding each site's columns onto its
 //! neighbours (the im2col's adjoint):
@@ -27,7 +33,7 @@
 //! order: Ḡ (as large as the take's output) never goes to memory, the gemm is skipped, and the
 //! bits are the same (each element of Ḡ is the same sum whichever rows a gemm call covers).
 //!
-//! The GPU generators ignore both (they run every step); [`super::plan::Plan::fill_elided`]
+//! The GPU generators ignore all three (they run every step); [`super::plan::Plan::fill_elided`]
 //! runs the skipped steps where their outputs are wanted (the node-by-node comparisons).
 
 use std::sync::Arc;
@@ -52,6 +58,21 @@ pub struct StencilA {
     pub s: usize,
     /// First source position of each (site, segment), site-major.
     pub offsets: Arc<[u32]>,
+}
+
+/// How the CPU reads a gemm's B, `[batch, N, K]`, from an elided take's output: batch entry i
+/// is within take row i, which the gemm gathers into a worker's scratch (the take's row copy,
+/// into L1 instead of memory) before computing entry i.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TakeRows {
+    /// The take's source node.
+    pub src: usize,
+    /// Source row length.
+    pub in_row: usize,
+    /// The take's table as runs (first, length) of consecutive source positions.
+    pub runs: Arc<[(u32, u32)]>,
+    /// Take row length (the table's).
+    pub row: usize,
 }
 
 /// The gemm whose output rows a put computes itself (the gemm skipped): C = A · Bᵀ through
@@ -90,46 +111,62 @@ pub fn elide(ir: &Ir, steps: &mut [Step], required: &[usize], max_k: usize) -> V
         p
     };
     let mut elided = vec![false; steps.len()];
-    for j in 0..steps.len() {
-        let Step::MatMul { a, b, .. } = &steps[j] else {
-            continue;
-        };
-        let Some(t) = producer[a.0] else { continue };
+    // A take is skipped where every reader is a gemm that can read it without it: as A through
+    // a stencil, or as B gathering one take row per batch entry.
+    for t in 0..steps.len() {
         let Step::Take {
-            src, table, in_row, ..
+            out,
+            src,
+            table,
+            runs,
+            in_row,
         } = &steps[t]
         else {
             continue;
         };
-        let r = a.1.axes.len();
-        let k = a.1.axes[r - 1].len;
-        let shared_b = b.1.axes[..r - 2].iter().all(|x| x.stride == 0);
-        if readers[a.0] != 1
-            || b.0 == a.0
-            || required.contains(&a.0)
-            || !a.1.is_identity(ir.nodes[a.0].len)
-            || !shared_b
-            || k == 0
-            || k > max_k
-            || !table.len().is_multiple_of(k)
-        {
+        let (x, t_len) = (*out, table.len());
+        if required.contains(&x) || t_len == 0 {
             continue;
         }
-        let Some(s) = run_length(table, k) else {
-            continue;
-        };
-        let offsets: Arc<[u32]> = table.iter().step_by(s).copied().collect();
-        let stencil = StencilA {
-            src: *src,
-            in_row: *in_row,
-            p: table.len() / k,
-            s,
-            offsets,
-        };
-        if let Step::MatMul { stencil: st, .. } = &mut steps[j] {
-            *st = Some(Arc::new(stencil));
-            elided[t] = true;
+        let mut reads: Vec<(usize, Read)> = Vec::new();
+        for (j, step) in steps.iter().enumerate() {
+            let Step::MatMul { a, b, epilogue, .. } = step else {
+                continue;
+            };
+            let bias = epilogue.as_ref().and_then(|e| e.bias).map(|b| b.0);
+            if (a.0 != x && b.0 != x) || (a.0 == x && b.0 == x) || bias == Some(x) {
+                continue;
+            }
+            let read = if a.0 == x {
+                stencil_a(ir, a, b, (*src, *in_row, table), max_k).map(Read::A)
+            } else {
+                gathers_b(&b.1, t_len, ir.nodes[x].len).then(|| {
+                    Read::B(TakeRows {
+                        src: *src,
+                        in_row: *in_row,
+                        runs: runs.clone(),
+                        row: t_len,
+                    })
+                })
+            };
+            let Some(read) = read else { break };
+            reads.push((j, read));
         }
+        if reads.is_empty() || reads.len() != readers[x] {
+            continue;
+        }
+        for (j, read) in reads {
+            if let Step::MatMul {
+                stencil, gather, ..
+            } = &mut steps[j]
+            {
+                match read {
+                    Read::A(st) => *stencil = Some(Arc::new(st)),
+                    Read::B(g) => *gather = Some(Arc::new(g)),
+                }
+            }
+        }
+        elided[t] = true;
     }
     for j in 0..steps.len() {
         let Step::Put { src, table, .. } = &steps[j] else {
@@ -141,6 +178,7 @@ pub fn elide(ir: &Ir, steps: &mut [Step], required: &[usize], max_k: usize) -> V
             b,
             epilogue: None,
             stencil: None,
+            gather: None,
             ..
         } = &steps[g]
         else {
@@ -168,6 +206,58 @@ pub fn elide(ir: &Ir, steps: &mut [Step], required: &[usize], max_k: usize) -> V
         }
     }
     elided
+}
+
+/// How a gemm reads a skipped take's output.
+enum Read {
+    A(StencilA),
+    B(TakeRows),
+}
+
+/// A (`a`) read through a stencil of the take `(src, in_row, table)`: A the take's output
+/// read as is, B shared by every batch entry, K ≤ `max_k` in runs of at least [`MIN_RUN`].
+fn stencil_a(
+    ir: &Ir,
+    a: &(usize, View),
+    b: &(usize, View),
+    (src, in_row, table): (usize, usize, &[u32]),
+    max_k: usize,
+) -> Option<StencilA> {
+    let r = a.1.axes.len();
+    let k = a.1.axes[r - 1].len;
+    let shared_b = b.1.axes[..r - 2].iter().all(|x| x.stride == 0);
+    if !a.1.is_identity(ir.nodes[a.0].len)
+        || !shared_b
+        || k == 0
+        || k > max_k
+        || !table.len().is_multiple_of(k)
+    {
+        return None;
+    }
+    let s = run_length(table, k)?;
+    Some(StencilA {
+        src,
+        in_row,
+        p: table.len() / k,
+        s,
+        offsets: table.iter().step_by(s).copied().collect(),
+    })
+}
+
+/// Whether a gemm's B view `[batch, N, K]` of a take's output (`len` elements, rows of
+/// `t_len`) reads batch entry i within take row i, N's elements adjacent (B's rows read in
+/// place, as the weight gradients' im2col is).
+fn gathers_b(b: &View, t_len: usize, len: usize) -> bool {
+    let [batch, n, k] = b.axes[..] else {
+        return false;
+    };
+    let inner_end = (n.len.max(1) - 1) * n.stride + (k.len.max(1) - 1) * k.stride + 1;
+    b.offset == 0
+        && batch.stride == t_len
+        && batch.len * t_len == len
+        && n.stride == 1
+        && inner_end <= t_len
+        && !b.is_masked()
 }
 
 /// The longest s ≥ [`MIN_RUN`] dividing `k` such that every aligned chunk of s in `table` is a

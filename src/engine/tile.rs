@@ -108,12 +108,14 @@ pub fn sources(step: &Step) -> Vec<usize> {
             b,
             epilogue,
             stencil,
+            gather,
             ..
         } => {
             let mut v = vec![a.0, b.0];
             v.extend(epilogue.as_ref().and_then(|e| e.bias).map(|b| b.0));
-            // A read through the skipped take's source.
+            // A or B read through a skipped take's source.
             v.extend(stencil.as_ref().map(|st| st.src));
+            v.extend(gather.as_ref().map(|g| g.src));
             v
         }
         Step::Scatter { g, .. } => vec![g.0],
