@@ -387,6 +387,17 @@ fn exec_with<T: Scalar, I: Isa>(
             target.check_bounds(Read::len(&full))?;
             let gbuf = b.src(g.0);
             g.1.check_bounds(gbuf.len())?;
+            // Rows summed into one row, read in order: a row at a time (each element adds its
+            // terms in the same order as below, a run of the view's iteration per row cost
+            // more than the adds).
+            if let (Some((m, p0)), Some(g0)) = (target.row_sum(), g.1.dense_start()) {
+                if m > 0 && lo % m == 0 && hi % m == 0 {
+                    for row in gbuf.run(g0 + lo, g0 + hi).chunks_exact(m) {
+                        super::access::Write::add_run(&mut full, p0, row);
+                    }
+                    return Ok(());
+                }
+            }
             let scratch = &mut w.scratch[..CHUNK];
             let mut start = lo;
             while start < hi {

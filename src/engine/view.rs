@@ -109,6 +109,30 @@ impl View {
         true
     }
 
+    /// Where this view reads `numel` consecutive buffer elements in order: the first one's
+    /// position (unmasked, row-major strides).
+    pub fn dense_start(&self) -> Option<usize> {
+        let mut acc = 1usize;
+        for a in self.axes.iter().rev() {
+            if a.len != 1 && a.stride != acc {
+                return None;
+            }
+            acc *= a.len;
+        }
+        (!self.is_masked()).then_some(())?;
+        usize::try_from(self.offset).ok()
+    }
+
+    /// Where this view is `[rows, m]` with the rows broadcast (stride 0) onto one dense row of
+    /// m elements (a scatter through it sums rows: a bias's gradient): (m, that row's position).
+    pub fn row_sum(&self) -> Option<(usize, usize)> {
+        let [rows, row] = &self.axes[..] else {
+            return None;
+        };
+        (rows.stride == 0 && row.stride == 1 && !self.is_masked()).then_some(())?;
+        Some((row.len, usize::try_from(self.offset).ok()?))
+    }
+
     /// Reorder the axes: new axis `i` is old axis `perm[i]`.
     pub fn permute(&self, perm: &[usize]) -> View {
         View {
