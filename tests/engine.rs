@@ -1048,15 +1048,9 @@ fn generated_kernels_of_flows_match_the_cpu_backend() {
 fn whole_plans_of_generated_kernels_match_the_cpu_backend() {
     use thermoflow::engine::Scalar;
     use thermoflow::flows::flow::Mode;
-    /// Returns the takes the CPU skipped (their gemms reading the im2col in place).
+    /// Returns the steps the CPU skipped ([`thermoflow::engine::stencil`]).
     fn check<T: Scalar>(name: &str, p: &mut Program<T>, dim: usize, train: bool) -> usize {
-        let batch = 33;
-        let z: Vec<T> = (0..batch * dim)
-            .map(|i| T::from_f64(((i as f64) * 0.618).sin() * 2.0))
-            .collect();
-        let t: Vec<T> = (0..batch)
-            .map(|i| T::from_f64(0.8 + 0.45 * i as f64 / batch as f64))
-            .collect();
+        let (z, t) = plan_inputs::<T>(33, dim);
         let (precision, rel) = if std::mem::size_of::<T>() == 8 {
             (Precision::F64, 1e-9)
         } else {
@@ -1135,13 +1129,7 @@ fn the_cpus_shortcuts_give_the_bits_of_the_steps_they_skip() {
     let batch = 33;
     let mut kinds = [0usize; 3];
     for (name, flow) in [("phi4", &phi4), ("u1", &u1)] {
-        let dim = flow.flow_dim();
-        let z: Vec<f32> = (0..batch * dim)
-            .map(|i| ((i as f32) * 0.618).sin() * 2.0)
-            .collect();
-        let t: Vec<f32> = (0..batch)
-            .map(|i| 0.8 + 0.45 * i as f32 / batch as f32)
-            .collect();
+        let (z, t) = plan_inputs::<f32>(batch, flow.flow_dim());
         let inputs = [("z", &z[..]), ("cond", &t[..])];
         // Every output of the sampling program, the loss and every gradient of training.
         let mut sample = flow.compile::<f32>(Mode::Sample).unwrap();
@@ -1231,13 +1219,7 @@ fn gemms_as_blas_calls_with_generated_epilogues_match_the_cpu_backend() {
     ];
     let (mut gemms, mut epilogues) = (0, Vec::<Case>::new());
     for (name, mut p, dim, train) in programs {
-        let batch = 33;
-        let z: Vec<f64> = (0..batch * dim)
-            .map(|i| ((i as f64) * 0.618).sin() * 2.0)
-            .collect();
-        let t: Vec<f64> = (0..batch)
-            .map(|i| 0.8 + 0.45 * i as f64 / batch as f64)
-            .collect();
+        let (z, t) = plan_inputs::<f64>(33, dim);
         p.inspect(&[("z", &z), ("cond", &t)], train, |plan, store, _| {
             let f64s = |n: usize| -> Vec<f64> {
                 plan.buffer(store, n).iter().map(|v| v.to_f64()).collect()
@@ -1286,6 +1268,17 @@ fn gemms_as_blas_calls_with_generated_epilogues_match_the_cpu_backend() {
 
 /// The flows whose whole plans the generated-kernel and BLAS checks run: a coupling flow
 /// (d = 3), the lattice flow (L = 4) and `bench flows`' training flow (d = 3).
+/// The base draws and temperatures the plan comparisons run on: `batch` rows of `dim`.
+fn plan_inputs<T: thermoflow::engine::Scalar>(batch: usize, dim: usize) -> (Vec<T>, Vec<T>) {
+    let z = (0..batch * dim)
+        .map(|i| T::from_f64(((i as f64) * 0.618).sin() * 2.0))
+        .collect();
+    let t = (0..batch)
+        .map(|i| T::from_f64(0.8 + 0.45 * i as f64 / batch as f64))
+        .collect();
+    (z, t)
+}
+
 fn plan_flows() -> (
     thermoflow::flows::Flow,
     thermoflow::flows::Flow,

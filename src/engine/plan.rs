@@ -244,7 +244,7 @@ pub struct Plan<T: Scalar> {
     /// reads inputs from the host's store and ignores them; only device training plans have
     /// any.
     pub write_back: Vec<(usize, usize)>,
-    /// Steps the CPU skips ([`super::stencil`]): takes whose gemm reads their source in place,
+    /// Steps the CPU skips ([`super::stencil`]): takes whose gemms read their source in place,
     /// gemms whose rows the put reading them computes itself.
     elided: Vec<bool>,
     /// Whether the CPU takes those shortcuts (the default); the nodes read back and the
@@ -428,7 +428,7 @@ impl<T: Scalar> Plan<T> {
         f
     }
 
-    /// Steps the CPU skips ([`super::stencil`]): takes whose gemm reads their source in place,
+    /// Steps the CPU skips ([`super::stencil`]): takes whose gemms read their source in place,
     /// gemms whose rows the put reading them computes itself.
     pub fn n_elided(&self) -> usize {
         self.elided.iter().filter(|&&e| e).count()

@@ -96,17 +96,7 @@ impl View {
     /// Whether reading through this view is the same as reading the whole buffer of
     /// `buf_len` elements in order.
     pub fn is_identity(&self, buf_len: usize) -> bool {
-        if self.is_masked() || self.offset != 0 || self.numel() != buf_len {
-            return false;
-        }
-        let mut acc = 1usize;
-        for a in self.axes.iter().rev() {
-            if a.len != 1 && a.stride != acc {
-                return false;
-            }
-            acc *= a.len;
-        }
-        true
+        self.numel() == buf_len && self.dense_start() == Some(0)
     }
 
     /// Where this view reads `numel` consecutive buffer elements in order: the first one's
