@@ -31,7 +31,8 @@ pub struct Worker<T> {
     pub(super) regs: Vec<T>,
     pub(super) scratch: Vec<T>,
     /// Rows a step computes instead of reading them from a step the CPU skips
-    /// ([`super::stencil`]): a gemm's product that a put adds up, a take's row a gemm reads.
+    /// ([`super::stencil`]): a gemm's product that a put adds up, a take's row a gemm reads;
+    /// and a scatter's sum of rows.
     pub(super) rows: Vec<T>,
     /// The instruction-set level its steps run with (one the CPU has).
     pub(super) simd: Level,
@@ -387,14 +388,18 @@ fn exec_with<T: Scalar, I: Isa>(
             target.check_bounds(Read::len(&full))?;
             let gbuf = b.src(g.0);
             g.1.check_bounds(gbuf.len())?;
-            // Rows summed into one row, read in order: a row at a time (each element adds its
-            // terms in the same order as below, a run of the view's iteration per row cost
-            // more than the adds).
-            if let (Some((m, p0)), Some(g0)) = (target.row_sum(), g.1.dense_start()) {
-                if m > 0 && lo % m == 0 && hi % m == 0 {
+            // Rows summed onto one row, read in order: the rows added up first (a dense,
+            // vectorised loop), then the sum scattered once. Each output element adds its
+            // terms in the same order as below (row after row, from zero): the same bits; the
+            // view's iteration, a run at a time, cost more than the adds.
+            if let (Some(m), Some(g0)) = (target.row_sum(), g.1.dense_start()) {
+                if m > 0 && m <= w.rows.len() && lo % m == 0 && hi % m == 0 {
+                    let sum = &mut w.rows[..m];
+                    sum.fill(T::default());
                     for row in gbuf.run(g0 + lo, g0 + hi).chunks_exact(m) {
-                        super::access::Write::add_run(&mut full, p0, row);
+                        super::access::Write::add_run(sum, 0, row);
                     }
+                    target.scatter_add(sum, 0, &mut full);
                     return Ok(());
                 }
             }

@@ -286,7 +286,8 @@ impl<T: Scalar> Plan<T> {
         let mut bufs: Vec<Vec<T>> = vec![Vec::new(); ir.nodes.len()];
         let mut n_regs = 1;
         let mut max_k = 0;
-        // Rows computed instead of read from a skipped step ([`super::stencil`]).
+        // Rows computed instead of read from a skipped step ([`super::stencil`]), a scatter's
+        // sum of rows.
         let mut computed = 0;
         for s in &steps {
             match s {
@@ -306,6 +307,9 @@ impl<T: Scalar> Plan<T> {
                 Step::MatMul {
                     gather: Some(g), ..
                 } => computed = computed.max(g.row),
+                Step::Scatter { target, .. } => {
+                    computed = computed.max(target.row_sum().unwrap_or(0));
+                }
                 _ => {}
             }
             bufs[s.out()] = vec![T::default(); ir.nodes[s.out()].len];

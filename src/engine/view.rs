@@ -113,14 +113,31 @@ impl View {
         usize::try_from(self.offset).ok()
     }
 
-    /// Where this view is `[rows, m]` with the rows broadcast (stride 0) onto one dense row of
-    /// m elements (a scatter through it sums rows: a bias's gradient): (m, that row's position).
-    pub fn row_sum(&self) -> Option<(usize, usize)> {
-        let [rows, row] = &self.axes[..] else {
+    /// Where this view is `[rows, row…]` with the rows broadcast (stride 0) onto one row whose
+    /// m elements are distinct positions (a scatter through it sums rows: a bias's gradient, a
+    /// weight gradient summed over the batch): m.
+    pub fn row_sum(&self) -> Option<usize> {
+        let (rows, row) = self.axes.split_first()?;
+        if rows.stride != 0 || self.is_masked() {
             return None;
-        };
-        (rows.stride == 0 && row.stride == 1 && !self.is_masked()).then_some(())?;
-        Some((row.len, usize::try_from(self.offset).ok()?))
+        }
+        // Distinct positions: sorted by stride, each axis steps past all the smaller ones reach.
+        // (At most 8 axes: no allocation, it runs in the executor.)
+        let mut axes = [(0usize, 0usize); 8];
+        let mut n = 0;
+        for a in row.iter().filter(|a| a.len > 1) {
+            *axes.get_mut(n)? = (a.stride, a.len);
+            n += 1;
+        }
+        axes[..n].sort_unstable();
+        let mut reach = 0;
+        for &(stride, len) in &axes[..n] {
+            if stride <= reach {
+                return None;
+            }
+            reach += (len - 1) * stride;
+        }
+        Some(row.iter().map(|a| a.len).product())
     }
 
     /// Reorder the axes: new axis `i` is old axis `perm[i]`.
@@ -493,6 +510,31 @@ impl Iterator for Runs<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A scatter may sum rows first only where one row's elements land on distinct positions.
+    #[test]
+    fn a_row_sum_needs_rows_broadcast_onto_distinct_positions() {
+        let ax = |len, stride| Axis {
+            len,
+            stride,
+            lo: 0,
+            hi: len,
+        };
+        let v = |axes: Vec<Axis>| View { offset: 0, axes };
+        // A bias's gradient, and a weight gradient transposed (23 × 72 onto stride 1 and 23).
+        assert_eq!(v(vec![ax(100, 0), ax(8, 1)]).row_sum(), Some(8));
+        assert_eq!(
+            v(vec![ax(4, 0), ax(23, 1), ax(72, 23)]).row_sum(),
+            Some(23 * 72)
+        );
+        // Rows not broadcast; an axis of the row broadcast; overlapping axes; padding.
+        assert_eq!(v(vec![ax(4, 8), ax(8, 1)]).row_sum(), None);
+        assert_eq!(v(vec![ax(4, 0), ax(3, 0), ax(8, 1)]).row_sum(), None);
+        assert_eq!(v(vec![ax(4, 0), ax(3, 4), ax(8, 1)]).row_sum(), None);
+        let mut padded = v(vec![ax(4, 0), ax(8, 1)]);
+        padded.axes[1].hi = 7;
+        assert_eq!(padded.row_sum(), None);
+    }
 
     #[test]
     fn contiguous_is_identity_and_simplifies_to_one_axis() {
