@@ -356,17 +356,17 @@ fn exec_with<T: Scalar, I: Isa>(
             // The source's rows, q per output row, computed a few output rows at a time.
             let q = m / gm.n;
             let per_call = (super::stencil::PUT_CHUNK / m).max(1);
+            let gemm = Gemm {
+                a: &gm.a,
+                b: &gm.b,
+                epilogue: None,
+                stencil: None,
+                gather: None,
+            };
             let mut r0 = lo;
             while r0 < hi {
                 let r1 = hi.min(r0 + per_call);
                 let g = &mut w.rows[..(r1 - r0) * m];
-                let gemm = Gemm {
-                    a: &gm.a,
-                    b: &gm.b,
-                    epilogue: None,
-                    stencil: None,
-                    gather: None,
-                };
                 matmul::<T, I>(&gemm, r0 * q, r1 * q, b, g, &mut [])?;
                 put_rows(
                     &mut dst[(r0 - lo) * in_row..(r1 - lo) * in_row],

@@ -472,7 +472,7 @@ impl<T: Scalar> Program<T> {
         }
     }
 
-    /// Run the takes plan `ci` skipped on the CPU ([`super::stencil`]) on its last run's
+    /// Run the steps plan `ci` skipped on the CPU ([`super::stencil`]) on its last run's
     /// buffers.
     fn fill_elided(&mut self, ci: usize) -> Result<()> {
         let any: &mut dyn Any = self;
@@ -905,7 +905,7 @@ impl<T: Scalar> Program<T> {
         let batch = self.load_inputs(inputs)?;
         let ci = self.plan_index(batch, train)?;
         self.run_on_cpu(ci, Part::All)?;
-        // Every step's output readable: the takes the CPU skipped run too.
+        // Every step's output readable: the steps the CPU skipped run too.
         self.fill_elided(ci)?;
         let c = &self.compiled[ci];
         let mut read = c.outputs.clone();

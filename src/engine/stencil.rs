@@ -91,8 +91,9 @@ pub struct PutGemm {
 /// are added up); at least one output row's worth.
 pub const PUT_CHUNK: usize = 16 * 1024;
 
-/// Mark the gemms of `steps` that can read their A through a take's source (setting their
-/// `stencil`) and the puts that can compute their source's rows themselves (setting their
+/// Mark the gemms of `steps` that can read a take's output through its source (A through a
+/// stencil, setting their `stencil`; B gathered a batch entry at a time, setting their
+/// `gather`) and the puts that can compute their source's rows themselves (setting their
 /// `gemm`), and return which steps (those takes and gemms) the CPU then skips. `required`
 /// nodes (read back by the caller) are never skipped; neither is a step whose output is read
 /// by anything else.
