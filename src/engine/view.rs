@@ -251,7 +251,7 @@ impl View {
             k: 0,
             n,
             last_len: if r == 0 { 1 } else { self.axes[r - 1].len },
-            masked: self.is_masked(),
+            masked: r > 1 && self.axes[..r - 1].iter().any(|a| a.lo > 0 || a.hi < a.len),
         };
         if r > 0 {
             for (&i, ax) in idx.iter().zip(&self.axes[..r - 1]) {
@@ -279,10 +279,72 @@ impl View {
         (a - j0, b.max(a) - j0)
     }
 
+    /// [`View::gather`] of a view of rank ≥ 2 whose rows (last axis) are `L` elements long, as
+    /// in the concatenation of a few channels, where a run per row (the general path) costs
+    /// more than the row's copy: whole rows in a counted loop over the axis before the last,
+    /// each row's mask and offsets known in advance; a partial row at either end by runs.
+    #[inline(always)]
+    fn gather_rows<const L: usize, T: Copy + Default, S: Read<T> + ?Sized>(
+        &self,
+        src: &S,
+        start: usize,
+        out: &mut [T],
+    ) {
+        let r = self.axes.len();
+        let (last, inner) = (self.axes[r - 1], self.axes[r - 2]);
+        let cols: [bool; L] = std::array::from_fn(|j| j >= last.lo && j < last.hi);
+        let offs: [i64; L] = std::array::from_fn(|j| (j * last.stride) as i64);
+        let n = out.len();
+        let mut k = ((L - start % L) % L).min(n);
+        self.gather_runs(src, start, &mut out[..k]);
+        while n - k >= L {
+            // The rows left in this plane (the axes before `inner` fixed): its base and mask.
+            let row = (start + k) / L;
+            let (mut plane, i0) = (row / inner.len, row % inner.len);
+            let (mut base, mut valid) = (self.offset, true);
+            for ax in self.axes[..r - 2].iter().rev() {
+                let i = plane % ax.len;
+                plane /= ax.len;
+                base += (i * ax.stride) as i64;
+                valid &= i >= ax.lo && i < ax.hi;
+            }
+            let rows = (inner.len - i0).min((n - k) / L);
+            for (i, row) in (i0..i0 + rows).zip(out[k..k + rows * L].chunks_exact_mut(L)) {
+                let ok = valid && i >= inner.lo && i < inner.hi;
+                let b = base + (i * inner.stride) as i64;
+                for j in 0..L {
+                    row[j] = if ok && cols[j] {
+                        src.at((b + offs[j]) as usize)
+                    } else {
+                        T::default()
+                    };
+                }
+            }
+            k += rows * L;
+        }
+        self.gather_runs(src, start + k, &mut out[k..]);
+    }
+
     /// Read logical elements `[start, start + out.len())` (row-major order) into `out`;
     /// padding reads as zero.
     #[inline(always)]
     pub fn gather<T: Copy + Default, S: Read<T> + ?Sized>(
+        &self,
+        src: &S,
+        start: usize,
+        out: &mut [T],
+    ) {
+        match (self.axes.len() >= 2, self.last_axis().len) {
+            (true, 2) => self.gather_rows::<2, T, S>(src, start, out),
+            (true, 3) => self.gather_rows::<3, T, S>(src, start, out),
+            (true, 4) => self.gather_rows::<4, T, S>(src, start, out),
+            _ => self.gather_runs(src, start, out),
+        }
+    }
+
+    /// [`View::gather`] a run along the last axis at a time.
+    #[inline(always)]
+    fn gather_runs<T: Copy + Default, S: Read<T> + ?Sized>(
         &self,
         src: &S,
         start: usize,
@@ -574,6 +636,58 @@ mod tests {
 
     /// The padded last axis read and written run by run (a valid range inside, before and
     /// after each run, chunks starting mid-row) agrees with element-by-element index math.
+    #[test]
+    fn short_rows_gather_like_single_elements() {
+        let ax = |len, stride, lo, hi| Axis {
+            len,
+            stride,
+            lo,
+            hi,
+        };
+        let src: Vec<f64> = (0..400).map(|i| i as f64 + 0.5).collect();
+        for l in 1..=5 {
+            for (lo, hi) in [(0, l), (0, l - 1), (l - 1, l), (1.min(l - 1), l)] {
+                // Channels [lo, hi) of rows of l, in planes of 5 rows (the middle three valid,
+                // as a padded axis reads) and a broadcast axis; rank 2 and 3; an offset below
+                // zero, as a concatenation's second part reads.
+                let rows = ax(5, l + 1, 1, 4);
+                let last = ax(l, 1, lo, hi);
+                let views = [
+                    View {
+                        offset: 3,
+                        axes: vec![ax(6, 40, 0, 6), rows, last],
+                    },
+                    View {
+                        offset: 50 - lo as i64,
+                        axes: vec![ax(3, 0, 1, 3), ax(4, 60, 0, 4), rows, last],
+                    },
+                    View {
+                        offset: 7,
+                        axes: vec![ax(9, l, 2, 9), last],
+                    },
+                ];
+                for v in &views {
+                    let numel = v.numel();
+                    for (start, len) in [(0, numel), (1, numel - 3), (2 * l + 1, 4 * l + 1), (7, 2)]
+                    {
+                        let mut out = vec![-1.0; len];
+                        v.gather(src.as_slice(), start, &mut out);
+                        for (t, o) in out.iter().enumerate() {
+                            let mut rem = start + t;
+                            let mut j = vec![0; v.axes.len()];
+                            for (ji, a) in j.iter_mut().zip(&v.axes).rev() {
+                                *ji = rem % a.len;
+                                rem /= a.len;
+                            }
+                            let want = v.position(&j).map_or(0.0, |p| src[p]);
+                            assert_eq!(*o, want, "{v:?} element {}", start + t);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn masked_runs_gather_and_scatter_like_single_elements() {
         for (stride, lo, hi) in [(1usize, 2usize, 5usize), (1, 0, 3), (2, 1, 6), (0, 3, 4)] {
