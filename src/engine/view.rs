@@ -279,10 +279,31 @@ impl View {
         (a - j0, b.max(a) - j0)
     }
 
+    /// The whole rows (last axis, `l` elements each) among logical elements `[start, start +
+    /// n)` of a view of rank ≥ 2: `(head, tail, planes)`, where elements `[head, tail)` (relative
+    /// to `start`) are whole rows, listed plane by plane (a plane: the axes before the last two
+    /// fixed) with the element where the plane's first row starts, that row's index on the axis
+    /// before the last, the number of rows, the plane's base position and whether it is inside
+    /// its axes' valid ranges. The partial rows `[0, head)` and `[tail, n)` are the caller's.
+    #[inline(always)]
+    fn planes(&self, start: usize, n: usize, l: usize) -> (usize, usize, Planes<'_>) {
+        let head = ((l - start % l) % l).min(n);
+        let rows = (n - head) / l;
+        let row = (start + head) / l;
+        let planes = Planes {
+            view: self,
+            row,
+            end: row + rows,
+            k: head,
+            l,
+        };
+        (head, head + rows * l, planes)
+    }
+
     /// [`View::gather`] of a view of rank ≥ 2 whose rows (last axis) are `L` elements long, as
     /// in the concatenation of a few channels, where a run per row (the general path) costs
     /// more than the row's copy: whole rows in a counted loop over the axis before the last,
-    /// each row's mask and offsets known in advance; a partial row at either end by runs.
+    /// the row's mask and offsets known in advance; a partial row at either end by runs.
     #[inline(always)]
     fn gather_rows<const L: usize, T: Copy + Default, S: Read<T> + ?Sized>(
         &self,
@@ -294,22 +315,18 @@ impl View {
         let (last, inner) = (self.axes[r - 1], self.axes[r - 2]);
         let cols: [bool; L] = std::array::from_fn(|j| j >= last.lo && j < last.hi);
         let offs: [i64; L] = std::array::from_fn(|j| (j * last.stride) as i64);
-        let n = out.len();
-        let mut k = ((L - start % L) % L).min(n);
-        self.gather_runs(src, start, &mut out[..k]);
-        while n - k >= L {
-            // The rows left in this plane (the axes before `inner` fixed): its base and mask.
-            let row = (start + k) / L;
-            let (mut plane, i0) = (row / inner.len, row % inner.len);
-            let (mut base, mut valid) = (self.offset, true);
-            for ax in self.axes[..r - 2].iter().rev() {
-                let i = plane % ax.len;
-                plane /= ax.len;
-                base += (i * ax.stride) as i64;
-                valid &= i >= ax.lo && i < ax.hi;
-            }
-            let rows = (inner.len - i0).min((n - k) / L);
-            for (i, row) in (i0..i0 + rows).zip(out[k..k + rows * L].chunks_exact_mut(L)) {
+        let (head, tail, planes) = self.planes(start, out.len(), L);
+        self.gather_runs(src, start, &mut out[..head]);
+        for Plane {
+            k,
+            i0,
+            rows,
+            base,
+            valid,
+        } in planes
+        {
+            let block = out[k..k + rows * L].chunks_exact_mut(L);
+            for (i, row) in (i0..i0 + rows).zip(block) {
                 let ok = valid && i >= inner.lo && i < inner.hi;
                 let b = base + (i * inner.stride) as i64;
                 for j in 0..L {
@@ -320,9 +337,8 @@ impl View {
                     };
                 }
             }
-            k += rows * L;
         }
-        self.gather_runs(src, start + k, &mut out[k..]);
+        self.gather_runs(src, start + tail, &mut out[tail..]);
     }
 
     /// Read logical elements `[start, start + out.len())` (row-major order) into `out`;
@@ -391,6 +407,61 @@ impl View {
     /// the buffer positions they were read from; padding positions are dropped.
     #[inline(always)]
     pub fn scatter_add<T: Copy + std::ops::AddAssign, D: Write<T> + ?Sized>(
+        &self,
+        vals: &[T],
+        start: usize,
+        dst: &mut D,
+    ) {
+        match (self.axes.len() >= 2, self.last_axis().len) {
+            (true, 2) => self.scatter_rows::<2, T, D>(vals, start, dst),
+            (true, 3) => self.scatter_rows::<3, T, D>(vals, start, dst),
+            (true, 4) => self.scatter_rows::<4, T, D>(vals, start, dst),
+            _ => self.scatter_runs(vals, start, dst),
+        }
+    }
+
+    /// [`View::scatter_add`] of a view of rank ≥ 2 with rows of `L` elements, as
+    /// [`View::gather_rows`] reads them; the elements added in the same order.
+    #[inline(always)]
+    fn scatter_rows<const L: usize, T: Copy + std::ops::AddAssign, D: Write<T> + ?Sized>(
+        &self,
+        vals: &[T],
+        start: usize,
+        dst: &mut D,
+    ) {
+        let r = self.axes.len();
+        let (last, inner) = (self.axes[r - 1], self.axes[r - 2]);
+        let cols: [bool; L] = std::array::from_fn(|j| j >= last.lo && j < last.hi);
+        let offs: [i64; L] = std::array::from_fn(|j| (j * last.stride) as i64);
+        let (head, tail, planes) = self.planes(start, vals.len(), L);
+        self.scatter_runs(&vals[..head], start, dst);
+        for Plane {
+            k,
+            i0,
+            rows,
+            base,
+            valid: _,
+        } in planes.filter(|p| p.valid)
+        {
+            let block = vals[k..k + rows * L].chunks_exact(L);
+            for (i, row) in (i0..i0 + rows).zip(block) {
+                if i < inner.lo || i >= inner.hi {
+                    continue;
+                }
+                let b = base + (i * inner.stride) as i64;
+                for j in 0..L {
+                    if cols[j] {
+                        dst.add_at((b + offs[j]) as usize, row[j]);
+                    }
+                }
+            }
+        }
+        self.scatter_runs(&vals[tail..], start + tail, dst);
+    }
+
+    /// [`View::scatter_add`] a run along the last axis at a time.
+    #[inline(always)]
+    fn scatter_runs<T: Copy + std::ops::AddAssign, D: Write<T> + ?Sized>(
         &self,
         vals: &[T],
         start: usize,
@@ -569,6 +640,57 @@ impl Iterator for Runs<'_> {
     }
 }
 
+/// One plane of whole rows ([`View::planes`]).
+struct Plane {
+    k: usize,
+    i0: usize,
+    rows: usize,
+    base: i64,
+    valid: bool,
+}
+
+/// The planes of whole rows of a range of a view's logical elements.
+struct Planes<'v> {
+    view: &'v View,
+    row: usize,
+    end: usize,
+    k: usize,
+    l: usize,
+}
+
+impl Iterator for Planes<'_> {
+    type Item = Plane;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Plane> {
+        if self.row >= self.end {
+            return None;
+        }
+        let axes = &self.view.axes;
+        let r = axes.len();
+        let inner = axes[r - 2].len;
+        let (mut plane, i0) = (self.row / inner, self.row % inner);
+        let (mut base, mut valid) = (self.view.offset, true);
+        for ax in axes[..r - 2].iter().rev() {
+            let i = plane % ax.len;
+            plane /= ax.len;
+            base += (i * ax.stride) as i64;
+            valid &= i >= ax.lo && i < ax.hi;
+        }
+        let rows = (inner - i0).min(self.end - self.row);
+        let k = self.k;
+        self.row += rows;
+        self.k += rows * self.l;
+        Some(Plane {
+            k,
+            i0,
+            rows,
+            base,
+            valid,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -637,7 +759,7 @@ mod tests {
     /// The padded last axis read and written run by run (a valid range inside, before and
     /// after each run, chunks starting mid-row) agrees with element-by-element index math.
     #[test]
-    fn short_rows_gather_like_single_elements() {
+    fn short_rows_gather_and_scatter_like_single_elements() {
         let ax = |len, stride, lo, hi| Axis {
             len,
             stride,
@@ -648,8 +770,9 @@ mod tests {
         for l in 1..=5 {
             for (lo, hi) in [(0, l), (0, l - 1), (l - 1, l), (1.min(l - 1), l)] {
                 // Channels [lo, hi) of rows of l, in planes of 5 rows (the middle three valid,
-                // as a padded axis reads) and a broadcast axis; rank 2 and 3; an offset below
-                // zero, as a concatenation's second part reads.
+                // as a padded axis reads), under a broadcast axis (three planes adding into
+                // the same positions) or not; ranks 2 to 4; an offset below zero, as a
+                // concatenation's second part reads.
                 let rows = ax(5, l + 1, 1, 4);
                 let last = ax(l, 1, lo, hi);
                 let views = [
@@ -659,7 +782,7 @@ mod tests {
                     },
                     View {
                         offset: 50 - lo as i64,
-                        axes: vec![ax(3, 0, 1, 3), ax(4, 60, 0, 4), rows, last],
+                        axes: vec![ax(4, 0, 1, 4), ax(4, 60, 0, 4), rows, last],
                     },
                     View {
                         offset: 7,
@@ -668,10 +791,25 @@ mod tests {
                 ];
                 for v in &views {
                     let numel = v.numel();
-                    for (start, len) in [(0, numel), (1, numel - 3), (2 * l + 1, 4 * l + 1), (7, 2)]
-                    {
+                    // The last: a partial row first where the broadcast axis adds again.
+                    let late = (21 * l + 1).min(numel - 1);
+                    let cases = [
+                        (0, numel),
+                        (1, numel - 3),
+                        (2 * l + 1, 4 * l + 1),
+                        (7, 2),
+                        (late, numel - late),
+                    ];
+                    for (start, len) in cases {
                         let mut out = vec![-1.0; len];
                         v.gather(src.as_slice(), start, &mut out);
+                        // Added in logical order: the broadcast axis adds several values
+                        // into one position, in an order the rounding shows.
+                        let vals: Vec<f64> =
+                            (0..len).map(|t| (t as f64 + 0.5).sin() * 1e3).collect();
+                        let mut dst = vec![0.0; 400];
+                        v.scatter_add(&vals, start, dst.as_mut_slice());
+                        let mut want = vec![0.0; 400];
                         for (t, o) in out.iter().enumerate() {
                             let mut rem = start + t;
                             let mut j = vec![0; v.axes.len()];
@@ -679,9 +817,18 @@ mod tests {
                                 *ji = rem % a.len;
                                 rem /= a.len;
                             }
-                            let want = v.position(&j).map_or(0.0, |p| src[p]);
-                            assert_eq!(*o, want, "{v:?} element {}", start + t);
+                            let p = v.position(&j);
+                            assert_eq!(
+                                *o,
+                                p.map_or(0.0, |p| src[p]),
+                                "{v:?} element {}",
+                                start + t
+                            );
+                            if let Some(p) = p {
+                                want[p] += vals[t];
+                            }
                         }
+                        assert_eq!(dst, want, "{v:?} from {start}");
                     }
                 }
             }
