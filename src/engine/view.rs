@@ -300,6 +300,17 @@ impl View {
         (head, head + rows * l, planes)
     }
 
+    /// For rows (last axis) of `L` elements, of a view of rank ≥ 2: the axis before the last,
+    /// and each column's validity and offset in the buffer from the row's start.
+    #[inline(always)]
+    fn row_pattern<const L: usize>(&self) -> (Axis, [bool; L], [i64; L]) {
+        let r = self.axes.len();
+        let (last, inner) = (self.axes[r - 1], self.axes[r - 2]);
+        let cols = std::array::from_fn(|j| j >= last.lo && j < last.hi);
+        let offs = std::array::from_fn(|j| (j * last.stride) as i64);
+        (inner, cols, offs)
+    }
+
     /// [`View::gather`] of a view of rank ≥ 2 whose rows (last axis) are `L` elements long, as
     /// in the concatenation of a few channels, where a run per row (the general path) costs
     /// more than the row's copy: whole rows in a counted loop over the axis before the last,
@@ -311,10 +322,7 @@ impl View {
         start: usize,
         out: &mut [T],
     ) {
-        let r = self.axes.len();
-        let (last, inner) = (self.axes[r - 1], self.axes[r - 2]);
-        let cols: [bool; L] = std::array::from_fn(|j| j >= last.lo && j < last.hi);
-        let offs: [i64; L] = std::array::from_fn(|j| (j * last.stride) as i64);
+        let (inner, cols, offs) = self.row_pattern::<L>();
         let (head, tail, planes) = self.planes(start, out.len(), L);
         self.gather_runs(src, start, &mut out[..head]);
         for Plane {
@@ -429,10 +437,7 @@ impl View {
         start: usize,
         dst: &mut D,
     ) {
-        let r = self.axes.len();
-        let (last, inner) = (self.axes[r - 1], self.axes[r - 2]);
-        let cols: [bool; L] = std::array::from_fn(|j| j >= last.lo && j < last.hi);
-        let offs: [i64; L] = std::array::from_fn(|j| (j * last.stride) as i64);
+        let (inner, cols, offs) = self.row_pattern::<L>();
         let (head, tail, planes) = self.planes(start, vals.len(), L);
         self.scatter_runs(&vals[..head], start, dst);
         for Plane {
@@ -756,8 +761,9 @@ mod tests {
         assert_eq!(out, vec![4., 2., 5.]);
     }
 
-    /// The padded last axis read and written run by run (a valid range inside, before and
-    /// after each run, chunks starting mid-row) agrees with element-by-element index math.
+    /// Rows of a few elements, read and written a plane of whole rows at a time (partial rows
+    /// at either end by runs), agree with the view's definition element by element, and the
+    /// adjoint adds each position's terms in logical order.
     #[test]
     fn short_rows_gather_and_scatter_like_single_elements() {
         let ax = |len, stride, lo, hi| Axis {
@@ -835,6 +841,8 @@ mod tests {
         }
     }
 
+    /// The padded last axis read and written run by run (a valid range inside, before and
+    /// after each run, chunks starting mid-row) agrees with element-by-element index math.
     #[test]
     fn masked_runs_gather_and_scatter_like_single_elements() {
         for (stride, lo, hi) in [(1usize, 2usize, 5usize), (1, 0, 3), (2, 1, 6), (0, 3, 4)] {
