@@ -1266,8 +1266,6 @@ fn gemms_as_blas_calls_with_generated_epilogues_match_the_cpu_backend() {
     );
 }
 
-/// The flows whose whole plans the generated-kernel and BLAS checks run: a coupling flow
-/// (d = 3), the lattice flow (L = 4) and `bench flows`' training flow (d = 3).
 /// The base draws and temperatures the plan comparisons run on: `batch` rows of `dim`.
 fn plan_inputs<T: thermoflow::engine::Scalar>(batch: usize, dim: usize) -> (Vec<T>, Vec<T>) {
     let z = (0..batch * dim)
@@ -1279,6 +1277,8 @@ fn plan_inputs<T: thermoflow::engine::Scalar>(batch: usize, dim: usize) -> (Vec<
     (z, t)
 }
 
+/// The flows whose whole plans the generated-kernel and BLAS checks run: a coupling flow
+/// (d = 3), the lattice flow (L = 4) and `bench flows`' training flow (d = 3).
 fn plan_flows() -> (
     thermoflow::flows::Flow,
     thermoflow::flows::Flow,

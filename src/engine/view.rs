@@ -109,7 +109,9 @@ impl View {
             }
             acc *= a.len;
         }
-        (!self.is_masked()).then_some(())?;
+        if self.is_masked() {
+            return None;
+        }
         usize::try_from(self.offset).ok()
     }
 
