@@ -916,6 +916,26 @@ fn one_program_serves_every_batch_size_with_fresh_outputs() {
     }
 }
 
+/// A profiled run times every step of the plan it runs, by kind, with their output elements.
+#[test]
+fn a_profiled_run_counts_every_step_of_its_plan() {
+    let mut p = small_program();
+    let x: Vec<f32> = (0..2 * 64).map(|i| (i as f32 * 0.37).sin()).collect();
+    let prof = p.profile(&[("x", &x)], false).unwrap();
+    let mut want: Vec<(String, usize)> = Vec::new();
+    for line in p.describe(64, false).unwrap() {
+        let kind = line.split(' ').next().unwrap().to_string();
+        match want.iter_mut().find(|w| w.0 == kind) {
+            Some(w) => w.1 += 1,
+            None => want.push((kind, 1)),
+        }
+    }
+    let got: Vec<(String, usize)> = prof.iter().map(|k| (k.0.clone(), k.1)).collect();
+    assert_eq!(got, want);
+    let matmul = prof.iter().find(|k| k.0 == "matmul").expect("a matmul");
+    assert_eq!(matmul.2, 64 * 3, "{prof:?}");
+}
+
 #[test]
 fn bad_inputs_are_errors_not_panics() {
     let mut p = small_program();

@@ -160,6 +160,9 @@ type Buffers<T> = Vec<Vec<T>>;
 // program (each test binary) compiled the kernels again (≈ 100 s of CPU a crate). Compiling a
 // plan and running it on the CPU therefore go through one non-generic instance per element
 // type, compiled in this crate: `Program::plan_index` and `Program::run_on_cpu` dispatch here.
+// Whatever runs steps must come through them: a generic method that called a `Plan<f32>`
+// method itself (the elided steps' run did) had the test crate compile every kernel at every
+// instruction-set level again (200 s of the engine tests' build).
 fn plan_index_f32(p: &mut Program<f32>, batch: usize, train: bool) -> Result<usize> {
     p.plan_index_of(batch, train)
 }
@@ -168,12 +171,36 @@ fn plan_index_f64(p: &mut Program<f64>, batch: usize, train: bool) -> Result<usi
     p.plan_index_of(batch, train)
 }
 
-fn run_on_cpu_f32(p: &mut Program<f32>, ci: usize, part: Part) -> Result<()> {
-    p.compiled[ci].plan.run_part(&p.store, part)
+fn run_on_cpu_f32(p: &mut Program<f32>, ci: usize, run: CpuRun<'_>) -> Result<Option<Profile>> {
+    run.on(&mut p.compiled[ci].plan, &p.store)
 }
 
-fn run_on_cpu_f64(p: &mut Program<f64>, ci: usize, part: Part) -> Result<()> {
-    p.compiled[ci].plan.run_part(&p.store, part)
+fn run_on_cpu_f64(p: &mut Program<f64>, ci: usize, run: CpuRun<'_>) -> Result<Option<Profile>> {
+    run.on(&mut p.compiled[ci].plan, &p.store)
+}
+
+/// Per-kernel-kind timing of a run: (kind, kernels, output elements, microseconds).
+type Profile = Vec<(String, usize, usize, f64)>;
+
+/// What [`Program::run_on_cpu`] runs of a plan.
+#[derive(Clone, Copy)]
+enum CpuRun<'a> {
+    /// A part of the plan's steps.
+    Part(Part<'a>),
+    /// The steps the CPU skips, after a run ([`Plan::fill_elided`]).
+    Elided,
+    /// The whole plan, timed by kernel kind.
+    Profiled,
+}
+
+impl CpuRun<'_> {
+    fn on<T: Scalar>(self, plan: &mut Plan<T>, store: &[Vec<T>]) -> Result<Option<Profile>> {
+        match self {
+            CpuRun::Part(part) => plan.run_part(store, part).map(|()| None),
+            CpuRun::Elided => plan.fill_elided(store).map(|()| None),
+            CpuRun::Profiled => plan.run_profiled(store).map(Some),
+        }
+    }
 }
 
 impl<T: Scalar> Program<T> {
@@ -472,27 +499,14 @@ impl<T: Scalar> Program<T> {
         }
     }
 
-    /// Run the steps plan `ci` skipped on the CPU ([`super::stencil`]) on its last run's
-    /// buffers.
-    fn fill_elided(&mut self, ci: usize) -> Result<()> {
+    /// Run `run` of plan `ci` on the CPU backend.
+    fn run_on_cpu(&mut self, ci: usize, run: CpuRun<'_>) -> Result<Option<Profile>> {
         let any: &mut dyn Any = self;
         if let Some(p) = any.downcast_mut::<Program<f32>>() {
-            return p.compiled[ci].plan.fill_elided(&p.store);
+            return run_on_cpu_f32(p, ci, run);
         }
         if let Some(p) = any.downcast_mut::<Program<f64>>() {
-            return p.compiled[ci].plan.fill_elided(&p.store);
-        }
-        Err(Error::Engine("programs run in f32 or f64".into()))
-    }
-
-    /// Run `part` of plan `ci` on the CPU backend.
-    fn run_on_cpu(&mut self, ci: usize, part: Part) -> Result<()> {
-        let any: &mut dyn Any = self;
-        if let Some(p) = any.downcast_mut::<Program<f32>>() {
-            return run_on_cpu_f32(p, ci, part);
-        }
-        if let Some(p) = any.downcast_mut::<Program<f64>>() {
-            return run_on_cpu_f64(p, ci, part);
+            return run_on_cpu_f64(p, ci, run);
         }
         Err(Error::Engine("programs run in f32 or f64".into()))
     }
@@ -501,7 +515,7 @@ impl<T: Scalar> Program<T> {
     /// store, and return the buffers of the nodes `read`.
     fn exec(&mut self, ci: usize, part: Part, read: &[usize]) -> Result<Vec<Vec<T>>> {
         if self.device.is_none() {
-            self.run_on_cpu(ci, part)?;
+            self.run_on_cpu(ci, CpuRun::Part(part))?;
             let plan = &self.compiled[ci].plan;
             return Ok(read
                 .iter()
@@ -887,7 +901,7 @@ impl<T: Scalar> Program<T> {
         self.settle(None)?;
         let batch = self.load_inputs(inputs)?;
         let ci = self.plan_index(batch, train)?;
-        self.compiled[ci].plan.run_profiled(&self.store)
+        Ok(self.run_on_cpu(ci, CpuRun::Profiled)?.unwrap_or_default())
     }
 
     /// Run the plan once on `inputs` (with gradients where `train`) and hand it, with the
@@ -904,9 +918,9 @@ impl<T: Scalar> Program<T> {
         self.settle(None)?;
         let batch = self.load_inputs(inputs)?;
         let ci = self.plan_index(batch, train)?;
-        self.run_on_cpu(ci, Part::All)?;
+        self.run_on_cpu(ci, CpuRun::Part(Part::All))?;
         // Every step's output readable: the steps the CPU skipped run too.
-        self.fill_elided(ci)?;
+        self.run_on_cpu(ci, CpuRun::Elided)?;
         let c = &self.compiled[ci];
         let mut read = c.outputs.clone();
         if train {
