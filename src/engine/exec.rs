@@ -171,38 +171,70 @@ pub struct Span {
 
 /// Run units `span` of `step` (writing node `out`'s buffer) on one worker, with the copy
 /// compiled for the worker's instruction-set level.
+///
+/// The library's own unit tests, a second build of the whole library, run every step with the
+/// baseline copy: they check what the kernels compute, the same at every level, and the
+/// integration tests, which link the library as it ships, run every level the CPU has
+/// (`tests/tiling.rs`, `tests/engine.rs`). The AVX copies are most of the library's compile
+/// time, and were compiled twice for `cargo test`.
 pub fn exec<T: Scalar>(step: &Step, span: Span, w: &mut Worker<T>, b: &Bufs<T>) -> Result<()> {
     match w.simd {
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(all(target_arch = "x86_64", not(test)))]
         // SAFETY: a worker's level is one the CPU runs (`simd::check` where it is set).
-        Level::Avx512 => unsafe { exec_avx512(step, span, w, b) },
-        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => unsafe { avx512::exec(step, span, w, b) },
+        #[cfg(all(target_arch = "x86_64", not(test)))]
         // SAFETY: as above.
-        Level::Avx2 => unsafe { exec_avx2(step, span, w, b) },
-        _ => exec_with::<T, simd::Baseline>(step, span, w, b),
+        Level::Avx2 => unsafe { avx2::exec(step, span, w, b) },
+        _ => baseline::exec(step, span, w, b),
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,bmi1,bmi2,lzcnt,popcnt")]
-unsafe fn exec_avx512<T: Scalar>(
-    step: &Step,
-    span: Span,
-    w: &mut Worker<T>,
-    b: &Bufs<T>,
-) -> Result<()> {
-    exec_with::<T, simd::Avx512>(step, span, w, b)
+// Each level's copy sits in a module of its own: rustc places a generic function's instances
+// in the code-generation unit of the module that defines it, so the three copies (each with
+// every kernel inlined: most of the library's compile time) are optimised in parallel rather
+// than one after another in a single unit.
+
+#[cfg(all(target_arch = "x86_64", not(test)))]
+mod avx512 {
+    use super::{exec_with, simd, Bufs, Result, Scalar, Span, Step, Worker};
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,bmi1,bmi2,lzcnt,popcnt")]
+    pub(super) unsafe fn exec<T: Scalar>(
+        step: &Step,
+        span: Span,
+        w: &mut Worker<T>,
+        b: &Bufs<T>,
+    ) -> Result<()> {
+        exec_with::<T, simd::Avx512>(step, span, w, b)
+    }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,bmi1,bmi2,lzcnt,popcnt")]
-unsafe fn exec_avx2<T: Scalar>(
-    step: &Step,
-    span: Span,
-    w: &mut Worker<T>,
-    b: &Bufs<T>,
-) -> Result<()> {
-    exec_with::<T, simd::Avx2>(step, span, w, b)
+#[cfg(all(target_arch = "x86_64", not(test)))]
+mod avx2 {
+    use super::{exec_with, simd, Bufs, Result, Scalar, Span, Step, Worker};
+
+    #[target_feature(enable = "avx2,fma,bmi1,bmi2,lzcnt,popcnt")]
+    pub(super) unsafe fn exec<T: Scalar>(
+        step: &Step,
+        span: Span,
+        w: &mut Worker<T>,
+        b: &Bufs<T>,
+    ) -> Result<()> {
+        exec_with::<T, simd::Avx2>(step, span, w, b)
+    }
+}
+
+mod baseline {
+    use super::{exec_with, simd, Bufs, Result, Scalar, Span, Step, Worker};
+
+    pub(super) fn exec<T: Scalar>(
+        step: &Step,
+        span: Span,
+        w: &mut Worker<T>,
+        b: &Bufs<T>,
+    ) -> Result<()> {
+        exec_with::<T, simd::Baseline>(step, span, w, b)
+    }
 }
 
 /// The executor's body, inlined into each level's copy.
