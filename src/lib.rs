@@ -8,7 +8,8 @@
 //! sample z ~ N(0, I) to a physical state x; `inverse` maps x back to z.
 //!
 //! Layout: [`engine`] (luminal graphs, our autograd and fused CPU compiler; the only code that
-//! knows luminal), and f64 host-side physics that never touches luminal.
+//! knows luminal; the crate `thermoflow-engine` in `engine/`, with the library's [`error`]
+//! type), and f64 host-side physics that never touches luminal.
 
 #![warn(missing_docs)]
 
@@ -16,8 +17,8 @@ pub mod backmap;
 pub mod bench;
 pub mod causal;
 pub mod coordinates;
-pub mod engine;
-pub mod error;
+pub use thermoflow_engine as engine;
+pub use thermoflow_engine::error;
 pub mod estimators;
 pub mod exact;
 pub mod flows;

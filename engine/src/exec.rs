@@ -172,10 +172,10 @@ pub struct Span {
 /// Run units `span` of `step` (writing node `out`'s buffer) on one worker, with the copy
 /// compiled for the worker's instruction-set level.
 ///
-/// The library's own unit tests, a second build of the whole library, run every step with the
+/// The engine's own unit tests, a second build of the whole crate, run every step with the
 /// baseline copy: they check what the kernels compute, the same at every level, and the
-/// integration tests, which link the library as it ships, run every level the CPU has
-/// (`tests/tiling.rs`, `tests/engine.rs`). The AVX copies are most of the library's compile
+/// integration tests, which link the engine as it ships, run every level the CPU has
+/// (`tests/tiling.rs`, `tests/engine.rs`). The AVX copies are most of the engine's compile
 /// time, and were compiled twice for `cargo test`.
 pub fn exec<T: Scalar>(step: &Step, span: Span, w: &mut Worker<T>, b: &Bufs<T>) -> Result<()> {
     match w.simd {

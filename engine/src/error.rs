@@ -11,7 +11,7 @@ pub enum Error {
     Engine(String),
     /// Reading or writing a file failed, or its content is corrupt.
     Io(String),
-    /// The user stopped the work (Ctrl-C, [`crate::observe::interrupted`]) before it had
+    /// The user stopped the work (Ctrl-C, `thermoflow::observe::interrupted`) before it had
     /// anything to give.
     Interrupted(String),
 }

@@ -1,4 +1,5 @@
-//! The engine: the only module that knows luminal's internals.
+//! thermoflow's engine: the only code that knows luminal's internals (the library re-exports
+//! it as `thermoflow::engine`), and the library's one [`error`] type.
 //!
 //! Graphs are built with luminal 0.2.0's primitive operators through [`GraphBuilder`] and
 //! [`Var`]; [`Program`] compiles them with our own passes instead of luminal's stock
@@ -22,6 +23,8 @@
 //!    feature of that name) and as WGSL ([`wgsl`]; run by `webgpu` through wgpu with the
 //!    feature `wgpu`, tested on Mesa's lavapipe where there is no GPU).
 
+#![warn(missing_docs)]
+
 pub mod access;
 pub mod autograd;
 pub mod backend;
@@ -31,6 +34,7 @@ pub mod codegen;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod device;
+pub mod error;
 pub mod exec;
 pub mod fastmath;
 pub mod fuse;
