@@ -21,7 +21,7 @@ impl fmt::Display for Error {
         match self {
             Error::Input(m) => write!(f, "invalid input: {m}"),
             Error::Engine(m) => write!(f, "engine error: {m}"),
-            Error::Io(m) => write!(f, "i/o error: {m}"),
+            Error::Io(m) => write!(f, "file error: {m}"),
             Error::Interrupted(m) => write!(f, "interrupted: {m}"),
         }
     }
