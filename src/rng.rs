@@ -8,7 +8,7 @@
 //!
 //! **One seed, many streams.** A run draws for several purposes (training batches, the
 //! estimates at each temperature and round, the witness, a repair's retraining, ...). Each
-//! purpose gets its own seed from [`derive`]:
+//! purpose gets its own seed from [`fn@derive`]:
 //!
 //! ```text
 //! derive(seed, purpose, index) = the index-th 64-bit word of ChaCha8 keyed by seed,

@@ -1,7 +1,7 @@
 //! What a device backend gives the plan executor beside the CPU: a plan compiled for the
 //! device (a buffer per node, every step a generated kernel), run on the declared inputs'
-//! buffers, any node read back. Implemented by [`super::cuda::Cuda`] (feature `cuda`) and
-//! [`super::webgpu::WebGpu`] (feature `wgpu`); [`super::device`] runs programs through it
+//! buffers, any node read back. Implemented by `cuda::Cuda` (feature `cuda`) and
+//! `webgpu::WebGpu` (feature `wgpu`); [`super::device`] runs programs through it
 //! (`--device`), and the benchmark that compares a device with the CPU is written once
 //! against that.
 

@@ -7,7 +7,7 @@
 //! shape whose only symbolic dimension is the batch ([`Dim::Batch`], luminal's `'b'`).
 //!
 //! Composite ops are written as luminal's own hl_ops write them (exp = exp2(x/ln 2),
-//! sigmoid = 1/(1 + e^{−x}), max(a, b) = [a<b]·b + [a≥b]·a, …) with two deliberate
+//! sigmoid = 1/(1 + e^{−x}), max(a, b) = \[a<b\]·b + \[a≥b\]·a, …) with two deliberate
 //! differences: `clamp(lo, hi)` really clamps (luminal's `clip` computes `max(min(x, lo), hi)`),
 //! and the saturating activations clamp their argument first so that no `0·∞` appears in a
 //! gradient. Slices compose (luminal's `ShapeTracker::slice` takes the max of two starts).
@@ -709,15 +709,15 @@ impl<'g> Var<'g> {
     pub fn cos(self) -> Var<'g> {
         self.add_scalar(std::f64::consts::FRAC_PI_2).sin()
     }
-    /// 1 − [a < b].
+    /// 1 − \[a < b\].
     pub fn ge(self, rhs: Var<'g>) -> Var<'g> {
         self.lt(rhs).neg().add_scalar(1.0)
     }
-    /// [a > b].
+    /// \[a > b\].
     pub fn gt(self, rhs: Var<'g>) -> Var<'g> {
         rhs.lt(self)
     }
-    /// [a == b] = 1 − [a<b] − [b<a].
+    /// \[a == b\] = 1 − \[a<b\] − \[b<a\].
     pub fn eq(self, rhs: Var<'g>) -> Var<'g> {
         self.lt(rhs).add(rhs.lt(self)).neg().add_scalar(1.0)
     }

@@ -10,7 +10,7 @@
 //! per call; a weight matrix of this size sits in L1/L2), A's elements are broadcast one at a
 //! time, so a tile of a few hundred rows costs nothing to set up (a general gemm packs both
 //! operands on every call, which dominates for these sizes). Longer K (the weight gradients,
-//! summed over a batch of 1024) runs in chunks of KC over packed panels ([`packed`]): every
+//! summed over a batch of 1024) runs in chunks of KC over packed panels (`packed`): every
 //! gemm of a plan is this file's, in the instruction-set copy the executor runs
 //! (`THERMOFLOW_SIMD` holds for all of them).
 

@@ -49,7 +49,7 @@ pub enum BinOp {
     Mul,
     /// fmod(a, b)
     Mod,
-    /// [a < b]
+    /// \[a < b\]
     Lt,
     /// [a == b]
     Eq,

@@ -1,6 +1,6 @@
 //! WGSL source for a plan's steps, the same kernels as [`super::codegen`]'s CUDA C printed in
 //! the WebGPU shading language (f32 only: WGSL has no f64), for the `wgpu` backend
-//! ([`super::wgpu`]), which runs them on Metal, Vulkan or DX12.
+//! (`webgpu`, feature `wgpu`), which runs them on Metal, Vulkan or DX12.
 //!
 //! One invocation per output element, 256 per workgroup; element e of an elementwise kernel
 //! reads each leaf through its view:
@@ -12,7 +12,7 @@
 //!
 //! then runs the instructions in order, as the CUDA kernels do (see there for every kind of
 //! step), except the gemm, which is tiled: a workgroup computes a 16 × 16 block of C from
-//! 16 × 16 tiles of A and B staged in workgroup memory ([`TILE`]). What differs from C: integers are 32-bit (u32 element numbers, i32 buffer
+//! 16 × 16 tiles of A and B staged in workgroup memory (`TILE`). What differs from C: integers are 32-bit (u32 element numbers, i32 buffer
 //! positions, so a buffer holds at most 2³¹ elements); a view adjoint adds into its output
 //! through a compare-and-swap loop on the f32's bits (WGSL has no float atomics); the tables
 //! of a gather or a table scatter are storage buffers bound after the inputs; infinities and

@@ -15,7 +15,7 @@
 //! inverse:  P' = wrap(θ'_P(x)),  P = h⁻¹(P'),  θ_μ(x) = wrap(θ'_μ(x) − s (P' − P))
 //! ```
 //!
-//! with wrap(φ) ∈ [−π, π) (exact in floating point, see [`wrap_angle`]). The link's new active
+//! with wrap(φ) ∈ [−π, π) (exact in floating point, see `wrap_angle`). The link's new active
 //! plaquette is P + (P' − P) = P' up to 2π, which the inverse reads back. h is the
 //! rational-quadratic spline on [−π, π] with boundary derivatives 1 ([`crate::engine::rqs`]): it
 //! fixes ±π and its derivative matches across the seam, so it is a diffeomorphism of the circle

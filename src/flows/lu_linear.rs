@@ -19,7 +19,7 @@ use crate::engine::{Dim, Var};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LuLinear {
     dim: usize,
-    /// The fixed permutation: x_i = (LUz)_{perm[i]}.
+    /// The fixed permutation: x_i = (LUz)_{perm\[i\]}.
     pub perm: Vec<usize>,
     /// `w` and `shift`.
     pub params: ParamSet,

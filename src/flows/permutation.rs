@@ -1,5 +1,5 @@
-//! Fixed permutation of coordinates: x_i = z_{perm[i]}; log|det J| = 0. `reverse` is the
-//! permutation d−1, …, 0. Applied as a product with a constant 0/1 matrix Q, Q_{perm[i], i} = 1
+//! Fixed permutation of coordinates: x_i = z_{perm\[i\]}; log|det J| = 0. `reverse` is the
+//! permutation d−1, …, 0. Applied as a product with a constant 0/1 matrix Q, Q_{perm\[i\], i} = 1
 //! (x = z Q, z = x Qᵀ).
 
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use crate::engine::Var;
 /// A fixed coordinate permutation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Permutation {
-    /// x_i = z_{perm[i]}.
+    /// x_i = z_{perm\[i\]}.
     pub perm: Vec<usize>,
     #[serde(skip)]
     empty: ParamSet,

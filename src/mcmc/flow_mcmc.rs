@@ -7,7 +7,7 @@
 //! current state x with probability min(1, w(x')/w(x)) (computed in log space). The chain is
 //! exact for any q whose support covers p; the flow's quality only sets the acceptance rate
 //! and the autocorrelation. Every `local_every`-th step (if > 0) is instead one HMC trajectory
-//! ([`super::hmc`], [`LOCAL_LEAPFROG`] leapfrog steps of a size that starts at `local_step` and
+//! ([`mod@super::hmc`], [`LOCAL_LEAPFROG`] leapfrog steps of a size that starts at `local_step` and
 //! adapts during burn-in) for every chain, and the flow density of the moved states is then
 //! evaluated in one batch. The local moves keep a chain moving where the flow's proposals are
 //! seldom accepted (its weight is large there): with heavy-tailed weights (k̂ ≥ ½) the flow

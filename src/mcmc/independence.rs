@@ -1,6 +1,6 @@
 //! The independence Metropolis–Hastings kernel with a trained flow as proposal: the one global
-//! move of flow-MCMC ([`super::flow_mcmc`]), tempering ([`super::tempering`]), annealing
-//! ([`super::smc`]) and the sweep's flow-MCMC estimates.
+//! move of flow-MCMC ([`mod@super::flow_mcmc`]), tempering ([`super::tempering`]), annealing
+//! ([`mod@super::smc`]) and the sweep's flow-MCMC estimates.
 //!
 //! **Proposal.** The flow's defensive mixture q_mix(x|c) = (1 − ε) q(x|c) + ε q_s(x|c): the flow
 //! with its base widened s× shares its bijection, so the mixture's exact density costs nothing

@@ -1,8 +1,8 @@
 //! Classic samplers, the baselines and the source of training data: random-walk Metropolis
-//! vectorised over many chains ([`rwm`]) and parallel tempering across a temperature ladder
-//! ([`tempering`]), Hamiltonian Monte Carlo ([`hmc`]), flow-based independence Metropolis
-//! ([`flow_mcmc`]), sequential Monte Carlo down a temperature ladder with the flow as start
-//! and global moves ([`smc`]), with time-series statistics ([`stats`]: τ_int, batch-means errors).
+//! vectorised over many chains ([`mod@rwm`]) and parallel tempering across a temperature ladder
+//! ([`tempering`]), Hamiltonian Monte Carlo ([`mod@hmc`]), flow-based independence Metropolis
+//! ([`mod@flow_mcmc`]), sequential Monte Carlo down a temperature ladder with the flow as start
+//! and global moves ([`mod@smc`]), with time-series statistics ([`stats`]: τ_int, batch-means errors).
 //! Every sampler is seeded and reproducible; [`experiment`] runs one on a named system.
 
 pub mod experiment;

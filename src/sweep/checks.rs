@@ -25,7 +25,7 @@
 //! (the chains started from the flow's draws and those started from the witness's
 //! configurations agree on ⟨U⟩ and C_V within [`Z_LIMIT`]; fails without a witness).
 //!
-//! Where sequential Monte Carlo replaced importance sampling (see [`crate::mcmc::smc`]), the
+//! Where sequential Monte Carlo replaced importance sampling (see [`mod@crate::mcmc::smc`]), the
 //! local checks are `finite` and `smc_hysteresis` (the cooling and heating passes' ⟨U⟩ agree
 //! within [`Z_LIMIT`] of their replica spread), and `missed_mass` and `missed_bias` (properties
 //! of the flow's weights) do not apply.
@@ -198,7 +198,7 @@ pub fn local_chains(th: &Thermo, ch: &super::flow_mcmc::ChainEstimate) -> Checks
 }
 
 /// The local checks of a temperature estimated by sequential Monte Carlo
-/// ([`crate::mcmc::smc`]): finite energies and the cooling and heating passes agreeing
+/// ([`mod@crate::mcmc::smc`]): finite energies and the cooling and heating passes agreeing
 /// (`smc_hysteresis` ≤ [`Z_LIMIT`]).
 pub fn local_smc(th: &Thermo, p: &crate::mcmc::SmcPoint) -> Checks {
     let mut c = Checks::new();
@@ -245,7 +245,7 @@ fn put_agreement(c: &mut Checks, z_u: f64, z_cv: f64) {
 }
 
 /// The witness checks of a temperature estimated by parallel tempering, against sequential
-/// Monte Carlo ([`crate::mcmc::smc`]) at T — another algorithm: the anneal carries the
+/// Monte Carlo ([`mod@crate::mcmc::smc`]) at T — another algorithm: the anneal carries the
 /// populations of separated modes in its weights, where a ladder must cross between them, so a
 /// ladder that never crosses a barrier does not agree with it:
 /// * `witness_u`, `witness_cv`: |tempering − anneal| / √(se²_tempering + se²_anneal) ≤

@@ -130,7 +130,7 @@ pub fn run_witness(energy: &dyn Energy, grid: &[f64], cfg: &WitnessConfig) -> Re
 /// weight (from the witness's configurations) and, to first order in that mass, how much ⟨U⟩
 /// and C_V would change if it were counted. An estimate that never reached M estimates
 /// E_p[h | not M]; with h centred on the estimate (h = U − Ū for ⟨U⟩, ((U − Ū)² − T² Ĉ_V)/T²
-/// for C_V), E_p[h] − E_p[h | not M] ≈ E_p[h 1_M], the mean of h 1_M over the witness's
+/// for C_V), E_p\[h\] − E_p\[h | not M\] ≈ E_p\[h 1_M\], the mean of h 1_M over the witness's
 /// configurations.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Missed {

@@ -63,7 +63,7 @@ pub fn custom(
     })
 }
 
-/// A system from an expression in x0, x1, … (see [`super::expression`]) on `dim` coordinates
+/// A system from an expression in x0, x1, … (see [`mod@super::expression`]) on `dim` coordinates
 /// (default: one more than the highest index it uses).
 pub fn expression(text: &str, dim: Option<usize>) -> Result<Custom> {
     let e = Expression::parse(text)?;

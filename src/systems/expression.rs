@@ -10,7 +10,7 @@
 //! ```
 //!
 //! The parsed tree evaluates on any [`DualNum`]: on `f64` for energies and on dual numbers
-//! for exact gradients (one pass per coordinate, [`super::custom`]). An integer exponent is
+//! for exact gradients (one pass per coordinate, [`mod@super::custom`]). An integer exponent is
 //! `powi` (so `x0^4` is defined for negative x0), any other `a^b` is `exp(b·ln a)`. A mistake
 //! is an error naming the column and showing the text up to it.
 

@@ -1,4 +1,4 @@
-//! Annealing: sequential Monte Carlo from T_max down the grid and back ([`crate::mcmc::smc`]),
+//! Annealing: sequential Monte Carlo from T_max down the grid and back ([`mod@crate::mcmc::smc`]),
 //! the flow as its start and global moves, the system's local moves; its estimates replace the
 //! failing ones, and one run of it is the witness of tempered points
 //! ([`crate::sweep::checks::annealing_witness`]).
@@ -20,7 +20,7 @@ pub const SMC_MAX_RUN: usize = 128;
 /// A patient run's sweeps at T_max before cooling (at least), the energy correlation its
 /// kernel applications bring the particles to at each rung, and the most applications per
 /// rung: a first run whose hysteresis check fails is replaced by one this patient, since its
-/// moves did not keep up with the cooling (see [`rounds`]). Measured on `lj` (13 atoms, 8 temperatures over
+/// moves did not keep up with the cooling (see `rounds`). Measured on `lj` (13 atoms, 8 temperatures over
 /// [0.15, 0.4]): with [`SmcConfig::new`]'s (200, 0.3, 20) the hysteresis reached 15 and C_V
 /// at the melting peak was 5 of its errors below tempering's; with these the hysteresis
 /// stays ≤ 3.6 and ⟨U⟩, C_V agree with tempering within about 3 errors, for 257 s instead of
