@@ -191,7 +191,7 @@ pub fn exec<T: Scalar>(step: &Step, span: Span, w: &mut Worker<T>, b: &Bufs<T>) 
 
 // Each level's copy sits in a module of its own: rustc places a generic function's instances
 // in the code-generation unit of the module that defines it, so the three copies (each with
-// every kernel inlined: most of the library's compile time) are optimised in parallel rather
+// every kernel inlined: most of the engine's compile time) are optimised in parallel rather
 // than one after another in a single unit.
 
 #[cfg(all(target_arch = "x86_64", not(test)))]
