@@ -17,6 +17,7 @@ use crate::engine::{GraphBuilder, Program};
 use crate::error::Result;
 use crate::flows::params::{Declared, Scope};
 use crate::flows::{Bijection, Flow, Layer};
+use crate::observables::Observable;
 use crate::sweep::{self, SweepConfig, SweepResult};
 use crate::systems::Energy;
 
@@ -158,6 +159,16 @@ impl Sweep {
         self.cfg.methods = sweep::Method::parse_list(list)?;
         Ok(self)
     }
+    /// An observable whose average ⟨O⟩(T) is estimated beside ⟨U⟩ (repeatable):
+    /// `.observe("r²", |x| x[0] * x[0] + x[1] * x[1])`; [`SweepRun::observable_plots`] draws them.
+    pub fn observe(
+        mut self,
+        name: &str,
+        f: impl Fn(&[f64]) -> f64 + Send + Sync + 'static,
+    ) -> Sweep {
+        self.cfg.observables.push(Observable::new(name, f));
+        self
+    }
     /// Train (progress lines on stderr) and estimate.
     pub fn run(&self) -> Result<SweepRun> {
         let (result, flow, energy) = match &self.energy {
@@ -191,6 +202,10 @@ impl SweepRun {
     /// C_V(T), both estimators, exact curve.
     pub fn heat_capacity_plot(&self) -> Plot {
         crate::plot::heat_capacity_plot(&self.result)
+    }
+    /// Each observable's ⟨O⟩(T) with error band and, for 1-D and 2-D systems, the exact curve.
+    pub fn observable_plots(&self) -> Vec<Plot> {
+        crate::plot::observable_plots(&self.result)
     }
     /// ESS fraction against T.
     pub fn ess_plot(&self) -> Plot {

@@ -28,6 +28,7 @@ pub mod lattice;
 pub mod linalg;
 pub mod mcmc;
 pub mod memory;
+pub mod observables;
 pub mod observe;
 pub mod plot;
 pub mod prelude;

@@ -11,6 +11,7 @@ pub use crate::flows::{
 };
 pub use crate::lab::{apply, check, quick, size, Sweep, SweepRun};
 pub use crate::mcmc::{parallel_tempering, rwm, PtConfig, RwmConfig};
+pub use crate::observables::Observable;
 pub use crate::plot::binned;
 pub use crate::rng::{seeded, SeededRng};
 pub use crate::systems::{self, Dual64, DualNum, Energy, Harmonic};

@@ -425,6 +425,12 @@ fn chain_errors_cover_and_see_autocorrelation() {
     let naive =
         thermo_weighted(&Weights::uniform(pooled.len()).unwrap(), &pooled, t, false).unwrap();
     assert!((st.u.value - th.u.value).abs() < 1e-9);
+    // An observable's mean in the same groups (here U itself) has ⟨U⟩'s value and error.
+    let groups: Vec<usize> = (0..sticky.len()).flat_map(|c| [c; 10_000]).collect();
+    let w = Weights::uniform(pooled.len()).unwrap();
+    let o = w.mean_grouped(&pooled, &groups, sticky.len()).unwrap();
+    assert!((o.value - st.u.value).abs() < 1e-9 && (o.se / st.u.se - 1.0).abs() < 1e-9);
+    assert!(w.mean_grouped(&pooled, &groups[1..], sticky.len()).is_err());
     assert!(
         (st.u.se / th.u.se - 1.0).abs() < 1e-6,
         "{} vs {}",

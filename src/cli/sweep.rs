@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use thermoflow::observables::Observable;
 use thermoflow::sweep::{self, SweepConfig, DEFAULT_CV_TOL};
 
 use super::{check_writable, json_text, out, positive, write_file, Failure};
@@ -73,6 +74,16 @@ pub struct SweepArgs {
     /// Seed of every random choice
     #[arg(long, default_value_t = d().seed)]
     seed: u64,
+    /// An observable whose average ⟨O⟩(T) is estimated beside ⟨U⟩, repeatable: an expression in
+    /// x0, x1, … as --energy takes it, named by NAME= or by its text, e.g. --observe x0 --observe
+    /// 'r2 = x0^2 + x1^2' (table, JSON `observables`, CSV columns NAME, NAME_se, NAME_exact)
+    /// [default: none]
+    #[arg(
+        long = "observe",
+        value_name = "[NAME=]EXPR",
+        allow_hyphen_values = true
+    )]
+    observe: Vec<String>,
     /// Write the results as JSON to FILE [default: not written]
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -142,6 +153,9 @@ impl SweepArgs {
             load_model: self.load_model,
             save_model: self.save_model,
             progress: !self.quiet,
+            observables: (self.observe.iter())
+                .map(|o| Observable::parse(o))
+                .collect::<thermoflow::Result<_>>()?,
             ..d
         };
         let (result, flow, energy) = match custom {

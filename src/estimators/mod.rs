@@ -194,6 +194,18 @@ impl Weights {
         let (m, phi) = self.mean_phi(o);
         Ok(Estimate::from_influence(m, phi.into_iter()))
     }
+    /// [`Weights::mean`] for samples in independent groups (`groups[i]` the group of sample i,
+    /// of `n_groups`; correlated within a group, as the steps of one Markov chain): the
+    /// influence values are summed within each group before the error is formed.
+    pub fn mean_grouped(&self, o: &[f64], groups: &[usize], n_groups: usize) -> Result<Estimate> {
+        self.check_len(o)?;
+        check_groups(groups, self.len(), n_groups)?;
+        let (m, phi) = self.mean_phi(o);
+        Ok(Estimate::from_influence(
+            m,
+            sum_by_group(&phi, groups, n_groups).into_iter(),
+        ))
+    }
     fn log_z_phi(&self) -> (f64, Vec<f64>) {
         let n = self.len() as f64;
         let mean = self.sum() / n;
@@ -319,9 +331,7 @@ pub fn thermo_groups(
     n_groups: usize,
     t: f64,
 ) -> Result<Thermo> {
-    if groups.len() != u.len() || n_groups < 2 || groups.iter().any(|&g| g >= n_groups) {
-        return input_err("need a group below n_groups ≥ 2 for every sample");
-    }
+    check_groups(groups, u.len(), n_groups)?;
     let w = Weights::from_log(log_w)?;
     thermo_grouped(&w, u, t, false, Some((groups, n_groups)), f64::NAN)
 }
@@ -346,6 +356,23 @@ pub fn thermo_replicas(
         row.iter_mut().take(3).for_each(|v| *v *= c2);
     }
     Ok(th)
+}
+
+/// A group below `n_groups` ≥ 2 for each of `n` samples.
+fn check_groups(groups: &[usize], n: usize, n_groups: usize) -> Result<()> {
+    if groups.len() != n || n_groups < 2 || groups.iter().any(|&g| g >= n_groups) {
+        return input_err("need a group below n_groups ≥ 2 for every sample");
+    }
+    Ok(())
+}
+
+/// Influence values summed within each group: one value per group.
+fn sum_by_group(phi: &[f64], groups: &[usize], n_groups: usize) -> Vec<f64> {
+    let mut out = vec![0.0; n_groups];
+    for (p, &k) in phi.iter().zip(groups) {
+        out[k] += p;
+    }
+    out
 }
 
 /// [`thermo_weighted`], with influence values summed per group (`groups[i]` the group of
@@ -386,13 +413,7 @@ fn thermo_grouped(
     let agg = |phi: Vec<f64>| -> Vec<f64> {
         match groups {
             None => phi,
-            Some((g, n)) => {
-                let mut out = vec![0.0; n];
-                for (p, &k) in phi.iter().zip(g) {
-                    out[k] += p;
-                }
-                out
-            }
+            Some((g, n)) => sum_by_group(&phi, g, n),
         }
     };
     let (phi_u, phi_cv, phi_dcv) = (agg(phi_u), agg(phi_cv), agg(phi_dcv));

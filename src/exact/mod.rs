@@ -9,7 +9,7 @@ mod quadrature;
 pub mod u1;
 
 pub use closed_form::harmonic_reference;
-pub use quadrature::{quadrature, quadrature_expectation};
+pub use quadrature::{quadrature, quadrature_expectation, quadrature_expectations};
 pub use u1::{u1_exact, U1Exact};
 
 use serde::Serialize;

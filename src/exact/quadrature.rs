@@ -159,9 +159,28 @@ pub fn quadrature_expectation(
     t: f64,
     f: &dyn Fn(&[f64]) -> f64,
 ) -> Result<(f64, f64)> {
-    let (coarse, fine) = grids(e, &[t])?;
-    let (a, b) = (expectation(&coarse, t, f), expectation(&fine, t, f));
-    Ok((b, (b - a).abs()))
+    Ok(quadrature_expectations(e, &[t], &[f])?[0][0])
+}
+
+/// [`quadrature_expectation`] of each function in `fs` at each temperature in `temps`, on one
+/// box and pair of grids: `[f][t]` = (value, error estimate).
+pub fn quadrature_expectations<F: Fn(&[f64]) -> f64>(
+    e: &dyn Energy,
+    temps: &[f64],
+    fs: &[F],
+) -> Result<Vec<Vec<(f64, f64)>>> {
+    let (coarse, fine) = grids(e, temps)?;
+    Ok(fs
+        .iter()
+        .map(|f| {
+            (temps.iter())
+                .map(|&t| {
+                    let (a, b) = (expectation(&coarse, t, f), expectation(&fine, t, f));
+                    (b, (b - a).abs())
+                })
+                .collect()
+        })
+        .collect())
 }
 
 /// Exact ⟨U⟩, C_V, log Z, F, S by quadrature for a 1-D or 2-D system.

@@ -94,6 +94,23 @@ pub fn heat_capacity_plot(r: &SweepResult) -> Plot {
     p
 }
 
+/// Each observable's ⟨O⟩(T) with its error band and, where known, the exact curve (`--observe`,
+/// [`crate::observables`]).
+pub fn observable_plots(r: &SweepResult) -> Vec<Plot> {
+    (r.observables.iter())
+        .map(|o| {
+            band_plot(
+                &r.temperatures,
+                &o.value,
+                &o.se,
+                o.exact.as_ref(),
+                &format!("⟨{}⟩", o.name),
+                &format!("⟨{}⟩, {}", o.name, r.system),
+            )
+        })
+        .collect()
+}
+
 /// ESS fraction against T.
 pub fn ess_plot(r: &SweepResult) -> Plot {
     let mut p = Plot::new();
@@ -447,7 +464,9 @@ pub fn slider_temperatures(ts: &[f64]) -> Vec<f64> {
 /// Every figure of a sweep (for 1-D and 2-D systems also the density slider and densities at
 /// T_min, the middle and T_max).
 pub fn sweep_figures(r: &SweepResult, flow: &Flow, energy: &dyn Energy) -> Result<Vec<Plot>> {
-    let mut figs = vec![energy_plot(r), heat_capacity_plot(r), ess_plot(r)];
+    let mut figs = vec![energy_plot(r), heat_capacity_plot(r)];
+    figs.extend(observable_plots(r));
+    figs.push(ess_plot(r));
     if !r.loss_history.is_empty() {
         figs.push(loss_plot(&r.loss_history));
     }

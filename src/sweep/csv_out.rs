@@ -3,7 +3,8 @@
 //! Columns, in this order (the `*_exact` ones only where an exact reference exists):
 //! `T, U, U_se, U_exact, Cv, Cv_se, Cv_exact, Cv_deriv, Cv_deriv_se, logZ, logZ_se,
 //! logZ_exact, F, S, ess_fraction, pareto_k, samples_used, method, target_reached, trusted,
-//! failed_checks` (`failed_checks`: the names of the checks that fail, `;`-separated).
+//! failed_checks` (`failed_checks`: the names of the checks that fail, `;`-separated), then for
+//! each observable `NAME, NAME_se, NAME_exact`.
 //! Numbers that are not finite are written empty.
 
 use super::report::SweepResult;
@@ -30,6 +31,15 @@ impl SweepResult {
             "trusted",
             "failed_checks",
         ]);
+        let observed: Vec<String> = (self.observables.iter())
+            .flat_map(|o| {
+                let exact = o.exact.as_ref().map(|_| format!("{}_exact", o.name));
+                [o.name.clone(), format!("{}_se", o.name)]
+                    .into_iter()
+                    .chain(exact)
+            })
+            .collect();
+        header.extend(observed.iter().map(String::as_str));
         let mut w = csv::Writer::from_writer(Vec::new());
         let io = |e: csv::Error| Error::Io(e.to_string());
         w.write_record(&header).map_err(io)?;
@@ -68,6 +78,10 @@ impl SweepResult {
                 self.trusted[i].to_string(),
                 failed.join(";"),
             ]);
+            for o in &self.observables {
+                row.extend([num(o.value[i]), num(o.se[i])]);
+                row.extend(o.exact.as_ref().map(|e| num(e[i])));
+            }
             w.write_record(&row).map_err(io)?;
         }
         let bytes = w.into_inner().map_err(|e| Error::Io(e.to_string()))?;

@@ -47,16 +47,17 @@ pub mod witness;
 pub use methods::importance::estimate;
 pub use methods::{flow_mcmc, temper, Method, Tempering};
 pub use model::sweep_training;
-pub use report::{ExactCurves, SweepResult, TrainSummary, WitnessSummary};
+pub use report::{ExactCurves, ObservableCurve, SweepResult, TrainSummary, WitnessSummary};
 pub use samples_out::write_samples;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::{input_err, Result};
-use crate::estimators::{cv_from_derivative, Estimate, Thermo};
+use crate::estimators::{cv_from_derivative, Estimate, Thermo, Weights};
 use crate::exact::{reference, Reference};
 use crate::flows::{io, CouplingConfig, Flow};
+use crate::observables::Observable;
 use crate::systems::{self, check_temperature, Energy};
 use crate::train::History;
 use checks::{Checks, WitnessPoint};
@@ -107,6 +108,9 @@ pub struct SweepConfig {
     pub save_model: Option<PathBuf>,
     /// Print progress to stderr.
     pub progress: bool,
+    /// Functions of the configuration whose averages ⟨O⟩(T) are estimated beside ⟨U⟩
+    /// ([`crate::observables`]).
+    pub observables: Vec<Observable>,
 }
 
 impl Default for SweepConfig {
@@ -134,6 +138,7 @@ impl Default for SweepConfig {
             continue_training: false,
             save_model: None,
             progress: true,
+            observables: Vec::new(),
         }
     }
 }
@@ -524,6 +529,7 @@ fn run_on(
         },
         ..cfg.clone()
     };
+    crate::observables::check(&cfg.observables, energy.dim())?;
     let draws = crate::memory::sample_rows(cfg.max_samples, energy.dim());
     crate::memory::check("drawing --max-samples samples", draws)?;
     let params = params_map(energy.as_ref());
@@ -584,6 +590,47 @@ fn run_on(
     }
     let (result, flow) = assemble(&sw, st, params)?;
     Ok((result, flow, energy))
+}
+
+/// Each observable's ⟨O⟩ at each temperature, by the method that estimated ⟨U⟩ there: the
+/// importance weights' self-normalised mean, or flow-MCMC's chains; NaN where tempering or the
+/// anneal made the estimate (they do not record observables). Exact values by quadrature for
+/// 1-D and 2-D systems.
+fn observable_curves(
+    sw: &Sweeper,
+    draws: &[importance::Draws],
+    method: &[Estimator],
+    th: &[Thermo],
+) -> Result<Vec<ObservableCurve>> {
+    let obs = &sw.cfg.observables;
+    let exact = if !obs.is_empty() && sw.energy.dim() <= 2 {
+        let fs: Vec<_> = obs.iter().map(|o| |x: &[f64]| o.eval(x)).collect();
+        Some(crate::exact::quadrature_expectations(
+            sw.energy, &sw.temps, &fs,
+        )?)
+    } else {
+        None
+    };
+    (obs.iter().enumerate())
+        .map(|(k, o)| {
+            let est = (0..sw.temps.len())
+                .map(|i| match &method[i] {
+                    Estimator::Importance => {
+                        let d = &draws[i];
+                        Weights::boltzmann(&d.u, &d.log_q, th[i].t)?.mean(&d.obs[k])
+                    }
+                    Estimator::FlowMcmc(c) => Ok(c.observables[k]),
+                    _ => Ok(Estimate::NAN),
+                })
+                .collect::<Result<Vec<Estimate>>>()?;
+            Ok(ObservableCurve {
+                name: o.name().to_string(),
+                value: est.iter().map(|e| e.value).collect(),
+                se: est.iter().map(|e| e.se).collect(),
+                exact: (exact.as_ref()).map(|e| e[k].iter().map(|v| v.0).collect()),
+            })
+        })
+        .collect()
 }
 
 /// The result (JSON schema and table) from the final state.
@@ -671,6 +718,7 @@ fn assemble(
             sweeps: cfg.witness_sweeps,
             seconds: w.seconds,
         }),
+        observables: observable_curves(sw, &rounds.draws, &rounds.method, &th)?,
         exact: exact.map(|r| ExactCurves {
             u: r.iter().map(|x| x.u).collect(),
             cv: r.iter().map(|x| x.cv).collect(),

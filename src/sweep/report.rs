@@ -19,6 +19,20 @@ pub struct ExactCurves {
     pub log_z: Vec<f64>,
 }
 
+/// One observable's ⟨O⟩(T) ([`crate::observables`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct ObservableCurve {
+    /// Its name.
+    pub name: String,
+    /// ⟨O⟩ per temperature: NaN (null in the JSON) where the estimate is tempering's or the
+    /// anneal's, which do not record observables.
+    pub value: Vec<f64>,
+    /// Standard errors, from the same samples and error model as ⟨U⟩'s.
+    pub se: Vec<f64>,
+    /// Exact values (quadrature, for 1-D and 2-D systems), or null.
+    pub exact: Option<Vec<f64>>,
+}
+
 /// Training summary in the JSON.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct TrainSummary {
@@ -123,6 +137,8 @@ pub struct SweepResult {
     pub witness: Option<WitnessSummary>,
     /// Exact curves, or null.
     pub exact: Option<ExactCurves>,
+    /// The observables' averages, in the order they were given (empty without any).
+    pub observables: Vec<ObservableCurve>,
     /// Training summary.
     pub train: TrainSummary,
     /// Samples per temperature in the first round.
@@ -195,6 +211,7 @@ impl SweepResult {
                 s += &format!(" ({})\n", self.method[i]);
             }
         }
+        s += &self.observables_table();
         s +=
             &format!(
             "training: {} steps, {:.1} s, final loss {:.4}; estimates: {} samples in {:.1} s{}\n",
@@ -213,6 +230,45 @@ impl SweepResult {
             s += &format!("repair: {r}\n");
         }
         s += &format!("verdict: {}\n", self.verdict);
+        s
+    }
+
+    /// The observables' block of the table: ⟨O⟩ ± se (exact) per temperature, and where they
+    /// were not estimated (nothing without observables).
+    fn observables_table(&self) -> String {
+        if self.observables.is_empty() {
+            return String::new();
+        }
+        let mut s = format!("{:>7}", "T");
+        for o in &self.observables {
+            s += &format!(" {:>24}", format!("⟨{}⟩ ± se (exact)", o.name));
+        }
+        s.push('\n');
+        for (i, t) in self.temperatures.iter().enumerate() {
+            s += &format!("{t:7.3}");
+            for o in &self.observables {
+                let exact = (o.exact.as_ref()).map_or(String::new(), |e| format!("({:.4})", e[i]));
+                let cell = if o.value[i].is_finite() {
+                    format!("{:.4}±{:.4}{exact}", o.value[i], o.se[i])
+                } else {
+                    format!("—{exact}")
+                };
+                s += &format!(" {cell:>24}");
+            }
+            s.push('\n');
+        }
+        let missing: Vec<usize> = (0..self.temperatures.len())
+            .filter(|&i| self.observables.iter().any(|o| !o.value[i].is_finite()))
+            .collect();
+        if !missing.is_empty() {
+            let at: Vec<String> = (missing.iter())
+                .map(|&i| format!("{:.3}", self.temperatures[i]))
+                .collect();
+            s += &format!(
+                "observables: not estimated at T = {} (by tempering or the anneal, which do not record them, or not finite there)\n",
+                at.join(", ")
+            );
+        }
         s
     }
 

@@ -20,11 +20,12 @@ use serde::Serialize;
 
 use super::importance::{Estimator, Rounds};
 use crate::error::Result;
-use crate::estimators::{thermo_chains, Estimate, Thermo};
+use crate::estimators::{thermo_chains, Estimate, Thermo, Weights};
 use crate::flows::Flow;
 use crate::mcmc::independence::START_POOL;
 use crate::mcmc::stats::mser;
 use crate::mcmc::Independence;
+use crate::observables::{evaluate, Observable};
 use crate::sweep::{State, Sweeper};
 
 /// Independent chains at each temperature.
@@ -59,6 +60,10 @@ pub struct ChainEstimate {
     /// The largest log-weight log w = −U/T − log q_mix among the start pool and the proposals: the
     /// witness's configurations beyond it were never proposed (`missed_mass`).
     pub max_log_weight: f64,
+    /// ⟨O⟩ of each of the sweep's observables, with chain-batch errors as ⟨U⟩'s (in the JSON's
+    /// `observables`).
+    #[serde(skip)]
+    pub observables: Vec<Estimate>,
 }
 
 /// Chains of the flow's independence kernel at one temperature, half started from draws
@@ -90,6 +95,10 @@ pub struct Chains<'a> {
     t: f64,
     /// Each chain's energy after every step.
     series: Vec<Vec<f64>>,
+    /// The sweep's observables, and each one's value in each chain after every step
+    /// (`obs_series[k][chain][step]`).
+    observables: Vec<Observable>,
+    obs_series: Vec<Vec<Vec<f64>>>,
     /// Whether each chain's proposal was accepted at every step.
     moved: Vec<Vec<bool>>,
     /// The chains' mean energy and energy variance at every step (what MSER reads).
@@ -111,10 +120,11 @@ fn finite_max(l: &[f64]) -> f64 {
 impl<'a> Chains<'a> {
     /// `chains` chains at temperature `t`, not yet stepped: half from the flow's draws, half
     /// from `witness`'s rows (configurations at `t`; all from the flow's draws when there are
-    /// none).
+    /// none). `observables` are recorded after every step.
     pub fn start(
         flow: &'a Flow,
         energy: &dyn Energy,
+        observables: &[Observable],
         t: f64,
         chains: usize,
         seed: u64,
@@ -149,6 +159,8 @@ impl<'a> Chains<'a> {
             rng,
             t,
             series: vec![Vec::new(); chains],
+            observables: observables.to_vec(),
+            obs_series: vec![vec![Vec::new(); chains]; observables.len()],
             moved: vec![Vec::new(); chains],
             means: Vec::new(),
             vars: Vec::new(),
@@ -175,6 +187,14 @@ impl<'a> Chains<'a> {
             for (c, (series, moved)) in self.series.iter_mut().zip(&mut self.moved).enumerate() {
                 moved.push(s.accepted[c]);
                 series.push(u[c]);
+            }
+            let w = &self.walkers;
+            for (obs, v) in self
+                .obs_series
+                .iter_mut()
+                .zip(evaluate(&self.observables, &w.x, w.dim))
+            {
+                obs.iter_mut().zip(v).for_each(|(c, v)| c.push(v));
             }
             let m = u.iter().sum::<f64>() / chains as f64;
             self.means.push(m);
@@ -206,6 +226,16 @@ impl<'a> Chains<'a> {
             f64::NAN
         };
         let n = total - cut;
+        let groups: Vec<usize> = (0..chains)
+            .flat_map(|c| std::iter::repeat_n(c, n))
+            .collect();
+        let equal = Weights::uniform(chains * n)?;
+        let observables = (self.obs_series.iter())
+            .map(|obs| {
+                let kept: Vec<f64> = obs.iter().flat_map(|c| c[cut..].to_vec()).collect();
+                equal.mean_grouped(&kept, &groups, chains)
+            })
+            .collect::<Result<Vec<_>>>()?;
         let accepted: Vec<usize> = self
             .moved
             .iter()
@@ -226,6 +256,7 @@ impl<'a> Chains<'a> {
             split,
             starts,
             max_log_weight: self.max_log_weight,
+            observables,
         })
     }
 }
@@ -307,6 +338,7 @@ pub(in crate::sweep) fn run(sw: &Sweeper, st: &mut State) -> Result<()> {
         let mut chains = Chains::start(
             &st.flow,
             sw.energy,
+            &cfg.observables,
             t,
             MCMC_CHAINS,
             crate::rng::derive(sw.seed, "sweep/flow-mcmc", i as u64),

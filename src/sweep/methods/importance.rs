@@ -10,15 +10,18 @@ use crate::error::{Error, Result};
 use crate::estimators::{thermo, Estimate, Thermo};
 use crate::flows::Flow;
 use crate::mcmc::SmcPoint;
+use crate::observables::{evaluate, Observable};
 use crate::observe::Counter;
 use crate::sweep::{State, SweepConfig, Sweeper, DEFENSIVE_FRACTION, DEFENSIVE_WIDTH};
 use crate::systems::Energy;
 
-/// One temperature's accumulated samples: energies and flow log-densities.
+/// One temperature's accumulated samples: energies, flow log-densities and the observables'
+/// values (`obs[k][i]`: observable k at sample i).
 #[derive(Clone, Debug, Default)]
 pub(in crate::sweep) struct Draws {
     pub(in crate::sweep) u: Vec<f64>,
     pub(in crate::sweep) log_q: Vec<f64>,
+    pub(in crate::sweep) obs: Vec<Vec<f64>>,
 }
 
 impl Draws {
@@ -37,10 +40,12 @@ impl Draws {
 /// Ctrl-C looked at between them.
 const DRAW_CHUNK: usize = 12 * crate::flows::flow::MAX_BATCH;
 
-/// Draw `n` flow samples at `t` and their energies (evaluated in parallel) into `d`.
+/// Draw `n` flow samples at `t`, their energies and observables (evaluated in parallel) into
+/// `d`.
 fn draw(
     flow: &Flow,
     energy: &dyn Energy,
+    observables: &[Observable],
     t: f64,
     n: usize,
     rng: &mut crate::rng::SeededRng,
@@ -54,6 +59,10 @@ fn draw(
         .ok_or_else(|| Error::Engine("samples not contiguous".into()))?;
     d.u.extend(crate::systems::parallel_energies(energy, flat, dim));
     d.log_q.extend(s.log_q);
+    d.obs.resize(observables.len(), Vec::new());
+    for (acc, v) in d.obs.iter_mut().zip(evaluate(observables, flat, dim)) {
+        acc.extend(v);
+    }
     Ok(())
 }
 
@@ -71,7 +80,7 @@ pub fn estimate(
         .map(|(i, &t)| {
             let mut d = Draws::default();
             let mut rng = crate::rng::stream(seed, "estimates", i as u64);
-            draw(flow, energy, t, samples, &mut rng, &mut d)?;
+            draw(flow, energy, &[], t, samples, &mut rng, &mut d)?;
             thermo(&d.u, &d.log_q, t)
         })
         .collect()
@@ -183,7 +192,15 @@ pub(in crate::sweep) fn estimate_rounds(
             // ones stop at Ctrl-C between chunks.
             while left > 0 && !(round > 0 && crate::observe::interrupted()) {
                 let m = left.min(DRAW_CHUNK);
-                draw(flow, energy, temps[i], m, &mut rng, &mut draws[i])?;
+                draw(
+                    flow,
+                    energy,
+                    &cfg.observables,
+                    temps[i],
+                    m,
+                    &mut rng,
+                    &mut draws[i],
+                )?;
                 left -= m;
                 if let Some(bar) = &mut bar {
                     bar.add(m, &format!("T = {:.4}", temps[i]));
