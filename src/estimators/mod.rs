@@ -358,6 +358,22 @@ pub fn thermo_replicas(
     Ok(th)
 }
 
+/// ⟨O⟩ from weighted samples in independent replicas (`groups[i]` the replica of sample i, of
+/// `n_groups`; `log_w` unnormalised log-weights), with the error of [`thermo_replicas`]: the
+/// influence values summed per replica, scaled by R/(R − 1). A replica may also enter as one
+/// sample, its mean, with the log of its total weight (a ladder's mean over its sweeps, weight
+/// its number of sweeps): the estimate and error are the same.
+pub fn mean_replicas(
+    o: &[f64],
+    log_w: &[f64],
+    groups: &[usize],
+    n_groups: usize,
+) -> Result<Estimate> {
+    let mut e = Weights::from_log(log_w)?.mean_grouped(o, groups, n_groups)?;
+    e.se *= (n_groups as f64 / (n_groups - 1) as f64).sqrt();
+    Ok(e)
+}
+
 /// A group below `n_groups` ≥ 2 for each of `n` samples.
 fn check_groups(groups: &[usize], n: usize, n_groups: usize) -> Result<()> {
     if groups.len() != n || n_groups < 2 || groups.iter().any(|&g| g >= n_groups) {

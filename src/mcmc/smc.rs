@@ -55,8 +55,9 @@ use super::independence::Independence;
 use super::stats::paired_t;
 use super::Moves;
 use crate::error::{input_err, Result};
-use crate::estimators::{thermo_replicas, Estimate, Thermo, Weights};
+use crate::estimators::{mean_replicas, thermo_replicas, Estimate, Thermo, Weights};
 use crate::flows::Flow;
+use crate::observables::{evaluate, Observable};
 use crate::systems::{check_temperature, Energy};
 
 /// Most rungs of one pass before the run gives up.
@@ -93,6 +94,9 @@ pub struct SmcConfig {
     pub seed: u64,
     /// Print a line at every requested temperature.
     pub progress: bool,
+    /// Observables estimated at every requested temperature as ⟨U⟩ is
+    /// ([`SmcPoint::observables`]).
+    pub observables: Vec<Observable>,
 }
 
 impl SmcConfig {
@@ -112,6 +116,7 @@ impl SmcConfig {
             moves: Moves::for_system(energy),
             seed: 0,
             progress: false,
+            observables: Vec::new(),
         }
     }
 }
@@ -130,6 +135,10 @@ pub struct SmcPoint {
     /// Correlation of the energies with those before the rung's moves (mean over replicas,
     /// the larger pass).
     pub correlation: f64,
+    /// ⟨O⟩ of each observable, pooled and weighted as ⟨U⟩ with its errors (in the sweep's JSON
+    /// `observables`).
+    #[serde(skip)]
+    pub observables: Vec<Estimate>,
 }
 
 /// A sequential Monte Carlo run.
@@ -183,6 +192,9 @@ impl SmcRun {
                 let (ra, rb) = (self.replicas as f64, other.replicas as f64);
                 a.u.extend(b.u);
                 a.lw.extend(b.lw);
+                for (o, p) in a.obs.iter_mut().zip(b.obs) {
+                    o.extend(p);
+                }
                 a.means.extend(b.means);
                 a.log_z.extend(b.log_z);
                 a.acceptance = (ra * a.acceptance + rb * b.acceptance) / (ra + rb);
@@ -462,6 +474,8 @@ impl Population {
 struct Record {
     u: Vec<f64>,
     lw: Vec<f64>,
+    /// `obs[o][particle]`: each observable at each particle.
+    obs: Vec<Vec<f64>>,
     means: Vec<f64>,
     log_z: Vec<f64>,
     acceptance: f64,
@@ -469,11 +483,17 @@ struct Record {
 }
 
 impl Record {
-    fn of(pop: &Population, acceptance: f64, correlation: f64) -> Record {
+    fn of(
+        pop: &Population,
+        observables: &[Observable],
+        acceptance: f64,
+        correlation: f64,
+    ) -> Record {
         Record {
             correlation,
             u: pop.u.clone(),
             lw: pop.lw.clone(),
+            obs: evaluate(observables, &pop.x, pop.d),
             means: (0..pop.r).map(|k| pop.mean_u(k)).collect(),
             log_z: pop.log_z.clone(),
             acceptance,
@@ -640,7 +660,7 @@ pub fn smc(energy: &dyn Energy, flow: &Flow, cfg: &SmcConfig) -> Result<SmcRun> 
     }
     let k_t = temps.len();
     let mut records = [vec![Record::default(); k_t], vec![Record::default(); k_t]];
-    records[0][k_t - 1] = Record::of(&pop, acc_max, f64::NAN);
+    records[0][k_t - 1] = Record::of(&pop, &cfg.observables, acc_max, f64::NAN);
     let mut rungs = [0usize; 2];
     let mut repeats = 0usize;
     // Cooling: requested temperatures from the hottest down; heating: back up.
@@ -660,7 +680,7 @@ pub fn smc(energy: &dyn Energy, flow: &Flow, cfg: &SmcConfig) -> Result<SmcRun> 
             let mut dwell_rng = crate::rng::stream(cfg.seed, "smc/dwell", 0);
             let (done, acc) = equilibrate(&mut aside, &mut dwelt, temps[0], &mut dwell_rng)?;
             kernel.evaluations = aside.evaluations;
-            records[1][0] = Record::of(&dwelt, acc, f64::NAN);
+            records[1][0] = Record::of(&dwelt, &cfg.observables, acc, f64::NAN);
             if cfg.progress {
                 eprintln!(
                     "[smc] dwell at T = {:.4}: {done} sweeps, {:.1} s",
@@ -697,7 +717,7 @@ pub fn smc(energy: &dyn Energy, flow: &Flow, cfg: &SmcConfig) -> Result<SmcRun> 
                     ));
                 }
             }
-            records[pass][k] = Record::of(&pop, acc, rho);
+            records[pass][k] = Record::of(&pop, &cfg.observables, acc, rho);
             if cfg.progress {
                 eprintln!(
                     "[smc] {} T = {:.4}: {} rungs, {:.1} kernel applications per rung, energy correlation {:.2}, local acceptance {:.2}, flow proposals {}, {:.1} s",
@@ -786,15 +806,20 @@ fn point(
     let mut u = Vec::with_capacity(4 * n * r);
     let mut lw = Vec::with_capacity(4 * n * r);
     let mut groups = Vec::with_capacity(4 * n * r);
+    let mut obs = vec![Vec::with_capacity(4 * n * r); cool.obs.len()];
     for (rec, from) in [cool, heat].into_iter().zip(start) {
         // Replica r's share of the pass ∝ its path factor Ẑ_r(T)/Ẑ_r(start), half per pass.
         let c: Vec<f64> = (0..r).map(|k| rec.log_z[k] - from.log_z[k]).collect();
         let norm = log_sum_exp(c.iter().copied()) + std::f64::consts::LN_2;
         u.extend(&rec.u);
+        obs.iter_mut().zip(&rec.obs).for_each(|(o, v)| o.extend(v));
         lw.extend(rec.lw.iter().enumerate().map(|(i, l)| l + c[i / n] - norm));
         groups.extend((0..n * r).map(|i| i / n));
     }
     let mut th = thermo_replicas(&u, &lw, &groups, r, t)?;
+    let observables = (obs.iter())
+        .map(|o| mean_replicas(o, &lw, &groups, r))
+        .collect::<Result<Vec<_>>>()?;
     let c2 = r as f64 / (r - 1) as f64;
     // log Z(T) − log Z(T_max) from the cooling pass's path factors: log mean_r Ẑ_r(T)/Ẑ_r(T_max).
     // (The flow's own log Ẑ at T_max is not part of it: a flow that misses a basin gets it wrong.)
@@ -820,5 +845,6 @@ fn point(
         hysteresis,
         acceptance,
         correlation: cool.correlation.max(heat.correlation),
+        observables,
     })
 }

@@ -37,6 +37,7 @@ use crate::coordinates::Coordinates;
 use crate::error::{input_err, Result};
 use crate::estimators::Estimate;
 use crate::flows::Flow;
+use crate::observables::Observable;
 use crate::systems::{check_temperature, Energy};
 
 /// Settings of a parallel-tempering run.
@@ -71,6 +72,9 @@ pub struct PtConfig {
     /// A line on stderr under this label about every [`PROGRESS_SECONDS`]: sweeps done and
     /// round trips so far (None: silent).
     pub progress: Option<String>,
+    /// Observables averaged per ladder and temperature over the sweeps after burn-in
+    /// ([`PtRun::observables`]).
+    pub observables: Vec<Observable>,
 }
 
 /// The error of a run stopped by Ctrl-C.
@@ -196,6 +200,7 @@ impl PtConfig {
             moves: Moves::Joint,
             flow_every: 0,
             progress: None,
+            observables: Vec::new(),
         }
     }
 }
@@ -236,6 +241,9 @@ pub struct PtRun {
     pub flow_acceptance: f64,
     /// The rungs that got flow proposals after burn-in (see [`parallel_tempering_with`]).
     pub flow_rungs: Vec<bool>,
+    /// Each observable's mean over the sweeps after burn-in, per temperature and ladder:
+    /// `observables[o][k][ladder]`.
+    pub observables: Vec<Vec<Vec<f64>>>,
     n_batches: usize,
 }
 
@@ -412,6 +420,7 @@ pub fn parallel_tempering_with(
     let mut round_trips = 0usize;
     let mut log_step = vec![cfg.step.ln(); k];
     let mut traces = vec![vec![Vec::with_capacity(cfg.n_sweeps); m]; k];
+    let mut obs_sums = vec![vec![vec![0.0; m]; k]; cfg.observables.len()];
     let kept = cfg.n_sweeps / cfg.thin;
     let mut samples: Vec<Array2<f64>> = (0..k).map(|_| Array2::zeros((m * kept, d))).collect();
     let mut acc = vec![0usize; k];
@@ -511,6 +520,9 @@ pub fn parallel_tempering_with(
             for (l, trace) in traces[j].iter_mut().enumerate() {
                 let r = l * k + j;
                 trace.push(u[r]);
+                for (sums, o) in obs_sums.iter_mut().zip(&cfg.observables) {
+                    sums[j][l] += o.eval(&x[r * d..(r + 1) * d]);
+                }
                 if (i + 1).is_multiple_of(cfg.thin) && i / cfg.thin < kept {
                     let row = l * kept + i / cfg.thin;
                     for c in 0..d {
@@ -541,6 +553,14 @@ pub fn parallel_tempering_with(
             f64::NAN
         },
         flow_rungs: rungs.on,
+        observables: obs_sums
+            .into_iter()
+            .map(|o| {
+                o.into_iter()
+                    .map(|l| l.into_iter().map(|s| s / cfg.n_sweeps as f64).collect())
+                    .collect()
+            })
+            .collect(),
         n_batches: cfg.n_batches,
     })
 }

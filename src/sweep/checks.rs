@@ -46,7 +46,10 @@
 //! * `missed_bias`: how far that mass would move ⟨U⟩ and C_V ([`super::witness::Missed`]),
 //!   in the estimate's standard errors, ≤ [`MISSED_BIAS_LIMIT`]: a small mass far in the tail
 //!   moves C_V by much;
-//! * `witness_mixing`: round trips ≥ ladders (a witness that does not mix is no evidence).
+//! * `witness_mixing`: round trips ≥ ladders (a witness that does not mix is no evidence);
+//! * `witness_observables` (only with `--observe`): every observable's ⟨O⟩ agrees with the
+//!   witness's (from its configurations at T, ladders as replicas) within [`WITNESS_Z_LIMIT`]
+//!   ([`observables_witness`]; for tempered points, with the anneal's).
 //!
 //! Jointly: `joint` — Σ z² over the temperature's z-valued checks (`cv_vs_dudt`,
 //! `logz_vs_u`, `witness_u`, `witness_cv`; a grid check, the largest of two intervals, enters
@@ -60,7 +63,7 @@ use serde::Serialize;
 
 use super::witness::{Missed, Witness};
 use crate::estimators::psis::k_threshold;
-use crate::estimators::{Thermo, TRUST_ESS_FRACTION};
+use crate::estimators::{Estimate, Thermo, TRUST_ESS_FRACTION};
 
 /// |z| beyond which the grid's consistency residuals fail (62 of them on a 32-point grid).
 pub const Z_LIMIT: f64 = 4.0;
@@ -279,6 +282,22 @@ pub fn annealing_witness(th: &Thermo, p: Option<&crate::mcmc::SmcPoint>, start_z
     });
     put_agreement(&mut c, zu, zc);
     put(&mut c, "witness_hysteresis", hy, Z_LIMIT, hy <= Z_LIMIT);
+    c
+}
+
+/// `witness_observables` (with observables, [`crate::observables`]): the largest |z| between the
+/// estimate's ⟨O⟩ and a witness's, over the observables, ≤ [`WITNESS_Z_LIMIT`]; the witness is
+/// the parallel-tempering one, or the anneal where tempering made the estimate (`None`: none
+/// there, and the check fails; so does an observable that is not finite).
+pub fn observables_witness(est: &[Estimate], witness: Option<&[Estimate]>) -> Checks {
+    let worst = witness.map_or(f64::INFINITY, |w| {
+        (est.iter().zip(w))
+            .map(|(a, b)| z(a.value, a.se, b.value, b.se))
+            .fold(0.0, f64::max)
+    });
+    let mut c = Checks::new();
+    let pass = worst <= WITNESS_Z_LIMIT;
+    put(&mut c, "witness_observables", worst, WITNESS_Z_LIMIT, pass);
     c
 }
 
@@ -536,5 +555,30 @@ mod tests {
         c[3].insert("pareto_k".into(), check(true, 0.1));
         assert!(verdict(&temps, &c).starts_with("all 4 temperatures trusted"));
         assert_eq!(ranges(&temps, &[0, 1, 3]), "T = 1.000–1.500, 2.500");
+    }
+
+    /// Observables agree within the witness's limit or fail on the worst of them; no witness,
+    /// or an observable that is not finite, fails.
+    #[test]
+    fn observables_are_held_to_their_witness() {
+        let e = |value, se| Estimate { value, se };
+        let est = [e(1.0, 0.1), e(5.0, 0.3)];
+        let value = |c: &Checks| c["witness_observables"].clone();
+        let agree = value(&observables_witness(
+            &est,
+            Some(&[e(1.1, 0.1), e(5.0, 0.4)]),
+        ));
+        assert!(agree.pass && (agree.value - 0.1 / 0.02f64.sqrt()).abs() < 1e-12);
+        let apart = value(&observables_witness(
+            &est,
+            Some(&[e(1.0, 0.1), e(7.5, 0.4)]),
+        ));
+        assert!(
+            !apart.pass && (apart.value - 5.0).abs() < 1e-12,
+            "{apart:?}"
+        );
+        assert!(!value(&observables_witness(&est, None)).pass);
+        let nan = [e(f64::NAN, f64::NAN), e(5.0, 0.3)];
+        assert!(!value(&observables_witness(&nan, Some(&est))).pass);
     }
 }

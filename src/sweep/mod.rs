@@ -54,7 +54,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::{input_err, Result};
-use crate::estimators::{cv_from_derivative, Estimate, Thermo, Weights};
+use crate::estimators::{cv_from_derivative, Estimate, Thermo};
 use crate::exact::{reference, Reference};
 use crate::flows::{io, CouplingConfig, Flow};
 use crate::observables::Observable;
@@ -222,13 +222,15 @@ fn scores_flow(m: &Estimator) -> bool {
 }
 
 /// Every check at every temperature: tempered points against the anneal `smc` (when run),
-/// every other point against the parallel-tempering witness `w` (see [`checks`]).
+/// every other point against the parallel-tempering witness `w` (see [`checks`]), the
+/// `observables` too where there are any.
 fn all_checks(
     rounds: &Rounds,
     w: Option<&Witness>,
     smc: Option<&crate::mcmc::SmcRun>,
     flow: &Flow,
     energy: &dyn Energy,
+    observables: &[Observable],
 ) -> Result<(Vec<Checks>, Vec<checks::WitnessPoint>)> {
     let th = &rounds.th;
     let grid = checks::grid(th);
@@ -305,6 +307,21 @@ fn all_checks(
                     .filter(|(n, _)| n != "missed_mass" && n != "missed_bias"),
             ),
             _ => c.extend(x),
+        }
+    }
+    if !observables.is_empty() {
+        let est = rounds.observables(observables.len())?;
+        for (i, c) in all.iter_mut().enumerate() {
+            let witness = match (&rounds.method[i], w.and_then(|w| Some((w, w.rung_of(i)?)))) {
+                (Estimator::Tempering(_), _) => smc.map(|r| r.points[i].observables.clone()),
+                (_, Some((w, k))) => Some(
+                    (observables.iter())
+                        .map(|o| w.observable(k, o))
+                        .collect::<Result<Vec<_>>>()?,
+                ),
+                (_, None) => None,
+            };
+            c.extend(checks::observables_witness(&est[i], witness.as_deref()));
         }
     }
     all.iter_mut().for_each(checks::joint);
@@ -457,6 +474,7 @@ impl Sweeper<'_> {
             st.smc.as_ref(),
             &st.flow,
             self.energy,
+            &self.cfg.observables,
         )?;
         if progress {
             eprintln!(
@@ -592,16 +610,9 @@ fn run_on(
     Ok((result, flow, energy))
 }
 
-/// Each observable's ⟨O⟩ at each temperature, by the method that estimated ⟨U⟩ there: the
-/// importance weights' self-normalised mean, or flow-MCMC's chains; NaN where tempering or the
-/// anneal made the estimate (they do not record observables). Exact values by quadrature for
-/// 1-D and 2-D systems.
-fn observable_curves(
-    sw: &Sweeper,
-    draws: &[importance::Draws],
-    method: &[Estimator],
-    th: &[Thermo],
-) -> Result<Vec<ObservableCurve>> {
+/// Each observable's ⟨O⟩(T) as [`Rounds::observables`] estimates it, with exact values by
+/// quadrature for 1-D and 2-D systems.
+fn observable_curves(sw: &Sweeper, rounds: &Rounds) -> Result<Vec<ObservableCurve>> {
     let obs = &sw.cfg.observables;
     let exact = if !obs.is_empty() && sw.energy.dim() <= 2 {
         let fs: Vec<_> = obs.iter().map(|o| |x: &[f64]| o.eval(x)).collect();
@@ -611,26 +622,15 @@ fn observable_curves(
     } else {
         None
     };
-    (obs.iter().enumerate())
-        .map(|(k, o)| {
-            let est = (0..sw.temps.len())
-                .map(|i| match &method[i] {
-                    Estimator::Importance => {
-                        let d = &draws[i];
-                        Weights::boltzmann(&d.u, &d.log_q, th[i].t)?.mean(&d.obs[k])
-                    }
-                    Estimator::FlowMcmc(c) => Ok(c.observables[k]),
-                    _ => Ok(Estimate::NAN),
-                })
-                .collect::<Result<Vec<Estimate>>>()?;
-            Ok(ObservableCurve {
-                name: o.name().to_string(),
-                value: est.iter().map(|e| e.value).collect(),
-                se: est.iter().map(|e| e.se).collect(),
-                exact: (exact.as_ref()).map(|e| e[k].iter().map(|v| v.0).collect()),
-            })
+    let est = rounds.observables(obs.len())?;
+    Ok((obs.iter().enumerate())
+        .map(|(k, o)| ObservableCurve {
+            name: o.name().to_string(),
+            value: est.iter().map(|e| e[k].value).collect(),
+            se: est.iter().map(|e| e[k].se).collect(),
+            exact: (exact.as_ref()).map(|e| e[k].iter().map(|v| v.0).collect()),
         })
-        .collect()
+        .collect())
 }
 
 /// The result (JSON schema and table) from the final state.
@@ -641,6 +641,7 @@ fn assemble(
 ) -> Result<(SweepResult, Flow)> {
     let (cfg, temps) = (sw.cfg, &sw.temps);
     let rounds = st.rounds;
+    let observables = observable_curves(sw, &rounds)?;
     let th = rounds.th;
     let us: Vec<Estimate> = th.iter().map(|t| t.u).collect();
     let deriv = cv_from_derivative(temps, &us)?;
@@ -718,7 +719,7 @@ fn assemble(
             sweeps: cfg.witness_sweeps,
             seconds: w.seconds,
         }),
-        observables: observable_curves(sw, &rounds.draws, &rounds.method, &th)?,
+        observables,
         exact: exact.map(|r| ExactCurves {
             u: r.iter().map(|x| x.u).collect(),
             cv: r.iter().map(|x| x.cv).collect(),

@@ -24,8 +24,8 @@ pub struct ExactCurves {
 pub struct ObservableCurve {
     /// Its name.
     pub name: String,
-    /// ⟨O⟩ per temperature: NaN (null in the JSON) where the estimate is tempering's or the
-    /// anneal's, which do not record observables.
+    /// ⟨O⟩ per temperature, by the method that estimated ⟨U⟩ there: NaN (null in the JSON)
+    /// where none did, or where O is not finite at a sample that counts.
     pub value: Vec<f64>,
     /// Standard errors, from the same samples and error model as ⟨U⟩'s.
     pub se: Vec<f64>,
@@ -265,7 +265,7 @@ impl SweepResult {
                 .map(|&i| format!("{:.3}", self.temperatures[i]))
                 .collect();
             s += &format!(
-                "observables: not estimated at T = {} (by tempering or the anneal, which do not record them, or not finite there)\n",
+                "observables: not estimated at T = {} (no method estimated ⟨U⟩ there, or an observable is not finite at a sample)\n",
                 at.join(", ")
             );
         }

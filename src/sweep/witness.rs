@@ -21,8 +21,10 @@ use ndarray::Array2;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::estimators::{mean_replicas, Estimate};
 use crate::flows::Flow;
 use crate::mcmc::{dispersed_starts, parallel_tempering, McThermo, PtConfig};
+use crate::observables::Observable;
 use crate::systems::Energy;
 
 /// Settings of the witness.
@@ -112,6 +114,7 @@ pub fn run_witness(energy: &dyn Energy, grid: &[f64], cfg: &WitnessConfig) -> Re
         n_batches: 16,
         flow_every: 0,
         progress: None,
+        observables: Vec::new(),
     };
     let run = parallel_tempering(energy, &pt)?;
     Ok(Witness {
@@ -172,6 +175,21 @@ impl Witness {
     /// The rung at the grid's temperature number `i`.
     pub fn rung_of(&self, i: usize) -> Option<usize> {
         self.grid_index.iter().position(|&g| g == Some(i))
+    }
+
+    /// ⟨O⟩ at rung `k` from its configurations (ladder by ladder), each ladder one replica:
+    /// errors from the spread between ladders ([`mean_replicas`]).
+    pub fn observable(&self, k: usize, o: &Observable) -> Result<Estimate> {
+        let x = self.samples[k].as_standard_layout();
+        let (rows, d) = x.dim();
+        let per = rows / self.ladders.max(1);
+        if per == 0 || d == 0 || self.ladders < 2 {
+            return Ok(Estimate::NAN);
+        }
+        let flat = x.as_slice().unwrap_or_default();
+        let values: Vec<f64> = flat.chunks(d).map(|r| o.eval(r)).collect();
+        let groups: Vec<usize> = (0..rows).map(|r| (r / per).min(self.ladders - 1)).collect();
+        mean_replicas(&values, &vec![0.0; rows], &groups, self.ladders)
     }
 
     /// What the flow's samples missed at rung `k` (see [`Missed`]): the witness configurations

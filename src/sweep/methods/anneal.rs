@@ -48,6 +48,7 @@ pub(in crate::sweep) fn rounds(
     sc.particles = SMC_PARTICLES;
     sc.replicas = SMC_REPLICAS;
     sc.progress = cfg.progress;
+    sc.observables = cfg.observables.clone();
     let (patient_burn_in, patient_correlation, patient_repeats) = SMC_PATIENT;
     let be_patient = |sc: &mut SmcConfig| {
         sc.burn_in = patient_burn_in;

@@ -127,6 +127,25 @@ impl Estimator {
 }
 
 impl Rounds {
+    /// Each temperature's ⟨O⟩ of `n` observables, `[i][o]`, by the method that estimated ⟨U⟩
+    /// there and with its error model: the importance weights' self-normalised mean, flow-MCMC's
+    /// chains, tempering's ladders, the anneal's replicas (NaN where nothing estimated).
+    pub(in crate::sweep) fn observables(&self, n: usize) -> Result<Vec<Vec<Estimate>>> {
+        (self.method.iter().enumerate())
+            .map(|(i, m)| match m {
+                Estimator::Importance => {
+                    let d = &self.draws[i];
+                    let w = crate::estimators::Weights::boltzmann(&d.u, &d.log_q, self.th[i].t)?;
+                    d.obs.iter().map(|o| w.mean(o)).collect()
+                }
+                Estimator::FlowMcmc(c) => Ok(c.observables.clone()),
+                Estimator::Tempering(p) => Ok(p.observables.clone()),
+                Estimator::Smc(p) => Ok(p.observables.clone()),
+                Estimator::Unestimated => Ok(vec![Estimate::NAN; n]),
+            })
+            .collect()
+    }
+
     /// Nothing estimated yet at `temps` (when the first method is not importance sampling):
     /// every value NaN, no samples.
     pub(in crate::sweep) fn unestimated(temps: &[f64]) -> Rounds {

@@ -42,7 +42,7 @@ use serde::Serialize;
 use super::importance::Estimator;
 use super::{left_by_time, more, Tempering};
 use crate::error::Result;
-use crate::estimators::{thermo_replicas, Estimate, Thermo};
+use crate::estimators::{mean_replicas, thermo_replicas, Estimate, Thermo};
 use crate::flows::Flow;
 use crate::mcmc::{dispersed_starts, paired_t, parallel_tempering_with, tau_int, Moves, PtConfig};
 use crate::sweep::witness::ladder;
@@ -74,6 +74,10 @@ pub struct TemperPoint {
     pub acceptance: f64,
     /// τ_int of U at this temperature, in sweeps.
     pub tau_int: f64,
+    /// ⟨O⟩ of each of the sweep's observables, with errors from the spread between ladders as
+    /// ⟨U⟩'s (in the JSON's `observables`).
+    #[serde(skip)]
+    pub observables: Vec<Estimate>,
 }
 
 /// The pooled tempering runs whose estimates replaced failing ones.
@@ -105,6 +109,8 @@ pub struct TemperRun {
 struct Pool {
     /// `traces[i][ladder]`: energies at grid temperature i after burn-in.
     traces: Vec<Vec<Vec<f64>>>,
+    /// `observables[o][i][ladder]`: observable o's mean over those sweeps.
+    observables: Vec<Vec<Vec<f64>>>,
     acceptance: Vec<f64>,
     round_trips: usize,
     ladder_sweeps: usize,
@@ -132,6 +138,12 @@ impl Pool {
             .flat_map(|(l, s)| std::iter::repeat_n(l, s.len()))
             .collect();
         let mut th = thermo_replicas(&u, &vec![0.0; u.len()], &groups, r, t)?;
+        // Each ladder one value, its mean, weighing its sweeps.
+        let log_sweeps: Vec<f64> = tr.iter().map(|s| (s.len() as f64).ln()).collect();
+        let ladders: Vec<usize> = (0..r).collect();
+        let observables = (self.observables.iter())
+            .map(|o| mean_replicas(&o[i], &log_sweeps, &ladders, r))
+            .collect::<Result<Vec<_>>>()?;
         th.ess_fraction = f64::NAN;
         let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
         let (first, second): (Vec<f64>, Vec<f64>) = tr
@@ -145,6 +157,7 @@ impl Pool {
             round_trips_per_ladder: self.round_trips as f64 / r as f64,
             acceptance: self.acceptance[i],
             tau_int: tau_int(tr),
+            observables,
         })
     }
 
@@ -153,6 +166,9 @@ impl Pool {
         let share = |x: f64, y: f64| (a * x + b * y) / (a + b);
         for (s, o) in self.traces.iter_mut().zip(other.traces) {
             s.extend(o);
+        }
+        for (s, o) in self.observables.iter_mut().zip(other.observables) {
+            s.iter_mut().zip(o).for_each(|(s, o)| s.extend(o));
         }
         for (s, o) in self.acceptance.iter_mut().zip(other.acceptance) {
             *s = share(*s, o);
@@ -208,13 +224,18 @@ fn run_once(
         moves: Moves::for_system(sw.energy),
         flow_every,
         progress: sw.cfg.progress.then(|| "sweep".into()),
+        observables: sw.cfg.observables.clone(),
     };
     let run = parallel_tempering_with(sw.energy, &pt, settings.flow_proposals.then_some(flow))?;
     let on_grid: Vec<usize> = (0..sw.temps.len())
         .filter_map(|i| grid_index.iter().position(|&g| g == Some(i)))
         .collect();
     let mut traces = run.traces;
+    let mut observables = run.observables;
     Ok(Pool {
+        observables: (observables.iter_mut())
+            .map(|o| on_grid.iter().map(|&k| std::mem::take(&mut o[k])).collect())
+            .collect(),
         traces: on_grid
             .iter()
             .map(|&k| std::mem::take(&mut traces[k]))
@@ -421,7 +442,7 @@ mod tests {
     fn pool(drift: f64, seed: u64) -> Pool {
         let mut rng = crate::rng::seeded(seed);
         let n = 20_000;
-        let traces = (0..16)
+        let traces: Vec<Vec<f64>> = (0..16)
             .map(|_| {
                 let mut x = 0.0;
                 (0..n)
@@ -432,7 +453,10 @@ mod tests {
                     .collect()
             })
             .collect();
+        // An observable equal to U: each ladder's mean energy.
+        let means = traces.iter().map(|t| t.iter().sum::<f64>() / n as f64);
         Pool {
+            observables: vec![vec![means.collect()]],
             traces: vec![traces],
             acceptance: vec![0.3],
             round_trips: 160,
@@ -452,6 +476,9 @@ mod tests {
     fn split_sees_a_drift_and_errors_cover_a_stationary_run() {
         let p = pool(0.0, 1).point(0, 1.0).unwrap();
         assert!(p.split < 4.0, "split {}", p.split);
+        // The observable's ladder means, weighted by their sweeps, give ⟨U⟩ and its error.
+        let (o, u) = (p.observables[0], p.thermo.u);
+        assert!((o.value - u.value).abs() < 1e-12 && (o.se / u.se - 1.0).abs() < 1e-9);
         assert!((p.thermo.u.value - 1.0).abs() < 4.0 * p.thermo.u.se);
         assert!(sound(&p));
         let drifting = pool(0.5, 2).point(0, 1.0).unwrap();
@@ -461,6 +488,7 @@ mod tests {
         a.merge(pool(0.0, 4));
         let m = a.point(0, 1.0).unwrap();
         assert_eq!(a.ladders(), 32);
+        assert!((m.observables[0].se / m.thermo.u.se - 1.0).abs() < 1e-9);
         assert!(m.thermo.u.se < p.thermo.u.se);
         assert_eq!(m.round_trips_per_ladder, 10.0);
     }
