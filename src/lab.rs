@@ -169,6 +169,12 @@ impl Sweep {
         self.cfg.observables.push(Observable::new(name, f));
         self
     }
+    /// An observable as `--observe` takes it: `"x0"`, `"r2 = x0^2 + x1^2"`, or the system's own
+    /// by name (`"abs_m"` on φ⁴; `thermoflow systems` lists them).
+    pub fn observe_expr(mut self, text: &str) -> Result<Sweep> {
+        self.cfg.observables.push(Observable::parse(text)?);
+        Ok(self)
+    }
     /// Train (progress lines on stderr) and estimate.
     pub fn run(&self) -> Result<SweepRun> {
         let (result, flow, energy) = match &self.energy {
@@ -232,10 +238,21 @@ impl SweepRun {
 }
 
 impl SweepResult {
-    /// An HTML table of the estimates.
+    /// An HTML table of the estimates (observables in columns of their own, after the rest).
     pub fn to_html(&self) -> String {
+        let esc = |t: &str| t.replace('&', "&amp;").replace('<', "&lt;");
+        let observed: String = (self.observables.iter())
+            .map(|o| {
+                let exact = if o.exact.is_some() {
+                    "<th>exact</th>"
+                } else {
+                    ""
+                };
+                format!("<th>⟨{}⟩ ± se</th>{exact}", esc(&o.name))
+            })
+            .collect();
         let mut s = format!(
-            "<p><b>{}</b> {} — {} samples per temperature</p><table><tr><th>T</th><th>⟨U⟩ ± se</th><th>exact</th><th>C_V ± se</th><th>exact</th><th>dU/dT ± se</th><th>log Z ± se</th><th>ESS/N</th><th>trusted</th></tr>",
+            "<p><b>{}</b> {} — {} samples per temperature</p><table><tr><th>T</th><th>⟨U⟩ ± se</th><th>exact</th><th>C_V ± se</th><th>exact</th><th>dU/dT ± se</th><th>log Z ± se</th><th>ESS/N</th><th>trusted</th>{observed}</tr>",
             self.system,
             serde_json::Value::Object(self.params.clone()),
             self.samples
@@ -252,6 +269,14 @@ impl SweepResult {
                 ex(e.map(|e| &e.cv)), self.cv_deriv[i], self.cv_deriv_se[i], self.log_z[i], self.log_z_se[i],
                 self.ess_fraction[i], if self.trusted[i] { "yes" } else { "<b>no</b>" }
             );
+            s.truncate(s.len() - "</tr>".len());
+            for o in &self.observables {
+                s += &format!("<td>{:.4} ± {:.4}</td>", o.value[i], o.se[i]);
+                if let Some(e) = &o.exact {
+                    s += &format!("<td>{:.4}</td>", e[i]);
+                }
+            }
+            s += "</tr>";
         }
         s + &format!(
             "</table><p><b>verdict:</b> {}</p>{}",

@@ -7,9 +7,18 @@
 //! a sweep estimates at every temperature beside ⟨U⟩, from the same samples and with the same
 //! error model as ⟨U⟩: importance sampling's self-normalised mean Σ w_i O_i / Σ w_i with its
 //! delta-method error, flow-MCMC's equal-weight mean over its chains with one batch per chain
-//! ([`crate::estimators::Weights::mean_grouped`]). An observable is a Rust closure on the
-//! coordinates ([`Observable::new`]) or an expression typed as text, the grammar of
-//! `--energy` ([`Observable::parse`]: `x0`, `r2 = x0^2 + x1^2`).
+//! ([`crate::estimators::Weights::mean_grouped`]), tempering's ladders and the anneal's replicas
+//! ([`crate::estimators::mean_replicas`]). An observable is a Rust closure on the coordinates
+//! ([`Observable::new`]), an expression typed as text in the grammar of `--energy`
+//! ([`Observable::parse`]: `x0`, `r2 = x0^2 + x1^2`), or one a system defines, by its name
+//! ([`crate::systems::Energy::observables`]: `abs_m` on φ⁴, `q2` on U(1), `rg2` on a chain).
+//!
+//! The systems' own: the magnetisation per site |M|/V = |Σ_x φ_x|/V and M²/V (whose average is
+//! the susceptibility χ₂ on a finite lattice, where ⟨M⟩ = 0) on φ⁴; the mean plaquette
+//! ⟨cos θ_P⟩ and the squared topological charge Q² (Q = Σ_P wrap(θ_P)/2π; ⟨Q²⟩/V the
+//! topological susceptibility) on U(1); the squared radius of gyration
+//! R_g² = (1/n) Σ_i |r_i − r_com|² on a chain (with the squared end-to-end distance) and a
+//! cluster.
 
 use std::sync::Arc;
 
@@ -17,6 +26,25 @@ use rayon::prelude::*;
 
 use crate::error::{input_err, Result};
 use crate::systems::expression::Expression;
+use crate::systems::Energy;
+
+/// The squared radius of gyration R_g² = (1/n) Σ_i |r_i − r_com|² of n particles of `k`
+/// coordinates each (`x` = r_0, r_1, …).
+pub fn gyration(x: &[f64], k: usize) -> f64 {
+    let n = (x.len() / k.max(1)) as f64;
+    let com: Vec<f64> = (0..k)
+        .map(|c| x.iter().skip(c).step_by(k).sum::<f64>() / n)
+        .collect();
+    x.chunks(k)
+        .map(|r| {
+            r.iter()
+                .zip(&com)
+                .map(|(a, c)| (a - c).powi(2))
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        / n
+}
 
 type Closure = dyn Fn(&[f64]) -> f64 + Send + Sync;
 
@@ -24,7 +52,8 @@ type Closure = dyn Fn(&[f64]) -> f64 + Send + Sync;
 #[derive(Clone)]
 pub struct Observable {
     name: String,
-    f: Arc<Closure>,
+    /// None: the system's own observable of that name, found by [`resolve`].
+    f: Option<Arc<Closure>>,
     /// Coordinates it reads, where known (an expression's highest index plus one).
     reads: Option<usize>,
 }
@@ -41,14 +70,29 @@ impl Observable {
     pub fn new(name: &str, f: impl Fn(&[f64]) -> f64 + Send + Sync + 'static) -> Observable {
         Observable {
             name: name.trim().to_string(),
-            f: Arc::new(f),
+            f: Some(Arc::new(f)),
             reads: None,
         }
     }
 
     /// `EXPR` or `NAME=EXPR`, EXPR in `x0, x1, …` as `--energy` takes it (named by its text
-    /// when no name is given): `x0`, `x0^2`, `r = sqrt(x0^2 + x1^2)`.
+    /// when no name is given): `x0`, `x0^2`, `r = sqrt(x0^2 + x1^2)`; or a bare name other
+    /// than a coordinate (`abs_m`): the system's own observable of that name, which the sweep
+    /// looks up ([`resolve`]).
     pub fn parse(text: &str) -> Result<Observable> {
+        let word = text.trim();
+        let coordinate = word
+            .strip_prefix('x')
+            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
+        let identifier = word.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if identifier && !coordinate {
+            return Ok(Observable {
+                name: word.to_string(),
+                f: None,
+                reads: None,
+            });
+        }
         let (name, expr) = match text.split_once('=') {
             Some((n, e)) => (n.trim(), e.trim()),
             None => (text.trim(), text.trim()),
@@ -68,10 +112,40 @@ impl Observable {
         &self.name
     }
 
-    /// O(x).
+    /// O(x) (NaN for a system's observable not yet [`resolve`]d).
     pub fn eval(&self, x: &[f64]) -> f64 {
-        (self.f)(x)
+        self.f.as_ref().map_or(f64::NAN, |f| f(x))
     }
+}
+
+/// The observables for `energy`: each named one ([`Observable::parse`]'s bare names) replaced
+/// by the system's own of that name, then [`check`]ed. Errors name what the system has.
+pub fn resolve(obs: &[Observable], energy: &dyn Energy) -> Result<Vec<Observable>> {
+    let own = energy.observables();
+    let out = (obs.iter())
+        .map(|o| match &o.f {
+            Some(_) => Ok(o.clone()),
+            None => own
+                .iter()
+                .find(|s| s.name == o.name)
+                .cloned()
+                .ok_or_else(|| {
+                    let names: Vec<&str> = own.iter().map(|s| s.name.as_str()).collect();
+                    crate::Error::Input(format!(
+                        "{} has no observable {:?} ({}); an expression in x0, x1, … also serves",
+                        energy.name(),
+                        o.name,
+                        if names.is_empty() {
+                            "it defines none".to_string()
+                        } else {
+                            format!("it has {}", names.join(", "))
+                        }
+                    ))
+                }),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    check(&out, energy.dim())?;
+    Ok(out)
 }
 
 /// Names that are present, distinct and not `T`, and expressions that read only coordinates
@@ -134,5 +208,39 @@ mod tests {
             check(&[c], 1).is_ok(),
             "a closure's reach is not known in advance"
         );
+    }
+
+    /// A bare name is the system's own observable, found by `resolve`; an unknown one is an
+    /// error that lists what the system has.
+    #[test]
+    fn systems_observables_are_found_by_name() {
+        let phi4 = crate::systems::build("phi4", &["L=2"]).unwrap();
+        let asked = [
+            Observable::parse("abs_m").unwrap(),
+            Observable::parse("x3").unwrap(),
+        ];
+        assert!(asked[0].eval(&[1.0; 4]).is_nan(), "not yet resolved");
+        let got = resolve(&asked, phi4.as_ref()).unwrap();
+        // M = 4 on V = 4 sites: |M|/V = 1; M²/V = 4.
+        assert_eq!(got[0].eval(&[1.0; 4]), 1.0);
+        assert_eq!(got[1].eval(&[0.0, 0.0, 0.0, 2.5]), 2.5);
+        let m2 = resolve(&[Observable::parse("m2").unwrap()], phi4.as_ref()).unwrap();
+        assert_eq!(m2[0].eval(&[1.0, -1.0, 1.0, 1.0]), 1.0);
+        let err = resolve(&[Observable::parse("q2").unwrap()], phi4.as_ref()).unwrap_err();
+        assert!(err.to_string().contains("it has abs_m, m2"), "{err}");
+        let dw = crate::systems::build::<&str>("double-well-1d", &[]).unwrap();
+        let err = resolve(&[Observable::parse("abs_m").unwrap()], dw.as_ref()).unwrap_err();
+        assert!(err.to_string().contains("defines none"), "{err}");
+        let u1 = crate::systems::build("u1", &["L=2"]).unwrap();
+        let got = resolve(&[Observable::parse("plaquette").unwrap()], u1.as_ref()).unwrap();
+        assert_eq!(got[0].eval(&[0.0; 8]), 1.0);
+    }
+
+    /// R_g² of two particles 2 apart is 1, in any dimension and wherever they sit.
+    #[test]
+    fn gyration_is_the_mean_squared_distance_from_the_centre() {
+        assert!((gyration(&[0.0, 0.0, 2.0, 0.0], 2) - 1.0).abs() < 1e-15);
+        assert!((gyration(&[5.0, 1.0, 1.0, 5.0, 1.0, 3.0], 3) - 1.0).abs() < 1e-15);
+        assert_eq!(gyration(&[3.0, 3.0, 3.0], 3), 0.0);
     }
 }

@@ -1,4 +1,5 @@
-//! `thermoflow systems`: the registry, with each parameter's default and meaning.
+//! `thermoflow systems`: the registry, with each parameter's default and meaning and the
+//! system's own observables.
 
 use clap::Args;
 
@@ -15,6 +16,11 @@ impl SystemsArgs {
             let mut text = format!("{:<15} {}\n", s.name, s.doc);
             for p in s.params {
                 text += &format!("    {:<10} = {:<8} {}\n", p.name, p.default, p.doc);
+            }
+            let own = thermoflow::systems::build::<&str>(s.name, &[])?.observables();
+            if !own.is_empty() {
+                let names: Vec<&str> = own.iter().map(|o| o.name()).collect();
+                text += &format!("    observables (--observe NAME): {}\n", names.join(", "));
             }
             out(&text);
         }

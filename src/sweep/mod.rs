@@ -539,15 +539,16 @@ fn run_on(
     cfg: &SweepConfig,
     energy: Arc<dyn Energy>,
 ) -> Result<(SweepResult, Flow, Arc<dyn Energy>)> {
+    let observables = crate::observables::resolve(&cfg.observables, energy.as_ref())?;
     // Neither budget given: the system's default.
     let cfg = &SweepConfig {
         train_steps: match (cfg.train_seconds, cfg.train_steps) {
             (None, None) => Some(default_train_steps(energy.as_ref())),
             (_, steps) => steps,
         },
+        observables,
         ..cfg.clone()
     };
-    crate::observables::check(&cfg.observables, energy.dim())?;
     let draws = crate::memory::sample_rows(cfg.max_samples, energy.dim());
     crate::memory::check("drawing --max-samples samples", draws)?;
     let params = params_map(energy.as_ref());

@@ -10,6 +10,7 @@
 
 use super::{count, named, positive, Energy, ParamSpec, Params, SystemInfo};
 use crate::error::Result;
+use crate::observables::{gyration, Observable};
 
 const SPECS: &[ParamSpec] = &[
     ParamSpec {
@@ -116,6 +117,16 @@ impl Energy for BeadChain {
                 self.k_conf,
             ],
         )
+    }
+    /// `rg2` = R_g², `end2` = |r_{n−1} − r_0|².
+    fn observables(&self) -> Vec<Observable> {
+        let n = self.n;
+        vec![
+            Observable::new("rg2", |x| gyration(x, 2)),
+            Observable::new("end2", move |x| {
+                (x[2 * n - 2] - x[0]).powi(2) + (x[2 * n - 1] - x[1]).powi(2)
+            }),
+        ]
     }
     fn energy(&self, x: &[f64]) -> f64 {
         let mut g = vec![0.0; x.len()];

@@ -8,6 +8,7 @@
 
 use super::{count, named, Energy, ParamSpec, Params, SystemInfo};
 use crate::error::Result;
+use crate::observables::{gyration, Observable};
 
 const SPECS: &[ParamSpec] = &[
     ParamSpec {
@@ -59,6 +60,10 @@ impl Energy for LennardJones {
     }
     fn params(&self) -> Vec<(String, f64)> {
         named(SPECS, &[self.n as f64, self.k_conf])
+    }
+    /// `rg2` = R_g² (it grows as the cluster melts).
+    fn observables(&self) -> Vec<Observable> {
+        vec![Observable::new("rg2", |x| gyration(x, 3))]
     }
     fn energy(&self, x: &[f64]) -> f64 {
         let mut g = vec![0.0; x.len()];

@@ -123,6 +123,11 @@ pub trait Energy: Send + Sync {
     fn bounds(&self) -> Option<Vec<(f64, f64)>> {
         None
     }
+    /// The system's own observables, which `--observe NAME` takes by name (default: none;
+    /// see [`crate::observables`]).
+    fn observables(&self) -> Vec<crate::observables::Observable> {
+        Vec::new()
+    }
 
     /// Energies of a batch (rows are configurations). Errors on a wrong width or a
     /// non-finite coordinate.

@@ -8,6 +8,7 @@
 
 use super::{count, named, Energy, ParamSpec, Params, SystemInfo};
 use crate::error::Result;
+use crate::observables::Observable;
 
 const SPECS: &[ParamSpec] = &[
     ParamSpec {
@@ -67,6 +68,14 @@ impl Energy for Phi4 {
     }
     fn params(&self) -> Vec<(String, f64)> {
         named(SPECS, &[self.l as f64, self.m2, self.lambda])
+    }
+    /// `abs_m` = |M|/V and `m2` = M²/V ([`Phi4::observables`]).
+    fn observables(&self) -> Vec<Observable> {
+        let (a, b) = (self.clone(), self.clone());
+        vec![
+            Observable::new("abs_m", move |phi| a.observables(phi)[0]),
+            Observable::new("m2", move |phi| b.observables(phi)[1]),
+        ]
     }
     fn energy(&self, phi: &[f64]) -> f64 {
         let l = self.l;

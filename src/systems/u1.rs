@@ -22,6 +22,7 @@
 use std::f64::consts::PI;
 
 use crate::error::{input_err, Result};
+use crate::observables::Observable;
 
 use super::{count, named, Energy, ParamSpec, Params, SystemInfo};
 
@@ -125,6 +126,14 @@ impl Energy for U1 {
     }
     fn params(&self) -> Vec<(String, f64)> {
         named(SPECS, &[self.l as f64])
+    }
+    /// `plaquette` = the mean ⟨cos θ_P⟩ over the lattice, `q2` = Q².
+    fn observables(&self) -> Vec<Observable> {
+        let (a, b) = (self.clone(), self.clone());
+        vec![
+            Observable::new("plaquette", move |t| a.mean_plaquette(t)),
+            Observable::new("q2", move |t| b.charge(t).powi(2)),
+        ]
     }
     fn energy(&self, theta: &[f64]) -> f64 {
         -self.plaquettes(theta).iter().map(|v| v.cos()).sum::<f64>()
