@@ -298,6 +298,16 @@ fn malformed_input_to_every_command_is_a_one_line_error() {
         (vec!["sweep", "--tmin", "-1"], "temperature"),
         (vec!["sweep", "--tmax", "nan"], "temperature"),
         (vec!["sweep", "--temps", "1"], "--temps"),
+        (
+            vec!["sweep", "--observe", "abs_m"],
+            "has no observable \"abs_m\"",
+        ),
+        (vec!["sweep", "--observe", "x7"], "uses x7"),
+        (vec!["sweep", "--observe", "m = x0 +"], "observable \"m\""),
+        (
+            vec!["sweep", "--observe", "x0", "--observe", "x0"],
+            "two observables",
+        ),
         (vec!["sweep", "--temps", "x"], "--temps"),
         (vec!["sweep", "--temps", "-3"], "-3"),
         (vec!["sweep", "--cv-tol", "-0.1"], "--cv-tol"),

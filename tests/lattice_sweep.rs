@@ -1,12 +1,14 @@
 //! The sweep on a lattice field: φ⁴ (L = 8, m² = −4, λ = 8) over [0.8, 1.25], its
 //! translation-equivariant lattice flow conditioned over the whole range, against the project's
-//! own long HMC at every temperature: ⟨S⟩ and C_V within 2 %, all trusted. Four temperatures and
-//! a step budget keep it to a few minutes; `thermoflow bench sweep --system phi4` runs eight.
+//! own long HMC at every temperature: ⟨S⟩ and C_V within 2 %, the system's observables ⟨|M|⟩/V
+//! and χ₂ = ⟨M²⟩/V within 2 % too, all trusted. Four temperatures and a step budget keep it to a
+//! few minutes; `thermoflow bench sweep --system phi4` runs eight.
 
 mod common;
 
 use ndarray::Array2;
 use thermoflow::mcmc::{batch_means, hmc, HmcConfig};
+use thermoflow::observables::Observable;
 use thermoflow::sweep::{self, SweepConfig};
 use thermoflow::systems::{Energy, Phi4};
 
@@ -22,6 +24,10 @@ fn a_phi4_sweep_matches_long_hmc_in_action_and_heat_capacity() {
         cv_tol: Some(0.007),
         progress: false,
         seed: common::seed(0),
+        observables: vec![
+            Observable::parse("abs_m").unwrap(),
+            Observable::parse("m2").unwrap(),
+        ],
         ..Default::default()
     };
     let (r, _, _) = sweep::run(&cfg).unwrap();
@@ -37,7 +43,8 @@ fn a_phi4_sweep_matches_long_hmc_in_action_and_heat_capacity() {
             ..Default::default()
         };
         let run = hmc(&phi, t, &Array2::zeros((8, 64)), &hc, &|x| {
-            vec![phi.energy(x)]
+            let [abs_m, m2] = phi.observables(x);
+            vec![phi.energy(x), abs_m, m2]
         })
         .unwrap();
         let s = &run.series[0];
@@ -63,6 +70,24 @@ fn a_phi4_sweep_matches_long_hmc_in_action_and_heat_capacity() {
             cv.se,
             100.0 * dc
         );
+        for (k, o) in r.observables.iter().enumerate() {
+            let m = batch_means(&run.series[k + 1], 20, |c| {
+                c.iter().sum::<f64>() / c.len() as f64
+            });
+            let d = (o.value[i] - m.value).abs() / m.value;
+            eprintln!(
+                "T = {t:.3}: {} {:.4} ± {:.4} vs HMC {:.4} ± {:.4} ({:.2} %)",
+                o.name,
+                o.value[i],
+                o.se[i],
+                m.value,
+                m.se,
+                100.0 * d
+            );
+            if d > 0.02 {
+                bad.push(format!("T = {t:.3}: {} off {:.2} %", o.name, 100.0 * d));
+            }
+        }
         if !r.trusted[i] || du > 0.02 || dc > 0.02 {
             bad.push(format!(
                 "T = {t:.3}: trusted {}, ⟨S⟩ off {:.2} %, C_V off {:.2} %",

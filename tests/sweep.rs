@@ -440,4 +440,8 @@ fn systems_lists_every_system_with_defaults() {
             assert!(text.contains(p.name));
         }
     }
+    assert!(
+        text.contains("observables (--observe NAME): abs_m, m2"),
+        "{text}"
+    );
 }
