@@ -28,24 +28,6 @@ use crate::error::{input_err, Result};
 use crate::systems::expression::Expression;
 use crate::systems::Energy;
 
-/// The squared radius of gyration R_g² = (1/n) Σ_i |r_i − r_com|² of n particles of `k`
-/// coordinates each (`x` = r_0, r_1, …).
-pub fn gyration(x: &[f64], k: usize) -> f64 {
-    let n = (x.len() / k.max(1)) as f64;
-    let com: Vec<f64> = (0..k)
-        .map(|c| x.iter().skip(c).step_by(k).sum::<f64>() / n)
-        .collect();
-    x.chunks(k)
-        .map(|r| {
-            r.iter()
-                .zip(&com)
-                .map(|(a, c)| (a - c).powi(2))
-                .sum::<f64>()
-        })
-        .sum::<f64>()
-        / n
-}
-
 type Closure = dyn Fn(&[f64]) -> f64 + Send + Sync;
 
 /// A named function of a configuration.
@@ -178,6 +160,24 @@ pub fn evaluate(obs: &[Observable], flat: &[f64], dim: usize) -> Vec<Vec<f64>> {
     obs.iter()
         .map(|o| flat.par_chunks(dim).map(|x| o.eval(x)).collect())
         .collect()
+}
+
+/// The squared radius of gyration R_g² = (1/n) Σ_i |r_i − r_com|² of n particles of `k`
+/// coordinates each (`x` = r_0, r_1, …).
+pub fn gyration(x: &[f64], k: usize) -> f64 {
+    let n = (x.len() / k.max(1)) as f64;
+    let com: Vec<f64> = (0..k)
+        .map(|c| x.iter().skip(c).step_by(k).sum::<f64>() / n)
+        .collect();
+    x.chunks(k)
+        .map(|r| {
+            r.iter()
+                .zip(&com)
+                .map(|(a, c)| (a - c).powi(2))
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        / n
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::builder::PossibleValuesParser;
 use clap::Args;
 use thermoflow::mcmc::{run_mcmc, McmcConfig, Sampler};
+use thermoflow::observables::Observable;
 
 use super::{check_writable, json_text, out, positive, write_file, Failure};
 
@@ -45,6 +46,15 @@ pub struct McmcArgs {
     /// Seed of every random choice
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// An observable to average along the chains, repeatable, as `sweep --observe` takes it: an
+    /// expression in x0, x1, … (NAME= names it) or the system's own by name (JSON
+    /// `observables`: value, se, tau_int, exact for 1-D and 2-D systems) [default: none]
+    #[arg(
+        long = "observe",
+        value_name = "[NAME=]EXPR",
+        allow_hyphen_values = true
+    )]
+    observe: Vec<String>,
     /// Write the results as JSON to FILE [default: not written]
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -92,6 +102,9 @@ impl McmcArgs {
             progress: !self.quiet,
             load_model: self.load_model,
             save_model: self.save_model,
+            observables: (self.observe.iter())
+                .map(|o| Observable::parse(o))
+                .collect::<thermoflow::Result<_>>()?,
             ..d
         };
         let (report, _) = run_mcmc(&cfg)?;

@@ -16,6 +16,7 @@ use super::{batch_means, flow_mcmc, hmc, rwm, tau_int, ChainRun, FlowMcmcConfig,
 use crate::error::{input_err, Error, Result};
 use crate::flows::{default_flow, io, Flow};
 use crate::lattice::{phi4_observables, summarize_phi4, train_phi4_flow, Phi4FlowConfig};
+use crate::observables::Observable;
 use crate::observe::{Observer, Progress};
 use crate::systems::{self, check_temperature, Energy, Params, Phi4};
 use crate::train::{train_new, TrainConfig};
@@ -91,6 +92,9 @@ pub struct McmcConfig {
     pub load_model: Option<PathBuf>,
     /// Save the trained flow here (flow sampler).
     pub save_model: Option<PathBuf>,
+    /// Observables averaged along the chains beside the system's own figures (JSON
+    /// `observables`; see [`crate::observables`]).
+    pub observables: Vec<Observable>,
 }
 
 impl McmcConfig {
@@ -116,6 +120,7 @@ impl McmcConfig {
             progress: true,
             load_model: None,
             save_model: None,
+            observables: Vec::new(),
         }
     }
 }
@@ -144,6 +149,7 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
     }
     let energy = systems::build(&cfg.system, &cfg.params)?;
     let d = energy.dim();
+    let user = crate::observables::resolve(&cfg.observables, energy.as_ref())?;
     crate::memory::check("the chains", crate::memory::sample_rows(cfg.chains * 4, d))?;
     let lattice = match cfg.system.as_str() {
         "phi4" => Some(Phi4::from_params(&Params::parse(&cfg.params)?)?),
@@ -153,9 +159,10 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         systems::Structure::Gauge(u) => Some(u.clone()),
         _ => None,
     };
-    let (e, lat, gauge_obs) = (energy.clone(), lattice.clone(), gauge.clone());
+    let (e, lat, gauge_obs, extra) = (energy.clone(), lattice.clone(), gauge.clone(), user.clone());
+    // The system's own series first, then the user's observables.
     let observe = move |x: &[f64]| -> Vec<f64> {
-        match (&lat, &gauge_obs) {
+        let mut v = match (&lat, &gauge_obs) {
             (Some(l), _) => phi4_observables(l, x),
             // Gauge links: the plaquette, Q (rounded: an integer up to 1e-15 on the torus, so a
             // chain that never changes sector records a constant), E and Q² (its own series:
@@ -166,7 +173,9 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
                 vec![u.mean_plaquette(x), q, e.energy(x), q * q]
             }
             _ => vec![x[0], e.energy(x)],
-        }
+        };
+        v.extend(extra.iter().map(|o| o.eval(x)));
+        v
     };
     let x0 = crate::mcmc::chain_starts(
         energy.as_ref(),
@@ -282,7 +291,8 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         // per chain: a flow proposal accepted 1 % of the time makes τ_int(Q) ≈ 250 steps, and
         // 100-step batches then understated the errors (⟨Q²⟩ 8 "standard errors" off at β = 5).
         let len = run.series[0].first().map_or(0, Vec::len);
-        let slowest = run.series.iter().map(|s| tau_int(s)).fold(0.5, f64::max);
+        let own = &run.series[..run.series.len() - user.len()];
+        let slowest = own.iter().map(|s| tau_int(s)).fold(0.5, f64::max);
         let per_chain = ((len as f64 / (10.0 * slowest)) as usize).clamp(1, 20);
         let mean = |series: &[Vec<f64>]| {
             batch_means(series, per_chain, |c| {
@@ -351,6 +361,14 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         let slowest = tau_x0.max(tau_int(&run.series[1]));
         v["chain_length_in_tau"] = json!(chain_length(len, slowest, "x0 and U", &mut warnings));
     }
+    if !user.is_empty() {
+        let first = run.series.len() - user.len();
+        v["observables"] = user_observables(&user, &run.series[first..], energy.as_ref(), cfg.t)?;
+        let len = run.series[0].first().map_or(0, Vec::len);
+        for (o, s) in user.iter().zip(&run.series[first..]) {
+            chain_length(len, tau_int(s), o.name(), &mut warnings);
+        }
+    }
     if let Some(a) = run.local_acceptance {
         v["local_acceptance"] = json!(a);
     }
@@ -374,6 +392,39 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         v["training"] = training;
     }
     Ok((v, flow_out))
+}
+
+/// The user's observables from their series (`series[k][chain][step]`): the mean with
+/// batch-means errors, batches at least 10 τ_int long and at most 20 per chain (the rule the gauge
+/// observables follow), τ_int, and the exact value by quadrature for 1-D and 2-D systems.
+fn user_observables(
+    obs: &[Observable],
+    series: &[Vec<Vec<f64>>],
+    energy: &dyn systems::Energy,
+    t: f64,
+) -> Result<Value> {
+    let fs: Vec<_> = obs.iter().map(|o| |x: &[f64]| o.eval(x)).collect();
+    let exact = match energy.dim() {
+        1 | 2 => Some(crate::exact::quadrature_expectations(energy, &[t], &fs)?),
+        _ => None,
+    };
+    let len = series.first().and_then(|s| s.first()).map_or(0, Vec::len);
+    Ok(Value::Array(
+        (obs.iter().zip(series).enumerate())
+            .map(|(k, (o, s))| {
+                let tau = tau_int(s);
+                let per_chain = ((len as f64 / (10.0 * tau)) as usize).clamp(1, 20);
+                let m = batch_means(s, per_chain, |c| c.iter().sum::<f64>() / c.len() as f64);
+                json!({
+                    "name": o.name(),
+                    "value": m.value,
+                    "se": m.se,
+                    "tau_int": tau,
+                    "exact": exact.as_ref().map(|e| e[k][0].0),
+                })
+            })
+            .collect(),
+    ))
 }
 
 /// The flow sampler's local moves by default: none on φ⁴ (the flow alone: its τ_int is the
