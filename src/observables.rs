@@ -29,6 +29,7 @@ use crate::systems::expression::Expression;
 use crate::systems::Energy;
 
 type Closure = dyn Fn(&[f64]) -> f64 + Send + Sync;
+type Exact = dyn Fn(f64) -> Result<f64> + Send + Sync;
 
 /// A named function of a configuration.
 #[derive(Clone)]
@@ -38,6 +39,8 @@ pub struct Observable {
     f: Option<Arc<Closure>>,
     /// Coordinates it reads, where known (an expression's highest index plus one).
     reads: Option<usize>,
+    /// ⟨O⟩ at a temperature exactly, where the system knows it.
+    exact: Option<Arc<Exact>>,
 }
 
 impl std::fmt::Debug for Observable {
@@ -54,7 +57,23 @@ impl Observable {
             name: name.trim().to_string(),
             f: Some(Arc::new(f)),
             reads: None,
+            exact: None,
         }
+    }
+
+    /// The same with its exact average ⟨O⟩(T) (a system's closed form or series).
+    pub fn with_exact(
+        mut self,
+        exact: impl Fn(f64) -> Result<f64> + Send + Sync + 'static,
+    ) -> Observable {
+        self.exact = Some(Arc::new(exact));
+        self
+    }
+
+    /// ⟨O⟩ at temperature `t` exactly, where known ([`Observable::with_exact`]; for 1-D and 2-D
+    /// systems the sweep integrates any observable by quadrature instead).
+    pub fn exact(&self, t: f64) -> Option<Result<f64>> {
+        self.exact.as_ref().map(|e| e(t))
     }
 
     /// `EXPR` or `NAME=EXPR`, EXPR in `x0, x1, …` as `--energy` takes it (named by its text
@@ -73,6 +92,7 @@ impl Observable {
                 name: word.to_string(),
                 f: None,
                 reads: None,
+                exact: None,
             });
         }
         let (name, expr) = match text.split_once('=') {
@@ -159,6 +179,32 @@ pub fn check(obs: &[Observable], dim: usize) -> Result<()> {
 pub fn evaluate(obs: &[Observable], flat: &[f64], dim: usize) -> Vec<Vec<f64>> {
     obs.iter()
         .map(|o| flat.par_chunks(dim).map(|x| o.eval(x)).collect())
+        .collect()
+}
+
+/// Each observable's exact ⟨O⟩ at `temps`: by quadrature for 1-D and 2-D systems, else the
+/// observable's own ([`Observable::exact`]) where it has one, else None.
+pub fn exact_curves(
+    obs: &[Observable],
+    energy: &dyn Energy,
+    temps: &[f64],
+) -> Result<Vec<Option<Vec<f64>>>> {
+    if obs.is_empty() {
+        return Ok(Vec::new());
+    }
+    if energy.dim() <= 2 {
+        let fs: Vec<_> = obs.iter().map(|o| |x: &[f64]| o.eval(x)).collect();
+        let q = crate::exact::quadrature_expectations(energy, temps, &fs)?;
+        return Ok(q
+            .into_iter()
+            .map(|c| Some(c.into_iter().map(|v| v.0).collect()))
+            .collect());
+    }
+    (obs.iter())
+        .map(|o| match &o.exact {
+            Some(e) => temps.iter().map(|&t| e(t)).collect::<Result<_>>().map(Some),
+            None => Ok(None),
+        })
         .collect()
 }
 

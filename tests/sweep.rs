@@ -200,7 +200,9 @@ fn a_short_harmonic_sweep_is_exact_within_its_error_bars() {
 /// character expansion as the exact column (⟨U⟩, C_V and log Z over the links' Lebesgue
 /// measure). L = 4, 3 temperatures, 300 training steps: trusted points within 4.5 SE + 0.2 %
 /// of the exact values, log Z too (a reference over the Haar measure would be off by
-/// 2V log 2π = 58.8).
+/// 2V log 2π = 58.8), and the system's observables, the plaquette and Q², within 4.5 SE of
+/// theirs (THERMOFLOW_TEST_SEED = 1–6: Q²'s z rms 1.06, largest 2.34 of 18; the plaquette is
+/// −U/V, so its z is ⟨U⟩'s).
 #[test]
 fn a_u1_sweep_matches_the_character_expansion() {
     let seed = common::seed(1).to_string();
@@ -208,6 +210,7 @@ fn a_u1_sweep_matches_the_character_expansion() {
     common::run_ok(
         bin()
             .args(["sweep", "--system", "u1", "--param", "L=4"])
+            .args(["--observe", "plaquette", "--observe", "q2"])
             .args(["--tmin", "0.5", "--tmax", "1", "--temps", "3"])
             .args(["--train-steps", "300", "--cv-tol", "0.02"])
             .args([
@@ -235,6 +238,14 @@ fn a_u1_sweep_matches_the_character_expansion() {
             common::within("log Z", a, s, x, 4.5, 0.0),
             "log Z {a} ± {s} vs {x}"
         );
+        for o in v["observables"].as_array().unwrap() {
+            let f = |k: &str| o[k][i].as_f64().unwrap();
+            let name = o["name"].as_str().unwrap();
+            assert!(
+                common::within(name, f("value"), f("se"), f("exact"), 4.5, 0.0),
+                "{name}: {o}"
+            );
+        }
     }
     eprintln!("largest |z| {worst:.2}");
 }

@@ -396,18 +396,15 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
 
 /// The user's observables from their series (`series[k][chain][step]`): the mean with
 /// batch-means errors, batches at least 10 τ_int long and at most 20 per chain (the rule the gauge
-/// observables follow), τ_int, and the exact value by quadrature for 1-D and 2-D systems.
+/// observables follow), τ_int, and the exact value where known
+/// ([`crate::observables::exact_curves`]).
 fn user_observables(
     obs: &[Observable],
     series: &[Vec<Vec<f64>>],
     energy: &dyn systems::Energy,
     t: f64,
 ) -> Result<Value> {
-    let fs: Vec<_> = obs.iter().map(|o| |x: &[f64]| o.eval(x)).collect();
-    let exact = match energy.dim() {
-        1 | 2 => Some(crate::exact::quadrature_expectations(energy, &[t], &fs)?),
-        _ => None,
-    };
+    let exact = crate::observables::exact_curves(obs, energy, &[t])?;
     let len = series.first().and_then(|s| s.first()).map_or(0, Vec::len);
     Ok(Value::Array(
         (obs.iter().zip(series).enumerate())
@@ -420,7 +417,7 @@ fn user_observables(
                     "value": m.value,
                     "se": m.se,
                     "tau_int": tau,
-                    "exact": exact.as_ref().map(|e| e[k][0].0),
+                    "exact": exact[k].as_ref().map(|e| e[0]),
                 })
             })
             .collect(),

@@ -611,25 +611,18 @@ fn run_on(
     Ok((result, flow, energy))
 }
 
-/// Each observable's ⟨O⟩(T) as [`Rounds::observables`] estimates it, with exact values by
-/// quadrature for 1-D and 2-D systems.
+/// Each observable's ⟨O⟩(T) as [`Rounds::observables`] estimates it, with exact values where
+/// known ([`crate::observables::exact_curves`]).
 fn observable_curves(sw: &Sweeper, rounds: &Rounds) -> Result<Vec<ObservableCurve>> {
     let obs = &sw.cfg.observables;
-    let exact = if !obs.is_empty() && sw.energy.dim() <= 2 {
-        let fs: Vec<_> = obs.iter().map(|o| |x: &[f64]| o.eval(x)).collect();
-        Some(crate::exact::quadrature_expectations(
-            sw.energy, &sw.temps, &fs,
-        )?)
-    } else {
-        None
-    };
+    let exact = crate::observables::exact_curves(obs, sw.energy, &sw.temps)?;
     let est = rounds.observables(obs.len())?;
-    Ok((obs.iter().enumerate())
-        .map(|(k, o)| ObservableCurve {
+    Ok((obs.iter().zip(exact).enumerate())
+        .map(|(k, (o, exact))| ObservableCurve {
             name: o.name().to_string(),
             value: est.iter().map(|e| e[k].value).collect(),
             se: est.iter().map(|e| e[k].se).collect(),
-            exact: (exact.as_ref()).map(|e| e[k].iter().map(|v| v.0).collect()),
+            exact,
         })
         .collect())
 }

@@ -29,7 +29,7 @@ pub struct ObservableCurve {
     pub value: Vec<f64>,
     /// Standard errors, from the same samples and error model as ⟨U⟩'s.
     pub se: Vec<f64>,
-    /// Exact values (quadrature, for 1-D and 2-D systems), or null.
+    /// Exact values where known ([`crate::observables::exact_curves`]), or null.
     pub exact: Option<Vec<f64>>,
 }
 

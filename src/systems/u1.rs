@@ -127,12 +127,16 @@ impl Energy for U1 {
     fn params(&self) -> Vec<(String, f64)> {
         named(SPECS, &[self.l as f64])
     }
-    /// `plaquette` = the mean ⟨cos θ_P⟩ over the lattice, `q2` = Q².
+    /// `plaquette` = the mean ⟨cos θ_P⟩ over the lattice, `q2` = Q², each with its exact
+    /// average from the character expansion ([`crate::exact::u1_exact`]).
     fn observables(&self) -> Vec<Observable> {
-        let (a, b) = (self.clone(), self.clone());
+        let (a, b, l) = (self.clone(), self.clone(), self.l);
+        let exact = move |t: f64| crate::exact::u1_exact(l, 1.0 / t);
         vec![
-            Observable::new("plaquette", move |t| a.mean_plaquette(t)),
-            Observable::new("q2", move |t| b.charge(t).powi(2)),
+            Observable::new("plaquette", move |t| a.mean_plaquette(t))
+                .with_exact(move |t| Ok(exact(t)?.plaquette)),
+            Observable::new("q2", move |t| b.charge(t).powi(2))
+                .with_exact(move |t| Ok(exact(t)?.q2)),
         ]
     }
     fn energy(&self, theta: &[f64]) -> f64 {
