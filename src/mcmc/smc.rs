@@ -34,6 +34,8 @@
 //!   Errors sum influence values per replica ([`crate::estimators::thermo_replicas`], scaled by
 //!   R/(R − 1)): a replica's particles and passes are correlated through resampling, the
 //!   replicas are independent;
+//! * observables ([`SmcConfig::observables`]) as ⟨U⟩: both passes, the same weights, errors
+//!   from the replicas ([`crate::estimators::mean_replicas`]);
 //! * log Z(T) − log Z(T_max) from the cooling pass: log (1/R) Σ_r Ẑ_r(T)/Ẑ_r(T_max), se =
 //!   sd/(√(R − 1) · mean) of those ratios (F and S, which need log Z(T_max), are NaN);
 //! * **hysteresis**: |mean_r d_r| / (sd(d_r)/√R), d_r = ⟨U⟩_cool,r − ⟨U⟩_heat,r. Moves that do

@@ -7,8 +7,9 @@
 //! min(1, exp[(β_k − β_{k+1})(U_k − U_{k+1})]).
 //!
 //! Per temperature the run yields the energy time series of every ladder, from which ⟨U⟩ and
-//! C_V = Var(U)/T² get batch-means standard errors and τ_int is reported, and thinned
-//! configurations (training data for maximum likelihood).
+//! C_V = Var(U)/T² get batch-means standard errors and τ_int is reported, thinned
+//! configurations (training data for maximum likelihood), and each ladder's mean of every
+//! observable ([`PtConfig::observables`]; a running sum, no series).
 //!
 //! Moves ([`Moves`]) may be made in a system's coordinates: q' = q + s z with q = g⁻¹(x),
 //! accepted with probability min(1, exp[−(U' − U)/T + ln|det ∂g/∂q'| − ln|det ∂g/∂q|]) (the
