@@ -35,14 +35,14 @@
 //!   R/(R − 1)): a replica's particles and passes are correlated through resampling, the
 //!   replicas are independent;
 //! * observables ([`SmcConfig::observables`]) as ⟨U⟩: both passes, the same weights, errors
-//!   from the replicas ([`crate::estimators::mean_replicas`]);
+//!   from the replicas ([`crate::estimators::mean_replicas`]), and in the hysteresis below;
 //! * log Z(T) − log Z(T_max) from the cooling pass: log (1/R) Σ_r Ẑ_r(T)/Ẑ_r(T_max), se =
 //!   sd/(√(R − 1) · mean) of those ratios (F and S, which need log Z(T_max), are NaN);
 //! * **hysteresis**: |mean_r d_r| / (sd(d_r)/√R), d_r = ⟨U⟩_cool,r − ⟨U⟩_heat,r. Moves that do
 //!   not equilibrate between rungs leave the cooling pass hotter than the heating pass; the
 //!   two agree within their replica spread when the kernel keeps up. At T_min the heating
 //!   pass's record is the copy after its dwell, so a cooling pass that arrives there lagging
-//!   shows as well.
+//!   shows as well. With observables, the largest of ⟨U⟩'s and theirs.
 //!
 //! The ladder is shared by the replicas (chosen from all of them), which couples them only
 //! through the rung positions.
@@ -130,7 +130,8 @@ pub struct SmcPoint {
     pub t: f64,
     /// ⟨U⟩, C_V, dC_V/dT (both passes), log Z(T) − log Z(T_max) (cooling); F and S NaN.
     pub thermo: Thermo,
-    /// |z| of cooling against heating ⟨U⟩ across replicas.
+    /// |z| of cooling against heating ⟨U⟩ across replicas (the largest of ⟨U⟩'s and every
+    /// observable's).
     pub hysteresis: f64,
     /// Acceptance of the local moves at this rung (both passes).
     pub acceptance: f64,
@@ -195,6 +196,9 @@ impl SmcRun {
                 a.u.extend(b.u);
                 a.lw.extend(b.lw);
                 for (o, p) in a.obs.iter_mut().zip(b.obs) {
+                    o.extend(p);
+                }
+                for (o, p) in a.obs_means.iter_mut().zip(b.obs_means) {
                     o.extend(p);
                 }
                 a.means.extend(b.means);
@@ -461,12 +465,17 @@ impl Population {
 
     /// Replica r's weighted mean energy.
     fn mean_u(&self, r: usize) -> f64 {
+        self.mean_of(r, &self.u)
+    }
+
+    /// Replica r's weighted mean of `values` (one per particle).
+    fn mean_of(&self, r: usize, values: &[f64]) -> f64 {
         let range = self.replica(r);
         self.lw[range.clone()]
             .iter()
-            .zip(&self.u[range])
+            .zip(&values[range])
             .filter(|(l, _)| **l > f64::NEG_INFINITY)
-            .map(|(l, u)| l.exp() * u)
+            .map(|(l, v)| l.exp() * v)
             .sum()
     }
 }
@@ -478,6 +487,8 @@ struct Record {
     lw: Vec<f64>,
     /// `obs[o][particle]`: each observable at each particle.
     obs: Vec<Vec<f64>>,
+    /// `obs_means[o][replica]`: each replica's weighted mean of each observable.
+    obs_means: Vec<Vec<f64>>,
     means: Vec<f64>,
     log_z: Vec<f64>,
     acceptance: f64,
@@ -491,11 +502,15 @@ impl Record {
         acceptance: f64,
         correlation: f64,
     ) -> Record {
+        let obs = evaluate(observables, &pop.x, pop.d);
         Record {
             correlation,
             u: pop.u.clone(),
             lw: pop.lw.clone(),
-            obs: evaluate(observables, &pop.x, pop.d),
+            obs_means: (obs.iter())
+                .map(|o| (0..pop.r).map(|k| pop.mean_of(k, o)).collect())
+                .collect(),
+            obs,
             means: (0..pop.r).map(|k| pop.mean_u(k)).collect(),
             log_z: pop.log_z.clone(),
             acceptance,
@@ -835,7 +850,10 @@ fn point(
     // F and S need log Z(T_max) itself.
     th.f = Estimate::NAN;
     th.s = th.f;
-    let hysteresis = paired_t(&cool.means, &heat.means);
+    // ⟨U⟩'s and every observable's (one may lag where U keeps up).
+    let hysteresis = (cool.obs_means.iter().zip(&heat.obs_means))
+        .map(|(c, h)| paired_t(c, h))
+        .fold(paired_t(&cool.means, &heat.means), f64::max);
     let finite: Vec<f64> = [cool.acceptance, heat.acceptance]
         .into_iter()
         .filter(|a| a.is_finite())

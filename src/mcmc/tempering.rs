@@ -9,7 +9,8 @@
 //! Per temperature the run yields the energy time series of every ladder, from which ⟨U⟩ and
 //! C_V = Var(U)/T² get batch-means standard errors and τ_int is reported, thinned
 //! configurations (training data for maximum likelihood), and each ladder's mean of every
-//! observable ([`PtConfig::observables`]; a running sum, no series).
+//! observable over the first and the second half of its sweeps ([`PtConfig::observables`];
+//! running sums, no series).
 //!
 //! Moves ([`Moves`]) may be made in a system's coordinates: q' = q + s z with q = g⁻¹(x),
 //! accepted with probability min(1, exp[−(U' − U)/T + ln|det ∂g/∂q'| − ln|det ∂g/∂q|]) (the
@@ -242,9 +243,9 @@ pub struct PtRun {
     pub flow_acceptance: f64,
     /// The rungs that got flow proposals after burn-in (see [`parallel_tempering_with`]).
     pub flow_rungs: Vec<bool>,
-    /// Each observable's mean over the sweeps after burn-in, per temperature and ladder:
-    /// `observables[o][k][ladder]`.
-    pub observables: Vec<Vec<Vec<f64>>>,
+    /// Each observable's mean over the first ⌊n/2⌋ and over the other sweeps after burn-in,
+    /// per temperature and ladder: `observables[o][k][ladder]`.
+    pub observables: Vec<Vec<Vec<[f64; 2]>>>,
     n_batches: usize,
 }
 
@@ -421,7 +422,8 @@ pub fn parallel_tempering_with(
     let mut round_trips = 0usize;
     let mut log_step = vec![cfg.step.ln(); k];
     let mut traces = vec![vec![Vec::with_capacity(cfg.n_sweeps); m]; k];
-    let mut obs_sums = vec![vec![vec![0.0; m]; k]; cfg.observables.len()];
+    let mut obs_sums = vec![vec![vec![[0.0; 2]; m]; k]; cfg.observables.len()];
+    let halves = [cfg.n_sweeps / 2, cfg.n_sweeps - cfg.n_sweeps / 2];
     let kept = cfg.n_sweeps / cfg.thin;
     let mut samples: Vec<Array2<f64>> = (0..k).map(|_| Array2::zeros((m * kept, d))).collect();
     let mut acc = vec![0usize; k];
@@ -522,7 +524,7 @@ pub fn parallel_tempering_with(
                 let r = l * k + j;
                 trace.push(u[r]);
                 for (sums, o) in obs_sums.iter_mut().zip(&cfg.observables) {
-                    sums[j][l] += o.eval(&x[r * d..(r + 1) * d]);
+                    sums[j][l][usize::from(i >= halves[0])] += o.eval(&x[r * d..(r + 1) * d]);
                 }
                 if (i + 1).is_multiple_of(cfg.thin) && i / cfg.thin < kept {
                     let row = l * kept + i / cfg.thin;
@@ -558,7 +560,11 @@ pub fn parallel_tempering_with(
             .into_iter()
             .map(|o| {
                 o.into_iter()
-                    .map(|l| l.into_iter().map(|s| s / cfg.n_sweeps as f64).collect())
+                    .map(|l| {
+                        (l.into_iter())
+                            .map(|s| [0, 1].map(|h| s[h] / halves[h].max(1) as f64))
+                            .collect()
+                    })
                     .collect()
             })
             .collect(),

@@ -49,7 +49,10 @@
 //! * `witness_mixing`: round trips ≥ ladders (a witness that does not mix is no evidence);
 //! * `witness_observables` (only with `--observe`): every observable's ⟨O⟩ agrees with the
 //!   witness's (from its configurations at T, ladders as replicas) within [`WITNESS_Z_LIMIT`]
-//!   ([`observables_witness`]; for tempered points, with the anneal's).
+//!   ([`observables_witness`]; for tempered points, with the anneal's). Observables also enter
+//!   `mcmc_split`, `mcmc_starts`, `pt_split` and `smc_hysteresis`, each the largest of ⟨U⟩'s
+//!   (and C_V's) and every observable's: an observable may relax slower than U (the topological
+//!   charge of a gauge field does).
 //!
 //! Jointly: `joint` — Σ z² over the temperature's z-valued checks (`cv_vs_dudt`,
 //! `logz_vs_u`, `witness_u`, `witness_cv`; a grid check, the largest of two intervals, enters

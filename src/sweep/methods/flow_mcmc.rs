@@ -49,12 +49,13 @@ pub struct ChainEstimate {
     /// Steps discarded as burn-in (MSER's choice).
     pub burn_in: usize,
     /// |z| of the difference between the chains' mean energy over the first and the second
-    /// half of the kept steps (each chain's difference one draw): chains still relaxing from
-    /// their starts show a drift that MSER's cut missed.
+    /// half of the kept steps (each chain's difference one draw), the largest of U's and every
+    /// observable's: chains still relaxing from their starts show a drift that MSER's cut
+    /// missed.
     pub split: f64,
     /// |z| of the difference between the chains started from the flow's draws and those
-    /// started from the witness's configurations, the larger of ⟨U⟩'s and C_V's (each set's
-    /// chain-batch errors): two start distributions that fail differently, as Gelman and
+    /// started from the witness's configurations, the largest of ⟨U⟩'s, C_V's and every
+    /// observable's (each set's chain-batch errors): two start distributions that fail differently, as Gelman and
     /// Rubin's dispersed starts; NaN without witness configurations.
     pub starts: f64,
     /// The largest log-weight log w = −U/T − log q_mix among the start pool and the proposals: the
@@ -215,26 +216,32 @@ impl<'a> Chains<'a> {
             .max(mser(&self.vars, burn_in, half))
             .min(half.max(burn_in))
             .min(total.saturating_sub(1));
-        let kept: Vec<Vec<f64>> = self.series.iter().map(|c| c[cut..].to_vec()).collect();
+        let keep =
+            |s: &[Vec<f64>]| -> Vec<Vec<f64>> { s.iter().map(|c| c[cut..].to_vec()).collect() };
+        let kept = keep(&self.series);
+        let obs_kept: Vec<Vec<Vec<f64>>> = self.obs_series.iter().map(|o| keep(o)).collect();
         let thermo = thermo_chains(&kept, self.t)?;
-        let split = split_halves(&kept);
+        // Drift and disagreement in ⟨U⟩ or in any observable (one may relax slower than U).
+        let split = (obs_kept.iter())
+            .map(|o| split_halves(o))
+            .fold(split_halves(&kept), f64::max);
         let starts = if self.dispersed >= 2 && chains - self.dispersed >= 2 {
-            let (a, b) = kept.split_at(chains - self.dispersed);
+            let at = chains - self.dispersed;
+            let (a, b) = kept.split_at(at);
             let (a, b) = (thermo_chains(a, self.t)?, thermo_chains(b, self.t)?);
-            z_diff(a.u, b.u).max(z_diff(a.cv, b.cv))
+            let mut z = z_diff(a.u, b.u).max(z_diff(a.cv, b.cv));
+            for o in &obs_kept {
+                let (a, b) = o.split_at(at);
+                z = z.max(z_diff(chain_mean(a)?, chain_mean(b)?));
+            }
+            z
         } else {
             f64::NAN
         };
         let n = total - cut;
-        let groups: Vec<usize> = (0..chains)
-            .flat_map(|c| std::iter::repeat_n(c, n))
-            .collect();
-        let equal = Weights::uniform(chains * n)?;
-        let observables = (self.obs_series.iter())
-            .map(|obs| {
-                let kept: Vec<f64> = obs.iter().flat_map(|c| c[cut..].to_vec()).collect();
-                equal.mean_grouped(&kept, &groups, chains)
-            })
+        let observables = obs_kept
+            .iter()
+            .map(|o| chain_mean(o))
             .collect::<Result<Vec<_>>>()?;
         let accepted: Vec<usize> = self
             .moved
@@ -259,6 +266,15 @@ impl<'a> Chains<'a> {
             observables,
         })
     }
+}
+
+/// The mean over equally long chains, each chain one batch ([`Weights::mean_grouped`]).
+fn chain_mean(chains: &[Vec<f64>]) -> Result<Estimate> {
+    let values: Vec<f64> = chains.iter().flatten().copied().collect();
+    let groups: Vec<usize> = (chains.iter().enumerate())
+        .flat_map(|(c, s)| std::iter::repeat_n(c, s.len()))
+        .collect();
+    Weights::uniform(values.len())?.mean_grouped(&values, &groups, chains.len())
 }
 
 /// |a − b| / √(se_a² + se_b²) (0 where they are equal, even with zero errors).

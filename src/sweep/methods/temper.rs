@@ -66,7 +66,8 @@ pub struct TemperPoint {
     /// ⟨U⟩, C_V, dC_V/dT with errors from the spread between ladders; log Z, F, S NaN.
     #[serde(skip)]
     pub thermo: Thermo,
-    /// |t| of the ladders' first-half against second-half ⟨U⟩.
+    /// |t| of the ladders' first-half against second-half ⟨U⟩, the largest of U's and every
+    /// observable's.
     pub split: f64,
     /// Round trips per ladder (the whole ladder's, pooled over runs).
     pub round_trips_per_ladder: f64,
@@ -109,8 +110,9 @@ pub struct TemperRun {
 struct Pool {
     /// `traces[i][ladder]`: energies at grid temperature i after burn-in.
     traces: Vec<Vec<Vec<f64>>>,
-    /// `observables[o][i][ladder]`: observable o's mean over those sweeps.
-    observables: Vec<Vec<Vec<f64>>>,
+    /// `observables[o][i][ladder]`: observable o's means over the first ⌊n/2⌋ and the other
+    /// sweeps of those n.
+    observables: Vec<Vec<Vec<[f64; 2]>>>,
     acceptance: Vec<f64>,
     round_trips: usize,
     ladder_sweeps: usize,
@@ -138,22 +140,33 @@ impl Pool {
             .flat_map(|(l, s)| std::iter::repeat_n(l, s.len()))
             .collect();
         let mut th = thermo_replicas(&u, &vec![0.0; u.len()], &groups, r, t)?;
-        // Each ladder one value, its mean, weighing its sweeps.
-        let log_sweeps: Vec<f64> = tr.iter().map(|s| (s.len() as f64).ln()).collect();
-        let ladders: Vec<usize> = (0..r).collect();
-        let observables = (self.observables.iter())
-            .map(|o| mean_replicas(&o[i], &log_sweeps, &ladders, r))
-            .collect::<Result<Vec<_>>>()?;
         th.ess_fraction = f64::NAN;
         let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
         let (first, second): (Vec<f64>, Vec<f64>) = tr
             .iter()
             .map(|s| (mean(&s[..s.len() / 2]), mean(&s[s.len() / 2..])))
             .unzip();
+        let mut split = paired_t(&first, &second);
+        // Each ladder one value, its mean, weighing its sweeps; and each observable's halves
+        // held to the same split check as U's (an observable may relax slower than U).
+        let log_sweeps: Vec<f64> = tr.iter().map(|s| (s.len() as f64).ln()).collect();
+        let ladders: Vec<usize> = (0..r).collect();
+        let mut observables = Vec::with_capacity(self.observables.len());
+        for o in &self.observables {
+            let means: Vec<f64> = (o[i].iter().zip(tr))
+                .map(|(h, s)| {
+                    let n1 = (s.len() / 2) as f64;
+                    (h[0] * n1 + h[1] * (s.len() as f64 - n1)) / s.len().max(1) as f64
+                })
+                .collect();
+            observables.push(mean_replicas(&means, &log_sweeps, &ladders, r)?);
+            let (a, b): (Vec<f64>, Vec<f64>) = o[i].iter().map(|h| (h[0], h[1])).unzip();
+            split = split.max(paired_t(&a, &b));
+        }
         Ok(TemperPoint {
             t,
             thermo: th,
-            split: paired_t(&first, &second),
+            split,
             round_trips_per_ladder: self.round_trips as f64 / r as f64,
             acceptance: self.acceptance[i],
             tau_int: tau_int(tr),
@@ -453,10 +466,13 @@ mod tests {
                     .collect()
             })
             .collect();
-        // An observable equal to U: each ladder's mean energy.
-        let means = traces.iter().map(|t| t.iter().sum::<f64>() / n as f64);
+        // An observable equal to U: each ladder's mean energy over each half.
+        let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+        let halves = traces
+            .iter()
+            .map(|t| [mean(&t[..n / 2]), mean(&t[n / 2..])]);
         Pool {
-            observables: vec![vec![means.collect()]],
+            observables: vec![vec![halves.collect()]],
             traces: vec![traces],
             acceptance: vec![0.3],
             round_trips: 160,
@@ -491,5 +507,15 @@ mod tests {
         assert!((m.observables[0].se / m.thermo.u.se - 1.0).abs() < 1e-9);
         assert!(m.thermo.u.se < p.thermo.u.se);
         assert_eq!(m.round_trips_per_ladder, 10.0);
+        // Stationary energies but an observable whose ladders all drift by 0.1 between their
+        // halves (each ladder's halves 1 ± 0.05 apart at random): the split check sees it.
+        let mut slow = pool(0.0, 5);
+        let mut rng = crate::rng::seeded(6);
+        for h in slow.observables[0][0].iter_mut() {
+            let base = 1.0 + rng.random_range(-0.05..0.05);
+            *h = [base, base + 0.1 + rng.random_range(-0.05..0.05)];
+        }
+        let p = slow.point(0, 1.0).unwrap();
+        assert!(p.split > 4.0 && !sound(&p), "split {}", p.split);
     }
 }
