@@ -209,7 +209,7 @@ impl SweepRun {
     pub fn heat_capacity_plot(&self) -> Plot {
         crate::plot::heat_capacity_plot(&self.result)
     }
-    /// Each observable's ⟨O⟩(T) with error band and, for 1-D and 2-D systems, the exact curve.
+    /// Each observable's ⟨O⟩(T) with error band and, where known, the exact curve.
     pub fn observable_plots(&self) -> Vec<Plot> {
         crate::plot::observable_plots(&self.result)
     }
@@ -264,12 +264,11 @@ impl SweepResult {
             };
             let e = self.exact.as_ref();
             s += &format!(
-                "<tr><td>{:.3}</td><td>{:.4} ± {:.4}</td><td>{}</td><td>{:.4} ± {:.4}</td><td>{}</td><td>{:.3} ± {:.3}</td><td>{:.4} ± {:.4}</td><td>{:.3}</td><td>{}</td></tr>",
+                "<tr><td>{:.3}</td><td>{:.4} ± {:.4}</td><td>{}</td><td>{:.4} ± {:.4}</td><td>{}</td><td>{:.3} ± {:.3}</td><td>{:.4} ± {:.4}</td><td>{:.3}</td><td>{}</td>",
                 self.temperatures[i], self.u[i], self.u_se[i], ex(e.map(|e| &e.u)), self.cv[i], self.cv_se[i],
                 ex(e.map(|e| &e.cv)), self.cv_deriv[i], self.cv_deriv_se[i], self.log_z[i], self.log_z_se[i],
                 self.ess_fraction[i], if self.trusted[i] { "yes" } else { "<b>no</b>" }
             );
-            s.truncate(s.len() - "</tr>".len());
             for o in &self.observables {
                 s += &format!("<td>{:.4} ± {:.4}</td>", o.value[i], o.se[i]);
                 if let Some(e) = &o.exact {

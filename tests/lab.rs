@@ -58,6 +58,41 @@ fn a_closure_potential_sweeps_like_a_built_in_system() {
     }
 }
 
+/// Observables in a notebook: a closure and an expression ride on the sweep, each gets a figure
+/// and two columns of the HTML table (estimate, quadrature), rows well formed; a system
+/// observable the system does not define is an error before training.
+#[test]
+fn notebook_observables_plot_and_tabulate() {
+    let run = Sweep::with_energy(tilted_well())
+        .range(0.5, 2.0, 4)
+        .train_steps(300)
+        .cv_tol(None)
+        .samples(4000)
+        .methods("is")
+        .unwrap()
+        .seed(common::seed(3))
+        .observe("x", |x| x[0])
+        .observe_expr("y2 = x1^2")
+        .unwrap()
+        .run()
+        .unwrap();
+    assert_eq!(run.observable_plots().len(), 2);
+    let html = run.result.to_html();
+    assert!(
+        html.contains("<th>⟨y2⟩ ± se</th><th>exact</th></tr>"),
+        "{html}"
+    );
+    assert_eq!(html.matches("<tr>").count(), 5);
+    assert_eq!(html.matches("</tr>").count(), 5);
+    assert_eq!(html.matches("<td>").count(), 4 * (9 + 2 * 2));
+    let bad = Sweep::with_energy(tilted_well())
+        .observe_expr("abs_m")
+        .unwrap()
+        .run();
+    let err = bad.err().expect("tilted-well has no abs_m").to_string();
+    assert!(err.contains("no observable \"abs_m\""), "{err}");
+}
+
 #[test]
 fn an_expression_sweeps_from_the_command_line_and_its_csv_reads_back() {
     let _machine = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
