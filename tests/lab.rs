@@ -63,6 +63,7 @@ fn a_closure_potential_sweeps_like_a_built_in_system() {
 /// observable the system does not define is an error before training.
 #[test]
 fn notebook_observables_plot_and_tabulate() {
+    let _machine = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let run = Sweep::with_energy(tilted_well())
         .range(0.5, 2.0, 4)
         .train_steps(300)
