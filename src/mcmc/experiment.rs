@@ -293,7 +293,7 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         let len = run.series[0].first().map_or(0, Vec::len);
         let own = &run.series[..run.series.len() - user.len()];
         let slowest = own.iter().map(|s| tau_int(s)).fold(0.5, f64::max);
-        let per_chain = ((len as f64 / (10.0 * slowest)) as usize).clamp(1, 20);
+        let per_chain = batches_per_chain(len, slowest);
         let mean = |series: &[Vec<f64>]| {
             batch_means(series, per_chain, |c| {
                 c.iter().sum::<f64>() / c.len() as f64
@@ -363,11 +363,8 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
     }
     if !user.is_empty() {
         let first = run.series.len() - user.len();
-        v["observables"] = user_observables(&user, &run.series[first..], energy.as_ref(), cfg.t)?;
-        let len = run.series[0].first().map_or(0, Vec::len);
-        for (o, s) in user.iter().zip(&run.series[first..]) {
-            chain_length(len, tau_int(s), o.name(), &mut warnings);
-        }
+        let series = &run.series[first..];
+        v["observables"] = user_observables(&user, series, energy.as_ref(), cfg.t, &mut warnings)?;
     }
     if let Some(a) = run.local_acceptance {
         v["local_acceptance"] = json!(a);
@@ -394,15 +391,22 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
     Ok((v, flow_out))
 }
 
+/// Batches per chain for batch-means errors of chains `len` steps long whose slowest τ_int is
+/// `tau`: batches at least 10 τ_int long, at most 20 per chain.
+fn batches_per_chain(len: usize, tau: f64) -> usize {
+    ((len as f64 / (10.0 * tau)) as usize).clamp(1, 20)
+}
+
 /// The user's observables from their series (`series[k][chain][step]`): the mean with
-/// batch-means errors, batches at least 10 τ_int long and at most 20 per chain (the rule the gauge
-/// observables follow), τ_int, and the exact value where known
-/// ([`crate::observables::exact_curves`]).
+/// batch-means errors ([`batches_per_chain`] of its own τ_int), τ_int, and the exact value where
+/// known ([`crate::observables::exact_curves`]); a warning for each whose chains are short
+/// against its τ_int.
 fn user_observables(
     obs: &[Observable],
     series: &[Vec<Vec<f64>>],
     energy: &dyn systems::Energy,
     t: f64,
+    warnings: &mut Vec<String>,
 ) -> Result<Value> {
     let exact = crate::observables::exact_curves(obs, energy, &[t])?;
     let len = series.first().and_then(|s| s.first()).map_or(0, Vec::len);
@@ -410,7 +414,8 @@ fn user_observables(
         (obs.iter().zip(series).enumerate())
             .map(|(k, (o, s))| {
                 let tau = tau_int(s);
-                let per_chain = ((len as f64 / (10.0 * tau)) as usize).clamp(1, 20);
+                chain_length(len, tau, o.name(), warnings);
+                let per_chain = batches_per_chain(len, tau);
                 let m = batch_means(s, per_chain, |c| c.iter().sum::<f64>() / c.len() as f64);
                 json!({
                     "name": o.name(),
