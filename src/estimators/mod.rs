@@ -307,16 +307,27 @@ pub fn thermo_chains(chains: &[Vec<f64>], t: f64) -> Result<Thermo> {
     if chains.len() < 2 || chains.iter().any(|c| c.is_empty()) {
         return input_err("need at least two non-empty chains");
     }
-    let u: Vec<f64> = chains.iter().flatten().copied().collect();
-    let groups: Vec<usize> = chains
-        .iter()
-        .enumerate()
-        .flat_map(|(c, s)| std::iter::repeat_n(c, s.len()))
-        .collect();
+    let (u, groups) = pooled(chains);
     let w = Weights::uniform(u.len())?;
     // Equal weights have a flat tail: k̂ = −∞ without a fit.
     let flat = f64::NEG_INFINITY;
     thermo_grouped(&w, &u, t, false, Some((&groups, chains.len())), flat)
+}
+
+/// ⟨O⟩ from independent Markov chains (`chains[c]` the values of chain c), all samples weighted
+/// equally, each chain one batch for the error (as [`thermo_chains`]).
+pub fn mean_chains(chains: &[Vec<f64>]) -> Result<Estimate> {
+    let (values, groups) = pooled(chains);
+    Weights::uniform(values.len())?.mean_grouped(&values, &groups, chains.len())
+}
+
+/// The chains' values in one vector, with each one's chain.
+fn pooled(chains: &[Vec<f64>]) -> (Vec<f64>, Vec<usize>) {
+    let values = chains.iter().flatten().copied().collect();
+    let groups = (chains.iter().enumerate())
+        .flat_map(|(c, s)| std::iter::repeat_n(c, s.len()))
+        .collect();
+    (values, groups)
 }
 
 /// ⟨U⟩, C_V, dC_V/dT from weighted samples that come in independent groups (`groups[i]` the

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::importance::{Estimator, Rounds};
 use crate::error::Result;
-use crate::estimators::{thermo_chains, Estimate, Thermo, Weights};
+use crate::estimators::{mean_chains, thermo_chains, Estimate, Thermo};
 use crate::flows::Flow;
 use crate::mcmc::independence::START_POOL;
 use crate::mcmc::stats::mser;
@@ -232,7 +232,7 @@ impl<'a> Chains<'a> {
             let mut z = z_diff(a.u, b.u).max(z_diff(a.cv, b.cv));
             for o in &obs_kept {
                 let (a, b) = o.split_at(at);
-                z = z.max(z_diff(chain_mean(a)?, chain_mean(b)?));
+                z = z.max(z_diff(mean_chains(a)?, mean_chains(b)?));
             }
             z
         } else {
@@ -241,7 +241,7 @@ impl<'a> Chains<'a> {
         let n = total - cut;
         let observables = obs_kept
             .iter()
-            .map(|o| chain_mean(o))
+            .map(|o| mean_chains(o))
             .collect::<Result<Vec<_>>>()?;
         let accepted: Vec<usize> = self
             .moved
@@ -266,15 +266,6 @@ impl<'a> Chains<'a> {
             observables,
         })
     }
-}
-
-/// The mean over equally long chains, each chain one batch ([`Weights::mean_grouped`]).
-fn chain_mean(chains: &[Vec<f64>]) -> Result<Estimate> {
-    let values: Vec<f64> = chains.iter().flatten().copied().collect();
-    let groups: Vec<usize> = (chains.iter().enumerate())
-        .flat_map(|(c, s)| std::iter::repeat_n(c, s.len()))
-        .collect();
-    Weights::uniform(values.len())?.mean_grouped(&values, &groups, chains.len())
 }
 
 /// |a − b| / √(se_a² + se_b²) (0 where they are equal, even with zero errors).
