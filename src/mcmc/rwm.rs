@@ -103,7 +103,9 @@ pub fn rwm(e: &dyn Energy, t: f64, x0: ArrayView2<f64>, cfg: &RwmConfig) -> Resu
             }
             if adapting {
                 let gamma = 1.0 / ((step + 10) as f64).sqrt();
-                log_step[c] += gamma * (if acc { 1.0 } else { 0.0 } - cfg.target_accept);
+                log_step[c] = super::clamp_log_step(
+                    log_step[c] + gamma * (if acc { 1.0 } else { 0.0 } - cfg.target_accept),
+                );
             } else {
                 accepted += acc as usize;
                 traces[c].push(u[c]);

@@ -428,7 +428,7 @@ impl Population {
         for r in 0..self.r {
             let a = acc[self.replica(r)].iter().sum::<usize>() as f64 / per_sweep;
             total += a;
-            self.log_step[r] = (self.log_step[r] + 2.0 * (a - 0.3)).clamp(-20.0, 5.0);
+            self.log_step[r] = super::clamp_log_step(self.log_step[r] + 2.0 * (a - 0.3));
         }
         total / self.r as f64
     }

@@ -503,7 +503,9 @@ pub fn parallel_tempering_with(
         if adapting {
             let gamma = 1.0 / ((sweep + 10) as f64).sqrt();
             for j in 0..k {
-                log_step[j] += gamma * (acc_now[j] as f64 / (m * blocks) as f64 - 0.3);
+                log_step[j] = super::clamp_log_step(
+                    log_step[j] + gamma * (acc_now[j] as f64 / (m * blocks) as f64 - 0.3),
+                );
             }
             continue;
         }
