@@ -570,6 +570,7 @@ pub fn sweep_time_to_accuracy(
             crate::systems::Structure::Chain(_) => (0.5, 2.0, 8),
             crate::systems::Structure::Cluster(_) => (0.15, 0.4, 8),
             crate::systems::Structure::Gauge(_) => (0.2, 1.0, 8),
+            crate::systems::Structure::Spins(_) => (0.7, 1.5, 8),
         };
         let cfg = crate::sweep::SweepConfig {
             system: system.clone(),

@@ -1,8 +1,9 @@
-//! U(1) gauge theory with flows: the gauge-equivariant flow ([`crate::flows::GaugeCoupling`])
-//! for `u1`, conditioned on T = 1/β and trained by reverse KL.
+//! Flows on angles, conditioned on T = 1/β and trained by reverse KL: the gauge-equivariant
+//! flow ([`crate::flows::GaugeCoupling`]) for U(1) gauge links (`u1`) and the checkerboard flow
+//! of circular splines ([`crate::flows::SpinCoupling`]) for planar spins (`xy`):
 //!
 //! ```text
-//! loss = E_{z ~ U(−π, π)^{2V}} [ log q(f(z) | T) + E(f(z))/T ]  (= KL(q‖p) − log Z)
+//! loss = E_{z ~ U(−π, π)^D} [ log q(f(z) | T) + E(f(z))/T ]  (= KL(q‖p) − log Z)
 //! ```
 //!
 //! with ∇E from the system's analytic gradient as a graph input
@@ -13,14 +14,18 @@
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::flows::{builders::gauge_flow, Conditioning, Flow};
-use crate::systems::u1::U1;
+use crate::flows::{
+    builders::{gauge_flow, spin_flow},
+    Conditioning, Flow,
+};
+use crate::systems::{u1::U1, Xy};
 use crate::train::{train_with_data, Observer, TrainConfig, TrainReport};
 
-/// Settings of a U(1) gauge flow: architecture and training.
+/// Settings of a flow on angles (gauge links, planar spins): architecture and training.
 #[derive(Clone, Debug, Serialize)]
-pub struct U1FlowConfig {
-    /// Gauge couplings (cycling through both link directions and four stripe offsets).
+pub struct AngleFlowConfig {
+    /// Couplings (gauge links: cycling through both link directions and four stripe offsets;
+    /// spins: alternating checkerboard parity).
     pub layers: usize,
     /// Hidden channels of each conditioner convolution.
     pub hidden: usize,
@@ -28,17 +33,20 @@ pub struct U1FlowConfig {
     pub depth: usize,
     /// Bins of each circular spline.
     pub bins: usize,
-    /// Circular splines per updated plaquette, composed half a turn apart
-    /// ([`crate::flows::GaugeCoupling`]).
+    /// Circular splines per updated plaquette or spin, composed half a turn apart
+    /// ([`crate::flows::GaugeCoupling`], [`crate::flows::SpinCoupling`]).
     pub splines: usize,
     /// Training budget and optimiser (its `t_min`, `t_max` set the range of T = 1/β).
     pub train: TrainConfig,
 }
 
-/// The gauge flow's training batch (one step costs about what a φ⁴ lattice step costs).
+/// The angle flows' training batch (one step costs about what a φ⁴ lattice step costs).
 pub const GAUGE_BATCH: usize = 64;
 
-impl U1FlowConfig {
+/// The U(1) flow's settings, by their former name.
+pub type U1FlowConfig = AngleFlowConfig;
+
+impl AngleFlowConfig {
     /// Defaults around temperature `t`: T ∈ [t/1.25, max(1.25 t, 1)], 16 layers (each link
     /// updated twice), 8 hidden channels in 2 hidden convolutions, two 8-bin splines (Kanwar et
     /// al. 2020 use 2 × 8 channels), batch 64, 5000 steps of reverse KL. Two splines half a turn
@@ -47,14 +55,14 @@ impl U1FlowConfig {
     /// well, where the flow learns easily, and the hot end teaches the cold: at β = 5, L = 8,
     /// flow-MCMC with a flow trained over T ∈ [0.2, 1] was accepted 1.5 % of the time (τ_int(Q)
     /// 186 steps), over [0.16, 0.25] 0.76 % (287).
-    pub fn new(t: f64) -> U1FlowConfig {
+    pub fn new(t: f64) -> AngleFlowConfig {
         let mut train = TrainConfig::new(t / 1.25, (1.25 * t).max(1.0));
         train.steps = Some(5000);
         train.batch = GAUGE_BATCH;
         train.warm_fraction = 0.0;
         train.forward_weight = 0.0;
         train.pt_sweeps = 0;
-        U1FlowConfig {
+        AngleFlowConfig {
             layers: 16,
             hidden: 8,
             depth: 2,
@@ -63,26 +71,43 @@ impl U1FlowConfig {
             train,
         }
     }
+
+    /// Defaults for planar spins around temperature `t`: T ∈ [t/1.25, 1.25 t], 8 checkerboard
+    /// couplings (each spin updated four times), 8 hidden channels in 2 hidden convolutions, two
+    /// 8-bin splines (one alone keeps each spin's density at ±π at the base's 1/2π, while the
+    /// target's, given the neighbours, peaks there when they point that way: the system is
+    /// symmetric under a global rotation), batch 64, 5000 steps of reverse KL.
+    pub fn xy(t: f64) -> AngleFlowConfig {
+        let mut cfg = AngleFlowConfig::new(t);
+        cfg.train.t_max = 1.25 * t;
+        cfg.layers = 8;
+        cfg
+    }
+
+    /// The range's conditioning, once the settings are checked.
+    fn conditioning(&self) -> Result<Conditioning> {
+        let tc = &self.train;
+        crate::systems::check_temperature(tc.t_min)?;
+        crate::systems::check_temperature(tc.t_max)?;
+        if self.layers == 0 || self.hidden == 0 || self.bins == 0 || self.splines == 0 {
+            return crate::error::input_err(
+                "a flow on angles needs ≥ 1 layer, ≥ 1 hidden channel, ≥ 1 spline and ≥ 1 bin",
+            );
+        }
+        Ok(Conditioning::Temperature {
+            t_min: tc.t_min,
+            t_max: tc.t_max,
+        })
+    }
 }
 
 /// Build and train a temperature-conditioned gauge flow for `u1`.
 pub fn train_u1_flow(
     u1: &U1,
-    cfg: &U1FlowConfig,
+    cfg: &AngleFlowConfig,
     observers: &mut [&mut dyn Observer],
 ) -> Result<(Flow, TrainReport)> {
-    let tc = &cfg.train;
-    crate::systems::check_temperature(tc.t_min)?;
-    crate::systems::check_temperature(tc.t_max)?;
-    if cfg.layers == 0 || cfg.hidden == 0 || cfg.bins == 0 || cfg.splines == 0 {
-        return crate::error::input_err(
-            "a gauge flow needs ≥ 1 layer, ≥ 1 hidden channel, ≥ 1 spline and ≥ 1 bin",
-        );
-    }
-    let cond = Conditioning::Temperature {
-        t_min: tc.t_min,
-        t_max: tc.t_max,
-    };
+    let (tc, cond) = (&cfg.train, cfg.conditioning()?);
     let mut flow = gauge_flow(
         u1.l,
         cond,
@@ -94,5 +119,26 @@ pub fn train_u1_flow(
         tc.seed,
     )?;
     let report = train_with_data(&mut flow, u1, tc, None, observers)?;
+    Ok((flow, report))
+}
+
+/// Build and train a temperature-conditioned spin flow for `xy`.
+pub fn train_xy_flow(
+    xy: &Xy,
+    cfg: &AngleFlowConfig,
+    observers: &mut [&mut dyn Observer],
+) -> Result<(Flow, TrainReport)> {
+    let (tc, cond) = (&cfg.train, cfg.conditioning()?);
+    let mut flow = spin_flow(
+        xy.l,
+        cond,
+        cfg.layers,
+        cfg.hidden,
+        cfg.depth,
+        cfg.bins,
+        cfg.splines,
+        tc.seed,
+    )?;
+    let report = train_with_data(&mut flow, xy, tc, None, observers)?;
     Ok((flow, report))
 }

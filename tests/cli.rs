@@ -79,6 +79,54 @@ fn mcmc_on_u1_writes_the_gauge_observables_and_matches_the_exact_values() {
     }
 }
 
+/// `mcmc --system xy` on the 2 × 2 torus, by HMC and by flow-MCMC with the spin flow (500
+/// training steps): |M|/V, ⟨U⟩ and C_V written, and ⟨U⟩ and C_V within 4 standard errors of the
+/// ring's character expansion (T = 0.8).
+#[test]
+fn mcmc_on_xy_matches_the_exact_two_by_two_torus() {
+    let seed = common::seed(7).to_string();
+    for sampler in ["hmc", "flow"] {
+        let json = tmp(&format!("xy-{sampler}.json"));
+        let out = run(&[
+            "mcmc",
+            "--system",
+            "xy",
+            "--param",
+            "L=2",
+            "--temp",
+            "0.8",
+            "--sampler",
+            sampler,
+            "--train-steps",
+            "500",
+            "--seed",
+            &seed,
+            "--quiet",
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let m = v["abs_m"].as_f64().unwrap();
+        assert!(m > 0.5 && m < 1.0, "{sampler}: |M|/V {m}");
+        for key in ["U", "Cv"] {
+            let (m, se) = (
+                v[key].as_f64().unwrap(),
+                v[&format!("{key}_se")].as_f64().unwrap(),
+            );
+            let x = v["exact"][key].as_f64().unwrap();
+            assert!(
+                common::within(key, m, se, x, 4.0, 0.0),
+                "{sampler}: {key} {m} ± {se} vs exact {x}"
+            );
+        }
+    }
+}
+
 const COMMANDS: [&str; 7] = [
     "sweep", "mcmc", "rare", "causal", "backmap", "systems", "bench",
 ];
@@ -426,6 +474,12 @@ fn malformed_input_to_every_command_is_a_one_line_error() {
             "mod 4",
         ),
         (vec!["sweep", "--system", "u1", "--param", "L=5"], "mod 4"),
+        (vec!["sweep", "--system", "xy", "--param", "L=5"], "even L"),
+        (vec!["mcmc", "--system", "xy", "--param", "J=-1"], "J > 0"),
+        (
+            vec!["rare", "--system", "xy", "--event", "x0>0"],
+            "circular splines",
+        ),
         (
             vec!["rare", "--system", "u1", "--event", "x0>0"],
             "gauge-equivariant flow",

@@ -68,7 +68,10 @@ impl Coordinates {
                 n: c.n,
                 k_conf: c.k_conf,
             })),
-            Structure::Generic | Structure::Lattice(_) | Structure::Gauge(_) => None,
+            Structure::Generic
+            | Structure::Lattice(_)
+            | Structure::Gauge(_)
+            | Structure::Spins(_) => None,
         }
     }
     /// Check the stored scales (after loading).

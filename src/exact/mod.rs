@@ -1,5 +1,6 @@
 //! Exact thermodynamic references: closed forms for `harmonic`, numerical quadrature for
-//! every 1-D and 2-D system, the character expansion for 2-D U(1) gauge theory ([`u1`]).
+//! every 1-D and 2-D system, the character expansion for 2-D U(1) gauge theory ([`u1`]) and for
+//! the XY model on the 2 × 2 torus ([`xy`]).
 //!
 //! For each temperature T: log Z = log ∫ e^{−U/T} dx, ⟨U⟩, C_V = (⟨U²⟩ − ⟨U⟩²)/T²,
 //! F = −T log Z, S = (⟨U⟩ − F)/T, each with an error estimate (0 for closed forms).
@@ -7,10 +8,12 @@
 mod closed_form;
 mod quadrature;
 pub mod u1;
+pub mod xy;
 
 pub use closed_form::harmonic_reference;
 pub use quadrature::{quadrature, quadrature_expectation, quadrature_expectations};
 pub use u1::{u1_exact, U1Exact};
+pub use xy::xy_exact;
 
 use serde::Serialize;
 
@@ -55,7 +58,8 @@ impl Reference {
 }
 
 /// The exact reference for a system, if one exists: closed form for `harmonic`, quadrature
-/// for 1-D and 2-D systems, the character expansion for `u1`, `None` otherwise.
+/// for 1-D and 2-D systems, the character expansion for `u1` and for `xy` at L = 2, `None`
+/// otherwise.
 pub fn reference(
     e: &dyn crate::systems::Energy,
     temps: &[f64],
@@ -72,6 +76,9 @@ pub fn reference(
         return Ok(Some(
             temps.iter().map(|&t| at(t)).collect::<crate::Result<_>>()?,
         ));
+    }
+    if let crate::systems::Structure::Spins(xy) = e.structure() {
+        return temps.iter().map(|&t| xy_exact(xy, t)).collect();
     }
     if e.dim() <= 2 {
         return Ok(Some(quadrature(e, temps)?));

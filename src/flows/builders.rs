@@ -192,3 +192,45 @@ pub fn gauge_flow(
         .collect();
     Flow::on_angles(2 * l * l, conditioning, layers)
 }
+
+/// A flow for planar spins on an L × L torus ([`super::SpinCoupling`]): `n` checkerboard
+/// couplings of alternating parity, each with `splines` composed K-bin circular splines and a
+/// periodic CNN conditioner (`hidden` channels, `depth` hidden convolutions), on the uniform
+/// base of [`Flow::on_angles`]. Refused for odd L, where the checkerboard would touch itself,
+/// and without a spline.
+#[allow(clippy::too_many_arguments)]
+pub fn spin_flow(
+    l: usize,
+    conditioning: Conditioning,
+    n: usize,
+    hidden: usize,
+    depth: usize,
+    bins: usize,
+    splines: usize,
+    seed: u64,
+) -> Result<Flow> {
+    if splines == 0 {
+        return crate::error::input_err("a spin coupling needs at least one spline");
+    }
+    if !super::SpinCoupling::lattice_fits(l) {
+        return crate::error::input_err(format!(
+            "the spin flow's checkerboard needs an even L ≥ 2; got L = {l}"
+        ));
+    }
+    let c = conditioning.feature_dim();
+    let layers = (0..n)
+        .map(|i| {
+            Layer::SpinCoupling(super::SpinCoupling::new(
+                l,
+                c,
+                i % 2,
+                bins,
+                splines,
+                hidden,
+                depth,
+                crate::rng::derive(seed, "flow/layer", i as u64),
+            ))
+        })
+        .collect();
+    Flow::on_angles(l * l, conditioning, layers)
+}

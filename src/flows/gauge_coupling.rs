@@ -104,6 +104,60 @@ fn half_turn(p: Var<'_>) -> Var<'_> {
     wrap_angle(p.add_scalar(PI))
 }
 
+/// wrap(x + δ) where coordinate `at[a]` of x (`[batch, d]`) moves by δ[:, a] (`[batch, A]`)
+/// and the others stay.
+pub(crate) fn shifted<'g>(x: Var<'g>, d: usize, at: &[usize], delta: Var<'g>) -> Var<'g> {
+    // Coordinates that do not move read the zero appended to δ.
+    let mut slot = vec![at.len(); d];
+    for (a, &k) in at.iter().enumerate() {
+        slot[k] = a;
+    }
+    wrap_angle(x + delta.pad(1, 0, 1).take(1, &slot, &[d]))
+}
+
+/// h = R^{n−1} ∘ h_n ∘ R ∘ ⋯ ∘ R ∘ h_1 (R the half turn) applied to angles `old` in [−π, π)
+/// (`[batch, A]`), each h_i a K-bin circular spline ([`Rqs`] on [−π, π] with boundary
+/// derivatives 1) whose 3K − 1 parameters are slice i of `theta`'s last axis (`[batch, A,
+/// n(3K − 1)]`); with `spline.inverse` h⁻¹. Returns (h(old), Σ_i log h_i') (−log h' for the
+/// inverse). Each spline fixes ±π with derivative 1, but the next one, half a turn on, moves
+/// and stretches there, so the composition can thin the density at ±π.
+pub(crate) fn circular_splines<'g>(
+    old: Var<'g>,
+    theta: Var<'g>,
+    spline: Rqs,
+    splines: usize,
+) -> (Var<'g>, Var<'g>) {
+    let inverse = spline.inverse;
+    let np = spline.n_params();
+    let part = |i: usize| theta.slice(2, i * np, (i + 1) * np);
+    // An even number of splines has an odd number of half turns between them: one more
+    // closes the circle (last forward, first inverse).
+    let closing_turn = splines.is_multiple_of(2);
+    let mut y = if inverse && closing_turn {
+        half_turn(old)
+    } else {
+        old
+    };
+    let mut ld_sum = None;
+    for k in 0..splines {
+        // The inverse takes the splines in reverse order; a half turn between any two.
+        let i = if inverse { splines - 1 - k } else { k };
+        if k > 0 {
+            y = half_turn(y);
+        }
+        let (next, ld) = y.rqs(part(i), spline);
+        y = next;
+        ld_sum = Some(ld_sum.map_or(ld, |acc| acc + ld));
+    }
+    if !inverse && closing_turn {
+        y = half_turn(y);
+    }
+    (
+        y,
+        ld_sum.expect("a circular coupling has at least one spline"),
+    )
+}
+
 impl GaugeCoupling {
     /// A layer updating the μ links on stripes ≡ `offset` (mod 4), with `hidden` channels in
     /// each of `depth` hidden convolutions and `splines` K-bin splines.
@@ -250,10 +304,7 @@ impl GaugeCoupling {
     }
 
     /// `h` applied to the active plaquettes of `p` (`[batch, V]`): (old, new, log-derivatives),
-    /// each `[batch, A]`. With n splines h = R^{n−1} ∘ h_n ∘ R ∘ ⋯ ∘ R ∘ h_1, R the half turn:
-    /// each spline fixes ±π with derivative 1, but the next one, half a turn on, moves and
-    /// stretches there, so the composition can thin the plaquettes' density at ±π (the
-    /// target's is e^{−2β} of its peak there).
+    /// each `[batch, A]` ([`circular_splines`]).
     fn transform<'g>(
         &self,
         s: &Scope<'g>,
@@ -264,33 +315,8 @@ impl GaugeCoupling {
         let active = self.active();
         let theta = self.conditioner(s, p, c);
         let old = p.take(1, &active, &[active.len()]);
-        let spline = self.spline(inverse);
-        let np = spline.n_params();
-        let part = |i: usize| theta.slice(2, i * np, (i + 1) * np);
-        // An even number of splines has an odd number of half turns between them: one more
-        // closes the circle (last forward, first inverse).
-        let closing_turn = self.splines.is_multiple_of(2);
-        let mut y = if inverse && closing_turn {
-            half_turn(old)
-        } else {
-            old
-        };
-        let mut ld_sum = None;
-        for k in 0..self.splines {
-            // The inverse takes the splines in reverse order; a half turn between any two.
-            let i = if inverse { self.splines - 1 - k } else { k };
-            if k > 0 {
-                y = half_turn(y);
-            }
-            let (next, ld) = y.rqs(part(i), spline);
-            y = next;
-            ld_sum = Some(ld_sum.map_or(ld, |acc| acc + ld));
-        }
-        if !inverse && closing_turn {
-            y = half_turn(y);
-        }
-        let ld = ld_sum.expect("a gauge coupling has at least one spline");
-        (old, y, ld)
+        let (new, ld) = circular_splines(old, theta, self.spline(inverse), self.splines);
+        (old, new, ld)
     }
 
     /// The links moved by s·(new − old) of each active plaquette (`[batch, A]`), wrapped; and
@@ -303,16 +329,11 @@ impl GaugeCoupling {
         ld: Var<'g>,
     ) -> (Var<'g>, Var<'g>) {
         let v = self.l * self.l;
-        let active = self.active();
         let sign = if self.mu == 0 { 1.0 } else { -1.0 };
-        // Link μ·V + k moves by the delta of active site k; the others read the zero appended.
-        let mut slot = vec![active.len(); 2 * v];
-        for (a, &k) in active.iter().enumerate() {
-            slot[self.mu * v + k] = a;
-        }
-        let delta = (new - old).mul_scalar(sign).pad(1, 0, 1);
-        let delta = delta.take(1, &slot, &[2 * v]);
-        (wrap_angle(links + delta), ld.sum(1))
+        // Link μ·V + k moves by the delta of active site k.
+        let at: Vec<usize> = self.active().iter().map(|k| self.mu * v + k).collect();
+        let delta = (new - old).mul_scalar(sign);
+        (shifted(links, 2 * v, &at, delta), ld.sum(1))
     }
 }
 

@@ -12,7 +12,7 @@ use super::params::{ParamSet, Scope};
 use super::transformer::{Transformer, AFFINE_SCALE_BOUND};
 use super::{
     ActNorm, Coupling, GaugeCoupling, LatticeCoupling, LinearFlow, LuLinear, Permutation, Radial,
-    SumRatio,
+    SpinCoupling, SumRatio,
 };
 use crate::engine::Var;
 use crate::error::{input_err, Result};
@@ -26,6 +26,7 @@ pub enum Layer {
     Radial(Radial),
     LatticeCoupling(LatticeCoupling),
     GaugeCoupling(GaugeCoupling),
+    SpinCoupling(SpinCoupling),
     Linear(LinearFlow),
     LuLinear(LuLinear),
     Permutation(Permutation),
@@ -40,6 +41,7 @@ macro_rules! dispatch {
             Layer::Radial($l) => $e,
             Layer::LatticeCoupling($l) => $e,
             Layer::GaugeCoupling($l) => $e,
+            Layer::SpinCoupling($l) => $e,
             Layer::Linear($l) => $e,
             Layer::LuLinear($l) => $e,
             Layer::Permutation($l) => $e,
@@ -58,6 +60,7 @@ impl Layer {
             Layer::Radial(l) => Layer::Radial(l.template()?),
             Layer::LatticeCoupling(l) => Layer::LatticeCoupling(l.template()?),
             Layer::GaugeCoupling(l) => Layer::GaugeCoupling(l.template()?),
+            Layer::SpinCoupling(l) => Layer::SpinCoupling(l.template()?),
             Layer::Linear(l) => Layer::Linear(l.template()?),
             Layer::LuLinear(l) => Layer::LuLinear(l.template()?),
             Layer::Permutation(l) => Layer::Permutation(l.template()?),
@@ -122,6 +125,7 @@ enum LayerFile {
     Radial(Radial),
     LatticeCoupling(LatticeCoupling),
     GaugeCoupling(GaugeCoupling),
+    SpinCoupling(SpinCoupling),
     Linear(LinearFlow),
     LuLinear(LuLinear),
     Permutation(Permutation),
@@ -174,6 +178,7 @@ impl TryFrom<LayerFile> for Layer {
             LayerFile::Radial(l) => Layer::Radial(l),
             LayerFile::LatticeCoupling(l) => Layer::LatticeCoupling(l),
             LayerFile::GaugeCoupling(l) => Layer::GaugeCoupling(l),
+            LayerFile::SpinCoupling(l) => Layer::SpinCoupling(l),
             LayerFile::Linear(l) => Layer::Linear(l),
             LayerFile::LuLinear(l) => Layer::LuLinear(l),
             LayerFile::Permutation(l) => Layer::Permutation(l),

@@ -3,7 +3,8 @@
 //! loaded), and the estimates with batch-means errors.
 //!
 //! On φ⁴ the observables are |M|/V, M²/V and S (see [`crate::lattice`]) and the flow is the
-//! lattice flow; elsewhere x₀ and U with the default coupling flow.
+//! lattice flow; on gauge links the plaquette, Q, E and Q² with the gauge flow; on planar spins
+//! |M|/V and U with the spin flow; elsewhere x₀ and U with the default coupling flow.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -159,7 +160,12 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         systems::Structure::Gauge(u) => Some(u.clone()),
         _ => None,
     };
+    let spins = match energy.structure() {
+        systems::Structure::Spins(xy) => Some(xy.clone()),
+        _ => None,
+    };
     let (e, lat, gauge_obs, extra) = (energy.clone(), lattice.clone(), gauge.clone(), user.clone());
+    let spins_obs = spins.clone();
     // The system's own series first, then the user's observables.
     let observe = move |x: &[f64]| -> Vec<f64> {
         let mut v = match (&lat, &gauge_obs) {
@@ -172,7 +178,14 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
                 let q = u.charge(x).round();
                 vec![u.mean_plaquette(x), q, e.energy(x), q * q]
             }
-            _ => vec![x[0], e.energy(x)],
+            // Planar spins: |M|/V (x₀, an angle, diffuses with the global rotation).
+            _ => match &spins_obs {
+                Some(xy) => {
+                    let (c, s) = xy.magnetisation(x);
+                    vec![c.hypot(s) / xy.volume() as f64, e.energy(x)]
+                }
+                None => vec![x[0], e.energy(x)],
+            },
         };
         v.extend(extra.iter().map(|o| o.eval(x)));
         v
@@ -242,6 +255,7 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
                         energy.as_ref(),
                         lattice.as_ref(),
                         gauge.as_ref(),
+                        spins.as_ref(),
                         &mut obs,
                     )?;
                     training = serde_json::to_value(&report).unwrap_or_default();
@@ -257,9 +271,10 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
                 max_steps,
                 burn_in,
                 n_chains: cfg.chains,
-                local_every: cfg
-                    .local_every
-                    .unwrap_or(default_local_every(lattice.is_some(), gauge.is_some())),
+                local_every: cfg.local_every.unwrap_or(default_local_every(
+                    lattice.is_some(),
+                    gauge.is_some() || spins.is_some(),
+                )),
                 local_step: 0.1,
                 seed,
             };
@@ -343,23 +358,31 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
                 c.iter().sum::<f64>() / c.len() as f64
             })
         };
+        // The first series: x₀, or for planar spins |M|/V.
+        let first = if spins.is_some() { "abs_m" } else { "x0" };
         let (x0m, u) = (mean(0), mean(1));
         // C_V = Var(U)/T², batch means over 20 batches per chain.
         let cv = batch_means(&run.series[1], 20, |c| {
             let m = c.iter().sum::<f64>() / c.len() as f64;
             c.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (c.len() as f64 * cfg.t * cfg.t)
         });
-        v["x0"] = json!(x0m.value);
-        v["x0_se"] = json!(x0m.se);
+        v[first] = json!(x0m.value);
+        v[format!("{first}_se")] = json!(x0m.se);
         v["U"] = json!(u.value);
         v["U_se"] = json!(u.se);
         v["Cv"] = json!(cv.value);
         v["Cv_se"] = json!(cv.se);
         let tau_x0 = tau_int(&run.series[0]);
-        v["tau_int_x0"] = json!(tau_x0);
+        v[format!("tau_int_{first}")] = json!(tau_x0);
         let len = run.series[0].first().map_or(0, Vec::len);
         let slowest = tau_x0.max(tau_int(&run.series[1]));
-        v["chain_length_in_tau"] = json!(chain_length(len, slowest, "x0 and U", &mut warnings));
+        let what = format!("{first} and U");
+        v["chain_length_in_tau"] = json!(chain_length(len, slowest, &what, &mut warnings));
+        if let Some(xy) = &spins {
+            if let Some(r) = crate::exact::xy_exact(xy, cfg.t)? {
+                v["exact"] = json!({"U": r.u, "Cv": r.cv, "log_z": r.log_z});
+            }
+        }
     }
     if !user.is_empty() {
         let first = run.series.len() - user.len();
@@ -430,11 +453,11 @@ fn user_observables(
 }
 
 /// The flow sampler's local moves by default: none on φ⁴ (the flow alone: its τ_int is the
-/// figure of merit, and its proposals are accepted often), every second step on gauge links
-/// (where the flow's weights are heavy-tailed at large β and it alone sticks), every fifth step
-/// elsewhere.
-pub fn default_local_every(lattice: bool, gauge: bool) -> usize {
-    match (lattice, gauge) {
+/// figure of merit, and its proposals are accepted often), every second step on angles (gauge
+/// links, where the flow's weights are heavy-tailed at large β and it alone sticks; planar
+/// spins), every fifth step elsewhere.
+pub fn default_local_every(lattice: bool, angles: bool) -> usize {
+    match (lattice, angles) {
         (true, _) => 0,
         (_, true) => 2,
         _ => 5,
@@ -453,21 +476,29 @@ fn chain_length(len: usize, slowest: f64, what: &str, warnings: &mut Vec<String>
     taus
 }
 
-/// The flow sampler's proposal: the lattice flow on φ⁴, the gauge flow on `u1`, the default
-/// coupling flow elsewhere, trained over [T/1.25, 1.25 T] (the gauge flow up to T = 1 as
-/// well: [`crate::gauge::U1FlowConfig::new`]).
+/// The flow sampler's proposal: the lattice flow on φ⁴, the gauge flow on `u1`, the spin flow
+/// on `xy`, the default coupling flow elsewhere, trained over [T/1.25, 1.25 T] (the gauge flow
+/// up to T = 1 as well: [`crate::gauge::AngleFlowConfig::new`]).
 fn train_flow(
     cfg: &McmcConfig,
     energy: &dyn Energy,
     lattice: Option<&Phi4>,
     gauge: Option<&crate::systems::u1::U1>,
+    spins: Option<&crate::systems::Xy>,
     obs: &mut [&mut dyn Observer],
 ) -> Result<(Flow, crate::train::TrainReport)> {
-    if let Some(u) = gauge {
-        let mut fc = crate::gauge::U1FlowConfig::new(cfg.t);
+    let angles = |mut fc: crate::gauge::AngleFlowConfig| {
         fc.train.set_budget(cfg.train_steps, cfg.train_seconds);
         fc.train.seed = cfg.seed;
+        fc
+    };
+    if let Some(u) = gauge {
+        let fc = angles(crate::gauge::AngleFlowConfig::new(cfg.t));
         return crate::gauge::train_u1_flow(u, &fc, obs);
+    }
+    if let Some(xy) = spins {
+        let fc = angles(crate::gauge::AngleFlowConfig::xy(cfg.t));
+        return crate::gauge::train_xy_flow(xy, &fc, obs);
     }
     match lattice {
         Some(l) => {

@@ -516,17 +516,19 @@ pub fn run_energy(
 /// coordinate, at most 20 000 (5000 for 2-D systems, about 10 s on two cores; 7750 for the bead
 /// chain's 13 bond lengths and angles; 12 750 for a 13-atom cluster's 33 modes); 10 000 for
 /// lattice flows (a lattice coupling step costs ~30 times more; about 2 min on φ⁴, L = 8); the
-/// gauge flow's 5000 for `u1` (its reverse-KL recipe, [`crate::gauge::U1FlowConfig`]). These
+/// angle flows' 5000 for `u1` and `xy` (their reverse-KL recipe, [`crate::gauge::AngleFlowConfig`]). These
 /// match what the former defaults of 5 s per coordinate (10–300 s) and 120 s for lattices
 /// bought on two cores. Where the flow falls short the repair continues training on the
 /// failing range.
 pub fn default_train_steps(energy: &dyn Energy) -> usize {
     match energy.structure() {
         systems::Structure::Lattice(_) => 10_000,
-        systems::Structure::Gauge(_) => crate::gauge::U1FlowConfig::new(1.0)
-            .train
-            .steps
-            .unwrap_or(5000),
+        systems::Structure::Gauge(_) | systems::Structure::Spins(_) => {
+            crate::gauge::AngleFlowConfig::new(1.0)
+                .train
+                .steps
+                .unwrap_or(5000)
+        }
         _ => {
             let d = crate::coordinates::Coordinates::for_system(energy)
                 .map_or(energy.dim(), |c| c.flow_dim());

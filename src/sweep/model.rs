@@ -4,7 +4,7 @@
 use super::{SweepConfig, TrainSummary};
 use crate::error::Result;
 use crate::flows::{io, Conditioning, Flow};
-use crate::gauge::{train_u1_flow, U1FlowConfig, GAUGE_BATCH};
+use crate::gauge::{train_u1_flow, train_xy_flow, AngleFlowConfig, GAUGE_BATCH};
 use crate::lattice::{train_phi4_flow, Phi4FlowConfig, LATTICE_BATCH};
 use crate::systems::{Energy, Structure};
 use crate::train::{
@@ -25,13 +25,19 @@ pub(super) fn train_flow(
         }
         // Gauge links: the gauge-equivariant flow over the whole range, by reverse KL.
         Structure::Gauge(u1) => {
-            let mut fc = U1FlowConfig::new(cfg.t_min);
+            let mut fc = AngleFlowConfig::new(cfg.t_min);
             // One spline per plaquette, not the mcmc command's two: the sweep's L = 8 result was
             // verified with one, and with two after a short training budget its importance-
             // sampling C_V error bars came out too small at L = 4 (docs/sweep.md, "Gauge links").
             fc.splines = 1;
             take_budget(&mut fc.train, &tc);
             train_u1_flow(u1, &fc, obs)
+        }
+        // Planar spins: the checkerboard flow of circular splines, by reverse KL.
+        Structure::Spins(xy) => {
+            let mut fc = AngleFlowConfig::xy(cfg.t_min);
+            take_budget(&mut fc.train, &tc);
+            train_xy_flow(xy, &fc, obs)
         }
         // Fields: the translation-equivariant lattice flow, conditioned over the whole range,
         // on its own recipe (symmetry-augmented HMC data, then reverse KL) with this budget.
@@ -63,7 +69,7 @@ pub(super) fn continue_training(
 pub(super) fn recipe_batch(energy: &dyn Energy, tc: &TrainConfig) -> usize {
     match energy.structure() {
         Structure::Lattice(_) => LATTICE_BATCH,
-        Structure::Gauge(_) => GAUGE_BATCH,
+        Structure::Gauge(_) | Structure::Spins(_) => GAUGE_BATCH,
         _ => tc.batch,
     }
 }

@@ -23,6 +23,7 @@ mod mixture;
 mod muller_brown;
 mod phi4;
 pub mod u1;
+pub mod xy;
 
 pub use bead_chain::BeadChain;
 pub use custom::{check_normalisable, custom, expression, Custom, Dual64, DualNum};
@@ -34,6 +35,7 @@ pub use mixture::Mixture;
 pub use muller_brown::MullerBrown;
 pub use phi4::Phi4;
 pub use u1::U1;
+pub use xy::Xy;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -69,21 +71,26 @@ pub enum Structure<'a> {
     /// ([`crate::flows::GaugeCoupling`], `mcmc --sampler flow`); the coupling flows on real
     /// coordinates do not apply ([`flows_apply`]).
     Gauge(&'a U1),
+    /// Planar spins (angles on the circle) on a periodic L × L lattice: the checkerboard flow of
+    /// circular splines ([`crate::flows::SpinCoupling`]); like gauge links, not the coupling
+    /// flows on real coordinates ([`flows_apply`]).
+    Spins(&'a Xy),
 }
 
 /// Whether the flows on real coordinates (coupling flows, the lattice flow) model this
-/// system: an error naming what does where they do not (gauge links, whose density on ℝⁿ is
-/// not normalisable; the gauge flow samples them through `thermoflow mcmc`).
+/// system: an error naming what does where they do not (angles — gauge links, planar spins —
+/// whose density on ℝⁿ is not normalisable; their flows on the circle sample them through
+/// `thermoflow mcmc` and `thermoflow sweep`).
 pub fn flows_apply(energy: &dyn Energy) -> Result<()> {
-    match energy.structure() {
-        Structure::Gauge(_) => input_err(format!(
-            "{}: gauge links need the gauge-equivariant flow, which `thermoflow mcmc --system {} --sampler flow` (or hmc, rwm) and `thermoflow sweep --system {}` use; the rare-event estimates do not take it yet",
-            energy.name(),
-            energy.name(),
-            energy.name()
-        )),
-        _ => Ok(()),
-    }
+    let what = match energy.structure() {
+        Structure::Gauge(_) => "gauge links need the gauge-equivariant flow",
+        Structure::Spins(_) => "planar spins need the checkerboard flow of circular splines",
+        _ => return Ok(()),
+    };
+    let name = energy.name();
+    input_err(format!(
+        "{name}: {what}, which `thermoflow mcmc --system {name} --sampler flow` (or hmc, rwm) and `thermoflow sweep --system {name}` use; the rare-event estimates do not take it yet"
+    ))
 }
 
 /// A potential energy surface.
@@ -283,6 +290,7 @@ pub fn registry() -> Vec<SystemInfo> {
         lj::INFO,
         bead_chain::INFO,
         u1::INFO,
+        xy::INFO,
     ]
 }
 
@@ -299,6 +307,7 @@ pub fn build<S: AsRef<str>>(name: &str, params: &[S]) -> Result<Arc<dyn Energy>>
         "lj" => Arc::new(LennardJones::from_params(&p)?),
         "bead-chain" => Arc::new(BeadChain::from_params(&p)?),
         "u1" => Arc::new(U1::from_params(&p)?),
+        "xy" => Arc::new(Xy::from_params(&p)?),
         other => {
             let names: Vec<&str> = registry().iter().map(|s| s.name).collect();
             return input_err(format!(
