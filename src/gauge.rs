@@ -73,7 +73,7 @@ impl AngleFlowConfig {
     }
 
     /// Defaults for planar spins around temperature `t`: T ∈ [t/1.25, 1.25 t], 8 checkerboard
-    /// couplings (each spin updated four times), 8 hidden channels in 2 hidden convolutions, two
+    /// couplings in spin 0's frame (each spin updated four times; [`spin_flow`]), 8 hidden channels in 2 hidden convolutions, two
     /// 8-bin splines (one alone keeps each spin's density at ±π at the base's 1/2π, while the
     /// target's, given the neighbours, peaks there when they point that way: the system is
     /// symmetric under a global rotation), batch 64, 5000 steps of reverse KL.

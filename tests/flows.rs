@@ -12,7 +12,7 @@ use thermoflow::engine::{GraphBuilder, Program};
 use thermoflow::flows::params::{Declared, Scope};
 use thermoflow::flows::{
     builders, io, ActNorm, Bijection, Conditioning, Coupling, Flow, GaugeCoupling, LatticeCoupling,
-    Layer, LinearFlow, LuLinear, Permutation, Radial, SpinCoupling, SumRatio,
+    Layer, LinearFlow, LuLinear, Permutation, Radial, SpinCoupling, SpinFrame, SumRatio,
 };
 use thermoflow::flows::{Activation, Transformer};
 
@@ -159,6 +159,20 @@ fn table() -> Vec<Entry> {
             name: "spin coupling 2×2, parity 1, two splines",
             layer: Layer::SpinCoupling(SpinCoupling::new(2, 0, 1, 5, 2, 3, 2, 16)),
             identity_at_zero: true,
+            positive: false,
+            angles: true,
+        },
+        Entry {
+            name: "spin coupling 4×4, parity 0, pinned, two splines, conditioned",
+            layer: Layer::SpinCoupling(SpinCoupling::new(4, 1, 0, 5, 2, 3, 1, 18).pinned()),
+            identity_at_zero: true,
+            positive: false,
+            angles: true,
+        },
+        Entry {
+            name: "spin frame, 9 spins",
+            layer: Layer::SpinFrame(SpinFrame::new(9)),
+            identity_at_zero: false,
             positive: false,
             angles: true,
         },
@@ -865,74 +879,94 @@ fn gauge_flow_density_is_gauge_invariant() {
     }
 }
 
-/// The spin flow's log-density is invariant under the lattice translations that keep the
-/// checkerboard ((i, j) → (i + 1, j + 1) and (i + 2, j)): its convolutions are periodic. It moves
-/// when one spin alone turns (the check can fail) and under a translation by one site, which
-/// swaps the sublattices; samples carry the density the density program gives back; odd L is
-/// refused.
+/// The spin flow's symmetries. Its couplings alone (unpinned) give a log-density invariant
+/// under the lattice translations that keep the checkerboard ((i, j) → (i + 1, j + 1) and
+/// (i + 2, j)): their convolutions are periodic; a translation by one site, which swaps the
+/// sublattices, moves it. The flow the systems train (pinned couplings in spin 0's frame, then
+/// the frame's turn) gives one invariant under a global rotation θ → θ + α, as the XY energy is.
+/// Both move when one spin alone turns (the checks can fail); samples carry the density the
+/// density program gives back; the flow saves and loads; odd L is refused.
 #[test]
-fn spin_flow_density_is_translation_invariant() {
+fn spin_flow_symmetries() {
     let l = 4;
     let cond = Conditioning::Temperature {
         t_min: 0.7,
         t_max: 1.5,
     };
-    let mut flow = builders::spin_flow(l, cond, 4, 4, 1, 6, 2, 3).unwrap();
-    for (i, layer) in flow.layers_mut().iter_mut().enumerate() {
-        randomise(layer, 50 + i as u64, 0.1);
-    }
     let mut rng = thermoflow::rng::seeded(common::seed(32));
     let t = 1.0;
-    let smp = flow.sample_and_log_prob(64, &[t], &mut rng).unwrap();
-    let back = flow.log_prob(smp.x.view(), &[t]).unwrap();
-    let translated = |di: usize, dj: usize| {
+    let couplings: Vec<Layer> = (0..4)
+        .map(|i| Layer::SpinCoupling(SpinCoupling::new(l, 1, i % 2, 6, 2, 4, 1, 60 + i as u64)))
+        .collect();
+    let mut unpinned = Flow::on_angles(l * l, cond, couplings).unwrap();
+    let mut framed = builders::spin_flow(l, cond, 4, 4, 1, 6, 2, 3).unwrap();
+    assert!(matches!(framed.layers().last(), Some(Layer::SpinFrame(_))));
+    for flow in [&mut unpinned, &mut framed] {
+        for (i, layer) in flow.layers_mut().iter_mut().enumerate() {
+            randomise(layer, 50 + i as u64, 0.1);
+        }
+    }
+    // log q at rows changed by `change`, against log q at the samples.
+    let moved = |flow: &Flow, change: &dyn Fn(&mut [f64], &[f64])| {
+        let smp = flow
+            .sample_and_log_prob(64, &[t], &mut thermoflow::rng::seeded(7))
+            .unwrap();
+        let back = flow.log_prob(smp.x.view(), &[t]).unwrap();
+        for (a, b) in back.iter().zip(&smp.log_q) {
+            assert!((a - b).abs() < 1e-4, "density {a} vs sample {b}");
+        }
         let mut y = smp.x.clone();
         for (mut row, src) in y.rows_mut().into_iter().zip(smp.x.rows()) {
+            change(row.as_slice_mut().unwrap(), src.as_slice().unwrap());
+        }
+        let after = flow.log_prob(y.view(), &[t]).unwrap();
+        after
+            .iter()
+            .zip(&back)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max)
+    };
+    let translate = |di: usize, dj: usize| {
+        move |row: &mut [f64], src: &[f64]| {
             for i in 0..l {
                 for j in 0..l {
                     row[((i + di) % l) * l + (j + dj) % l] = src[i * l + j];
                 }
             }
         }
-        flow.log_prob(y.view(), &[t]).unwrap()
     };
-    let (diagonal, two, one) = (translated(1, 1), translated(2, 0), translated(0, 1));
-    let mut turned = smp.x.clone();
-    turned.column_mut(5).mapv_inplace(|v| v + 0.7);
-    let turned = flow.log_prob(turned.view(), &[t]).unwrap();
-    let (mut largest_turn, mut largest_swap): (f64, f64) = (0.0, 0.0);
-    for i in 0..64 {
-        assert!(
-            (back[i] - smp.log_q[i]).abs() < 1e-4,
-            "density {} vs sample {}",
-            back[i],
-            smp.log_q[i]
-        );
-        assert!(
-            (diagonal[i] - back[i]).abs() < 1e-4,
-            "(1, 1): {} vs {}",
-            diagonal[i],
-            back[i]
-        );
-        assert!(
-            (two[i] - back[i]).abs() < 1e-4,
-            "(2, 0): {} vs {}",
-            two[i],
-            back[i]
-        );
-        largest_turn = largest_turn.max((turned[i] - back[i]).abs());
-        largest_swap = largest_swap.max((one[i] - back[i]).abs());
-    }
-    assert!(largest_turn > 1e-2, "a turned spin left log q unchanged");
+    let alpha: f64 = rng.random_range(-3.0..3.0);
+    let rotate = |row: &mut [f64], _: &[f64]| row.iter_mut().for_each(|v| *v += alpha);
+    let turn_one = |row: &mut [f64], _: &[f64]| row[5] += 0.7;
     assert!(
-        largest_swap > 1e-2,
-        "swapping the sublattices left log q unchanged"
+        moved(&unpinned, &translate(1, 1)) < 1e-4,
+        "(1, 1) moved log q"
+    );
+    assert!(
+        moved(&unpinned, &translate(2, 0)) < 1e-4,
+        "(2, 0) moved log q"
+    );
+    assert!(
+        moved(&unpinned, &translate(0, 1)) > 1e-2,
+        "swapping the sublattices left log q"
+    );
+    assert!(
+        moved(&unpinned, &turn_one) > 1e-2,
+        "a turned spin left log q unchanged"
+    );
+    assert!(
+        moved(&framed, &rotate) < 1e-4,
+        "a global rotation moved log q"
+    );
+    assert!(
+        moved(&framed, &turn_one) > 1e-2,
+        "a turned spin left log q unchanged"
     );
     // Saved and loaded: the same layers, checked against their architecture.
     let path = std::env::temp_dir().join(format!("thermoflow-spins-{}.json", std::process::id()));
-    io::save(&flow, serde_json::json!({"system": "xy"}), &path).unwrap();
+    io::save(&framed, serde_json::json!({"system": "xy"}), &path).unwrap();
     let (loaded, _) = io::load(&path).unwrap();
-    assert_eq!(loaded.layers(), flow.layers());
+    assert_eq!(loaded.layers(), framed.layers());
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::remove_file(&path).ok();
     let bad = text.replacen("\"parity\":1", "\"parity\":2", 1);

@@ -255,8 +255,8 @@ fn a_u1_sweep_matches_the_character_expansion() {
 /// for 1000 steps, 4 temperatures. At least 3 of 4 trusted; trusted points' ⟨U⟩, C_V (4.5 SE +
 /// 0.2 %) and log Z where estimated (4.5 SE) agree with the exact values; the system's observable |M|/V is
 /// estimated at every temperature, from near order (> 0.9 at T = 0.5) to disorder. Measured
-/// over THERMOFLOW_TEST_SEED = 1–10: every run passed, z rms 0.98 over 114 comparisons, largest
-/// |z| per run 1.3–2.9; 4–26 s a run.
+/// over THERMOFLOW_TEST_SEED = 1–10: every run passed, z rms 0.93 over 120 comparisons, largest
+/// |z| per run 0.8–2.7; 7–8 s a run.
 #[test]
 fn an_xy_sweep_matches_the_exact_two_by_two_torus() {
     let seed = common::seed(1).to_string();

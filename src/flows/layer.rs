@@ -12,7 +12,7 @@ use super::params::{ParamSet, Scope};
 use super::transformer::{Transformer, AFFINE_SCALE_BOUND};
 use super::{
     ActNorm, Coupling, GaugeCoupling, LatticeCoupling, LinearFlow, LuLinear, Permutation, Radial,
-    SpinCoupling, SumRatio,
+    SpinCoupling, SpinFrame, SumRatio,
 };
 use crate::engine::Var;
 use crate::error::{input_err, Result};
@@ -27,6 +27,7 @@ pub enum Layer {
     LatticeCoupling(LatticeCoupling),
     GaugeCoupling(GaugeCoupling),
     SpinCoupling(SpinCoupling),
+    SpinFrame(SpinFrame),
     Linear(LinearFlow),
     LuLinear(LuLinear),
     Permutation(Permutation),
@@ -42,6 +43,7 @@ macro_rules! dispatch {
             Layer::LatticeCoupling($l) => $e,
             Layer::GaugeCoupling($l) => $e,
             Layer::SpinCoupling($l) => $e,
+            Layer::SpinFrame($l) => $e,
             Layer::Linear($l) => $e,
             Layer::LuLinear($l) => $e,
             Layer::Permutation($l) => $e,
@@ -61,6 +63,7 @@ impl Layer {
             Layer::LatticeCoupling(l) => Layer::LatticeCoupling(l.template()?),
             Layer::GaugeCoupling(l) => Layer::GaugeCoupling(l.template()?),
             Layer::SpinCoupling(l) => Layer::SpinCoupling(l.template()?),
+            Layer::SpinFrame(l) => Layer::SpinFrame(l.template()?),
             Layer::Linear(l) => Layer::Linear(l.template()?),
             Layer::LuLinear(l) => Layer::LuLinear(l.template()?),
             Layer::Permutation(l) => Layer::Permutation(l.template()?),
@@ -126,6 +129,7 @@ enum LayerFile {
     LatticeCoupling(LatticeCoupling),
     GaugeCoupling(GaugeCoupling),
     SpinCoupling(SpinCoupling),
+    SpinFrame(SpinFrame),
     Linear(LinearFlow),
     LuLinear(LuLinear),
     Permutation(Permutation),
@@ -179,6 +183,7 @@ impl TryFrom<LayerFile> for Layer {
             LayerFile::LatticeCoupling(l) => Layer::LatticeCoupling(l),
             LayerFile::GaugeCoupling(l) => Layer::GaugeCoupling(l),
             LayerFile::SpinCoupling(l) => Layer::SpinCoupling(l),
+            LayerFile::SpinFrame(l) => Layer::SpinFrame(l),
             LayerFile::Linear(l) => Layer::Linear(l),
             LayerFile::LuLinear(l) => Layer::LuLinear(l),
             LayerFile::Permutation(l) => Layer::Permutation(l),

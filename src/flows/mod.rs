@@ -9,7 +9,8 @@
 //! [`LuLinear`], [`Permutation`] (incl. reverse), [`ActNorm`], [`LatticeCoupling`] (checkerboard
 //! coupling with a periodic convolutional conditioner), [`GaugeCoupling`] (gauge-equivariant
 //! coupling of U(1) links with a circular spline), [`SpinCoupling`] (checkerboard coupling of
-//! planar spins with circular splines) and [`SumRatio`] (the seed's
+//! planar spins with circular splines, and [`SpinFrame`], the turn from spin 0's frame) and
+//! [`SumRatio`] (the seed's
 //! worked example). [`Flow`] is a base (standard normal, or uniform angles) plus a chain, optionally read in a
 //! system's [`Coordinates`] (internal coordinates of a chain, centre-of-mass-free modes of a
 //! cluster: a fixed f64 map on the host); [`builders`] has the
@@ -52,6 +53,6 @@ pub use mlp::{Activation, Mlp};
 pub use params::{ParamSet, Scope};
 pub use permutation::Permutation;
 pub use radial::Radial;
-pub use spin_coupling::SpinCoupling;
+pub use spin_coupling::{SpinCoupling, SpinFrame};
 pub use sum_ratio::SumRatio;
 pub use transformer::Transformer;

@@ -17,11 +17,26 @@
 //! convolution starts at zero, where every spline is the identity.
 //!
 //! The checkerboard must not touch itself across the boundary: L odd is refused.
+//!
+//! **The spins' frame.** The XY energy depends only on differences of angles, so p is uniform
+//! over a global rotation, which a flow from the uniform base would have to build out of the
+//! spins themselves. Instead the flow models the angles relative to spin 0, ψ_x = θ_x − θ_0, and
+//! θ_0 itself as the base's uniform draw: a *pinned* coupling never moves spin 0 and reads it
+//! as ψ_0 = 0 (cos 1, sin 0), and [`SpinFrame`] at the end turns the frame,
+//!
+//! ```text
+//! forward:  θ_0 = z_0,  θ_x = wrap(z_x + z_0) (x ≠ 0);   inverse: z_x = wrap(θ_x − θ_0);
+//! log|det J| = 0
+//! ```
+//!
+//! (a shear of the torus onto itself). In that frame the ordered phase is one mode, ψ ≈ 0, with
+//! spin waves about it, and not a ring of them.
 
 use std::f64::consts::PI;
 
 use serde::{Deserialize, Serialize};
 
+use super::bijection::zero_log_det;
 use super::gauge_coupling::{circular_splines, shifted, wrap_angle};
 use super::lattice_coupling::{conv_stack, conv_stack_count, conv_stack_params};
 use super::params::{ParamSet, Scope};
@@ -40,6 +55,9 @@ pub struct SpinCoupling {
     pub bins: usize,
     /// Splines per active site, composed half a turn apart.
     pub splines: usize,
+    /// Spin 0 is the frame's reference: never moved, read as angle 0 ([`SpinFrame`]).
+    #[serde(default)]
+    pub pinned: bool,
     /// Channels: input (2 + condition features), hidden…, output `splines` × (3K − 1).
     pub channels: Vec<usize>,
     /// Convolution weights `w{k}` (9 × C_in·C_out) and biases `b{k}`.
@@ -70,9 +88,16 @@ impl SpinCoupling {
             parity,
             bins,
             splines,
+            pinned: false,
             channels,
             params,
         }
+    }
+
+    /// The same layer with spin 0 as the frame's reference ([`SpinFrame`]).
+    pub fn pinned(mut self) -> Self {
+        self.pinned = true;
+        self
     }
 
     /// Whether the lattice side admits the checkerboard (L ≥ 2 and even).
@@ -119,11 +144,23 @@ impl SpinCoupling {
         }
     }
 
-    /// The active sites, in increasing order.
+    /// The active sites, in increasing order (spin 0 not, when pinned).
     fn active(&self) -> Vec<usize> {
         let l = self.l;
         (0..l * l)
-            .filter(|&k| (k / l + k % l) % 2 == self.parity)
+            .filter(|&k| (k / l + k % l) % 2 == self.parity && !(self.pinned && k == 0))
+            .collect()
+    }
+
+    /// The sites whose spins the conditioner reads: the other sublattice (without spin 0,
+    /// when pinned, which it reads as angle 0).
+    fn frozen(&self) -> Vec<f64> {
+        let l = self.l;
+        (0..l * l)
+            .map(|k| {
+                let other = (k / l + k % l) % 2 != self.parity;
+                f64::from(u8::from(other && !(self.pinned && k == 0)))
+            })
             .collect()
     }
 
@@ -140,13 +177,14 @@ impl SpinCoupling {
         let v = self.l * self.l;
         let x = wrap_angle(x);
         let active = self.active();
-        let frozen = g.constant_tensor(
-            &[v],
-            (0..v)
-                .map(|k| f64::from(u8::from(!active.contains(&k))))
-                .collect(),
-        );
-        let cos = (x.cos() * frozen).expand(2, Dim::Fixed(1));
+        let frozen = g.constant_tensor(&[v], self.frozen());
+        let mut cos = x.cos() * frozen;
+        if self.pinned {
+            let mut reference = vec![0.0; v];
+            reference[0] = 1.0;
+            cos = cos + g.constant_tensor(&[v], reference);
+        }
+        let cos = cos.expand(2, Dim::Fixed(1));
         let sin = (x.sin() * frozen).expand(2, Dim::Fixed(1));
         let mut h = cos.concat(sin, 2);
         if let Some(c) = c {
@@ -190,8 +228,79 @@ impl Bijection for SpinCoupling {
     }
     fn describe(&self) -> String {
         format!(
-            "SpinCoupling(L={}, cond={}, parity={}, bins={}, splines={}, channels={:?})",
-            self.l, self.cond_dim, self.parity, self.bins, self.splines, self.channels
+            "SpinCoupling(L={}, cond={}, parity={}, bins={}, splines={}, pinned={}, channels={:?})",
+            self.l, self.cond_dim, self.parity, self.bins, self.splines, self.pinned, self.channels
         )
+    }
+}
+
+/// The frame turn after pinned spin couplings (module doc): θ_0 = z_0, θ_x = wrap(z_x + z_0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpinFrame {
+    /// Spins.
+    pub dim: usize,
+    #[serde(skip)]
+    empty: ParamSet,
+}
+
+impl SpinFrame {
+    /// The frame turn of `dim` ≥ 1 spins.
+    pub fn new(dim: usize) -> SpinFrame {
+        SpinFrame {
+            dim,
+            empty: ParamSet::default(),
+        }
+    }
+
+    /// The same turn, checked.
+    pub(crate) fn template(&self) -> crate::Result<SpinFrame> {
+        if self.dim == 0 {
+            return crate::error::input_err("a spin frame needs at least one spin");
+        }
+        Ok(SpinFrame::new(self.dim))
+    }
+
+    /// wrap(y ± y_0) on every spin but spin 0.
+    fn turn<'g>(&self, y: Var<'g>, sign: f64) -> Var<'g> {
+        let g = y.builder();
+        let mut others = vec![sign; self.dim];
+        others[0] = 0.0;
+        let y = wrap_angle(y);
+        let first = y.take(1, &vec![0; self.dim], &[self.dim]);
+        wrap_angle(y + first * g.constant_tensor(&[self.dim], others))
+    }
+}
+
+impl Bijection for SpinFrame {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn cond_dim(&self) -> usize {
+        0
+    }
+    fn forward_and_log_det<'g>(
+        &self,
+        _s: &Scope<'g>,
+        z: Var<'g>,
+        _c: Option<Var<'g>>,
+    ) -> (Var<'g>, Var<'g>) {
+        (self.turn(z, 1.0), zero_log_det(z))
+    }
+    fn inverse_and_log_det<'g>(
+        &self,
+        _s: &Scope<'g>,
+        x: Var<'g>,
+        _c: Option<Var<'g>>,
+    ) -> (Var<'g>, Var<'g>) {
+        (self.turn(x, -1.0), zero_log_det(x))
+    }
+    fn param_sets(&self) -> Vec<(String, &ParamSet)> {
+        vec![]
+    }
+    fn param_sets_mut(&mut self) -> Vec<(String, &mut ParamSet)> {
+        vec![]
+    }
+    fn describe(&self) -> String {
+        format!("SpinFrame({})", self.dim)
     }
 }
