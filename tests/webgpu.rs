@@ -9,7 +9,9 @@ use rand::{Rng, SeedableRng};
 use thermoflow::engine::codegen;
 use thermoflow::engine::wgsl;
 use thermoflow::engine::Program;
-use thermoflow::flows::builders::{coupling_flow, default_flow, lattice_flow, radial_flow};
+use thermoflow::flows::builders::{
+    coupling_flow, default_flow, lattice_flow, radial_flow, spin_flow,
+};
 use thermoflow::flows::flow::Mode;
 use thermoflow::flows::Conditioning;
 
@@ -44,6 +46,7 @@ fn every_generated_kernel_through_wgpu_matches_the_cpu_backend() {
         ("coupling", coupling_flow(3, cond, &default_flow()).unwrap()),
         ("radial", radial_flow(2, cond, 2, 1).unwrap()),
         ("lattice", lattice_flow(4, cond, 2, 2, 1, 0).unwrap()),
+        ("spins", spin_flow(4, cond, 2, 2, 1, 4, 2, 0).unwrap()),
     ];
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut uniform = |n: usize, lo: f32, hi: f32| -> Vec<f32> {

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rand::{Rng, SeedableRng};
 use thermoflow::engine::codegen::{self, Case, Precision};
 use thermoflow::engine::{Program, Scalar};
-use thermoflow::flows::builders::{coupling_flow, default_flow, lattice_flow, radial_flow};
+use thermoflow::flows::builders::{
+    coupling_flow, default_flow, gauge_flow, lattice_flow, radial_flow, spin_flow,
+};
 use thermoflow::flows::flow::Mode;
 use thermoflow::flows::{Conditioning, Flow};
 
@@ -172,6 +174,9 @@ pub fn flow_cases() -> Vec<(String, Precision, Vec<Case>)> {
         ("coupling", coupling_flow(3, cond, &default_flow()).unwrap()),
         ("radial", radial_flow(2, cond, 2, 1).unwrap()),
         ("lattice", lattice_flow(4, cond, 2, 2, 1, 0).unwrap()),
+        // Flows on angles: wrapping (rem, comparisons), cos and sin, circular splines.
+        ("gauge", gauge_flow(4, cond, 2, 2, 1, 4, 2, 0).unwrap()),
+        ("spins", spin_flow(4, cond, 2, 2, 1, 4, 2, 0).unwrap()),
     ];
     let mut out = Vec::new();
     for (name, flow) in &flows {
