@@ -55,8 +55,12 @@ pub fn from_str(text: &str) -> Result<(Flow, serde_json::Value)> {
             "not a thermoflow model file (format tag missing)".into(),
         ));
     }
-    let file: FlowFile =
-        serde_json::from_value(v).map_err(|e| Error::Io(format!("corrupt model file: {e}")))?;
+    let file: FlowFile = serde_json::from_value(v).map_err(|e| {
+        // serde lists every layer type after an unknown one: the name is what the user needs.
+        let e = e.to_string();
+        let e = e.split(", expected one of").next().unwrap_or(&e);
+        Error::Io(format!("corrupt model file: {e}"))
+    })?;
     if file.version != VERSION {
         return Err(Error::Io(format!(
             "model file version {} is not supported",
