@@ -107,19 +107,7 @@ pub fn train_u1_flow(
     cfg: &AngleFlowConfig,
     observers: &mut [&mut dyn Observer],
 ) -> Result<(Flow, TrainReport)> {
-    let (tc, cond) = (&cfg.train, cfg.conditioning()?);
-    let mut flow = gauge_flow(
-        u1.l,
-        cond,
-        cfg.layers,
-        cfg.hidden,
-        cfg.depth,
-        cfg.bins,
-        cfg.splines,
-        tc.seed,
-    )?;
-    let report = train_with_data(&mut flow, u1, tc, None, observers)?;
-    Ok((flow, report))
+    train_on_angles(cfg, u1.l, gauge_flow, u1, observers)
 }
 
 /// Build and train a temperature-conditioned spin flow for `xy`.
@@ -128,9 +116,24 @@ pub fn train_xy_flow(
     cfg: &AngleFlowConfig,
     observers: &mut [&mut dyn Observer],
 ) -> Result<(Flow, TrainReport)> {
+    train_on_angles(cfg, xy.l, spin_flow, xy, observers)
+}
+
+/// A builder of flows on angles ([`gauge_flow`], [`spin_flow`]): side, conditioning, layers,
+/// hidden channels, depth, bins, splines, seed.
+type AngleBuilder = fn(usize, Conditioning, usize, usize, usize, usize, usize, u64) -> Result<Flow>;
+
+/// The flow `build` makes for side `l` with `cfg`'s architecture, trained by reverse KL.
+fn train_on_angles(
+    cfg: &AngleFlowConfig,
+    l: usize,
+    build: AngleBuilder,
+    energy: &dyn crate::systems::Energy,
+    observers: &mut [&mut dyn Observer],
+) -> Result<(Flow, TrainReport)> {
     let (tc, cond) = (&cfg.train, cfg.conditioning()?);
-    let mut flow = spin_flow(
-        xy.l,
+    let mut flow = build(
+        l,
         cond,
         cfg.layers,
         cfg.hidden,
@@ -139,6 +142,6 @@ pub fn train_xy_flow(
         cfg.splines,
         tc.seed,
     )?;
-    let report = train_with_data(&mut flow, xy, tc, None, observers)?;
+    let report = train_with_data(&mut flow, energy, tc, None, observers)?;
     Ok((flow, report))
 }

@@ -199,8 +199,8 @@ pub fn gauge_flow(
 /// convolutions), then the frame's turn ([`super::SpinFrame`]), on the uniform base of
 /// [`Flow::on_angles`]: log q is invariant under a global rotation, as the XY energy is (flow-MCMC
 /// at L = 8 after 2000 training steps accepted 9 % of the proposals at T = 0.8 and 15 % at 1.2,
-/// against 5 % and 7 % for the same couplings unpinned). Refused for odd L, where the checkerboard would touch itself,
-/// and without a spline.
+/// against 5 % and 7 % for the same couplings unpinned). Refused for odd L, where the
+/// checkerboard would touch itself, and without a spline.
 #[allow(clippy::too_many_arguments)]
 pub fn spin_flow(
     l: usize,
