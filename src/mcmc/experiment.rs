@@ -380,7 +380,8 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         v["chain_length_in_tau"] = json!(chain_length(len, slowest, &what, &mut warnings));
         if let Some(xy) = &spins {
             if let Some(r) = crate::exact::xy_exact(xy, cfg.t)? {
-                v["exact"] = json!({"U": r.u, "Cv": r.cv, "log_z": r.log_z});
+                // Lower case, as `u1`'s exact values are.
+                v["exact"] = serde_json::to_value(r).unwrap_or_default();
             }
         }
     }
