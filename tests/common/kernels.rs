@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use thermoflow::engine::codegen::{self, Case, Precision};
 use thermoflow::engine::{Program, Scalar};
 use thermoflow::flows::builders::{
-    coupling_flow, default_flow, gauge_flow, lattice_flow, radial_flow, spin_flow,
+    coupling_flow, default_flow, lattice_flow, radial_flow, spin_flow,
 };
 use thermoflow::flows::flow::Mode;
 use thermoflow::flows::{Conditioning, Flow};
@@ -174,8 +174,8 @@ pub fn flow_cases() -> Vec<(String, Precision, Vec<Case>)> {
         ("coupling", coupling_flow(3, cond, &default_flow()).unwrap()),
         ("radial", radial_flow(2, cond, 2, 1).unwrap()),
         ("lattice", lattice_flow(4, cond, 2, 2, 1, 0).unwrap()),
-        // Flows on angles: wrapping (rem, comparisons), cos and sin, circular splines.
-        ("gauge", gauge_flow(4, cond, 2, 2, 1, 4, 2, 0).unwrap()),
+        // A flow on angles: wrapping (rem, comparisons), cos and sin, circular splines (the
+        // gauge flow's kinds of step too).
         ("spins", spin_flow(4, cond, 2, 2, 1, 4, 2, 0).unwrap()),
     ];
     let mut out = Vec::new();
