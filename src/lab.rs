@@ -169,8 +169,9 @@ impl Sweep {
         self.cfg.observables.push(Observable::new(name, f));
         self
     }
-    /// An observable as `--observe` takes it: `"x0"`, `"r2 = x0^2 + x1^2"`, or the system's own
-    /// by name (`"abs_m"` on φ⁴; `thermoflow systems` lists them).
+    /// An observable as `--observe` takes it: `"x0"`, `"r2 = x0^2 + x1^2"`, `"b = x0^2/T"` (`T`
+    /// the temperature), or the system's own by name (`"abs_m"` on φ⁴, `"helicity"` on XY;
+    /// `thermoflow systems` lists them).
     pub fn observe_expr(mut self, text: &str) -> Result<Sweep> {
         self.cfg.observables.push(Observable::parse(text)?);
         Ok(self)

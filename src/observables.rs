@@ -9,9 +9,12 @@
 //! delta-method error, flow-MCMC's equal-weight mean over its chains with one batch per chain
 //! ([`crate::estimators::Weights::mean_grouped`]), tempering's ladders and the anneal's replicas
 //! ([`crate::estimators::mean_replicas`]). An observable is a Rust closure on the coordinates
-//! ([`Observable::new`]), an expression typed as text in the grammar of `--energy`
-//! ([`Observable::parse`]: `x0`, `r2 = x0^2 + x1^2`), or one a system defines, by its name
-//! ([`crate::systems::Energy::observables`]: `abs_m` on φ⁴, `q2` on U(1), `rg2` on a chain).
+//! ([`Observable::new`]) or on the coordinates and the temperature
+//! ([`Observable::at_temperature`]: O(x, T), averaged at each T as it stands), an expression
+//! typed as text in the grammar of `--energy` with `T` besides ([`Observable::parse`]: `x0`,
+//! `r2 = x0^2 + x1^2`, `x0^2/T`), or one a system defines, by its name
+//! ([`crate::systems::Energy::observables`]: `abs_m` on φ⁴, `q2` on U(1), `rg2` on a chain,
+//! `helicity` on XY).
 //!
 //! The systems' own: the magnetisation per site |M|/V = |Σ_x φ_x|/V and M²/V (whose average is
 //! the susceptibility χ₂ on a finite lattice, where ⟨M⟩ = 0) on φ⁴; the mean plaquette
@@ -28,7 +31,8 @@ use crate::error::{input_err, Result};
 use crate::systems::expression::Expression;
 use crate::systems::Energy;
 
-type Closure = dyn Fn(&[f64]) -> f64 + Send + Sync;
+/// O(x, T).
+type Closure = dyn Fn(&[f64], f64) -> f64 + Send + Sync;
 type Exact = dyn Fn(f64) -> Result<f64> + Send + Sync;
 
 /// A named function of a configuration.
@@ -53,6 +57,16 @@ impl Observable {
     /// The observable `name` computed by `f` from a configuration's coordinates:
     /// `Observable::new("r²", |x| x[0] * x[0] + x[1] * x[1])`.
     pub fn new(name: &str, f: impl Fn(&[f64]) -> f64 + Send + Sync + 'static) -> Observable {
+        Observable::at_temperature(name, move |x, _| f(x))
+    }
+
+    /// The observable `name` computed by `f` from a configuration and the temperature it is
+    /// averaged at, O(x, T): ⟨O(·, T)⟩_T at each T. The XY model's helicity modulus
+    /// Υ = ⟨E⟩/V − ⟨I²⟩/(V T) is one (the mean of (E − I²/T)/V).
+    pub fn at_temperature(
+        name: &str,
+        f: impl Fn(&[f64], f64) -> f64 + Send + Sync + 'static,
+    ) -> Observable {
         Observable {
             name: name.trim().to_string(),
             f: Some(Arc::new(f)),
@@ -76,8 +90,9 @@ impl Observable {
         self.exact.as_ref().map(|e| e(t))
     }
 
-    /// `EXPR` or `NAME=EXPR`, EXPR in `x0, x1, …` as `--energy` takes it (named by its text
-    /// when no name is given): `x0`, `x0^2`, `r = sqrt(x0^2 + x1^2)`; or a bare name other
+    /// `EXPR` or `NAME=EXPR`, EXPR in `x0, x1, …` as `--energy` takes it and the temperature
+    /// `T` (named by its text when no name is given): `x0`, `x0^2`, `r = sqrt(x0^2 + x1^2)`,
+    /// `x0^2/T`; or a bare name other
     /// than a coordinate (`abs_m`): the system's own observable of that name, which the sweep
     /// looks up ([`resolve`]).
     pub fn parse(text: &str) -> Result<Observable> {
@@ -102,9 +117,10 @@ impl Observable {
         if name.is_empty() {
             return input_err(format!("observable {text:?} has no name before '='"));
         }
-        let e = Expression::parse(expr).map_err(|e| e.context(format!("observable {name:?}")))?;
+        let e = Expression::parse_observable(expr)
+            .map_err(|e| e.context(format!("observable {name:?}")))?;
         let reads = e.coordinates();
-        let mut o = Observable::new(name, move |x: &[f64]| e.eval(x));
+        let mut o = Observable::at_temperature(name, move |x, t| e.eval_at(x, t));
         o.reads = Some(reads);
         Ok(o)
     }
@@ -114,9 +130,9 @@ impl Observable {
         &self.name
     }
 
-    /// O(x) (NaN for a system's observable not yet [`resolve`]d).
-    pub fn eval(&self, x: &[f64]) -> f64 {
-        self.f.as_ref().map_or(f64::NAN, |f| f(x))
+    /// O(x, T) (NaN for a system's observable not yet [`resolve`]d).
+    pub fn eval(&self, x: &[f64], t: f64) -> f64 {
+        self.f.as_ref().map_or(f64::NAN, |f| f(x, t))
     }
 }
 
@@ -174,11 +190,11 @@ pub fn check(obs: &[Observable], dim: usize) -> Result<()> {
     Ok(())
 }
 
-/// Every observable at every row of `flat` (rows of `dim` coordinates), in parallel:
-/// `values[k][i]` is observable k at row i.
-pub fn evaluate(obs: &[Observable], flat: &[f64], dim: usize) -> Vec<Vec<f64>> {
+/// Every observable at every row of `flat` (rows of `dim` coordinates) at temperature `t`, in
+/// parallel: `values[k][i]` is observable k at row i.
+pub fn evaluate(obs: &[Observable], flat: &[f64], dim: usize, t: f64) -> Vec<Vec<f64>> {
     obs.iter()
-        .map(|o| flat.par_chunks(dim).map(|x| o.eval(x)).collect())
+        .map(|o| flat.par_chunks(dim).map(|x| o.eval(x, t)).collect())
         .collect()
 }
 
@@ -193,7 +209,7 @@ pub fn exact_curves(
         return Ok(Vec::new());
     }
     if energy.dim() <= 2 {
-        let fs: Vec<_> = obs.iter().map(|o| |x: &[f64]| o.eval(x)).collect();
+        let fs: Vec<_> = obs.iter().map(|o| |x: &[f64], t| o.eval(x, t)).collect();
         let q = crate::exact::quadrature_expectations(energy, temps, &fs)?;
         return Ok(q
             .into_iter()
@@ -236,20 +252,29 @@ mod tests {
     fn observables_parse_and_are_checked() {
         let r = Observable::parse(" r2 = x0^2 + x1^2 ").unwrap();
         assert_eq!(r.name(), "r2");
-        assert_eq!(r.eval(&[3.0, 4.0]), 25.0);
+        assert_eq!(r.eval(&[3.0, 4.0], 1.0), 25.0);
         let x = Observable::parse("x1").unwrap();
         assert_eq!(x.name(), "x1");
-        let v = evaluate(&[r.clone(), x.clone()], &[1.0, 2.0, 3.0, 4.0], 2);
+        let v = evaluate(&[r.clone(), x.clone()], &[1.0, 2.0, 3.0, 4.0], 2, 1.0);
         assert_eq!(v, vec![vec![5.0, 25.0], vec![2.0, 4.0]]);
         assert!(check(&[r.clone(), x.clone()], 2).is_ok());
         let err = |r: Result<()>| r.unwrap_err().to_string();
         assert!(err(check(std::slice::from_ref(&x), 1)).contains("uses x1"));
         assert!(err(check(&[r.clone(), r.clone()], 2)).contains("two observables"));
         assert!(check(&[Observable::new("T", |x| x[0])], 1).is_err());
+        let b = Observable::parse("b = x0^2 / T").unwrap();
+        assert_eq!(b.eval(&[2.0], 4.0), 1.0);
+        assert_eq!(evaluate(&[b], &[2.0, 4.0], 1, 0.5), vec![vec![8.0, 32.0]]);
+        let err = Observable::parse("m = x0 + TT").unwrap_err().to_string();
+        assert!(
+            err.contains("observable \"m\": expression, column 6: unknown name \"TT\"")
+                && err.contains("the temperature T"),
+            "{err}"
+        );
         assert!(Observable::parse("=x0").is_err());
         assert!(Observable::parse("m = x0 +").is_err());
         let c = Observable::new("closure", |x| x[0] - x[1]);
-        assert_eq!(c.eval(&[1.0, 3.0]), -2.0);
+        assert_eq!(c.eval(&[1.0, 3.0], 1.0), -2.0);
         assert!(
             check(&[c], 1).is_ok(),
             "a closure's reach is not known in advance"
@@ -265,13 +290,13 @@ mod tests {
             Observable::parse("abs_m").unwrap(),
             Observable::parse("x3").unwrap(),
         ];
-        assert!(asked[0].eval(&[1.0; 4]).is_nan(), "not yet resolved");
+        assert!(asked[0].eval(&[1.0; 4], 1.0).is_nan(), "not yet resolved");
         let got = resolve(&asked, phi4.as_ref()).unwrap();
         // M = 4 on V = 4 sites: |M|/V = 1; M²/V = 4.
-        assert_eq!(got[0].eval(&[1.0; 4]), 1.0);
-        assert_eq!(got[1].eval(&[0.0, 0.0, 0.0, 2.5]), 2.5);
+        assert_eq!(got[0].eval(&[1.0; 4], 1.0), 1.0);
+        assert_eq!(got[1].eval(&[0.0, 0.0, 0.0, 2.5], 1.0), 2.5);
         let m2 = resolve(&[Observable::parse("m2").unwrap()], phi4.as_ref()).unwrap();
-        assert_eq!(m2[0].eval(&[1.0, -1.0, 1.0, 1.0]), 1.0);
+        assert_eq!(m2[0].eval(&[1.0, -1.0, 1.0, 1.0], 1.0), 1.0);
         let err = resolve(&[Observable::parse("q2").unwrap()], phi4.as_ref()).unwrap_err();
         assert!(err.to_string().contains("it has abs_m, m2"), "{err}");
         let dw = crate::systems::build::<&str>("double-well-1d", &[]).unwrap();
@@ -279,7 +304,7 @@ mod tests {
         assert!(err.to_string().contains("defines none"), "{err}");
         let u1 = crate::systems::build("u1", &["L=2"]).unwrap();
         let got = resolve(&[Observable::parse("plaquette").unwrap()], u1.as_ref()).unwrap();
-        assert_eq!(got[0].eval(&[0.0; 8]), 1.0);
+        assert_eq!(got[0].eval(&[0.0; 8], 1.0), 1.0);
     }
 
     /// R_g² of two particles 2 apart is 1, in any dimension and wherever they sit.

@@ -299,6 +299,7 @@ fn expressions_follow_the_usual_rules() {
         ("2..5", 1),
         ("exp x0", 5),
         ("x0 + xyz", 6),
+        ("x0^2 / T", 8),
     ] {
         let err = systems::expression(text, Some(2)).unwrap_err().to_string();
         assert!(

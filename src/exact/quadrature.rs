@@ -159,12 +159,12 @@ pub fn quadrature_expectation(
     t: f64,
     f: &dyn Fn(&[f64]) -> f64,
 ) -> Result<(f64, f64)> {
-    Ok(quadrature_expectations(e, &[t], &[f])?[0][0])
+    Ok(quadrature_expectations(e, &[t], &[|x: &[f64], _| f(x)])?[0][0])
 }
 
-/// [`quadrature_expectation`] of each function in `fs` at each temperature in `temps`, on one
-/// box and pair of grids: `[f][t]` = (value, error estimate).
-pub fn quadrature_expectations<F: Fn(&[f64]) -> f64>(
+/// [`quadrature_expectation`] of each function f(x, T) in `fs` at each temperature T in
+/// `temps`, on one box and pair of grids: `[f][t]` = (value, error estimate).
+pub fn quadrature_expectations<F: Fn(&[f64], f64) -> f64>(
     e: &dyn Energy,
     temps: &[f64],
     fs: &[F],
@@ -175,7 +175,8 @@ pub fn quadrature_expectations<F: Fn(&[f64]) -> f64>(
         .map(|f| {
             (temps.iter())
                 .map(|&t| {
-                    let (a, b) = (expectation(&coarse, t, f), expectation(&fine, t, f));
+                    let g = |x: &[f64]| f(x, t);
+                    let (a, b) = (expectation(&coarse, t, &g), expectation(&fine, t, &g));
                     (b, (b - a).abs())
                 })
                 .collect()

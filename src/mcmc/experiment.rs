@@ -165,7 +165,7 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
         _ => None,
     };
     let (e, lat, gauge_obs, extra) = (energy.clone(), lattice.clone(), gauge.clone(), user.clone());
-    let spins_obs = spins.clone();
+    let (spins_obs, t) = (spins.clone(), cfg.t);
     // The system's own series first, then the user's observables.
     let observe = move |x: &[f64]| -> Vec<f64> {
         let mut v = match (&lat, &gauge_obs) {
@@ -187,7 +187,7 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
                 None => vec![x[0], e.energy(x)],
             },
         };
-        v.extend(extra.iter().map(|o| o.eval(x)));
+        v.extend(extra.iter().map(|o| o.eval(x, t)));
         v
     };
     let x0 = crate::mcmc::chain_starts(

@@ -496,13 +496,15 @@ struct Record {
 }
 
 impl Record {
+    /// The population `pop` at temperature `t`.
     fn of(
         pop: &Population,
+        t: f64,
         observables: &[Observable],
         acceptance: f64,
         correlation: f64,
     ) -> Record {
-        let obs = evaluate(observables, &pop.x, pop.d);
+        let obs = evaluate(observables, &pop.x, pop.d, t);
         Record {
             correlation,
             u: pop.u.clone(),
@@ -677,7 +679,7 @@ pub fn smc(energy: &dyn Energy, flow: &Flow, cfg: &SmcConfig) -> Result<SmcRun> 
     }
     let k_t = temps.len();
     let mut records = [vec![Record::default(); k_t], vec![Record::default(); k_t]];
-    records[0][k_t - 1] = Record::of(&pop, &cfg.observables, acc_max, f64::NAN);
+    records[0][k_t - 1] = Record::of(&pop, t_max, &cfg.observables, acc_max, f64::NAN);
     let mut rungs = [0usize; 2];
     let mut repeats = 0usize;
     // Cooling: requested temperatures from the hottest down; heating: back up.
@@ -697,7 +699,7 @@ pub fn smc(energy: &dyn Energy, flow: &Flow, cfg: &SmcConfig) -> Result<SmcRun> 
             let mut dwell_rng = crate::rng::stream(cfg.seed, "smc/dwell", 0);
             let (done, acc) = equilibrate(&mut aside, &mut dwelt, temps[0], &mut dwell_rng)?;
             kernel.evaluations = aside.evaluations;
-            records[1][0] = Record::of(&dwelt, &cfg.observables, acc, f64::NAN);
+            records[1][0] = Record::of(&dwelt, temps[0], &cfg.observables, acc, f64::NAN);
             if cfg.progress {
                 eprintln!(
                     "[smc] dwell at T = {:.4}: {done} sweeps, {:.1} s",
@@ -734,7 +736,7 @@ pub fn smc(energy: &dyn Energy, flow: &Flow, cfg: &SmcConfig) -> Result<SmcRun> 
                     ));
                 }
             }
-            records[pass][k] = Record::of(&pop, &cfg.observables, acc, rho);
+            records[pass][k] = Record::of(&pop, temps[k], &cfg.observables, acc, rho);
             if cfg.progress {
                 eprintln!(
                     "[smc] {} T = {:.4}: {} rungs, {:.1} kernel applications per rung, energy correlation {:.2}, local acceptance {:.2}, flow proposals {}, {:.1} s",

@@ -526,7 +526,8 @@ pub fn parallel_tempering_with(
                 let r = l * k + j;
                 trace.push(u[r]);
                 for (sums, o) in obs_sums.iter_mut().zip(&cfg.observables) {
-                    sums[j][l][usize::from(i >= halves[0])] += o.eval(&x[r * d..(r + 1) * d]);
+                    sums[j][l][usize::from(i >= halves[0])] +=
+                        o.eval(&x[r * d..(r + 1) * d], cfg.temps[j]);
                 }
                 if (i + 1).is_multiple_of(cfg.thin) && i / cfg.thin < kept {
                     let row = l * kept + i / cfg.thin;

@@ -187,7 +187,7 @@ impl Witness {
             return Ok(Estimate::NAN);
         }
         let flat = x.as_slice().unwrap_or_default();
-        let values: Vec<f64> = flat.chunks(d).map(|r| o.eval(r)).collect();
+        let values: Vec<f64> = flat.chunks(d).map(|r| o.eval(r, self.rungs[k])).collect();
         let groups: Vec<usize> = (0..rows).map(|r| (r / per).min(self.ladders - 1)).collect();
         mean_replicas(&values, &vec![0.0; rows], &groups, self.ladders)
     }

@@ -5,9 +5,12 @@
 //! term  = unary (('*' | '/') unary)*
 //! unary = '-' unary | power
 //! power = atom ('^' unary)?            right-associative: 2^3^2 = 2^9, -x0^2 = -(x0^2)
-//! atom  = number | 'x' index | name '(' expr ')' | '(' expr ')'
+//! atom  = number | 'x' index | 'T' | name '(' expr ')' | '(' expr ')'
 //! name  = exp | log | sqrt | sin | cos
 //! ```
+//!
+//! `T`, the temperature, only in observables ([`Expression::parse_observable`]: `x0^2/T`); an
+//! energy U(x) does not depend on it.
 //!
 //! The parsed tree evaluates on any [`DualNum`]: on `f64` for energies and on dual numbers
 //! for exact gradients (one pass per coordinate, [`mod@super::custom`]). An integer exponent is
@@ -30,6 +33,7 @@ pub struct Expression {
 enum Node {
     Num(f64),
     Var(usize),
+    Temp,
     Neg(Box<Node>),
     Bin(char, Box<Node>, Box<Node>),
     PowI(Box<Node>, i32),
@@ -46,13 +50,24 @@ enum Func {
 }
 
 impl Expression {
-    /// Parse `text`; its coordinates are `x0, x1, …`.
+    /// Parse the energy `text`; its coordinates are `x0, x1, …`.
     pub fn parse(text: &str) -> Result<Expression> {
+        Expression::parse_with(text, false)
+    }
+
+    /// Parse an observable's `text`: coordinates `x0, x1, …` and the temperature `T`
+    /// ([`Expression::eval_at`]).
+    pub fn parse_observable(text: &str) -> Result<Expression> {
+        Expression::parse_with(text, true)
+    }
+
+    fn parse_with(text: &str, temperature: bool) -> Result<Expression> {
         let mut p = Parser {
             s: text.as_bytes(),
             text,
             i: 0,
             vars: 0,
+            temperature,
         };
         let root = p.expr()?;
         p.skip();
@@ -78,17 +93,23 @@ impl Expression {
 
     /// U(x) on any dual number type (`f64` included).
     pub fn eval<D: DualNum<Primitive = f64> + Copy>(&self, x: &[D]) -> D {
-        eval(&self.root, x)
+        eval(&self.root, x, D::from(f64::NAN))
+    }
+
+    /// An observable's O(x, T) ([`Expression::parse_observable`]).
+    pub fn eval_at(&self, x: &[f64], t: f64) -> f64 {
+        eval(&self.root, x, t)
     }
 }
 
-fn eval<D: DualNum<Primitive = f64> + Copy>(n: &Node, x: &[D]) -> D {
+fn eval<D: DualNum<Primitive = f64> + Copy>(n: &Node, x: &[D], t: D) -> D {
     match n {
         Node::Num(v) => D::from(*v),
         Node::Var(i) => x[*i],
-        Node::Neg(a) => -eval(a, x),
+        Node::Temp => t,
+        Node::Neg(a) => -eval(a, x, t),
         Node::Bin(op, a, b) => {
-            let (a, b) = (eval(a, x), eval(b, x));
+            let (a, b) = (eval(a, x, t), eval(b, x, t));
             match op {
                 '+' => a + b,
                 '-' => a - b,
@@ -97,9 +118,9 @@ fn eval<D: DualNum<Primitive = f64> + Copy>(n: &Node, x: &[D]) -> D {
                 _ => (b * a.ln()).exp(),
             }
         }
-        Node::PowI(a, k) => eval(a, x).powi(*k),
+        Node::PowI(a, k) => eval(a, x, t).powi(*k),
         Node::Call(f, a) => {
-            let a = eval(a, x);
+            let a = eval(a, x, t);
             match f {
                 Func::Exp => a.exp(),
                 Func::Log => a.ln(),
@@ -116,13 +137,16 @@ struct Parser<'a> {
     text: &'a str,
     i: usize,
     vars: usize,
+    /// Whether `T` may appear (an observable, not an energy).
+    temperature: bool,
 }
 
 impl Parser<'_> {
     fn fail<T>(&self, what: &str) -> Result<T> {
         let shown = self.text.get(..self.i).unwrap_or(self.text);
+        let kind = if self.temperature { "" } else { "energy " };
         input_err(format!(
-            "energy expression, column {}: {what} (after \"{shown}\")",
+            "{kind}expression, column {}: {what} (after \"{shown}\")",
             self.i + 1
         ))
     }
@@ -221,6 +245,15 @@ impl Parser<'_> {
                     self.i += 1;
                 }
                 let word = &self.text[start..self.i];
+                if word == "T" {
+                    if self.temperature {
+                        return Ok(Node::Temp);
+                    }
+                    self.i = start;
+                    return self.fail(
+                        "T, the temperature, may appear in an observable but not in an energy U(x)",
+                    );
+                }
                 if let Some(idx) = word.strip_prefix('x').filter(|d| !d.is_empty()) {
                     return match idx.parse::<usize>() {
                         Ok(k) if k < 1 << 16 => {
@@ -241,8 +274,13 @@ impl Parser<'_> {
                     "cos" => Func::Cos,
                     _ => {
                         self.i = start;
+                        let t = if self.temperature {
+                            "; the temperature T"
+                        } else {
+                            ""
+                        };
                         return self.fail(&format!(
-                            "unknown name {word:?} (coordinates x0, x1, …; functions exp log sqrt sin cos)"
+                            "unknown name {word:?} (coordinates x0, x1, …{t}; functions exp log sqrt sin cos)"
                         ));
                     }
                 };

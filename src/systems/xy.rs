@@ -6,6 +6,17 @@
 //! M = Σ_x (cos θ_x, sin θ_x),   abs_m = |M|/V,   m2 = |M|²/V   (V = L²)
 //! ```
 //!
+//! and the helicity modulus (spin stiffness) Υ, the free energy's curvature under a twist φ of
+//! every bond in direction μ, U_φ = −J Σ_x cos(θ_x − θ_{x+μ̂} − φ):
+//!
+//! ```text
+//! Υ = (1/V) ∂²F/∂φ² |_{φ=0} = (1/2V) Σ_μ [⟨E_μ⟩ − ⟨I_μ²⟩/T],
+//! E_μ = J Σ_x cos(θ_x − θ_{x+μ̂}),   I_μ = J Σ_x sin(θ_x − θ_{x+μ̂})   (⟨I_μ⟩ = 0 by θ → −θ)
+//! ```
+//!
+//! (averaged over both directions), which jumps from 2T/π to 0 at T_BKT in infinite volume: the
+//! observable `helicity`, the mean of (1/2V) Σ_μ (E_μ − I_μ²/T) at each T.
+//!
 //! Spins θ_x are stored row-major, θ[i·L + j] for site x = (i, j); x + 0̂ is the next column,
 //! x + 1̂ the next row (periodic). ∂U/∂θ_x = J Σ_{y ~ x} sin(θ_x − θ_y), over the four
 //! neighbours. A global rotation θ_x → θ_x + α leaves U (and |M|) unchanged.
@@ -80,6 +91,22 @@ impl Xy {
         [i * l + (j + 1) % l, ((i + 1) % l) * l + j]
     }
 
+    /// The helicity modulus's estimator at temperature `t`, (1/2V) Σ_μ (E_μ − I_μ²/T): its
+    /// Boltzmann average is Υ (module docs).
+    pub fn helicity(&self, theta: &[f64], t: f64) -> f64 {
+        let (mut e, mut i) = ([0.0; 2], [0.0; 2]);
+        for (k, &a) in theta.iter().enumerate() {
+            for (mu, n) in self.neighbours(k).into_iter().enumerate() {
+                let d = a - theta[n];
+                e[mu] += d.cos();
+                i[mu] += d.sin();
+            }
+        }
+        let j = self.j;
+        let sum: f64 = (0..2).map(|mu| j * e[mu] - (j * i[mu]).powi(2) / t).sum();
+        sum / (2.0 * self.volume() as f64)
+    }
+
     /// The magnetisation M = Σ_x (cos θ_x, sin θ_x).
     pub fn magnetisation(&self, theta: &[f64]) -> (f64, f64) {
         theta
@@ -102,10 +129,19 @@ impl Energy for Xy {
         named(SPECS, &[self.l as f64, self.j])
     }
     /// `abs_m` = |M|/V, `m2` = |M|²/V (the susceptibility's χ = m2/T above T_BKT, where
-    /// ⟨M⟩ = 0 by symmetry).
+    /// ⟨M⟩ = 0 by symmetry), `helicity` = Υ (exact on the 2 × 2 torus, where I_μ = 0: every
+    /// bond is there twice, once each way, so Υ = −⟨U⟩/2V).
     fn observables(&self) -> Vec<Observable> {
-        let (a, b) = (self.clone(), self.clone());
+        let (a, b, h) = (self.clone(), self.clone(), self.clone());
         let v = self.volume() as f64;
+        let mut helicity = Observable::at_temperature("helicity", move |x, t| h.helicity(x, t));
+        if self.l == 2 {
+            let xy = self.clone();
+            helicity = helicity.with_exact(move |t| {
+                let r = crate::exact::xy_exact(&xy, t)?;
+                Ok(r.map_or(f64::NAN, |r| -r.u / (2.0 * v)))
+            });
+        }
         vec![
             Observable::new("abs_m", move |t| {
                 let (c, s) = a.magnetisation(t);
@@ -115,6 +151,7 @@ impl Energy for Xy {
                 let (c, s) = b.magnetisation(t);
                 (c * c + s * s) / v
             }),
+            helicity,
         ]
     }
     fn energy(&self, theta: &[f64]) -> f64 {
@@ -179,5 +216,54 @@ mod tests {
         assert!(Xy::new(0, 1.0).is_err());
         assert!(Xy::new(4, 0.0).is_err());
         assert!(Xy::new(4, f64::NAN).is_err());
+    }
+
+    /// The helicity estimator is the curvature of the free energy under a twist: on a set of
+    /// configurations closed under θ → −θ (so that its mean I_μ is 0) and under transposing the
+    /// lattice (both directions weigh the same), its mean equals (1/V) d²F/dφ² at φ = 0 for the
+    /// set's own F(φ) = −T log mean e^{−(U_φ − U)/T}, φ twisting every bond in direction 0
+    /// (central differences). The ordered state has Υ = J, and on the 2 × 2 torus, where every
+    /// bond is there twice, once each way, Υ's estimator is −U/2V.
+    #[test]
+    fn helicity_is_the_curvature_under_a_twist() {
+        for (l, j, t) in [(4usize, 1.0, 0.8), (6, 0.7, 1.5)] {
+            let xy = Xy::new(l, j).unwrap();
+            let v = xy.volume();
+            let mut rng = crate::rng::seeded(l as u64);
+            let mut set = Vec::new();
+            for _ in 0..20 {
+                let th: Vec<f64> = (0..v).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let tr: Vec<f64> = (0..v).map(|k| th[(k % l) * l + k / l]).collect();
+                for c in [th, tr] {
+                    set.push(c.iter().map(|a| -a).collect::<Vec<f64>>());
+                    set.push(c);
+                }
+            }
+            let twisted = |th: &[f64], phi: f64| -> f64 {
+                let bonds = (0..v).map(|k| {
+                    let [r, d] = xy.neighbours(k);
+                    (th[k] - th[r] - phi).cos() + (th[k] - th[d]).cos()
+                });
+                -j * bonds.sum::<f64>()
+            };
+            let f = |phi: f64| {
+                let z = (set.iter())
+                    .map(|th| (-(twisted(th, phi) - twisted(th, 0.0)) / t).exp())
+                    .sum::<f64>();
+                -t * (z / set.len() as f64).ln()
+            };
+            let h = 1e-3;
+            let curvature = (f(h) - 2.0 * f(0.0) + f(-h)) / (h * h) / v as f64;
+            let mean = set.iter().map(|th| xy.helicity(th, t)).sum::<f64>() / set.len() as f64;
+            assert!(
+                (curvature - mean).abs() < 1e-6,
+                "L = {l}: curvature {curvature} vs mean estimator {mean}"
+            );
+            assert!(mean > 0.1, "{mean}");
+            assert!((xy.helicity(&vec![0.4; v], t) - j).abs() < 1e-12);
+        }
+        let xy = Xy::new(2, 1.3).unwrap();
+        let th = [0.3, -1.2, 2.0, 0.7];
+        assert!((xy.helicity(&th, 0.9) + xy.energy(&th) / 8.0).abs() < 1e-12);
     }
 }

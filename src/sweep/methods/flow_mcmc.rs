@@ -190,10 +190,10 @@ impl<'a> Chains<'a> {
                 series.push(u[c]);
             }
             let w = &self.walkers;
-            for (obs, v) in self
-                .obs_series
-                .iter_mut()
-                .zip(evaluate(&self.observables, &w.x, w.dim))
+            for (obs, v) in
+                self.obs_series
+                    .iter_mut()
+                    .zip(evaluate(&self.observables, &w.x, w.dim, self.t))
             {
                 obs.iter_mut().zip(v).for_each(|(c, v)| c.push(v));
             }

@@ -60,7 +60,7 @@ fn draw(
     d.u.extend(crate::systems::parallel_energies(energy, flat, dim));
     d.log_q.extend(s.log_q);
     d.obs.resize(observables.len(), Vec::new());
-    for (acc, v) in d.obs.iter_mut().zip(evaluate(observables, flat, dim)) {
+    for (acc, v) in d.obs.iter_mut().zip(evaluate(observables, flat, dim, t)) {
         acc.extend(v);
     }
     Ok(())
