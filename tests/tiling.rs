@@ -129,8 +129,8 @@ fn the_lattice_flows_narrow_gemms_give_the_baselines_numbers_at_every_level() {
     let levels: Vec<Level> = Level::ALL.into_iter().filter(|l| l.supported()).collect();
     for (name, flow) in lattice_bench_flows().unwrap() {
         let (mut z, t) = inputs(flow.dim(), 97, 21);
-        if name.starts_with("u1") {
-            // Link angles in [−π, π).
+        if name.starts_with("u1") || name.starts_with("xy") {
+            // Link and spin angles in [−π, π).
             z.iter_mut().for_each(|v| *v *= std::f32::consts::PI / 6.0);
         }
         levels_agree(&flow, name, &z, &t, &levels, 1e-5);

@@ -12,7 +12,7 @@ use super::{check_writable, json_text, out, positive, write_file, Failure};
 pub enum Which {
     /// A fused MLP program against luminal's stock path.
     Engine,
-    /// Sampling and training throughput of RQS coupling flows and the lattice flows (φ⁴, U(1)),
+    /// Sampling and training throughput of RQS coupling flows and the lattice flows (φ⁴, U(1), XY),
     /// with the FMA peak.
     Flows,
     /// Wall time of the default sweep to C_V within --cv-tol.
