@@ -176,6 +176,14 @@ impl Sweep {
         self.cfg.observables.push(Observable::parse(text)?);
         Ok(self)
     }
+    /// A quantity derived from the averages of the observables added before it, as `--derive`
+    /// takes it: `.derive("var = x2 - x0^2")?`, `.derive("binder = 1 - m4/(3*m2^2)")?`
+    /// ([`crate::observables::Derived`]; its error by the delta method).
+    pub fn derive(mut self, text: &str) -> Result<Sweep> {
+        let d = crate::observables::Derived::parse(text, &self.cfg.observables)?;
+        self.cfg.derived.push(d);
+        Ok(self)
+    }
     /// Train (progress lines on stderr) and estimate.
     pub fn run(&self) -> Result<SweepRun> {
         let (result, flow, energy) = match &self.energy {
@@ -249,7 +257,7 @@ impl SweepResult {
                 } else {
                     ""
                 };
-                format!("<th>⟨{}⟩ ± se</th>{exact}", esc(&o.name))
+                format!("<th>{} ± se</th>{exact}", esc(&o.label()))
             })
             .collect();
         let mut s = format!(

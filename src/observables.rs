@@ -28,7 +28,9 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::error::{input_err, Result};
+use crate::estimators::{Estimate, Influence};
 use crate::systems::expression::Expression;
+use crate::systems::Dual64;
 use crate::systems::Energy;
 
 /// O(x, T).
@@ -133,6 +135,84 @@ impl Observable {
     /// O(x, T) (NaN for a system's observable not yet [`resolve`]d).
     pub fn eval(&self, x: &[f64], t: f64) -> f64 {
         self.f.as_ref().map_or(f64::NAN, |f| f(x, t))
+    }
+}
+
+/// A quantity derived from the observables' averages at each temperature,
+/// f(⟨O_1⟩, …, ⟨O_K⟩, T), such as a Binder ratio `1 - m4/(3*m2^2)` or a variance
+/// `x2 - x0^2`: the expression names the observables (and `T`), and its error follows from
+/// theirs by the delta method, with their correlation ([`Influence::combine`]).
+#[derive(Clone, Debug)]
+pub struct Derived {
+    name: String,
+    expr: Expression,
+    /// How many observables there were when it was parsed (its variables index the first
+    /// ones; more may follow).
+    of: usize,
+}
+
+impl Derived {
+    /// `NAME = EXPR` over the `observables`' names and `T`: `binder = 1 - m4/(3*m2^2)`.
+    pub fn parse(text: &str, observables: &[Observable]) -> Result<Derived> {
+        let Some((name, expr)) = text.split_once('=') else {
+            return input_err(format!(
+                "a derived quantity is NAME = EXPR over the observables, got {text:?}"
+            ));
+        };
+        let name = name.trim();
+        let names: Vec<&str> = observables.iter().map(|o| o.name()).collect();
+        if name.is_empty() || name == "T" || names.contains(&name) {
+            return input_err(format!(
+                "a derived quantity needs a name other than T and the observables', got {name:?}"
+            ));
+        }
+        let expr = Expression::parse_named(expr.trim(), &names)
+            .map_err(|e| e.context(format!("derived quantity {name:?}")))?;
+        Ok(Derived {
+            name: name.to_string(),
+            expr,
+            of: observables.len(),
+        })
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether it can be evaluated on `n` observables (it was parsed over the first ones).
+    pub fn check(&self, n: usize) -> Result<()> {
+        if n < self.of {
+            return input_err(format!(
+                "derived quantity {:?} was parsed over {} observables, the sweep has {n}",
+                self.name, self.of
+            ));
+        }
+        Ok(())
+    }
+
+    /// f at temperature `t` from every observable's estimate there (all from the same
+    /// samples), with its error; NaN where one it uses is not estimated.
+    pub fn estimate(&self, parts: &[Influence], t: f64) -> Result<Estimate> {
+        self.check(parts.len())?;
+        let used: Vec<usize> = (0..self.of).filter(|&k| self.expr.uses(k)).collect();
+        let refs: Vec<&Influence> = used.iter().map(|&k| &parts[k]).collect();
+        Influence::combine(&refs, |m| {
+            let mut all = vec![Dual64::from_re(0.0); self.of];
+            for (&k, v) in used.iter().zip(m) {
+                all[k] = *v;
+            }
+            self.expr.eval_at(&all, Dual64::from_re(t))
+        })
+    }
+
+    /// f at `t` from the observables' exact values, where every one it uses has one.
+    pub fn exact(&self, exact: &[Option<f64>], t: f64) -> Option<f64> {
+        let mut m = vec![0.0; self.of];
+        for k in (0..self.of).filter(|&k| self.expr.uses(k)) {
+            m[k] = (*exact.get(k)?)?;
+        }
+        Some(self.expr.eval_at(&m, t))
     }
 }
 
@@ -295,8 +375,15 @@ mod tests {
         // M = 4 on V = 4 sites: |M|/V = 1; M²/V = 4.
         assert_eq!(got[0].eval(&[1.0; 4], 1.0), 1.0);
         assert_eq!(got[1].eval(&[0.0, 0.0, 0.0, 2.5], 1.0), 2.5);
-        let m2 = resolve(&[Observable::parse("m2").unwrap()], phi4.as_ref()).unwrap();
-        assert_eq!(m2[0].eval(&[1.0, -1.0, 1.0, 1.0], 1.0), 1.0);
+        let m = [
+            Observable::parse("m2").unwrap(),
+            Observable::parse("m4").unwrap(),
+        ];
+        let m = resolve(&m, phi4.as_ref()).unwrap();
+        // M = 2 on V = 4 sites: M²/V = 1, M⁴/V² = 1; M = 4: 4 and 16.
+        assert_eq!(m[0].eval(&[1.0, -1.0, 1.0, 1.0], 1.0), 1.0);
+        assert_eq!(m[1].eval(&[1.0, -1.0, 1.0, 1.0], 1.0), 1.0);
+        assert_eq!(m[1].eval(&[1.0; 4], 1.0), 16.0);
         let err = resolve(&[Observable::parse("q2").unwrap()], phi4.as_ref()).unwrap_err();
         assert!(err.to_string().contains("it has abs_m, m2"), "{err}");
         let dw = crate::systems::build::<&str>("double-well-1d", &[]).unwrap();
@@ -305,6 +392,34 @@ mod tests {
         let u1 = crate::systems::build("u1", &["L=2"]).unwrap();
         let got = resolve(&[Observable::parse("plaquette").unwrap()], u1.as_ref()).unwrap();
         assert_eq!(got[0].eval(&[0.0; 8], 1.0), 1.0);
+    }
+
+    /// A derived quantity names the observables (with `_`) and T; a missing `=`, a name that is
+    /// T or an observable's, and an unknown variable are refused with what is wrong; its exact
+    /// value follows from the observables' where those it uses have one.
+    #[test]
+    fn derived_quantities_parse_over_the_observables() {
+        let obs = [
+            Observable::parse("abs_m").unwrap(),
+            Observable::parse("m2").unwrap(),
+            Observable::parse("x0").unwrap(),
+        ];
+        let d = Derived::parse(" chi = (m2 - 4*abs_m^2) / T ", &obs).unwrap();
+        assert_eq!(d.name(), "chi");
+        assert_eq!(d.exact(&[Some(0.5), Some(2.0), None], 2.0), Some(0.5));
+        assert_eq!(d.exact(&[None, Some(2.0), None], 2.0), None);
+        let v = Derived::parse("v = x0 * 2", &obs).unwrap();
+        assert_eq!(v.exact(&[None, None, Some(1.5)], 1.0), Some(3.0));
+        let err = |t: &str| Derived::parse(t, &obs).unwrap_err().to_string();
+        assert!(err("m2 - abs_m").contains("NAME = EXPR"));
+        assert!(err("T = m2").contains("name other than T"));
+        assert!(err("m2 = abs_m").contains("name other than T"));
+        let e = err("b = 1 - m4/(3*m2^2)");
+        assert!(
+            e.contains("unknown name \"m4\"") && e.contains("abs_m, m2, x0"),
+            "{e}"
+        );
+        assert!(v.check(2).is_err() && v.check(4).is_ok());
     }
 
     /// R_g² of two particles 2 apart is 1, in any dimension and wherever they sit.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::builder::PossibleValuesParser;
 use clap::Args;
 use thermoflow::mcmc::{run_mcmc, McmcConfig, Sampler};
-use thermoflow::observables::Observable;
+use thermoflow::observables::{Derived, Observable};
 
 use super::{check_writable, json_text, out, positive, write_file, Failure};
 
@@ -55,6 +55,11 @@ pub struct McmcArgs {
         allow_hyphen_values = true
     )]
     observe: Vec<String>,
+    /// A quantity derived from the observables' averages, repeatable, as `sweep --derive` takes
+    /// it: NAME=EXPR over the --observe names and T (JSON `observables`, after them, with
+    /// "derived": true; batch-means errors through the delta method) [default: none]
+    #[arg(long = "derive", value_name = "NAME=EXPR", allow_hyphen_values = true)]
+    derive: Vec<String>,
     /// Write the results as JSON to FILE [default: not written]
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -89,6 +94,12 @@ impl McmcArgs {
             ));
         }
         let d = McmcConfig::new(&self.system, sampler);
+        let observables: Vec<Observable> = (self.observe.iter())
+            .map(|o| Observable::parse(o))
+            .collect::<thermoflow::Result<_>>()?;
+        let derived = (self.derive.iter())
+            .map(|d| Derived::parse(d, &observables))
+            .collect::<thermoflow::Result<_>>()?;
         let cfg = McmcConfig {
             params: self.params,
             t: self.temp,
@@ -102,9 +113,8 @@ impl McmcArgs {
             progress: !self.quiet,
             load_model: self.load_model,
             save_model: self.save_model,
-            observables: (self.observe.iter())
-                .map(|o| Observable::parse(o))
-                .collect::<thermoflow::Result<_>>()?,
+            observables,
+            derived,
             ..d
         };
         let (report, _) = run_mcmc(&cfg)?;

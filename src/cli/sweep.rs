@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use thermoflow::observables::Observable;
+use thermoflow::observables::{Derived, Observable};
 use thermoflow::sweep::{self, SweepConfig, DEFAULT_CV_TOL};
 
 use super::{check_writable, json_text, out, positive, write_file, Failure};
@@ -84,6 +84,12 @@ pub struct SweepArgs {
         allow_hyphen_values = true
     )]
     observe: Vec<String>,
+    /// A quantity derived from the observables' averages at each temperature, repeatable:
+    /// NAME=EXPR over the --observe names and T, e.g. --observe x0 --observe 'x2 = x0^2'
+    /// --derive 'var = x2 - x0^2'; its error by the delta method, with the observables'
+    /// correlation (reported after them, in the same places) [default: none]
+    #[arg(long = "derive", value_name = "NAME=EXPR", allow_hyphen_values = true)]
+    derive: Vec<String>,
     /// Write the results as JSON to FILE [default: not written]
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -130,6 +136,12 @@ impl SweepArgs {
             None => None,
         };
         let d = d();
+        let observables: Vec<Observable> = (self.observe.iter())
+            .map(|o| Observable::parse(o))
+            .collect::<thermoflow::Result<_>>()?;
+        let derived = (self.derive.iter())
+            .map(|d| Derived::parse(d, &observables))
+            .collect::<thermoflow::Result<_>>()?;
         let cfg = SweepConfig {
             system: self.system,
             params: self.params,
@@ -153,9 +165,8 @@ impl SweepArgs {
             load_model: self.load_model,
             save_model: self.save_model,
             progress: !self.quiet,
-            observables: (self.observe.iter())
-                .map(|o| Observable::parse(o))
-                .collect::<thermoflow::Result<_>>()?,
+            observables,
+            derived,
             ..d
         };
         let (result, flow, energy) = match custom {

@@ -33,9 +33,11 @@
 //! independent sampler (`sweep::checks`).
 
 mod derivative;
+mod influence;
 pub mod psis;
 
 pub use derivative::cv_from_derivative;
+pub use influence::Influence;
 
 use serde::Serialize;
 
@@ -190,21 +192,31 @@ impl Weights {
     }
     /// Self-normalised ⟨O⟩ with its delta-method standard error.
     pub fn mean(&self, o: &[f64]) -> Result<Estimate> {
+        Ok(self.influence(o)?.estimate())
+    }
+    /// [`Weights::mean`] with its influence values, one per sample ([`Influence`]).
+    pub fn influence(&self, o: &[f64]) -> Result<Influence> {
         self.check_len(o)?;
         let (m, phi) = self.mean_phi(o);
-        Ok(Estimate::from_influence(m, phi.into_iter()))
+        Ok(Influence::new(m, phi, 1.0))
     }
     /// [`Weights::mean`] for samples in independent groups (`groups[i]` the group of sample i,
     /// of `n_groups`; correlated within a group, as the steps of one Markov chain): the
     /// influence values are summed within each group before the error is formed.
     pub fn mean_grouped(&self, o: &[f64], groups: &[usize], n_groups: usize) -> Result<Estimate> {
+        Ok(self.influence_grouped(o, groups, n_groups)?.estimate())
+    }
+    /// [`Weights::mean_grouped`] with its influence values, one per group ([`Influence`]).
+    pub fn influence_grouped(
+        &self,
+        o: &[f64],
+        groups: &[usize],
+        n_groups: usize,
+    ) -> Result<Influence> {
         self.check_len(o)?;
         check_groups(groups, self.len(), n_groups)?;
         let (m, phi) = self.mean_phi(o);
-        Ok(Estimate::from_influence(
-            m,
-            sum_by_group(&phi, groups, n_groups).into_iter(),
-        ))
+        Ok(Influence::new(m, sum_by_group(&phi, groups, n_groups), 1.0))
     }
     fn log_z_phi(&self) -> (f64, Vec<f64>) {
         let n = self.len() as f64;
@@ -317,8 +329,13 @@ pub fn thermo_chains(chains: &[Vec<f64>], t: f64) -> Result<Thermo> {
 /// ⟨O⟩ from independent Markov chains (`chains[c]` the values of chain c), all samples weighted
 /// equally, each chain one batch for the error (as [`thermo_chains`]).
 pub fn mean_chains(chains: &[Vec<f64>]) -> Result<Estimate> {
+    Ok(influence_chains(chains)?.estimate())
+}
+
+/// [`mean_chains`] with its influence values, one per chain ([`Influence`]).
+pub fn influence_chains(chains: &[Vec<f64>]) -> Result<Influence> {
     let (values, groups) = pooled(chains);
-    Weights::uniform(values.len())?.mean_grouped(&values, &groups, chains.len())
+    Weights::uniform(values.len())?.influence_grouped(&values, &groups, chains.len())
 }
 
 /// The chains' values in one vector, with each one's chain.
@@ -380,9 +397,19 @@ pub fn mean_replicas(
     groups: &[usize],
     n_groups: usize,
 ) -> Result<Estimate> {
-    let mut e = Weights::from_log(log_w)?.mean_grouped(o, groups, n_groups)?;
-    e.se *= (n_groups as f64 / (n_groups - 1) as f64).sqrt();
-    Ok(e)
+    Ok(influence_replicas(o, log_w, groups, n_groups)?.estimate())
+}
+
+/// [`mean_replicas`] with its influence values, one per replica ([`Influence`]).
+pub fn influence_replicas(
+    o: &[f64],
+    log_w: &[f64],
+    groups: &[usize],
+    n_groups: usize,
+) -> Result<Influence> {
+    let i = Weights::from_log(log_w)?.influence_grouped(o, groups, n_groups)?;
+    let scale = (n_groups as f64 / (n_groups - 1) as f64).sqrt();
+    Ok(Influence::new(i.value, i.phi().to_vec(), scale))
 }
 
 /// A group below `n_groups` ≥ 2 for each of `n` samples.

@@ -17,7 +17,7 @@ use super::{batch_means, flow_mcmc, hmc, rwm, tau_int, ChainRun, FlowMcmcConfig,
 use crate::error::{input_err, Error, Result};
 use crate::flows::{default_flow, io, Flow};
 use crate::lattice::{phi4_observables, summarize_phi4, train_phi4_flow, Phi4FlowConfig};
-use crate::observables::Observable;
+use crate::observables::{Derived, Observable};
 use crate::observe::{Observer, Progress};
 use crate::systems::{self, check_temperature, Energy, Params, Phi4};
 use crate::train::{train_new, TrainConfig};
@@ -96,6 +96,8 @@ pub struct McmcConfig {
     /// Observables averaged along the chains beside the system's own figures (JSON
     /// `observables`; see [`crate::observables`]).
     pub observables: Vec<Observable>,
+    /// Quantities derived from the observables' averages ([`Derived`]), after them in the JSON.
+    pub derived: Vec<Derived>,
 }
 
 impl McmcConfig {
@@ -122,6 +124,7 @@ impl McmcConfig {
             load_model: None,
             save_model: None,
             observables: Vec::new(),
+            derived: Vec::new(),
         }
     }
 }
@@ -151,6 +154,9 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
     let energy = systems::build(&cfg.system, &cfg.params)?;
     let d = energy.dim();
     let user = crate::observables::resolve(&cfg.observables, energy.as_ref())?;
+    for d in &cfg.derived {
+        d.check(user.len())?;
+    }
     crate::memory::check("the chains", crate::memory::sample_rows(cfg.chains * 4, d))?;
     let lattice = match cfg.system.as_str() {
         "phi4" => Some(Phi4::from_params(&Params::parse(&cfg.params)?)?),
@@ -387,7 +393,14 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
     if !user.is_empty() {
         let first = run.series.len() - user.len();
         let series = &run.series[first..];
-        v["observables"] = user_observables(&user, series, energy.as_ref(), cfg.t, &mut warnings)?;
+        v["observables"] = user_observables(
+            &user,
+            &cfg.derived,
+            series,
+            energy.as_ref(),
+            cfg.t,
+            &mut warnings,
+        )?;
     }
     if let Some(a) = run.local_acceptance {
         v["local_acceptance"] = json!(a);
@@ -423,9 +436,11 @@ fn batches_per_chain(len: usize, tau: f64) -> usize {
 /// The user's observables from their series (`series[k][chain][step]`): the mean with
 /// batch-means errors ([`batches_per_chain`] of its own τ_int), τ_int, and the exact value where
 /// known ([`crate::observables::exact_curves`]); a warning for each whose chains are short
-/// against its τ_int.
+/// against its τ_int. Then the quantities `derived` from them, with the delta method's errors
+/// through batches as long as the slowest observable's.
 fn user_observables(
     obs: &[Observable],
+    derived: &[Derived],
     series: &[Vec<Vec<f64>>],
     energy: &dyn systems::Energy,
     t: f64,
@@ -433,23 +448,65 @@ fn user_observables(
 ) -> Result<Value> {
     let exact = crate::observables::exact_curves(obs, energy, &[t])?;
     let len = series.first().and_then(|s| s.first()).map_or(0, Vec::len);
-    Ok(Value::Array(
-        (obs.iter().zip(series).enumerate())
-            .map(|(k, (o, s))| {
-                let tau = tau_int(s);
-                chain_length(len, tau, o.name(), warnings);
-                let per_chain = batches_per_chain(len, tau);
-                let m = batch_means(s, per_chain, |c| c.iter().sum::<f64>() / c.len() as f64);
-                json!({
-                    "name": o.name(),
-                    "value": m.value,
-                    "se": m.se,
-                    "tau_int": tau,
-                    "exact": exact[k].as_ref().map(|e| e[0]),
-                })
+    let taus: Vec<f64> = series.iter().map(|s| tau_int(s)).collect();
+    let mut out: Vec<Value> = (obs.iter().zip(series).zip(&taus).enumerate())
+        .map(|(k, ((o, s), &tau))| {
+            chain_length(len, tau, o.name(), warnings);
+            let per_chain = batches_per_chain(len, tau);
+            let m = batch_means(s, per_chain, |c| c.iter().sum::<f64>() / c.len() as f64);
+            json!({
+                "name": o.name(),
+                "value": m.value,
+                "se": m.se,
+                "tau_int": tau,
+                "exact": exact[k].as_ref().map(|e| e[0]),
+                "derived": false,
             })
-            .collect(),
-    ))
+        })
+        .collect();
+    if !derived.is_empty() {
+        let slowest = taus.iter().copied().fold(f64::NAN, f64::max);
+        let parts = batch_influences(series, batches_per_chain(len, slowest).max(2))?;
+        let at: Vec<Option<f64>> = exact.iter().map(|e| e.as_ref().map(|e| e[0])).collect();
+        for d in derived {
+            let e = d.estimate(&parts, t)?;
+            out.push(json!({
+                "name": d.name(),
+                "value": e.value,
+                "se": e.se,
+                "exact": d.exact(&at, t),
+                "derived": true,
+            }));
+        }
+    }
+    Ok(Value::Array(out))
+}
+
+/// Each series' mean with its influence values per batch, `per_chain` batches in each chain
+/// (the last takes the steps left over): the batch-means error of [`batch_means`], in the form
+/// a derived quantity's delta method needs ([`crate::estimators::Influence`]).
+fn batch_influences(
+    series: &[Vec<Vec<f64>>],
+    per_chain: usize,
+) -> Result<Vec<crate::estimators::Influence>> {
+    (series.iter())
+        .map(|chains| {
+            let mut groups = Vec::new();
+            for (c, steps) in chains.iter().enumerate() {
+                let len = (steps.len() / per_chain).max(1);
+                groups
+                    .extend((0..steps.len()).map(|i| c * per_chain + (i / len).min(per_chain - 1)));
+            }
+            let values: Vec<f64> = chains.iter().flatten().copied().collect();
+            let n_groups = chains.len() * per_chain;
+            crate::estimators::influence_replicas(
+                &values,
+                &vec![0.0; values.len()],
+                &groups,
+                n_groups,
+            )
+        })
+        .collect()
 }
 
 /// The flow sampler's local moves by default: none on φ⁴ (the flow alone: its τ_int is the

@@ -57,7 +57,9 @@ use super::independence::Independence;
 use super::stats::paired_t;
 use super::Moves;
 use crate::error::{input_err, Result};
-use crate::estimators::{mean_replicas, thermo_replicas, Estimate, Thermo, Weights};
+use crate::estimators::{
+    influence_replicas, thermo_replicas, Estimate, Influence, Thermo, Weights,
+};
 use crate::flows::Flow;
 use crate::observables::{evaluate, Observable};
 use crate::systems::{check_temperature, Energy};
@@ -141,7 +143,7 @@ pub struct SmcPoint {
     /// ⟨O⟩ of each observable, pooled and weighted as ⟨U⟩ with its errors (in the sweep's JSON
     /// `observables`).
     #[serde(skip)]
-    pub observables: Vec<Estimate>,
+    pub observables: Vec<Influence>,
 }
 
 /// A sequential Monte Carlo run.
@@ -837,7 +839,7 @@ fn point(
     }
     let mut th = thermo_replicas(&u, &lw, &groups, r, t)?;
     let observables = (obs.iter())
-        .map(|o| mean_replicas(o, &lw, &groups, r))
+        .map(|o| influence_replicas(o, &lw, &groups, r))
         .collect::<Result<Vec<_>>>()?;
     let c2 = r as f64 / (r - 1) as f64;
     // log Z(T) − log Z(T_max) from the cooling pass's path factors: log mean_r Ẑ_r(T)/Ẑ_r(T_max).

@@ -104,8 +104,8 @@ pub fn observable_plots(r: &SweepResult) -> Vec<Plot> {
                 &o.value,
                 &o.se,
                 o.exact.as_ref(),
-                &format!("⟨{}⟩", o.name),
-                &format!("⟨{}⟩, {}", o.name, r.system),
+                &o.label(),
+                &format!("{}, {}", o.label(), r.system),
             )
         })
         .collect()

@@ -57,7 +57,7 @@ use crate::error::{input_err, Result};
 use crate::estimators::{cv_from_derivative, Estimate, Thermo};
 use crate::exact::{reference, Reference};
 use crate::flows::{io, CouplingConfig, Flow};
-use crate::observables::Observable;
+use crate::observables::{Derived, Observable};
 use crate::systems::{self, check_temperature, Energy};
 use crate::train::History;
 use checks::{Checks, WitnessPoint};
@@ -111,6 +111,9 @@ pub struct SweepConfig {
     /// Functions of the configuration whose averages ⟨O⟩(T) are estimated beside ⟨U⟩
     /// ([`crate::observables`]).
     pub observables: Vec<Observable>,
+    /// Quantities derived from the observables' averages, f(⟨O_1⟩, …, T), reported after them
+    /// with delta-method errors ([`Derived`]).
+    pub derived: Vec<Derived>,
 }
 
 impl Default for SweepConfig {
@@ -139,6 +142,7 @@ impl Default for SweepConfig {
             save_model: None,
             progress: true,
             observables: Vec::new(),
+            derived: Vec::new(),
         }
     }
 }
@@ -313,7 +317,13 @@ fn all_checks(
         let est = rounds.observables(observables.len())?;
         for (i, c) in all.iter_mut().enumerate() {
             let witness = match (&rounds.method[i], w.and_then(|w| Some((w, w.rung_of(i)?)))) {
-                (Estimator::Tempering(_), _) => smc.map(|r| r.points[i].observables.clone()),
+                (Estimator::Tempering(_), _) => smc.map(|r| {
+                    r.points[i]
+                        .observables
+                        .iter()
+                        .map(|o| o.estimate())
+                        .collect()
+                }),
                 (_, Some((w, k))) => Some(
                     (observables.iter())
                         .map(|o| w.observable(k, o))
@@ -321,7 +331,8 @@ fn all_checks(
                 ),
                 (_, None) => None,
             };
-            c.extend(checks::observables_witness(&est[i], witness.as_deref()));
+            let est: Vec<Estimate> = est[i].iter().map(|o| o.estimate()).collect();
+            c.extend(checks::observables_witness(&est, witness.as_deref()));
         }
     }
     all.iter_mut().for_each(checks::joint);
@@ -542,6 +553,9 @@ fn run_on(
     energy: Arc<dyn Energy>,
 ) -> Result<(SweepResult, Flow, Arc<dyn Energy>)> {
     let observables = crate::observables::resolve(&cfg.observables, energy.as_ref())?;
+    for d in &cfg.derived {
+        d.check(observables.len())?;
+    }
     // Neither budget given: the system's default.
     let cfg = &SweepConfig {
         train_steps: match (cfg.train_seconds, cfg.train_steps) {
@@ -614,19 +628,37 @@ fn run_on(
 }
 
 /// Each observable's ⟨O⟩(T) as [`Rounds::observables`] estimates it, with exact values where
-/// known ([`crate::observables::exact_curves`]).
+/// known ([`crate::observables::exact_curves`]), then each derived quantity's from them.
 fn observable_curves(sw: &Sweeper, rounds: &Rounds) -> Result<Vec<ObservableCurve>> {
-    let obs = &sw.cfg.observables;
-    let exact = crate::observables::exact_curves(obs, sw.energy, &sw.temps)?;
+    let (obs, temps) = (&sw.cfg.observables, &sw.temps);
+    let exact = crate::observables::exact_curves(obs, sw.energy, temps)?;
     let est = rounds.observables(obs.len())?;
-    Ok((obs.iter().zip(exact).enumerate())
-        .map(|(k, (o, exact))| ObservableCurve {
-            name: o.name().to_string(),
-            value: est.iter().map(|e| e[k].value).collect(),
-            se: est.iter().map(|e| e[k].se).collect(),
-            exact,
+    let curve = |name: &str, e: Vec<Estimate>, exact, derived| ObservableCurve {
+        name: name.to_string(),
+        value: e.iter().map(|e| e.value).collect(),
+        se: e.iter().map(|e| e.se).collect(),
+        exact,
+        derived,
+    };
+    let mut out: Vec<ObservableCurve> = (obs.iter().zip(&exact).enumerate())
+        .map(|(k, (o, exact))| {
+            let e = est.iter().map(|e| e[k].estimate()).collect();
+            curve(o.name(), e, exact.clone(), false)
         })
-        .collect())
+        .collect();
+    for d in &sw.cfg.derived {
+        let e = (est.iter().zip(temps))
+            .map(|(e, &t)| d.estimate(e, t))
+            .collect::<Result<Vec<_>>>()?;
+        let exact: Option<Vec<f64>> = (0..temps.len())
+            .map(|i| {
+                let at: Vec<Option<f64>> = exact.iter().map(|c| c.as_ref().map(|c| c[i])).collect();
+                d.exact(&at, temps[i])
+            })
+            .collect();
+        out.push(curve(d.name(), e, exact, true));
+    }
+    Ok(out)
 }
 
 /// The result (JSON schema and table) from the final state.

@@ -19,7 +19,8 @@ pub struct ExactCurves {
     pub log_z: Vec<f64>,
 }
 
-/// One observable's ⟨O⟩(T) ([`crate::observables`]).
+/// One observable's ⟨O⟩(T), or a quantity derived from their averages
+/// ([`crate::observables`]).
 #[derive(Clone, Debug, Serialize)]
 pub struct ObservableCurve {
     /// Its name.
@@ -31,6 +32,19 @@ pub struct ObservableCurve {
     pub se: Vec<f64>,
     /// Exact values where known ([`crate::observables::exact_curves`]), or null.
     pub exact: Option<Vec<f64>>,
+    /// A derived quantity f(⟨O_1⟩, …, T) (`--derive`), not an average.
+    pub derived: bool,
+}
+
+impl ObservableCurve {
+    /// `⟨name⟩` for an observable's average, `name` for a derived quantity.
+    pub fn label(&self) -> String {
+        if self.derived {
+            self.name.clone()
+        } else {
+            format!("⟨{}⟩", self.name)
+        }
+    }
 }
 
 /// Training summary in the JSON.
@@ -241,7 +255,7 @@ impl SweepResult {
         }
         let mut s = format!("{:>7}", "T");
         for o in &self.observables {
-            s += &format!(" {:>24}", format!("⟨{}⟩ ± se (exact)", o.name));
+            s += &format!(" {:>24}", format!("{} ± se (exact)", o.label()));
         }
         s.push('\n');
         for (i, t) in self.temperatures.iter().enumerate() {

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! `T`, the temperature, only in observables ([`Expression::parse_observable`]: `x0^2/T`); an
-//! energy U(x) does not depend on it.
+//! energy U(x) does not depend on it. A quantity derived from observables' averages names them
+//! instead of coordinates ([`Expression::parse_named`]: `1 - m4/(3*m2^2)`).
 //!
 //! The parsed tree evaluates on any [`DualNum`]: on `f64` for energies and on dual numbers
 //! for exact gradients (one pass per coordinate, [`mod@super::custom`]). An integer exponent is
@@ -52,22 +53,29 @@ enum Func {
 impl Expression {
     /// Parse the energy `text`; its coordinates are `x0, x1, …`.
     pub fn parse(text: &str) -> Result<Expression> {
-        Expression::parse_with(text, false)
+        Expression::parse_with(text, false, None)
     }
 
     /// Parse an observable's `text`: coordinates `x0, x1, …` and the temperature `T`
     /// ([`Expression::eval_at`]).
     pub fn parse_observable(text: &str) -> Result<Expression> {
-        Expression::parse_with(text, true)
+        Expression::parse_with(text, true, None)
     }
 
-    fn parse_with(text: &str, temperature: bool) -> Result<Expression> {
+    /// Parse `text` whose variables are `names` (variable k is `names[k]`; letters, digits and
+    /// `_`) and the temperature `T`, for [`Expression::eval_at`] on their values.
+    pub fn parse_named(text: &str, names: &[&str]) -> Result<Expression> {
+        Expression::parse_with(text, true, Some(names))
+    }
+
+    fn parse_with(text: &str, temperature: bool, names: Option<&[&str]>) -> Result<Expression> {
         let mut p = Parser {
             s: text.as_bytes(),
             text,
             i: 0,
             vars: 0,
             temperature,
+            names,
         };
         let root = p.expr()?;
         p.skip();
@@ -96,9 +104,23 @@ impl Expression {
         eval(&self.root, x, D::from(f64::NAN))
     }
 
-    /// An observable's O(x, T) ([`Expression::parse_observable`]).
-    pub fn eval_at(&self, x: &[f64], t: f64) -> f64 {
+    /// An observable's O(x, T) ([`Expression::parse_observable`]), or a derived quantity's
+    /// f(m, T) ([`Expression::parse_named`]), on any dual number type (`f64` included).
+    pub fn eval_at<D: DualNum<Primitive = f64> + Copy>(&self, x: &[D], t: D) -> D {
         eval(&self.root, x, t)
+    }
+
+    /// Whether variable `k` appears.
+    pub fn uses(&self, k: usize) -> bool {
+        fn find(n: &Node, k: usize) -> bool {
+            match n {
+                Node::Var(i) => *i == k,
+                Node::Num(_) | Node::Temp => false,
+                Node::Neg(a) | Node::PowI(a, _) | Node::Call(_, a) => find(a, k),
+                Node::Bin(_, a, b) => find(a, k) || find(b, k),
+            }
+        }
+        find(&self.root, k)
     }
 }
 
@@ -139,6 +161,8 @@ struct Parser<'a> {
     vars: usize,
     /// Whether `T` may appear (an observable, not an energy).
     temperature: bool,
+    /// Named variables instead of coordinates (a derived quantity's observables).
+    names: Option<&'a [&'a str]>,
 }
 
 impl Parser<'_> {
@@ -241,10 +265,18 @@ impl Parser<'_> {
             }
             Some(c) if c.is_ascii_alphabetic() => {
                 let start = self.i;
-                while self.i < self.s.len() && self.s[self.i].is_ascii_alphanumeric() {
+                let named = self.names.is_some();
+                while self.i < self.s.len()
+                    && (self.s[self.i].is_ascii_alphanumeric() || (named && self.s[self.i] == b'_'))
+                {
                     self.i += 1;
                 }
                 let word = &self.text[start..self.i];
+                let known = self.names.and_then(|n| n.iter().position(|&v| v == word));
+                if let Some(k) = known {
+                    self.vars = self.vars.max(k + 1);
+                    return Ok(Node::Var(k));
+                }
                 if word == "T" {
                     if self.temperature {
                         return Ok(Node::Temp);
@@ -254,7 +286,7 @@ impl Parser<'_> {
                         "T, the temperature, may appear in an observable but not in an energy U(x)",
                     );
                 }
-                if let Some(idx) = word.strip_prefix('x').filter(|d| !d.is_empty()) {
+                if let Some(idx) = word.strip_prefix('x').filter(|d| !d.is_empty() && !named) {
                     return match idx.parse::<usize>() {
                         Ok(k) if k < 1 << 16 => {
                             self.vars = self.vars.max(k + 1);
@@ -274,13 +306,18 @@ impl Parser<'_> {
                     "cos" => Func::Cos,
                     _ => {
                         self.i = start;
+                        let vars = match self.names {
+                            Some([]) => "no observables".to_string(),
+                            Some(n) => format!("the observables {}", n.join(", ")),
+                            None => "coordinates x0, x1, …".to_string(),
+                        };
                         let t = if self.temperature {
                             "; the temperature T"
                         } else {
                             ""
                         };
                         return self.fail(&format!(
-                            "unknown name {word:?} (coordinates x0, x1, …{t}; functions exp log sqrt sin cos)"
+                            "unknown name {word:?} ({vars}{t}; functions exp log sqrt sin cos)"
                         ));
                     }
                 };

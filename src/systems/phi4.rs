@@ -69,12 +69,14 @@ impl Energy for Phi4 {
     fn params(&self) -> Vec<(String, f64)> {
         named(SPECS, &[self.l as f64, self.m2, self.lambda])
     }
-    /// `abs_m` = |M|/V and `m2` = M²/V ([`Phi4::observables`]).
+    /// `abs_m` = |M|/V and `m2` = M²/V ([`Phi4::observables`]), and `m4` = M⁴/V², so that
+    /// the Binder cumulant is `--derive 'binder = 1 - m4/(3*m2^2)'` (1 − ⟨M⁴⟩/3⟨M²⟩²).
     fn observables(&self) -> Vec<Observable> {
-        let (a, b) = (self.clone(), self.clone());
+        let (a, b, v) = (self.clone(), self.clone(), (self.l * self.l) as f64);
         vec![
             Observable::new("abs_m", move |phi| a.observables(phi)[0]),
             Observable::new("m2", move |phi| b.observables(phi)[1]),
+            Observable::new("m4", move |phi| phi.iter().sum::<f64>().powi(4) / (v * v)),
         ]
     }
     fn energy(&self, phi: &[f64]) -> f64 {

@@ -129,10 +129,11 @@ impl Energy for Xy {
         named(SPECS, &[self.l as f64, self.j])
     }
     /// `abs_m` = |M|/V, `m2` = |M|²/V (the susceptibility's χ = m2/T above T_BKT, where
-    /// ⟨M⟩ = 0 by symmetry), `helicity` = Υ (exact on the 2 × 2 torus, where I_μ = 0: every
+    /// ⟨M⟩ = 0 by symmetry), `m4` = |M|⁴/V² (the Binder cumulant of planar spins is
+    /// `--derive 'binder = 1 - m4/(2*m2^2)'`), `helicity` = Υ (exact on the 2 × 2 torus, where I_μ = 0: every
     /// bond is there twice, once each way, so Υ = −⟨U⟩/2V).
     fn observables(&self) -> Vec<Observable> {
-        let (a, b, h) = (self.clone(), self.clone(), self.clone());
+        let (a, b, h, q) = (self.clone(), self.clone(), self.clone(), self.clone());
         let v = self.volume() as f64;
         let mut helicity = Observable::at_temperature("helicity", move |x, t| h.helicity(x, t));
         if self.l == 2 {
@@ -150,6 +151,10 @@ impl Energy for Xy {
             Observable::new("m2", move |t| {
                 let (c, s) = b.magnetisation(t);
                 (c * c + s * s) / v
+            }),
+            Observable::new("m4", move |t| {
+                let (c, s) = q.magnetisation(t);
+                (c * c + s * s).powi(2) / (v * v)
             }),
             helicity,
         ]
@@ -208,9 +213,17 @@ mod tests {
             assert!((xy.energy(&turned) - u).abs() < 1e-9);
             let (m, n) = (xy.magnetisation(&theta), xy.magnetisation(&turned));
             assert!((m.0.hypot(m.1) - n.0.hypot(n.1)).abs() < 1e-9);
-            // The ordered state has U = −2 J V.
+            // The ordered state has U = −2 J V, |M|/V = 1, |M|²/V = V, |M|⁴/V² = V².
             let ordered = vec![0.3; xy.dim()];
-            assert!((xy.energy(&ordered) + 2.0 * j * xy.volume() as f64).abs() < 1e-9);
+            let v = xy.volume() as f64;
+            assert!((xy.energy(&ordered) + 2.0 * j * v).abs() < 1e-9);
+            let obs: Vec<f64> = xy.observables()[..3]
+                .iter()
+                .map(|o| o.eval(&ordered, 1.0))
+                .collect();
+            for (got, want) in obs.iter().zip([1.0, v, v * v]) {
+                assert!((got / want - 1.0).abs() < 1e-12, "{obs:?}");
+            }
         }
         assert!(Xy::new(3, 1.0).is_err());
         assert!(Xy::new(0, 1.0).is_err());

@@ -20,7 +20,9 @@ use serde::Serialize;
 
 use super::importance::{Estimator, Rounds};
 use crate::error::Result;
-use crate::estimators::{mean_chains, thermo_chains, Estimate, Thermo};
+use crate::estimators::{
+    influence_chains, mean_chains, thermo_chains, Estimate, Influence, Thermo,
+};
 use crate::flows::Flow;
 use crate::mcmc::independence::START_POOL;
 use crate::mcmc::stats::mser;
@@ -64,7 +66,7 @@ pub struct ChainEstimate {
     /// ⟨O⟩ of each of the sweep's observables, with chain-batch errors as ⟨U⟩'s (in the JSON's
     /// `observables`).
     #[serde(skip)]
-    pub observables: Vec<Estimate>,
+    pub observables: Vec<Influence>,
 }
 
 /// Chains of the flow's independence kernel at one temperature, half started from draws
@@ -241,7 +243,7 @@ impl<'a> Chains<'a> {
         let n = total - cut;
         let observables = obs_kept
             .iter()
-            .map(|o| mean_chains(o))
+            .map(|o| influence_chains(o))
             .collect::<Result<Vec<_>>>()?;
         let accepted: Vec<usize> = self
             .moved

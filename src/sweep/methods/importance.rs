@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::flow_mcmc::ChainEstimate;
 use super::temper::TemperPoint;
 use crate::error::{Error, Result};
-use crate::estimators::{thermo, Estimate, Thermo};
+use crate::estimators::{thermo, Estimate, Influence, Thermo};
 use crate::flows::Flow;
 use crate::mcmc::SmcPoint;
 use crate::observables::{evaluate, Observable};
@@ -130,18 +130,18 @@ impl Rounds {
     /// Each temperature's ⟨O⟩ of `n` observables, `[i][o]`, by the method that estimated ⟨U⟩
     /// there and with its error model: the importance weights' self-normalised mean, flow-MCMC's
     /// chains, tempering's ladders, the anneal's replicas (NaN where nothing estimated).
-    pub(in crate::sweep) fn observables(&self, n: usize) -> Result<Vec<Vec<Estimate>>> {
+    pub(in crate::sweep) fn observables(&self, n: usize) -> Result<Vec<Vec<Influence>>> {
         (self.method.iter().enumerate())
             .map(|(i, m)| match m {
                 Estimator::Importance => {
                     let d = &self.draws[i];
                     let w = crate::estimators::Weights::boltzmann(&d.u, &d.log_q, self.th[i].t)?;
-                    d.obs.iter().map(|o| w.mean(o)).collect()
+                    d.obs.iter().map(|o| w.influence(o)).collect()
                 }
                 Estimator::FlowMcmc(c) => Ok(c.observables.clone()),
                 Estimator::Tempering(p) => Ok(p.observables.clone()),
                 Estimator::Smc(p) => Ok(p.observables.clone()),
-                Estimator::Unestimated => Ok(vec![Estimate::NAN; n]),
+                Estimator::Unestimated => Ok(vec![Influence::NAN; n]),
             })
             .collect()
     }

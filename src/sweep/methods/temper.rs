@@ -42,7 +42,7 @@ use serde::Serialize;
 use super::importance::Estimator;
 use super::{left_by_time, more, Tempering};
 use crate::error::Result;
-use crate::estimators::{mean_replicas, thermo_replicas, Estimate, Thermo};
+use crate::estimators::{influence_replicas, thermo_replicas, Estimate, Influence, Thermo};
 use crate::flows::Flow;
 use crate::mcmc::{dispersed_starts, paired_t, parallel_tempering_with, tau_int, Moves, PtConfig};
 use crate::sweep::witness::ladder;
@@ -78,7 +78,7 @@ pub struct TemperPoint {
     /// ⟨O⟩ of each of the sweep's observables, with errors from the spread between ladders as
     /// ⟨U⟩'s (in the JSON's `observables`).
     #[serde(skip)]
-    pub observables: Vec<Estimate>,
+    pub observables: Vec<Influence>,
 }
 
 /// The pooled tempering runs whose estimates replaced failing ones.
@@ -159,7 +159,7 @@ impl Pool {
                     (h[0] * n1 + h[1] * (s.len() as f64 - n1)) / s.len().max(1) as f64
                 })
                 .collect();
-            observables.push(mean_replicas(&means, &log_sweeps, &ladders, r)?);
+            observables.push(influence_replicas(&means, &log_sweeps, &ladders, r)?);
             let (a, b): (Vec<f64>, Vec<f64>) = o[i].iter().map(|h| (h[0], h[1])).unzip();
             split = split.max(paired_t(&a, &b));
         }
@@ -493,7 +493,7 @@ mod tests {
         let p = pool(0.0, 1).point(0, 1.0).unwrap();
         assert!(p.split < 4.0, "split {}", p.split);
         // The observable's ladder means, weighted by their sweeps, give ⟨U⟩ and its error.
-        let (o, u) = (p.observables[0], p.thermo.u);
+        let (o, u) = (p.observables[0].estimate(), p.thermo.u);
         assert!((o.value - u.value).abs() < 1e-12 && (o.se / u.se - 1.0).abs() < 1e-9);
         assert!((p.thermo.u.value - 1.0).abs() < 4.0 * p.thermo.u.se);
         assert!(sound(&p));
@@ -504,7 +504,7 @@ mod tests {
         a.merge(pool(0.0, 4));
         let m = a.point(0, 1.0).unwrap();
         assert_eq!(a.ladders(), 32);
-        assert!((m.observables[0].se / m.thermo.u.se - 1.0).abs() < 1e-9);
+        assert!((m.observables[0].estimate().se / m.thermo.u.se - 1.0).abs() < 1e-9);
         assert!(m.thermo.u.se < p.thermo.u.se);
         assert_eq!(m.round_trips_per_ladder, 10.0);
         // Stationary energies but an observable whose ladders all drift by 0.1 between their
