@@ -216,6 +216,20 @@ impl Derived {
     }
 }
 
+/// The observables and derived quantities of `--observe` and `--derive` flags, in order.
+pub fn parse_flags(
+    observe: &[String],
+    derive: &[String],
+) -> Result<(Vec<Observable>, Vec<Derived>)> {
+    let obs = (observe.iter())
+        .map(|o| Observable::parse(o))
+        .collect::<Result<Vec<_>>>()?;
+    let derived = (derive.iter())
+        .map(|d| Derived::parse(d, &obs))
+        .collect::<Result<_>>()?;
+    Ok((obs, derived))
+}
+
 /// The observables for `energy`: each named one ([`Observable::parse`]'s bare names) replaced
 /// by the system's own of that name, then [`check`]ed. Errors name what the system has.
 pub fn resolve(obs: &[Observable], energy: &dyn Energy) -> Result<Vec<Observable>> {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::builder::PossibleValuesParser;
 use clap::Args;
 use thermoflow::mcmc::{run_mcmc, McmcConfig, Sampler};
-use thermoflow::observables::{Derived, Observable};
+use thermoflow::observables;
 
 use super::{check_writable, json_text, out, positive, write_file, Failure};
 
@@ -94,12 +94,7 @@ impl McmcArgs {
             ));
         }
         let d = McmcConfig::new(&self.system, sampler);
-        let observables: Vec<Observable> = (self.observe.iter())
-            .map(|o| Observable::parse(o))
-            .collect::<thermoflow::Result<_>>()?;
-        let derived = (self.derive.iter())
-            .map(|d| Derived::parse(d, &observables))
-            .collect::<thermoflow::Result<_>>()?;
+        let (observables, derived) = observables::parse_flags(&self.observe, &self.derive)?;
         let cfg = McmcConfig {
             params: self.params,
             t: self.temp,

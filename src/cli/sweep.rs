@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use thermoflow::observables::{Derived, Observable};
+use thermoflow::observables;
 use thermoflow::sweep::{self, SweepConfig, DEFAULT_CV_TOL};
 
 use super::{check_writable, json_text, out, positive, write_file, Failure};
@@ -136,12 +136,7 @@ impl SweepArgs {
             None => None,
         };
         let d = d();
-        let observables: Vec<Observable> = (self.observe.iter())
-            .map(|o| Observable::parse(o))
-            .collect::<thermoflow::Result<_>>()?;
-        let derived = (self.derive.iter())
-            .map(|d| Derived::parse(d, &observables))
-            .collect::<thermoflow::Result<_>>()?;
+        let (observables, derived) = observables::parse_flags(&self.observe, &self.derive)?;
         let cfg = SweepConfig {
             system: self.system,
             params: self.params,
