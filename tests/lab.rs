@@ -273,7 +273,7 @@ fn custom_gradients_are_exact() {
 #[test]
 fn expressions_follow_the_usual_rules() {
     let x = [1.5, -0.5];
-    let cases: [(&str, f64); 10] = [
+    let cases: [(&str, f64); 11] = [
         ("2^3^2", 512.0),
         ("-x0^2", -2.25),
         ("x1^2", 0.25),
@@ -284,6 +284,7 @@ fn expressions_follow_the_usual_rules() {
         ("sin(x0)^2 + cos(x0)^2", 1.0),
         ("1e-3 * x0 + 2.5E2", 250.0015),
         ("x0 ^ 0.5", 1.5f64.sqrt()),
+        ("cos(pi * x0)", (std::f64::consts::PI * 1.5).cos()),
     ];
     for (text, want) in cases {
         let e = systems::expression(text, Some(2)).unwrap();

@@ -5,7 +5,7 @@
 //! term  = unary (('*' | '/') unary)*
 //! unary = '-' unary | power
 //! power = atom ('^' unary)?            right-associative: 2^3^2 = 2^9, -x0^2 = -(x0^2)
-//! atom  = number | 'x' index | 'T' | name '(' expr ')' | '(' expr ')'
+//! atom  = number | 'pi' | 'x' index | 'T' | name '(' expr ')' | '(' expr ')'
 //! name  = exp | log | sqrt | sin | cos
 //! ```
 //!
@@ -298,6 +298,9 @@ impl Parser<'_> {
                         }
                     };
                 }
+                if word == "pi" {
+                    return Ok(Node::Num(std::f64::consts::PI));
+                }
                 let f = match word {
                     "exp" => Func::Exp,
                     "log" | "ln" => Func::Log,
@@ -312,9 +315,9 @@ impl Parser<'_> {
                             None => "coordinates x0, x1, …".to_string(),
                         };
                         let t = if self.temperature {
-                            "; the temperature T"
+                            "; the temperature T; pi"
                         } else {
-                            ""
+                            "; pi"
                         };
                         return self.fail(&format!(
                             "unknown name {word:?} ({vars}{t}; functions exp log sqrt sin cos)"
