@@ -498,9 +498,9 @@ fn fields<const N: usize>(
 }
 
 /// The lattice flows the benchmarks time, with random parameters ([`perturb`]): the φ⁴ flow
-/// (L = 8, 12 checkerboard couplings, 8 channels), a U(1) gauge flow (L = 8, 16 couplings, 8
-/// channels in 2 hidden convolutions, one 8-bin spline per plaquette; the sweep's has two since
-/// they were found to train better, and the entry keeps its history) and the sweep's XY spin flow
+/// (L = 8, 12 checkerboard couplings, 8 channels), the sweep's U(1) gauge flow (L = 8, 16
+/// couplings, 8 channels in 2 hidden convolutions, one 8-bin spline per plaquette; `mcmc`'s has
+/// two) and the sweep's XY spin flow
 /// (L = 8, 8 checkerboard couplings in spin 0's frame, 8 channels in 2 hidden convolutions, two
 /// 8-bin splines per spin: [`crate::gauge::AngleFlowConfig::xy`]).
 pub fn lattice_bench_flows() -> Result<Vec<(&'static str, crate::flows::Flow)>> {
