@@ -390,7 +390,7 @@ pub fn run_mcmc(cfg: &McmcConfig) -> Result<(Value, Option<Flow>)> {
             v["exact"] = serde_json::to_value(r[0]).unwrap_or_default();
         }
     }
-    if !user.is_empty() {
+    if !user.is_empty() || !cfg.derived.is_empty() {
         let first = run.series.len() - user.len();
         let series = &run.series[first..];
         v["observables"] = user_observables(
