@@ -572,3 +572,29 @@ fn train_flow(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    /// With batches of equal length, a series' influence values per batch give exactly the
+    /// batch-means estimate and error that `mcmc` reports for the observable itself.
+    #[test]
+    fn batch_influences_give_the_batch_means_error() {
+        let mut rng = crate::rng::seeded(2);
+        let chains: Vec<Vec<f64>> = (0..3)
+            .map(|_| (0..100).map(|_| rng.random_range(-1.0..2.0)).collect())
+            .collect();
+        let got = batch_influences(std::slice::from_ref(&chains), 4).unwrap()[0].estimate();
+        let want = batch_means(&chains, 4, |c| c.iter().sum::<f64>() / c.len() as f64);
+        assert!(
+            (got.value - want.value).abs() < 1e-12,
+            "{got:?} vs {want:?}"
+        );
+        assert!(
+            (got.se / want.se - 1.0).abs() < 1e-10,
+            "{got:?} vs {want:?}"
+        );
+    }
+}
