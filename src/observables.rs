@@ -16,12 +16,21 @@
 //! ([`crate::systems::Energy::observables`]: `abs_m` on φ⁴, `q2` on U(1), `rg2` on a chain,
 //! `helicity` on XY).
 //!
-//! The systems' own: the magnetisation per site |M|/V = |Σ_x φ_x|/V and M²/V (whose average is
-//! the susceptibility χ₂ on a finite lattice, where ⟨M⟩ = 0) on φ⁴; the mean plaquette
-//! ⟨cos θ_P⟩ and the squared topological charge Q² (Q = Σ_P wrap(θ_P)/2π; ⟨Q²⟩/V the
-//! topological susceptibility) on U(1); the squared radius of gyration
-//! R_g² = (1/n) Σ_i |r_i − r_com|² on a chain (with the squared end-to-end distance) and a
-//! cluster.
+//! The systems' own: the magnetisation per site |M|/V = |Σ_x φ_x|/V, M²/V (whose average is
+//! the susceptibility χ₂ on a finite lattice, where ⟨M⟩ = 0) and M⁴/V² on φ⁴ and XY; the
+//! helicity modulus on XY; the mean plaquette ⟨cos θ_P⟩ and the squared topological charge Q²
+//! (Q = Σ_P wrap(θ_P)/2π; ⟨Q²⟩/V the topological susceptibility) on U(1); the squared radius of
+//! gyration R_g² = (1/n) Σ_i |r_i − r_com|² on a chain (with the squared end-to-end distance)
+//! and a cluster.
+//!
+//! A **derived quantity** ([`Derived`]) is a function of several averages and T,
+//!
+//! ```text
+//! f(⟨O_1⟩, …, ⟨O_K⟩, T),   e.g. the Binder cumulant U₄ = 1 − ⟨M⁴⟩ / 3⟨M²⟩²,
+//! ```
+//!
+//! estimated as f of the estimates, with the delta method's error through the same groups
+//! ([`crate::estimators::Influence`]), so the averages' correlation is kept.
 
 use std::sync::Arc;
 
