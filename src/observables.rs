@@ -170,9 +170,9 @@ impl Derived {
         };
         let name = name.trim();
         let names: Vec<&str> = observables.iter().map(|o| o.name()).collect();
-        if name.is_empty() || name == "T" || names.contains(&name) {
+        if taken(name) || names.contains(&name) {
             return input_err(format!(
-                "a derived quantity needs a name other than T and the observables', got {name:?}"
+                "a derived quantity needs a name other than T, the sweep's own columns (U, Cv, logZ, F, S, …) and the observables', got {name:?}"
             ));
         }
         let expr = Expression::parse_named(expr.trim(), &names)
@@ -269,13 +269,44 @@ pub fn resolve(obs: &[Observable], energy: &dyn Energy) -> Result<Vec<Observable
     Ok(out)
 }
 
-/// Names that are present, distinct and not `T`, and expressions that read only coordinates
-/// below `dim`.
+/// Names an observable or a derived quantity cannot take: the temperature and the sweep's own
+/// columns (its CSV would have two columns of one name).
+pub const RESERVED: &[&str] = &[
+    "T",
+    "U",
+    "U_se",
+    "U_exact",
+    "Cv",
+    "Cv_se",
+    "Cv_exact",
+    "Cv_deriv",
+    "Cv_deriv_se",
+    "logZ",
+    "logZ_se",
+    "logZ_exact",
+    "F",
+    "S",
+    "ess_fraction",
+    "pareto_k",
+    "samples_used",
+    "method",
+    "target_reached",
+    "trusted",
+    "failed_checks",
+];
+
+/// Whether `name` is empty or [`RESERVED`].
+fn taken(name: &str) -> bool {
+    name.is_empty() || RESERVED.contains(&name)
+}
+
+/// Names that are present, distinct and not [`RESERVED`], and expressions that read only
+/// coordinates below `dim`.
 pub fn check(obs: &[Observable], dim: usize) -> Result<()> {
     for (i, o) in obs.iter().enumerate() {
-        if o.name.is_empty() || o.name == "T" {
+        if taken(&o.name) {
             return input_err(format!(
-                "an observable needs a name other than {:?}",
+                "an observable needs a name other than {:?} (T and the sweep's own columns U, Cv, logZ, F, S, … are taken)",
                 o.name
             ));
         }
@@ -365,6 +396,8 @@ mod tests {
         assert!(err(check(std::slice::from_ref(&x), 1)).contains("uses x1"));
         assert!(err(check(&[r.clone(), r.clone()], 2)).contains("two observables"));
         assert!(check(&[Observable::new("T", |x| x[0])], 1).is_err());
+        let s = check(&[Observable::new("S", |x| x[0])], 1).unwrap_err();
+        assert!(s.to_string().contains("sweep's own columns"), "{s}");
         let b = Observable::parse("b = x0^2 / T").unwrap();
         assert_eq!(b.eval(&[2.0], 4.0), 1.0);
         assert_eq!(evaluate(&[b], &[2.0, 4.0], 1, 0.5), vec![vec![8.0, 32.0]]);

@@ -433,6 +433,13 @@ fn observables_match_quadrature_within_their_error_bars() {
             header.ends_with(",x0,x0_se,x0_exact,x2t,x2t_se,x2t_exact,l,l_se,l_exact,var,var_se,var_exact,lin,lin_se,lin_exact"),
             "{header}"
         );
+        // The sweep's own columns are names no observable can take.
+        let own: Vec<&str> = header.split(',').take_while(|c| *c != "x0").collect();
+        assert!(
+            own.iter()
+                .all(|c| thermoflow::observables::RESERVED.contains(c)),
+            "{own:?}"
+        );
     }
 }
 
