@@ -189,6 +189,11 @@ impl Derived {
         &self.name
     }
 
+    /// The observables it uses, by index.
+    pub fn uses(&self) -> Vec<usize> {
+        (0..self.of).filter(|&k| self.expr.uses(k)).collect()
+    }
+
     /// Whether it can be evaluated on `n` observables (it was parsed over the first ones).
     pub fn check(&self, n: usize) -> Result<()> {
         if n < self.of {
@@ -204,7 +209,7 @@ impl Derived {
     /// samples), with its error; NaN where one it uses is not estimated.
     pub fn estimate(&self, parts: &[Influence], t: f64) -> Result<Estimate> {
         self.check(parts.len())?;
-        let used: Vec<usize> = (0..self.of).filter(|&k| self.expr.uses(k)).collect();
+        let used = self.uses();
         let refs: Vec<&Influence> = used.iter().map(|&k| &parts[k]).collect();
         Influence::combine(&refs, |m| {
             let mut all = vec![Dual64::from_re(0.0); self.of];
@@ -218,7 +223,7 @@ impl Derived {
     /// f at `t` from the observables' exact values, where every one it uses has one.
     pub fn exact(&self, exact: &[Option<f64>], t: f64) -> Option<f64> {
         let mut m = vec![0.0; self.of];
-        for k in (0..self.of).filter(|&k| self.expr.uses(k)) {
+        for k in self.uses() {
             m[k] = (*exact.get(k)?)?;
         }
         Some(self.expr.eval_at(&m, t))

@@ -437,7 +437,7 @@ fn batches_per_chain(len: usize, tau: f64) -> usize {
 /// batch-means errors ([`batches_per_chain`] of its own τ_int), τ_int, and the exact value where
 /// known ([`crate::observables::exact_curves`]); a warning for each whose chains are short
 /// against its τ_int. Then the quantities `derived` from them, with the delta method's errors
-/// through batches as long as the slowest observable's.
+/// through batches as long as the slowest of the observables each uses.
 fn user_observables(
     obs: &[Observable],
     derived: &[Derived],
@@ -464,20 +464,18 @@ fn user_observables(
             })
         })
         .collect();
-    if !derived.is_empty() {
-        let slowest = taus.iter().copied().fold(f64::NAN, f64::max);
+    let at: Vec<Option<f64>> = exact.iter().map(|e| e.as_ref().map(|e| e[0])).collect();
+    for d in derived {
+        let slowest = (d.uses().iter()).fold(f64::NAN, |m, &k| m.max(taus[k]));
         let parts = batch_influences(series, batches_per_chain(len, slowest).max(2))?;
-        let at: Vec<Option<f64>> = exact.iter().map(|e| e.as_ref().map(|e| e[0])).collect();
-        for d in derived {
-            let e = d.estimate(&parts, t)?;
-            out.push(json!({
-                "name": d.name(),
-                "value": e.value,
-                "se": e.se,
-                "exact": d.exact(&at, t),
-                "derived": true,
-            }));
-        }
+        let e = d.estimate(&parts, t)?;
+        out.push(json!({
+            "name": d.name(),
+            "value": e.value,
+            "se": e.se,
+            "exact": d.exact(&at, t),
+            "derived": true,
+        }));
     }
     Ok(Value::Array(out))
 }
