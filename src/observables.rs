@@ -275,7 +275,8 @@ pub fn resolve(obs: &[Observable], energy: &dyn Energy) -> Result<Vec<Observable
 }
 
 /// Names an observable or a derived quantity cannot take: the temperature and the sweep's own
-/// columns (its CSV would have two columns of one name).
+/// columns, in the order its CSV writes them (the CSV would otherwise have two columns of one
+/// name).
 pub const RESERVED: &[&str] = &[
     "T",
     "U",

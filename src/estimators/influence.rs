@@ -42,9 +42,9 @@ impl Influence {
         Influence { value, phi, scale }
     }
 
-    /// φ_g, one per group.
-    pub(super) fn phi(&self) -> &[f64] {
-        &self.phi
+    /// The same with the error's factor `scale`.
+    pub(super) fn scaled(self, scale: f64) -> Influence {
+        Influence { scale, ..self }
     }
 
     /// The value with its standard error c √(Σ_g φ_g²).

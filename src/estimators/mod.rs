@@ -407,9 +407,10 @@ pub fn influence_replicas(
     groups: &[usize],
     n_groups: usize,
 ) -> Result<Influence> {
-    let i = Weights::from_log(log_w)?.influence_grouped(o, groups, n_groups)?;
     let scale = (n_groups as f64 / (n_groups - 1) as f64).sqrt();
-    Ok(Influence::new(i.value, i.phi().to_vec(), scale))
+    Ok(Weights::from_log(log_w)?
+        .influence_grouped(o, groups, n_groups)?
+        .scaled(scale))
 }
 
 /// A group below `n_groups` ≥ 2 for each of `n` samples.

@@ -14,23 +14,11 @@ impl SweepResult {
     /// The CSV text (see the module doc for the columns).
     pub fn to_csv(&self) -> Result<String> {
         let e = self.exact.as_ref();
-        let mut header = vec!["T", "U", "U_se"];
-        header.extend(e.map(|_| "U_exact"));
-        header.extend(["Cv", "Cv_se"]);
-        header.extend(e.map(|_| "Cv_exact"));
-        header.extend(["Cv_deriv", "Cv_deriv_se", "logZ", "logZ_se"]);
-        header.extend(e.map(|_| "logZ_exact"));
-        header.extend([
-            "F",
-            "S",
-            "ess_fraction",
-            "pareto_k",
-            "samples_used",
-            "method",
-            "target_reached",
-            "trusted",
-            "failed_checks",
-        ]);
+        // The sweep's own columns, which no observable may be named after; `*_exact` only
+        // with an exact reference.
+        let mut header: Vec<&str> = (crate::observables::RESERVED.iter().copied())
+            .filter(|c| e.is_some() || !c.ends_with("_exact"))
+            .collect();
         let observed: Vec<String> = (self.observables.iter())
             .flat_map(|o| {
                 let exact = o.exact.as_ref().map(|_| format!("{}_exact", o.name));
