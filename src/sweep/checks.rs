@@ -74,6 +74,15 @@ pub const Z_LIMIT: f64 = 4.0;
 /// (⟨U⟩ and C_V: 64 comparisons on a 32-point grid), so a limit of 3 would fire by chance in
 /// one sweep out of six; 4, as for the grid's residuals, in one out of 250.
 pub const WITNESS_Z_LIMIT: f64 = 4.0;
+/// The most a witness's standard error may exceed the error of the estimate it checks, for ⟨U⟩
+/// and for C_V, where the witness is the anneal checking tempering (`witness_resolution`): a
+/// z-test against a witness ρ times less precise sees only biases beyond 4√(1 + ρ²) of the
+/// estimate's own errors, ~20 at ρ = 5 (measured: a ladder rigged to miss a well, ⟨U⟩ 25 of its
+/// errors and C_V 35 % off at T_min, passed as trusted against an anneal whose ⟨U⟩ error was
+/// 6.6× its own). The anneal that checks tempering pools replicas until it resolves the
+/// tempered points, within the anneal's budgets ([`crate::sweep::methods::anneal`]); 3 was
+/// beyond those budgets where tempering reached C_V within 1 %.
+pub const WITNESS_RESOLUTION: f64 = 5.0;
 /// Smallest acceptance of a flow-MCMC estimate.
 pub const MCMC_MIN_ACCEPTANCE: f64 = 0.2;
 /// Largest tolerated fraction of stuck flow-MCMC chains.
@@ -256,6 +265,9 @@ fn put_agreement(c: &mut Checks, z_u: f64, z_cv: f64) {
 /// ladder that never crosses a barrier does not agree with it:
 /// * `witness_u`, `witness_cv`: |tempering − anneal| / √(se²_tempering + se²_anneal) ≤
 ///   [`WITNESS_Z_LIMIT`];
+/// * `witness_resolution`: the anneal's standard errors of ⟨U⟩ and C_V at most
+///   [`WITNESS_RESOLUTION`] times tempering's ([`resolution`]; a witness that cannot see a
+///   bias of many of the estimate's errors is no evidence for them);
 /// * `witness_hysteresis`: the anneal's cooling and heating passes agree at T within
 ///   [`Z_LIMIT`] (an anneal that lags behind is no evidence);
 /// * `witness_start`: the anneal at T_max, where it starts (from the flow's draws, then local
@@ -271,7 +283,7 @@ pub fn annealing_witness(th: &Thermo, p: Option<&crate::mcmc::SmcPoint>, start_z
     let ok = start_z <= WITNESS_Z_LIMIT;
     put(&mut c, "witness_start", start_z, WITNESS_Z_LIMIT, ok);
     let inf = f64::INFINITY;
-    let (zu, zc, hy) = p.map_or((inf, inf, inf), |p| {
+    let (zu, zc, hy, res) = p.map_or((inf, inf, inf, inf), |p| {
         let m = &p.thermo;
         (
             z(th.u.value, th.u.se, m.u.value, m.u.se),
@@ -281,11 +293,34 @@ pub fn annealing_witness(th: &Thermo, p: Option<&crate::mcmc::SmcPoint>, start_z
             } else {
                 p.hysteresis
             },
+            resolution(th, m),
         )
     });
     put_agreement(&mut c, zu, zc);
+    let resolved = res <= WITNESS_RESOLUTION;
+    put(
+        &mut c,
+        "witness_resolution",
+        res,
+        WITNESS_RESOLUTION,
+        resolved,
+    );
     put(&mut c, "witness_hysteresis", hy, Z_LIMIT, hy <= Z_LIMIT);
     c
+}
+
+/// The larger ratio of a witness's standard error to an estimate's, of ⟨U⟩ and of C_V (∞
+/// where one is not finite or the estimate's is 0).
+pub fn resolution(est: &Thermo, witness: &Thermo) -> f64 {
+    let ratio = |e: Estimate, w: Estimate| {
+        let r = w.se / e.se;
+        if r.is_finite() {
+            r
+        } else {
+            f64::INFINITY
+        }
+    };
+    ratio(est.u, witness.u).max(ratio(est.cv, witness.cv))
 }
 
 /// `witness_observables` (with observables, [`crate::observables`]): the largest |z| between the

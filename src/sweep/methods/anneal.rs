@@ -6,7 +6,7 @@
 use super::importance::Estimator;
 use super::{left_by_time, more};
 use crate::error::Result;
-use crate::estimators::Estimate;
+use crate::estimators::{Estimate, Thermo};
 use crate::flows::Flow;
 use crate::mcmc::{smc, SmcConfig, SmcRun};
 use crate::sweep::{checks, State, Sweeper, ESTIMATE_GROWTH};
@@ -36,12 +36,16 @@ pub const SMC_PATIENT: (usize, f64, usize) = (2000, 0.1, 60);
 /// where the user sets that wall-time limit. `start`: a run so far (the tempered points'
 /// witness), pooled with the further ones. A first run that fails its hysteresis check at a
 /// failing temperature (at any, where none is given) is replaced by a [`SMC_PATIENT`] one,
-/// and the further runs are as patient. None when interrupted.
+/// and the further runs are as patient. As the witness of tempered points (`resolve`: their
+/// indices and estimates; `failing` empty), runs are pooled instead until the anneal's errors
+/// of ⟨U⟩ and C_V are within [`checks::WITNESS_RESOLUTION`] times theirs where its hysteresis
+/// check passes, within the same budgets. None when interrupted.
 pub(in crate::sweep) fn rounds(
     sw: &Sweeper,
     flow: &Flow,
     failing: &[usize],
     start: Option<SmcRun>,
+    resolve: &[(usize, Thermo)],
 ) -> Result<Option<SmcRun>> {
     let (cfg, temps) = (sw.cfg, &sw.temps);
     let mut sc = SmcConfig::new(sw.energy, temps.clone());
@@ -119,6 +123,18 @@ pub(in crate::sweep) fn rounds(
                 0.0f64,
                 |a, b| if b.is_nan() { f64::INFINITY } else { a.max(b) },
             );
+        // As a witness: the worst ratio of its errors to the tempered points' (`more` takes
+        // it against the resolution as it takes C_V's relative error against `--cv-tol`).
+        let sound = |i: usize| pooled.points[i].hysteresis <= checks::Z_LIMIT;
+        let unresolved = (resolve.iter())
+            .filter(|(i, _)| sound(*i))
+            .map(|(i, th)| checks::resolution(th, &pooled.points[*i].thermo))
+            .fold(0.0f64, f64::max);
+        let (worst, tol) = if resolve.is_empty() {
+            (worst, cfg.cv_tol)
+        } else {
+            (unresolved, Some(checks::WITNESS_RESOLUTION))
+        };
         let r = pooled.replicas;
         let first = *first_run.get_or_insert(r);
         let most_by_samples = (cfg.max_samples / (2 * SMC_PARTICLES))
@@ -127,13 +143,25 @@ pub(in crate::sweep) fn rounds(
         let left = most_by_samples
             .min(left_by_time(cfg.estimate_seconds, pooled.seconds, r))
             .min(SMC_MAX_RUN);
-        let more = Some(more(r, worst, cfg.cv_tol, SMC_REPLICAS, left))
+        let more = Some(more(r, worst, tol, SMC_REPLICAS, left))
             .filter(|&m| m >= 2)
             .unwrap_or(0);
         if cfg.progress && failing.is_empty() {
             eprintln!(
-                "[sweep] sequential Monte Carlo: {r} replicas, {:.1} s",
-                pooled.seconds
+                "[sweep] sequential Monte Carlo: {r} replicas, {:.1} s{}",
+                pooled.seconds,
+                if resolve.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; its errors up to {worst:.1}× the tempered points'{}",
+                        if more > 0 {
+                            format!(", {more} more replicas")
+                        } else {
+                            String::new()
+                        }
+                    )
+                }
             );
         } else if cfg.progress {
             eprintln!(
@@ -184,7 +212,7 @@ pub(in crate::sweep) fn run(sw: &Sweeper, st: &mut State) -> Result<()> {
         );
     }
     // The tempered points' witness, when there is one, is the anneal's first run.
-    let Some(run) = rounds(sw, &st.flow, &failing, st.smc.take())? else {
+    let Some(run) = rounds(sw, &st.flow, &failing, st.smc.take(), &[])? else {
         st.repairs
             .push("sequential Monte Carlo interrupted; its estimates not used".into());
         return Ok(());

@@ -396,18 +396,19 @@ pub(in crate::sweep) fn run(sw: &Sweeper, st: &mut State, settings: &Tempering) 
             .push("parallel tempering interrupted; its estimates not used".into());
         return Ok(());
     };
-    // Its witness: sequential Monte Carlo over the grid (one run; the anneal, where it follows,
-    // pools further runs with it), not the tempering witness, which shares its blind spots.
-    if st.smc.is_none() {
-        if cfg.progress {
-            eprintln!(
-                "[sweep] witness of the tempered temperatures: sequential Monte Carlo from T = {:.3} to {:.3} and back",
-                temps[temps.len() - 1],
-                temps[0]
-            );
-        }
-        st.smc = super::anneal::rounds(sw, &st.flow, &[], None)?;
+    // Its witness: sequential Monte Carlo over the grid, not the tempering witness, which
+    // shares its blind spots; runs pooled until its errors resolve the tempered points' (the
+    // anneal, where it follows, pools further runs with it).
+    if cfg.progress {
+        eprintln!(
+            "[sweep] witness of the tempered temperatures: sequential Monte Carlo from T = {:.3} to {:.3} and back",
+            temps[temps.len() - 1],
+            temps[0]
+        );
     }
+    let tempered: Vec<(usize, Thermo)> =
+        failing.iter().map(|&i| (i, run.points[i].thermo)).collect();
+    st.smc = super::anneal::rounds(sw, &st.flow, &[], st.smc.take(), &tempered)?;
     let saved = st.saved();
     let nan = Estimate::NAN;
     for &i in &failing {
