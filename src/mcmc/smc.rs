@@ -684,7 +684,8 @@ pub fn smc(energy: &dyn Energy, flow: &Flow, cfg: &SmcConfig) -> Result<SmcRun> 
     let (done, acc_max) = equilibrate(&mut kernel, &mut pop, t_max, &mut rng)?;
     if cfg.progress {
         eprintln!(
-            "[smc] burn-in at T = {t_max:.4}: {done} sweeps, {:.1} s",
+            "[smc] burn-in at T = {t_max:.4}: {done} sweeps{}, {:.1} s",
+            at_cap(cfg, done),
             t0.elapsed().as_secs_f64()
         );
     }
@@ -713,8 +714,9 @@ pub fn smc(energy: &dyn Energy, flow: &Flow, cfg: &SmcConfig) -> Result<SmcRun> 
             records[1][0] = Record::of(&dwelt, temps[0], &cfg.observables, acc, f64::NAN);
             if cfg.progress {
                 eprintln!(
-                    "[smc] dwell at T = {:.4}: {done} sweeps, {:.1} s",
+                    "[smc] dwell at T = {:.4}: {done} sweeps{}, {:.1} s",
                     temps[0],
+                    at_cap(cfg, done),
                     t0.elapsed().as_secs_f64()
                 );
             }
@@ -786,6 +788,16 @@ pub fn smc(energy: &dyn Energy, flow: &Flow, cfg: &SmcConfig) -> Result<SmcRun> 
         flow_proposals,
         records,
     })
+}
+
+/// What a progress line adds where [`equilibrate`] stopped at its cap of 20 × `burn_in`
+/// sweeps, not because the energies had stopped drifting.
+fn at_cap(cfg: &SmcConfig, done: usize) -> &'static str {
+    if done >= 20 * cfg.burn_in {
+        " (its cap: the mean energy may still be drifting)"
+    } else {
+        ""
+    }
 }
 
 /// Equilibrate at `t` ([`SmcConfig::burn_in`]): at least `burn_in` sweeps, then blocks of
