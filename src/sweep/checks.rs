@@ -595,6 +595,55 @@ mod tests {
         assert_eq!(ranges(&temps, &[0, 1, 3]), "T = 1.000–1.500, 2.500");
     }
 
+    /// A thermodynamic estimate with these ⟨U⟩ and C_V (the rest NaN).
+    fn thermo(u: Estimate, cv: Estimate) -> Thermo {
+        let nan = Estimate::NAN;
+        Thermo {
+            t: 1.0,
+            u,
+            cv,
+            log_z: nan,
+            f: nan,
+            s: nan,
+            ess_fraction: f64::NAN,
+            n_bad: 0,
+            n: 0,
+            pareto_k: f64::NAN,
+            pareto_k_cv: f64::NAN,
+            dcv_dt: nan,
+            cov: [[0.0; 4]; 4],
+            trusted: false,
+        }
+    }
+
+    /// The anneal that checks a tempered point resolves it only with standard errors within
+    /// [`WITNESS_RESOLUTION`] times the point's, for ⟨U⟩ and for C_V: an agreeing anneal 4×
+    /// less precise passes, one 6× less precise in C_V alone fails (its z-test could not see
+    /// a bias of 20 of the point's errors), as do an error that is not finite and no anneal.
+    #[test]
+    fn a_witness_must_resolve_the_estimate_it_checks() {
+        let e = |value, se| Estimate { value, se };
+        let est = thermo(e(1.0, 0.01), e(2.0, 0.02));
+        let point = |u_se: f64, cv_se: f64| crate::mcmc::SmcPoint {
+            t: 1.0,
+            thermo: thermo(e(1.0, u_se), e(2.0, cv_se)),
+            hysteresis: 0.5,
+            acceptance: 0.3,
+            correlation: 0.3,
+            observables: Vec::new(),
+        };
+        let check = |p: Option<&crate::mcmc::SmcPoint>| {
+            annealing_witness(&est, p, 1.0)["witness_resolution"].clone()
+        };
+        let resolved = check(Some(&point(0.04, 0.02)));
+        assert!(resolved.pass && (resolved.value - 4.0).abs() < 1e-12);
+        let coarse = check(Some(&point(0.01, 0.12)));
+        assert!(!coarse.pass && (coarse.value - 6.0).abs() < 1e-12);
+        assert!(!check(Some(&point(f64::NAN, 0.02))).pass);
+        assert!(!check(None).pass);
+        assert_eq!(resolution(&est, &est), 1.0);
+    }
+
     /// Observables agree within the witness's limit or fail on the worst of them; no witness,
     /// or an observable that is not finite, fails.
     #[test]
