@@ -266,6 +266,27 @@ pub struct Thermo {
 }
 
 impl Thermo {
+    /// Nothing estimated at temperature `t`: every value NaN, no samples, not trusted.
+    pub fn unestimated(t: f64) -> Thermo {
+        let nan = Estimate::NAN;
+        Thermo {
+            t,
+            u: nan,
+            cv: nan,
+            log_z: nan,
+            f: nan,
+            s: nan,
+            ess_fraction: f64::NAN,
+            n_bad: 0,
+            n: 0,
+            pareto_k: f64::NAN,
+            pareto_k_cv: f64::NAN,
+            dcv_dt: nan,
+            cov: [[0.0; 4]; 4],
+            trusted: false,
+        }
+    }
+
     /// Standard error of Σ c_j e_j over (⟨U⟩, C_V, dC_V/dT, log Z).
     pub fn combination_se(&self, c: [f64; 4]) -> f64 {
         let mut v = 0.0;

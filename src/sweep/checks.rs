@@ -597,22 +597,10 @@ mod tests {
 
     /// A thermodynamic estimate with these ⟨U⟩ and C_V (the rest NaN).
     fn thermo(u: Estimate, cv: Estimate) -> Thermo {
-        let nan = Estimate::NAN;
         Thermo {
-            t: 1.0,
             u,
             cv,
-            log_z: nan,
-            f: nan,
-            s: nan,
-            ess_fraction: f64::NAN,
-            n_bad: 0,
-            n: 0,
-            pareto_k: f64::NAN,
-            pareto_k_cv: f64::NAN,
-            dcv_dt: nan,
-            cov: [[0.0; 4]; 4],
-            trusted: false,
+            ..Thermo::unestimated(1.0)
         }
     }
 

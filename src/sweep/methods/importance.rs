@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::flow_mcmc::ChainEstimate;
 use super::temper::TemperPoint;
 use crate::error::{Error, Result};
-use crate::estimators::{thermo, Estimate, Influence, Thermo};
+use crate::estimators::{thermo, Influence, Thermo};
 use crate::flows::Flow;
 use crate::mcmc::SmcPoint;
 use crate::observables::{evaluate, Observable};
@@ -149,25 +149,8 @@ impl Rounds {
     /// Nothing estimated yet at `temps` (when the first method is not importance sampling):
     /// every value NaN, no samples.
     pub(in crate::sweep) fn unestimated(temps: &[f64]) -> Rounds {
-        let nan = Estimate::NAN;
-        let th = |t| Thermo {
-            t,
-            u: nan,
-            cv: nan,
-            log_z: nan,
-            f: nan,
-            s: nan,
-            ess_fraction: f64::NAN,
-            n_bad: 0,
-            n: 0,
-            pareto_k: f64::NAN,
-            pareto_k_cv: f64::NAN,
-            dcv_dt: nan,
-            cov: [[0.0; 4]; 4],
-            trusted: false,
-        };
         Rounds {
-            th: temps.iter().map(|&t| th(t)).collect(),
+            th: temps.iter().map(|&t| Thermo::unestimated(t)).collect(),
             draws: vec![Draws::default(); temps.len()],
             reached: vec![false; temps.len()],
             method: vec![Estimator::Unestimated; temps.len()],
