@@ -109,31 +109,27 @@ pub(in crate::sweep) fn rounds(
             Some(r) => r.merge(next)?,
         };
         // Only points that pass their own hysteresis check are worth more replicas.
-        let refinable = failing
-            .iter()
-            .any(|&i| pooled.points[i].hysteresis <= checks::Z_LIMIT);
-        let worst = failing
-            .iter()
-            .filter(|&&i| pooled.points[i].hysteresis <= checks::Z_LIMIT)
-            .map(|&i| {
-                let cv = pooled.points[i].thermo.cv;
-                cv.se / cv.value.abs()
-            })
-            .fold(
-                0.0f64,
-                |a, b| if b.is_nan() { f64::INFINITY } else { a.max(b) },
-            );
-        // As a witness: the worst ratio of its errors to the tempered points' (`more` takes
-        // it against the resolution as it takes C_V's relative error against `--cv-tol`).
         let sound = |i: usize| pooled.points[i].hysteresis <= checks::Z_LIMIT;
-        let unresolved = (resolve.iter())
-            .filter(|(i, _)| sound(*i))
-            .map(|(i, th)| checks::resolution(th, &pooled.points[*i].thermo))
-            .fold(0.0f64, f64::max);
+        let refinable = failing.iter().any(|&i| sound(i));
+        // The worst relative error of C_V against `--cv-tol`; as the tempered points' witness,
+        // the worst ratio of its errors to theirs against the resolution (`more` takes both
+        // alike).
         let (worst, tol) = if resolve.is_empty() {
+            let worst = (failing.iter().filter(|&&i| sound(i)))
+                .map(|&i| {
+                    let cv = pooled.points[i].thermo.cv;
+                    cv.se / cv.value.abs()
+                })
+                .fold(
+                    0.0f64,
+                    |a, b| if b.is_nan() { f64::INFINITY } else { a.max(b) },
+                );
             (worst, cfg.cv_tol)
         } else {
-            (unresolved, Some(checks::WITNESS_RESOLUTION))
+            let worst = (resolve.iter().filter(|(i, _)| sound(*i)))
+                .map(|(i, th)| checks::resolution(th, &pooled.points[*i].thermo))
+                .fold(0.0f64, f64::max);
+            (worst, Some(checks::WITNESS_RESOLUTION))
         };
         let r = pooled.replicas;
         let first = *first_run.get_or_insert(r);
