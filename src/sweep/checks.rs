@@ -26,9 +26,10 @@
 //! configurations agree on ⟨U⟩ and C_V within [`Z_LIMIT`]; fails without a witness).
 //!
 //! Where sequential Monte Carlo replaced importance sampling (see [`mod@crate::mcmc::smc`]), the
-//! local checks are `finite` and `smc_hysteresis` (the cooling and heating passes' ⟨U⟩ agree
-//! within [`Z_LIMIT`] of their replica spread), and `missed_mass` and `missed_bias` (properties
-//! of the flow's weights) do not apply.
+//! local checks are `finite`, `smc_hysteresis` (the cooling and heating passes' ⟨U⟩ agree
+//! within [`Z_LIMIT`] of their replica spread) and `smc_settled` (the burn-in the passes
+//! descend from stopped because the mean energy stopped drifting, not at its cap), and
+//! `missed_mass` and `missed_bias` (properties of the flow's weights) do not apply.
 //!
 //! Where parallel tempering replaced the estimate (see [`super::temper`]), the local checks are
 //! `finite`, `pt_round_trips` (round trips per ladder ≥ 4) and `pt_split` (the ladders' ⟨U⟩
@@ -36,7 +37,8 @@
 //! `missed_mass` and `missed_bias` do not apply. Its witness is not the parallel-tempering one
 //! below, which shares its algorithm and so its blind spots (a ladder that never crosses a
 //! barrier agrees with itself), but sequential Monte Carlo ([`annealing_witness`]: `witness_u`,
-//! `witness_cv`, `witness_hysteresis`, `witness_start`).
+//! `witness_cv`, `witness_resolution`, `witness_hysteresis`, `witness_settled`,
+//! `witness_start`).
 //!
 //! Against the witness (independent parallel tempering, [`super::witness`]), whose ladder
 //! has a rung at every temperature of the grid, at T itself:
@@ -213,8 +215,10 @@ pub fn local_chains(th: &Thermo, ch: &super::flow_mcmc::ChainEstimate) -> Checks
 }
 
 /// The local checks of a temperature estimated by sequential Monte Carlo
-/// ([`mod@crate::mcmc::smc`]): finite energies and the cooling and heating passes agreeing
-/// (`smc_hysteresis` ≤ [`Z_LIMIT`]).
+/// ([`mod@crate::mcmc::smc`]): finite energies, the cooling and heating passes agreeing
+/// (`smc_hysteresis` ≤ [`Z_LIMIT`]) and their equilibrations settled (`smc_settled`,
+/// [`crate::mcmc::SmcPoint::settled`]: a relaxation cut short at the burn-in's cap is carried
+/// by both passes, where the hysteresis cannot see it).
 pub fn local_smc(th: &Thermo, p: &crate::mcmc::SmcPoint) -> Checks {
     let mut c = Checks::new();
     put(&mut c, "finite", th.n_bad as f64, 0.0, th.n_bad == 0);
@@ -225,7 +229,16 @@ pub fn local_smc(th: &Thermo, p: &crate::mcmc::SmcPoint) -> Checks {
         Z_LIMIT,
         p.hysteresis <= Z_LIMIT,
     );
+    put_settled(&mut c, "smc_settled", Some(p));
     c
+}
+
+/// `name` (`smc_settled`, `witness_settled`): 0 where the anneal's equilibrations stopped
+/// because the mean energy stopped drifting, 1 where one stopped at its cap or there is no
+/// anneal (limit 0).
+fn put_settled(c: &mut Checks, name: &str, p: Option<&crate::mcmc::SmcPoint>) {
+    let settled = p.is_some_and(|p| p.settled);
+    put(c, name, if settled { 0.0 } else { 1.0 }, 0.0, settled);
 }
 
 /// The local checks of a temperature estimated by parallel tempering ([`super::temper`]):
@@ -270,6 +283,8 @@ fn put_agreement(c: &mut Checks, z_u: f64, z_cv: f64) {
 ///   bias of many of the estimate's errors is no evidence for them);
 /// * `witness_hysteresis`: the anneal's cooling and heating passes agree at T within
 ///   [`Z_LIMIT`] (an anneal that lags behind is no evidence);
+/// * `witness_settled`: the anneal's burn-in (at T_min also its dwell) stopped because the
+///   mean energy stopped drifting, not at its cap ([`crate::mcmc::SmcPoint::settled`]);
 /// * `witness_start`: the anneal at T_max, where it starts (from the flow's draws, then local
 ///   moves), agrees with the parallel-tempering witness there, whose ladder reaches 2 T_max
 ///   (`start_z`: the larger |z| of ⟨U⟩ and C_V, ≤ [`WITNESS_Z_LIMIT`]): an anneal whose start
@@ -306,6 +321,7 @@ pub fn annealing_witness(th: &Thermo, p: Option<&crate::mcmc::SmcPoint>, start_z
         resolved,
     );
     put(&mut c, "witness_hysteresis", hy, Z_LIMIT, hy <= Z_LIMIT);
+    put_settled(&mut c, "witness_settled", p);
     c
 }
 
@@ -619,6 +635,7 @@ mod tests {
             acceptance: 0.3,
             correlation: 0.3,
             observables: Vec::new(),
+            settled: true,
         };
         let check = |p: Option<&crate::mcmc::SmcPoint>| {
             annealing_witness(&est, p, 1.0)["witness_resolution"].clone()
@@ -630,6 +647,31 @@ mod tests {
         assert!(!check(Some(&point(f64::NAN, 0.02))).pass);
         assert!(!check(None).pass);
         assert_eq!(resolution(&est, &est), 1.0);
+    }
+
+    /// An anneal whose burn-in stopped at its cap is no estimate and no witness: `smc_settled`
+    /// and `witness_settled` fail for it (and without an anneal), pass for a settled one.
+    #[test]
+    fn an_unsettled_anneal_is_neither_trusted_nor_a_witness() {
+        let e = |value, se| Estimate { value, se };
+        let est = thermo(e(1.0, 0.01), e(2.0, 0.02));
+        let point = |settled| crate::mcmc::SmcPoint {
+            t: 1.0,
+            thermo: est,
+            hysteresis: 0.5,
+            acceptance: 0.3,
+            correlation: 0.3,
+            observables: Vec::new(),
+            settled,
+        };
+        for settled in [true, false] {
+            let p = point(settled);
+            assert_eq!(local_smc(&est, &p)["smc_settled"].pass, settled);
+            let w = annealing_witness(&est, Some(&p), 1.0);
+            assert_eq!(w["witness_settled"].pass, settled);
+            assert!(w["witness_hysteresis"].pass);
+        }
+        assert!(!annealing_witness(&est, None, 1.0)["witness_settled"].pass);
     }
 
     /// Observables agree within the witness's limit or fail on the worst of them; no witness,

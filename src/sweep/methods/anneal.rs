@@ -8,7 +8,7 @@ use super::{left_by_time, more};
 use crate::error::Result;
 use crate::estimators::{Estimate, Thermo};
 use crate::flows::Flow;
-use crate::mcmc::{smc, SmcConfig, SmcRun};
+use crate::mcmc::{smc, SmcConfig, SmcPoint, SmcRun};
 use crate::sweep::{checks, State, Sweeper, ESTIMATE_GROWTH};
 
 /// Particles per replica.
@@ -19,27 +19,28 @@ pub const SMC_REPLICAS: usize = 16;
 pub const SMC_MAX_RUN: usize = 128;
 /// A patient run's sweeps at T_max before cooling (at least), the energy correlation its
 /// kernel applications bring the particles to at each rung, and the most applications per
-/// rung: a first run whose hysteresis check fails is replaced by one this patient, since its
-/// moves did not keep up with the cooling (see `rounds`). Measured on `lj` (13 atoms, 8 temperatures over
-/// [0.15, 0.4]): with [`SmcConfig::new`]'s (200, 0.3, 20) the hysteresis reached 15 and C_V
+/// rung: a first run whose hysteresis or settled check fails is replaced by one this patient,
+/// since its moves did not keep up (see `rounds`). Measured on `lj` (13 atoms, 8 temperatures
+/// over [0.15, 0.4]): with [`SmcConfig::new`]'s (200, 0.3, 20) the hysteresis reached 15 and C_V
 /// at the melting peak was 5 of its errors below tempering's; with these the hysteresis
 /// stays ≤ 3.6 and ⟨U⟩, C_V agree with tempering within about 3 errors, for 257 s instead of
 /// 72 s on 2 cores. Systems whose moves keep up never pay for it.
 pub const SMC_PATIENT: (usize, f64, usize) = (2000, 0.1, 60);
 
 /// Sequential Monte Carlo runs pooled until C_V reaches `cv_tol` at the `failing`
-/// temperatures that pass the hysteresis check: each further run has about
-/// R (r/tol)² · 1.2 − R more replicas (r the worst relative error, R those so far; at least
-/// [`SMC_REPLICAS`], at most 3 R and [`SMC_MAX_RUN`]), within `max_samples` particles per
-/// temperature (both passes) and [`ESTIMATE_GROWTH`] times the first run's replicas (a step
-/// budget: the same seed gives the same run on any machine), and within `estimate_seconds`
-/// where the user sets that wall-time limit. `start`: a run so far (the tempered points'
-/// witness), pooled with the further ones. A first run that fails its hysteresis check at a
-/// failing temperature (at any, where none is given) is replaced by a [`SMC_PATIENT`] one,
-/// and the further runs are as patient. As the witness of tempered points (`resolve`: their
-/// indices and estimates; `failing` empty), runs are pooled instead until the anneal's errors
-/// of ⟨U⟩ and C_V are within [`checks::WITNESS_RESOLUTION`] times theirs where its hysteresis
-/// check passes, within the same budgets. None when interrupted.
+/// temperatures that pass their own checks (`smc_hysteresis`, `smc_settled`): each further
+/// run has about R (r/tol)² · 1.2 − R more replicas (r the worst relative error, R those so
+/// far; at least [`SMC_REPLICAS`], at most 3 R and [`SMC_MAX_RUN`]), within `max_samples`
+/// particles per temperature (both passes) and [`ESTIMATE_GROWTH`] times the first run's
+/// replicas (a step budget: the same seed gives the same run on any machine), and within
+/// `estimate_seconds` where the user sets that wall-time limit. `start`: a run so far (the
+/// tempered points' witness), pooled with the further ones. A first run that fails its own
+/// checks at a failing temperature (at any, where none is given) is replaced by a
+/// [`SMC_PATIENT`] one, whose burn-in may also last ten times longer, and the further runs are
+/// as patient. As the witness of tempered points (`resolve`: their indices and estimates;
+/// `failing` empty), runs are pooled instead until the anneal's errors of ⟨U⟩ and C_V are
+/// within [`checks::WITNESS_RESOLUTION`] times theirs where its own checks pass, within the
+/// same budgets. None when interrupted.
 pub(in crate::sweep) fn rounds(
     sw: &Sweeper,
     flow: &Flow,
@@ -78,20 +79,17 @@ pub(in crate::sweep) fn rounds(
         };
         // (At the failing temperatures; at all of them for the tempered points' witness.)
         let lagging = |r: &SmcRun| {
-            // (NaN fails.)
-            let hy = |i: usize| {
-                r.points[i].hysteresis.is_nan() || r.points[i].hysteresis > checks::Z_LIMIT
-            };
+            let lags = |i: usize| !sound(&r.points[i]);
             if failing.is_empty() {
-                (0..r.points.len()).any(hy)
+                (0..r.points.len()).any(lags)
             } else {
-                failing.iter().any(|&i| hy(i))
+                failing.iter().any(|&i| lags(i))
             }
         };
         if run.is_none() && next.max_repeats != patient_repeats && lagging(&next) {
             if cfg.progress {
                 eprintln!(
-                    "[sweep] sequential Monte Carlo: its moves did not keep up with the cooling (hysteresis check fails); once more with up to {patient_repeats} kernel applications per rung"
+                    "[sweep] sequential Monte Carlo: its moves did not keep up (hysteresis or settled check fails); once more with up to {patient_repeats} kernel applications per rung and {patient_burn_in} sweeps of burn-in"
                 );
             }
             be_patient(&mut sc);
@@ -108,8 +106,8 @@ pub(in crate::sweep) fn rounds(
             None => next,
             Some(r) => r.merge(next)?,
         };
-        // Only points that pass their own hysteresis check are worth more replicas.
-        let sound = |i: usize| pooled.points[i].hysteresis <= checks::Z_LIMIT;
+        // Only points that pass their own checks are worth more replicas.
+        let sound = |i: usize| sound(&pooled.points[i]);
         let refinable = failing.iter().any(|&i| sound(i));
         // The worst relative error of C_V against `--cv-tol`; as the tempered points' witness,
         // the worst ratio of its errors to theirs against the resolution (`more` takes both
@@ -161,7 +159,7 @@ pub(in crate::sweep) fn rounds(
             );
         } else if cfg.progress {
             eprintln!(
-                "[sweep] sequential Monte Carlo: {r} replicas, worst C_V error {} at the failing temperatures that pass the hysteresis check, {:.1} s{}",
+                "[sweep] sequential Monte Carlo: {r} replicas, worst C_V error {} at the failing temperatures that pass their own checks, {:.1} s{}",
                 if refinable {
                     format!("{:.2} %", 100.0 * worst)
                 } else {
@@ -182,6 +180,12 @@ pub(in crate::sweep) fn rounds(
         sc.replicas = more;
     }
     Ok(run)
+}
+
+/// Whether an anneal's point passes its own checks: the passes agree (`smc_hysteresis`; NaN
+/// fails) and descend from settled equilibrations (`smc_settled`).
+fn sound(p: &SmcPoint) -> bool {
+    p.hysteresis <= checks::Z_LIMIT && p.settled
 }
 
 /// Where temperatures still fail: sequential Monte Carlo from T_max down the grid and back
