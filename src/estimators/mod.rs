@@ -169,6 +169,14 @@ impl Weights {
     pub fn ess_fraction(&self) -> f64 {
         self.ess() / self.len() as f64
     }
+    /// The weights with their largest Pareto-smoothed ([`psis::smooth`]; unchanged where the
+    /// tail's fit fails): an ESS of these moves far less with the largest draw than the raw
+    /// weights' (used to judge what more samples could reach, never for an estimate).
+    pub fn smoothed(&self) -> Weights {
+        let mut w = self.clone();
+        psis::smooth(&mut w.w);
+        w
+    }
     fn check_len(&self, o: &[f64]) -> Result<()> {
         if o.len() != self.len() {
             return input_err(format!("{} values for {} weights", o.len(), self.len()));
