@@ -178,7 +178,7 @@ impl Sweep {
     }
     /// A quantity derived from the averages of the observables added before it, as `--derive`
     /// takes it: `.derive("var = x2 - x0^2")?`, `.derive("binder = 1 - m4/(3*m2^2)")?`
-    /// ([`crate::observables::Derived`]; its error by the delta method).
+    /// ([`crate::observables::Derived`]; by the jackknife over the samplers' groups).
     pub fn derive(mut self, text: &str) -> Result<Sweep> {
         let d = crate::observables::Derived::parse(text, &self.cfg.observables)?;
         self.cfg.derived.push(d);

@@ -29,8 +29,8 @@
 //! f(⟨O_1⟩, …, ⟨O_K⟩, T),   e.g. the Binder cumulant U₄ = 1 − ⟨M⁴⟩ / 3⟨M²⟩²,
 //! ```
 //!
-//! estimated as f of the estimates, with the delta method's error through the same groups
-//! ([`crate::estimators::Influence`]), so the averages' correlation is kept.
+//! estimated by the jackknife over the estimates' groups, bias-corrected, with its error
+//! ([`crate::estimators::Influence::combine`]), so the averages' correlation is kept.
 
 use std::sync::Arc;
 
@@ -39,7 +39,6 @@ use rayon::prelude::*;
 use crate::error::{input_err, Result};
 use crate::estimators::{Estimate, Influence};
 use crate::systems::expression::Expression;
-use crate::systems::Dual64;
 use crate::systems::Energy;
 
 /// O(x, T).
@@ -150,7 +149,7 @@ impl Observable {
 /// A quantity derived from the observables' averages at each temperature,
 /// f(⟨O_1⟩, …, ⟨O_K⟩, T), such as a Binder ratio `1 - m4/(3*m2^2)` or a variance
 /// `x2 - x0^2`: the expression names the observables (and `T`), and its error follows from
-/// theirs by the delta method, with their correlation ([`Influence::combine`]).
+/// theirs by the jackknife over their groups, with their correlation ([`Influence::combine`]).
 #[derive(Clone, Debug)]
 pub struct Derived {
     name: String,
@@ -211,12 +210,12 @@ impl Derived {
         self.check(parts.len())?;
         let used = self.uses();
         let refs: Vec<&Influence> = used.iter().map(|&k| &parts[k]).collect();
+        let mut all = vec![0.0; self.of];
         Influence::combine(&refs, |m| {
-            let mut all = vec![Dual64::from_re(0.0); self.of];
             for (&k, v) in used.iter().zip(m) {
                 all[k] = *v;
             }
-            self.expr.eval_at(&all, Dual64::from_re(t))
+            self.expr.eval_at(&all, t)
         })
     }
 

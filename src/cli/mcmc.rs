@@ -57,7 +57,7 @@ pub struct McmcArgs {
     observe: Vec<String>,
     /// A quantity derived from the observables' averages, repeatable, as `sweep --derive` takes
     /// it: NAME=EXPR over the --observe names and T (JSON `observables`, after them, with
-    /// "derived": true; batch-means errors through the delta method) [default: none]
+    /// "derived": true; by the jackknife over the batches) [default: none]
     #[arg(long = "derive", value_name = "NAME=EXPR", allow_hyphen_values = true)]
     derive: Vec<String>,
     /// Write the results as JSON to FILE [default: not written]

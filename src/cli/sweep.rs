@@ -86,8 +86,8 @@ pub struct SweepArgs {
     observe: Vec<String>,
     /// A quantity derived from the observables' averages at each temperature, repeatable:
     /// NAME=EXPR over the --observe names and T, e.g. --observe x0 --observe 'x2 = x0^2'
-    /// --derive 'var = x2 - x0^2'; its error by the delta method, with the observables'
-    /// correlation (reported after them, in the same places) [default: none]
+    /// --derive 'var = x2 - x0^2'; by the jackknife over the samplers' groups, bias-corrected,
+    /// with the observables' correlation (reported after them, in the same places) [default: none]
     #[arg(long = "derive", value_name = "NAME=EXPR", allow_hyphen_values = true)]
     derive: Vec<String>,
     /// Write the results as JSON to FILE [default: not written]

@@ -436,8 +436,8 @@ fn batches_per_chain(len: usize, tau: f64) -> usize {
 /// The user's observables from their series (`series[k][chain][step]`): the mean with
 /// batch-means errors ([`batches_per_chain`] of its own τ_int), τ_int, and the exact value where
 /// known ([`crate::observables::exact_curves`]); a warning for each whose chains are short
-/// against its τ_int. Then the quantities `derived` from them, with the delta method's errors
-/// through batches as long as the slowest of the observables each uses.
+/// against its τ_int. Then the quantities `derived` from them, by the jackknife over batches
+/// as long as the slowest of the observables each uses.
 fn user_observables(
     obs: &[Observable],
     derived: &[Derived],
@@ -482,7 +482,7 @@ fn user_observables(
 
 /// Each series' mean with its influence values per batch, `per_chain` batches in each chain
 /// (the last takes the steps left over): the batch-means error of [`batch_means`], in the form
-/// a derived quantity's delta method needs ([`crate::estimators::Influence`]).
+/// a derived quantity's jackknife needs ([`crate::estimators::Influence`]).
 fn batch_influences(
     series: &[Vec<Vec<f64>>],
     per_chain: usize,

@@ -112,7 +112,7 @@ pub struct SweepConfig {
     /// ([`crate::observables`]).
     pub observables: Vec<Observable>,
     /// Quantities derived from the observables' averages, f(⟨O_1⟩, …, T), reported after them
-    /// with delta-method errors ([`Derived`]).
+    /// by the jackknife over the estimates' groups ([`Derived`]).
     pub derived: Vec<Derived>,
 }
 
