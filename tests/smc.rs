@@ -56,16 +56,7 @@ fn smc_matches_the_closed_form_of_springs_moved_jointly() {
 /// about 2500 sweeps. Seeds 1–8: |z| 0.30–2.60.
 #[test]
 fn burn_in_waits_for_a_slow_relaxation() {
-    let e = systems::build("harmonic", &["n=16", "k_couple=0.5"]).unwrap();
-    let cond = Conditioning::Temperature {
-        t_min: 2.5,
-        t_max: 3.0,
-    };
-    let flow = linear_flow(16, cond).unwrap();
-    let mut cfg = SmcConfig::new(e.as_ref(), vec![2.5, 3.0]);
-    cfg.replicas = 32;
-    cfg.seed = common::seed(5);
-    let run = smc(e.as_ref(), &flow, &cfg).unwrap();
+    let run = springs_from_the_untrained_flow(None);
     let start = run.start().unwrap();
     assert!(
         common::within("U at the start", start.u.value, start.u.se, 24.0, 4.5, 0.0),
@@ -85,17 +76,7 @@ fn burn_in_waits_for_a_slow_relaxation() {
 /// −23.1; hysteresis 3.4–5.0 at T = 3 (over 4 at 3 seeds of 8), 0.3–3.1 at T = 2.5.
 #[test]
 fn a_burn_in_cut_at_its_cap_is_not_settled() {
-    let e = systems::build("harmonic", &["n=16", "k_couple=0.5"]).unwrap();
-    let cond = Conditioning::Temperature {
-        t_min: 2.5,
-        t_max: 3.0,
-    };
-    let flow = linear_flow(16, cond).unwrap();
-    let mut cfg = SmcConfig::new(e.as_ref(), vec![2.5, 3.0]);
-    cfg.replicas = 32;
-    cfg.burn_in = 10;
-    cfg.seed = common::seed(5);
-    let run = smc(e.as_ref(), &flow, &cfg).unwrap();
+    let run = springs_from_the_untrained_flow(Some(10));
     let start = run.start().unwrap();
     eprintln!(
         "[start] U {:.3} ± {:.3}, hysteresis {:?}",
@@ -112,6 +93,22 @@ fn a_burn_in_cut_at_its_cap_is_not_settled() {
     );
     assert!(!run.settled[0]);
     assert!(run.points.iter().all(|p| !p.settled));
+}
+
+/// The chain of 16 springs (walls 1, neighbours ½) annealed from T = 3 to 2.5 and back from
+/// the untrained linear flow, 32 replicas, with `burn_in` sweeps where given.
+fn springs_from_the_untrained_flow(burn_in: Option<usize>) -> thermoflow::mcmc::SmcRun {
+    let e = systems::build("harmonic", &["n=16", "k_couple=0.5"]).unwrap();
+    let cond = Conditioning::Temperature {
+        t_min: 2.5,
+        t_max: 3.0,
+    };
+    let flow = linear_flow(16, cond).unwrap();
+    let mut cfg = SmcConfig::new(e.as_ref(), vec![2.5, 3.0]);
+    cfg.replicas = 32;
+    cfg.burn_in = burn_in.unwrap_or(cfg.burn_in);
+    cfg.seed = common::seed(5);
+    smc(e.as_ref(), &flow, &cfg).unwrap()
 }
 
 /// A run from the untrained linear flow on `system` (32 replicas, T from 0.5 to 3 over 8
