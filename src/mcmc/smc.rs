@@ -42,7 +42,11 @@
 //!   not equilibrate between rungs leave the cooling pass hotter than the heating pass; the
 //!   two agree within their replica spread when the kernel keeps up. At T_min the heating
 //!   pass's record is the copy after its dwell, so a cooling pass that arrives there lagging
-//!   shows as well. With observables, the largest of ⟨U⟩'s and theirs.
+//!   shows as well. With observables, the largest of ⟨U⟩'s and theirs;
+//! * **settled** ([`SmcPoint::settled`]): the burn-in both passes descend from (at T_min also
+//!   the dwell) stopped because the mean energy stopped drifting, not at its cap of
+//!   20 × `burn_in` sweeps; a relaxation cut short there is carried by both passes, where the
+//!   hysteresis cannot see it.
 //!
 //! The ladder is shared by the replicas (chosen from all of them), which couples them only
 //! through the rung positions.
