@@ -92,6 +92,9 @@ pub(in crate::sweep) struct Rounds {
     pub(in crate::sweep) th: Vec<Thermo>,
     pub(in crate::sweep) draws: Vec<Draws>,
     pub(in crate::sweep) reached: Vec<bool>,
+    /// Where the rounds stopped drawing because more samples cannot pass the ESS or k̂ check
+    /// ([`hopeless`]).
+    pub(in crate::sweep) stopped: Vec<bool>,
     /// How each temperature's ⟨U⟩ and C_V were estimated.
     pub(in crate::sweep) method: Vec<Estimator>,
     pub(in crate::sweep) seconds: f64,
@@ -153,6 +156,7 @@ impl Rounds {
             th: temps.iter().map(|&t| Thermo::unestimated(t)).collect(),
             draws: vec![Draws::default(); temps.len()],
             reached: vec![false; temps.len()],
+            stopped: vec![false; temps.len()],
             method: vec![Estimator::Unestimated; temps.len()],
             seconds: 0.0,
         }
@@ -199,6 +203,7 @@ pub(in crate::sweep) fn estimate_rounds(
     let mut want = vec![cfg.samples; n_t];
     let mut th: Vec<Option<Thermo>> = vec![None; n_t];
     let mut reached = vec![false; n_t];
+    let mut stopped = vec![false; n_t];
     for round in 0u64.. {
         let mut bar = cfg.progress.then(|| {
             let label = format!("[sweep] round {}", round + 1);
@@ -236,16 +241,14 @@ pub(in crate::sweep) fn estimate_rounds(
             || cfg
                 .estimate_seconds
                 .is_some_and(|s| t0.elapsed().as_secs_f64() >= s);
-        let mut futile = 0;
         for i in 0..n_t {
             let t = th[i].as_ref().expect("estimated above");
             let n = draws[i].u.len();
             let rel = t.cv.se / t.cv.value.abs();
             reached[i] = rel <= tol;
             let left = cfg.max_samples.saturating_sub(n);
-            let stop = !reached[i] && !out_of_time && hopeless(t, &draws[i], temps[i])?;
-            futile += usize::from(stop);
-            want[i] = if reached[i] || out_of_time || stop {
+            stopped[i] = !reached[i] && !out_of_time && hopeless(t, &draws[i], temps[i])?;
+            want[i] = if reached[i] || out_of_time || stopped[i] {
                 0
             } else if rel.is_finite() {
                 super::more(n, rel, Some(tol), n / 4, left)
@@ -254,6 +257,7 @@ pub(in crate::sweep) fn estimate_rounds(
             };
         }
         let pending = want.iter().filter(|&&w| w > 0).count();
+        let futile = stopped.iter().filter(|&&s| s).count();
         if cfg.progress {
             let done = reached.iter().filter(|&&r| r).count();
             let (lo, hi) = draws.iter().fold((usize::MAX, 0), |(a, b), d| {
@@ -286,6 +290,7 @@ pub(in crate::sweep) fn estimate_rounds(
         th: th.into_iter().map(|t| t.expect("estimated")).collect(),
         draws,
         reached,
+        stopped,
         method: vec![Estimator::Importance; n_t],
         seconds: t0.elapsed().as_secs_f64(),
     })
@@ -307,6 +312,15 @@ pub(in crate::sweep) fn run(sw: &Sweeper, st: &mut State) -> Result<()> {
     }
     st.rounds = estimate_rounds(&st.flow, sw.energy, &sw.temps, cfg, sw.seed)?;
     st.estimate_seconds += st.rounds.seconds;
+    let stopped: Vec<usize> = (0..sw.temps.len())
+        .filter(|&i| st.rounds.stopped[i])
+        .collect();
+    if !stopped.is_empty() {
+        st.repairs.push(format!(
+            "importance sampling stopped drawing at {}, where more samples cannot pass the ESS or k̂ check",
+            crate::sweep::at(&sw.temps, &stopped)
+        ));
+    }
     sw.check(st)?;
     for r in 0..cfg.repairs {
         if crate::observe::interrupted() {
