@@ -142,9 +142,13 @@ pub(super) fn retrain(sw: &Sweeper, st: &mut State, r: usize) -> Result<bool> {
     )?;
     st.estimate_seconds += st.rounds.seconds;
     let what = format!(
-        "continued training {} steps ({:.1} s) on T ∈ [{lo:.3}, {hi:.3}] with forward KL on {n_data} configurations (witness, and {n_sir} resampled by weight at the failing temperatures), fresh witness, re-estimated",
+        "continued training {} steps ({:.1} s) on T ∈ [{lo:.3}, {hi:.3}] with forward KL on {n_data} configurations (witness, and {n_sir} resampled by weight at the failing temperatures), fresh witness, re-estimated{}",
         rep.steps,
         rep.seconds,
+        st.rounds
+            .stopped_note(temps)
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default(),
     );
     super::settle(sw, st, saved, &what)
 }

@@ -149,6 +149,18 @@ impl Rounds {
             .collect()
     }
 
+    /// What the report says where the rounds stopped drawing because more samples cannot pass
+    /// the ESS or k̂ check (None: nowhere).
+    pub(in crate::sweep) fn stopped_note(&self, temps: &[f64]) -> Option<String> {
+        let idx: Vec<usize> = (0..temps.len()).filter(|&i| self.stopped[i]).collect();
+        (!idx.is_empty()).then(|| {
+            format!(
+                "importance sampling stopped drawing at {}, where more samples cannot pass the ESS or k̂ check",
+                crate::sweep::at(temps, &idx)
+            )
+        })
+    }
+
     /// Nothing estimated yet at `temps` (when the first method is not importance sampling):
     /// every value NaN, no samples.
     pub(in crate::sweep) fn unestimated(temps: &[f64]) -> Rounds {
@@ -312,15 +324,7 @@ pub(in crate::sweep) fn run(sw: &Sweeper, st: &mut State) -> Result<()> {
     }
     st.rounds = estimate_rounds(&st.flow, sw.energy, &sw.temps, cfg, sw.seed)?;
     st.estimate_seconds += st.rounds.seconds;
-    let stopped: Vec<usize> = (0..sw.temps.len())
-        .filter(|&i| st.rounds.stopped[i])
-        .collect();
-    if !stopped.is_empty() {
-        st.repairs.push(format!(
-            "importance sampling stopped drawing at {}, where more samples cannot pass the ESS or k̂ check",
-            crate::sweep::at(&sw.temps, &stopped)
-        ));
-    }
+    st.repairs.extend(st.rounds.stopped_note(&sw.temps));
     sw.check(st)?;
     for r in 0..cfg.repairs {
         if crate::observe::interrupted() {
