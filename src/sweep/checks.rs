@@ -233,6 +233,12 @@ pub fn local_smc(th: &Thermo, p: &crate::mcmc::SmcPoint) -> Checks {
     c
 }
 
+/// Whether the anneal's own checks at a point pass, as [`local_smc`] holds it to them beside
+/// `finite`: `smc_hysteresis` (NaN fails) and `smc_settled`.
+pub fn smc_sound(p: &crate::mcmc::SmcPoint) -> bool {
+    p.hysteresis <= Z_LIMIT && p.settled
+}
+
 /// `name` (`smc_settled`, `witness_settled`): 0 where the anneal's equilibrations stopped
 /// because the mean energy stopped drifting, 1 where one stopped at its cap or there is no
 /// anneal (limit 0).
@@ -620,6 +626,19 @@ mod tests {
         }
     }
 
+    /// An anneal's point with these estimates, its passes agreeing (hysteresis 0.5).
+    fn smc_point(thermo: Thermo, settled: bool) -> crate::mcmc::SmcPoint {
+        crate::mcmc::SmcPoint {
+            t: 1.0,
+            thermo,
+            hysteresis: 0.5,
+            acceptance: 0.3,
+            correlation: 0.3,
+            observables: Vec::new(),
+            settled,
+        }
+    }
+
     /// The anneal that checks a tempered point resolves it only with standard errors within
     /// [`WITNESS_RESOLUTION`] times the point's, for ⟨U⟩ and for C_V: an agreeing anneal 4×
     /// less precise passes, one 6× less precise in C_V alone fails (its z-test could not see
@@ -628,15 +647,7 @@ mod tests {
     fn a_witness_must_resolve_the_estimate_it_checks() {
         let e = |value, se| Estimate { value, se };
         let est = thermo(e(1.0, 0.01), e(2.0, 0.02));
-        let point = |u_se: f64, cv_se: f64| crate::mcmc::SmcPoint {
-            t: 1.0,
-            thermo: thermo(e(1.0, u_se), e(2.0, cv_se)),
-            hysteresis: 0.5,
-            acceptance: 0.3,
-            correlation: 0.3,
-            observables: Vec::new(),
-            settled: true,
-        };
+        let point = |u_se: f64, cv_se: f64| smc_point(thermo(e(1.0, u_se), e(2.0, cv_se)), true);
         let check = |p: Option<&crate::mcmc::SmcPoint>| {
             annealing_witness(&est, p, 1.0)["witness_resolution"].clone()
         };
@@ -655,17 +666,8 @@ mod tests {
     fn an_unsettled_anneal_is_neither_trusted_nor_a_witness() {
         let e = |value, se| Estimate { value, se };
         let est = thermo(e(1.0, 0.01), e(2.0, 0.02));
-        let point = |settled| crate::mcmc::SmcPoint {
-            t: 1.0,
-            thermo: est,
-            hysteresis: 0.5,
-            acceptance: 0.3,
-            correlation: 0.3,
-            observables: Vec::new(),
-            settled,
-        };
         for settled in [true, false] {
-            let p = point(settled);
+            let p = smc_point(est, settled);
             assert_eq!(local_smc(&est, &p)["smc_settled"].pass, settled);
             let w = annealing_witness(&est, Some(&p), 1.0);
             assert_eq!(w["witness_settled"].pass, settled);

@@ -8,7 +8,7 @@ use super::{left_by_time, more};
 use crate::error::Result;
 use crate::estimators::{Estimate, Thermo};
 use crate::flows::Flow;
-use crate::mcmc::{smc, SmcConfig, SmcPoint, SmcRun};
+use crate::mcmc::{smc, SmcConfig, SmcRun};
 use crate::sweep::{checks, State, Sweeper, ESTIMATE_GROWTH};
 
 /// Particles per replica.
@@ -79,7 +79,7 @@ pub(in crate::sweep) fn rounds(
         };
         // (At the failing temperatures; at all of them for the tempered points' witness.)
         let lagging = |r: &SmcRun| {
-            let lags = |i: usize| !sound(&r.points[i]);
+            let lags = |i: usize| !checks::smc_sound(&r.points[i]);
             if failing.is_empty() {
                 (0..r.points.len()).any(lags)
             } else {
@@ -107,7 +107,7 @@ pub(in crate::sweep) fn rounds(
             Some(r) => r.merge(next)?,
         };
         // Only points that pass their own checks are worth more replicas.
-        let sound = |i: usize| sound(&pooled.points[i]);
+        let sound = |i: usize| checks::smc_sound(&pooled.points[i]);
         let refinable = failing.iter().any(|&i| sound(i));
         // The worst relative error of C_V against `--cv-tol`; as the tempered points' witness,
         // the worst ratio of its errors to theirs against the resolution (`more` takes both
@@ -180,12 +180,6 @@ pub(in crate::sweep) fn rounds(
         sc.replicas = more;
     }
     Ok(run)
-}
-
-/// Whether an anneal's point passes its own checks: the passes agree (`smc_hysteresis`; NaN
-/// fails) and descend from settled equilibrations (`smc_settled`).
-fn sound(p: &SmcPoint) -> bool {
-    p.hysteresis <= checks::Z_LIMIT && p.settled
 }
 
 /// Where temperatures still fail: sequential Monte Carlo from T_max down the grid and back

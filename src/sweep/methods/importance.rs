@@ -178,9 +178,9 @@ impl Rounds {
 /// Whether more samples cannot make an importance estimate at `t` trusted: the ESS fraction of
 /// the Pareto-smoothed weights ([`Weights::smoothed`]) under half the trusted one (the fraction
 /// does not grow with samples) where the raw weights' fails too (an estimate whose check
-/// passes is never left on a lucky draw), or k̂ ≥ 1 (weights without a finite mean: the samples needed
-/// grow without bound). What replaces such estimates (repairs, annealing, tempering) does not
-/// need them. Smoothed, because one large weight can drop the raw fraction many-fold where more
+/// passes is never left on a lucky draw), or k̂ ≥ 1 (weights without a finite mean: the
+/// samples needed grow without bound). What replaces such estimates (repairs, annealing,
+/// tempering) does not need them. Smoothed, because one large weight can drop the raw fraction many-fold where more
 /// samples would restore it: measured on φ⁴ at L = 8 (a flow trained by the sweep, 20 000
 /// samples, 10 seeds), raw fractions 0.015–0.125 at T = 0.65 and 0.026–0.193 at 0.7, smoothed
 /// 0.070–0.133 and 0.105–0.194, where 300 000 raw samples give 0.090 at 0.65; at T = 0.6
@@ -259,7 +259,9 @@ pub(in crate::sweep) fn estimate_rounds(
             let rel = t.cv.se / t.cv.value.abs();
             reached[i] = rel <= tol;
             let left = cfg.max_samples.saturating_sub(n);
-            stopped[i] = !reached[i] && !out_of_time && hopeless(t, &draws[i], temps[i])?;
+            // (A temperature stopped once keeps its draws, and so its verdict.)
+            stopped[i] =
+                stopped[i] || (!reached[i] && !out_of_time && hopeless(t, &draws[i], temps[i])?);
             want[i] = if reached[i] || out_of_time || stopped[i] {
                 0
             } else if rel.is_finite() {
@@ -280,18 +282,15 @@ pub(in crate::sweep) fn estimate_rounds(
                 round + 1,
                 100.0 * tol,
                 t0.elapsed().as_secs_f64(),
-                match (pending, futile) {
-                    (0, 0) => String::new(),
-                    (p, 0) => format!("; drawing more at {p}"),
-                    (p, f) => format!(
-                        "{}; stopped at {f} where more samples cannot pass the ESS or k̂ check",
-                        if p > 0 {
-                            format!("; drawing more at {p}")
-                        } else {
-                            String::new()
-                        }
-                    ),
-                }
+                [
+                    (pending > 0).then(|| format!("; drawing more at {pending}")),
+                    (futile > 0).then(|| {
+                        format!("; stopped at {futile} where more samples cannot pass the ESS or k̂ check")
+                    }),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<String>()
             );
         }
         if pending == 0 {
