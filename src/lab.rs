@@ -184,6 +184,11 @@ impl Sweep {
         self.cfg.derived.push(d);
         Ok(self)
     }
+    /// Also locate the heat capacity's peak (a line of the table; [`SweepRun::heat_capacity_peak`]).
+    pub fn peak(mut self) -> Sweep {
+        self.cfg.peak = true;
+        self
+    }
     /// Train (progress lines on stderr) and estimate.
     pub fn run(&self) -> Result<SweepRun> {
         let (result, flow, energy) = match &self.energy {
@@ -210,6 +215,18 @@ pub struct SweepRun {
 }
 
 impl SweepRun {
+    /// Where C_V peaks: T* and C_V(T*) with their errors, whether that can be trusted, and the
+    /// exact peak where known ([`sweep::PeakReport`]).
+    pub fn heat_capacity_peak(&self) -> Result<sweep::PeakReport> {
+        match &self.result.cv_peak {
+            Some(p) => Ok(p.clone()),
+            None => sweep::PeakReport::new(
+                &self.result.thermo,
+                &self.result.trusted,
+                self.energy.as_ref(),
+            ),
+        }
+    }
     /// ⟨U⟩(T) with error band and exact curve.
     pub fn energy_plot(&self) -> Plot {
         crate::plot::energy_plot(&self.result)

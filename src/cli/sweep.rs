@@ -90,6 +90,11 @@ pub struct SweepArgs {
     /// with the observables' correlation (reported after them, in the same places) [default: none]
     #[arg(long = "derive", value_name = "NAME=EXPR", allow_hyphen_values = true)]
     derive: Vec<String>,
+    /// Locate the heat capacity's peak: T* and C_V(T*) with errors, from C_V and dC_V/dT near the
+    /// grid's largest C_V, its own trust verdict and the exact peak where known (a table line,
+    /// JSON `cv_peak`)
+    #[arg(long)]
+    peak: bool,
     /// Write the results as JSON to FILE [default: not written]
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -162,6 +167,7 @@ impl SweepArgs {
             progress: !self.quiet,
             observables,
             derived,
+            peak: self.peak,
             ..d
         };
         let (result, flow, energy) = match custom {

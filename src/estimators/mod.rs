@@ -34,10 +34,12 @@
 
 mod derivative;
 mod influence;
+mod peak;
 pub mod psis;
 
 pub use derivative::cv_from_derivative;
 pub use influence::Influence;
+pub use peak::{heat_capacity_peak, Peak, CURVATURE_Z, WINDOW_P};
 
 use serde::Serialize;
 

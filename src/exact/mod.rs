@@ -85,3 +85,37 @@ pub fn reference(
     }
     Ok(None)
 }
+
+/// The exact heat capacity's maximum inside [lo, hi], (T*, C_V(T*)), by golden-section search
+/// (to 10⁻⁷ of the interval; one maximum there is assumed), or `None` without an exact
+/// reference or where the search ends at an end of the interval (no maximum inside).
+pub fn cv_maximum(
+    e: &dyn crate::systems::Energy,
+    lo: f64,
+    hi: f64,
+) -> crate::Result<Option<(f64, f64)>> {
+    let cv = |t: f64| -> crate::Result<Option<f64>> { Ok(reference(e, &[t])?.map(|r| r[0].cv)) };
+    if cv(lo)?.is_none() {
+        return Ok(None);
+    }
+    let g = 0.5 * (5f64.sqrt() - 1.0);
+    let (mut a, mut b) = (lo, hi);
+    let (mut c, mut d) = (b - g * (b - a), a + g * (b - a));
+    let (mut fc, mut fd) = (cv(c)?.unwrap_or(f64::NAN), cv(d)?.unwrap_or(f64::NAN));
+    while b - a > 1e-7 * (hi - lo) {
+        if fc > fd {
+            (b, d, fd) = (d, c, fc);
+            c = b - g * (b - a);
+            fc = cv(c)?.unwrap_or(f64::NAN);
+        } else {
+            (a, c, fc) = (c, d, fd);
+            d = a + g * (b - a);
+            fd = cv(d)?.unwrap_or(f64::NAN);
+        }
+    }
+    let t = 0.5 * (a + b);
+    if (t - lo).min(hi - t) < 1e-6 * (hi - lo) {
+        return Ok(None);
+    }
+    Ok(cv(t)?.map(|v| (t, v)))
+}

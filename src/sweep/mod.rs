@@ -47,7 +47,9 @@ pub mod witness;
 pub use methods::importance::estimate;
 pub use methods::{flow_mcmc, temper, Method, Tempering};
 pub use model::sweep_training;
-pub use report::{ExactCurves, ObservableCurve, SweepResult, TrainSummary, WitnessSummary};
+pub use report::{
+    ExactCurves, ObservableCurve, PeakReport, SweepResult, TrainSummary, WitnessSummary,
+};
 pub use samples_out::write_samples;
 
 use std::path::PathBuf;
@@ -114,6 +116,8 @@ pub struct SweepConfig {
     /// Quantities derived from the observables' averages, f(⟨O_1⟩, …, T), reported after them
     /// by the jackknife over the estimates' groups ([`Derived`]).
     pub derived: Vec<Derived>,
+    /// Locate the heat capacity's peak ([`PeakReport`]).
+    pub peak: bool,
 }
 
 impl Default for SweepConfig {
@@ -142,6 +146,7 @@ impl Default for SweepConfig {
             save_model: None,
             progress: true,
             observables: Vec::new(),
+            peak: false,
             derived: Vec::new(),
         }
     }
@@ -676,6 +681,9 @@ fn assemble(
     let exact: Option<Vec<Reference>> = reference(sw.energy, temps)?;
     let col = |f: &dyn Fn(&Thermo) -> f64| th.iter().map(f).collect::<Vec<f64>>();
     let trusted: Vec<bool> = st.checks.iter().map(checks::all_pass).collect();
+    let cv_peak = (cfg.peak)
+        .then(|| PeakReport::new(&th, &trusted, sw.energy))
+        .transpose()?;
     let smc_particles = st.smc.as_ref().map_or(0, |r| 2 * r.particles * r.replicas);
     let pt_sweeps = st.tempering.as_ref().map_or(0, |r| r.ladder_sweeps);
     let samples_used: Vec<usize> = (0..temps.len())
@@ -753,6 +761,7 @@ fn assemble(
             cv: r.iter().map(|x| x.cv).collect(),
             log_z: r.iter().map(|x| x.log_z).collect(),
         }),
+        cv_peak,
         train: st.train,
         samples: cfg.samples,
         estimate_seconds: st.estimate_seconds,

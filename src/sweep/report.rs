@@ -3,7 +3,8 @@
 use serde::Serialize;
 
 use super::checks::{Checks, WitnessPoint};
-use crate::estimators::Thermo;
+use crate::estimators::{heat_capacity_peak, Peak, Thermo, WINDOW_P};
+use crate::systems::Energy;
 
 /// Exact values beside the estimates.
 #[derive(Clone, Debug, Serialize)]
@@ -44,6 +45,117 @@ impl ObservableCurve {
         } else {
             format!("⟨{}⟩", self.name)
         }
+    }
+}
+
+/// Where the heat capacity peaks (`--peak`): the fit to the grid's C_V values and slopes
+/// ([`heat_capacity_peak`]) with its own verdict and, where one exists, the exact peak.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeakReport {
+    /// T*, C_V(T*) and the fit (null where there is none).
+    pub peak: Option<Peak>,
+    /// Why there is none (null where there is).
+    pub none: Option<String>,
+    /// The curvature resolved, the fit's χ² at p ≥ 0.05, every temperature of its window
+    /// trusted: the samplers' own evidence, as for a temperature.
+    pub trusted: bool,
+    /// What keeps it from being trusted, in words (empty when trusted).
+    pub why_not: Vec<String>,
+    /// The exact (T*, C_V(T*)), the exact C_V's maximum within one grid step of the window, or
+    /// null.
+    pub exact: Option<[f64; 2]>,
+}
+
+impl PeakReport {
+    /// The peak of C_V over `thermo` (the sweep's grid, `trusted` per temperature), with the
+    /// exact one of `energy` where a reference exists.
+    pub fn new(
+        thermo: &[Thermo],
+        trusted: &[bool],
+        energy: &dyn Energy,
+    ) -> crate::Result<PeakReport> {
+        let peak = match heat_capacity_peak(thermo) {
+            Ok(p) => p,
+            Err(e) => {
+                let none = e.to_string();
+                let none = none
+                    .strip_prefix("invalid input: ")
+                    .unwrap_or(&none)
+                    .to_string();
+                return Ok(PeakReport {
+                    peak: None,
+                    trusted: false,
+                    why_not: vec![none.clone()],
+                    none: Some(none),
+                    exact: None,
+                });
+            }
+        };
+        let mut why_not = Vec::new();
+        if !peak.resolved() {
+            why_not.push(format!(
+                "its curvature is {:.1} of its errors from zero, under {}: a finer grid or more samples near the peak",
+                peak.curvature_z,
+                crate::estimators::CURVATURE_Z
+            ));
+        }
+        if peak.p_value < WINDOW_P {
+            why_not.push(format!(
+                "C_V and its slope disagree over the window (χ² {:.1} for {}, p {:.3})",
+                peak.chi2, peak.dof, peak.p_value
+            ));
+        }
+        let inside = |t: f64| t >= peak.window[0] - 1e-12 && t <= peak.window[1] + 1e-12;
+        let untrusted: Vec<String> = (thermo.iter().zip(trusted))
+            .filter(|(th, ok)| inside(th.t) && !**ok)
+            .map(|(th, _)| format!("{:.3}", th.t))
+            .collect();
+        if !untrusted.is_empty() {
+            why_not.push(format!(
+                "T = {} in its window not trusted",
+                untrusted.join(", ")
+            ));
+        }
+        // The exact maximum within one grid step of the window.
+        let ts: Vec<f64> = thermo.iter().map(|th| th.t).collect();
+        let lo = ts
+            .iter()
+            .rev()
+            .copied()
+            .find(|&t| t < peak.window[0] - 1e-12);
+        let hi = ts.iter().copied().find(|&t| t > peak.window[1] + 1e-12);
+        let exact = crate::exact::cv_maximum(
+            energy,
+            lo.unwrap_or(peak.window[0]),
+            hi.unwrap_or(peak.window[1]),
+        )?
+        .map(|(t, c)| [t, c]);
+        Ok(PeakReport {
+            peak: Some(peak),
+            none: None,
+            trusted: why_not.is_empty(),
+            why_not,
+            exact,
+        })
+    }
+
+    /// One line for the table.
+    pub fn line(&self) -> String {
+        let Some(p) = &self.peak else {
+            return format!("C_V peak: none: {}\n", self.none.as_deref().unwrap_or(""));
+        };
+        let exact = self
+            .exact
+            .map_or(String::new(), |[t, c]| format!(" (exact {t:.4}, {c:.4})"));
+        let verdict = if self.trusted {
+            "trusted".to_string()
+        } else {
+            format!("NOT trusted: {}", self.why_not.join("; "))
+        };
+        format!(
+            "C_V peak: T* = {:.4} ± {:.4}, C_V(T*) = {:.4} ± {:.4}{exact}, from C_V and dC_V/dT at {} temperatures over [{:.3}, {:.3}] (χ² {:.1} for {}); {verdict}\n",
+            p.t.value, p.t.se, p.cv.value, p.cv.se, p.points, p.window[0], p.window[1], p.chi2, p.dof
+        )
     }
 }
 
@@ -151,6 +263,9 @@ pub struct SweepResult {
     pub witness: Option<WitnessSummary>,
     /// Exact curves, or null.
     pub exact: Option<ExactCurves>,
+    /// Where C_V peaks (with `--peak`; absent without).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cv_peak: Option<PeakReport>,
     /// The observables' averages, in the order they were given (empty without any).
     pub observables: Vec<ObservableCurve>,
     /// Training summary.
@@ -226,6 +341,9 @@ impl SweepResult {
             }
         }
         s += &self.observables_table();
+        if let Some(p) = &self.cv_peak {
+            s += &p.line();
+        }
         s +=
             &format!(
             "training: {} steps, {:.1} s, final loss {:.4}; estimates: {} samples in {:.1} s{}\n",
