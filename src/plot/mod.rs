@@ -91,6 +91,21 @@ pub fn heat_capacity_plot(r: &SweepResult) -> Plot {
             .error_y(ErrorData::new(ErrorType::Data).array(r.cv_deriv_se.clone()))
             .name("d⟨U⟩/dT"),
     );
+    // With `--peak`: T* and C_V(T*) as a point with both error bars.
+    if let Some(peak) = r.cv_peak.as_ref().and_then(|c| c.peak) {
+        p.add_trace(
+            Scatter::new(vec![peak.t.value], vec![peak.cv.value])
+                .mode(Mode::Markers)
+                .marker(
+                    Marker::new()
+                        .size(9)
+                        .symbol(plotly::common::MarkerSymbol::Diamond),
+                )
+                .error_x(ErrorData::new(ErrorType::Data).array(vec![peak.t.se]))
+                .error_y(ErrorData::new(ErrorType::Data).array(vec![peak.cv.se]))
+                .name("peak T*"),
+        );
+    }
     p
 }
 
