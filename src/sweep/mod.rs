@@ -731,6 +731,8 @@ fn assemble(
         cv_se: col(&|t| t.cv.se),
         cv_deriv: deriv.iter().map(|e| e.value).collect(),
         cv_deriv_se: deriv.iter().map(|e| e.se).collect(),
+        cv_slope: col(&|t| t.dcv_dt.value),
+        cv_slope_se: col(&|t| t.dcv_dt.se),
         log_z: col(&|t| t.log_z.value),
         log_z_se: col(&|t| t.log_z.se),
         f: col(&|t| t.f.value),

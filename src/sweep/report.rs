@@ -94,14 +94,14 @@ impl PeakReport {
         let mut why_not = Vec::new();
         if !peak.resolved() {
             why_not.push(format!(
-                "its curvature is {:.1} of its errors from zero, under {}: a finer grid or more samples near the peak",
+                "its curvature is {:.1} of its errors from zero, under {}: more samples or temperatures around the peak, or no peak",
                 peak.curvature_z,
                 crate::estimators::CURVATURE_Z
             ));
         }
         if peak.p_value < WINDOW_P {
             why_not.push(format!(
-                "C_V and its slope disagree over the window (χ² {:.1} for {}, p {:.3})",
+                "C_V and its slope do not follow one quartic over the window (χ² {:.1} for {}, p {:.3}): a finer grid around the peak",
                 peak.chi2, peak.dof, peak.p_value
             ));
         }
@@ -218,6 +218,12 @@ pub struct SweepResult {
     /// Its SE.
     #[serde(rename = "Cv_deriv_se")]
     pub cv_deriv_se: Vec<f64>,
+    /// dC_V/dT = κ₃/T⁴ − 2κ₂/T³ from the same samples (what `--peak` fits beside C_V).
+    #[serde(rename = "Cv_slope")]
+    pub cv_slope: Vec<f64>,
+    /// Its SE.
+    #[serde(rename = "Cv_slope_se")]
+    pub cv_slope_se: Vec<f64>,
     /// log Z.
     #[serde(rename = "logZ")]
     pub log_z: Vec<f64>,
