@@ -62,7 +62,7 @@ pub struct Peak {
     pub points: usize,
     /// χ² of the fit.
     pub chi2: f64,
-    /// Its degrees of freedom, 2 × points − 4.
+    /// Its degrees of freedom, 2 × points − 5.
     pub dof: usize,
     /// Its p-value.
     pub p_value: f64,
@@ -84,7 +84,7 @@ pub const WINDOW_P: f64 = 0.05;
 /// The peak of C_V over the estimated temperatures of `grid` (in increasing T; unestimated
 /// ones, NaN, are skipped). An error says why there is none: fewer than three estimates, the
 /// largest C_V at an end of the grid, a slope or covariance that is not finite, or a fitted
-/// cubic without a maximum in its window.
+/// quartic without a maximum in its window.
 pub fn heat_capacity_peak(grid: &[Thermo]) -> Result<Peak> {
     let pts: Vec<&Thermo> = (grid.iter())
         .filter(|th| th.cv.value.is_finite() && th.dcv_dt.value.is_finite())
@@ -420,9 +420,10 @@ mod tests {
         }
     }
 
-    /// A peak that no cubic follows far, C_V = 2/(1 + ((T − 1.83)/0.4)²) with its slope, on 32
-    /// temperatures over [0.5, 3] measured to 0.5 % and 2 %: the window stays where the cubic
-    /// holds, and the error bars stay honest.
+    /// A peak that no polynomial follows far, C_V = 2/(1 + ((T − 1.83)/0.6)²) with its slope,
+    /// on 32 temperatures over [0.5, 3] measured to 0.5 % and 2 %: the window stays where the
+    /// quartic holds (5 points), and the error bars stay honest (seeds 31–35: z rms 1.02–1.06).
+    /// At width 0.4 the quartic's own error, 0.3 of the statistical one, shows: z rms 1.17.
     #[test]
     fn a_narrow_peak_keeps_its_window_small_and_its_errors_honest() {
         const WIDTH: f64 = 0.6;
