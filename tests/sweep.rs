@@ -447,8 +447,8 @@ fn observables_match_quadrature_within_their_error_bars() {
 
 /// `--peak` locates the heat capacity's maximum of the 2-D double well within 4 of its
 /// errors of quadrature's T* = 2.0428, trusted, in the table and the JSON; on the harmonic
-/// system, whose C_V is flat, the peak it finds is not trusted (its curvature unresolved) and
-/// no exact peak is given. Measured on 16 temperatures over seeds 1–14 (the sweep's grids):
+/// system, whose C_V is flat, the peak it finds is not trusted (its curvature unresolved, or
+/// none at all) and no exact peak is given. Measured on 16 temperatures over seeds 1–14 (the sweep's grids):
 /// z from −1.22 to 1.49, windows of 5 and 7 points.
 #[test]
 fn the_heat_capacity_peak_matches_quadrature() {
@@ -501,8 +501,9 @@ fn the_heat_capacity_peak_matches_quadrature() {
             .args(["--quiet", "--json"])
             .arg(&json),
     );
+    // A peak found and not trusted, or none found (the largest C_V at an end): both say so.
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("C_V peak: "), "{table}");
+    assert!(table.contains("C_V peak"), "{table}");
     let p = &common::read_json(&json)["cv_peak"];
     assert!(p["trusted"] == false && p["exact"].is_null(), "{p}");
 }

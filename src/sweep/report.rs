@@ -77,11 +77,10 @@ impl PeakReport {
         let peak = match heat_capacity_peak(thermo) {
             Ok(p) => p,
             Err(e) => {
-                let none = e.to_string();
-                let none = none
-                    .strip_prefix("invalid input: ")
-                    .unwrap_or(&none)
-                    .to_string();
+                let none = match e {
+                    crate::Error::Input(why) => why,
+                    other => other.to_string(),
+                };
                 return Ok(PeakReport {
                     peak: None,
                     trusted: false,
@@ -142,7 +141,7 @@ impl PeakReport {
     /// One line for the table.
     pub fn line(&self) -> String {
         let Some(p) = &self.peak else {
-            return format!("C_V peak: none: {}\n", self.none.as_deref().unwrap_or(""));
+            return format!("{}\n", self.none.as_deref().unwrap_or("no C_V peak"));
         };
         let exact = self
             .exact
