@@ -102,8 +102,13 @@ pub fn heat_capacity_peak(grid: &[Thermo]) -> Result<Peak> {
         .max_by(|&a, &b| pts[a].cv.value.total_cmp(&pts[b].cv.value))
         .unwrap_or(0);
     if k == 0 || k == pts.len() - 1 {
+        let (end, side) = if k == 0 {
+            ("lowest", "below")
+        } else {
+            ("highest", "above")
+        };
         return input_err(format!(
-            "no C_V peak inside [{:.4}, {:.4}]: the largest C_V is at T = {:.4}, an end of the grid",
+            "no C_V peak inside [{:.4}, {:.4}]: the largest C_V is at T = {:.4}, the grid's {end}; a peak, if any, lies {side}",
             pts[0].t,
             pts[pts.len() - 1].t,
             pts[k].t
@@ -495,7 +500,10 @@ mod tests {
             .map(|i| point(1.3 + 0.2 * i as f64, 1.23, (0.01, 0.05, 0.0), [0.0; 2]))
             .collect();
         let e = heat_capacity_peak(&grid).unwrap_err().to_string();
-        assert!(e.contains("an end of the grid"), "{e}");
+        assert!(
+            e.contains("the grid's lowest; a peak, if any, lies below"),
+            "{e}"
+        );
         let e = heat_capacity_peak(&grid[..2]).unwrap_err().to_string();
         assert!(e.contains("3 are needed"), "{e}");
         let mut grid: Vec<Thermo> = (0..6)
