@@ -223,6 +223,7 @@ impl SweepRun {
             None => sweep::PeakReport::new(
                 &self.result.thermo,
                 &self.result.trusted,
+                &self.result.method,
                 self.energy.as_ref(),
             ),
         }

@@ -37,7 +37,9 @@
 //!
 //! Tempering's and the anneal's neighbouring temperatures are positively correlated (one
 //! ladder, one population); treating them as independent overstates the error of the
-//! differences that locate the peak, so T*'s error is then on the safe side.
+//! differences that locate the peak, so T*'s error is then on the safe side, but understates
+//! that of the level C_V(T*), which the sweep's report floors there
+//! (`sweep::PeakReport::new`).
 
 use serde::Serialize;
 

@@ -681,9 +681,6 @@ fn assemble(
     let exact: Option<Vec<Reference>> = reference(sw.energy, temps)?;
     let col = |f: &dyn Fn(&Thermo) -> f64| th.iter().map(f).collect::<Vec<f64>>();
     let trusted: Vec<bool> = st.checks.iter().map(checks::all_pass).collect();
-    let cv_peak = (cfg.peak)
-        .then(|| PeakReport::new(&th, &trusted, sw.energy))
-        .transpose()?;
     let smc_particles = st.smc.as_ref().map_or(0, |r| 2 * r.particles * r.replicas);
     let pt_sweeps = st.tempering.as_ref().map_or(0, |r| r.ladder_sweeps);
     let samples_used: Vec<usize> = (0..temps.len())
@@ -698,6 +695,9 @@ fn assemble(
         })
         .collect();
     let method: Vec<String> = rounds.method.iter().map(|m| m.name().to_string()).collect();
+    let cv_peak = (cfg.peak)
+        .then(|| PeakReport::new(&th, &trusted, &method, sw.energy))
+        .transpose()?;
     let flow_mcmc = rounds
         .method
         .iter()
