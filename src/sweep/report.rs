@@ -84,19 +84,8 @@ impl PeakReport {
         method: &[String],
         energy: &dyn Energy,
     ) -> crate::Result<PeakReport> {
-        let peak = match heat_capacity_peak(thermo) {
-            Ok(mut p) => {
-                let inside = |t: f64| t >= p.window[0] - 1e-12 && t <= p.window[1] + 1e-12;
-                let correlated = (thermo.iter().zip(method))
-                    .any(|(th, m)| inside(th.t) && (m == "tempering" || m == "smc"));
-                let nearest = (thermo.iter())
-                    .filter(|th| th.cv.se.is_finite())
-                    .min_by(|a, b| (a.t - p.t.value).abs().total_cmp(&(b.t - p.t.value).abs()));
-                if let (true, Some(th)) = (correlated, nearest) {
-                    p.cv.se = p.cv.se.max(th.cv.se);
-                }
-                p
-            }
+        let mut peak = match heat_capacity_peak(thermo) {
+            Ok(p) => p,
             Err(e) => {
                 let none = match e {
                     crate::Error::Input(why) => why,
@@ -111,6 +100,25 @@ impl PeakReport {
                 });
             }
         };
+        // The grid's temperatures the fit spans.
+        let window: Vec<usize> = (0..thermo.len())
+            .filter(|&i| (peak.window[0] - 1e-12..=peak.window[1] + 1e-12).contains(&thermo[i].t))
+            .collect();
+        if window
+            .iter()
+            .any(|&i| matches!(method[i].as_str(), "tempering" | "smc"))
+        {
+            let nearest = (thermo.iter())
+                .filter(|th| th.cv.se.is_finite())
+                .min_by(|a, b| {
+                    (a.t - peak.t.value)
+                        .abs()
+                        .total_cmp(&(b.t - peak.t.value).abs())
+                });
+            if let Some(th) = nearest {
+                peak.cv.se = peak.cv.se.max(th.cv.se);
+            }
+        }
         let mut why_not = Vec::new();
         if !peak.resolved() {
             why_not.push(format!(
@@ -125,10 +133,9 @@ impl PeakReport {
                 peak.chi2, peak.dof, peak.p_value
             ));
         }
-        let inside = |t: f64| t >= peak.window[0] - 1e-12 && t <= peak.window[1] + 1e-12;
-        let untrusted: Vec<String> = (thermo.iter().zip(trusted))
-            .filter(|(th, ok)| inside(th.t) && !**ok)
-            .map(|(th, _)| format!("{:.3}", th.t))
+        let untrusted: Vec<String> = (window.iter())
+            .filter(|&&i| !trusted[i])
+            .map(|&i| format!("{:.3}", thermo[i].t))
             .collect();
         if !untrusted.is_empty() {
             why_not.push(format!(
@@ -137,19 +144,12 @@ impl PeakReport {
             ));
         }
         // The exact maximum within one grid step of the window.
-        let ts: Vec<f64> = thermo.iter().map(|th| th.t).collect();
-        let lo = ts
-            .iter()
-            .rev()
-            .copied()
-            .find(|&t| t < peak.window[0] - 1e-12);
-        let hi = ts.iter().copied().find(|&t| t > peak.window[1] + 1e-12);
-        let exact = crate::exact::cv_maximum(
-            energy,
-            lo.unwrap_or(peak.window[0]),
-            hi.unwrap_or(peak.window[1]),
-        )?
-        .map(|(t, c)| [t, c]);
+        let lo = window
+            .first()
+            .map_or(peak.window[0], |&i| thermo[i.saturating_sub(1)].t);
+        let hi =
+            (window.last()).map_or(peak.window[1], |&i| thermo[(i + 1).min(thermo.len() - 1)].t);
+        let exact = crate::exact::cv_maximum(energy, lo, hi)?.map(|(t, c)| [t, c]);
         Ok(PeakReport {
             peak: Some(peak),
             none: None,

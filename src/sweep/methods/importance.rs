@@ -180,9 +180,9 @@ impl Rounds {
 /// does not grow with samples) where the raw weights' fails too (an estimate whose check
 /// passes is never left on a lucky draw), or k̂ ≥ 1 (weights without a finite mean: the
 /// samples needed grow without bound). What replaces such estimates (repairs, annealing,
-/// tempering) does not need them. Smoothed, because one large weight can drop the raw fraction many-fold where more
-/// samples would restore it: measured on φ⁴ at L = 8 (a flow trained by the sweep, 20 000
-/// samples, 10 seeds), raw fractions 0.015–0.125 at T = 0.65 and 0.026–0.193 at 0.7, smoothed
+/// tempering) does not need them. Smoothed, because one large weight can drop the raw fraction
+/// many-fold where more samples would restore it: measured on φ⁴ at L = 8 (a flow trained by
+/// the sweep, 20 000 samples, 10 seeds), raw fractions 0.015–0.125 at T = 0.65 and 0.026–0.193 at 0.7, smoothed
 /// 0.070–0.133 and 0.105–0.194, where 300 000 raw samples give 0.090 at 0.65; at T = 0.6
 /// (0.025 from 300 000) smoothed 0.019–0.065. Before, the rule was a raw fraction under a
 /// tenth, and the sweep drew up to a million samples at temperatures where the check then
